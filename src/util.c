@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "util.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+static int error_vset(struct ppn_error *err, int code, const char *fmt, va_list ap) {
+        code = code > 0 ? -code : code;
+        if (code == 0)
+                code = -EIO;
+        if (err) {
+                err->code = code;
+                vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+        }
+        return code;
+}
+
+int ppn_error_set(struct ppn_error *err, int code, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        code = error_vset(err, code, fmt, ap);
+        va_end(ap);
+        return code;
+}
+
+int ppn_error_prefix(struct ppn_error *err, int code, const char *fmt, ...) {
+        char prefix[256], old[sizeof(err->msg)];
+        va_list ap;
+
+        if (!err)
+                return code > 0 ? -code : code;
+        if (err->code == 0)
+                err->code = code > 0 ? -code : (code ? code : -EIO);
+        va_start(ap, fmt);
+        vsnprintf(prefix, sizeof(prefix), fmt, ap);
+        va_end(ap);
+        memcpy(old, err->msg, sizeof(old));
+        /* A message longer than msg[] keeps its head: the prefix says where it failed. */
+        if (snprintf(err->msg, sizeof(err->msg), "%s: %s", prefix, old) >= (int) sizeof(err->msg))
+                err->msg[sizeof(err->msg) - 1] = '\0';
+        return err->code;
+}
+
+int parse_u64(const char *s, uint64_t *ret) {
+        char *end;
+        unsigned long long v;
+
+        if (!s || !isdigit((unsigned char) s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        if (*end != '\0')
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static const struct {
+        const char *suffix;
+        unsigned shift;
+} size_suffixes[] = {
+        { "", 0 }, { "B", 0 },
+        { "K", 10 }, { "k", 10 }, { "KiB", 10 }, { "KB", 10 },
+        { "M", 20 }, { "m", 20 }, { "MiB", 20 }, { "MB", 20 },
+        { "G", 30 }, { "g", 30 }, { "GiB", 30 }, { "GB", 30 },
+        { "T", 40 }, { "t", 40 }, { "TiB", 40 }, { "TB", 40 },
+};
+
+int parse_size(const char *s, uint64_t *ret_bytes) {
+        char *end;
+        unsigned long long v;
+
+        if (!s || !isdigit((unsigned char) s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        for (size_t i = 0; i < ELEMENTSOF(size_suffixes); i++) {
+                unsigned shift = size_suffixes[i].shift;
+                if (strcmp(end, size_suffixes[i].suffix) != 0)
+                        continue;
+                if (shift && v > (UINT64_MAX >> shift))
+                        return -ERANGE;
+                *ret_bytes = (uint64_t) v << shift;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+char *format_size(uint64_t bytes, char *buf, size_t len) {
+        static const char units[] = "KMGT";
+
+        for (int i = 3; i >= 0; i--) {
+                uint64_t unit = UINT64_C(1) << (10 * (i + 1));
+                if (bytes < unit)
+                        continue;
+                if (bytes % unit == 0)
+                        snprintf(buf, len, "%" PRIu64 "%c", bytes / unit, units[i]);
+                else if ((bytes * 10) % unit == 0 || bytes >= 10 * unit)
+                        snprintf(buf, len, "%.1f%c", (double) bytes / (double) unit, units[i]);
+                else
+                        continue;
+                return buf;
+        }
+        snprintf(buf, len, "%" PRIu64, bytes);
+        return buf;
+}
+
+static uint64_t clock_usec(clockid_t id) {
+        struct timespec ts;
+        clock_gettime(id, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
+
+uint64_t now_usec(void) { return clock_usec(CLOCK_MONOTONIC); }
+uint64_t now_realtime_usec(void) { return clock_usec(CLOCK_REALTIME); }
+
+int parse_duration(const char *s, uint64_t *ret_usec) {
+        static const struct { const char *suffix; uint64_t mult; } units[] = {
+                { "", 1000000 }, { "s", 1000000 }, { "ms", 1000 }, { "m", 60000000 },
+                { "min", 60000000 }, { "h", UINT64_C(3600000000) }, { "d", UINT64_C(86400000000) },
+        };
+        char *end;
+        unsigned long long v;
+
+        if (!s || !isdigit((unsigned char) s[0]))
+                return -EINVAL;
+        errno = 0;
+        v = strtoull(s, &end, 10);
+        if (errno == ERANGE)
+                return -ERANGE;
+        for (size_t i = 0; i < ELEMENTSOF(units); i++) {
+                if (strcmp(end, units[i].suffix) != 0)
+                        continue;
+                if (v > UINT64_MAX / units[i].mult)
+                        return -ERANGE;
+                *ret_usec = v * units[i].mult;
+                return 0;
+        }
+        return -EINVAL;
+}

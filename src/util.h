@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * Small shared helpers: cleanup attributes, the error struct that carries words to the
+ * caller, and size parsing/formatting. No I/O except the fd/FILE destructors.
+ *
+ * Conventions (see STYLE.md): functions return -errno; out-parameters are ret_*, last, and are
+ * written only on success; destructors accept NULL.
+ */
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#define ELEMENTSOF(x) (sizeof(x) / sizeof((x)[0]))
+#define _unused_ __attribute__((unused))
+#define _printf_(a, b) __attribute__((format(printf, a, b)))
+
+#define MIB (UINT64_C(1) << 20)
+#define GIB (UINT64_C(1) << 30)
+
+static inline void freep(void *p) { free(*(void **) p); }
+static inline void closep(int *fd) { if (*fd >= 0) { int e = errno; close(*fd); errno = e; } }
+static inline void fclosep(FILE **f) { if (*f) fclose(*f); }
+
+#define _cleanup_(f) __attribute__((cleanup(f)))
+#define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_close_ _cleanup_(closep)
+#define _cleanup_fclose_ _cleanup_(fclosep)
+
+/* Hand ownership out of a cleanup-attributed local: *ret = TAKE_PTR(x); */
+#define TAKE_PTR(p) ({ __typeof__(p) _t = (p); (p) = NULL; _t; })
+#define TAKE_FD(fd) ({ int _t = (fd); (fd) = -1; _t; })
+
+/* Words for the user about a failure. Optional everywhere: pass NULL when only the code matters. */
+struct ppn_error {
+        int code;          /* negative errno, 0 if unset */
+        char msg[512];
+};
+
+/* Sets err (if non-NULL) and returns -abs(code), so callers can `return ppn_error_set(...)`. */
+int ppn_error_set(struct ppn_error *err, int code, const char *fmt, ...) _printf_(3, 4);
+/* Prefixes an existing message: "prefix: old message". Returns err->code (or code if err NULL). */
+int ppn_error_prefix(struct ppn_error *err, int code, const char *fmt, ...) _printf_(3, 4);
+
+/*
+ * Parses a size: plain bytes ("1048576"), or a number with a binary suffix K, M, G, T
+ * (also "KiB", "MiB", "GiB", "TiB", "k", "m", "g"; "B" alone means bytes).
+ * Returns 0 and *ret_bytes, or -EINVAL (not a size) / -ERANGE (overflows 64 bits).
+ */
+int parse_size(const char *s, uint64_t *ret_bytes);
+
+/* Formats bytes in the largest binary unit that keeps it exact to one decimal ("512M",
+ * "1.5G", "4096" for odd byte counts). Returns buf. */
+char *format_size(uint64_t bytes, char *buf, size_t len);
+#define FORMAT_SIZE_MAX 32
+
+/* Parses a decimal unsigned integer, whole string. 0 or -EINVAL/-ERANGE. */
+int parse_u64(const char *s, uint64_t *ret);
+
+/* Monotonic clock in microseconds (CLOCK_MONOTONIC); wall clock in microseconds. */
+uint64_t now_usec(void);
+uint64_t now_realtime_usec(void);
+
+/* Parses a duration: "30" (seconds), "500ms", "30s", "10m", "2h", "1d". Microseconds out. */
+int parse_duration(const char *s, uint64_t *ret_usec);

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "util.h"
+
+static void test_parse_size_table(void **state) {
+        static const struct {
+                const char *in;
+                int r;
+                uint64_t bytes;
+        } cases[] = {
+                { "0", 0, 0 },
+                { "1048576", 0, 1048576 },
+                { "512M", 0, 512 * MIB },
+                { "2G", 0, 2 * GIB },
+                { "1048576K", 0, GIB },
+                { "4MiB", 0, 4 * MIB },
+                { "3GiB", 0, 3 * GIB },
+                { "1T", 0, UINT64_C(1) << 40 },
+                { "100B", 0, 100 },
+                { "", -EINVAL, 0 },
+                { "-1G", -EINVAL, 0 },
+                { "1.5G", -EINVAL, 0 },
+                { "12X", -EINVAL, 0 },
+                { " 1G", -EINVAL, 0 },
+                { "99999999999999999999", -ERANGE, 0 },
+                { "17179869184G", -ERANGE, 0 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                uint64_t v = 12345;
+                int r = parse_size(cases[i].in, &v);
+                if (r != cases[i].r)
+                        fail_msg("parse_size(\"%s\") = %d, want %d", cases[i].in, r, cases[i].r);
+                if (r == 0)
+                        assert_int_equal(v, cases[i].bytes);
+                else
+                        assert_int_equal(v, 12345); /* ret_ untouched on failure */
+        }
+}
+
+static void test_format_size(void **state) {
+        char buf[FORMAT_SIZE_MAX];
+        assert_string_equal(format_size(512 * MIB, buf, sizeof(buf)), "512M");
+        assert_string_equal(format_size(3 * GIB / 2, buf, sizeof(buf)), "1.5G");
+        assert_string_equal(format_size(2 * GIB, buf, sizeof(buf)), "2G");
+        assert_string_equal(format_size(1000, buf, sizeof(buf)), "1000");
+        assert_string_equal(format_size(0, buf, sizeof(buf)), "0");
+}
+
+static void test_parse_duration(void **state) {
+        uint64_t v;
+        assert_int_equal(parse_duration("30", &v), 0);
+        assert_int_equal(v, 30000000);
+        assert_int_equal(parse_duration("500ms", &v), 0);
+        assert_int_equal(v, 500000);
+        assert_int_equal(parse_duration("10m", &v), 0);
+        assert_int_equal(v, 600000000);
+        assert_int_equal(parse_duration("2h", &v), 0);
+        assert_int_equal(v, UINT64_C(7200000000));
+        assert_int_equal(parse_duration("m", &v), -EINVAL);
+        assert_int_equal(parse_duration("5 s", &v), -EINVAL);
+}
+
+static void test_error_prefix(void **state) {
+        struct ppn_error e = { 0 };
+        assert_int_equal(ppn_error_set(&e, ENOENT, "no such file %s", "x"), -ENOENT);
+        assert_int_equal(ppn_error_prefix(&e, EIO, "opening ledger"), -ENOENT);
+        assert_string_equal(e.msg, "opening ledger: no such file x");
+        assert_int_equal(ppn_error_set(NULL, -EINVAL, "ignored"), -EINVAL);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_parse_size_table),
+                cmocka_unit_test(test_format_size),
+                cmocka_unit_test(test_parse_duration),
+                cmocka_unit_test(test_error_prefix),
+        };
+        return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}
