@@ -1,45 +1,82 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* ppnctl: the operator's CLI. Wiring only: a command table, global options, dispatch. */
-#include <getopt.h>
+/* ppnctl: the operator's CLI. Wiring only: global options, a command table, dispatch. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "ppnctl.h"
 
 struct ctl_command {
         const char *name;
-        int (*run)(int argc, char **argv);
+        ctl_handler run;
         const char *usage;
         const char *help;
 };
 
+/* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
         { NULL, NULL, NULL, NULL },
 };
 
 static void usage(FILE *f) {
-        fprintf(f, "usage: ppnctl [--ledger PATH] [--socket PATH] COMMAND [ARGS...]\n\ncommands:\n");
+        fprintf(f,
+                "usage: ppnctl [--ledger PATH] [--socket PATH] [--json] COMMAND [ARGS...]\n"
+                "\n"
+                "global options:\n"
+                "  --ledger PATH   ledger database (env PPN_LEDGER; default %s)\n"
+                "  --socket PATH   ppnd control socket (env PPN_SOCKET; default %s)\n"
+                "  --json          machine-readable output, sizes in bytes\n"
+                "  --version, --help\n"
+                "\n"
+                "commands:\n",
+                PPN_DEFAULT_LEDGER, PPN_DEFAULT_SOCKET);
         for (size_t i = 0; commands[i].name; i++)
-                fprintf(f, "  %-40s %s\n", commands[i].usage, commands[i].help);
+                fprintf(f, "  %-44s %s\n", commands[i].usage, commands[i].help);
+        fprintf(f, "\nexit status: 0 success, 1 refused or failed, 2 usage error\n");
+}
+
+static const char *env_or(const char *name, const char *dflt) {
+        const char *v = getenv(name);
+        return v && *v ? v : dflt;
 }
 
 int main(int argc, char **argv) {
+        struct ctl_globals g = {
+                .ledger = env_or("PPN_LEDGER", PPN_DEFAULT_LEDGER),
+                .socket = env_or("PPN_SOCKET", PPN_DEFAULT_SOCKET),
+        };
+        int i;
+
         log_set_ident("ppnctl");
-        if (argc < 2) {
+        for (i = 1; i < argc && argv[i][0] == '-'; i++) {
+                const char *a = argv[i];
+                if (strcmp(a, "--version") == 0) {
+                        printf("ppnctl %s\n", PPN_VERSION);
+                        return CTL_OK;
+                } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+                        usage(stdout);
+                        return CTL_OK;
+                } else if (strcmp(a, "--json") == 0) {
+                        g.json = true;
+                } else if ((strcmp(a, "--ledger") == 0 || strcmp(a, "--socket") == 0) && i + 1 < argc) {
+                        *(a[2] == 'l' ? &g.ledger : &g.socket) = argv[++i];
+                } else if (strncmp(a, "--ledger=", 9) == 0) {
+                        g.ledger = a + 9;
+                } else if (strncmp(a, "--socket=", 9) == 0) {
+                        g.socket = a + 9;
+                } else {
+                        fprintf(stderr, "ppnctl: unknown or incomplete option '%s'; see 'ppnctl --help'\n", a);
+                        return CTL_USAGE;
+                }
+        }
+        if (i >= argc) {
                 usage(stderr);
-                return 2;
+                return CTL_USAGE;
         }
-        if (strcmp(argv[1], "--version") == 0) {
-                printf("ppnctl %s\n", PPN_VERSION);
-                return 0;
-        }
-        if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-                usage(stdout);
-                return 0;
-        }
-        for (size_t i = 0; commands[i].name; i++)
-                if (strcmp(argv[1], commands[i].name) == 0)
-                        return commands[i].run(argc - 1, argv + 1);
-        fprintf(stderr, "ppnctl: unknown command '%s'; see 'ppnctl --help'\n", argv[1]);
-        return 2;
+        for (size_t c = 0; commands[c].name; c++)
+                if (strcmp(argv[i], commands[c].name) == 0)
+                        return commands[c].run(&g, argc - i, argv + i);
+        fprintf(stderr, "ppnctl: unknown command '%s'; see 'ppnctl --help'\n", argv[i]);
+        return CTL_USAGE;
 }
