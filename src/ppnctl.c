@@ -16,6 +16,8 @@ struct ctl_command {
 
 /* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
+        { "events", ctl_events, "events [--follow] [--json]", "recent controller decisions with reasons" },
+        { "status", ctl_status, "status [--json]", "every VM: state, min, target, actual, guest available, weight, reason" },
         { NULL, NULL, NULL, NULL },
 };
 

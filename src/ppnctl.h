@@ -24,3 +24,5 @@ enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
 typedef int (*ctl_handler)(const struct ctl_globals *g, int argc, char **argv);
 
 /* Handlers; one line per command. */
+int ctl_events(const struct ctl_globals *g, int argc, char **argv);
+int ctl_status(const struct ctl_globals *g, int argc, char **argv);

@@ -1,0 +1,435 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "config.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <ini.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "log.h"
+
+const char config_default_text[] =
+        "[daemon]\n"
+        "log-level = info\n"
+        "runtime-dir = /run/ppn\n"
+        "[ledger]\n"
+        "path = /var/lib/ppn/ledger.db\n"
+        "[control]\n"
+        "socket = /run/ppn/ppnd.sock\n"
+        "group =\n"
+        "max-request = 4K\n"
+        "[cgroup]\n"
+        "root = auto\n"
+        "parent = ppn\n"
+        "[controller]\n"
+        "stats-interval = 1\n"
+        "tick = 1s\n"
+        "override-default = 10m\n"
+        "qmp-retry-max = 5s\n"
+        "[qemu]\n"
+        "accel = kvm\n"
+        "[metrics]\n"
+        "enabled = no\n"
+        "address = 127.0.0.1\n"
+        "port = 9464\n"
+        "[policy]\n";
+
+enum key_type {
+        KEY_STRING,     /* any text, may be empty */
+        KEY_PATH,       /* absolute path */
+        KEY_PATH_AUTO,  /* absolute path or "auto" */
+        KEY_NAME,       /* non-empty, no '/' (a cgroup or group name) */
+        KEY_GROUP,      /* empty or a group name */
+        KEY_BOOL,
+        KEY_SIZE,
+        KEY_DURATION,
+        KEY_SECONDS,    /* whole seconds */
+        KEY_UINT,
+        KEY_LOGLEVEL,
+        KEY_ACCEL,
+};
+
+struct key {
+        const char *section;
+        const char *name;
+        enum key_type type;
+        size_t offset;
+        uint64_t min, max;      /* for sizes, durations (usec), uints; 0/0 = unbounded */
+};
+
+#define OFF(f) offsetof(struct ppn_config, f)
+
+/* Sorted by section, then key, as the example file lists them. */
+static const struct key keys[] = {
+        { "cgroup", "parent", KEY_NAME, OFF(cgroup_parent), 0, 0 },
+        { "cgroup", "root", KEY_PATH_AUTO, OFF(cgroup_root), 0, 0 },
+        { "control", "group", KEY_GROUP, OFF(control_group), 0, 0 },
+        /* 256 B fits every request ppnctl sends; 1 MiB bounds what one client can make us hold. */
+        { "control", "max-request", KEY_SIZE, OFF(control_max_request), 256, 1 << 20 },
+        { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0 },
+        /* QEMU's balloon stats interval is whole seconds; 1 s is the floor, 1 h is plenty. */
+        { "controller", "override-default", KEY_DURATION, OFF(override_usec), 1000000, UINT64_C(30) * 86400000000 },
+        { "controller", "qmp-retry-max", KEY_DURATION, OFF(qmp_retry_max_usec), 100000, UINT64_C(300000000) },
+        { "controller", "stats-interval", KEY_SECONDS, OFF(stats_interval_sec), 1, 3600 },
+        { "controller", "tick", KEY_DURATION, OFF(tick_usec), 100000, 60000000 },
+        { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0 },
+        { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0 },
+        { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0 },
+        { "metrics", "address", KEY_STRING, OFF(metrics_address), 0, 0 },
+        { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0 },
+        { "metrics", "port", KEY_UINT, OFF(metrics_port), 1, 65535 },
+        { "policy", "headroom", KEY_SIZE, OFF(policy.headroom_bytes), 0, UINT64_C(1) << 40 },
+        { "policy", "headroom-percent", KEY_UINT, OFF(policy.headroom_percent), 0, 100 },
+        { "policy", "hysteresis-percent", KEY_UINT, OFF(policy.hysteresis_percent), 0, 50 },
+        { "policy", "idle-tax", KEY_UINT, OFF(policy.idle_tax_percent), 0, 100 },
+        { "policy", "min-step", KEY_SIZE, OFF(policy.min_step_bytes), 0, UINT64_C(1) << 40 },
+        { "policy", "psi-threshold", KEY_UINT, OFF(policy.psi_some_avg10), 0, 100 },
+        { "policy", "stats-stale-after", KEY_DURATION, OFF(policy.stats_stale_usec), 0, 3600000000 },
+        { "policy", "stuck-after", KEY_DURATION, OFF(policy.stuck_usec), 0, 3600000000 },
+        { "qemu", "accel", KEY_ACCEL, OFF(accel), 0, 0 },
+};
+
+/* Fields of these types are unsigned (uint64_t or unsigned): which width is stored. */
+static bool key_is_u32(const struct key *k) {
+        return k->offset == OFF(policy.headroom_percent) || k->offset == OFF(policy.hysteresis_percent) ||
+               k->offset == OFF(policy.idle_tax_percent) || k->offset == OFF(policy.psi_some_avg10);
+}
+
+struct parser {
+        const char *name;
+        struct ppn_config *cfg;
+        FILE *in;
+        FILE *out;              /* problems, memstream */
+        unsigned line;
+        unsigned n_problems;
+        unsigned last_problem_line;
+        bool section_known;
+        unsigned seen[ELEMENTSOF(keys)];        /* line a key was set on (duplicates) */
+};
+
+static void problem(struct parser *p, unsigned line, const char *fmt, ...) _printf_(3, 4);
+static void problem(struct parser *p, unsigned line, const char *fmt, ...) {
+        va_list ap;
+
+        p->n_problems++;
+        p->last_problem_line = line;
+        if (line)
+                fprintf(p->out, "%s:%u: ", p->name, line);
+        else
+                fprintf(p->out, "%s: ", p->name);
+        va_start(ap, fmt);
+        vfprintf(p->out, fmt, ap);
+        va_end(ap);
+        fputc('\n', p->out);
+}
+
+static bool section_exists(const char *s, size_t len) {
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++)
+                if (strlen(keys[i].section) == len && strncmp(keys[i].section, s, len) == 0)
+                        return true;
+        return false;
+}
+
+/* Checks the shape of one raw line; inih reports only the first bad line, we want them all. */
+static void check_line(struct parser *p, const char *s) {
+        const char *end;
+
+        while (isspace((unsigned char) *s))
+                s++;
+        if (*s == '\0' || *s == ';' || *s == '#')
+                return;
+        if (*s != '[') {
+                if (!strpbrk(s, "=:"))
+                        problem(p, p->line, "syntax error: expected 'key = value' or '[section]'");
+                return;
+        }
+        end = strchr(s, ']');
+        if (!end) {
+                problem(p, p->line, "syntax error: section header without ']'");
+                p->section_known = false;
+                return;
+        }
+        p->section_known = section_exists(s + 1, (size_t) (end - s - 1));
+        if (!p->section_known)
+                problem(p, p->line, "unknown section [%.*s]", (int) (end - s - 1), s + 1);
+}
+
+static char *reader(char *str, int num, void *stream) {
+        struct parser *p = stream;
+        size_t len;
+
+        if (!fgets(str, num, p->in))
+                return NULL;
+        p->line++;
+        len = strlen(str);
+        if (len > 0 && str[len - 1] != '\n' && !feof(p->in)) {
+                int c;
+                while ((c = fgetc(p->in)) != EOF && c != '\n')
+                        ;
+                problem(p, p->line, "line too long (limit %d characters)", num - 3);
+                strcpy(str, "\n");
+                return str;
+        }
+        check_line(p, str);
+        return str;
+}
+
+static int parse_bounded(const struct key *k, const char *v, uint64_t *ret, char *why, size_t wl) {
+        uint64_t x;
+        int r;
+
+        switch (k->type) {
+        case KEY_SIZE:
+                r = parse_size(v, &x);
+                if (r < 0)
+                        return snprintf(why, wl, "not a size (examples: 4096, 64K, 512M, 2G)"), r;
+                break;
+        case KEY_DURATION:
+        case KEY_SECONDS:
+                r = parse_duration(v, &x);
+                if (r < 0)
+                        return snprintf(why, wl, "not a duration (examples: 500ms, 30s, 10m, 2h)"), r;
+                if (k->type == KEY_SECONDS) {
+                        if (x % 1000000)
+                                return snprintf(why, wl, "must be whole seconds (QEMU polls guest statistics in seconds)"), -EINVAL;
+                        x /= 1000000;
+                }
+                break;
+        default:
+                r = parse_u64(v, &x);
+                if (r < 0)
+                        return snprintf(why, wl, "not a non-negative integer"), r;
+        }
+        if ((k->min || k->max) && (x < k->min || x > k->max)) {
+                if (k->type == KEY_DURATION)
+                        snprintf(why, wl, "out of range (%gs to %gs)", (double) k->min / 1e6, (double) k->max / 1e6);
+                else
+                        snprintf(why, wl, "out of range (%" PRIu64 " to %" PRIu64 ")", k->min, k->max);
+                return -ERANGE;
+        }
+        *ret = x;
+        return 0;
+}
+
+static bool name_ok(const char *v) {
+        if (!*v || strcmp(v, ".") == 0 || strcmp(v, "..") == 0)
+                return false;
+        for (const char *c = v; *c; c++)
+                if (!isalnum((unsigned char) *c) && !strchr("._-", *c))
+                        return false;
+        return true;
+}
+
+static int parse_bool(const char *v, bool *ret) {
+        static const char *const yes[] = { "yes", "true", "on", "1" }, *const no[] = { "no", "false", "off", "0" };
+        for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
+                if (strcmp(v, yes[i]) == 0)
+                        return *ret = true, 0;
+                if (strcmp(v, no[i]) == 0)
+                        return *ret = false, 0;
+        }
+        return -EINVAL;
+}
+
+/* Validates a text value; returns NULL if fine, else why not. */
+static const char *check_text(enum key_type t, const char *v) {
+        switch (t) {
+        case KEY_PATH:
+                return v[0] == '/' ? NULL : "must be an absolute path";
+        case KEY_PATH_AUTO:
+                return v[0] == '/' || strcmp(v, "auto") == 0 ? NULL : "must be an absolute path or 'auto'";
+        case KEY_NAME:
+                return name_ok(v) ? NULL : "must be a name of letters, digits, '.', '_', '-'";
+        case KEY_GROUP:
+                return !*v || name_ok(v) ? NULL : "must be empty (root only) or a group name";
+        case KEY_ACCEL:
+                return strcmp(v, "kvm") == 0 || strcmp(v, "tcg") == 0 ? NULL : "must be 'kvm' or 'tcg'";
+        default:
+                return NULL;
+        }
+}
+
+static int set_value(struct parser *p, const struct key *k, const char *v) {
+        void *field = (char *) p->cfg + k->offset;
+        char why[160] = "";
+        uint64_t x;
+        bool b;
+        int level;
+
+        switch (k->type) {
+        case KEY_BOOL:
+                if (parse_bool(v, &b) < 0)
+                        return problem(p, p->line, "%s: '%s' is not a boolean (yes/no)", k->name, v), 0;
+                *(bool *) field = b;
+                return 0;
+        case KEY_LOGLEVEL:
+                level = log_level_from_string(v);
+                if (level < 0)
+                        return problem(p, p->line, "%s: '%s' is not a log level (debug, info, notice, warning, err)", k->name, v), 0;
+                *(int *) field = level;
+                return 0;
+        case KEY_SIZE: case KEY_DURATION: case KEY_SECONDS: case KEY_UINT:
+                if (parse_bounded(k, v, &x, why, sizeof(why)) < 0)
+                        return problem(p, p->line, "%s: '%s' %s", k->name, v, why), 0;
+                if (key_is_u32(k))
+                        *(unsigned *) field = (unsigned) x;
+                else
+                        *(uint64_t *) field = x;
+                return 0;
+        default: {
+                const char *bad = check_text(k->type, v);
+                char *copy;
+                if (bad)
+                        return problem(p, p->line, "%s: '%s' %s", k->name, v, bad), 0;
+                copy = strdup(v);
+                if (!copy)
+                        return -ENOMEM;
+                free(*(char **) field);
+                *(char **) field = copy;
+                return 0;
+        }
+        }
+}
+
+static int handler(void *user, const char *section, const char *name, const char *value) {
+        struct parser *p = user;
+
+        if (!p->section_known)
+                return 1;       /* the section header was already reported */
+        if (!*section) {
+                problem(p, p->line, "'%s' is outside any section", name);
+                return 1;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                if (strcmp(keys[i].section, section) != 0 || strcmp(keys[i].name, name) != 0)
+                        continue;
+                if (p->seen[i]) {
+                        problem(p, p->line, "duplicate key '%s' (first set on line %u)", name, p->seen[i]);
+                        return 1;
+                }
+                p->seen[i] = p->line;
+                return set_value(p, &keys[i], value) < 0 ? 0 : 1;
+        }
+        problem(p, p->line, "unknown key '%s' in section [%s]", name, section);
+        return 1;
+}
+
+struct ppn_config *config_free(struct ppn_config *c) {
+        if (!c)
+                return NULL;
+        for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
+                enum key_type t = keys[i].type;
+                if (t == KEY_STRING || t == KEY_PATH || t == KEY_PATH_AUTO || t == KEY_NAME ||
+                    t == KEY_GROUP || t == KEY_ACCEL)
+                        free(*(char **) ((char *) c + keys[i].offset));
+        }
+        free(c);
+        return NULL;
+}
+
+/* Runs inih over an open stream into cfg; problems go to out. Returns the problem count. */
+static unsigned parse_stream(const char *name, FILE *in, struct ppn_config *cfg, FILE *out) {
+        struct parser p = { .name = name, .cfg = cfg, .in = in, .out = out, .section_known = true };
+        int r;
+
+        /* One meaning per line: no continuation lines; ';' and '#' start comments anywhere. */
+        ini_allow_multiline = false;
+        ini_inline_comment_prefixes = (char *) ";#";
+        r = ini_parse_stream(reader, &p, handler, &p);
+        if (r > 0 && p.n_problems == 0)
+                problem(&p, (unsigned) r, "syntax error");
+        else if (r < 0)
+                problem(&p, 0, "cannot parse (out of memory)");
+        return p.n_problems;
+}
+
+static int load_stream(const char *name, FILE *in, int open_errno, struct ppn_config **ret, char **ret_problems) {
+        _cleanup_config_ struct ppn_config *c = NULL;
+        _cleanup_free_ char *text = NULL;
+        size_t len = 0;
+        unsigned n = 0;
+        int r;
+        FILE *out;
+
+        out = open_memstream(&text, &len);
+        if (!out)
+                return -ENOMEM;
+        r = config_new_default(&c);
+        if (r < 0) {
+                fclose(out);
+                return r;
+        }
+        if (in)
+                n = parse_stream(name, in, c, out);
+        else
+                fprintf(out, "%s: cannot open: %s\n", name, strerror(open_errno)), n = 1;
+        if (fclose(out) != 0)
+                return -ENOMEM;
+        if (n > 0) {
+                if (ret_problems)
+                        *ret_problems = TAKE_PTR(text);
+                return -EINVAL;
+        }
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int config_new_default(struct ppn_config **ret) {
+        _cleanup_config_ struct ppn_config *c = NULL;
+        _cleanup_fclose_ FILE *in = NULL, *out = NULL;
+
+        c = calloc(1, sizeof(*c));
+        in = fmemopen((void *) config_default_text, strlen(config_default_text), "r");
+        out = fopen("/dev/null", "we");
+        if (!c || !in || !out)
+                return -ENOMEM;
+        /* The default text is tested to parse cleanly (test-config); a problem here is a bug. */
+        if (parse_stream("(built-in)", in, c, out) > 0)
+                return -EINVAL;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int config_load_file(const char *path, struct ppn_config **ret, char **ret_problems) {
+        _cleanup_fclose_ FILE *in = fopen(path, "re");
+        return load_stream(path, in, errno, ret, ret_problems);
+}
+
+int config_load_string(const char *name, const char *text, struct ppn_config **ret, char **ret_problems) {
+        _cleanup_fclose_ FILE *in = fmemopen((void *) text, strlen(text), "r");
+        if (!in)
+                return -ENOMEM;
+        return load_stream(name, in, 0, ret, ret_problems);
+}
+
+static bool str_differs(const char *a, const char *b) {
+        return strcmp(a ? a : "", b ? b : "") != 0;
+}
+
+int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b, char *buf, size_t len) {
+        static const struct { const char *name; size_t off; } fixed[] = {
+                { "daemon.runtime-dir", OFF(runtime_dir) },
+                { "ledger.path", OFF(ledger_path) },
+                { "control.socket", OFF(control_socket) },
+                { "control.group", OFF(control_group) },
+                { "cgroup.root", OFF(cgroup_root) },
+                { "cgroup.parent", OFF(cgroup_parent) },
+                { "metrics.address", OFF(metrics_address) },
+        };
+        size_t used = 0;
+        int n = 0;
+
+        if (len)
+                buf[0] = '\0';
+        for (size_t i = 0; i < ELEMENTSOF(fixed); i++) {
+                const char *x = *(char *const *) ((const char *) a + fixed[i].off);
+                const char *y = *(char *const *) ((const char *) b + fixed[i].off);
+                if (!str_differs(x, y))
+                        continue;
+                if (used < len)
+                        used += (size_t) snprintf(buf + used, len - used, "%s%s", n ? ", " : "", fixed[i].name);
+                n++;
+        }
+        return n;
+}
