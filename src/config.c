@@ -175,6 +175,21 @@ static char *reader(char *str, int num, void *stream) {
         return str;
 }
 
+/* "30d", "5m", "100ms": the largest unit that divides exactly. */
+static const char *format_usec(uint64_t usec, char *buf, size_t len) {
+        static const struct { const char *unit; uint64_t n; } units[] = {
+                { "d", UINT64_C(86400000000) }, { "h", UINT64_C(3600000000) }, { "m", 60000000 },
+                { "s", 1000000 }, { "ms", 1000 }, { "us", 1 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(units); i++)
+                if (usec >= units[i].n && usec % units[i].n == 0) {
+                        snprintf(buf, len, "%" PRIu64 "%s", usec / units[i].n, units[i].unit);
+                        return buf;
+                }
+        snprintf(buf, len, "0");
+        return buf;
+}
+
 static int parse_bounded(const struct key *k, const char *v, uint64_t *ret, char *why, size_t wl) {
         uint64_t x;
         int r;
@@ -183,13 +198,13 @@ static int parse_bounded(const struct key *k, const char *v, uint64_t *ret, char
         case KEY_SIZE:
                 r = parse_size(v, &x);
                 if (r < 0)
-                        return snprintf(why, wl, "not a size (examples: 4096, 64K, 512M, 2G)"), r;
+                        return snprintf(why, wl, "is not a size (examples: 4096, 64K, 512M, 2G)"), r;
                 break;
         case KEY_DURATION:
         case KEY_SECONDS:
                 r = parse_duration(v, &x);
                 if (r < 0)
-                        return snprintf(why, wl, "not a duration (examples: 500ms, 30s, 10m, 2h)"), r;
+                        return snprintf(why, wl, "is not a duration (examples: 500ms, 30s, 10m, 2h)"), r;
                 if (k->type == KEY_SECONDS) {
                         if (x % 1000000)
                                 return snprintf(why, wl, "must be whole seconds (QEMU polls guest statistics in seconds)"), -EINVAL;
@@ -199,13 +214,18 @@ static int parse_bounded(const struct key *k, const char *v, uint64_t *ret, char
         default:
                 r = parse_u64(v, &x);
                 if (r < 0)
-                        return snprintf(why, wl, "not a non-negative integer"), r;
+                        return snprintf(why, wl, "is not a non-negative integer"), r;
         }
         if ((k->min || k->max) && (x < k->min || x > k->max)) {
+                char lo[24], hi[24];
                 if (k->type == KEY_DURATION)
-                        snprintf(why, wl, "out of range (%gs to %gs)", (double) k->min / 1e6, (double) k->max / 1e6);
+                        snprintf(why, wl, "is out of range (%s to %s)", format_usec(k->min, lo, sizeof(lo)),
+                                 format_usec(k->max, hi, sizeof(hi)));
+                else if (k->type == KEY_SIZE)
+                        snprintf(why, wl, "is out of range (%s to %s)", format_size(k->min, lo, sizeof(lo)),
+                                 format_size(k->max, hi, sizeof(hi)));
                 else
-                        snprintf(why, wl, "out of range (%" PRIu64 " to %" PRIu64 ")", k->min, k->max);
+                        snprintf(why, wl, "is out of range (%" PRIu64 " to %" PRIu64 ")", k->min, k->max);
                 return -ERANGE;
         }
         *ret = x;
