@@ -63,6 +63,13 @@ struct manager {
 
 /* ---- the VM table ---- */
 
+/* Copies as much of src as fits (messages are cut, never overflowed). */
+static void text_copy(char *dst, size_t len, const char *src) {
+        size_t n = strnlen(src, len - 1);
+        memcpy(dst, src, n);
+        dst[n] = '\0';
+}
+
 static uint64_t mono_from_unix_sec(int64_t unix_sec) {
         int64_t delta = unix_sec * 1000000 - (int64_t) now_realtime_usec();
         int64_t mono = (int64_t) now_usec() + delta;
@@ -103,8 +110,12 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
                 snprintf(s->reason, sizeof(s->reason), "%s: %s", policy_reason_to_string(v->last.reason), v->last.why);
         else
                 snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
-        if (v->cg_why[0] && ls == VMLINK_RUNNING)
-                snprintf(s->reason + strlen(s->reason), sizeof(s->reason) - strlen(s->reason), "; cpu: %s", v->cg_why);
+        if (v->cg_why[0] && ls == VMLINK_RUNNING) {
+                size_t used = strlen(s->reason);
+                text_copy(s->reason + used, sizeof(s->reason) - used, "; cpu: ");
+                used = strlen(s->reason);
+                text_copy(s->reason + used, sizeof(s->reason) - used, v->cg_why);
+        }
 }
 
 /* Puts QEMU into vm-NAME with the ledger weight. Failure costs CPU isolation, not memory control. */
@@ -125,7 +136,7 @@ static void place_in_cgroup(struct managed_vm *v) {
         }
         r = ppn_cgroup_vm_place(m->cg, v->entry.name, pid, v->entry.cpu_weight, &err);
         if (r < 0) {
-                snprintf(v->cg_why, sizeof(v->cg_why), "%s", err.msg);
+                text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
                 log_warning("%s: cannot place QEMU pid %d in its cgroup: %s", v->entry.name, (int) pid, err.msg);
                 return;
         }
@@ -135,6 +146,7 @@ static void place_in_cgroup(struct managed_vm *v) {
 }
 
 static void start_round(struct manager *m);
+static int tunables_from_config(const struct ppn_config *c, struct policy_tunables *ret, struct ppn_error *err);
 
 static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *why, void *userdata) {
         struct managed_vm *v = userdata;
@@ -240,7 +252,7 @@ static void apply_weight(struct managed_vm *v) {
         if (!v->placed || v->placed_weight == v->entry.cpu_weight)
                 return;
         if (ppn_cgroup_vm_set_weight(v->m->cg, v->entry.name, v->entry.cpu_weight, &err) < 0) {
-                snprintf(v->cg_why, sizeof(v->cg_why), "%s", err.msg);
+                text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
                 log_warning("%s: cannot set cpu weight %u: %s", v->entry.name, v->entry.cpu_weight, err.msg);
                 return;
         }
