@@ -463,6 +463,30 @@ static void test_open_delegated_evacuates_daemon(void **state) {
         ppn_cgroup_free(cg);
 }
 
+static void test_open_own_cgroup_file_errors(void **state) {
+        struct fx *f = *state;
+        struct ppn_cgroup_options o = { .root = f->root, .skip_fs_check = true };
+        struct ppn_cgroup *cg = NULL;
+        struct ppn_error err = { 0 };
+        char file[PATH_MAX + 256];
+
+        fx_v2(f);
+        snprintf(file, sizeof(file), "%s", fx_path(f, "proc-self-cgroup"));
+        o.own_cgroup_file = file;
+        assert_int_equal(ppn_cgroup_open(&o, &cg, &err), -ENOENT);
+        assert_msg_has(&err, "cannot read ");
+        assert_msg_has(&err, "proc-self-cgroup: No such file or directory");
+        /* A v1-only line when the hierarchy is v2. */
+        fx_file(f, "proc-self-cgroup", "1:cpu:/ppn.slice\n");
+        assert_int_equal(ppn_cgroup_open(&o, &cg, &err), -ENOENT);
+        assert_msg_has(&err, "proc-self-cgroup names no cgroup v2 group for the cpu controller");
+        /* The daemon in the root group: the root cannot be the VMs' parent. */
+        fx_file(f, "proc-self-cgroup", "0::/\n");
+        assert_int_equal(ppn_cgroup_open(&o, &cg, &err), -EINVAL);
+        assert_msg_has(&err, "must name a group below the hierarchy root");
+        assert_null(cg);
+}
+
 static void test_evacuate_refuses_foreign_leaf(void **state) {
         struct fx *f = *state;
         struct ppn_cgroup_options o = { .root = f->root, .daemon_leaf = "ppnd",
@@ -751,6 +775,9 @@ static void test_eacces(void **state) {
         char msg[600];
 
         fx_v2_writable_by_nobody_not(f);
+        /* Root drops to nobody in the child; a non-root run is refused by the modes alone. */
+        assert_int_equal(chmod(fx_path(f, "ppn.slice"), 0555), 0);
+        assert_int_equal(chmod(fx_path(f, "ppn.slice/vm-web/cpu.weight"), 0444), 0);
         assert_int_equal(in_child(f, child_eacces_create, msg, sizeof(msg)), -EACCES);
         if (!strstr(msg, "cannot create cgroup ") || !strstr(msg, "ppn.slice/vm-new: Permission "
             "denied; run ppnd as root, or delegate the subtree"))
@@ -760,6 +787,7 @@ static void test_eacces(void **state) {
         if (!strstr(msg, "cannot write 300 to ") || !strstr(msg, "vm-web/cpu.weight: Permission"))
                 fail_msg("unclear: %s", msg);
         assert_string_equal(fx_read(f, "ppn.slice/vm-web/cpu.weight"), "100\n");
+        assert_int_equal(chmod(fx_path(f, "ppn.slice"), 0755), 0);
 }
 
 /* A private mount namespace so the mounts below vanish with the child. */
@@ -863,6 +891,7 @@ int main(void) {
                 T(test_open_v2_cpu_unavailable),
                 T(test_open_v1_creates_parent),
                 T(test_open_delegated_evacuates_daemon),
+                T(test_open_own_cgroup_file_errors),
                 T(test_evacuate_refuses_foreign_leaf),
                 T(test_v2_weight_set_get_attach),
                 T(test_v1_weight_scaled),
