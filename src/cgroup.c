@@ -251,6 +251,12 @@ static int open_dir_at(int dfd, const char *name) {
         return fd < 0 ? -errno : fd;
 }
 
+/* The hierarchies under the root may be symlinks: many hybrid hosts have cpu -> cpu,cpuacct. */
+static int open_hierarchy_at(int dfd, const char *name) {
+        int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
 /* ---- Ownership mark ---- */
 
 static int mark_ours(int fd) {
@@ -299,7 +305,7 @@ static const struct probe {
 
 /* 1 if the probe finds a usable cpu controller, 0 if not (why says what it found). */
 static int probe_one(int root_fd, const struct probe *p, bool check_magic, char *why, size_t len) {
-        _cleanup_close_ int fd = open_dir_at(root_fd, p->dir);
+        _cleanup_close_ int fd = open_hierarchy_at(root_fd, p->dir);
         _cleanup_free_ char *text = NULL;
         struct statfs sfs;
         int r;
@@ -541,7 +547,7 @@ static int open_layout(struct ppn_cgroup *cg, const struct ppn_cgroup_options *o
         if (r < 0)
                 return r;
         cg->mode = l.mode;
-        cg->hier_fd = open_dir_at(cg->root_fd, l.hierarchy);
+        cg->hier_fd = open_hierarchy_at(cg->root_fd, l.hierarchy);
         if (cg->hier_fd < 0)
                 return fail(err, cg->hier_fd, "open the cpu hierarchy under", root);
         if (strcmp(l.hierarchy, ".") == 0)

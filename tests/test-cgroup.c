@@ -161,6 +161,32 @@ static void test_detect_hybrid(void **state) {
         detect(*state, 0, PPN_CGROUP_V1, "cpu", NULL);
 }
 
+static void test_detect_hybrid_comounted(void **state) {
+        struct fx *f = *state;
+        struct ppn_error err = { 0 };
+        struct ppn_cgroup *cg;
+        uint64_t usage = 0;
+        int r;
+
+        /* The common hybrid layout: cpu and cpuacct on one hierarchy, "cpu" a symlink to it. */
+        fx_dir(f, "cpu,cpuacct");
+        fx_file(f, "cpu,cpuacct/cpu.shares", "1024\n");
+        assert_int_equal(symlink("cpu,cpuacct", fx_path(f, "cpu")), 0);
+        assert_int_equal(symlink("cpu,cpuacct", fx_path(f, "cpuacct")), 0);
+        detect(f, 0, PPN_CGROUP_V1, "cpu", NULL);
+        fx_dir(f, "cpu,cpuacct/ppn.slice");
+        fx_dir(f, "cpu,cpuacct/ppn.slice/vm-x");
+        fx_mark(f, "cpu,cpuacct/ppn.slice/vm-x");
+        fx_file(f, "cpu,cpuacct/ppn.slice/vm-x/cpuacct.usage", "2500000000\n");
+        cg = fx_open(f, NULL, &err, &r);
+        assert_int_equal(r, 0);
+        assert_string_equal(ppn_cgroup_parent_path(cg), fx_path(f, "cpu/ppn.slice"));
+        /* With cpuacct alongside, the group's usage comes from cpuacct.usage (ns). */
+        assert_int_equal(ppn_cgroup_vm_usage(cg, "x", &usage, &err), 0);
+        assert_int_equal(usage, 2500000);
+        ppn_cgroup_free(cg);
+}
+
 static void test_detect_unified_with_cpu(void **state) {
         struct fx *f = *state;
         fx_dir(f, "unified");
@@ -873,6 +899,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 T(test_detect_v2),
                 T(test_detect_hybrid),
+                T(test_detect_hybrid_comounted),
                 T(test_detect_unified_with_cpu),
                 T(test_detect_none_empty),
                 T(test_detect_none_v2_without_cpu),
