@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "cgroup.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/magic.h>
@@ -890,6 +891,64 @@ int ppn_cgroup_vm_usage(struct ppn_cgroup *cg, const char *name, uint64_t *ret_u
         /* cpuacct.usage counts nanoseconds. */
         *ret_usec = cg->mode == PPN_CGROUP_V2 ? v : v / 1000;
         return 0;
+}
+
+void ppn_cgroup_names_free(char **names) {
+        for (char **n = names; n && *n; n++)
+                free(*n);
+        free(names);
+}
+
+static int cmp_names(const void *a, const void *b) {
+        return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* Adds d_name (a "vm-" directory) to *names if it is a valid name and marked ours. */
+static int list_add(struct ppn_cgroup *cg, const char *d_name, char ***names, size_t *n) {
+        const char *name = d_name + strlen(PPN_CGROUP_VM_PREFIX);
+        _cleanup_close_ int fd = -1;
+        char **grown;
+
+        if (strncmp(d_name, PPN_CGROUP_VM_PREFIX, strlen(PPN_CGROUP_VM_PREFIX)) != 0 ||
+            !ppn_cgroup_name_valid(name))
+                return 0;
+        fd = open_dir_at(cg->parent_fd, d_name);
+        if (fd < 0 || is_ours(fd) <= 0)
+                return 0;
+        grown = realloc(*names, (*n + 2) * sizeof(char *));
+        if (!grown)
+                return -ENOMEM;
+        *names = grown;
+        if (!(grown[*n] = strdup(name)))
+                return -ENOMEM;
+        grown[++*n] = NULL;
+        return 0;
+}
+
+int ppn_cgroup_vm_list(struct ppn_cgroup *cg, char ***ret_names, struct ppn_error *err) {
+        _cleanup_close_ int fd = openat(cg->parent_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char **names;
+        size_t n = 0;
+        struct dirent *de;
+        DIR *d;
+        int r;
+
+        if (fd < 0 || !(d = fdopendir(fd)))
+                return fail(err, -errno, "list the groups in", cg->parent_path);
+        fd = -1; /* d owns it now */
+        names = calloc(1, sizeof(char *));
+        r = names ? 0 : -ENOMEM;
+        while (r == 0 && (de = readdir(d)))
+                if (de->d_type == DT_DIR || de->d_type == DT_UNKNOWN)
+                        r = list_add(cg, de->d_name, &names, &n);
+        closedir(d);
+        if (r < 0) {
+                ppn_cgroup_names_free(names);
+                return r;
+        }
+        qsort(names, n, sizeof(char *), cmp_names);
+        *ret_names = names;
+        return (int) n;
 }
 
 /* The busy error: which processes are still in the group. */

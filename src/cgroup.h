@@ -168,6 +168,14 @@ int ppn_cgroup_vm_usage(struct ppn_cgroup *cg, const char *name, uint64_t *ret_u
 int ppn_cgroup_vm_remove(struct ppn_cgroup *cg, const char *name, uint64_t timeout_usec,
                          struct ppn_error *err);
 /*
+ * Names (without "vm-") of the VM groups under the parent that carry our mark, sorted, in a
+ * NULL-terminated malloc'd array (free each, then the array). For adopting VMs after a restart
+ * and removing groups whose VM is gone. Returns the count, or -errno.
+ */
+int ppn_cgroup_vm_list(struct ppn_cgroup *cg, char ***ret_names, struct ppn_error *err);
+void ppn_cgroup_names_free(char **names);
+
+/*
  * Removes the daemon leaf (if ours) and then the parent itself, only if the parent is ours.
  * Same return values as ppn_cgroup_vm_remove(). The handle stays valid for ppn_cgroup_free().
  */

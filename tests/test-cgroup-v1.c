@@ -175,6 +175,13 @@ static void test_weights_share_cpu(void **state) {
         assert_true(rt->kids[0] > 0 && rt->kids[1] > 0);
         assert_int_equal(ppn_cgroup_vm_place(rt->cg, "a", rt->kids[0], 100, &err), 1);
         assert_int_equal(ppn_cgroup_vm_place(rt->cg, "b", rt->kids[1], 300, &err), 1);
+        {
+                char **names = NULL;
+                assert_int_equal(ppn_cgroup_vm_list(rt->cg, &names, &err), 2);
+                assert_string_equal(names[0], "a");
+                assert_string_equal(names[1], "b");
+                ppn_cgroup_names_free(names);
+        }
         /* The kernel holds what the module wrote (v1: the weights scaled by 10.24). */
         assert_int_equal(read_group_file(rt, "a", file), raw(rt, 100));
         assert_int_equal(read_group_file(rt, "b", file), raw(rt, 300));

@@ -691,6 +691,31 @@ static void test_remove(void **state) {
         ppn_cgroup_free(cg);
 }
 
+static void test_list(void **state) {
+        struct fx *f = *state;
+        struct ppn_error err = { 0 };
+        struct ppn_cgroup *cg;
+        char **names = NULL;
+        int r;
+
+        fx_v2(f);
+        fx_vm_v2(f, "vm-web", true);
+        fx_vm_v2(f, "vm-db", true);
+        fx_vm_v2(f, "vm-other", false);      /* not ours */
+        fx_dir(f, "ppn.slice/ppnd");         /* not a VM group */
+        fx_mark(f, "ppn.slice/ppnd");
+        fx_dir(f, "ppn.slice/vm-Bad");       /* not a valid name */
+        fx_mark(f, "ppn.slice/vm-Bad");
+        cg = fx_open(f, NULL, &err, &r);
+        assert_int_equal(r, 0);
+        assert_int_equal(ppn_cgroup_vm_list(cg, &names, &err), 2);
+        assert_string_equal(names[0], "db");
+        assert_string_equal(names[1], "web");
+        assert_null(names[2]);
+        ppn_cgroup_names_free(names);
+        ppn_cgroup_free(cg);
+}
+
 static void test_readback_mismatch(void **state) {
         struct fx *f = *state;
         struct ppn_error err = { 0 };
@@ -926,6 +951,7 @@ int main(void) {
                 T(test_vm_bad_input),
                 T(test_foreign_group_untouched),
                 T(test_remove),
+                T(test_list),
                 T(test_readback_mismatch),
                 T(test_eacces),
                 T(test_erofs),
