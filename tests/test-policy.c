@@ -137,6 +137,33 @@ static void s_partly_free(struct policy_node *node, struct policy_vm *vm, size_t
         *n = 2;
 }
 
+/* ---- who gives: shares, idle tax, fair share ---- */
+static void s_donor_shares(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* A needs +512M, nothing free; B and C alike but B has 500 shares, C 2000: B gives */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 1536 * MIB);
+        vm[1].shares = 500;
+        vm[2] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 1536 * MIB);
+        vm[2].shares = 2000;
+        *n = 3;
+}
+static void s_donor_idle_tax(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* same shares and size; B uses 2G of 2.5G, C 512M: C's idle pages are taxed, C gives */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 512 * MIB);
+        vm[2] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 2 * GIB);
+        *n = 3;
+}
+static void s_fair_share(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* capacity 4G; A (pressure) needs 1280M, B needs 3159M: contended. Equal shares: A's
+         * need fits its share, B's fair share is 4096 - 1280 = 2816M; B gives half of its
+         * 256M excess this tick although it has no idle memory. */
+        node->physical = 5 * GIB;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 200 * MIB);
+        *n = 2;
+}
+
 /* ---- node needs memory ---- */
 static void s_node_memavailable_low(struct policy_node *node, struct policy_vm *vm, size_t *n) {
         node->host_available = 200 * MIB;   /* < max(256M, 5 % of 8G = 409.6M) */
@@ -298,6 +325,14 @@ static const struct tcase cases[] = {
           { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_DEMAND, 4608 * MIB, true } } },
         { "free pool first, the rest from the idle VM", s_partly_free,
           { { POLICY_REASON_GROW_PRESSURE, 2304 * MIB, true }, { POLICY_REASON_SHRINK_DEMAND, 4608 * MIB, true } } },
+        { "donors: the fewer shares gives", s_donor_shares,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_DEMAND, 2 * GIB, true },
+            { POLICY_REASON_STEADY, KEEP, false } } },
+        { "donors: idle memory taxed", s_donor_idle_tax,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_STEADY, KEEP, false },
+            { POLICY_REASON_SHRINK_DEMAND, 2 * GIB, true } } },
+        { "contention: above fair share gives", s_fair_share,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_FAIR, 2944 * MIB, true } } },
         { "node short (MemAvailable): bounded reclaim of idle", s_node_memavailable_low,
           { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true }, { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
         { "node short (PSI): reclaim", s_node_psi,
@@ -339,6 +374,21 @@ static const struct tcase cases[] = {
 static void test_rules_table(void **state) {
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
                 check_case(&cases[i]);
+}
+
+/* Without the idle tax the same two donors split the work by shares per page alone. */
+static void test_idle_tax_matters(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[3];
+        struct policy_decision d[3];
+        size_t n;
+
+        s_donor_idle_tax(&node, vm, &n);
+        tun.idle_tax_pct = 0;
+        assert_int_equal(policy_decide(&tun, &node, vm, n, d, NULL), 0);
+        assert_int_equal(d[1].reason, POLICY_REASON_SHRINK_DEMAND);
+        assert_int_equal(d[2].reason, POLICY_REASON_SHRINK_DEMAND);
+        assert_int_equal(vm[1].target - d[1].target + vm[2].target - d[2].target, 512 * MIB);
 }
 
 /* ---- multi-tick scenarios: a tiny simulator, balloons move at once unless told ---- */
@@ -706,6 +756,7 @@ static void test_property_random(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup(test_rules_table, setup),
+                cmocka_unit_test_setup(test_idle_tax_matters, setup),
                 cmocka_unit_test_setup(test_liar_free_memory, setup),
                 cmocka_unit_test_setup(test_liar_contention, setup),
                 cmocka_unit_test_setup(test_reclaim_converges, setup),
