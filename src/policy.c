@@ -101,6 +101,9 @@ const char *policy_reason_to_string(enum policy_reason r) {
 }
 
 void policy_lease_set(struct policy_vm_state *s, uint64_t target, uint64_t expiry_usec) {
+        /* An operator's explicit size is worth one more try even on a balloon found stuck. */
+        s->stuck_since_usec = 0;
+        s->stuck_actual = 0;
         s->lease_kind = POLICY_LEASE_OPERATOR;
         s->lease_target = target;
         s->lease_expiry_usec = expiry_usec;
@@ -146,7 +149,7 @@ struct vm_work {
         uint64_t min_step;
         uint64_t t;           /* current target clamped to [min, max] */
         uint64_t use, headroom, need, ent;
-        uint64_t grant, shrink;
+        uint64_t grant;       /* bytes given from free memory this tick */
         uint64_t cap1, cap2;  /* what may be taken this tick: idle tier, fair-share tier */
         bool moving_down, moving_up;  /* balloon still on its way to the target in force */
         uint64_t taken1, taken2;
