@@ -178,6 +178,16 @@ static void s_node_psi(struct policy_node *node, struct policy_vm *vm, size_t *n
         vm[0] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 3 * GIB);
         *n = 1;
 }
+static void s_node_signals_unknown(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* PSI absent and MemAvailable unknown: their values are not believed */
+        node->psi_known = false;
+        node->psi_some_avg10 = 50;
+        node->host_available_known = false;
+        node->host_available = 0;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 3 * GIB);
+        vm[1] = vm_settled(512 * MIB, 2 * GIB, 1 * GIB, 10 * MIB);   /* grows from the pool alone */
+        *n = 2;
+}
 static void s_node_fine_idle_kept(struct policy_node *node, struct policy_vm *vm, size_t *n) {
         vm[0] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 3 * GIB);
         *n = 1;
@@ -337,6 +347,8 @@ static const struct tcase cases[] = {
           { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true }, { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
         { "node short (PSI): reclaim", s_node_psi,
           { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true } } },
+        { "node signals unknown: ignored", s_node_signals_unknown,
+          { { POLICY_REASON_STEADY, KEEP, false }, { POLICY_REASON_GROW_PRESSURE, 1280 * MIB, true } } },
         { "node fine: idle memory left alone", s_node_fine_idle_kept,
           { { POLICY_REASON_STEADY, KEEP, false } } },
         { "over-committed: both give", s_overcommit,
@@ -374,6 +386,35 @@ static const struct tcase cases[] = {
 static void test_rules_table(void **state) {
         for (size_t i = 0; i < ELEMENTSOF(cases); i++)
                 check_case(&cases[i]);
+}
+
+static void test_summary(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[2];
+        struct policy_decision d[2];
+        struct policy_summary sum;
+        size_t n;
+
+        s_fair_share(&node, vm, &n);
+        assert_int_equal(policy_decide(&tun, &node, vm, n, d, &sum), 0);
+        assert_int_equal(sum.capacity, 4 * GIB);
+        assert_int_equal(sum.committed, 4 * GIB);
+        assert_int_equal(sum.targets_before, 4 * GIB);
+        assert_int_equal(sum.targets_after, 4 * GIB - 128 * MIB);
+        assert_int_equal(sum.free, 0);
+        assert_int_equal(sum.reclaim_wanted, 256 * MIB);
+        assert_true(sum.contended);
+        assert_false(sum.node_short);
+        assert_non_null(strstr(sum.why, "contended"));
+        assert_int_equal(d[0].fair_share, 1280 * MIB);
+        assert_int_equal(d[0].need, 1280 * MIB);
+        assert_true(d[0].pressure);
+        assert_int_equal(d[1].use, 3 * GIB - 200 * MIB);
+
+        s_node_psi(&node, vm, &n);
+        assert_int_equal(policy_decide(&tun, &node, vm, n, d, &sum), 0);
+        assert_true(sum.node_short);
+        assert_non_null(strstr(sum.why, "PSI"));
 }
 
 /* Without the idle tax the same two donors split the work by shares per page alone. */
@@ -757,6 +798,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup(test_rules_table, setup),
                 cmocka_unit_test_setup(test_idle_tax_matters, setup),
+                cmocka_unit_test_setup(test_summary, setup),
                 cmocka_unit_test_setup(test_liar_free_memory, setup),
                 cmocka_unit_test_setup(test_liar_contention, setup),
                 cmocka_unit_test_setup(test_reclaim_converges, setup),
