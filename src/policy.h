@@ -32,8 +32,8 @@ struct policy_tunables {
         unsigned headroom_pct;            /* … or this % of its use, whichever is larger */
         uint64_t pressure_available_bytes;/* guest available below max(this, pct of actual) = pressure */
         unsigned pressure_available_pct;
-        uint64_t swap_in_burst;           /* guest swap-in, bytes/s, at or above which = pressure */
-        uint64_t major_fault_burst;       /* guest major faults/s at or above which = pressure */
+        uint64_t swap_in_burst;           /* guest swap-in, bytes/s, at or above which = pressure (0 = off) */
+        uint64_t major_fault_burst;       /* guest major faults/s at or above which = pressure (0 = off) */
         uint64_t grow_step_bytes;         /* growth under pressure: at least this … */
         unsigned grow_step_pct;           /* … or this % of the current target, at once */
         unsigned shrink_pct;              /* one tick reclaims at most this % of the excess … */
@@ -67,7 +67,7 @@ struct policy_guest_stats {
         uint64_t free;               /* stat-free-memory */
         uint64_t total;              /* stat-total-memory */
         uint64_t swap_in;            /* stat-swap-in, cumulative bytes (UNKNOWN allowed) */
-        uint64_t swap_out;           /* stat-swap-out, cumulative bytes (UNKNOWN allowed) */
+        uint64_t swap_out;           /* stat-swap-out, cumulative bytes: informational, not used */
         uint64_t major_faults;       /* stat-major-faults, cumulative count (UNKNOWN allowed) */
         uint64_t last_update_usec;   /* on the caller's clock; 0 = never updated */
 };
