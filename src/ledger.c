@@ -794,7 +794,7 @@ int ledger_vm_add(struct ledger *l, const struct ledger_vm *vm, uid_t uid,
 
 struct set_args {
         const char *name;
-        char *const *pairs;
+        const char *const *pairs;
         size_t n;
 };
 
@@ -817,7 +817,7 @@ static int change_set(struct ledger_state *st, void *ud, char *what, size_t len,
         return 0;
 }
 
-int ledger_vm_set(struct ledger *l, const char *name, char *const *pairs, size_t n_pairs, uid_t uid,
+int ledger_vm_set(struct ledger *l, const char *name, const char *const *pairs, size_t n_pairs, uid_t uid,
                   struct ppn_error *err) {
         struct set_args a = { name, pairs, n_pairs };
         return write_change(l, change_set, &a, uid, err);
@@ -853,7 +853,7 @@ static int change_node(struct ledger_state *st, void *ud, char *what, size_t len
         return 0;
 }
 
-int ledger_node_set(struct ledger *l, char *const *pairs, size_t n_pairs, uid_t uid, struct ppn_error *err) {
+int ledger_node_set(struct ledger *l, const char *const *pairs, size_t n_pairs, uid_t uid, struct ppn_error *err) {
         struct set_args a = { NULL, pairs, n_pairs };
         return write_change(l, change_node, &a, uid, err);
 }

@@ -84,12 +84,12 @@ int ledger_node_get(struct ledger *l, struct ledger_node *ret, struct ppn_error 
 int ledger_vm_add(struct ledger *l, const struct ledger_vm *vm, uid_t uid,
                   char ret_uuid[LEDGER_UUID_LEN + 1], struct ppn_error *err);
 /* Applies "key=value" pairs (ledger_vm_assign keys) atomically: all or none. */
-int ledger_vm_set(struct ledger *l, const char *name, char *const *pairs, size_t n_pairs, uid_t uid,
+int ledger_vm_set(struct ledger *l, const char *name, const char *const *pairs, size_t n_pairs, uid_t uid,
                   struct ppn_error *err);
 int ledger_vm_remove(struct ledger *l, const char *name, uid_t uid, struct ppn_error *err);
 /* Node settings, "physical=16G", "reserve=1G", "min-floor=128M", value "default" unsets.
  * Validated against every VM (floor) and admitted (capacity). */
-int ledger_node_set(struct ledger *l, char *const *pairs, size_t n_pairs, uid_t uid, struct ppn_error *err);
+int ledger_node_set(struct ledger *l, const char *const *pairs, size_t n_pairs, uid_t uid, struct ppn_error *err);
 
 /* Manual override lease: target in [min, max], expires (unix seconds) in the future is the
  * caller's business (the controller ignores an expired lease). -EINVAL outside the range. */

@@ -28,7 +28,7 @@ static int node_set(const struct ctl_globals *g, int argc, char **argv) {
         r = ctl_open_ledger(g, true, &l);
         if (r)
                 return r;
-        r = ledger_node_set(l, argv + 1, (size_t) (argc - 1), getuid(), &e);
+        r = ledger_node_set(l, (const char *const *) argv + 1, (size_t) (argc - 1), getuid(), &e);
         return r < 0 ? ctl_fail(&e, r) : CTL_OK;
 }
 

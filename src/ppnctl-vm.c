@@ -84,7 +84,7 @@ static int vm_set(const struct ctl_globals *g, int argc, char **argv) {
         r = ctl_open_ledger(g, true, &l);
         if (r)
                 return r;
-        r = ledger_vm_set(l, argv[1], argv + 2, (size_t) (argc - 2), getuid(), &e);
+        r = ledger_vm_set(l, argv[1], (const char *const *) argv + 2, (size_t) (argc - 2), getuid(), &e);
         return r < 0 ? ctl_fail(&e, r) : CTL_OK;
 }
 
