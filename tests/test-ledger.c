@@ -9,6 +9,7 @@
 #include <json-c/json.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "ledger.h"
 
@@ -615,6 +616,56 @@ static void test_migrates_and_reopens(void **state) {
         sqlite3_close(db);
 }
 
+/* A writer that holds the lock: waited out (no error), or after busy_timeout_ms our words,
+ * never SQLite's "database is locked". The lock is held by another process for 300 ms. */
+static void hold_lock_in_child(unsigned ms, int *ret_pid) {
+        int p[2];
+        char c;
+        assert_int_equal(pipe(p), 0);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                sqlite3 *db;
+                if (sqlite3_open(path, &db) != SQLITE_OK || sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+                        _exit(1);
+                if (write(p[1], "x", 1) != 1)
+                        _exit(1);
+                usleep(ms * 1000);
+                sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+                sqlite3_close(db);
+                _exit(0);
+        }
+        close(p[1]);
+        assert_int_equal(read(p[0], &c, 1), 1);
+        close(p[0]);
+        *ret_pid = pid;
+}
+
+static void test_lock_waited_out(void **state) {
+        struct ledger *l = open_ok(), *impatient;
+        struct ledger_options o = { .busy_timeout_ms = 100 };
+        struct ppn_error e = {};
+        const char *pairs[] = { "physical=4G" };
+        int pid, status;
+
+        must(ledger_open(path, &o, &impatient, &e), &e);
+        hold_lock_in_child(300, &pid);
+        uint64_t t0 = now_usec();
+        assert_int_equal(ledger_node_set(impatient, pairs, 1, 0, &e), -EBUSY);
+        assert_non_null(strstr(e.msg, "stayed locked by another writer for 100 ms; try again"));
+        assert_null(strstr(e.msg, "database is locked"));
+        must(ledger_node_set(l, pairs, 1, 0, &e), &e);   /* default 10 s: waits for the holder */
+        uint64_t waited = now_usec() - t0;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        assert_true(waited >= 250000);
+        struct ledger_node n;
+        must(ledger_node_get(l, &n, &e), &e);
+        assert_int_equal(n.physical_bytes, 4 * GIB);
+        ledger_close(impatient);
+        ledger_close(l);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void) {
@@ -631,6 +682,7 @@ int main(void) {
                 T(test_refusals_change_nothing),
                 T(test_override_lease),
                 T(test_changed),
+                T(test_lock_waited_out),
                 T(test_meminfo_default),
                 T(test_export_import),
                 T(test_not_sqlite),
