@@ -141,13 +141,39 @@ static int parse_vm_size(const char *key, const char *v, uint64_t *ret, struct p
         return 0;
 }
 
-static int parse_ranged(const char *key, const char *v, uint64_t lo, uint64_t hi, uint32_t *ret,
-                        struct ppn_error *err) {
+/* Integer fields: one table for parsing (assign, import) and validation. */
+static const struct int_field {
+        const char *key;
+        size_t offset;
+        uint32_t lo, hi, dflt;
+} int_fields[] = {
+        { "shares", offsetof(struct ledger_vm, shares), LEDGER_SHARES_MIN, LEDGER_SHARES_MAX, LEDGER_SHARES_DEFAULT },
+        { "cpu-weight", offsetof(struct ledger_vm, cpu_weight), LEDGER_CPU_WEIGHT_MIN, LEDGER_CPU_WEIGHT_MAX,
+          LEDGER_CPU_WEIGHT_DEFAULT },
+        { "vcpus", offsetof(struct ledger_vm, vcpus), 1, LEDGER_VCPUS_MAX, 1 },
+};
+
+static uint32_t *int_field_ptr(struct ledger_vm *vm, const struct int_field *f) {
+        return (uint32_t *) ((char *) vm + f->offset);
+}
+
+static int parse_ranged(const struct int_field *f, struct ledger_vm *vm, const char *v, struct ppn_error *err) {
         uint64_t n;
-        if (parse_u64(v, &n) < 0 || n < lo || n > hi)
-                return ppn_error_set(err, -EINVAL, "%s '%s' is not an integer in %" PRIu64 "–%" PRIu64,
-                                     key, v, lo, hi);
-        *ret = (uint32_t) n;
+        if (parse_u64(v, &n) < 0 || n < f->lo || n > f->hi)
+                return ppn_error_set(err, -EINVAL, "%s '%s' is not an integer in %" PRIu32 "–%" PRIu32 " (default %" PRIu32 ")",
+                                     f->key, v, f->lo, f->hi, f->dflt);
+        *int_field_ptr(vm, f) = (uint32_t) n;
+        return 0;
+}
+
+static int validate_ints(const struct ledger_vm *vm, struct ppn_error *err) {
+        for (size_t i = 0; i < ELEMENTSOF(int_fields); i++) {
+                const struct int_field *f = &int_fields[i];
+                uint32_t v = *int_field_ptr((struct ledger_vm *) vm, f);
+                if (v < f->lo || v > f->hi)
+                        return ppn_error_set(err, -EINVAL, "vm '%s': %s %" PRIu32 " is out of range %" PRIu32 "–%" PRIu32
+                                             " (default %" PRIu32 ")", vm->name, f->key, v, f->lo, f->hi, f->dflt);
+        }
         return 0;
 }
 
@@ -158,13 +184,13 @@ static int set_max(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
         return parse_vm_size("max", v, &vm->max_bytes, err);
 }
 static int set_shares(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
-        return parse_ranged("shares", v, LEDGER_SHARES_MIN, LEDGER_SHARES_MAX, &vm->shares, err);
+        return parse_ranged(&int_fields[0], vm, v, err);
 }
 static int set_cpu_weight(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
-        return parse_ranged("cpu-weight", v, LEDGER_CPU_WEIGHT_MIN, LEDGER_CPU_WEIGHT_MAX, &vm->cpu_weight, err);
+        return parse_ranged(&int_fields[1], vm, v, err);
 }
 static int set_vcpus(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
-        return parse_ranged("vcpus", v, 1, LEDGER_VCPUS_MAX, &vm->vcpus, err);
+        return parse_ranged(&int_fields[2], vm, v, err);
 }
 
 static int set_qmp(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
@@ -318,15 +344,9 @@ int ledger_vm_validate(const struct ledger_vm *vm, const struct ledger_node *nod
         r = validate_sizes(vm, node, err);
         if (r < 0)
                 return r;
-        if (vm->shares < LEDGER_SHARES_MIN || vm->shares > LEDGER_SHARES_MAX)
-                return ppn_error_set(err, -EINVAL, "vm '%s': shares %" PRIu32 " is out of range %d–%d",
-                                     vm->name, vm->shares, LEDGER_SHARES_MIN, LEDGER_SHARES_MAX);
-        if (vm->cpu_weight < LEDGER_CPU_WEIGHT_MIN || vm->cpu_weight > LEDGER_CPU_WEIGHT_MAX)
-                return ppn_error_set(err, -EINVAL, "vm '%s': cpu-weight %" PRIu32 " is out of range %d–%d",
-                                     vm->name, vm->cpu_weight, LEDGER_CPU_WEIGHT_MIN, LEDGER_CPU_WEIGHT_MAX);
-        if (vm->vcpus < 1 || vm->vcpus > LEDGER_VCPUS_MAX)
-                return ppn_error_set(err, -EINVAL, "vm '%s': vcpus %" PRIu32 " is out of range 1–%d",
-                                     vm->name, vm->vcpus, LEDGER_VCPUS_MAX);
+        r = validate_ints(vm, err);
+        if (r < 0)
+                return r;
         if (vm->qmp && (vm->qmp[0] != '/' || strlen(vm->qmp) > LEDGER_QMP_PATH_MAX))
                 return ppn_error_set(err, -EINVAL, "vm '%s': qmp '%s' must be an absolute path of at most "
                                      "%d bytes (a Unix socket address)", vm->name, vm->qmp, LEDGER_QMP_PATH_MAX);

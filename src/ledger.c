@@ -541,7 +541,7 @@ static int state_copy(const struct ledger_state *src, struct ledger_state **ret)
         return 0;
 }
 
-static struct pool_vm *pool_vms(const struct ledger_state *st) {
+struct pool_vm *ledger_state_pool_vms(const struct ledger_state *st) {
         struct pool_vm *v = calloc(st->n_vms + 1, sizeof(*v));
         for (size_t i = 0; v && i < st->n_vms; i++)
                 v[i] = (struct pool_vm) { .name = st->vms[i].name, .min_bytes = st->vms[i].min_bytes,
@@ -568,7 +568,7 @@ static int check_after(struct ledger *l, const struct ledger_state *before, stru
                                                      after->vms[i].name, strcmp(after->vms[i].name, after->vms[j].name) ? "uuid" : "name",
                                                      after->vms[i].uuid);
         }
-        _cleanup_free_ struct pool_vm *pb = pool_vms(before), *pa = pool_vms(after);
+        _cleanup_free_ struct pool_vm *pb = ledger_state_pool_vms(before), *pa = ledger_state_pool_vms(after);
         if (!pb || !pa)
                 return -ENOMEM;
         struct pool_node nb = { before->node.physical_bytes, before->node.reserve_bytes };

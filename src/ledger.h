@@ -70,6 +70,10 @@ struct ledger_state {
 int ledger_load(struct ledger *l, struct ledger_state **ret, struct ppn_error *err);
 struct ledger_state *ledger_state_free(struct ledger_state *s);
 static inline void ledger_state_freep(struct ledger_state **s) { ledger_state_free(*s); }
+/* The snapshot as pool input: a malloc'd array of n_vms (+1 zeroed) entries whose names point
+ * into st, actuals unknown (the daemon fills them in). NULL on -ENOMEM. */
+struct pool_vm;
+struct pool_vm *ledger_state_pool_vms(const struct ledger_state *st);
 /* Finds a VM in a snapshot; NULL if absent. */
 const struct ledger_vm *ledger_state_find(const struct ledger_state *s, const char *name);
 

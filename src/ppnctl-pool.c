@@ -62,12 +62,9 @@ int ctl_pool(const struct ctl_globals *g, int argc, char **argv) {
                 fprintf(stderr, "ppnctl: %s\n", st->node_error);
                 return CTL_FAILED;
         }
-        vms = calloc(st->n_vms + 1, sizeof(*vms));
+        vms = ledger_state_pool_vms(st);
         if (!vms)
                 return ctl_fail(NULL, -ENOMEM);
-        for (size_t i = 0; i < st->n_vms; i++)
-                vms[i] = (struct pool_vm) { .name = st->vms[i].name, .min_bytes = st->vms[i].min_bytes,
-                                            .max_bytes = st->vms[i].max_bytes };
         pool_compute(&(struct pool_node) { st->node.physical_bytes, st->node.reserve_bytes }, vms, st->n_vms, &f);
         if (json)
                 ctl_print_json(figures_json(&f));

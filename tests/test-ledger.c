@@ -80,9 +80,9 @@ static void test_assign_table(void **state) {
                 { "qemu-args=-device virtio-rng-pci", 0, NULL },
                 { "min=abc", -EINVAL, "min 'abc' is not a size; use bytes or a number with K, M, G or T (e.g. 512M, 2G, 1048576K)" },
                 { "min=-1G", -EINVAL, NULL },
-                { "shares=0", -EINVAL, "shares '0' is not an integer in 1–100000" },
+                { "shares=0", -EINVAL, "shares '0' is not an integer in 1–100000 (default 1000)" },
                 { "shares=100001", -EINVAL, NULL },
-                { "cpu-weight=0", -EINVAL, "cpu-weight '0' is not an integer in 1–10000" },
+                { "cpu-weight=0", -EINVAL, "cpu-weight '0' is not an integer in 1–10000 (default 100)" },
                 { "cpu-weight=10001", -EINVAL, NULL },
                 { "cpu-weight=1x", -EINVAL, NULL },
                 { "vcpus=0", -EINVAL, NULL },
@@ -186,11 +186,11 @@ static void test_validate_ranges_and_override(void **state) {
         vm.max_bytes = 2 * GIB;
         vm.shares = 0;
         assert_int_equal(ledger_vm_validate(&vm, &node, &e), -EINVAL);
-        assert_string_equal(e.msg, "vm 'web': shares 0 is out of range 1–100000");
+        assert_string_equal(e.msg, "vm 'web': shares 0 is out of range 1–100000 (default 1000)");
         vm.shares = 1000;
         vm.cpu_weight = 20000;
         assert_int_equal(ledger_vm_validate(&vm, &node, &e), -EINVAL);
-        assert_string_equal(e.msg, "vm 'web': cpu-weight 20000 is out of range 1–10000");
+        assert_string_equal(e.msg, "vm 'web': cpu-weight 20000 is out of range 1–10000 (default 100)");
         vm.cpu_weight = 100;
         vm.override_set = true;
         vm.override_target_bytes = 512 * MIB;
@@ -324,6 +324,29 @@ static void test_crud_and_audit(void **state) {
         assert_null(a[n - 1].new_value);
         assert_int_equal(a[n - 1].uid, 7);
         ledger_audit_free(a, n);
+        ledger_close(l);
+}
+
+static void test_add_keeps_given_uuid(void **state) {
+        struct ledger *l = open_ok();
+        struct ledger_vm vm, got;
+        struct ppn_error e = {};
+        char uuid[LEDGER_UUID_LEN + 1];
+
+        node_set(l, "physical=8G", "reserve=1G");
+        ledger_vm_init(&vm);
+        strcpy(vm.name, "moved");
+        strcpy(vm.uuid, "0f0e0d0c-0b0a-4908-8706-050403020100");   /* identity kept across nodes */
+        vm.min_bytes = vm.max_bytes = GIB;
+        must(ledger_vm_add(l, &vm, 0, uuid, &e), &e);
+        assert_string_equal(uuid, vm.uuid);
+        must(ledger_vm_get(l, "moved", &got, &e), &e);
+        assert_string_equal(got.uuid, vm.uuid);
+        ledger_vm_done(&got);
+        strcpy(vm.name, "twin");
+        assert_int_equal(ledger_vm_add(l, &vm, 0, NULL, &e), -EEXIST);
+        assert_string_equal(e.msg, "vm 'moved' and vm 'twin' would share the uuid 0f0e0d0c-0b0a-4908-8706-050403020100; "
+                                   "names and uuids must be unique");
         ledger_close(l);
 }
 
@@ -469,7 +492,7 @@ static void test_export_import(void **state) {
         json_object_object_add(json_object_array_get_idx(vms, 0), "shares", json_object_new_int(7));
         json_object_object_add(json_object_array_get_idx(vms, 1), "cpu_weight", json_object_new_int(0));
         assert_int_equal(ledger_import(l, copy, false, 0, &e), -EINVAL);
-        assert_string_equal(e.msg, "import: vms[1] ('web'): vm 'web': cpu-weight 0 is out of range 1–10000");
+        assert_string_equal(e.msg, "import: vms[1] ('web'): vm 'web': cpu-weight 0 is out of range 1–10000 (default 100)");
         json_object_object_add(json_object_array_get_idx(vms, 1), "cpu_weight", json_object_new_string("x"));
         assert_int_equal(ledger_import(l, copy, false, 0, &e), -EINVAL);
         assert_string_equal(e.msg, "import: vms[1] ('web'): cpu_weight: expected an integer in 0–4294967295");
@@ -679,6 +702,7 @@ int main(void) {
                 cmocka_unit_test(test_uuid),
                 cmocka_unit_test(test_json_roundtrip),
                 T(test_crud_and_audit),
+                T(test_add_keeps_given_uuid),
                 T(test_refusals_change_nothing),
                 T(test_override_lease),
                 T(test_changed),

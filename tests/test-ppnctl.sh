@@ -57,7 +57,7 @@ expect 2 "ppnctl vm add: min '1.5G' is not a size; use bytes or a number with K,
 $USAGE_ADD" -- vm add web --min 1.5G --max 2G
 expect 2 "ppnctl vm add: --min and --max are required
 $USAGE_ADD" -- vm add web --max 2G
-expect 2 "ppnctl vm set: shares '0' is not an integer in 1–100000
+expect 2 "ppnctl vm set: shares '0' is not an integer in 1–100000 (default 1000)
 $USAGE_SET" -- vm set db shares=0
 expect 2 "ppnctl vm set: unknown key 'colour'; keys are min, max, shares, cpu-weight, vcpus, qmp, disks, disk, qemu-args, qemu-arg
 $USAGE_SET" -- vm set db colour=blue
@@ -118,7 +118,7 @@ d["vms"].append(dict(d["vms"][1], name="web", uuid="00000000-0000-4000-8000-0000
                      min_bytes=268435456, max_bytes=536870912, cpu_weight=0))   # ... and a bad entry 2
 json.dump(d, open(sys.argv[2], "w"))
 PY
-expect 1 "ppnctl: import: vms[2] ('web'): vm 'web': cpu-weight 0 is out of range 1–10000" -- ledger import "$T/bad.json"
+expect 1 "ppnctl: import: vms[2] ('web'): vm 'web': cpu-weight 0 is out of range 1–10000 (default 100)" -- ledger import "$T/bad.json"
 "$PPNCTL" ledger export >"$T/after.json"
 cmp -s "$T/before.json" "$T/after.json" && ok "import with one bad entry changed nothing" || not_ok "import with one bad entry changed nothing"
 echo '{"vms": [' >"$T/broken.json"
