@@ -371,8 +371,9 @@ int ledger_node_resolve(const struct ledger_node_settings *s, uint64_t meminfo_t
         if (n.physical_bytes == 0)
                 return ppn_error_set(err, -EINVAL, "physical RAM is not set and MemTotal could not be read; "
                                      "set it with 'ppnctl node set physical=SIZE'");
+        /* 5% of physical, rounded down to whole MiB so messages and figures stay in whole MiB */
         n.reserve_bytes = s->reserve_bytes ? s->reserve_bytes
-                                           : n.physical_bytes / 100 * LEDGER_RESERVE_PERCENT_DEFAULT;
+                                           : n.physical_bytes / 100 * LEDGER_RESERVE_PERCENT_DEFAULT / MIB * MIB;
         if (!s->reserve_bytes && n.reserve_bytes < LEDGER_RESERVE_MIN_DEFAULT)
                 n.reserve_bytes = LEDGER_RESERVE_MIN_DEFAULT;
         if (n.reserve_bytes >= n.physical_bytes)

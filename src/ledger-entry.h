@@ -15,8 +15,8 @@
  *   vcpus       1–255,    default 1
  *   qmp         absolute path, < 108 bytes (sun_path), optional
  *   node: physical default MemTotal of /proc/meminfo; reserve default max(512 MiB, 5% of
- *   physical); min floor default 128 MiB — a guest ballooned to 1 MiB panicked ("System is
- *   deadlocked on memory"), so the floor is not optional.
+ *   physical rounded down to whole MiB); min floor default 128 MiB — a guest ballooned to
+ *   1 MiB panicked ("System is deadlocked on memory"), so the floor is not optional.
  */
 
 #include <stdbool.h>

@@ -15,9 +15,10 @@ int ctl_dispatch(const char *group, const struct ctl_subcommand *table, const st
                         if (strcmp(argv[1], table[i].name) == 0)
                                 return table[i].run(g, argc - 1, argv + 1);
         FILE *f = argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr;
-        if (f == stderr)
-                fprintf(f, "ppnctl %s: %s '%s'\n", group, argc >= 2 ? "unknown subcommand" : "missing subcommand",
-                        argc >= 2 ? argv[1] : "");
+        if (f == stderr && argc >= 2)
+                fprintf(f, "ppnctl %s: unknown subcommand '%s'\n", group, argv[1]);
+        else if (f == stderr)
+                fprintf(f, "ppnctl %s: missing subcommand\n", group);
         fprintf(f, "usage:\n");
         for (size_t i = 0; table[i].name; i++)
                 fprintf(f, "  ppnctl %s\n", table[i].usage);

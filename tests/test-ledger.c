@@ -220,7 +220,7 @@ static void test_node_defaults(void **state) {
         assert_int_equal(n.min_floor_bytes, 128 * MIB);
         assert_true(n.physical_default && n.reserve_default && n.min_floor_default);
         assert_int_equal(ledger_node_resolve(&s, 64 * GIB, &n, &e), 0);  /* 5% of 64G */
-        assert_int_equal(n.reserve_bytes, 64 * GIB / 100 * 5);
+        assert_int_equal(n.reserve_bytes, 3276 * MIB);   /* 3435973836.8 rounded down to MiB */
         assert_int_equal(ledger_node_resolve(&s, 0, &n, &e), -EINVAL);
         s.physical_bytes = 512 * MIB;
         assert_int_equal(ledger_node_resolve(&s, 0, &n, &e), -EINVAL);   /* reserve 512M ≥ physical */
