@@ -283,7 +283,7 @@ int ledger_node_assign(struct ledger_node_settings *s, const char *key, const ch
                 return 0;
         }
         if (parse_size(value, &v) < 0 || v == 0 || v > LEDGER_SIZE_MAX)
-                return ppn_error_set(err, -EINVAL, "%s '%s' is not a size between 1 and 1T*1024; use bytes "
+                return ppn_error_set(err, -EINVAL, "%s '%s' is not a size between 1 byte and 1 PiB; use bytes "
                                      "or a number with K, M, G or T (e.g. 16G), or 'default'", key, value);
         *field = v;
         return 0;

@@ -54,11 +54,13 @@ static int sql_error(struct ledger *l, int rc, struct ppn_error *err, const char
                 return ppn_error_set(err, -EPROTO, "ledger '%s' is not an SQLite database; check --ledger "
                                      "or PPN_LEDGER (the file was not modified)", l->path);
         if (prim == SQLITE_CORRUPT)
-                return ppn_error_set(err, -EPROTO, "ledger '%s' is damaged (%s); restore it from a "
-                                     "'ppnctl ledger export' copy", l->path, sqlite3_errmsg(l->db));
+                return ppn_error_set(err, -EPROTO, "ledger '%s' is damaged or truncated (%s); restore it from "
+                                     "a backup or an export (the file was not modified)", l->path,
+                                     sqlite3_errmsg(l->db));
         if (prim == SQLITE_READONLY || prim == SQLITE_CANTOPEN || prim == SQLITE_PERM)
-                return ppn_error_set(err, -EACCES, "ledger '%s': %s while %s; check the file's and its "
-                                     "folder's permissions", l->path, sqlite3_errmsg(l->db), what);
+                return ppn_error_set(err, -EACCES, "ledger '%s': %s while %s; writing needs write access "
+                                     "to the file and its folder (this is uid %u)", l->path,
+                                     sqlite3_errmsg(l->db), what, (unsigned) geteuid());
         if (prim == SQLITE_FULL)
                 return ppn_error_set(err, -ENOSPC, "ledger '%s': disk full while %s; free space and retry",
                                      l->path, what);
@@ -204,14 +206,48 @@ static int migrate_tx(struct ledger *l, void *ud, struct ppn_error *err) {
         return r;
 }
 
-static int schema_tx(struct ledger *l, void *ud, struct ppn_error *err) {
-        return check_schema(l, ud, err);
+/* quick_check reads every page (about 1 ms per 100 KiB here): it catches a truncated or damaged
+ * file that the header check could not, e.g. when a -wal beside it holds part of the data. */
+static int quick_check(struct ledger *l, struct ppn_error *err) {
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int r = prepare(l, "PRAGMA quick_check(1)", &s, err), rc;
+        if (r < 0)
+                return r;
+        rc = sqlite3_step(s);
+        if (rc != SQLITE_ROW)
+                return sql_error(l, rc, err, "checking the file");
+        const char *res = (const char *) sqlite3_column_text(s, 0);
+        if (!res || strcmp(res, "ok") != 0)
+                return ppn_error_set(err, -EPROTO, "ledger '%s' is damaged or truncated (%s); restore it from "
+                                     "a backup or an export (the file was not modified)", l->path,
+                                     res ? res : "no result");
+        return 0;
 }
 
-static int open_db(struct ledger *l, bool read_only, struct ppn_error *err) {
+static int schema_tx(struct ledger *l, void *ud, struct ppn_error *err) {
+        int r = check_schema(l, ud, err);
+        return r < 0 ? r : quick_check(l, err);
+}
+
+/* "file:/a%3Fb?immutable=1": percent-encodes what a URI path may not hold. */
+static char *immutable_uri(const char *path) {
+        char *u = malloc(strlen(path) * 3 + 32), *p = u;
+        if (!u)
+                return NULL;
+        p += sprintf(p, "file:");
+        for (const char *c = path; *c; c++)
+                p += strchr("?#%", *c) ? sprintf(p, "%%%02X", (unsigned char) *c) : sprintf(p, "%c", *c);
+        strcpy(p, "?immutable=1");
+        return u;
+}
+
+static int open_db(struct ledger *l, bool read_only, bool immutable, struct ppn_error *err) {
+        _cleanup_free_ char *uri = immutable ? immutable_uri(l->path) : NULL;
         int flags = SQLITE_OPEN_NOMUTEX | (read_only ? SQLITE_OPEN_READONLY
                                                      : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-        int rc = sqlite3_open_v2(l->path, &l->db, flags, NULL);
+        if (immutable && !uri)
+                return -ENOMEM;
+        int rc = sqlite3_open_v2(immutable ? uri : l->path, &l->db, flags | (immutable ? SQLITE_OPEN_URI : 0), NULL);
         if (rc != SQLITE_OK)
                 return ppn_error_set(err, -EACCES, "cannot open ledger '%s': %s; check the path and "
                                      "permissions", l->path, l->db ? sqlite3_errmsg(l->db) : "out of memory");
@@ -220,9 +256,30 @@ static int open_db(struct ledger *l, bool read_only, struct ppn_error *err) {
         return 0;
 }
 
+/*
+ * A WAL reader needs the -shm file. When no connection has the ledger open (no -wal beside
+ * it) and this reader cannot create files in its folder (an operator reading
+ * /var/lib/ppn/ledger.db), the main file alone is the whole ledger: read it as immutable.
+ * Small window: a writer that starts and closes (checkpointing) during this one read could
+ * tear it; the daemon keeps the ledger open, so its -wal and -shm normally exist.
+ */
+static int reopen_immutable(struct ledger *l, struct ppn_error *err) {
+        _cleanup_free_ char *wal = NULL;
+        if (asprintf(&wal, "%s-wal", l->path) < 0)
+                return -ENOMEM;
+        if (access(wal, F_OK) == 0)
+                return -EACCES;
+        log_debug("ledger %s: cannot create -shm; reading the main file as immutable", l->path);
+        sqlite3_close_v2(l->db);
+        l->db = NULL;
+        return open_db(l, true, true, err);
+}
+
 static int setup(struct ledger *l, bool read_only, struct ppn_error *err) {
         int64_t version = 0;
         int r = run_tx(l, false, schema_tx, &version, err);   /* reads only: nothing written yet */
+        if (r == -EACCES && read_only && reopen_immutable(l, NULL) == 0)
+                r = run_tx(l, false, schema_tx, &version, err);
         if (r < 0)
                 return r;
         if (read_only) {
@@ -268,7 +325,7 @@ int ledger_open(const char *path, const struct ledger_options *opts, struct ledg
         else
                 r = exists && st.st_size > 0 ? check_header(path, (uint64_t) st.st_size, err) : 0;
         if (r == 0)
-                r = open_db(l, o.read_only, err);
+                r = open_db(l, o.read_only, false, err);
         if (r == 0)
                 r = setup(l, o.read_only, err);
         if (r == 0)

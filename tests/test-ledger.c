@@ -584,9 +584,27 @@ static void test_truncated(void **state) {
         assert_int_equal(stat(path, &st), 0);
         assert_true(st.st_size > 8192);
         assert_int_equal(truncate(path, 4096), 0);
-        expect_refused("is truncated");
+        expect_refused("is truncated (4096 bytes, its header says");
         assert_int_equal(truncate(path, 50), 0);
-        expect_refused("is truncated");
+        expect_refused("is truncated (50 bytes, shorter than an SQLite header)");
+}
+
+static void test_damaged(void **state) {
+        struct ledger *l = open_ok();
+        node_set(l, "physical=64G", "reserve=1G");
+        for (int i = 0; i < 40; i++) {
+                char name[16];
+                snprintf(name, sizeof(name), "vm%d", i);
+                add_vm(l, name, "128M", "256M");
+        }
+        ledger_close(l);
+        /* Garbage over the middle of page 3: the header is fine, only quick_check sees it. */
+        int fd = open(path, O_WRONLY);
+        char junk[512];
+        memset(junk, 0xa5, sizeof(junk));
+        assert_int_equal(pwrite(fd, junk, sizeof(junk), 2 * 4096 + 1024), (ssize_t) sizeof(junk));
+        close(fd);
+        expect_refused("is damaged or truncated");
 }
 
 static void test_newer_schema(void **state) {
@@ -711,6 +729,7 @@ int main(void) {
                 T(test_export_import),
                 T(test_not_sqlite),
                 T(test_truncated),
+                T(test_damaged),
                 T(test_newer_schema),
                 T(test_foreign_sqlite),
                 T(test_missing_read_only),

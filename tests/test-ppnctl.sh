@@ -108,6 +108,19 @@ fi
 "$PPNCTL" node set min-floor=256M >/dev/null
 "$PPNCTL" ledger history | grep -q "(node) min-floor: (none) -> 256M" && ok "node changes are audited" || not_ok "node changes are audited"
 
+# ---- an operator without write access reads (no daemon holding the ledger open) ----
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+  mkdir -m 755 "$T/ro" && PPN_LEDGER=$T/ro/l.db "$PPNCTL" node set physical=8G >/dev/null
+  as_nobody() { PPN_LEDGER=$T/ro/l.db setpriv --reuid=65534 --regid=65534 --clear-groups "$PPNCTL" "$@"; }
+  as_nobody node show >/dev/null && ok "a reader without write access can read" || not_ok "a reader without write access can read"
+  err=$(as_nobody node set reserve=1G 2>&1); rc=$?
+  [ $rc = 1 ] && [[ "$err" == *"writing needs write access to the file and its folder (this is uid 65534)" ]] \
+    && ok "a writer without write access: exit 1 and why" || not_ok "a writer without write access" "$rc $err"
+else
+  echo "ok $((n += 1)) - reader without write access # SKIP not root"
+  echo "ok $((n += 1)) - writer without write access # SKIP not root"
+fi
+
 # ---- export / import ----
 "$PPNCTL" ledger export >"$T/before.json" || not_ok "export"
 python3 - "$T/before.json" "$T/bad.json" <<'PY'
