@@ -617,13 +617,12 @@ static int check_after(struct ledger *l, const struct ledger_state *before, stru
                 r = ledger_vm_validate(&after->vms[i], &after->node, err);
                 if (r < 0)
                         return r;
+                /* Names are unique by construction (add refuses, import replaces by name). */
                 for (size_t j = 0; j < i; j++)
-                        if (strcmp(after->vms[i].uuid, after->vms[j].uuid) == 0 ||
-                            strcmp(after->vms[i].name, after->vms[j].name) == 0)
-                                return ppn_error_set(err, -EEXIST, "vm '%s' and vm '%s' would share the %s %s; "
+                        if (strcmp(after->vms[i].uuid, after->vms[j].uuid) == 0)
+                                return ppn_error_set(err, -EEXIST, "vm '%s' and vm '%s' would share the uuid %s; "
                                                      "names and uuids must be unique", after->vms[j].name,
-                                                     after->vms[i].name, strcmp(after->vms[i].name, after->vms[j].name) ? "uuid" : "name",
-                                                     after->vms[i].uuid);
+                                                     after->vms[i].name, after->vms[i].uuid);
         }
         _cleanup_free_ struct pool_vm *pb = ledger_state_pool_vms(before), *pa = ledger_state_pool_vms(after);
         if (!pb || !pa)
