@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <sys/param.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "qmp-peer.h"
@@ -61,6 +62,8 @@ void peer_setup(struct peer *p, uint64_t timeout_usec) {
 
 void peer_teardown(struct peer *p) {
         p->q = qmp_free(p->q);
+        p->auto_src = sd_event_source_disable_unref(p->auto_src);
+        json_object_put(p->last_command);
         for (size_t i = 0; i < p->n_events; i++)
                 json_object_put(p->events[i].data);
         if (p->fd >= 0)
@@ -106,12 +109,12 @@ void peer_send_line(struct peer *p, const char *line) {
         peer_write(p, s, strlen(s));
 }
 
-json_object *peer_read_command(struct peer *p) {
+/* The next line the client wrote, without running the loop. */
+static json_object *read_line(struct peer *p) {
         char *nl;
         json_object *o;
         ssize_t n;
 
-        peer_pump(p);
         n = read(p->fd, p->rbuf + p->rlen, sizeof(p->rbuf) - p->rlen);
         if (n > 0)
                 p->rlen += (size_t) n;
@@ -124,6 +127,11 @@ json_object *peer_read_command(struct peer *p) {
         p->rlen -= (size_t) (nl + 1 - p->rbuf);
         memmove(p->rbuf, nl + 1, p->rlen);
         return o;
+}
+
+json_object *peer_read_command(struct peer *p) {
+        peer_pump(p);
+        return read_line(p);
 }
 
 void peer_answer(struct peer *p, const char *execute, const char *return_json) {
@@ -199,4 +207,34 @@ const char *transcript_find_reply(const struct transcript *t, int id) {
                         return t->lines[i].text;
         }
         return NULL;
+}
+
+static int on_autoreply(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct peer *p = userdata;
+        json_object *cmd;
+
+        while ((cmd = read_line(p))) {
+                const char *id = json_object_get_string(json_object_object_get(cmd, "id"));
+                const char *tmpl, *at;
+                _cleanup_free_ char *line = NULL;
+
+                json_object_put(p->last_command);
+                p->last_command = cmd;
+                if (p->next_reply >= p->n_replies)
+                        continue; /* silent from now on */
+                tmpl = p->replies[p->next_reply++];
+                at = strstr(tmpl, "%ID%");
+                assert_non_null(at);
+                assert_true(asprintf(&line, "%.*s%s%s\r\n", (int) (at - tmpl), tmpl, id, at + 4) > 0);
+                assert_int_equal(send(p->fd, line, strlen(line), MSG_NOSIGNAL), (ssize_t) strlen(line));
+        }
+        return 0;
+}
+
+void peer_autoreply(struct peer *p, const char *const *replies, size_t n) {
+        p->replies = replies;
+        p->n_replies = n;
+        p->next_reply = 0;
+        if (!p->auto_src)
+                assert_int_equal(sd_event_add_io(p->e, &p->auto_src, p->fd, EPOLLIN, on_autoreply, p), 0);
 }

@@ -36,6 +36,11 @@ struct peer {
         char rbuf[65536];          /* what the client wrote and the peer has not consumed */
         size_t rlen;
 
+        sd_event_source *auto_src; /* answering by itself (peer_autoreply) */
+        const char *const *replies;
+        size_t n_replies, next_reply;
+        json_object *last_command; /* the last command answered by itself */
+
         unsigned n_ready;
         unsigned n_disconnected;
         struct qmp_error reason;
@@ -61,6 +66,13 @@ json_object *peer_read_command(struct peer *p);
 void peer_handshake(struct peer *p);
 /* Answers the next command the client sent with `{"return": <json>, "id": N}`; checks its name. */
 void peer_answer(struct peer *p, const char *execute, const char *return_json);
+
+/*
+ * Makes the peer answer by itself, from inside the loop, so that _sync calls (which run the
+ * loop) can be tested: the i-th command gets replies[i] with "%ID%" replaced by its id. Once
+ * the replies are used up, the peer is silent. The array must outlive the peer.
+ */
+void peer_autoreply(struct peer *p, const char *const *replies, size_t n);
 
 struct transcript_line {
         char dir;                  /* '<' from QEMU, '>' to QEMU, 'E' QEMU closed the socket */
