@@ -283,8 +283,11 @@ static void on_writable(struct qmp *q) {
         if (n < 0) {
                 if (errno == EAGAIN || errno == EINTR)
                         return;
-                qerr_set(&e, errno == EPIPE ? -ECONNRESET : -errno,
-                         "writing to QEMU's monitor %s failed: %m", q->name);
+                if (errno == EPIPE || errno == ECONNRESET)
+                        qerr_set(&e, -ECONNRESET, "QEMU closed %s (it exited or dropped the monitor)",
+                                 q->name);
+                else
+                        qerr_set(&e, -errno, "writing to QEMU's monitor %s failed: %m", q->name);
                 qmp_disconnect(q, &e);
                 return;
         }

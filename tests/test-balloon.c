@@ -60,6 +60,37 @@ static void test_stats_recorded_unknown(void **state) {
         json_object_put(reply);
 }
 
+/* A real guest (recorded in guest.qmp): the driver reports at start, and after polling is on. */
+static void test_stats_recorded_real(void **state) {
+        struct transcript t;
+        unsigned n = 0;
+
+        transcript_load("guest.qmp", &t);
+        for (size_t i = 0; i < t.n; i++) {
+                json_object *msg, *ret;
+                struct balloon_stats s;
+                uint64_t total, free_mem, avail;
+
+                if (t.lines[i].dir != '<' || !strstr(t.lines[i].text, "last-update"))
+                        continue;
+                msg = json_tokener_parse(t.lines[i].text);
+                ret = json_object_object_get(msg, "return");
+                assert_int_equal(balloon_stats_decode(ret, &s, NULL), 0);
+                assert_true(s.last_update > 1700000000); /* a real Unix time */
+                assert_int_equal(s.known, (1u << _BALLOON_STAT_MAX) - 1);
+                assert_int_equal(balloon_stats_get(&s, BALLOON_STAT_TOTAL_MEMORY, &total), 0);
+                assert_int_equal(balloon_stats_get(&s, BALLOON_STAT_FREE_MEMORY, &free_mem), 0);
+                assert_int_equal(balloon_stats_get(&s, BALLOON_STAT_AVAILABLE_MEMORY, &avail), 0);
+                /* 1024 MiB guest, then ballooned to 512 MiB: total is what the guest sees */
+                assert_in_range(total, 400 * MIB, 1024 * MIB);
+                assert_true(free_mem <= total && avail <= total);
+                json_object_put(msg);
+                n++;
+        }
+        assert_int_equal(n, 2);
+        transcript_free(&t);
+}
+
 #define ALL_UNKNOWN(lu) "{\"stats\": {\"stat-htlb-pgalloc\": 18446744073709551615, " \
         "\"stat-swap-out\": 18446744073709551615, \"stat-available-memory\": 18446744073709551615, " \
         "\"stat-htlb-pgfail\": 18446744073709551615, \"stat-free-memory\": 18446744073709551615, " \
@@ -452,6 +483,7 @@ static void test_sync_calls(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_stats_recorded_unknown),
+                cmocka_unit_test(test_stats_recorded_real),
                 cmocka_unit_test(test_stats_table),
                 cmocka_unit_test(test_stat_names),
                 cmocka_unit_test(test_check_target),

@@ -337,6 +337,23 @@ static void check_no_balloon(struct replay *r) {
         assert_int_equal(res->err.error.code, -ENODEV);
 }
 
+/* A real guest: BALLOON_CHANGE events (rate-limited, the first one intermediate) end at the
+ * target, and query-balloon agrees. */
+static void check_guest(struct replay *r) {
+        struct peer_event *last = NULL;
+        struct call_result *res;
+
+        for (size_t i = 0; i < r->peer.n_events; i++) {
+                assert_int_equal(r->peer.events[i].id, QMP_EVENT_BALLOON_CHANGE);
+                assert_false(r->peer.events[i].via_handler);
+                if (!last && json_object_get_uint64(json_object_object_get(r->peer.events[i].data, "actual")) == 512 * MIB)
+                        last = &r->peer.events[i];
+        }
+        assert_non_null(last);
+        res = &r->results[find_command(&r->t, "query-balloon", 1)];
+        assert_int_equal(json_object_get_uint64(json_object_object_get(res->ret, "actual")), 512 * MIB);
+}
+
 static void test_replay(void **state) {
         const struct replay_case *c = *state;
         struct replay *r = calloc(1, sizeof(*r));
@@ -355,6 +372,8 @@ static void test_replay(void **state) {
                 check_session(r);
         else if (strcmp(c->transcript, "no-balloon.qmp") == 0)
                 check_no_balloon(r);
+        else if (strcmp(c->transcript, "guest.qmp") == 0)
+                check_guest(r);
         for (size_t i = 0; i < MAX_IDS; i++)
                 result_clear(&r->results[i]);
         peer_teardown(&r->peer);
@@ -367,6 +386,9 @@ static const struct replay_case replay_cases[] = {
         { "session.qmp", REPLAY_ORDERED, 1 },
         { "session.qmp", REPLAY_ORDERED, 7 },
         { "session.qmp", REPLAY_PIPELINED, PEER_BATCH },
+        { "guest.qmp", REPLAY_ORDERED, PEER_BATCH },
+        { "guest.qmp", REPLAY_ORDERED, 1 },
+        { "guest.qmp", REPLAY_PIPELINED, PEER_BATCH },
         { "no-balloon.qmp", REPLAY_ORDERED, PEER_BATCH },
         { "no-balloon.qmp", REPLAY_ORDERED, 1 },
         { "no-balloon.qmp", REPLAY_PIPELINED, PEER_BATCH },
