@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "balloon.h"
 #include "log.h"
 #include "qmp.h"
 
@@ -21,7 +22,7 @@ struct vmlink {
         pid_t pid;
         sd_event_source *retry;
         uint64_t backoff_usec;
-        char balloon_path[128];         /* QOM path of the balloon device, "" if none */
+        char balloon_id[64];            /* the balloon's device id under /machine/peripheral, "" if none */
         unsigned round_pending;         /* replies still due in this sampling round */
         struct vmlink_sample last;
         char why[256];
@@ -76,7 +77,7 @@ static void drop(struct vmlink *l, bool retry) {
         l->qmp = qmp_free(l->qmp);
         l->pid = 0;
         l->round_pending = 0;
-        l->balloon_path[0] = '\0';
+        l->balloon_id[0] = '\0';
         l->last.actual_usec = 0;
         l->last.stats_usec = 0;
         if (retry)
@@ -92,7 +93,7 @@ static void on_disconnected(struct qmp *q, const struct qmp_error *reason, void 
         schedule_retry(l);
 }
 
-static void on_stats_enabled(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+static void on_stats_enabled(struct qmp *q, const struct qmp_error *err, void *userdata) {
         struct vmlink *l = userdata;
 
         if (err && err->error.code == -ECANCELED)
@@ -100,21 +101,16 @@ static void on_stats_enabled(struct qmp *q, json_object *ret, const struct qmp_e
         if (err)
                 log_debug("%s: enabling guest statistics failed: %s", l->name, err->error.msg);
         set_state(l, VMLINK_RUNNING, err ? "adopted; guest statistics not enabled (%s)" : "adopted%s",
-                  err ? err->desc : "");
+                  err ? err->error.msg : "");
 }
 
 static void enable_stats(struct vmlink *l) {
-        json_object *args;
-
-        if (!l->balloon_path[0]) {
+        if (!l->balloon_id[0]) {
                 set_state(l, VMLINK_RUNNING, "adopted; no balloon device");
                 return;
         }
-        args = json_object_new_object();
-        json_object_object_add(args, "path", json_object_new_string(l->balloon_path));
-        json_object_object_add(args, "property", json_object_new_string("guest-stats-polling-interval"));
-        json_object_object_add(args, "value", json_object_new_int64((int64_t) l->opts.stats_interval_sec));
-        if (qmp_call(l->qmp, "qom-set", args, l->opts.timeout_usec, on_stats_enabled, l, NULL) < 0)
+        if (balloon_enable_stats(l->qmp, l->balloon_id, (unsigned) l->opts.stats_interval_sec, l->opts.timeout_usec,
+                                 on_stats_enabled, l, NULL) < 0)
                 set_state(l, VMLINK_RUNNING, "adopted; guest statistics not enabled");
 }
 
@@ -129,12 +125,11 @@ static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_err
                 json_object *e = json_object_array_get_idx(ret, i), *name, *type;
                 if (json_object_object_get_ex(e, "name", &name) && json_object_object_get_ex(e, "type", &type) &&
                     strstr(json_object_get_string(type), "virtio-balloon")) {
-                        snprintf(l->balloon_path, sizeof(l->balloon_path), "/machine/peripheral/%s",
-                                 json_object_get_string(name));
+                        snprintf(l->balloon_id, sizeof(l->balloon_id), "%s", json_object_get_string(name));
                         break;
                 }
         }
-        l->last.balloon = l->balloon_path[0] != '\0';
+        l->last.balloon = l->balloon_id[0] != '\0';
         enable_stats(l);
 }
 
@@ -234,97 +229,75 @@ static void round_done(struct vmlink *l) {
                 l->cb.sampled(l, l->userdata);
 }
 
-static void on_balloon(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+static void on_actual(struct qmp *q, uint64_t actual, const struct qmp_error *err, void *userdata) {
         struct vmlink *l = userdata;
-        json_object *v;
 
         if (err && err->error.code == -ECANCELED)
                 return;
-        if (err && qmp_error_has_class(err, "DeviceNotActive"))
-                l->last.balloon = false;
-        else if (!err && json_object_object_get_ex(ret, "actual", &v) && json_object_is_type(v, json_type_int)) {
+        if (err && err->error.code == -ENODEV)
+                l->last.balloon = false;        /* DeviceNotActive */
+        else if (!err) {
                 l->last.balloon = true;
-                l->last.actual = json_object_get_uint64(v);
+                l->last.actual = actual;
                 l->last.actual_usec = now_usec();
         } else
-                log_debug("%s: query-balloon failed: %s", l->name, err ? err->error.msg : "no actual");
+                log_debug("%s: query-balloon failed: %s", l->name, err->error.msg);
         round_done(l);
 }
 
-static uint64_t stat_value(json_object *stats, const char *key) {
-        json_object *v;
-
-        if (!json_object_object_get_ex(stats, key, &v) || !json_object_is_type(v, json_type_int))
-                return VMLINK_STAT_UNKNOWN;
-        return json_object_get_uint64(v);
+static uint64_t stat_or_unknown(const struct balloon_stats *st, enum balloon_stat which) {
+        uint64_t v;
+        return balloon_stats_get(st, which, &v) == 0 ? v : VMLINK_STAT_UNKNOWN;
 }
 
-static void on_stats(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+static void on_stats(struct qmp *q, const struct balloon_stats *st, const struct qmp_error *err, void *userdata) {
         struct vmlink *l = userdata;
-        json_object *stats, *upd;
+        struct vmlink_sample *s = &l->last;
 
         if (err && err->error.code == -ECANCELED)
                 return;
-        if (!err && json_object_object_get_ex(ret, "stats", &stats) &&
-            json_object_object_get_ex(ret, "last-update", &upd)) {
-                struct vmlink_sample *s = &l->last;
-                s->available = stat_value(stats, "stat-available-memory");
-                s->free = stat_value(stats, "stat-free-memory");
-                s->total = stat_value(stats, "stat-total-memory");
-                s->swap_in = stat_value(stats, "stat-swap-in");
-                s->swap_out = stat_value(stats, "stat-swap-out");
-                s->major_faults = stat_value(stats, "stat-major-faults");
-                s->stats_update_sec = json_object_get_uint64(upd);
+        if (!err) {
+                s->available = stat_or_unknown(st, BALLOON_STAT_AVAILABLE_MEMORY);
+                s->free = stat_or_unknown(st, BALLOON_STAT_FREE_MEMORY);
+                s->total = stat_or_unknown(st, BALLOON_STAT_TOTAL_MEMORY);
+                s->swap_in = stat_or_unknown(st, BALLOON_STAT_SWAP_IN);
+                s->swap_out = stat_or_unknown(st, BALLOON_STAT_SWAP_OUT);
+                s->major_faults = stat_or_unknown(st, BALLOON_STAT_MAJOR_FAULTS);
+                s->stats_update_sec = st->last_update;
                 s->stats_usec = now_usec();
         } else
-                log_debug("%s: guest-stats failed: %s", l->name, err ? err->error.msg : "malformed reply");
+                log_debug("%s: guest-stats failed: %s", l->name, err->error.msg);
         round_done(l);
 }
 
 int vmlink_sample(struct vmlink *l) {
-        json_object *args;
-
         if (l->state != VMLINK_RUNNING || !l->qmp)
                 return -ENOTCONN;
         if (l->round_pending)
                 return -EBUSY;
-        l->round_pending = 1;
-        if (qmp_call(l->qmp, "query-balloon", NULL, l->opts.timeout_usec, on_balloon, l, NULL) < 0)
-                l->round_pending--;
-        if (l->balloon_path[0]) {
-                args = json_object_new_object();
-                json_object_object_add(args, "path", json_object_new_string(l->balloon_path));
-                json_object_object_add(args, "property", json_object_new_string("guest-stats"));
+        if (balloon_query(l->qmp, l->opts.timeout_usec, on_actual, l, NULL) == 0)
                 l->round_pending++;
-                if (qmp_call(l->qmp, "qom-get", args, l->opts.timeout_usec, on_stats, l, NULL) < 0)
-                        l->round_pending--;
-        }
-        if (l->round_pending == 0)
-                return -ENOTCONN;
-        return 0;
+        if (l->balloon_id[0] && balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
+                l->round_pending++;
+        return l->round_pending ? 0 : -ENOTCONN;
 }
 
-static void on_target(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+static void on_target(struct qmp *q, const struct qmp_error *err, void *userdata) {
         struct vmlink *l = userdata;
 
         if (err && err->error.code != -ECANCELED)
                 log_warning("%s: setting the balloon target failed: %s", l->name, err->error.msg);
 }
 
-int vmlink_set_target(struct vmlink *l, uint64_t bytes) {
-        json_object *args;
+int vmlink_set_target(struct vmlink *l, uint64_t bytes, uint64_t floor_bytes) {
         struct qmp_error err = { 0 };
         int r;
 
         if (l->state != VMLINK_RUNNING || !l->qmp)
                 return -ENOTCONN;
-        /* QEMU rejects 0 ("expects a size"); the policy never asks below a VM's minimum anyway. */
-        if (bytes == 0)
-                return -EINVAL;
-        args = json_object_new_object();
-        json_object_object_add(args, "value", json_object_new_int64((int64_t) bytes));
-        r = qmp_call(l->qmp, "balloon", args, l->opts.timeout_usec, on_target, l, &err);
+        /* balloon_set_target() refuses 0 and anything below the floor before sending. */
+        r = balloon_set_target(l->qmp, bytes, floor_bytes, l->opts.timeout_usec, on_target, l, &err);
         if (r < 0)
-                log_debug("%s: balloon: %s", l->name, err.error.msg);
+                log_warning("%s: balloon target %" PRIu64 " not sent: %s", l->name, bytes, err.error.msg);
         return r;
 }

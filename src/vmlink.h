@@ -84,5 +84,6 @@ const char *vmlink_why(const struct vmlink *l);
  */
 int vmlink_sample(struct vmlink *l);
 
-/* Sends a balloon target (bytes; QEMU's "balloon" value = the guest size wanted). */
-int vmlink_set_target(struct vmlink *l, uint64_t bytes);
+/* Sends a balloon target (bytes; QEMU's "balloon" value = the guest size wanted). A target
+ * below floor_bytes (the VM's minimum) is refused (-ERANGE) and never sent. */
+int vmlink_set_target(struct vmlink *l, uint64_t bytes, uint64_t floor_bytes);
