@@ -46,6 +46,7 @@ enum key_type {
         KEY_DURATION,
         KEY_SECONDS,    /* whole seconds */
         KEY_UINT,
+        KEY_PERCENT,    /* a decimal 0-100 (double) */
         KEY_LOGLEVEL,
         KEY_ACCEL,
 };
@@ -56,45 +57,58 @@ struct key {
         enum key_type type;
         size_t offset;
         uint64_t min, max;      /* for sizes, durations (usec), uints; 0/0 = unbounded */
+        size_t width;           /* numeric fields: sizeof the field (unsigned or uint64_t) */
 };
 
 #define OFF(f) offsetof(struct ppn_config, f)
+#define W(f) sizeof(((struct ppn_config *) 0)->f)
+#define NUM(sec, name, type, f, lo, hi) { sec, name, type, OFF(f), lo, hi, W(f) }
+/* The policy's own ranges are checked by policy_tunables_check(); these bounds only keep
+ * values meaningful to parse (1 TiB, 1 h). */
+#define POLICY_SIZE(name, f) NUM("policy", name, KEY_SIZE, policy.f, 0, UINT64_C(1) << 40)
+#define POLICY_UINT(name, f, hi) NUM("policy", name, KEY_UINT, policy.f, 0, hi)
+#define POLICY_TIME(name, f) NUM("policy", name, KEY_DURATION, policy.f, 0, UINT64_C(3600000000))
 
-/* Sorted by section, then key, as the example file lists them. */
+/* Sorted by section, then key. */
 static const struct key keys[] = {
-        { "cgroup", "parent", KEY_NAME, OFF(cgroup_parent), 0, 0 },
-        { "cgroup", "root", KEY_PATH_AUTO, OFF(cgroup_root), 0, 0 },
-        { "control", "group", KEY_GROUP, OFF(control_group), 0, 0 },
+        { "cgroup", "parent", KEY_NAME, OFF(cgroup_parent), 0, 0, 0 },
+        { "cgroup", "root", KEY_PATH_AUTO, OFF(cgroup_root), 0, 0, 0 },
+        { "control", "group", KEY_GROUP, OFF(control_group), 0, 0, 0 },
         /* 256 B fits every request ppnctl sends; 1 MiB bounds what one client can make us hold. */
-        { "control", "max-request", KEY_SIZE, OFF(control_max_request), 256, 1 << 20 },
-        { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0 },
+        NUM("control", "max-request", KEY_SIZE, control_max_request, 256, 1 << 20),
+        { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0, 0 },
+        NUM("controller", "override-default", KEY_DURATION, override_usec, 1000000, UINT64_C(30) * 86400000000),
+        NUM("controller", "qmp-retry-max", KEY_DURATION, qmp_retry_max_usec, 100000, UINT64_C(300000000)),
         /* QEMU's balloon stats interval is whole seconds; 1 s is the floor, 1 h is plenty. */
-        { "controller", "override-default", KEY_DURATION, OFF(override_usec), 1000000, UINT64_C(30) * 86400000000 },
-        { "controller", "qmp-retry-max", KEY_DURATION, OFF(qmp_retry_max_usec), 100000, UINT64_C(300000000) },
-        { "controller", "stats-interval", KEY_SECONDS, OFF(stats_interval_sec), 1, 3600 },
-        { "controller", "tick", KEY_DURATION, OFF(tick_usec), 100000, 60000000 },
-        { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0 },
-        { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0 },
-        { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0 },
-        { "metrics", "address", KEY_STRING, OFF(metrics_address), 0, 0 },
-        { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0 },
-        { "metrics", "port", KEY_UINT, OFF(metrics_port), 1, 65535 },
-        { "policy", "headroom", KEY_SIZE, OFF(policy.headroom_bytes), 0, UINT64_C(1) << 40 },
-        { "policy", "headroom-percent", KEY_UINT, OFF(policy.headroom_percent), 0, 100 },
-        { "policy", "hysteresis-percent", KEY_UINT, OFF(policy.hysteresis_percent), 0, 50 },
-        { "policy", "idle-tax", KEY_UINT, OFF(policy.idle_tax_percent), 0, 100 },
-        { "policy", "min-step", KEY_SIZE, OFF(policy.min_step_bytes), 0, UINT64_C(1) << 40 },
-        { "policy", "psi-threshold", KEY_UINT, OFF(policy.psi_some_avg10), 0, 100 },
-        { "policy", "stats-stale-after", KEY_DURATION, OFF(policy.stats_stale_usec), 0, 3600000000 },
-        { "policy", "stuck-after", KEY_DURATION, OFF(policy.stuck_usec), 0, 3600000000 },
-        { "qemu", "accel", KEY_ACCEL, OFF(accel), 0, 0 },
+        NUM("controller", "stats-interval", KEY_SECONDS, stats_interval_sec, 1, 3600),
+        NUM("controller", "tick", KEY_DURATION, tick_usec, 100000, 60000000),
+        { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0, 0 },
+        { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0, 0 },
+        { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
+        { "metrics", "address", KEY_STRING, OFF(metrics_address), 0, 0, 0 },
+        { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
+        NUM("metrics", "port", KEY_UINT, metrics_port, 1, 65535),
+        POLICY_SIZE("grow-step", grow_step_bytes),
+        POLICY_UINT("grow-step-percent", grow_step_pct, 100),
+        POLICY_SIZE("headroom", headroom_bytes),
+        POLICY_UINT("headroom-percent", headroom_pct, 100),
+        POLICY_SIZE("host-low", host_low_bytes),
+        POLICY_UINT("host-low-percent", host_low_pct, 100),
+        POLICY_UINT("idle-tax", idle_tax_pct, 99),
+        POLICY_UINT("major-fault-burst", major_fault_burst, 100000000),
+        POLICY_SIZE("min-step", min_step_bytes),
+        POLICY_UINT("min-step-permille", min_step_permille, 1000),
+        POLICY_SIZE("pressure-available", pressure_available_bytes),
+        POLICY_UINT("pressure-available-percent", pressure_available_pct, 100),
+        NUM("policy", "psi-threshold", KEY_PERCENT, policy.psi_some_threshold, 0, 100),
+        POLICY_TIME("shrink-hold", shrink_hold_usec),
+        POLICY_UINT("shrink-percent", shrink_pct, 100),
+        POLICY_TIME("stats-stale-after", stale_usec),
+        POLICY_TIME("stuck-after", stuck_usec),
+        POLICY_TIME("stuck-retry-after", stuck_retry_usec),
+        POLICY_SIZE("swap-in-burst", swap_in_burst),
+        { "qemu", "accel", KEY_ACCEL, OFF(accel), 0, 0, 0 },
 };
-
-/* Fields of these types are unsigned (uint64_t or unsigned): which width is stored. */
-static bool key_is_u32(const struct key *k) {
-        return k->offset == OFF(policy.headroom_percent) || k->offset == OFF(policy.hysteresis_percent) ||
-               k->offset == OFF(policy.idle_tax_percent) || k->offset == OFF(policy.psi_some_avg10);
-}
 
 struct parser {
         const char *name;
@@ -241,6 +255,20 @@ static bool name_ok(const char *v) {
         return true;
 }
 
+static int parse_percent(const char *v, double *ret) {
+        char *end;
+        double d;
+
+        if (!isdigit((unsigned char) v[0]))
+                return -EINVAL;
+        errno = 0;
+        d = strtod(v, &end);
+        if (errno || *end || !(d >= 0 && d <= 100))
+                return -EINVAL;
+        *ret = d;
+        return 0;
+}
+
 static int parse_bool(const char *v, bool *ret) {
         static const char *const yes[] = { "yes", "true", "on", "1" }, *const no[] = { "no", "false", "off", "0" };
         for (size_t i = 0; i < ELEMENTSOF(yes); i++) {
@@ -292,10 +320,15 @@ static int set_value(struct parser *p, const struct key *k, const char *v) {
         case KEY_SIZE: case KEY_DURATION: case KEY_SECONDS: case KEY_UINT:
                 if (parse_bounded(k, v, &x, why, sizeof(why)) < 0)
                         return problem(p, p->line, "%s: '%s' %s", k->name, v, why), 0;
-                if (key_is_u32(k))
+                if (k->width == sizeof(unsigned))
                         *(unsigned *) field = (unsigned) x;
                 else
                         *(uint64_t *) field = x;
+                return 0;
+        case KEY_PERCENT:
+                if (parse_percent(v, (double *) field) < 0)
+                        return problem(p, p->line, "%s: '%s' is not a percentage from 0 to 100 (examples: 1, 2.5)",
+                                       k->name, v), 0;
                 return 0;
         default: {
                 const char *bad = check_text(k->type, v);
@@ -367,6 +400,7 @@ static unsigned parse_stream(const char *name, FILE *in, struct ppn_config *cfg,
 static int load_stream(const char *name, FILE *in, int open_errno, struct ppn_config **ret, char **ret_problems) {
         _cleanup_config_ struct ppn_config *c = NULL;
         _cleanup_free_ char *text = NULL;
+        struct ppn_error perr = { 0 };
         size_t len = 0;
         unsigned n = 0;
         int r;
@@ -384,6 +418,9 @@ static int load_stream(const char *name, FILE *in, int open_errno, struct ppn_co
                 n = parse_stream(name, in, c, out);
         else
                 fprintf(out, "%s: cannot open: %s\n", name, strerror(open_errno)), n = 1;
+        c->policy.override_usec = c->override_usec;
+        if (n == 0 && policy_tunables_check(&c->policy, &perr) < 0)
+                fprintf(out, "%s: [policy]: %s\n", name, perr.msg), n = 1;
         if (fclose(out) != 0)
                 return -ENOMEM;
         if (n > 0) {
@@ -404,6 +441,7 @@ int config_new_default(struct ppn_config **ret) {
         out = fopen("/dev/null", "we");
         if (!c || !in || !out)
                 return -ENOMEM;
+        policy_tunables_default(&c->policy);
         /* The default text is tested to parse cleanly (test-config); a problem here is a bug. */
         if (parse_stream("(built-in)", in, c, out) > 0)
                 return -EINVAL;

@@ -15,22 +15,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "policy.h"
 #include "util.h"
-
-/*
- * Policy tunables. The [policy] section fills this; the daemon copies it into the policy
- * module's parameters. 0 in a field means "the policy's own default".
- */
-struct config_policy {
-        uint64_t headroom_bytes;        /* free memory kept above a guest's use */
-        unsigned headroom_percent;      /* ... or this percentage of its use, whichever is larger */
-        uint64_t min_step_bytes;        /* no target change smaller than this */
-        unsigned hysteresis_percent;    /* dead band around a target before moving again */
-        unsigned idle_tax_percent;      /* idle memory tax (0-100) */
-        uint64_t stuck_usec;            /* target not approached within this -> stuck balloon */
-        uint64_t stats_stale_usec;      /* guest statistics older than this are stale */
-        unsigned psi_some_avg10;        /* node memory PSI some avg10 (percent x100) meaning pressure */
-};
 
 struct ppn_config {
         /* [daemon] */
@@ -56,8 +42,9 @@ struct ppn_config {
         bool metrics_enabled;
         char *metrics_address;
         uint64_t metrics_port;
-        /* [policy] */
-        struct config_policy policy;
+        /* [policy]: starts from policy_tunables_default(); override_usec is [controller]
+         * override-default. Checked with policy_tunables_check() on load. */
+        struct policy_tunables policy;
 };
 
 /* The embedded default configuration text (valid INI, parsed by config_new_default()). */

@@ -761,28 +761,13 @@ static int setup_signals(struct manager *m) {
         return 0;
 }
 
-/* The policy's defaults, overlaid with what [policy] sets (0 = keep the default). */
+/* The policy's tunables: config_load*() started from the policy's defaults, applied [policy]
+ * and checked them; checked again here since a reload hands them over live. */
 static int tunables_from_config(const struct ppn_config *c, struct policy_tunables *ret, struct ppn_error *err) {
-        const struct config_policy *p = &c->policy;
-        struct policy_tunables t;
+        struct policy_tunables t = c->policy;
         int r;
 
-        policy_tunables_default(&t);
         t.override_usec = c->override_usec;
-        if (p->headroom_bytes)
-                t.headroom_bytes = p->headroom_bytes;
-        if (p->headroom_percent)
-                t.headroom_pct = p->headroom_percent;
-        if (p->min_step_bytes)
-                t.min_step_bytes = p->min_step_bytes;
-        if (p->idle_tax_percent)
-                t.idle_tax_pct = p->idle_tax_percent;
-        if (p->stuck_usec)
-                t.stuck_usec = p->stuck_usec;
-        if (p->stats_stale_usec)
-                t.stale_usec = p->stats_stale_usec;
-        if (p->psi_some_avg10)
-                t.psi_some_threshold = p->psi_some_avg10;
         r = policy_tunables_check(&t, err);
         if (r < 0)
                 return ppn_error_prefix(err, r, "[policy]");

@@ -24,6 +24,30 @@ static char *slurp(const char *path) {
         return buf;
 }
 
+/* Field by field: the struct has padding that compound-literal assignment leaves undefined. */
+static void assert_tunables_equal(const struct policy_tunables *a, const struct policy_tunables *b) {
+        assert_int_equal(a->headroom_bytes, b->headroom_bytes);
+        assert_int_equal(a->headroom_pct, b->headroom_pct);
+        assert_int_equal(a->pressure_available_bytes, b->pressure_available_bytes);
+        assert_int_equal(a->pressure_available_pct, b->pressure_available_pct);
+        assert_int_equal(a->swap_in_burst, b->swap_in_burst);
+        assert_int_equal(a->major_fault_burst, b->major_fault_burst);
+        assert_int_equal(a->grow_step_bytes, b->grow_step_bytes);
+        assert_int_equal(a->grow_step_pct, b->grow_step_pct);
+        assert_int_equal(a->shrink_pct, b->shrink_pct);
+        assert_int_equal(a->min_step_bytes, b->min_step_bytes);
+        assert_int_equal(a->min_step_permille, b->min_step_permille);
+        assert_int_equal(a->host_low_bytes, b->host_low_bytes);
+        assert_int_equal(a->host_low_pct, b->host_low_pct);
+        assert_true(a->psi_some_threshold == b->psi_some_threshold);
+        assert_int_equal(a->stale_usec, b->stale_usec);
+        assert_int_equal(a->stuck_usec, b->stuck_usec);
+        assert_int_equal(a->stuck_retry_usec, b->stuck_retry_usec);
+        assert_int_equal(a->override_usec, b->override_usec);
+        assert_int_equal(a->shrink_hold_usec, b->shrink_hold_usec);
+        assert_int_equal(a->idle_tax_pct, b->idle_tax_pct);
+}
+
 static void assert_defaults(const struct ppn_config *c) {
         assert_int_equal(c->log_level, LOG_INFO);
         assert_string_equal(c->runtime_dir, "/run/ppn");
@@ -41,7 +65,12 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_false(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "127.0.0.1");
         assert_int_equal(c->metrics_port, 9464);
-        assert_int_equal(c->policy.headroom_bytes, 0);
+        {
+                struct policy_tunables t;
+                policy_tunables_default(&t);
+                t.override_usec = c->override_usec;
+                assert_tunables_equal(&t, &c->policy);
+        }
 }
 
 static void test_default(void **state) {
@@ -82,14 +111,27 @@ static void test_good_full(void **state) {
         assert_true(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "::1");
         assert_int_equal(c->metrics_port, 9100);
-        assert_int_equal(c->policy.headroom_bytes, 128 * MIB);
-        assert_int_equal(c->policy.headroom_percent, 20);
+        assert_int_equal(c->policy.headroom_bytes, 96 * MIB);
+        assert_int_equal(c->policy.headroom_pct, 20);
+        assert_int_equal(c->policy.pressure_available_bytes, 48 * MIB);
+        assert_int_equal(c->policy.pressure_available_pct, 4);
+        assert_int_equal(c->policy.swap_in_burst, 2 * MIB);
+        assert_int_equal(c->policy.major_fault_burst, 800);
+        assert_int_equal(c->policy.grow_step_bytes, 192 * MIB);
+        assert_int_equal(c->policy.grow_step_pct, 30);
+        assert_int_equal(c->policy.shrink_pct, 40);
         assert_int_equal(c->policy.min_step_bytes, 32 * MIB);
-        assert_int_equal(c->policy.hysteresis_percent, 10);
-        assert_int_equal(c->policy.idle_tax_percent, 50);
+        assert_int_equal(c->policy.min_step_permille, 20);
+        assert_int_equal(c->policy.host_low_bytes, 512 * MIB);
+        assert_int_equal(c->policy.host_low_pct, 6);
+        assert_true(c->policy.psi_some_threshold == 2.5);
+        assert_int_equal(c->policy.stale_usec, 6000000);
         assert_int_equal(c->policy.stuck_usec, 8000000);
-        assert_int_equal(c->policy.stats_stale_usec, 6000000);
-        assert_int_equal(c->policy.psi_some_avg10, 15);
+        assert_int_equal(c->policy.stuck_retry_usec, 120000000);
+        assert_int_equal(c->policy.shrink_hold_usec, 15000000);
+        assert_int_equal(c->policy.idle_tax_pct, 50);
+        /* The lease length the policy uses for changes made behind its back is [controller]'s. */
+        assert_int_equal(c->policy.override_usec, 90000000);
         config_free(c);
 }
 
@@ -164,6 +206,22 @@ static void test_example_is_defaults(void **state) {
         config_free(c);
 }
 
+/* [policy] values are checked as a whole by the policy itself: reported without a line. */
+static void test_policy_check(void **state) {
+        struct ppn_config *c = NULL;
+        char *problems = NULL;
+
+        assert_int_equal(config_load_string("p.conf", "[policy]\nmin-step = 64M\ngrow-step = 32M\n", &c, &problems),
+                         -EINVAL);
+        assert_string_equal(problems, "p.conf: [policy]: policy: growth step below the minimum step\n");
+        free(problems);
+        assert_int_equal(config_load_string("p.conf", "[policy]\npsi-threshold = 101\nshrink-percent = 0\n", &c,
+                                            &problems), -EINVAL);
+        assert_string_equal(problems, "p.conf:2: psi-threshold: '101' is not a percentage from 0 to 100 "
+                                      "(examples: 1, 2.5)\n");
+        free(problems);
+}
+
 static void test_restart_needed(void **state) {
         struct ppn_config *a = NULL, *b = NULL;
         char buf[256];
@@ -185,6 +243,7 @@ int main(void) {
                 cmocka_unit_test(test_good_full),
                 cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_example_is_defaults),
+                cmocka_unit_test(test_policy_check),
                 cmocka_unit_test(test_restart_needed),
                 cmocka_unit_test(test_golden),
         };
