@@ -75,6 +75,23 @@ static int ppnctl(const char *fmt, ...) {
         return WIFEXITED(r) ? WEXITSTATUS(r) : -1;
 }
 
+/* Runs ppnctl --json ARGS and parses its output. */
+static json_object *ppnctl_json(const char *args) {
+        char cmd[512], buf[8192];
+        size_t n;
+        FILE *f;
+
+        snprintf(cmd, sizeof(cmd), "%s/src/ppnctl --json --ledger %s --socket %s %s", getenv("PPN_BUILD_ROOT"),
+                 T.ledger, T.socket, args);
+        f = popen(cmd, "r");
+        if (!f)
+                return NULL;
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = '\0';
+        pclose(f);
+        return json_tokener_parse(buf);
+}
+
 static int status_all(struct vm_status *out, size_t max, size_t *ret_n, struct pool_status *pool) {
         json_object *reply = NULL, *vms, *p;
         size_t n;
@@ -418,6 +435,17 @@ static void test_node_pressure(void **state) {
         }
         note("committed %llu MiB of capacity %llu MiB", (unsigned long long) (pool.committed_bytes / MIB),
              (unsigned long long) (c.capacity / MIB));
+        {
+                /* ppnctl pool shows the daemon's live figures, committed from real actuals. */
+                json_object *o = ppnctl_json("pool"), *v;
+                assert_non_null(o);
+                assert_true(json_object_object_get_ex(o, "actual_source", &v));
+                assert_string_equal(json_object_get_string(v), "ppnd");
+                assert_true(json_object_object_get_ex(o, "committed_bytes", &v));
+                assert_true((uint64_t) json_object_get_int64(v) <= c.capacity + 4 * MIB);
+                assert_true((uint64_t) json_object_get_int64(v) < 1920 * MIB);
+                json_object_put(o);
+        }
         assert_false(console_has_oom());
 }
 
