@@ -230,13 +230,28 @@ static int boot_guest(int i) {
         return testvm_boot(&o, &T.vm[i]);
 }
 
-static bool console_has_oom(void) {
-        for (int i = 0; i < N_VMS; i++)
-                if (T.vm[i] && (testvm_console_grep(T.vm[i], "Out of memory") ||
-                                testvm_console_grep(T.vm[i], "oom-kill") ||
-                                testvm_console_grep(T.vm[i], "Killed process")))
-                        return true;
-        return false;
+/* OOM lines in the guests' consoles not yet reported; each is printed as a TAP comment. */
+static unsigned new_ooms(void) {
+        static unsigned seen[N_VMS];
+        unsigned fresh = 0;
+
+        for (int i = 0; i < N_VMS; i++) {
+                char line[512];
+                unsigned n = 0;
+                FILE *f = T.vm[i] ? fopen(testvm_console_path(T.vm[i]), "re") : NULL;
+                if (!f)
+                        continue;
+                while (fgets(line, sizeof(line), f))
+                        if (strstr(line, "Out of memory") || strstr(line, "oom-kill") || strstr(line, "Killed process")) {
+                                if (++n > seen[i]) {
+                                        note("%s console: %s", guests[i].name, strtok(line, "\n"));
+                                        fresh++;
+                                }
+                        }
+                fclose(f);
+                seen[i] = n > seen[i] ? n : seen[i];
+        }
+        return fresh;
 }
 
 static void write_config(void) {
@@ -446,13 +461,13 @@ static void test_node_pressure(void **state) {
                 assert_true((uint64_t) json_object_get_int64(v) < 1920 * MIB);
                 json_object_put(o);
         }
-        assert_false(console_has_oom());
+        assert_int_equal(new_ooms(), 0);
 }
 
 /* 3. A guest allocates beyond its target: ppnd deflates it in time, no OOM kill in the guest. */
 static void test_guest_demand(void **state) {
         struct vm_status s0, s;
-        uint64_t first_grow = 0, alloc = 0, want, pressure_at, t_pressure = 0, seq;
+        uint64_t first_grow = 0, alloc = 0, want, margin, pressure_at, t_pressure = 0, seq;
         struct ppn_event grow;
         char cmd[64];
         int chunk = 0;
@@ -461,8 +476,13 @@ static void test_guest_demand(void **state) {
         sleep(2);
         assert_true(status_of("g1", &s0));
         assert_true(s0.guest_available_bytes != STATUS_UNKNOWN);
-        /* Beyond the current target: everything available now, plus 192 MiB. */
-        want = s0.guest_available_bytes + 192 * MIB;
+        /* Beyond the current target: everything available now plus up to 192 MiB, but leaving
+         * 128 MiB below the VM's maximum for the guest kernel: a test of the controller, not of
+         * what fits in the boot size. */
+        margin = s0.max_bytes - s0.target_bytes > 128 * MIB ? s0.max_bytes - s0.target_bytes - 128 * MIB : 0;
+        margin = margin < 192 * MIB ? margin : 192 * MIB;
+        assert_true(margin >= 64 * MIB);
+        want = s0.guest_available_bytes + margin;
         note("g1 target %llu MiB, available %llu MiB: allocating %llu MiB in 64 MiB steps",
              (unsigned long long) (s0.target_bytes / MIB), (unsigned long long) (s0.guest_available_bytes / MIB),
              (unsigned long long) (want / MIB));
@@ -471,11 +491,14 @@ static void test_guest_demand(void **state) {
         seq = last_event_seq();
         while (alloc < want) {
                 _cleanup_free_ char *out = NULL;
-                snprintf(cmd, sizeof(cmd), "guest-work hog h%d 64", chunk++);
-                int r = testvm_exec(T.vm[0], cmd, GUEST_CMD_MS, &out);
+                uint64_t step = want - alloc < 64 * MIB ? want - alloc : 64 * MIB;
+                int r;
+
+                snprintf(cmd, sizeof(cmd), "guest-work hog h%d %llu", chunk++, (unsigned long long) ((step + MIB - 1) / MIB));
+                r = testvm_exec(T.vm[0], cmd, GUEST_CMD_MS, &out);
                 if (r != 0)
                         fail_msg("hog step %d failed (status %d): %s", chunk, r, out ? out : "");
-                alloc += 64 * MIB;
+                alloc += step;
                 if (!t_pressure && alloc >= pressure_at)
                         t_pressure = now_realtime_usec();
                 usleep(300000);
@@ -488,7 +511,7 @@ static void test_guest_demand(void **state) {
              (unsigned long long) (s0.target_bytes / MIB), (unsigned long long) (s.target_bytes / MIB));
         assert_true(first_grow != 0);
         assert_true(s.target_bytes > s0.target_bytes);
-        assert_false(console_has_oom());
+        assert_int_equal(new_ooms(), 0);
         for (int i = 0; i < chunk; i++) {
                 snprintf(cmd, sizeof(cmd), "guest-work stop h%d", i);
                 assert_int_equal(testvm_exec(T.vm[0], cmd, GUEST_CMD_MS, NULL), 0);
@@ -653,7 +676,7 @@ static void test_daemon_sigkill(void **state) {
         assert_int_equal(ppnctl("ledger check"), 0);
         for (int i = 0; i < N_VMS; i++)
                 assert_int_equal(ppnctl("vm show %s", guests[i].name), 0);
-        assert_false(console_has_oom());
+        assert_int_equal(new_ooms(), 0);
 }
 
 static void test_clean_exit(void **state) {
