@@ -9,6 +9,8 @@
 #include <setjmp.h>
 #include <string.h>
 #include <cmocka.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 #include "testvm.h"
 #include "util.h"
@@ -89,6 +91,15 @@ static void test_timeout_then_channel_recovers(void **state) {
         assert_string_equal(next, "next\n");
 }
 
+static void test_reconnect(void **state) {
+        /* Another process may use the channel in between (testvm exec); the guest then
+         * writes @@ready lines the next client must skip. */
+        testvm_disconnect(vm);
+        usleep(100000);
+        _cleanup_free_ char *out = run("echo again", 0);
+        assert_string_equal(out, "again\n");
+}
+
 static void test_memtotal(void **state) {
         long kib = guest_meminfo_kib("MemTotal:");
         printf("# guest MemTotal %ld KiB\n", kib);
@@ -134,15 +145,80 @@ static void test_spinner(void **state) {
         free(run("guest-work stop s", 1));
 }
 
+static void test_boot_failures_are_reported(void **state) {
+        struct testvm *bad = NULL;
+        char *saved = getenv("PPN_GUEST_DIR") ? strdup(getenv("PPN_GUEST_DIR")) : NULL;
+        setenv("PPN_GUEST_DIR", "/nonexistent", 1);
+        int r = testvm_boot(NULL, &bad);
+        if (saved)
+                setenv("PPN_GUEST_DIR", saved, 1);
+        free(saved);
+        assert_int_equal(r, -ENOENT);
+        setenv("PPN_ACCEL", "no-such-accel", 1);
+        r = testvm_boot(NULL, &bad);
+        unsetenv("PPN_ACCEL");
+        assert_int_equal(r, -ECHILD);  /* QEMU exits at once */
+        assert_null(bad);
+}
+
+/* True while pid is a live (not zombie) process. */
+static bool running(pid_t pid) {
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%d/stat", (int) pid);
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        size_t n = f ? fread(buf, 1, sizeof(buf) - 1, f) : 0;
+        buf[n] = 0;
+        const char *p = strrchr(buf, ')');
+        return p && p[1] == ' ' && p[2] != 'Z' && p[2] != 'X';
+}
+
+/* A test process killed with SIGKILL (no atexit, no handler) takes its QEMU with it. */
+static void test_qemu_dies_with_its_test(void **state) {
+        char dir[] = "/tmp/ppn-test-guest-XXXXXX";
+        int p[2];
+        pid_t qemu = 0;
+        assert_non_null(mkdtemp(dir));
+        assert_int_equal(pipe(p), 0);
+        pid_t child = fork();
+        assert_true(child >= 0);
+        if (child == 0) {
+                struct testvm_opts o = { .mem_mib = 256, .no_balloon = true, .dir = dir };
+                struct testvm *v;
+                if (testvm_boot(&o, &v) < 0)
+                        _exit(1);  /* _exit: the parent's guests are in our atexit list */
+                pid_t q = testvm_pid(v);
+                if (write(p[1], &q, sizeof(q)) != sizeof(q))
+                        _exit(1);
+                pause();
+                _exit(0);
+        }
+        close(p[1]);
+        ssize_t n = read(p[0], &qemu, sizeof(qemu));
+        close(p[0]);
+        kill(child, SIGKILL);
+        waitpid(child, NULL, 0);
+        assert_int_equal(n, sizeof(qemu));
+        assert_true(qemu > 0);
+        for (int i = 0; i < 100 && running(qemu); i++)
+                usleep(50000);
+        assert_false(running(qemu));
+        char rm[128];
+        snprintf(rm, sizeof(rm), "rm -rf %s", dir);
+        assert_int_equal(system(rm), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_echo),
                 cmocka_unit_test(test_exit_status),
                 cmocka_unit_test(test_timeout_then_channel_recovers),
+                cmocka_unit_test(test_reconnect),
                 cmocka_unit_test(test_memtotal),
                 cmocka_unit_test(test_balloon_driver_bound),
                 cmocka_unit_test(test_hog_grows_rss_and_frees),
                 cmocka_unit_test(test_spinner),
+                cmocka_unit_test(test_boot_failures_are_reported),
+                cmocka_unit_test(test_qemu_dies_with_its_test),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }

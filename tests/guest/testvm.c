@@ -524,7 +524,7 @@ static int wait_ready(struct testvm *vm, uint64_t start) {
         }
         _cleanup_free_ char *out = NULL;
         r = testvm_exec(vm, "echo ready", (unsigned) ((deadline - now_usec()) / 1000), &out);
-        if (r == -ECONNRESET && !vm_alive(vm))
+        if (r < 0 && r != -ETIMEDOUT && !vm_alive(vm))
                 return boot_failed(vm, -ECHILD, "QEMU exited");
         if (r != 0 || strcmp(out, "ready\n") != 0)
                 return boot_failed(vm, r < 0 ? r : -EPROTO, r == -ETIMEDOUT ?
