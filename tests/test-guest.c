@@ -207,6 +207,56 @@ static void test_qemu_dies_with_its_test(void **state) {
         assert_int_equal(system(rm), 0);
 }
 
+/* Runs the testvm CLI with args, returns its exit status and stdout. */
+static int cli(const char *args, char *out, size_t len) {
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd), "%s/tests/guest/testvm %s", getenv("PPN_BUILD_ROOT"), args);
+        FILE *p = popen(cmd, "r");
+        assert_non_null(p);
+        size_t n = fread(out, 1, len - 1, p);
+        out[n] = 0;
+        int st = pclose(p);
+        return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The CLI that shell scripts and the demo use: boot in one process, exec from others. */
+static void test_cli_boot_exec_terminate(void **state) {
+        char dir[] = "/tmp/ppn-test-cli-XXXXXX", ready[128], out[4096], args[256], bin[512];
+        assert_non_null(mkdtemp(dir));
+        snprintf(ready, sizeof(ready), "%s/ready", dir);
+        snprintf(bin, sizeof(bin), "%s/tests/guest/testvm", getenv("PPN_BUILD_ROOT"));
+        pid_t boot = fork();
+        assert_true(boot >= 0);
+        if (boot == 0) {
+                execl(bin, "testvm", "boot", dir, "--mem", "256", "--no-balloon", (char *) NULL);
+                _exit(127);
+        }
+        for (int i = 0; i < 1200 && access(ready, F_OK) < 0 && waitpid(boot, NULL, WNOHANG) == 0; i++)
+                usleep(50000);
+        assert_int_equal(access(ready, F_OK), 0);
+        long qemu = 0;
+        FILE *f = fopen(ready, "re");
+        assert_non_null(f);
+        assert_int_equal(fscanf(f, "pid %ld", &qemu), 1);
+        fclose(f);
+        snprintf(args, sizeof(args), "exec %s grep MemTotal /proc/meminfo", dir);
+        assert_int_equal(cli(args, out, sizeof(out)), 0);
+        assert_non_null(strstr(out, "MemTotal:"));
+        snprintf(args, sizeof(args), "exec %s 'echo from another process; exit 5'", dir);
+        assert_int_equal(cli(args, out, sizeof(out)), 5);
+        assert_string_equal(out, "from another process\n");
+        kill(boot, SIGTERM);
+        int st = -1;
+        assert_int_equal(waitpid(boot, &st, 0), boot);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+        assert_int_equal(access(ready, F_OK), -1);  /* removed with the guest */
+        assert_false(running((pid_t) qemu));
+        snprintf(args, sizeof(args), "exec %s true 2>/dev/null", dir);
+        assert_int_equal(cli(args, out, sizeof(out)), 125);
+        snprintf(args, sizeof(args), "rm -rf %s", dir);
+        assert_int_equal(system(args), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_echo),
@@ -219,6 +269,7 @@ int main(void) {
                 cmocka_unit_test(test_spinner),
                 cmocka_unit_test(test_boot_failures_are_reported),
                 cmocka_unit_test(test_qemu_dies_with_its_test),
+                cmocka_unit_test(test_cli_boot_exec_terminate),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
 }
