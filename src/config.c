@@ -21,7 +21,8 @@ const char config_default_text[] =
         "max-request = 4K\n"
         "[cgroup]\n"
         "root = auto\n"
-        "parent = ppn\n"
+        "parent = ppn.slice\n"
+        "delegated = no\n"
         "[controller]\n"
         "stats-interval = 1\n"
         "tick = 1s\n"
@@ -71,6 +72,7 @@ struct key {
 
 /* Sorted by section, then key. */
 static const struct key keys[] = {
+        { "cgroup", "delegated", KEY_BOOL, OFF(cgroup_delegated), 0, 0, 0 },
         { "cgroup", "parent", KEY_NAME, OFF(cgroup_parent), 0, 0, 0 },
         { "cgroup", "root", KEY_PATH_AUTO, OFF(cgroup_root), 0, 0, 0 },
         { "control", "group", KEY_GROUP, OFF(control_group), 0, 0, 0 },

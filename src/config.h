@@ -31,6 +31,7 @@ struct ppn_config {
         /* [cgroup] */
         char *cgroup_root;              /* mount point; "auto" = /sys/fs/cgroup (v1 or v2 detected) */
         char *cgroup_parent;            /* per-VM groups are created under it */
+        bool cgroup_delegated;          /* parent = ppnd's own group (systemd Delegate=yes) */
         /* [controller] */
         uint64_t stats_interval_sec;    /* guest statistics polling, whole seconds (QEMU's unit) */
         uint64_t tick_usec;             /* controller period */

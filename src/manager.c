@@ -118,6 +118,8 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
         }
 }
 
+static int open_cgroup(struct manager *m, struct ppn_error *err);
+
 /* Puts QEMU into vm-NAME with the ledger weight. Failure costs CPU isolation, not memory control. */
 static void place_in_cgroup(struct managed_vm *v) {
         struct manager *m = v->m;
@@ -126,8 +128,9 @@ static void place_in_cgroup(struct managed_vm *v) {
         int r;
 
         v->placed = false;
-        if (!m->cg) {
-                snprintf(v->cg_why, sizeof(v->cg_why), "no usable cgroup hierarchy");
+        if (open_cgroup(m, &err) < 0) {
+                text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
+                log_warning("%s: CPU weights unavailable: %s", v->entry.name, err.msg);
                 return;
         }
         if (pid <= 0) {
@@ -791,21 +794,28 @@ static int setup_ledger(struct manager *m, struct ppn_error *err) {
         return 0;
 }
 
-/* CPU placement is best effort: without a usable hierarchy the daemon still manages memory. */
-static void setup_cgroup(struct manager *m) {
+/* CPU placement is best effort: without a usable hierarchy the daemon still manages memory.
+ * Opened on the first placement, so a daemon with no VM never touches the cgroup tree. */
+static int open_cgroup(struct manager *m, struct ppn_error *err) {
         struct ppn_cgroup_options o = {
                 .root = strcmp(m->cfg->cgroup_root, "auto") == 0 ? NULL : m->cfg->cgroup_root,
                 .parent = m->cfg->cgroup_parent,
+                /* Delegate=yes: our own group is the parent; we move into its leaf "ppnd". */
+                .own_cgroup_file = m->cfg->cgroup_delegated ? "/proc/self/cgroup" : NULL,
+                .daemon_leaf = m->cfg->cgroup_delegated ? "ppnd" : NULL,
         };
-        struct ppn_error err = { 0 };
+        int r;
 
-        if (ppn_cgroup_open(&o, &m->cg, &err) < 0) {
+        if (m->cg)
+                return 0;
+        r = ppn_cgroup_open(&o, &m->cg, err);
+        if (r < 0) {
                 m->cg = NULL;
-                log_warning("CPU weights disabled: %s", err.msg);
-                return;
+                return r;
         }
         log_info("CPU pool: %s cgroups under %s", ppn_cgroup_mode_to_string(ppn_cgroup_get_mode(m->cg)),
                  ppn_cgroup_parent_path(m->cg));
+        return 0;
 }
 
 static int resolve_group(const char *name, gid_t *ret, struct ppn_error *err) {
@@ -872,7 +882,6 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
                 r = setup_ledger(m, err);
         if (r < 0)
                 return r;
-        setup_cgroup(m);
         *ret = TAKE_PTR(m);
         return 0;
 }

@@ -56,7 +56,8 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_string_equal(c->control_group, "");
         assert_int_equal(c->control_max_request, 4096);
         assert_string_equal(c->cgroup_root, "auto");
-        assert_string_equal(c->cgroup_parent, "ppn");
+        assert_string_equal(c->cgroup_parent, "ppn.slice");
+        assert_false(c->cgroup_delegated);
         assert_int_equal(c->stats_interval_sec, 1);
         assert_int_equal(c->tick_usec, 1000000);
         assert_int_equal(c->override_usec, 600000000);
@@ -104,6 +105,7 @@ static void test_good_full(void **state) {
         assert_int_equal(c->control_max_request, 8192);
         assert_string_equal(c->cgroup_root, "/sys/fs/cgroup/unified");
         assert_string_equal(c->cgroup_parent, "pool.test");
+        assert_true(c->cgroup_delegated);
         assert_int_equal(c->stats_interval_sec, 2);
         assert_int_equal(c->tick_usec, 500000);
         assert_int_equal(c->override_usec, 90000000);
