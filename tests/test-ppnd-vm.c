@@ -633,6 +633,29 @@ static void test_qmp_override(void **state) {
         assert_true(near(s.target_bytes, want, 16 * MIB));
 }
 
+/* Ledger changes apply live within 1 s: a raised minimum lifts the VM's target at once. */
+static void test_min_change_live(void **state) {
+        struct vm_status s;
+        uint64_t t0;
+        long ms = -1;
+
+        assert_true(status_of("g2", &s));
+        assert_true(s.target_bytes < 400 * MIB);
+        assert_int_equal(ppnctl("vm set g2 min=400M"), 0);
+        t0 = now_usec();
+        while (now_usec() - t0 < 5000000) {
+                if (status_of("g2", &s) && s.min_bytes == 400 * MIB && s.target_bytes >= 400 * MIB) {
+                        ms = (long) ((now_usec() - t0) / 1000);
+                        break;
+                }
+                usleep(20000);
+        }
+        note("minimum 256 -> 400 MiB: target %llu MiB %ld ms after ppnctl returned (%s)",
+             (unsigned long long) (s.target_bytes / MIB), ms, s.reason);
+        assert_true(ms >= 0 && ms <= 1000);
+        assert_int_equal(ppnctl("vm set g2 min=256M"), 0);
+}
+
 /* 6. QEMU killed: noticed within 1 s, shown absent, reservation kept; restarted: re-adopted. */
 static void test_qemu_killed(void **state) {
         struct pool_status before, after;
@@ -720,6 +743,7 @@ int main(void) {
                 cmocka_unit_test(test_guest_demand),
                 cmocka_unit_test(test_override_lease),
                 cmocka_unit_test(test_qmp_override),
+                cmocka_unit_test(test_min_change_live),
                 cmocka_unit_test(test_qemu_killed),
                 cmocka_unit_test(test_daemon_sigkill),
                 cmocka_unit_test(test_clean_exit),
