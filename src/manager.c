@@ -119,6 +119,7 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
 }
 
 static int open_cgroup(struct manager *m, struct ppn_error *err);
+static bool apply_lease(struct managed_vm *v);
 
 /* Puts QEMU into vm-NAME with the ledger weight. Failure costs CPU isolation, not memory control. */
 static void place_in_cgroup(struct managed_vm *v) {
@@ -163,6 +164,7 @@ static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *w
                 v->lease_applied = false;
                 v->target = 0;
                 v->decided = false;
+                apply_lease(v);         /* an operator lease in the ledger survives re-adoption */
                 if (v->placed)
                         manager_record(m, v->entry.name, "adopt", 0, 0, "%s; QEMU pid %d in cgroup vm-%s, cpu weight %u",
                                        why, (int) vmlink_pid(l), v->entry.name, v->placed_weight);
