@@ -66,7 +66,7 @@ done
 
 # Every command of ppnctl's table (from --help) has a section in ppnctl(8), and every section
 # names a real command.
-commands=$("$PPNCTL" --help | sed -n '/^commands:/,/^$/p' | awk 'NR > 1 && NF { print $1 }')
+commands=$("$PPNCTL" --help | sed -n '/^commands:/,/^$/p' | awk '/^  [a-z]/ { print $1 }')
 documented=$(sed -n 's/^\.SS \([a-z]*\).*/\1/p' "$SRC/man/ppnctl.8" | sort -u)
 if [ "$(echo "$commands" | sort -u)" = "$documented" ]; then
   ok "ppnctl(8) documents exactly the commands of the table"
