@@ -179,9 +179,10 @@ else
   want="$(abs "$SBINDIR")/ppnd --config $(abs "$SYSCONFDIR")/ppn/ppnd.conf"
   if [ "$exec_start" = "$want" ]; then ok "unit runs the installed ppnd with the installed config"; else not_ok "unit ExecStart" "got:  $exec_start" "want: $want"; fi
   if command -v systemd-analyze >/dev/null; then
-    # verify resolves ExecStart on the real root: point it at the DESTDIR copy of ppnd.
+    # verify resolves ExecStart on the real root: point it at the DESTDIR copy of ppnd; and
+    # Documentation=man:ppnd(8) through MANPATH, at the installed page.
     sed "s|^ExecStart=[^ ]*|ExecStart=$PPND|" "$UNIT" >"$T/ppnd.service"
-    out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$T/ppnd.service" 2>&1)
+    out=$(cd "$T" && MANPATH=$MAN SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=yes "$T/ppnd.service" 2>&1)
     if [ -z "$out" ]; then ok "systemd-analyze verify ppnd.service: clean"; else not_ok "systemd-analyze verify ppnd.service" "$out"; fi
   else
     skip "systemd-analyze verify ppnd.service" "systemd-analyze not installed"
