@@ -94,3 +94,39 @@ int history_sample_from_json(json_object *o, struct history_sample *ret) {
         *ret = s;
         return 0;
 }
+
+json_object *history_sample_to_array(const struct history_sample *s) {
+        json_object *a = json_object_new_array_ext(5);
+
+        json_object_array_add(a, json_object_new_int64((int64_t) s->realtime_usec));
+        json_object_array_add(a, size_or_null(s->target_bytes));
+        json_object_array_add(a, size_or_null(s->actual_bytes));
+        json_object_array_add(a, size_or_null(s->guest_available_bytes));
+        json_object_array_add(a, size_or_null(s->guest_total_bytes));
+        return a;
+}
+
+static int element(json_object *a, size_t i, bool nullable, uint64_t *ret) {
+        json_object *v = json_object_array_get_idx(a, i);
+
+        if (!v && nullable) {
+                *ret = HISTORY_UNKNOWN;
+                return 0;
+        }
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+                return -EINVAL;
+        *ret = (uint64_t) json_object_get_int64(v);
+        return 0;
+}
+
+int history_sample_from_array(json_object *a, struct history_sample *ret) {
+        struct history_sample s;
+
+        if (!json_object_is_type(a, json_type_array) || json_object_array_length(a) != 5 ||
+            element(a, 0, false, &s.realtime_usec) < 0 || element(a, 1, true, &s.target_bytes) < 0 ||
+            element(a, 2, true, &s.actual_bytes) < 0 || element(a, 3, true, &s.guest_available_bytes) < 0 ||
+            element(a, 4, true, &s.guest_total_bytes) < 0)
+                return -EINVAL;
+        *ret = s;
+        return 0;
+}

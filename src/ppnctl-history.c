@@ -92,22 +92,111 @@ static int parse_args(const char *cmd, const char *usage, bool plot, int argc, c
         return -1;
 }
 
-/* Asks ppnd for the samples and decisions since a->since_usec ago. */
-static int fetch(const struct ctl_globals *g, const struct hist_args *a, json_object **ret) {
-        struct ppn_error err = { 0 };
-        json_object *args = json_object_new_object(), *vms = json_object_new_array();
+/* The VM names ppnd manages, from its status. */
+static int vm_names(const char *socket, json_object **ret, struct ppn_error *err) {
+        json_object *reply = NULL, *vms, *names = json_object_new_array();
+        int r = ctl_client_call(socket, "status", NULL, &reply, err);
+
+        if (r < 0) {
+                json_object_put(names);
+                return r;
+        }
+        if (!json_object_object_get_ex(reply, "vms", &vms) || !json_object_is_type(vms, json_type_array)) {
+                json_object_put(reply);
+                json_object_put(names);
+                return ppn_error_set(err, -EBADMSG, "the daemon's status reply has no VM list (version mismatch?)");
+        }
+        for (size_t i = 0; i < json_object_array_length(vms); i++) {
+                json_object *name;
+                if (json_object_object_get_ex(json_object_array_get_idx(vms, i), "name", &name))
+                        json_object_array_add(names, json_object_get(name));
+        }
+        json_object_put(reply);
+        *ret = names;
+        return 0;
+}
+
+/* The daemon sends samples as compact arrays; the document ppnctl prints has objects. */
+static int expand_samples(json_object *vm) {
+        json_object *samples, *out;
+
+        if (!json_object_object_get_ex(vm, "samples", &samples) || !json_object_is_type(samples, json_type_array))
+                return -EBADMSG;
+        out = json_object_new_array_ext((int) json_object_array_length(samples));
+        for (size_t i = 0; i < json_object_array_length(samples); i++) {
+                struct history_sample s;
+                if (history_sample_from_array(json_object_array_get_idx(samples, i), &s) < 0) {
+                        json_object_put(out);
+                        return -EBADMSG;
+                }
+                json_object_array_add(out, history_sample_to_json(&s));
+        }
+        json_object_object_add(vm, "samples", out);
+        return 0;
+}
+
+/* One VM's history over the last span: its object for the document, and the span's ends. */
+static int fetch_vm(const char *socket, const char *name, uint64_t span, json_object **ret_vm, uint64_t *now,
+                    uint64_t *since, struct ppn_error *err) {
+        json_object *args = json_object_new_object(), *reply = NULL, *vm, *v;
         int r;
 
-        for (size_t i = 0; i < a->n_vms; i++)
-                json_object_array_add(vms, json_object_new_string(a->vms[i]));
-        json_object_object_add(args, "vms", vms);
-        json_object_object_add(args, "since_usec", json_object_new_int64((int64_t) (now_realtime_usec() - a->since_usec)));
-        r = ctl_client_call(g->socket, "history", args, ret, &err);
+        json_object_object_add(args, "vm", json_object_new_string(name));
+        json_object_object_add(args, "span_usec", json_object_new_int64((int64_t) span));
+        r = ctl_client_call(socket, "history", args, &reply, err);
         json_object_put(args);
+        if (r < 0)
+                return r;
+        if (!json_object_object_get_ex(reply, "vm", &vm) || expand_samples(vm) < 0 ||
+            !json_object_object_get_ex(reply, "now_usec", &v) || !(*now = (uint64_t) json_object_get_int64(v)) ||
+            !json_object_object_get_ex(reply, "since_usec", &v) || !(*since = (uint64_t) json_object_get_int64(v))) {
+                json_object_put(reply);
+                return ppn_error_set(err, -EBADMSG, "the daemon's history reply cannot be read (version mismatch?)");
+        }
+        *ret_vm = json_object_get(vm);
+        json_object_put(reply);
+        return 0;
+}
+
+/*
+ * The history document: {"now_usec", "since_usec", "vms": [{"name", "min_bytes", "max_bytes",
+ * "samples": [...], "events": [...]}]} for the VMs asked (all if none), one request per VM so
+ * each reply stays small. The span runs from the first VM's start to the last VM's end.
+ */
+static int fetch(const struct ctl_globals *g, const struct hist_args *a, json_object **ret) {
+        struct ppn_error err = { 0 };
+        json_object *names = NULL, *doc = json_object_new_object(), *vms = json_object_new_array();
+        uint64_t now = 0, since = 0, first_since = 0;
+        int r = 0;
+
+        json_object_object_add(doc, "vms", vms);
+        if (a->n_vms == 0)
+                r = vm_names(g->socket, &names, &err);
+        else {
+                names = json_object_new_array();
+                for (size_t i = 0; i < a->n_vms; i++)
+                        json_object_array_add(names, json_object_new_string(a->vms[i]));
+        }
+        for (size_t i = 0; r >= 0 && i < json_object_array_length(names); i++) {
+                json_object *vm = NULL;
+                r = fetch_vm(g->socket, json_object_get_string(json_object_array_get_idx(names, i)), a->since_usec, &vm,
+                             &now, &since, &err);
+                if (r >= 0)
+                        json_object_array_add(vms, vm);
+                if (i == 0)
+                        first_since = since;
+        }
+        json_object_put(names);
         if (r < 0) {
+                json_object_put(doc);
                 fprintf(stderr, "ppnctl: %s\n", err.msg);
                 return CTL_FAILED;
         }
+        if (!now) /* no VM at all: the span ends now */
+                now = now_realtime_usec(), first_since = now - a->since_usec;
+        json_object_object_add(doc, "now_usec", json_object_new_int64((int64_t) now));
+        json_object_object_add(doc, "since_usec", json_object_new_int64((int64_t) first_since));
+        *ret = doc;
         return 0;
 }
 

@@ -50,6 +50,15 @@ static void test_sample_json(void **state) {
         assert_int_equal(history_sample_from_json(o, &back), 0);
         assert_memory_equal(&s, &back, sizeof(s));
         assert_int_equal(history_sample_guest_used(&s), 380 * MIB);
+        json_object_put(o);
+        o = history_sample_to_array(&s);
+        assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+                            "[1790000000000000,536870912,null,104857600,503316480]");
+        memset(&back, 0, sizeof(back));
+        assert_int_equal(history_sample_from_array(o, &back), 0);
+        assert_memory_equal(&s, &back, sizeof(s));
+        json_object_array_del_idx(o, 4, 1);
+        assert_int_equal(history_sample_from_array(o, &back), -EINVAL);
         bad = json_tokener_parse("{\"time_usec\":1,\"target_bytes\":\"x\",\"actual_bytes\":null,"
                                  "\"guest_available_bytes\":null,\"guest_total_bytes\":null}");
         assert_int_equal(history_sample_from_json(bad, &back), -EINVAL);
