@@ -66,7 +66,8 @@ for _ in $(seq 120); do
   sleep 0.5
 done
 [ "$(echo "$s" | status_field state 2>/dev/null)" = running ] || bail "ppnd adopted the guest" "$(tail -5 "$T/ppnd.log")"
-ok "ppnd adopted the guest: $(echo "$s" | status_field reason)"
+ok "ppnd adopted the guest"
+note "reason: $(echo "$s" | status_field reason)"
 
 # ---- metrics against status ----
 scrape() { curl -sf --max-time 10 "http://127.0.0.1:$PORT/metrics"; }
@@ -88,7 +89,8 @@ st = [json.load(open(p)) for p in sys.argv[2:]]
 pairs = [("ppn_node_physical_bytes", "physical_bytes"), ("ppn_node_reserve_bytes", "reserve_bytes"),
          ("ppn_node_reserved_min_bytes", "reserved_min_bytes"), ("ppn_node_pool_available_bytes", "pool_available_bytes"),
          ("ppn_node_committed_bytes", "committed_bytes"), ("ppn_node_free_bytes", "free_bytes"),
-         ("ppn_node_vms", "n_vms"), ("ppn_node_vms_running", "n_running")]
+         ("ppn_node_host_available_bytes", "host_available_bytes"),
+         ("ppn_node_vms", "vms"), ("ppn_node_vms_running", "vms_running")]
 vm_pairs = [("min_bytes", "min_bytes"), ("max_bytes", "max_bytes"), ("target_bytes", "target_bytes"),
             ("actual_bytes", "actual_bytes"), ("guest_available_bytes", "guest_available_bytes"),
             ("cpu_weight", "cpu_weight")]
@@ -104,6 +106,9 @@ for metric, field in vm_pairs:
     if m.get(key) not in want:
         bad.append(f"{key} = {m.get(key)}, status {sorted(want)}")
     checked += 1
+psi = {None if s["pool"]["psi_some_avg10"] is None else round(s["pool"]["psi_some_avg10"] / 100, 4) for s in st}
+if m.get("ppn_node_memory_pressure_some_avg10_ratio") not in psi:
+    bad.append(f"psi ratio {m.get('ppn_node_memory_pressure_some_avg10_ratio')}, status {psi}")
 if m.get('ppn_vm_state{vm="g1",state="running"}') != 1:
     bad.append("ppn_vm_state running != 1")
 age = m.get('ppn_vm_stats_age_seconds{vm="g1"}')
@@ -113,7 +118,7 @@ if age is None or not (min(ages) - 1.5 <= age <= max(ages) + 1.5):
 if bad:
     print("; ".join(bad))
     sys.exit(1)
-print(f"{checked + 2} values agree")
+print(f"{checked + 3} values agree")
 PY
 ); then ok "metrics agree with ppnctl status --json: $out"; else not_ok "metrics agree with ppnctl status --json" "$out"; fi
 
