@@ -110,8 +110,10 @@ int main(int argc, char **argv) {
         for (size_t c = 0; commands[c].name; c++) {
                 if (strcmp(argv[i], commands[c].name) != 0)
                         continue;
-                if (i + 1 < argc && is_help(argv[i + 1]))
-                        return command_help(&commands[c]);
+                /* A group's subcommands answer --help themselves; a command does it anywhere. */
+                for (int k = i + 1; k < argc && (k == i + 1 || !commands[c].subcommands); k++)
+                        if (is_help(argv[k]))
+                                return command_help(&commands[c]);
                 return commands[c].run(&g, argc - i, argv + i);
         }
         fprintf(stderr, "ppnctl: unknown command '%s'; see 'ppnctl --help'\n", argv[i]);
