@@ -23,7 +23,7 @@ declare -A _ppnctl_opts=(
   [ledger import]='--replace --help'
   [node set]='--help'
   [node show]='--json --help'
-  [plot]='--since --output --help'
+  [plot]='--since --output --input --help'
   [pool]='--json --help'
   [release]='--help'
   [status]='--json --help'
@@ -59,14 +59,14 @@ _ppnctl() {
   local i cmd='' sub='' nargs=0
 
   case $prev in
-    --ledger|--socket|--output|-o) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --ledger|--socket|--output|-o|--input) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qemu-arg) return ;;
     --qmp|--disk) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   for ((i = 1; i < COMP_CWORD; i++)); do
     local w=${COMP_WORDS[i]}
     case $w in
-      --ledger|--socket|--output|-o|--min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qmp|--disk|--qemu-arg)
+      --ledger|--socket|--output|-o|--input|--min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qmp|--disk|--qemu-arg)
         ((i++)) ;;
       -*) ;;
       *)

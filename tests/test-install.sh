@@ -108,12 +108,48 @@ for line in open(sys.argv[1]):
 PY
 )
 man_keys=$(echo "$man_keys" | sort -u)
-conf_keys=$(awk '/^\[/ { s = substr($1, 2, length($1) - 2) } /^#[a-z-]+ *=/ { sub(/^#/, ""); split($0, a, " *= *"); print s "." a[1] }' "$CONF" 2>/dev/null | sort -u)
+conf_keys=$(awk '/^\[/ { s = substr($1, 2, length($1) - 2) } /^#?[a-z-]+ *=/ { sub(/^#/, ""); split($0, a, " *= *"); print s "." a[1] }' "$CONF" 2>/dev/null | sort -u)
 if [ -n "$table_keys" ] && [ "$table_keys" = "$man_keys" ]; then
   ok "ppnd.conf(5) documents exactly the keys of the config table ($(echo "$table_keys" | wc -l))"
 else
   not_ok "ppnd.conf(5) documents exactly the keys of the config table" "only in table: $(comm -23 <(echo "$table_keys") <(echo "$man_keys") | tr '\n' ' ')" \
     "only in man: $(comm -13 <(echo "$table_keys") <(echo "$man_keys") | tr '\n' ' ')"
+fi
+# The defaults ppnd.conf(5) states are the built-in ones (config_default_text).
+if out=$(python3 - "$SRC/src/config.c" "$SRC/man/ppnd.conf.5" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+block = text[text.index("config_default_text[] ="):]
+block = block[:block.index(";")]
+section, default = None, {}
+for line in re.findall(r'"((?:[^"\\]|\\.)*)\\n"', block):
+    m = re.match(r"\[([a-z]+)\]", line)
+    if m:
+        section = m[1]
+    elif "=" in line:
+        k, v = (x.strip() for x in line.split("=", 1))
+        default[f"{section}.{k}"] = v
+section, bad, n = None, [], 0
+for line in open(sys.argv[2]):
+    m = re.match(r"\.SH \[([a-z]+)\]", line)
+    if m:
+        section = m[1]
+    elif section and line.startswith(".BI "):
+        for k, v in re.findall(r'(?:^\.BI |\\fP)([a-z\\-]+) "? ?= ?([^"\\]*)', line):
+            key = f"{section}.{k.replace(chr(92) + '-', '-')}"
+            if key in default:
+                n += 1
+                if v.strip() != default[key]:
+                    bad.append(f"{key}: man says '{v.strip()}', built-in '{default[key]}'")
+if bad or n == 0:
+    print("; ".join(bad) or "no default compared")
+    sys.exit(1)
+print(f"{n} defaults")
+PY
+); then
+  ok "ppnd.conf(5) states the built-in defaults ($out)"
+else
+  not_ok "ppnd.conf(5) states the built-in defaults" "$out"
 fi
 if [ -n "$table_keys" ] && [ "$table_keys" = "$conf_keys" ]; then
   ok "the installed ppnd.conf shows exactly the keys of the config table"
