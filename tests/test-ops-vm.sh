@@ -10,10 +10,11 @@ B=$1
 PPNCTL=$B/src/ppnctl PPND=$B/src/ppnd TESTVM=$B/tests/guest/testvm
 SRC=${PPN_SOURCE_ROOT:?}
 T=$(mktemp -d /tmp/test-ops-vm.XXXXXX)
-TESTVM_PID= PPND_PID=
+TESTVM_PID= TESTVM2_PID= PPND_PID=
 cleanup() {
   [ -n "$PPND_PID" ] && kill -TERM "$PPND_PID" 2>/dev/null && wait "$PPND_PID" 2>/dev/null
   [ -n "$TESTVM_PID" ] && kill -TERM "$TESTVM_PID" 2>/dev/null && wait "$TESTVM_PID" 2>/dev/null
+  [ -n "$TESTVM2_PID" ] && kill -TERM "$TESTVM2_PID" 2>/dev/null && wait "$TESTVM2_PID" 2>/dev/null
   rm -rf "$T"
 }
 trap cleanup EXIT
@@ -177,6 +178,37 @@ if out=$(python3 "$SRC/tests/check-plot.py" "$T/recorded.svg" "$T/history.json" 
 else
   not_ok "plot of the recorded run matches its history" "$out"
 fi
+
+# ---- QMP errors by class, reconnects: a guest without a balloon device, restarted ----
+boot_g2() {
+  rm -f "$T/g2/ready"
+  "$TESTVM" boot "$T/g2" --mem 256 --no-balloon >>"$T/testvm2.log" 2>&1 &
+  TESTVM2_PID=$!
+  for _ in $(seq 240); do [ -f "$T/g2/ready" ] && return 0; kill -0 $TESTVM2_PID 2>/dev/null || return 1; sleep 0.5; done
+  return 1
+}
+# wait_metric KEY: until the metric exists and is above $2 (default 0), at most 60 s.
+wait_metric() {
+  local v
+  for _ in $(seq 120); do
+    v=$(metric "$1")
+    [ -n "$v" ] && awk -v a="$v" -v b="${2:-0}" 'BEGIN { exit !(a > b) }' && { echo "$v"; return 0; }
+    sleep 0.5
+  done
+  echo "${v:-absent}"
+  return 1
+}
+boot_g2 || bail "second guest booted" "$(tail -5 "$T/testvm2.log")"
+"$PPNCTL" vm add g2 --min 128M --max 256M --qmp "$(sed -n 's/^qmp //p' "$T/g2/ready")" >/dev/null || not_ok "vm add g2"
+if v=$(wait_metric 'ppn_qmp_errors_total{class="DeviceNotActive"}'); then
+  ok "QMP errors counted by class: DeviceNotActive $v"
+else
+  not_ok "QMP errors counted by class (DeviceNotActive)" "got $v" "$(scrape | grep qmp_errors)"
+fi
+r0=$(metric ppn_qmp_reconnects_total)
+kill -TERM "$TESTVM2_PID"; wait "$TESTVM2_PID" 2>/dev/null
+boot_g2 || bail "second guest booted again" "$(tail -5 "$T/testvm2.log")"
+if v=$(wait_metric ppn_qmp_reconnects_total "$r0"); then ok "reconnect counted ($r0 -> $v)"; else not_ok "reconnect counted" "$r0 -> $v"; fi
 
 echo "1..$n"
 [ "$failed" -eq 0 ]
