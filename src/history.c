@@ -46,10 +46,10 @@ size_t history_ring_first_since(const struct history_ring *h, uint64_t since_rea
 }
 
 uint64_t history_sample_guest_used(const struct history_sample *s) {
-        if (s->guest_total_bytes == HISTORY_UNKNOWN || s->guest_available_bytes == HISTORY_UNKNOWN ||
-            s->guest_available_bytes > s->guest_total_bytes)
+        if (s->actual_bytes == HISTORY_UNKNOWN || s->guest_available_bytes == HISTORY_UNKNOWN ||
+            s->guest_available_bytes > s->actual_bytes)
                 return HISTORY_UNKNOWN;
-        return s->guest_total_bytes - s->guest_available_bytes;
+        return s->actual_bytes - s->guest_available_bytes;
 }
 
 static json_object *size_or_null(uint64_t v) {

@@ -47,7 +47,9 @@ const struct history_sample *history_ring_get(const struct history_ring *h, size
  * appended in time order, so this is a binary search. */
 size_t history_ring_first_since(const struct history_ring *h, uint64_t since_realtime_usec);
 
-/* Guest use: total - available when both are known and consistent, else HISTORY_UNKNOWN. */
+/* Guest use as the policy counts it: balloon actual - guest available (the guest's total
+ * leaves out kernel and reserved memory), when both are known and consistent, else
+ * HISTORY_UNKNOWN. */
 uint64_t history_sample_guest_used(const struct history_sample *s);
 
 /* {"time_usec", "target_bytes", "actual_bytes", "guest_available_bytes", "guest_total_bytes"}:

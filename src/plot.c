@@ -192,7 +192,7 @@ static const char style[] =
 
 static void legend(FILE *f, double y) {
         static const struct { const char *cls, *label; } items[] = {
-                { "target", "target" }, { "actual", "balloon actual" }, { "used", "guest use (total - available)" },
+                { "target", "target" }, { "actual", "balloon actual" }, { "used", "guest use (actual - available)" },
                 { "min", "minimum" },
         };
         double x = PLOT_MARGIN_LEFT;

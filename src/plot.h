@@ -3,7 +3,7 @@
 
 /*
  * Memory over time as an SVG picture a person can open in a browser: one panel per VM with the
- * balloon target, the balloon actual, the guest's use (total - available), the VM's minimum
+ * balloon target, the balloon actual, the guest's use (actual - available), the VM's minimum
  * (and maximum) as lines, and the controller's decisions as marks whose tooltip is the reason.
  * Pure: samples in, text out; no clock reads (times are given), no I/O.
  *

@@ -20,7 +20,7 @@ def fail(msg):
 
 
 def used(s):
-    a, t = s["guest_available_bytes"], s["guest_total_bytes"]
+    a, t = s["guest_available_bytes"], s["actual_bytes"]
     return None if a is None or t is None or a > t else t - a
 
 

@@ -49,7 +49,10 @@ static void test_sample_json(void **state) {
                             "\"guest_available_bytes\":104857600,\"guest_total_bytes\":503316480}");
         assert_int_equal(history_sample_from_json(o, &back), 0);
         assert_memory_equal(&s, &back, sizeof(s));
+        assert_int_equal(history_sample_guest_used(&s), HISTORY_UNKNOWN); /* actual unknown */
+        s.actual_bytes = 480 * MIB;
         assert_int_equal(history_sample_guest_used(&s), 380 * MIB);
+        s.actual_bytes = HISTORY_UNKNOWN;
         json_object_put(o);
         o = history_sample_to_array(&s);
         assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
@@ -64,7 +67,8 @@ static void test_sample_json(void **state) {
         assert_int_equal(history_sample_from_json(bad, &back), -EINVAL);
         json_object_put(bad);
         json_object_put(o);
-        s.guest_available_bytes = s.guest_total_bytes + 1;
+        s.actual_bytes = 480 * MIB;
+        s.guest_available_bytes = s.actual_bytes + 1;
         assert_int_equal(history_sample_guest_used(&s), HISTORY_UNKNOWN);
 }
 
