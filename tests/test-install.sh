@@ -204,6 +204,15 @@ if [ "$got" = "set show" ]; then ok "completion: 'ppnctl --json vm s' -> set sho
 got=$(complete_words ppnctl node set p)
 if [ "$got" = "physical=" ]; then ok "completion: 'ppnctl node set p' -> physical="; else not_ok "completion: node set keys" "got: $got"; fi
 
+# VM names come from the ledger, through the installed ppnctl.
+export PPN_LEDGER=$T/ledger.db
+PATH="$(dirname "$PPNCTL"):$PATH" ppnctl node set physical=4G >/dev/null
+PATH="$(dirname "$PPNCTL"):$PATH" ppnctl vm add web-1 --min 256M --max 512M >/dev/null
+got=$(PATH="$(dirname "$PPNCTL"):$PATH" complete_words ppnctl vm show w)
+if [ "$got" = "web-1" ]; then ok "completion: 'ppnctl vm show w' -> web-1 (from the ledger)"; else not_ok "completion: VM names" "got: $got"; fi
+got=$(PATH="$(dirname "$PPNCTL"):$PATH" complete_words ppnctl --ledger "$PPN_LEDGER" vm set web-1 m)
+if [ "$got" = "min= max=" ]; then ok "completion: 'ppnctl vm set web-1 m' -> min= max="; else not_ok "completion: vm set keys" "got: $got"; fi
+
 # ---- the unit ----
 if [ -z "$UNIT" ]; then
   not_ok "systemd unit present for the checks below"
