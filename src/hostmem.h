@@ -1,0 +1,86 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * Host-side memory signals: /proc/meminfo, memory PSI (/proc/pressure/memory), and one
+ * process's RSS and CPU time (/proc/PID/status, /proc/PID/stat).
+ *
+ * Every format has a pure parser over a NUL-terminated buffer (tests feed literals) and a
+ * reader that takes the path (or the proc root) so tests point it at tests/fixtures/proc/.
+ * Conventions: return 0 or -errno; ret_* written only on success; errors that need words go
+ * into the optional struct ppn_error. No logging above debug.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "util.h"
+
+/* All sizes in bytes (the kernel prints kB = KiB). */
+struct hostmem_meminfo {
+        uint64_t total;          /* MemTotal */
+        uint64_t free;           /* MemFree */
+        uint64_t available;      /* MemAvailable (kernel ≥ 3.14); see has_available */
+        uint64_t buffers;        /* Buffers */
+        uint64_t cached;         /* Cached */
+        uint64_t swap_total;     /* SwapTotal */
+        uint64_t swap_free;      /* SwapFree */
+        bool has_available;      /* false: MemAvailable missing, available = free+buffers+cached */
+};
+
+/*
+ * Parses /proc/meminfo text. MemTotal and MemFree are required; other fields default to 0
+ * (MemAvailable: estimated as MemFree+Buffers+Cached, has_available = false).
+ * Returns 0, or -EINVAL if a required field is missing or a value is not a number of kB,
+ * -ERANGE if a value overflows 64 bits in bytes.
+ */
+int hostmem_parse_meminfo(const char *buf, struct hostmem_meminfo *ret);
+int hostmem_read_meminfo(const char *path, struct hostmem_meminfo *ret, struct ppn_error *err);
+
+/* One PSI line: percentages of wall time with stalls, and the cumulative stall time. */
+struct hostmem_psi_line {
+        double avg10, avg60, avg300;   /* percent, 0..100 */
+        uint64_t total_usec;           /* cumulative stall time, microseconds */
+        bool valid;                    /* the line was present */
+};
+
+struct hostmem_psi {
+        struct hostmem_psi_line some;  /* at least one task stalled on memory */
+        struct hostmem_psi_line full;  /* all non-idle tasks stalled (absent before 5.x for cpu) */
+};
+
+/*
+ * Parses /proc/pressure/memory text ("some avg10=0.00 avg60=0.00 avg300=0.00 total=0").
+ * The "some" line is required, "full" optional. Returns 0 or -EINVAL.
+ */
+int hostmem_parse_psi(const char *buf, struct hostmem_psi *ret);
+
+/*
+ * Reads PSI from path. PSI may be absent (kernel without CONFIG_PSI, or booted psi=0: the file
+ * is missing or reading it fails with EOPNOTSUPP): that is not an error.
+ * Returns 1 and *ret when present, 0 when absent (*ret untouched), -errno on other failures.
+ */
+int hostmem_read_psi(const char *path, struct hostmem_psi *ret, struct ppn_error *err);
+
+/* Parses VmRSS from /proc/PID/status text into bytes. -ENODATA if absent (kernel thread,
+ * zombie), -EINVAL if malformed. */
+int hostmem_parse_pid_status_rss(const char *buf, uint64_t *ret_bytes);
+
+/* CPU time of a process from /proc/PID/stat, in clock ticks (utime + stime, fields 14, 15). */
+struct hostmem_pid_cpu {
+        uint64_t utime_ticks;
+        uint64_t stime_ticks;
+};
+
+/* Parses /proc/PID/stat text. The command name may contain spaces and ')': fields are
+ * counted after the last ')'. Returns 0 or -EINVAL. */
+int hostmem_parse_pid_stat(const char *buf, struct hostmem_pid_cpu *ret);
+
+/* Converts ticks to microseconds at ticks_per_sec (sysconf(_SC_CLK_TCK), 100 on Linux). */
+uint64_t hostmem_ticks_to_usec(uint64_t ticks, uint64_t ticks_per_sec);
+
+/* Readers under proc_root ("/proc" on a real host, a fixture directory in tests).
+ * -ESRCH when the process is gone (its directory is missing). */
+int hostmem_read_pid_rss(const char *proc_root, pid_t pid, uint64_t *ret_bytes, struct ppn_error *err);
+int hostmem_read_pid_cpu(const char *proc_root, pid_t pid, struct hostmem_pid_cpu *ret, struct ppn_error *err);

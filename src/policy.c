@@ -1,0 +1,817 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "policy.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define USEC_PER_SEC UINT64_C(1000000)
+
+/* QEMU's last-update has whole-second resolution: a sample may look up to 1 s "in the future"
+ * after the caller's clock conversion. Beyond 2 s it is nonsense. */
+#define FUTURE_SLACK_USEC (2 * USEC_PER_SEC)
+
+void policy_tunables_default(struct policy_tunables *ret) {
+        *ret = (struct policy_tunables) {
+                /* Hyper-V keeps a 20 % buffer; 10 % with a 128 MiB floor keeps a 1 GiB guest's
+                 * page cache and a burst of allocations alive without hoarding on big guests. */
+                .headroom_bytes = 128 * MIB,
+                .headroom_pct = 10,
+                /* Below 64 MiB (or 5 % of its size) available, a Linux guest is reclaiming hard. */
+                .pressure_available_bytes = 64 * MIB,
+                .pressure_available_pct = 5,
+                /* 1 MiB/s of swap-in (256 pages/s) is a working set that does not fit. */
+                .swap_in_burst = 1 * MIB,
+                /* Major faults also count file reads: 500/s (~2 MiB/s of 4 KiB faults) is a burst. */
+                .major_fault_burst = 500,
+                /* One step, not 5 %: 256 MiB or 25 % of the target, whichever is larger. */
+                .grow_step_bytes = 256 * MIB,
+                .grow_step_pct = 25,
+                /* Halve the excess each tick: 4 GiB idle is 94 % reclaimed in 4 s, and the guest
+                 * gets time to drop caches instead of swapping. */
+                .shrink_pct = 50,
+                /* No change under 16 MiB or 1 % of the maximum (MOM skips < 0.25 %, Proxmox < 10 MiB). */
+                .min_step_bytes = 16 * MIB,
+                .min_step_permille = 10,
+                .host_low_bytes = 256 * MIB,
+                .host_low_pct = 5,
+                /* 1 % of wall time with a task stalled on memory, over 10 s: the host is paying. */
+                .psi_some_threshold = 1.0,
+                /* 5 stats intervals at 1 s. */
+                .stale_usec = 5 * USEC_PER_SEC,
+                /* As Xen squeezed: no progress for 5 s = stuck. */
+                .stuck_usec = 5 * USEC_PER_SEC,
+                .stuck_retry_usec = 60 * USEC_PER_SEC,
+                .override_usec = 600 * USEC_PER_SEC,
+                /* Overloads are short (88 % last < 2 min): do not take back at once what was
+                 * just given unless the node needs it. */
+                .shrink_hold_usec = 10 * USEC_PER_SEC,
+                /* VMware's default idle memory tax. */
+                .idle_tax_pct = 75,
+        };
+}
+
+int policy_tunables_check(const struct policy_tunables *t, struct ppn_error *err) {
+        if (t->headroom_pct > 100 || t->pressure_available_pct > 100 || t->grow_step_pct > 100 ||
+            t->host_low_pct > 100)
+                return ppn_error_set(err, EINVAL, "policy: percentages must be 0..100");
+        if (t->shrink_pct < 1 || t->shrink_pct > 100)
+                return ppn_error_set(err, EINVAL, "policy: shrink percentage %u outside 1..100", t->shrink_pct);
+        if (t->idle_tax_pct > 99)
+                return ppn_error_set(err, EINVAL, "policy: idle tax %u%% above 99%%", t->idle_tax_pct);
+        if (t->min_step_bytes < MIB || t->min_step_permille > 1000)
+                return ppn_error_set(err, EINVAL, "policy: minimum step must be ≥ 1 MiB and ≤ 1000‰");
+        if (t->grow_step_bytes < t->min_step_bytes)
+                return ppn_error_set(err, EINVAL, "policy: growth step below the minimum step");
+        if (!(t->psi_some_threshold >= 0 && t->psi_some_threshold <= 100))
+                return ppn_error_set(err, EINVAL, "policy: PSI threshold outside 0..100");
+        if (t->stale_usec == 0 || t->stuck_usec == 0 || t->override_usec == 0)
+                return ppn_error_set(err, EINVAL, "policy: stale, stuck and override times must be > 0");
+        return 0;
+}
+
+static const char *const reason_names[_POLICY_REASON_MAX] = {
+        [POLICY_REASON_STEADY] = "steady",
+        [POLICY_REASON_GROW_PRESSURE] = "grow-pressure",
+        [POLICY_REASON_GROW_HEADROOM] = "grow-headroom",
+        [POLICY_REASON_WAIT_MEMORY] = "wait-memory",
+        [POLICY_REASON_SHRINK_NODE] = "shrink-node",
+        [POLICY_REASON_SHRINK_DEMAND] = "shrink-demand",
+        [POLICY_REASON_SHRINK_FAIR] = "shrink-fair",
+        [POLICY_REASON_SHRINK_OVERCOMMIT] = "shrink-overcommit",
+        [POLICY_REASON_SMALL_CHANGE] = "small-change",
+        [POLICY_REASON_CLAMP] = "clamp",
+        [POLICY_REASON_HOLD_BAD_CONFIG] = "hold-bad-config",
+        [POLICY_REASON_HOLD_DISCONNECTED] = "hold-disconnected",
+        [POLICY_REASON_HOLD_NO_BALLOON] = "hold-no-balloon",
+        [POLICY_REASON_HOLD_NO_STATS] = "hold-no-stats",
+        [POLICY_REASON_HOLD_STALE_STATS] = "hold-stale-stats",
+        [POLICY_REASON_HOLD_BAD_STATS] = "hold-bad-stats",
+        [POLICY_REASON_STUCK] = "stuck",
+        [POLICY_REASON_LEASE] = "lease",
+        [POLICY_REASON_OVERRIDE] = "override",
+        [POLICY_REASON_GUEST_DEFLATED] = "guest-deflated",
+};
+
+const char *policy_reason_to_string(enum policy_reason r) {
+        if ((unsigned) r >= _POLICY_REASON_MAX)
+                return NULL;
+        return reason_names[r];
+}
+
+void policy_lease_set(struct policy_vm_state *s, uint64_t target, uint64_t expiry_usec) {
+        /* An operator's explicit size is worth one more try even on a balloon found stuck. */
+        s->stuck_since_usec = 0;
+        s->stuck_actual = 0;
+        s->lease_kind = POLICY_LEASE_OPERATOR;
+        s->lease_target = target;
+        s->lease_expiry_usec = expiry_usec;
+}
+
+void policy_lease_clear(struct policy_vm_state *s) {
+        s->lease_kind = POLICY_LEASE_NONE;
+        s->lease_target = 0;
+        s->lease_expiry_usec = 0;
+}
+
+static uint64_t clampu(uint64_t v, uint64_t lo, uint64_t hi) {
+        return v < lo ? lo : v > hi ? hi : v;
+}
+
+static uint64_t subu(uint64_t a, uint64_t b) {
+        return a > b ? a - b : 0;
+}
+
+static uint64_t distu(uint64_t a, uint64_t b) {
+        return a > b ? a - b : b - a;
+}
+
+static uint64_t pct_of(uint64_t v, unsigned pct) {
+        return (uint64_t) ((unsigned __int128) v * pct / 100);
+}
+
+uint64_t policy_min_step(const struct policy_tunables *t, uint64_t max) {
+        uint64_t s = (uint64_t) ((unsigned __int128) max * t->min_step_permille / 1000);
+        if (s < t->min_step_bytes)
+                s = t->min_step_bytes;
+        return (s + MIB - 1) / MIB * MIB;   /* whole MiB: targets stay MiB-aligned */
+}
+
+/* Sizes in reason strings: "512M", "1.5G". */
+#define SZ(v) format_size((v), (char[FORMAT_SIZE_MAX]) { 0 }, FORMAT_SIZE_MAX)
+
+/* Working data of one VM during a tick. */
+struct vm_work {
+        const struct policy_vm *in;
+        struct policy_decision *out;
+        bool pinned;          /* target decided in classify(); the pool does not move it */
+        uint64_t min_step;
+        uint64_t t;           /* current target clamped to [min, max] */
+        uint64_t use, headroom, need, ent;
+        uint64_t grant;       /* bytes given from free memory this tick */
+        uint64_t cap1, cap2;  /* what may be taken this tick: idle tier, fair-share tier */
+        bool moving_down, moving_up;  /* balloon still on its way to the target in force */
+        uint64_t taken1, taken2;
+};
+
+static void set_why(struct policy_decision *d, const char *fmt, ...) _printf_(2, 3);
+static void set_why(struct policy_decision *d, const char *fmt, ...) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(d->why, sizeof(d->why), fmt, ap);
+        va_end(ap);
+}
+
+/* Fixes the VM's target for this tick; apply when it differs from what is in force and the
+ * driver can take a command. */
+static void pin(struct vm_work *w, uint64_t target, enum policy_reason reason) {
+        w->pinned = true;
+        w->out->pinned = true;
+        w->out->target = target;
+        w->out->reason = reason;
+        w->out->apply = target != w->in->target && w->in->driver == POLICY_DRIVER_OK;
+}
+
+/* Resets progress tracking to "the target in force was just set, actual is where it is". */
+static void progress_reset(struct policy_vm_state *s, uint64_t now, uint64_t target, uint64_t actual) {
+        s->set_usec = now;
+        s->set_target = target;
+        s->actual_at_set = actual;
+        s->best_distance = distu(actual, target);
+        s->progress_usec = now;
+}
+
+static uint64_t counter_rate(uint64_t prev, uint64_t cur, uint64_t dt_usec) {
+        if (prev == POLICY_STAT_UNKNOWN || cur == POLICY_STAT_UNKNOWN || cur < prev || dt_usec == 0)
+                return 0;   /* not reported, or the guest rebooted: restart the baseline */
+        return (uint64_t) ((unsigned __int128) (cur - prev) * USEC_PER_SEC / dt_usec);
+}
+
+/* Counter rates over the last two distinct samples; unchanged while the sample is the same. */
+static void update_rates(struct policy_vm_state *s, const struct policy_guest_stats *st) {
+        if (st->last_update_usec <= s->prev_update_usec)
+                return;
+        if (s->prev_update_usec != 0) {
+                uint64_t dt = st->last_update_usec - s->prev_update_usec;
+                s->swap_in_rate = counter_rate(s->prev_swap_in, st->swap_in, dt);
+                s->major_fault_rate = counter_rate(s->prev_major_faults, st->major_faults, dt);
+        }
+        s->prev_update_usec = st->last_update_usec;
+        s->prev_swap_in = st->swap_in;
+        s->prev_major_faults = st->major_faults;
+}
+
+/* Guest statistics are untrusted input: returns POLICY_REASON_STEADY if usable, else the hold
+ * reason with its words in d->why. */
+static enum policy_reason stats_check(const struct policy_tunables *tun, const struct policy_node *node,
+                                      const struct policy_vm *vm, struct policy_decision *d) {
+        const struct policy_guest_stats *st = &vm->stats;
+        uint64_t now = node->now_usec;
+
+        if (st->last_update_usec == 0 || st->available == POLICY_STAT_UNKNOWN || st->total == POLICY_STAT_UNKNOWN) {
+                set_why(d, "no guest statistics (no driver, or stats polling off): target kept");
+                return POLICY_REASON_HOLD_NO_STATS;
+        }
+        if (st->last_update_usec > now + FUTURE_SLACK_USEC) {
+                set_why(d, "guest statistics dated %" PRIu64 " s in the future: target kept",
+                        (st->last_update_usec - now) / USEC_PER_SEC);
+                return POLICY_REASON_HOLD_BAD_STATS;
+        }
+        if (now > st->last_update_usec && now - st->last_update_usec > tun->stale_usec) {
+                set_why(d, "guest statistics %" PRIu64 " s old (limit %" PRIu64 " s): target kept",
+                        (now - st->last_update_usec) / USEC_PER_SEC, tun->stale_usec / USEC_PER_SEC);
+                return POLICY_REASON_HOLD_STALE_STATS;
+        }
+        if (st->total == 0 || st->available > st->total ||
+            (st->free != POLICY_STAT_UNKNOWN && st->free > st->total) || st->total > vm->max) {
+                set_why(d, "nonsensical guest statistics (total %s, available %s, maximum %s): target kept",
+                        SZ(st->total), SZ(st->available), SZ(vm->max));
+                return POLICY_REASON_HOLD_BAD_STATS;
+        }
+        return POLICY_REASON_STEADY;
+}
+
+/* A lease made from a change behind our back: follow actual, send nothing (unless actual left
+ * [min, max]: then the bound is restored, a reservation is not negotiable). */
+static bool classify_followed(const struct policy_node *node, struct vm_work *w) {
+        const struct policy_vm *vm = w->in;
+        struct policy_vm_state *s = &w->out->state;
+        uint64_t target = clampu(vm->actual, vm->min, vm->max);
+
+        if (s->lease_kind != POLICY_LEASE_DETECTED)
+                return false;
+        s->lease_target = vm->actual;
+        progress_reset(s, node->now_usec, target, vm->actual);
+        pin(w, target, POLICY_REASON_OVERRIDE);
+        w->out->apply = target != vm->actual && vm->driver == POLICY_DRIVER_OK;
+        set_why(w->out, "balloon set outside ppnd: following actual %s for %" PRIu64 " s more%s",
+                SZ(vm->actual), (s->lease_expiry_usec - node->now_usec) / USEC_PER_SEC,
+                target != vm->actual ? " (outside [min, max]: bound restored)" : "");
+        return true;
+}
+
+/* Progress of actual toward the target in force. Returns true if actual moved AWAY from it by
+ * more than a minimum step: someone else set the balloon (or the guest deflated itself). */
+static bool track_progress(const struct policy_node *node, struct vm_work *w) {
+        const struct policy_vm *vm = w->in;
+        struct policy_vm_state *s = &w->out->state;
+        uint64_t dist = distu(vm->actual, vm->target);
+
+        if (s->set_usec == 0 || s->set_target != vm->target) {
+                progress_reset(s, node->now_usec, vm->target, vm->actual);
+                return false;
+        }
+        if (dist > s->best_distance + w->min_step)
+                return true;
+        if (dist < w->min_step || dist + MIB <= s->best_distance) {
+                if (dist < s->best_distance)
+                        s->best_distance = dist;
+                s->progress_usec = node->now_usec;
+        }
+        return false;
+}
+
+static bool guest_short(const struct policy_tunables *tun, const struct policy_vm *vm) {
+        uint64_t low = pct_of(vm->actual, tun->pressure_available_pct);
+        return vm->stats.available < (low > tun->pressure_available_bytes ? low : tun->pressure_available_bytes);
+}
+
+/* Actual moved away from the target nobody changed here: adopt a guest's own deflate under
+ * pressure (deflate-on-oom), otherwise make it an override lease. Never fought. */
+static void classify_moved(const struct policy_tunables *tun, const struct policy_node *node,
+                           struct vm_work *w, bool stats_ok) {
+        const struct policy_vm *vm = w->in;
+        struct policy_vm_state *s = &w->out->state;
+        uint64_t target = clampu(vm->actual, vm->min, vm->max);
+
+        if (vm->actual > vm->target && stats_ok && guest_short(tun, vm)) {
+                pin(w, target, POLICY_REASON_GUEST_DEFLATED);
+                s->last_grow_usec = node->now_usec;
+                set_why(w->out, "guest took memory itself (deflate-on-oom): actual %s above target %s, adopted",
+                        SZ(vm->actual), SZ(vm->target));
+                return;
+        }
+        s->lease_kind = POLICY_LEASE_DETECTED;
+        s->lease_target = vm->actual;
+        s->lease_expiry_usec = node->now_usec + tun->override_usec;
+        pin(w, target, POLICY_REASON_OVERRIDE);
+        w->out->apply = target != vm->actual && vm->driver == POLICY_DRIVER_OK;
+        set_why(w->out, "balloon moved to %s, ppnd asked %s: changed outside ppnd, override lease for %" PRIu64 " s",
+                SZ(vm->actual), SZ(vm->target), tun->override_usec / USEC_PER_SEC);
+}
+
+/* Stuck: not within a minimum step of the target and no progress for stuck_usec. The VM is
+ * then fixed at its actual (both ways, as Xen squeezed does) until actual moves by itself or
+ * stuck_retry_usec passes. */
+static bool classify_stuck(const struct policy_tunables *tun, const struct policy_node *node, struct vm_work *w) {
+        const struct policy_vm *vm = w->in;
+        struct policy_vm_state *s = &w->out->state;
+        uint64_t now = node->now_usec;
+
+        if (s->stuck_since_usec == 0 && distu(vm->actual, vm->target) >= w->min_step &&
+            subu(now, s->progress_usec) >= tun->stuck_usec) {
+                s->stuck_since_usec = now;
+                s->stuck_actual = vm->actual;
+        } else if (s->stuck_since_usec != 0 &&
+                   (distu(vm->actual, s->stuck_actual) >= w->min_step ||
+                    subu(now, s->stuck_since_usec) >= tun->stuck_retry_usec)) {
+                s->stuck_since_usec = 0;
+                s->stuck_actual = 0;
+                progress_reset(s, now, vm->target, vm->actual);
+                return false;
+        }
+        if (s->stuck_since_usec == 0)
+                return false;
+        pin(w, clampu(vm->actual, vm->min, vm->max), POLICY_REASON_STUCK);
+        set_why(w->out, "balloon stuck at %s (no progress for %" PRIu64 " s, %" PRIu64 " s ago): fixed at its actual, retry in %" PRIu64 " s",
+                SZ(vm->actual), tun->stuck_usec / USEC_PER_SEC, subu(now, s->stuck_since_usec) / USEC_PER_SEC,
+                (s->stuck_since_usec + tun->stuck_retry_usec - now) / USEC_PER_SEC);
+        return true;
+}
+
+/* Use, headroom, pressure and need of a VM whose statistics are usable. */
+static void classify_demand(const struct policy_tunables *tun, struct vm_work *w) {
+        const struct policy_vm *vm = w->in;
+        const struct policy_vm_state *s = &w->out->state;
+        struct policy_decision *d = w->out;
+
+        /* A balloon still more than a step away from its target gets no further step in the
+         * same direction: piling targets on a slow balloon would hide a stuck one. */
+        w->moving_down = vm->actual >= vm->target + w->min_step;
+        w->moving_up = vm->target >= vm->actual + w->min_step;
+        w->use = subu(vm->actual, vm->stats.available);
+        w->headroom = pct_of(w->use, tun->headroom_pct);
+        if (w->headroom < tun->headroom_bytes)
+                w->headroom = tun->headroom_bytes;
+        d->pressure = guest_short(tun, vm) ||
+                (tun->swap_in_burst > 0 && s->swap_in_rate >= tun->swap_in_burst) ||
+                (tun->major_fault_burst > 0 && s->major_fault_rate >= tun->major_fault_burst);
+        w->need = w->use + w->headroom;
+        if (d->pressure) {
+                uint64_t step = pct_of(w->t, tun->grow_step_pct);
+                if (step < tun->grow_step_bytes)
+                        step = tun->grow_step_bytes;
+                if (w->need < w->t + step)
+                        w->need = w->t + step;
+        }
+        w->need = clampu(w->need, vm->min, vm->max);
+        d->use = w->use;
+        d->need = w->need;
+}
+
+/* Expired leases end before anything else: control resumes from where the balloon is. */
+static void expire_lease(const struct policy_node *node, const struct policy_vm *vm, struct policy_vm_state *s) {
+        if (s->lease_kind == POLICY_LEASE_NONE || node->now_usec < s->lease_expiry_usec)
+                return;
+        policy_lease_clear(s);
+        progress_reset(s, node->now_usec, vm->target, vm->actual);
+}
+
+static void classify(const struct policy_tunables *tun, const struct policy_node *node, struct vm_work *w) {
+        const struct policy_vm *vm = w->in;
+        struct policy_decision *d = w->out;
+
+        *d = (struct policy_decision) { .target = vm->target, .state = vm->state };
+        w->min_step = policy_min_step(tun, vm->max);
+        if (vm->max == 0 || vm->min > vm->max) {
+                pin(w, vm->target, POLICY_REASON_HOLD_BAD_CONFIG);
+                d->apply = false;
+                set_why(d, "bad entitlement (min %s, max %s): nothing done", SZ(vm->min), SZ(vm->max));
+                return;
+        }
+        w->t = clampu(vm->target, vm->min, vm->max);
+        if (vm->driver != POLICY_DRIVER_OK) {
+                bool gone = vm->driver == POLICY_DRIVER_DISCONNECTED;
+                pin(w, w->t, gone ? POLICY_REASON_HOLD_DISCONNECTED : POLICY_REASON_HOLD_NO_BALLOON);
+                set_why(d, gone ? "QMP not connected: target kept" : "no balloon device: target kept");
+                return;
+        }
+        expire_lease(node, vm, &d->state);
+        enum policy_reason verdict = stats_check(tun, node, vm, d);
+        if (verdict == POLICY_REASON_STEADY)
+                update_rates(&d->state, &vm->stats);
+        if (classify_followed(node, w))
+                return;
+        if (track_progress(node, w))
+                return classify_moved(tun, node, w, verdict == POLICY_REASON_STEADY);
+        if (classify_stuck(tun, node, w))
+                return;
+        if (d->state.lease_kind == POLICY_LEASE_OPERATOR) {
+                uint64_t lease = clampu(d->state.lease_target, vm->min, vm->max);
+                pin(w, lease, POLICY_REASON_LEASE);
+                set_why(d, "operator lease %s%s for %" PRIu64 " s more", SZ(lease),
+                        lease != d->state.lease_target ? " (clamped to [min, max])" : "",
+                        (d->state.lease_expiry_usec - node->now_usec) / USEC_PER_SEC);
+                return;
+        }
+        if (verdict != POLICY_REASON_STEADY)
+                return pin(w, w->t, verdict);
+        classify_demand(tun, w);
+}
+
+
+/* Weighted water-filling: x_i = clamp(lo_i + λ·weight_i, lo_i, hi_i) with Σ x_i = amount (or
+ * every x_i = hi_i if that is less, every x_i = lo_i if amount ≤ Σ lo_i). Integer, exact up to
+ * rounding down, deterministic. */
+struct wf_item {
+        uint64_t lo, hi, weight, x;
+        bool done;
+};
+
+static void waterfill(struct wf_item *it, size_t n, uint64_t amount) {
+        uint64_t sum_lo = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                it[i].x = it[i].lo;
+                it[i].done = it[i].hi <= it[i].lo || it[i].weight == 0;
+                sum_lo += it[i].lo;
+        }
+        if (amount <= sum_lo)
+                return;
+        uint64_t rem = amount - sum_lo;
+        for (;;) {
+                unsigned __int128 wsum = 0;
+                bool saturated = false;
+                for (size_t i = 0; i < n; i++)
+                        if (!it[i].done)
+                                wsum += it[i].weight;
+                if (wsum == 0)
+                        return;
+                /* Items whose room fits within their share at the current level are filled;
+                 * the level only rises when they leave, so this never overfills. */
+                for (size_t i = 0; i < n; i++) {
+                        uint64_t room = it[i].hi - it[i].lo;
+                        if (it[i].done || (unsigned __int128) room * wsum > (unsigned __int128) rem * it[i].weight)
+                                continue;
+                        it[i].x = it[i].hi;
+                        it[i].done = true;
+                        rem -= room;
+                        saturated = true;
+                }
+                if (saturated)
+                        continue;
+                for (size_t i = 0; i < n; i++)
+                        if (!it[i].done)
+                                it[i].x = it[i].lo + (uint64_t) ((unsigned __int128) rem * it[i].weight / wsum);
+                return;
+        }
+}
+
+/* The tick's node-level picture. */
+struct pool {
+        uint64_t capacity, committed, sum_targets, free, host_low;
+        uint64_t deficit, granted, over, reclaim;
+        bool node_short, contended, psi_high, host_avail_low;
+};
+
+static uint64_t work_target(const struct vm_work *w) {
+        return w->pinned ? w->out->target : w->t;
+}
+
+static void pool_measure(const struct policy_tunables *tun, const struct policy_node *node,
+                         struct vm_work *w, size_t n, struct pool *p) {
+        p->capacity = subu(node->physical, node->reserve);
+        for (size_t i = 0; i < n; i++) {
+                uint64_t t = work_target(&w[i]);
+                p->sum_targets += t;
+                p->committed += t > w[i].in->actual ? t : w[i].in->actual;
+        }
+        /* Only memory really back in the pool is handed out: a shrinking balloon's pages count
+         * until actual shows them returned. */
+        p->free = subu(p->capacity, p->committed);
+        p->host_low = pct_of(node->physical, tun->host_low_pct);
+        if (p->host_low < tun->host_low_bytes)
+                p->host_low = tun->host_low_bytes;
+        if (node->host_available_known) {
+                p->host_avail_low = node->host_available < p->host_low;
+                if (p->free > subu(node->host_available, p->host_low))
+                        p->free = subu(node->host_available, p->host_low);
+        }
+        p->psi_high = node->psi_known && node->psi_some_avg10 > tun->psi_some_threshold;
+        p->node_short = p->host_avail_low || p->psi_high;
+}
+
+/* Entitlements: what the pool left after pinned VMs is water-filled by shares over
+ * [min, need]. Uncontended, everyone is entitled to its need. */
+static int pool_entitle(struct vm_work *w, size_t n, struct pool *p) {
+        _cleanup_free_ struct wf_item *it = calloc(n ? n : 1, sizeof(*it));
+        uint64_t pinned = 0, sum_need = 0;
+
+        if (!it)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                if (w[i].pinned)
+                        pinned += w[i].out->target;
+                else
+                        sum_need += w[i].need;
+        }
+        uint64_t avail = subu(p->capacity, pinned);
+        p->contended = sum_need > avail;
+        for (size_t i = 0; i < n; i++)
+                it[i] = (struct wf_item) { .lo = w[i].in->min, .hi = w[i].need, .weight = w[i].in->shares };
+        if (p->contended) {
+                for (size_t i = 0; i < n; i++)
+                        if (w[i].pinned)
+                                it[i].hi = it[i].lo = 0;
+                waterfill(it, n, avail);
+        }
+        for (size_t i = 0; i < n; i++) {
+                if (w[i].pinned)
+                        continue;
+                w[i].ent = p->contended ? it[i].x : w[i].need;
+                w[i].out->fair_share = w[i].ent;
+        }
+        return 0;
+}
+
+static bool is_grower(const struct vm_work *w) {
+        return !w->pinned && !w->moving_up && w->ent > w->t && w->ent - w->t >= w->min_step;
+}
+
+/* Growth from free memory only; VMs under pressure first, then by shares. A grant smaller than
+ * a minimum step is not worth a command: the VM waits for reclaim. */
+static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
+        _cleanup_free_ struct wf_item *it = calloc(n ? n : 1, sizeof(*it));
+
+        if (!it)
+                return -ENOMEM;
+
+        for (int round = 0; round < 2; round++) {
+                bool want_pressure = round == 0;
+                for (size_t i = 0; i < n; i++) {
+                        bool in = is_grower(&w[i]) && w[i].out->pressure == want_pressure;
+                        uint64_t shares = w[i].in->shares ? w[i].in->shares : 1;
+                        uint64_t deficit = (w[i].ent - w[i].t) / MIB * MIB;
+                        it[i] = (struct wf_item) { .hi = in ? deficit : 0, .weight = in ? shares : 0 };
+                }
+                waterfill(it, n, p->free - p->granted);
+                for (size_t i = 0; i < n; i++) {
+                        uint64_t g = it[i].x / MIB * MIB;
+                        if (g < w[i].min_step && g < it[i].hi)
+                                g = 0;
+                        w[i].grant += g;
+                        p->granted += g;
+                }
+        }
+        /* What growers still miss is asked from donors; a shortfall under a step is not. */
+        for (size_t i = 0; i < n; i++) {
+                uint64_t shortfall = is_grower(&w[i]) ? subu((w[i].ent - w[i].t) / MIB * MIB, w[i].grant) : 0;
+                if (shortfall >= w[i].min_step)
+                        p->deficit += shortfall;
+        }
+        p->over = subu(p->sum_targets + p->granted, p->capacity);
+        p->reclaim = p->deficit + p->over;
+        return 0;
+}
+
+/* Idle memory within this band above use + headroom is never reclaimed: half the headroom,
+ * at least a minimum step, so a target just set to use + headroom does not flap. */
+static uint64_t hysteresis(const struct vm_work *w) {
+        return w->headroom / 2 > w->min_step ? w->headroom / 2 : w->min_step;
+}
+
+/* What a donor may give this tick. The step is bounded to shrink_pct of its excess over its
+ * entitlement (at least a minimum step): a guest is never emptied in one go. Tier 1 is idle
+ * memory above use + headroom, only beyond the hysteresis band and not right after a growth
+ * (unless the node is short or over-committed); tier 2, only under contention, is the rest
+ * of the step down to the fair share. */
+static void donor_caps(const struct policy_tunables *tun, const struct policy_node *node,
+                       const struct pool *p, struct vm_work *w) {
+        uint64_t excess = subu(w->t, w->ent);
+        uint64_t step = pct_of(excess, tun->shrink_pct);
+        uint64_t idle = subu(w->t, w->need);
+        uint64_t hyst = hysteresis(w);
+        uint64_t since_grow = subu(node->now_usec, w->out->state.last_grow_usec);
+        bool urgent = p->node_short || p->over > 0;
+
+        if (w->pinned || w->grant > 0 || excess == 0 || w->moving_down)
+                return;
+        if (step < w->min_step)
+                step = w->min_step;
+        if (step > excess)
+                step = excess;
+        step = step / MIB * MIB;
+        if (idle >= hyst && (urgent || w->out->state.last_grow_usec == 0 || since_grow >= tun->shrink_hold_usec))
+                w->cap1 = (idle < step ? idle : step) / MIB * MIB;
+        if (p->contended)
+                w->cap2 = step - w->cap1;
+}
+
+/* VMware's shares-per-page ratio with the idle tax: ρ = S / (P·(f + k·(1−f))), f the active
+ * fraction of the pages P, k = 1/(1−τ). The lowest ρ gives first. */
+static double donor_rho(const struct vm_work *w, unsigned tax_pct) {
+        double pages = (double) subu(w->t, w->taken1 + w->taken2) / (double) MIB;
+        double f, k = 100.0 / (double) (100 - tax_pct);
+
+        if (pages <= 0)
+                return 1e300;
+        f = (double) w->use / MIB / pages;
+        if (f > 1)
+                f = 1;
+        return (double) w->in->shares / (pages * (f + k * (1 - f)));
+}
+
+/* Takes up to want bytes from tier (1 or 2), a minimum step at a time from the lowest ρ.
+ * Returns what was taken (may exceed want by less than a step: it stays in the pool). */
+static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w, size_t n, int tier, uint64_t want) {
+        uint64_t got = 0;
+
+        while (got < want) {
+                struct vm_work *best = NULL;
+                double best_rho = 0;
+                for (size_t i = 0; i < n; i++) {
+                        uint64_t left = tier == 1 ? w[i].cap1 - w[i].taken1 : w[i].cap2 - w[i].taken2;
+                        if (left == 0 || (left < w[i].min_step && w[i].taken1 + w[i].taken2 == 0))
+                                continue;
+                        double rho = donor_rho(&w[i], tun->idle_tax_pct);
+                        if (!best || rho < best_rho) {
+                                best = &w[i];
+                                best_rho = rho;
+                        }
+                }
+                if (!best)
+                        break;
+                uint64_t *taken = tier == 1 ? &best->taken1 : &best->taken2;
+                uint64_t left = (tier == 1 ? best->cap1 : best->cap2) - *taken;
+                uint64_t chunk = left < best->min_step ? left : best->min_step;
+                /* The last piece may be smaller than a step if this VM already gives ≥ one. */
+                if (want - got < chunk && best->taken1 + best->taken2 > 0)
+                        chunk = (want - got + MIB - 1) / MIB * MIB;
+                *taken += chunk;
+                got += chunk;
+        }
+        return got;
+}
+
+static int pool_reclaim(const struct policy_tunables *tun, const struct policy_node *node,
+                        struct vm_work *w, size_t n, struct pool *p) {
+        uint64_t want = p->reclaim, got = 0;
+
+        for (size_t i = 0; i < n; i++)
+                donor_caps(tun, node, p, &w[i]);
+        if (p->node_short) {
+                /* The node needs memory back: every donor gives its whole tier-1 step. */
+                for (size_t i = 0; i < n; i++) {
+                        w[i].taken1 = w[i].cap1;
+                        got += w[i].cap1;
+                }
+        } else if (want > 0)
+                got = take_greedy(tun, w, n, 1, want);
+        want = subu(want, got);
+        if (want > 0 && p->contended)
+                take_greedy(tun, w, n, 2, want);
+        return 0;
+}
+
+static enum policy_reason shrink_reason(const struct pool *p, const struct vm_work *w) {
+        bool for_overcommit = p->over > 0 && p->deficit == 0;
+        if (p->node_short && w->taken1 > 0)
+                return POLICY_REASON_SHRINK_NODE;
+        if (for_overcommit)
+                return POLICY_REASON_SHRINK_OVERCOMMIT;
+        return w->taken2 > 0 ? POLICY_REASON_SHRINK_FAIR : POLICY_REASON_SHRINK_DEMAND;
+}
+
+static void why_shrink(const struct policy_node *node, const struct pool *p, struct vm_work *w) {
+        struct policy_decision *d = w->out;
+        switch (d->reason) {
+        case POLICY_REASON_SHRINK_NODE:
+                set_why(d, "node short (%s): idle reclaimed %s → %s, keeping use %s + headroom %s",
+                        p->host_avail_low ? "host MemAvailable low" : "host memory PSI high",
+                        SZ(w->in->target), SZ(d->target), SZ(w->use), SZ(w->headroom));
+                break;
+        case POLICY_REASON_SHRINK_OVERCOMMIT:
+                set_why(d, "targets exceed capacity %s by %s: %s → %s",
+                        SZ(p->capacity), SZ(p->over), SZ(w->in->target), SZ(d->target));
+                break;
+        case POLICY_REASON_SHRINK_FAIR:
+                set_why(d, "above its fair share %s under contention: %s → %s",
+                        SZ(w->ent), SZ(w->in->target), SZ(d->target));
+                break;
+        default:
+                set_why(d, "idle memory for other VMs' demand: %s → %s, keeping use %s + headroom %s",
+                        SZ(w->in->target), SZ(d->target), SZ(w->use), SZ(w->headroom));
+                break;
+        }
+}
+
+/* Idle memory not taken this tick: say whether hysteresis, the hold after growth, or simply
+ * nobody needing it kept it. */
+static void idle_kept(const struct policy_node *node, const struct pool *p, struct vm_work *w) {
+        struct policy_decision *d = w->out;
+        uint64_t idle = subu(w->t, w->need);
+        uint64_t since_grow = subu(node->now_usec, d->state.last_grow_usec);
+
+        if (idle < hysteresis(w)) {
+                d->reason = POLICY_REASON_SMALL_CHANGE;
+                set_why(d, "use %s + headroom %s: %s idle is inside the hysteresis band %s",
+                        SZ(w->use), SZ(w->headroom), SZ(idle), SZ(hysteresis(w)));
+        } else if (p->reclaim > 0 && d->state.last_grow_usec != 0 && w->cap1 == 0) {
+                d->reason = POLICY_REASON_SMALL_CHANGE;
+                set_why(d, "grown %" PRIu64 " s ago: its idle %s is not taken back yet",
+                        since_grow / USEC_PER_SEC, SZ(idle));
+        } else {
+                d->reason = POLICY_REASON_STEADY;
+                set_why(d, "use %s + headroom %s; idle %s kept: nobody needs it", SZ(w->use), SZ(w->headroom), SZ(idle));
+        }
+}
+
+static void finalize_vm(const struct policy_node *node, const struct pool *p, struct vm_work *w) {
+        const struct policy_vm *vm = w->in;
+        struct policy_decision *d = w->out;
+        uint64_t shrink = w->taken1 + w->taken2;
+
+        d->target = clampu(w->t + w->grant - shrink, vm->min, vm->max);
+        d->apply = d->target != vm->target;
+        if (w->grant > 0) {
+                d->reason = d->pressure ? POLICY_REASON_GROW_PRESSURE : POLICY_REASON_GROW_HEADROOM;
+                d->state.last_grow_usec = node->now_usec;
+                if (d->pressure)
+                        set_why(d, "guest pressure (available %s, swap-in %s/s, %" PRIu64 " major faults/s): %s → %s",
+                                SZ(vm->stats.available), SZ(d->state.swap_in_rate), d->state.major_fault_rate,
+                                SZ(vm->target), SZ(d->target));
+                else
+                        set_why(d, "use %s + headroom %s above target: %s → %s",
+                                SZ(w->use), SZ(w->headroom), SZ(vm->target), SZ(d->target));
+        } else if (shrink > 0) {
+                d->reason = shrink_reason(p, w);
+                why_shrink(node, p, w);
+        } else if (is_grower(w)) {
+                d->reason = POLICY_REASON_WAIT_MEMORY;
+                set_why(d, "needs %s more, none free yet (reclaiming %s from others)",
+                        SZ(w->ent - w->t), SZ(p->reclaim));
+        } else if (d->apply) {
+                d->reason = POLICY_REASON_CLAMP;
+                set_why(d, "target %s outside [min %s, max %s]: corrected to %s",
+                        SZ(vm->target), SZ(vm->min), SZ(vm->max), SZ(d->target));
+        } else if (w->moving_up || w->moving_down) {
+                d->reason = POLICY_REASON_STEADY;
+                set_why(d, "balloon on its way: actual %s, target %s", SZ(vm->actual), SZ(vm->target));
+        } else if (w->ent > w->t) {
+                d->reason = POLICY_REASON_SMALL_CHANGE;
+                set_why(d, "use %s + headroom %s: %s more is below the minimum step %s",
+                        SZ(w->use), SZ(w->headroom), SZ(w->ent - w->t), SZ(w->min_step));
+        } else if (w->ent < w->t) {
+                idle_kept(node, p, w);
+        } else {
+                d->reason = POLICY_REASON_STEADY;
+                set_why(d, "use %s + headroom %s = target %s", SZ(w->use), SZ(w->headroom), SZ(w->t));
+        }
+}
+
+static void summarize(const struct policy_node *node, const struct pool *p, const struct policy_decision *d,
+                      size_t n, struct policy_summary *ret) {
+        struct policy_summary s = {
+                .capacity = p->capacity,
+                .committed = p->committed,
+                .targets_before = p->sum_targets,
+                .free = p->free,
+                .reclaim_wanted = p->reclaim,
+                .node_short = p->node_short,
+                .contended = p->contended,
+        };
+        for (size_t i = 0; i < n; i++)
+                s.targets_after += d[i].target;
+        snprintf(s.why, sizeof(s.why), "capacity %s, committed %s, free %s%s%s%s",
+                 SZ(s.capacity), SZ(s.committed), SZ(s.free),
+                 p->host_avail_low ? ", host MemAvailable low" : "", p->psi_high ? ", host memory PSI high" : "",
+                 p->contended ? ", contended: fair shares apply" : "");
+        *ret = s;
+}
+
+int policy_decide(const struct policy_tunables *tun, const struct policy_node *node,
+                  const struct policy_vm *vms, size_t n,
+                  struct policy_decision *decisions, struct policy_summary *summary) {
+        _cleanup_free_ struct vm_work *w = NULL;
+        struct pool p = { 0 };
+        int r;
+
+        if (!tun || !node || (n > 0 && (!vms || !decisions)))
+                return -EINVAL;
+        w = calloc(n ? n : 1, sizeof(*w));
+        if (!w)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++) {
+                w[i].in = &vms[i];
+                w[i].out = &decisions[i];
+                classify(tun, node, &w[i]);
+        }
+        pool_measure(tun, node, w, n, &p);
+        r = pool_entitle(w, n, &p);
+        if (r >= 0)
+                r = pool_grant(w, n, &p);
+        if (r >= 0)
+                r = pool_reclaim(tun, node, w, n, &p);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n; i++) {
+                if (!w[i].pinned)
+                        finalize_vm(node, &p, &w[i]);
+                if (decisions[i].apply)
+                        progress_reset(&decisions[i].state, node->now_usec, decisions[i].target, vms[i].actual);
+        }
+        if (summary)
+                summarize(node, &p, decisions, n, summary);
+        return 0;
+}

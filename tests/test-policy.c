@@ -1,0 +1,813 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <inttypes.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "policy.h"
+
+#define SEC UINT64_C(1000000)
+#define NOW (UINT64_C(100000) * SEC)
+#define U POLICY_STAT_UNKNOWN
+#define KEEP UINT64_MAX   /* expected target: unchanged */
+
+static struct policy_tunables tun;
+
+static int setup(void **state) {
+        policy_tunables_default(&tun);
+        return 0;
+}
+
+/* A VM settled at target (actual = target), fresh statistics, no rates. */
+static struct policy_vm vm_settled(uint64_t min, uint64_t max, uint64_t target, uint64_t available) {
+        return (struct policy_vm) {
+                .name = "vm", .min = min, .max = max, .shares = 1000, .target = target, .actual = target,
+                .driver = POLICY_DRIVER_OK,
+                .stats = { .available = available, .free = available / 2, .total = target,
+                           .swap_in = 0, .swap_out = 0, .major_faults = 0, .last_update_usec = NOW - SEC },
+                .state = { .set_usec = NOW - 30 * SEC, .set_target = target, .actual_at_set = target,
+                           .progress_usec = NOW - SEC, .prev_update_usec = NOW - SEC },
+        };
+}
+
+/* 8 GiB node, 1 GiB reserve: capacity 7 GiB; the host has plenty available, no PSI. */
+static struct policy_node node_default(void) {
+        return (struct policy_node) {
+                .now_usec = NOW, .physical = 8 * GIB, .reserve = 1 * GIB,
+                .host_available = 6 * GIB, .host_available_known = true,
+                .psi_some_avg10 = 0, .psi_known = true,
+        };
+}
+
+#define MAXVM 4
+
+struct expect {
+        enum policy_reason reason;
+        uint64_t target;          /* KEEP = same as input target */
+        bool apply;
+};
+
+struct tcase {
+        const char *name;
+        void (*setup)(struct policy_node *node, struct policy_vm *vm, size_t *n);
+        struct expect want[MAXVM];
+};
+
+static void check_case(const struct tcase *c) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[MAXVM];
+        struct policy_decision d[MAXVM];
+        size_t n = 0;
+
+        memset(vm, 0, sizeof(vm));
+        c->setup(&node, vm, &n);
+        assert_int_equal(policy_decide(&tun, &node, vm, n, d, NULL), 0);
+        for (size_t i = 0; i < n; i++) {
+                uint64_t want_t = c->want[i].target == KEEP ? vm[i].target : c->want[i].target;
+                if (d[i].reason != c->want[i].reason || d[i].target != want_t || d[i].apply != c->want[i].apply)
+                        fail_msg("%s: vm %zu: got %s target %" PRIu64 "M apply %d (%s); want %s target %" PRIu64 "M apply %d",
+                                 c->name, i, policy_reason_to_string(d[i].reason), d[i].target / MIB, d[i].apply,
+                                 d[i].why, policy_reason_to_string(c->want[i].reason), want_t / MIB, c->want[i].apply);
+                assert_true(strlen(d[i].why) > 0);
+                if (vm[i].min <= vm[i].max && vm[i].max > 0) {
+                        assert_true(d[i].target >= vm[i].min);
+                        assert_true(d[i].target <= vm[i].max);
+                }
+        }
+}
+
+/* ---- bounds ---- */
+static void s_clamp(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        vm[0] = vm_settled(1 * GIB, 2 * GIB, 512 * MIB, 200 * MIB);   /* minimum raised to 1G live */
+        vm[0].stats.total = 512 * MIB;
+        vm[1] = vm_settled(256 * MIB, 1 * GIB, 1536 * MIB, 1 * GIB);  /* maximum lowered to 1G */
+        vm[1].stats.total = 1 * GIB;
+        *n = 2;
+}
+
+/* ---- growth under pressure ---- */
+static void s_pressure_low_available(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        vm[0] = vm_settled(256 * MIB, 4 * GIB, 1 * GIB, 20 * MIB);
+        *n = 1;
+}
+static void s_pressure_swap_in(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        vm[0] = vm_settled(256 * MIB, 4 * GIB, 1 * GIB, 400 * MIB);
+        vm[0].state.swap_in_rate = 8 * MIB;   /* 8 MiB/s ≥ 1 MiB/s */
+        *n = 1;
+}
+static void s_pressure_major_faults(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        vm[0] = vm_settled(256 * MIB, 4 * GIB, 1 * GIB, 400 * MIB);
+        vm[0].state.major_fault_rate = 2000;
+        *n = 1;
+}
+static void s_pressure_big_step(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        vm[0] = vm_settled(1 * GIB, 6 * GIB, 4 * GIB, 30 * MIB);      /* 25 % of 4G = 1G at once */
+        *n = 1;
+}
+static void s_pressure_capped_at_max(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        vm[0] = vm_settled(1 * GIB, 4 * GIB, 3900 * MIB, 10 * MIB);
+        *n = 1;
+}
+static void s_headroom_growth(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* available 110M ≥ 102.4M (5 % of 2G, no pressure); use 1938M + headroom 10 % = 2131.8M:
+         * +83M (whole MiB) */
+        vm[0] = vm_settled(256 * MIB, 4 * GIB, 2 * GIB, 110 * MIB);
+        *n = 1;
+}
+static void s_growth_small(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* use 1888M + headroom 188.8M is 28.8M above target: below the 41M minimum step
+         * (1 % of 4G, whole MiB): no change */
+        vm[0] = vm_settled(256 * MIB, 4 * GIB, 2 * GIB, 160 * MIB);
+        *n = 1;
+}
+
+/* ---- free pool first, then idle VMs ---- */
+static void s_pool_then_idle(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* capacity 7G: A 2G under pressure, B 5G with 4.5G idle. Nothing free. */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 6 * GIB, 5 * GIB, 4608 * MIB);
+        *n = 2;
+}
+static void s_partly_free(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* 256M free: A (pressure, wants +512M) gets the 256M now, B gives the rest. */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 6 * GIB, 4864 * MIB, 4 * GIB);
+        *n = 2;
+}
+
+/* ---- who gives: shares, idle tax, fair share ---- */
+static void s_donor_shares(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* A needs +512M, nothing free; B and C alike but B has 500 shares, C 2000: B gives */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 1536 * MIB);
+        vm[1].shares = 500;
+        vm[2] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 1536 * MIB);
+        vm[2].shares = 2000;
+        *n = 3;
+}
+static void s_donor_idle_tax(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* same shares and size; B uses 2G of 2.5G, C 512M: C's idle pages are taxed, C gives */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 512 * MIB);
+        vm[2] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 2 * GIB);
+        *n = 3;
+}
+static void s_fair_share(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* capacity 4G; A (pressure) needs 1280M, B needs 3159M: contended. Equal shares: A's
+         * need fits its share, B's fair share is 4096 - 1280 = 2816M; B gives half of its
+         * 256M excess this tick although it has no idle memory. */
+        node->physical = 5 * GIB;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 200 * MIB);
+        *n = 2;
+}
+
+/* ---- node needs memory ---- */
+static void s_node_memavailable_low(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        node->host_available = 200 * MIB;   /* < max(256M, 5 % of 8G = 409.6M) */
+        /* use 1G, need 1G + 128M: excess 2944M, half of it goes: 4096 - 1472 = 2624M */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 3 * GIB);
+        /* idle 36M above use + headroom: inside the hysteresis band (headroom/2 = 64M) */
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 1188 * MIB, 1188 * MIB - 1 * GIB);
+        *n = 2;
+}
+static void s_node_psi(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        node->psi_some_avg10 = 4.2;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 3 * GIB);
+        *n = 1;
+}
+static void s_node_signals_unknown(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* PSI absent and MemAvailable unknown: their values are not believed */
+        node->psi_known = false;
+        node->psi_some_avg10 = 50;
+        node->host_available_known = false;
+        node->host_available = 0;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 3 * GIB);
+        vm[1] = vm_settled(512 * MIB, 2 * GIB, 1 * GIB, 10 * MIB);   /* grows from the pool alone */
+        *n = 2;
+}
+static void s_node_fine_idle_kept(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 3 * GIB);
+        *n = 1;
+}
+static void s_overcommit(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        node->physical = 5 * GIB;           /* capacity 4G, Σ targets 6G */
+        node->host_available = 6 * GIB;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 2 * GIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 2 * GIB);
+        *n = 2;
+}
+static void s_floor_min(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* node short, guest nearly empty: 152M above its 2G minimum, half of it (76M) goes */
+        node->host_available = 100 * MIB;
+        vm[0] = vm_settled(2 * GIB, 4 * GIB, 2200 * MIB, 2150 * MIB);
+        *n = 1;
+}
+
+/* ---- hysteresis and the shrink hold ---- */
+static void s_recently_grown(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* B grew 3 s ago and has idle memory: A's demand does not take it back yet */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 6 * GIB, 5 * GIB, 4608 * MIB);
+        vm[1].state.last_grow_usec = NOW - 3 * SEC;
+        *n = 2;
+}
+static void s_recently_grown_node_short(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        node->host_available = 100 * MIB;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 3 * GIB);
+        vm[0].state.last_grow_usec = NOW - 3 * SEC;
+        *n = 1;
+}
+
+/* ---- untrusted statistics ---- */
+static void s_stats_garbage(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        node->host_available = 100 * MIB;   /* the node wants memory: held VMs still do not move */
+        for (int i = 0; i < 4; i++)
+                vm[i] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 2 * GIB);
+        vm[0].stats.available = U;                  /* unknown */
+        vm[1].stats.last_update_usec = 0;           /* never updated */
+        vm[2].stats.last_update_usec = NOW - 10 * SEC;   /* stale */
+        vm[3].stats.total = 0;
+        *n = 4;
+}
+static void s_stats_nonsense(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        for (int i = 0; i < 4; i++)
+                vm[i] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 2 * GIB);
+        vm[0].stats.available = 3 * GIB + 1;        /* available > total */
+        vm[1].stats.total = 8 * GIB;                /* above maximum */
+        vm[1].stats.available = 8 * GIB;
+        vm[2].stats.free = 5 * GIB;                 /* free > total */
+        vm[3].stats.last_update_usec = NOW + 60 * SEC;   /* from the future */
+        *n = 4;
+}
+static void s_stats_liar_garbage_pressure(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* "no stats" while claiming swap storms: never inflated on a guess */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, U);
+        vm[0].state.swap_in_rate = 100 * MIB;
+        *n = 1;
+}
+static void s_driver(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);
+        vm[0].driver = POLICY_DRIVER_DISCONNECTED;
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 4 * GIB, 10 * MIB);
+        vm[1].driver = POLICY_DRIVER_NO_BALLOON;
+        vm[2] = vm_settled(3 * GIB, 1 * GIB, 2 * GIB, 10 * MIB);  /* min > max */
+        *n = 3;
+}
+
+/* ---- stuck balloons ---- */
+static void s_stuck(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* asked 1G six seconds ago, actual still 2G: fixed at 2G */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 1 * GIB);
+        vm[0].actual = 2 * GIB;
+        vm[0].stats.total = 2 * GIB;
+        vm[0].state = (struct policy_vm_state) { .set_usec = NOW - 6 * SEC, .set_target = 1 * GIB,
+                .actual_at_set = 2 * GIB, .best_distance = 1 * GIB, .progress_usec = NOW - 6 * SEC };
+        /* still moving (progress 1 s ago): not stuck, steady */
+        vm[1] = vm[0];
+        vm[1].state.progress_usec = NOW - 1 * SEC;
+        vm[1].stats.available = 1800 * MIB;
+        *n = 2;
+}
+static void s_stuck_not_counted(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* stuck since 10 s with lots of idle memory, node short: not reclaimed from */
+        node->host_available = 100 * MIB;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 2 * GIB);
+        vm[0].state.stuck_since_usec = NOW - 10 * SEC;
+        vm[0].state.stuck_actual = 3 * GIB;
+        *n = 1;
+}
+static void s_stuck_moves_again(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* stuck at 3G; actual moved to 2.5G by itself: control resumes (node short → shrink) */
+        node->host_available = 100 * MIB;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 2 * GIB);
+        vm[0].state.stuck_since_usec = NOW - 10 * SEC;
+        vm[0].state.stuck_actual = 3 * GIB;
+        *n = 1;
+}
+
+/* ---- leases and changes behind our back ---- */
+static void s_lease(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        node->physical = 16 * GIB;   /* leased VMs' actual still counts until they shrink */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 2 * GIB);
+        policy_lease_set(&vm[0].state, 1536 * MIB, NOW + 60 * SEC);
+        vm[1] = vm_settled(1 * GIB, 4 * GIB, 3 * GIB, 2 * GIB);
+        policy_lease_set(&vm[1].state, 256 * MIB, NOW + 60 * SEC);   /* below min: clamped */
+        vm[2] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);   /* lease holds despite pressure */
+        policy_lease_set(&vm[2].state, 1 * GIB, NOW + 60 * SEC);
+        vm[3] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);   /* expired: control resumes */
+        policy_lease_set(&vm[3].state, 1 * GIB, NOW - 1);
+        *n = 4;
+}
+static void s_override_detected(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* settled at 2G; actual now 1.5G: someone set the balloon in the monitor */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 1 * GIB);
+        vm[0].actual = 1536 * MIB;
+        vm[0].stats.total = 1536 * MIB;
+        vm[0].stats.available = 512 * MIB;
+        /* grew by itself while short of memory: deflate-on-oom, adopted */
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 20 * MIB);
+        vm[1].actual = 1536 * MIB;
+        vm[1].stats.total = 1536 * MIB;
+        *n = 2;
+}
+
+static const struct tcase cases[] = {
+        { "clamp into [min, max]", s_clamp,
+          { { POLICY_REASON_CLAMP, 1 * GIB, true }, { POLICY_REASON_CLAMP, 1 * GIB, true } } },
+        { "pressure: low available → +256M at once", s_pressure_low_available,
+          { { POLICY_REASON_GROW_PRESSURE, 1280 * MIB, true } } },
+        { "pressure: swap-in burst", s_pressure_swap_in,
+          { { POLICY_REASON_GROW_PRESSURE, 1280 * MIB, true } } },
+        { "pressure: major-fault burst", s_pressure_major_faults,
+          { { POLICY_REASON_GROW_PRESSURE, 1280 * MIB, true } } },
+        { "pressure: 25 % of a big guest at once", s_pressure_big_step,
+          { { POLICY_REASON_GROW_PRESSURE, 5 * GIB, true } } },
+        { "pressure: capped at max", s_pressure_capped_at_max,
+          { { POLICY_REASON_GROW_PRESSURE, 4 * GIB, true } } },
+        { "headroom restored", s_headroom_growth,
+          { { POLICY_REASON_GROW_HEADROOM, 2131 * MIB, true } } },
+        { "no change below the minimum step", s_growth_small,
+          { { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
+        { "no free memory: idle VM gives, pressured VM waits", s_pool_then_idle,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_DEMAND, 4608 * MIB, true } } },
+        { "free pool first, the rest from the idle VM", s_partly_free,
+          { { POLICY_REASON_GROW_PRESSURE, 2304 * MIB, true }, { POLICY_REASON_SHRINK_DEMAND, 4608 * MIB, true } } },
+        { "donors: the fewer shares gives", s_donor_shares,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_DEMAND, 2 * GIB, true },
+            { POLICY_REASON_STEADY, KEEP, false } } },
+        { "donors: idle memory taxed", s_donor_idle_tax,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_STEADY, KEEP, false },
+            { POLICY_REASON_SHRINK_DEMAND, 2 * GIB, true } } },
+        { "contention: above fair share gives", s_fair_share,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_FAIR, 2944 * MIB, true } } },
+        { "node short (MemAvailable): bounded reclaim of idle", s_node_memavailable_low,
+          { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true }, { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
+        { "node short (PSI): reclaim", s_node_psi,
+          { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true } } },
+        { "node signals unknown: ignored", s_node_signals_unknown,
+          { { POLICY_REASON_STEADY, KEEP, false }, { POLICY_REASON_GROW_PRESSURE, 1280 * MIB, true } } },
+        { "node fine: idle memory left alone", s_node_fine_idle_kept,
+          { { POLICY_REASON_STEADY, KEEP, false } } },
+        { "over-committed: both give", s_overcommit,
+          { { POLICY_REASON_SHRINK_OVERCOMMIT, 2112 * MIB, true }, { POLICY_REASON_SHRINK_OVERCOMMIT, 2112 * MIB, true } } },
+        { "reclaim stops at min", s_floor_min,
+          { { POLICY_REASON_SHRINK_NODE, 2124 * MIB, true } } },
+        { "shrink hold after growth", s_recently_grown,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
+        { "shrink hold ignored when the node is short", s_recently_grown_node_short,
+          { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true } } },
+        { "held: unknown, never updated, stale, total 0", s_stats_garbage,
+          { { POLICY_REASON_HOLD_NO_STATS, KEEP, false }, { POLICY_REASON_HOLD_NO_STATS, KEEP, false },
+            { POLICY_REASON_HOLD_STALE_STATS, KEEP, false }, { POLICY_REASON_HOLD_BAD_STATS, KEEP, false } } },
+        { "held: available > total, above max, free > total, future", s_stats_nonsense,
+          { { POLICY_REASON_HOLD_BAD_STATS, KEEP, false }, { POLICY_REASON_HOLD_BAD_STATS, KEEP, false },
+            { POLICY_REASON_HOLD_BAD_STATS, KEEP, false }, { POLICY_REASON_HOLD_BAD_STATS, KEEP, false } } },
+        { "held: unknown stats with a swap storm claim", s_stats_liar_garbage_pressure,
+          { { POLICY_REASON_HOLD_NO_STATS, KEEP, false } } },
+        { "held: driver states and bad config", s_driver,
+          { { POLICY_REASON_HOLD_DISCONNECTED, KEEP, false }, { POLICY_REASON_HOLD_NO_BALLOON, KEEP, false },
+            { POLICY_REASON_HOLD_BAD_CONFIG, KEEP, false } } },
+        { "stuck after 5 s without progress: fixed at actual", s_stuck,
+          { { POLICY_REASON_STUCK, 2 * GIB, true }, { POLICY_REASON_STEADY, KEEP, false } } },
+        { "stuck: not counted on for reclaim", s_stuck_not_counted,
+          { { POLICY_REASON_STUCK, KEEP, false } } },
+        { "stuck: moves again, control resumes", s_stuck_moves_again,
+          { { POLICY_REASON_SHRINK_NODE, 1600 * MIB, true } } },
+        { "operator lease: honoured, clamped, beats pressure, expires", s_lease,
+          { { POLICY_REASON_LEASE, 1536 * MIB, true }, { POLICY_REASON_LEASE, 1 * GIB, true },
+            { POLICY_REASON_LEASE, KEEP, false }, { POLICY_REASON_GROW_PRESSURE, 1280 * MIB, true } } },
+        { "change behind our back: override lease; guest deflate adopted", s_override_detected,
+          { { POLICY_REASON_OVERRIDE, 1536 * MIB, false }, { POLICY_REASON_GUEST_DEFLATED, 1536 * MIB, true } } },
+};
+
+static void test_rules_table(void **state) {
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                check_case(&cases[i]);
+}
+
+static void test_summary(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[2];
+        struct policy_decision d[2];
+        struct policy_summary sum;
+        size_t n;
+
+        s_fair_share(&node, vm, &n);
+        assert_int_equal(policy_decide(&tun, &node, vm, n, d, &sum), 0);
+        assert_int_equal(sum.capacity, 4 * GIB);
+        assert_int_equal(sum.committed, 4 * GIB);
+        assert_int_equal(sum.targets_before, 4 * GIB);
+        assert_int_equal(sum.targets_after, 4 * GIB - 128 * MIB);
+        assert_int_equal(sum.free, 0);
+        assert_int_equal(sum.reclaim_wanted, 256 * MIB);
+        assert_true(sum.contended);
+        assert_false(sum.node_short);
+        assert_non_null(strstr(sum.why, "contended"));
+        assert_int_equal(d[0].fair_share, 1280 * MIB);
+        assert_int_equal(d[0].need, 1280 * MIB);
+        assert_true(d[0].pressure);
+        assert_int_equal(d[1].use, 3 * GIB - 200 * MIB);
+
+        s_node_psi(&node, vm, &n);
+        assert_int_equal(policy_decide(&tun, &node, vm, n, d, &sum), 0);
+        assert_true(sum.node_short);
+        assert_non_null(strstr(sum.why, "PSI"));
+}
+
+/* Without the idle tax the same two donors split the work by shares per page alone. */
+static void test_idle_tax_matters(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[3];
+        struct policy_decision d[3];
+        size_t n;
+
+        s_donor_idle_tax(&node, vm, &n);
+        tun.idle_tax_pct = 0;
+        assert_int_equal(policy_decide(&tun, &node, vm, n, d, NULL), 0);
+        assert_int_equal(d[1].reason, POLICY_REASON_SHRINK_DEMAND);
+        assert_int_equal(d[2].reason, POLICY_REASON_SHRINK_DEMAND);
+        assert_int_equal(vm[1].target - d[1].target + vm[2].target - d[2].target, 512 * MIB);
+}
+
+/* ---- multi-tick scenarios: a tiny simulator, balloons move at once unless told ---- */
+struct sim_vm {
+        struct policy_vm vm;
+        uint64_t use;          /* what the guest really uses */
+        bool liar;             /* reports available 0 and a swap storm, forever */
+        bool frozen;           /* balloon never moves (stuck driver) */
+};
+
+static void sim_tick(struct policy_node *node, struct sim_vm *s, size_t n, struct policy_decision *d) {
+        struct policy_vm vms[MAXVM];
+        for (size_t i = 0; i < n; i++) {
+                struct policy_vm *v = &s[i].vm;
+                v->stats.total = v->actual;
+                v->stats.available = s[i].liar ? 0 : (v->actual > s[i].use ? v->actual - s[i].use : 0);
+                v->stats.free = v->stats.available / 2;
+                v->stats.last_update_usec = node->now_usec - SEC;
+                if (s[i].liar)
+                        v->stats.swap_in += 50 * MIB;
+                vms[i] = *v;
+        }
+        assert_int_equal(policy_decide(&tun, node, vms, n, d, NULL), 0);
+        for (size_t i = 0; i < n; i++) {
+                s[i].vm.target = d[i].target;
+                if (!s[i].frozen)
+                        s[i].vm.actual = d[i].target;
+                s[i].vm.state = d[i].state;
+        }
+        node->now_usec += SEC;
+}
+
+static struct sim_vm sim_vm(uint64_t min, uint64_t max, uint64_t target, uint64_t use) {
+        struct sim_vm s = { .vm = vm_settled(min, max, target, 0), .use = use };
+        s.vm.state = (struct policy_vm_state) { 0 };   /* freshly adopted */
+        return s;
+}
+
+/* Invariant 4: a guest that claims pressure forever gets its maximum when memory is free… */
+static void test_liar_free_memory(void **state) {
+        struct policy_node node = node_default();   /* capacity 7G */
+        struct sim_vm s[2] = { sim_vm(512 * MIB, 4 * GIB, 1 * GIB, 0), sim_vm(512 * MIB, 4 * GIB, 2 * GIB, 1 * GIB) };
+        struct policy_decision d[2];
+        s[0].liar = true;
+        for (int tick = 0; tick < 30; tick++) {
+                sim_tick(&node, s, 2, d);
+                if (getenv("PPN_DEBUG"))
+                        print_message("# %d: %s %s | %s\n", tick, policy_reason_to_string(d[0].reason), d[0].why, d[1].why);
+                assert_true(s[0].vm.target <= 4 * GIB);
+                assert_int_equal(s[1].vm.target, 2 * GIB);   /* the honest VM is not touched */
+        }
+        assert_int_equal(s[0].vm.target, 4 * GIB);
+}
+
+/* … and only its fair share under contention; the honest VM keeps its need and, when it needs
+ * more, gets its fair share back from the liar. */
+static void test_liar_contention(void **state) {
+        struct policy_node node = node_default();
+        struct sim_vm s[2] = { sim_vm(512 * MIB, 4 * GIB, 2 * GIB, 0), sim_vm(512 * MIB, 4 * GIB, 2 * GIB, 1536 * MIB) };
+        struct policy_decision d[2];
+        uint64_t cap = 4 * GIB, honest_need = 1536 * MIB + 1536 * MIB / 10;
+
+        node.physical = 5 * GIB;
+        s[0].liar = true;
+        for (int tick = 0; tick < 60; tick++) {
+                sim_tick(&node, s, 2, d);
+                assert_true(s[0].vm.target + s[1].vm.target <= cap);
+                assert_true(s[1].vm.target >= honest_need);
+                assert_true(d[0].fair_share <= cap - honest_need + MIB);
+        }
+        /* the liar ends at its fair share (capacity minus the honest need), within two steps */
+        assert_true(s[0].vm.target >= cap - honest_need - 2 * policy_min_step(&tun, 4 * GIB));
+        assert_true(s[0].vm.target <= cap - honest_need);
+
+        /* the honest VM now needs 3G: equal shares → 2G each; it must get there */
+        s[1].use = 3 * GIB;
+        for (int tick = 0; tick < 60; tick++) {
+                uint64_t before = s[1].vm.target;
+                sim_tick(&node, s, 2, d);
+                assert_true(s[0].vm.target + s[1].vm.target <= cap);
+                assert_true(s[1].vm.target >= before);            /* never pushed down */
+                assert_int_equal(d[1].fair_share, 2 * GIB);
+        }
+        assert_true(s[1].vm.target >= 2 * GIB - 2 * policy_min_step(&tun, 4 * GIB));
+        assert_true(s[0].vm.target <= 2 * GIB + 2 * policy_min_step(&tun, 4 * GIB));
+}
+
+/* Reclaim when the node is short: in seconds, never below use + headroom or min. */
+static void test_reclaim_converges(void **state) {
+        struct policy_node node = node_default();
+        struct sim_vm s[1] = { sim_vm(1 * GIB, 8 * GIB, 8 * GIB, 1 * GIB) };
+        struct policy_decision d[1];
+        uint64_t floor = 1 * GIB + 128 * MIB;
+        int ticks = -1;
+
+        node.physical = 16 * GIB;
+        node.host_available = 100 * MIB;
+        for (int tick = 0; tick < 20; tick++) {
+                uint64_t before = s[0].vm.target;
+                sim_tick(&node, s, 1, d);
+                assert_true(s[0].vm.target >= floor);
+                /* bounded step: at most half the excess (or one minimum step) */
+                uint64_t step = before - s[0].vm.target;
+                assert_true(step <= (before - floor) / 2 + policy_min_step(&tun, 8 * GIB));
+                if (ticks < 0 && s[0].vm.target <= floor + 128 * MIB)
+                        ticks = tick + 1;
+        }
+        print_message("# reclaim of 6.9G idle to within 128M of use + headroom: %d ticks\n", ticks);
+        assert_true(ticks > 0 && ticks <= 7);
+}
+
+/* Hysteresis: a guest whose use wobbles by ±20M around a target causes no commands. */
+static void test_no_oscillation(void **state) {
+        struct policy_node node = node_default();
+        struct sim_vm s[1] = { sim_vm(512 * MIB, 4 * GIB, 2 * GIB, 1700 * MIB) };
+        struct policy_decision d[1];
+        int applies = 0;
+
+        node.host_available = 100 * MIB;   /* even with the node short */
+        for (int tick = 0; tick < 10; tick++)
+                sim_tick(&node, s, 1, d);          /* settle */
+        for (int tick = 0; tick < 60; tick++) {
+                s[0].use = 1700 * MIB + (tick % 2 ? 20 : -20) * (int64_t) MIB;
+                sim_tick(&node, s, 1, d);
+                applies += d[0].apply;
+        }
+        assert_int_equal(applies, 0);
+}
+
+/* A stuck balloon: asked to shrink, never moves → stuck after 5 s, fixed at actual, retried
+ * after 60 s. */
+static void test_stuck_lifecycle(void **state) {
+        struct policy_node node = node_default();
+        struct sim_vm s[1] = { sim_vm(512 * MIB, 4 * GIB, 4 * GIB, 1 * GIB) };
+        struct policy_decision d[1];
+        int stuck_at = -1, retried_at = -1;
+
+        node.host_available = 100 * MIB;
+        s[0].frozen = true;
+        for (int tick = 0; tick < 80; tick++) {
+                sim_tick(&node, s, 1, d);
+                if (stuck_at < 0 && d[0].reason == POLICY_REASON_STUCK) {
+                        stuck_at = tick;
+                        assert_int_equal(d[0].target, 4 * GIB);   /* its actual */
+                        assert_true(d[0].apply);
+                }
+                if (stuck_at >= 0 && retried_at < 0 && d[0].reason == POLICY_REASON_SHRINK_NODE)
+                        retried_at = tick;
+        }
+        print_message("# stuck detected %d s after the target was set, retried after %d s\n",
+                      stuck_at, retried_at - stuck_at);
+        assert_true(stuck_at >= 5 && stuck_at <= 7);
+        assert_true(retried_at - stuck_at >= 59 && retried_at - stuck_at <= 61);
+}
+
+/* A change in the QEMU monitor: detected, followed (never fought), then control resumes. */
+static void test_override_lifecycle(void **state) {
+        struct policy_node node = node_default();
+        struct sim_vm s[1] = { sim_vm(512 * MIB, 4 * GIB, 3 * GIB, 1 * GIB) };
+        struct policy_decision d[1];
+
+        sim_tick(&node, s, 1, d);   /* adopt */
+        sim_tick(&node, s, 1, d);
+        assert_int_equal(d[0].reason, POLICY_REASON_STEADY);
+        /* someone sets 1.5G in the monitor; the balloon gets there over three ticks */
+        s[0].frozen = true;
+        const uint64_t path[] = { 2560 * MIB, 2 * GIB, 1536 * MIB, 1536 * MIB };
+        for (size_t i = 0; i < ELEMENTSOF(path); i++) {
+                s[0].vm.actual = path[i];
+                sim_tick(&node, s, 1, d);
+                assert_int_equal(d[0].reason, POLICY_REASON_OVERRIDE);
+                assert_int_equal(d[0].target, path[i]);
+                assert_false(d[0].apply);
+                assert_int_equal(d[0].state.lease_kind, POLICY_LEASE_DETECTED);
+        }
+        s[0].frozen = false;
+        node.now_usec += tun.override_usec;
+        sim_tick(&node, s, 1, d);
+        assert_int_equal(d[0].state.lease_kind, POLICY_LEASE_NONE);
+        assert_int_not_equal(d[0].reason, POLICY_REASON_OVERRIDE);
+        /* while it lasted nobody fought it; afterwards a monitor change under a lease of the
+         * operator also turns into a detected lease */
+        policy_lease_set(&s[0].vm.state, 1 * GIB, node.now_usec + 60 * SEC);
+        sim_tick(&node, s, 1, d);
+        assert_int_equal(d[0].reason, POLICY_REASON_LEASE);
+        assert_int_equal(d[0].target, 1 * GIB);
+        s[0].frozen = true;
+        s[0].vm.actual = 2 * GIB;
+        sim_tick(&node, s, 1, d);
+        assert_int_equal(d[0].reason, POLICY_REASON_OVERRIDE);
+}
+
+static void test_rates(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 1 * GIB);
+        struct policy_decision d;
+
+        vm.state.prev_update_usec = 0;
+        vm.stats.swap_in = 100 * MIB;
+        vm.stats.major_faults = 1000;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.state.swap_in_rate, 0);   /* first sample: baseline only */
+        vm.state = d.state;
+        vm.stats.last_update_usec += 2 * SEC;
+        vm.stats.swap_in += 4 * MIB;
+        vm.stats.major_faults += 3000;
+        node.now_usec += 2 * SEC;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.state.swap_in_rate, 2 * MIB);
+        assert_int_equal(d.state.major_fault_rate, 1500);
+        assert_int_equal(d.reason, POLICY_REASON_GROW_PRESSURE);
+        /* same sample again: rates kept */
+        vm.state = d.state;
+        vm.target = d.target;
+        vm.actual = d.target;
+        node.now_usec += SEC / 2;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.state.swap_in_rate, 2 * MIB);
+        /* counter went backwards (guest rebooted), or unknown: rate 0 */
+        vm.state = d.state;
+        vm.stats.last_update_usec += SEC;
+        vm.stats.swap_in = 0;
+        vm.stats.major_faults = U;
+        node.now_usec += SEC;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.state.swap_in_rate, 0);
+        assert_int_equal(d.state.major_fault_rate, 0);
+}
+
+static void test_tunables_and_names(void **state) {
+        struct policy_tunables t;
+        struct ppn_error err = { 0 };
+
+        policy_tunables_default(&t);
+        assert_int_equal(policy_tunables_check(&t, &err), 0);
+        t.idle_tax_pct = 100;
+        assert_int_equal(policy_tunables_check(&t, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "idle tax"));
+        policy_tunables_default(&t);
+        t.shrink_pct = 0;
+        assert_int_equal(policy_tunables_check(&t, &err), -EINVAL);
+        policy_tunables_default(&t);
+        t.psi_some_threshold = 150;
+        assert_int_equal(policy_tunables_check(&t, &err), -EINVAL);
+
+        for (int r = 0; r < _POLICY_REASON_MAX; r++)
+                assert_non_null(policy_reason_to_string(r));
+        assert_null(policy_reason_to_string(_POLICY_REASON_MAX));
+        assert_int_equal(policy_min_step(&tun, 1 * GIB), 16 * MIB);
+        assert_int_equal(policy_min_step(&tun, 4 * GIB), 41 * MIB);
+        assert_int_equal(policy_decide(&tun, NULL, NULL, 0, NULL, NULL), -EINVAL);
+        struct policy_node node = node_default();
+        assert_int_equal(policy_decide(&tun, &node, NULL, 0, NULL, NULL), 0);
+}
+
+/* ---- property test: random snapshots, fixed seed ---- */
+static uint64_t rng_state = UINT64_C(0x9E3779B97F4A7C15);
+
+static uint64_t rnd(uint64_t n) {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        return n ? rng_state % n : 0;
+}
+
+static uint64_t rnd_size(uint64_t max_mib) {
+        return rnd(max_mib + 1) * MIB + (rnd(4) == 0 ? rnd(MIB) : 0);
+}
+
+static void random_vm(struct policy_vm *v, uint64_t now) {
+        *v = (struct policy_vm) { .name = "r" };
+        v->min = rnd_size(2048);
+        v->max = v->min + rnd_size(6144) + (rnd(20) == 0 ? 0 : MIB);
+        if (rnd(50) == 0)
+                v->min = v->max + MIB;                /* bad config */
+        v->shares = rnd(4) == 0 ? 0 : rnd(5000);
+        v->target = rnd(10) == 0 ? rnd_size(10240) : v->min + rnd(v->max - v->min + 1);
+        v->actual = rnd(3) == 0 ? rnd_size(10240) : v->target;
+        v->driver = rnd(10) == 0 ? (enum policy_driver) rnd(3) : POLICY_DRIVER_OK;
+        v->stats.total = rnd(20) == 0 ? U : rnd(20) == 0 ? 0 : v->actual;
+        v->stats.available = rnd(20) == 0 ? U : rnd(v->stats.total == U ? 1 : v->stats.total + (rnd(20) == 0 ? GIB : 1));
+        v->stats.free = rnd(10) == 0 ? U : v->stats.available / 2;
+        v->stats.swap_in = rnd(GIB);
+        v->stats.major_faults = rnd(100000);
+        v->stats.last_update_usec = rnd(20) == 0 ? 0 : now - rnd(rnd(5) == 0 ? 20 * SEC : 2 * SEC);
+        v->state.prev_update_usec = rnd(2) ? 0 : v->stats.last_update_usec - rnd(3 * SEC);
+        v->state.prev_swap_in = rnd(GIB);
+        v->state.swap_in_rate = rnd(4 * MIB);
+        v->state.major_fault_rate = rnd(1000);
+        if (rnd(2)) {
+                v->state.set_usec = now - rnd(20 * SEC);
+                v->state.set_target = rnd(4) ? v->target : rnd_size(8192);
+                v->state.best_distance = rnd(GIB);
+                v->state.progress_usec = now - rnd(20 * SEC);
+                v->state.last_grow_usec = rnd(2) ? 0 : now - rnd(30 * SEC);
+        }
+        if (rnd(10) == 0) {
+                v->state.stuck_since_usec = now - rnd(90 * SEC) - 1;
+                v->state.stuck_actual = rnd(2) ? v->actual : rnd_size(8192);
+        }
+        if (rnd(8) == 0) {
+                v->state.lease_kind = (enum policy_lease_kind) (1 + rnd(2));
+                v->state.lease_target = rnd_size(10240);
+                v->state.lease_expiry_usec = now - 10 * SEC + rnd(600 * SEC);
+        }
+}
+
+static bool held_reason(enum policy_reason r) {
+        return r == POLICY_REASON_HOLD_DISCONNECTED || r == POLICY_REASON_HOLD_NO_BALLOON ||
+                r == POLICY_REASON_HOLD_NO_STATS || r == POLICY_REASON_HOLD_STALE_STATS ||
+                r == POLICY_REASON_HOLD_BAD_STATS;
+}
+
+static void check_random_snapshot(void) {
+        struct policy_node node = {
+                .now_usec = NOW, .physical = rnd_size(32768), .reserve = rnd_size(2048),
+                .host_available = rnd_size(16384), .host_available_known = rnd(4) != 0,
+                .psi_some_avg10 = (double) rnd(500) / 100, .psi_known = rnd(3) != 0,
+        };
+        struct policy_vm vm[8];
+        struct policy_decision d[8], again[8];
+        struct policy_summary sum;
+        size_t n = 1 + rnd(8);
+        uint64_t cap = node.physical > node.reserve ? node.physical - node.reserve : 0;
+        uint64_t baseline = 0, after = 0;
+
+        for (size_t i = 0; i < n; i++)
+                random_vm(&vm[i], NOW);
+        assert_int_equal(policy_decide(&tun, &node, vm, n, d, &sum), 0);
+        for (size_t i = 0; i < n; i++) {
+                bool sane = vm[i].max > 0 && vm[i].min <= vm[i].max;
+                uint64_t clamped = !sane ? vm[i].target :
+                        vm[i].target < vm[i].min ? vm[i].min : vm[i].target > vm[i].max ? vm[i].max : vm[i].target;
+                assert_non_null(policy_reason_to_string(d[i].reason));
+                if (sane && (d[i].target < vm[i].min || d[i].target > vm[i].max))
+                        fail_msg("vm %zu: target %" PRIu64 " outside [%" PRIu64 ", %" PRIu64 "] (%s: %s)", i,
+                                 d[i].target, vm[i].min, vm[i].max, policy_reason_to_string(d[i].reason), d[i].why);
+                if (held_reason(d[i].reason) && d[i].target != clamped)
+                        fail_msg("vm %zu: held (%s) but moved %" PRIu64 " → %" PRIu64, i, d[i].why, vm[i].target, d[i].target);
+                if (!sane)
+                        assert_int_equal(d[i].target, vm[i].target);
+                if (d[i].apply) {
+                        assert_int_not_equal(d[i].target, vm[i].target);
+                        assert_int_equal(vm[i].driver, POLICY_DRIVER_OK);
+                }
+                baseline += d[i].pinned ? d[i].target : clamped;
+                after += d[i].target;
+        }
+        if (baseline <= cap && after > cap)
+                fail_msg("Σ targets %" PRIu64 "M over capacity %" PRIu64 "M (feasible baseline %" PRIu64 "M)",
+                         after / MIB, cap / MIB, baseline / MIB);
+        if (baseline > cap)
+                assert_true(after <= baseline);   /* over-committed: never worse */
+        assert_int_equal(sum.targets_after, after);
+        /* deterministic */
+        assert_int_equal(policy_decide(&tun, &node, vm, n, again, NULL), 0);
+        assert_memory_equal(d, again, n * sizeof(d[0]));
+}
+
+static void test_property_random(void **state) {
+        for (int i = 0; i < 20000; i++)
+                check_random_snapshot();
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup(test_rules_table, setup),
+                cmocka_unit_test_setup(test_idle_tax_matters, setup),
+                cmocka_unit_test_setup(test_summary, setup),
+                cmocka_unit_test_setup(test_liar_free_memory, setup),
+                cmocka_unit_test_setup(test_liar_contention, setup),
+                cmocka_unit_test_setup(test_reclaim_converges, setup),
+                cmocka_unit_test_setup(test_no_oscillation, setup),
+                cmocka_unit_test_setup(test_stuck_lifecycle, setup),
+                cmocka_unit_test_setup(test_override_lifecycle, setup),
+                cmocka_unit_test_setup(test_rates, setup),
+                cmocka_unit_test_setup(test_tunables_and_names, setup),
+                cmocka_unit_test_setup(test_property_random, setup),
+        };
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
