@@ -153,6 +153,9 @@ static int check_spec(const struct vm_spec *s, struct ppn_error *err) {
         if (!s->qmp_path || s->qmp_path[0] != '/' || has_control(s->qmp_path) ||
             strlen(s->qmp_path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
                 return ppn_error_set(err, -EINVAL, "%s: QMP socket path must be absolute and < 108 bytes", s->name);
+        if (s->ctl_path && (s->ctl_path[0] != '/' || has_control(s->ctl_path) ||
+                            strlen(s->ctl_path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path)))
+                return ppn_error_set(err, -EINVAL, "%s: control socket path must be absolute and < 108 bytes", s->name);
         if (!s->log_path || has_control(s->log_path))
                 return ppn_error_set(err, -EINVAL, "%s: log path missing or invalid", s->name);
         if ((s->uuid && has_control(s->uuid)) || (s->accel && (!*s->accel || has_control(s->accel) ||
@@ -197,6 +200,12 @@ static void add_devices(struct args *a, const struct vm_spec *s) {
         add_esc(a, "socket,id=ppn-qmp,path=", s->qmp_path, ",server=on,wait=off");
         add(a, "-mon");
         add(a, "chardev=ppn-qmp,mode=control");
+        if (s->ctl_path) {
+                add(a, "-chardev");
+                add_esc(a, "socket,id=ppn-ctl,path=", s->ctl_path, ",server=on,wait=off");
+                add(a, "-mon");
+                add(a, "chardev=ppn-ctl,mode=control");
+        }
         add(a, "-chardev");
         add_esc(a, "file,id=ppn-console,path=", s->log_path, ",append=on");
         add(a, "-serial");
@@ -489,23 +498,33 @@ static int wait_bound(pid_t pid, const char *qmp_path, const char *log_path, uin
                              "did not answer on its QMP socket in time", err);
 }
 
-static int prepare_paths(const char *qmp_path, const char *log_path, struct ppn_error *err) {
-        int r = vm_qmp_alive(qmp_path);
+/* A socket path for QEMU to bind: its directory exists, no stale socket, nobody listening. */
+static int prepare_socket(const char *path, struct ppn_error *err) {
+        int r = vm_qmp_alive(path);
         if (r == 1)
-                return ppn_error_set(err, -EBUSY, "%s: a QEMU already listens there: the VM runs", qmp_path);
-        if (unlink(qmp_path) < 0 && errno != ENOENT)
-                return ppn_error_set(err, -errno, "%s: cannot remove the stale socket: %s", qmp_path, strerror(errno));
-        if ((r = mkdir_parents(qmp_path)) < 0 || (r = mkdir_parents(log_path)) < 0)
-                return ppn_error_set(err, r, "cannot create the directories of %s and %s: %s", qmp_path, log_path,
-                                     strerror(-r));
+                return ppn_error_set(err, -EBUSY, "%s: a QEMU already listens there: the VM runs", path);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return ppn_error_set(err, -errno, "%s: cannot remove the stale socket: %s", path, strerror(errno));
+        if ((r = mkdir_parents(path)) < 0)
+                return ppn_error_set(err, r, "cannot create the directory of %s: %s", path, strerror(-r));
         return 0;
 }
 
-int vm_launch(char *const *argv, const char *qmp_path, const char *log_path, uint64_t timeout_usec,
-              pid_t *ret_pid, struct ppn_error *err) {
+static int prepare_paths(const struct vm_spec *s, struct ppn_error *err) {
+        int r = prepare_socket(s->qmp_path, err);
+        if (r >= 0 && s->ctl_path)
+                r = prepare_socket(s->ctl_path, err);
+        if (r >= 0 && (r = mkdir_parents(s->log_path)) < 0)
+                return ppn_error_set(err, r, "cannot create the directory of %s: %s", s->log_path, strerror(-r));
+        return r;
+}
+
+int vm_launch(const struct vm_spec *spec, char *const *argv, uint64_t timeout_usec, pid_t *ret_pid,
+              struct ppn_error *err) {
+        const char *log_path = spec->log_path, *probe = spec->ctl_path ? spec->ctl_path : spec->qmp_path;
         struct stat st;
         pid_t pid = 0;
-        int r = prepare_paths(qmp_path, log_path, err);
+        int r = prepare_paths(spec, err);
         if (r < 0)
                 return r;
         _cleanup_close_ int log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
@@ -518,7 +537,7 @@ int vm_launch(char *const *argv, const char *qmp_path, const char *log_path, uin
         r = spawn(argv, log_fd, &pid);
         if (r < 0)
                 return ppn_error_set(err, r, "cannot execute %s: %s", argv[0], strerror(-r));
-        r = wait_bound(pid, qmp_path, log_path, log_start, timeout_usec, err);
+        r = wait_bound(pid, probe, log_path, log_start, timeout_usec, err);
         if (r < 0)
                 return r;
         *ret_pid = pid;

@@ -9,6 +9,7 @@
  *   QEMU -name guest=NAME -uuid UUID -accel ACCEL -m MAXMiB -smp VCPUS
  *        -nodefaults -no-user-config -display none [-S]
  *        -chardev socket,id=ppn-qmp,path=QMP,server=on,wait=off -mon chardev=ppn-qmp,mode=control
+ *        [-chardev socket,id=ppn-ctl,path=CTL,server=on,wait=off -mon chardev=ppn-ctl,mode=control]
  *        -chardev file,id=ppn-console,path=LOG,append=on -serial chardev:ppn-console
  *        -device virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on
  *        -drive file=DISK,format=FMT,if=virtio   (one per disk)
@@ -51,7 +52,9 @@ struct vm_spec {
         const char *accel;             /* NULL = VM_ACCEL_DEFAULT */
         uint64_t mem_bytes;            /* -m; whole MiB */
         unsigned vcpus;                /* 0 = 1 */
-        const char *qmp_path;
+        const char *qmp_path;          /* the ledger's socket: the daemon's */
+        const char *ctl_path;          /* a second QMP monitor for ppnctl (QEMU serves one client
+                                        * per monitor, and the daemon keeps its own); NULL: none */
         const char *log_path;          /* console (and, from vm_launch, QEMU's stderr) */
         bool no_balloon;               /* leave the balloon device out */
         bool no_deflate_on_oom, no_free_page_reporting;
@@ -87,15 +90,16 @@ int vm_disk_detect_format(const char *path, const char **ret_format);
 int vm_qmp_alive(const char *qmp_path);
 
 /*
- * Starts QEMU from argv, detached (own session; it outlives the caller), stdin /dev/null,
- * stdout and stderr appended to log_path, and waits until its QMP socket accepts a connection.
- * The directories of qmp_path and log_path are created (0750). A stale socket is removed; a
- * live one refuses with -EBUSY (the VM runs already). If QEMU exits or does not bind in
+ * Starts QEMU from argv (built from spec), detached (own session; it outlives the caller),
+ * stdin /dev/null, stdout and stderr appended to spec->log_path, and waits until QEMU answers
+ * on its QMP socket (spec->ctl_path if set, which nobody else uses, else spec->qmp_path).
+ * The sockets' and log's directories are created (0750). Stale sockets are removed; a live
+ * one refuses with -EBUSY (the VM runs already). If QEMU exits or does not answer within
  * timeout_usec (0 = VM_LAUNCH_TIMEOUT_USEC), its own words (the log's new lines) are put into
- * err and -ECHILD / -ETIMEDOUT returned (a QEMU that timed out is killed).
+ * err and -ECHILD / -ETIMEDOUT returned (a QEMU that did not answer is killed).
  */
-int vm_launch(char *const *argv, const char *qmp_path, const char *log_path, uint64_t timeout_usec,
-              pid_t *ret_pid, struct ppn_error *err);
+int vm_launch(const struct vm_spec *spec, char *const *argv, uint64_t timeout_usec, pid_t *ret_pid,
+              struct ppn_error *err);
 
 /*
  * Waits until process pid has exited (pidfd), at most timeout_usec. 1 exited, 0 still running

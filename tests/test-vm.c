@@ -20,7 +20,7 @@ static struct vm_spec base_spec(void) {
         return (struct vm_spec) {
                 .qemu = "qemu-system-x86_64", .name = "web", .uuid = "0b6f2c1e-1d2a-4a4e-9d0b-2f5f1d5e9a11",
                 .accel = "tcg", .mem_bytes = 1024 * MIB, .vcpus = 2,
-                .qmp_path = "/run/ppn/vm/web/qmp.sock", .log_path = "/run/ppn/vm/web/console,1.log",
+                .qmp_path = "/run/ppn/vm/web/qmp.sock", .ctl_path = "/run/ppn/vm/web/ctl.sock", .log_path = "/run/ppn/vm/web/console,1.log",
                 .disks = disks, .n_disks = 2,
         };
 }
@@ -46,6 +46,8 @@ static void test_build_full(void **state) {
                 "-m 1024M -smp 2 -nodefaults -no-user-config -display none -S "
                 "-chardev socket,id=ppn-qmp,path=/run/ppn/vm/web/qmp.sock,server=on,wait=off "
                 "-mon chardev=ppn-qmp,mode=control "
+                "-chardev socket,id=ppn-ctl,path=/run/ppn/vm/web/ctl.sock,server=on,wait=off "
+                "-mon chardev=ppn-ctl,mode=control "
                 "-chardev file,id=ppn-console,path=/run/ppn/vm/web/console,,1.log,append=on "
                 "-serial chardev:ppn-console "
                 "-device virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on "
@@ -168,7 +170,7 @@ static void test_escape_and_quote(void **state) {
 }
 
 struct env {
-        char *dir, *qmp, *log;
+        char *dir, *qmp, *ctl, *log;
 };
 
 static int setup_env(void **state) {
@@ -177,6 +179,7 @@ static int setup_env(void **state) {
         assert_non_null(mkdtemp(e->dir));
         assert_true(asprintf(&e->qmp, "%s/rt/vm/t/qmp.sock", e->dir) > 0);
         assert_true(asprintf(&e->log, "%s/rt/vm/t/console.log", e->dir) > 0);
+        assert_true(asprintf(&e->ctl, "%s/rt/vm/t/ctl.sock", e->dir) > 0);
         *state = e;
         return 0;
 }
@@ -190,17 +193,21 @@ static int teardown_env(void **state) {
         free(e->dir);
         free(e->qmp);
         free(e->log);
+        free(e->ctl);
         free(e);
         return 0;
 }
 
-static char **env_argv(const struct env *e, const char *qemu, const char *const *extra) {
-        struct vm_spec s = { .qemu = qemu, .name = "t", .mem_bytes = 64 * MIB, .qmp_path = e->qmp,
-                             .log_path = e->log, .extra = extra, .paused = true,
-                             .accel = getenv("PPN_ACCEL") ? getenv("PPN_ACCEL") : "tcg" };
+static struct vm_spec env_spec(const struct env *e, const char *qemu, const char *const *extra) {
+        return (struct vm_spec) { .qemu = qemu, .name = "t", .mem_bytes = 64 * MIB, .qmp_path = e->qmp,
+                                  .ctl_path = e->ctl, .log_path = e->log, .extra = extra, .paused = true,
+                                  .accel = getenv("PPN_ACCEL") ? getenv("PPN_ACCEL") : "tcg" };
+}
+
+static char **env_argv(const struct vm_spec *s) {
         char **argv = NULL;
         struct ppn_error err = {};
-        if (vm_build_argv(&s, &argv, &err) < 0)
+        if (vm_build_argv(s, &argv, &err) < 0)
                 fail_msg("%s", err.msg);
         return argv;
 }
@@ -209,10 +216,11 @@ static char **env_argv(const struct env *e, const char *qemu, const char *const 
 static void test_launch_qemu_error(void **state) {
         struct env *e = *state;
         const char *extra[] = { "-device", "no-such-device-xyz", NULL };
-        char **argv = env_argv(e, "qemu-system-x86_64", extra);
+        struct vm_spec s = env_spec(e, "qemu-system-x86_64", extra);
+        char **argv = env_argv(&s);
         struct ppn_error err = {};
         pid_t pid;
-        int r = vm_launch(argv, e->qmp, e->log, 0, &pid, &err);
+        int r = vm_launch(&s, argv, 0, &pid, &err);
         assert_int_equal(r, -ECHILD);
         if (!strstr(err.msg, "no-such-device-xyz") || !strstr(err.msg, "exited during start"))
                 fail_msg("message: %s", err.msg);
@@ -221,10 +229,11 @@ static void test_launch_qemu_error(void **state) {
 
 static void test_launch_exec_error(void **state) {
         struct env *e = *state;
-        char **argv = env_argv(e, "/nonexistent/qemu", NULL);
+        struct vm_spec s = env_spec(e, "/nonexistent/qemu", NULL);
+        char **argv = env_argv(&s);
         struct ppn_error err = {};
         pid_t pid;
-        assert_int_equal(vm_launch(argv, e->qmp, e->log, 0, &pid, &err), -ENOENT);
+        assert_int_equal(vm_launch(&s, argv, 0, &pid, &err), -ENOENT);
         assert_non_null(strstr(err.msg, "cannot execute /nonexistent/qemu"));
         strv_free(argv);
 }
@@ -232,16 +241,18 @@ static void test_launch_exec_error(void **state) {
 /* A paused QEMU (no guest needed): launched detached, probed, refused twice, stopped. */
 static void test_launch_paused(void **state) {
         struct env *e = *state;
-        char **argv = env_argv(e, "qemu-system-x86_64", NULL);
+        struct vm_spec s = env_spec(e, "qemu-system-x86_64", NULL);
+        char **argv = env_argv(&s);
         struct ppn_error err = {};
         pid_t pid = 0, pid2;
         assert_int_equal(vm_qmp_alive(e->qmp), 0);
-        int r = vm_launch(argv, e->qmp, e->log, 0, &pid, &err);
+        int r = vm_launch(&s, argv, 0, &pid, &err);
         if (r < 0)
                 fail_msg("vm_launch: %s", err.msg);
         assert_int_equal(vm_qmp_alive(e->qmp), 1);
+        assert_int_equal(vm_qmp_alive(e->ctl), 1);
         assert_int_equal(getsid(pid), pid);   /* own session: outlives the caller's terminal */
-        assert_int_equal(vm_launch(argv, e->qmp, e->log, 0, &pid2, &err), -EBUSY);
+        assert_int_equal(vm_launch(&s, argv, 0, &pid2, &err), -EBUSY);
         assert_non_null(strstr(err.msg, "the VM runs"));
         assert_int_equal(vm_wait_exit(pid, 100000), 0);
         kill(pid, SIGTERM);
