@@ -16,9 +16,15 @@ struct ctl_command {
 
 /* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
+        { "adopt", ctl_adopt, "adopt VM --qmp PATH", "take over a QEMU started elsewhere (cgroup, ledger qmp)" },
+        { "export", ctl_export, "export VM DIR", "copy a stopped VM's images + manifest (sha256) to DIR" },
+        { "import", ctl_import, "import DIR [--image-dir DIR]", "verify an archive, admit and register it here" },
         { "ledger", ctl_ledger, "ledger history [VM]|export|import FILE|check", "audit log; the ledger as JSON" },
+        { "move", ctl_move, "move VM --to DIR [--timeout S]", "stop + export + verify, then remove the entry" },
         { "node", ctl_node, "node set KEY=VALUE... | show", "node settings: physical, reserve, min-floor" },
         { "pool", ctl_pool, "pool", "capacity: physical, reserve, reserved min, available, committed, free" },
+        { "start", ctl_start, "start VM [--paused] [--dry-run] [--no-...]", "boot QEMU from the ledger entry" },
+        { "stop", ctl_stop, "stop VM [--timeout S]", "ACPI powerdown, quit after the timeout" },
         { "vm", ctl_vm, "vm add|set|remove|show|list ...", "VM entries: min, max, shares, cpu-weight, ..." },
         { NULL, NULL, NULL, NULL },
 };
