@@ -4,7 +4,7 @@
  * that carry it to another node.
  *
  * Node settings come from the environment (the daemon's config holds the same values):
- *   PPN_RUNTIME_DIR   sockets and logs: RUNTIME/vm/NAME/{qmp.sock,ctl.sock,console.log}
+ *   PPN_RUNTIME_DIR   sockets and logs: RUNTIME/vm/NAME/{qmp.sock,ppnctl.sock,console.log}
  *                     (default /run/ppn; a VM's ledger qmp path, if set, wins for qmp.sock)
  *   PPN_ACCEL         tcg (default) or kvm           PPN_QEMU   the QEMU binary
  *   PPN_CGROUP_ROOT, PPN_CGROUP_PARENT               where the per-VM groups live
@@ -60,7 +60,7 @@ static void vm_paths_done(struct vm_paths *p) {
 static int vm_paths_get(const struct ledger_vm *vm, struct vm_paths *ret) {
         struct vm_paths p = {
                 .qmp = vm->qmp ? strdup(vm->qmp) : vm_runtime_path(runtime_dir(), vm->name, "qmp.sock"),
-                .ctl = vm_runtime_path(runtime_dir(), vm->name, "ctl.sock"),
+                .ctl = vm_runtime_path(runtime_dir(), vm->name, "ppnctl.sock"),
                 .log = vm_runtime_path(runtime_dir(), vm->name, "console.log"),
         };
         if (!p.qmp || !p.ctl || !p.log) {
@@ -80,6 +80,22 @@ static int open_cgroup(struct ppn_cgroup **ret, struct ppn_error *err) {
         struct ppn_cgroup_options o = { .root = getenv("PPN_CGROUP_ROOT"), .parent = getenv("PPN_CGROUP_PARENT") };
         int r = ppn_cgroup_open(&o, ret, err);
         return r < 0 ? ppn_error_prefix(err, r, "CPU weights cannot be applied") : r;
+}
+
+/*
+ * Connects to a QMP socket of the VM. QEMU serves one client per monitor and keeps a listen
+ * queue of one, so a probe that just closed can make connect() fail with EAGAIN for a few
+ * milliseconds: retried for up to 2 s. -ENOENT / -ECONNREFUSED: nothing listens there.
+ */
+static int connect_vm(const char *path, struct qmp **ret, struct qmp_error *qe) {
+        int r;
+        for (int i = 0; i < 20; i++) {
+                r = qmp_connect_sync(path, 0, ret, qe);
+                if (r != -EAGAIN)
+                        return r;
+                usleep(100000);
+        }
+        return r;
 }
 
 /* Loads the ledger (read-only or not) and copies out one VM. */
@@ -170,7 +186,7 @@ static int place_and_run(const struct ledger_vm *vm, const struct vm_paths *p, p
         if (paused)
                 return 0;
         _cleanup_qmp_ struct qmp *q = NULL;
-        r = qmp_connect_sync(p->ctl, 0, &q, &qe);
+        r = connect_vm(p->ctl, &q, &qe);
         if (r >= 0)
                 r = qmp_call_sync(q, "cont", NULL, 0, NULL, &qe);
         if (r < 0) {
@@ -275,15 +291,16 @@ static int stop_vm(const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet
         pid_t pid;
         if (vm_paths_get(vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
-        if (!vm_running(&p)) {
+        /* ppnctl.sock exists for VMs ppnctl started; an adopted VM has only the ledger's socket. */
+        int r = connect_vm(p.ctl, &q, &qe);
+        if (r == -ENOENT || r == -ECONNREFUSED)
+                r = connect_vm(p.qmp, &q, &qe);
+        if (r == -ENOENT || r == -ECONNREFUSED) {
                 if (!quiet)
                         printf("%s is not running\n", vm->name);
                 remove_group(vm->name);
                 return 0;
         }
-        /* ctl.sock exists for VMs ppnctl started; an adopted VM has only the ledger's socket. */
-        const char *sock = vm_qmp_alive(p.ctl) == 1 ? p.ctl : p.qmp;
-        int r = qmp_connect_sync(sock, 0, &q, &qe);
         if (r >= 0)
                 r = qmp_peer_pid(q, &pid);
         if (r < 0)
@@ -546,7 +563,7 @@ static int adopt_vm(struct ledger *l, const struct ledger_vm *vm, const char *qm
         struct ppn_error e = {};
         _cleanup_free_ char *pair = NULL;
         pid_t pid;
-        int balloon, r = qmp_connect_sync(qmp_path, 0, &q, &qe);
+        int balloon, r = connect_vm(qmp_path, &q, &qe);
         if (r >= 0)
                 r = qmp_peer_pid(q, &pid);
         if (r >= 0)
