@@ -589,11 +589,10 @@ static void undo_export(int dfd, const char *dir, const struct archive_manifest 
                 rmdir(dir);
 }
 
-static int copy_disks(int dfd, struct archive_manifest *m, const char *const *sources,
+/* Copies sources[i] to names[i]; each name moves into the manifest once its file exists (so a
+ * failure undoes exactly the files created). */
+static int copy_named(int dfd, struct archive_manifest *m, const char *const *sources, char **names,
                       archive_progress_fn progress, void *userdata, struct ppn_error *err) {
-        _cleanup_strv_free_ char **names = NULL;
-        if (archive_file_names(sources, m->n_disks, &names) < 0)
-                return ppn_error_set(err, -ENOMEM, "out of memory");
         for (size_t i = 0; i < m->n_disks; i++) {
                 struct archive_disk *d = &m->disks[i];
                 struct archive_copy_result c;
@@ -613,6 +612,18 @@ static int copy_disks(int dfd, struct archive_manifest *m, const char *const *so
                         return ppn_error_set(err, -ENOMEM, "out of memory");
         }
         return 0;
+}
+
+static int copy_disks(int dfd, struct archive_manifest *m, const char *const *sources,
+                      archive_progress_fn progress, void *userdata, struct ppn_error *err) {
+        char **names = NULL;
+        if (archive_file_names(sources, m->n_disks, &names) < 0)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        int r = copy_named(dfd, m, sources, names, progress, userdata, err);
+        for (size_t i = 0; i < m->n_disks; i++)
+                free(names[i]);   /* those not taken: NULL holes stop strv_free() */
+        free(names);
+        return r;
 }
 
 static int write_manifest(int dfd, const char *dir, const struct archive_manifest *m, struct ppn_error *err) {
