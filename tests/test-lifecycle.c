@@ -26,6 +26,7 @@
 
 #include "archive.h"
 #include "qmp.h"
+#include "vm.h"
 #include "testvm.h"
 #include "util.h"
 
@@ -297,6 +298,55 @@ static void test_start_failure_words(void **state) {
         assert_int_equal(ctl(&A, &out, "vm", "remove", "bad", NULL), 0);
 }
 
+/* A QEMU someone else started (paused: no guest needed for QMP and cgroup). */
+static pid_t foreign_qemu(const char *name, bool balloon, char **ret_qmp) {
+        _cleanup_free_ char *dir = xprintf("%s/foreign-%s", top, name);
+        char *qmp = xprintf("%s/qmp.sock", dir);
+        _cleanup_free_ char *log = xprintf("%s/qemu.log", dir);
+        struct vm_spec s = { .name = name, .mem_bytes = 128 * MIB, .qmp_path = qmp, .log_path = log,
+                             .no_balloon = !balloon, .paused = true, .accel = getenv("PPN_ACCEL") };
+        char **argv = NULL;
+        struct ppn_error err = {};
+        pid_t pid;
+        if (vm_build_argv(&s, &argv, &err) < 0 || vm_launch(&s, argv, 0, &pid, &err) < 0)
+                fail_msg("%s", err.msg);
+        strv_free(argv);
+        pids[n_pids++] = pid;
+        *ret_qmp = qmp;
+        return pid;
+}
+
+/* adopt: a QEMU with a balloon and one without; both put in their group, qmp recorded. */
+static void test_adopt(void **state) {
+        static const struct { const char *name; bool balloon; const char *words; } cases[] = {
+                { "ad1", true, "balloon device present" },
+                { "ad2", false, "no balloon device: its CPU weight applies, its memory is held fixed" },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *qmp = NULL, *out = NULL, *group = xprintf("cpu:/%s/vm-%s", A.cgparent, cases[i].name);
+                pid_t pid = foreign_qemu(cases[i].name, cases[i].balloon, &qmp);
+                assert_int_equal(ctl(&A, NULL, "vm", "add", cases[i].name, "--min", "128M", "--max", "128M",
+                                     "--cpu-weight", "50", NULL), 0);
+                assert_int_equal(ctl(&A, &out, "adopt", cases[i].name, "--qmp", qmp, NULL), 0);
+                assert_non_null(strstr(out, cases[i].words));
+                assert_true(cgroup_has(pid, group));
+                free(out);
+                assert_int_equal(ctl(&A, &out, "vm", "show", cases[i].name, "--json", NULL), 0);
+                assert_non_null(strstr(out, qmp));
+                free(out);
+                out = NULL;
+                /* No ppnctl.sock: stop goes through the adopted socket. */
+                assert_int_equal(ctl(&A, &out, "stop", cases[i].name, "--timeout", "1", NULL), 0);
+                assert_non_null(strstr(out, "stopped"));
+                assert_int_equal(waitpid(pid, NULL, WNOHANG), pid);
+                free(out);
+                assert_int_equal(ctl(&A, &out, "vm", "remove", cases[i].name, NULL), 0);
+        }
+        _cleanup_free_ char *out = NULL;
+        assert_int_equal(ctl(&A, &out, "adopt", "g", "--qmp", "/nonexistent/qmp.sock", NULL), 1);
+        assert_non_null(strstr(out, "/nonexistent/qmp.sock"));
+}
+
 static char *export_copy(const char *src_name, const char *dst_name) {
         char *dst = xprintf("%s/%s", top, dst_name);
         _cleanup_free_ char *cmd = xprintf("cp -a --sparse=always '%s/%s' '%s'", top, src_name, dst);
@@ -397,6 +447,7 @@ int main(void) {
                 cmocka_unit_test(test_marker_and_export_refused),
                 cmocka_unit_test(test_stop_quits),
                 cmocka_unit_test(test_start_failure_words),
+                cmocka_unit_test(test_adopt),
                 cmocka_unit_test(test_import_refusals),
                 cmocka_unit_test(test_move_import_start),
         };
