@@ -9,7 +9,8 @@
  *   archives refused on B: one flipped byte (named), a pool too small (shortfall), a name clash;
  *   move A -> archive, import on B, start on B: same uuid (also the guest's SMBIOS uuid),
  *   marker intact, B's pool holds the minimum, A's released it.
- * The test guest has no acpid, so it ignores powerdown: stop always ends with quit here.
+ * The test guest runs no power-button handler unless told to: on A it ignores powerdown
+ * (stop ends with quit), on B the test starts one (stop ends with a clean powerdown).
  * QEMU started by ppnctl is reparented to this process (PR_SET_CHILD_SUBREAPER), and killed
  * at exit whatever happens.
  */
@@ -430,10 +431,21 @@ static void test_move_import_start(void **state) {
         printf("# on B: %s", got);
         assert_non_null(strstr(got, marker));
         assert_non_null(strcasestr(got, uuid));
+        /* This time the guest honours the power button: stop ends with a clean powerdown. */
+        free(got);
+        got = NULL;
+        assert_int_equal(testvm_exec(guest, "for d in /sys/class/input/event*; do grep -q 'Power Button' "
+                                     "$d/device/name && ev=/dev/input/${d##*/}; done; echo $ev; "
+                                     "(head -c 1 $ev >/dev/null; poweroff -f) >/dev/null 2>&1 &", 30000, &got), 0);
+        printf("# power button: %s", got);
+        assert_non_null(strstr(got, "/dev/input/event"));
         guest = testvm_kill(guest);
         free(out);
-        assert_int_equal(ctl(&B, &out, "stop", "g", "--timeout", "1", NULL), 0);
+        assert_int_equal(ctl(&B, &out, "stop", "g", "--timeout", "30", NULL), 0);
+        assert_non_null(strstr(out, ": powered down after"));
         assert_int_equal(waitpid(pid, NULL, WNOHANG), pid);
+        _cleanup_free_ char *grp = xprintf("/sys/fs/cgroup/cpu/%s/vm-g", B.cgparent);
+        assert_int_equal(access(grp, F_OK), -1);
 }
 
 int main(void) {
