@@ -4,8 +4,9 @@
  * that carry it to another node.
  *
  * Node settings come from the environment (the daemon's config holds the same values):
- *   PPN_RUNTIME_DIR   sockets and logs: RUNTIME/vm/NAME/{qmp.sock,ppnctl.sock,console.log}
- *                     (default /run/ppn; a VM's ledger qmp path, if set, wins for qmp.sock)
+ *   PPN_RUNTIME_DIR   QMP sockets: RUNTIME/NAME.qmp (the daemon's, unless the ledger entry
+ *                     names one) and RUNTIME/NAME.ppnctl.qmp (ppnctl's own); default /run/ppn
+ *   PPN_LOG_DIR       QEMU's stderr and the serial console: LOGS/NAME.log (default /var/log/ppn)
  *   PPN_ACCEL         tcg (default) or kvm           PPN_QEMU   the QEMU binary
  *   PPN_CGROUP_ROOT, PPN_CGROUP_PARENT               where the per-VM groups live
  *   PPN_IMAGE_DIR     where import puts disk images: IMAGES/NAME/ (default /var/lib/ppn/images)
@@ -59,9 +60,9 @@ static void vm_paths_done(struct vm_paths *p) {
 
 static int vm_paths_get(const struct ledger_vm *vm, struct vm_paths *ret) {
         struct vm_paths p = {
-                .qmp = vm->qmp ? strdup(vm->qmp) : vm_runtime_path(runtime_dir(), vm->name, "qmp.sock"),
-                .ctl = vm_runtime_path(runtime_dir(), vm->name, "ppnctl.sock"),
-                .log = vm_runtime_path(runtime_dir(), vm->name, "console.log"),
+                .qmp = vm->qmp ? strdup(vm->qmp) : vm_runtime_path(runtime_dir(), vm->name, VM_QMP_SUFFIX),
+                .ctl = vm_runtime_path(runtime_dir(), vm->name, VM_CTL_SUFFIX),
+                .log = vm_runtime_path(env_or("PPN_LOG_DIR", VM_LOG_DIR_DEFAULT), vm->name, VM_LOG_SUFFIX),
         };
         if (!p.qmp || !p.ctl || !p.log) {
                 vm_paths_done(&p);
@@ -291,7 +292,7 @@ static int stop_vm(const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet
         pid_t pid;
         if (vm_paths_get(vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
-        /* ppnctl.sock exists for VMs ppnctl started; an adopted VM has only the ledger's socket. */
+        /* NAME.ppnctl.qmp exists for VMs ppnctl started; an adopted VM has only the ledger's socket. */
         int r = connect_vm(p.ctl, &q, &qe);
         if (r == -ENOENT || r == -ECONNREFUSED)
                 r = connect_vm(p.qmp, &q, &qe);

@@ -275,9 +275,9 @@ char *vm_argv_to_string(char *const *argv) {
         return out;
 }
 
-char *vm_runtime_path(const char *runtime_dir, const char *name, const char *file) {
+char *vm_runtime_path(const char *dir, const char *name, const char *suffix) {
         char *p;
-        return asprintf(&p, "%s/vm/%s/%s", runtime_dir ? runtime_dir : VM_RUNTIME_DIR_DEFAULT, name, file) < 0
+        return asprintf(&p, "%s/%s%s", dir ? dir : VM_RUNTIME_DIR_DEFAULT, name, suffix) < 0
                 ? NULL : p;
 }
 

@@ -76,9 +76,14 @@ char *vm_argv_to_string(char *const *argv);
 /* Pure. Doubles every ',' (QEMU's option escape). malloc'd, NULL on ENOMEM. */
 char *vm_qemu_escape(const char *s);
 
-/* Paths under runtime_dir (NULL = VM_RUNTIME_DIR_DEFAULT): RUNTIME/vm/NAME/{qmp.sock,console.log}.
+/* A VM's file in a directory (NULL = VM_RUNTIME_DIR_DEFAULT): DIR/NAME SUFFIX. The daemon and
+ * ppnctl agree on DIR/NAME.qmp as the QMP socket of a VM whose ledger entry names none.
  * malloc'd, NULL on ENOMEM. */
-char *vm_runtime_path(const char *runtime_dir, const char *name, const char *file);
+char *vm_runtime_path(const char *dir, const char *name, const char *suffix);
+#define VM_QMP_SUFFIX ".qmp"
+#define VM_CTL_SUFFIX ".ppnctl.qmp"
+#define VM_LOG_SUFFIX ".log"
+#define VM_LOG_DIR_DEFAULT "/var/log/ppn"
 
 /* Reads the first bytes of a disk image: "qcow2" or "raw". -errno if it cannot be read. */
 int vm_disk_detect_format(const char *path, const char **ret_format);

@@ -94,6 +94,7 @@ static int ctl(const struct node *n, char **ret_out, const char *arg0, ...) {
         if (pid == 0) {
                 setenv("PPN_LEDGER", n->ledger, 1);
                 setenv("PPN_RUNTIME_DIR", n->run, 1);
+                setenv("PPN_LOG_DIR", n->run, 1);
                 setenv("PPN_IMAGE_DIR", n->images, 1);
                 setenv("PPN_CGROUP_PARENT", n->cgparent, 1);
                 dup2(fd, 1);
@@ -178,7 +179,7 @@ static int group_teardown(void **state) {
         return system(cmd) == 0 ? 0 : -1;
 }
 
-/* Adds VM g on node n: the test guest's kernel, its command channel in RUNTIME/vm/g. */
+/* Adds VM NAME on node n: the test guest's kernel, its command channel in TOP/guest-NAME. */
 static void add_vm(const struct node *n, const char *name, const char *extra_device) {
         const char *guest = getenv("PPN_GUEST_DIR");
         _cleanup_free_ char *k = xprintf("--qemu-arg=%s/vmlinuz", guest), *i = xprintf("--qemu-arg=%s/initramfs.gz", guest);
@@ -214,7 +215,7 @@ static char *read_text(const char *path) {
 }
 
 static json_object *qmp_ask(const struct node *n, const char *cmd) {
-        _cleanup_free_ char *sock = xprintf("%s/vm/g/ppnctl.sock", n->run);
+        _cleanup_free_ char *sock = xprintf("%s/g" VM_CTL_SUFFIX, n->run);
         struct qmp *q = NULL;
         struct qmp_error qe = {};
         json_object *reply = NULL;

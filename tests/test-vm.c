@@ -164,8 +164,8 @@ static void test_escape_and_quote(void **state) {
         char *s = vm_argv_to_string(argv);
         assert_string_equal(s, "q 'it'\\''s' '' 'a b' x=1,y");
         free(s);
-        char *p = vm_runtime_path("/tmp/rt", "web", "qmp.sock");
-        assert_string_equal(p, "/tmp/rt/vm/web/qmp.sock");
+        char *p = vm_runtime_path("/tmp/rt", "web", VM_QMP_SUFFIX);
+        assert_string_equal(p, "/tmp/rt/web.qmp");
         free(p);
 }
 
