@@ -628,7 +628,7 @@ static int copy_disks(int dfd, struct archive_manifest *m, const char *const *so
 
 static int write_manifest(int dfd, const char *dir, const struct archive_manifest *m, struct ppn_error *err) {
         json_object *o = archive_manifest_to_json(m);
-        const char *text = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE) : NULL;
+        const char *text = o ? json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED | JSON_C_TO_STRING_NOSLASHESCAPE) : NULL;
         _cleanup_free_ char *line = NULL;
         int r = text && asprintf(&line, "%s\n", text) >= 0 ? 0 : -ENOMEM;
         json_object_put(o);

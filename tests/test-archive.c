@@ -130,14 +130,32 @@ static uint64_t allocated(const char *path) {
         return (uint64_t) st.st_blocks * 512;
 }
 
+struct progress_seen {
+        unsigned calls;
+        uint64_t last_done, last_total;
+};
+
+static void count_progress(const char *file, uint64_t done, uint64_t total, void *userdata) {
+        struct progress_seen *p = userdata;
+        assert_true(done >= p->last_done);   /* monotonic */
+        p->calls++;
+        p->last_done = done;
+        p->last_total = total;
+}
+
 static void test_sparse_copy(void **state) {
+        struct progress_seen seen = {};
         char *d = tmpdir(), *src = make_sparse_image(d, "src.img"), *dst = join(d, "dst.img");
         char src_hex[65], dst_hex[65];
         struct archive_copy_result c;
         struct stat before, after;
         int dfd = open(d, O_RDONLY | O_DIRECTORY);
         assert_int_equal(stat(src, &before), 0);
-        assert_int_equal(archive_copy_file(src, dfd, "dst.img", NULL, NULL, &c, NULL), 0);
+        assert_int_equal(archive_copy_file(src, dfd, "dst.img", count_progress, &seen, &c, NULL), 0);
+        /* One report per 1 MiB chunk, ending at the full size. */
+        assert_true(seen.calls >= 64);
+        assert_int_equal(seen.last_done, 64 * MIB);
+        assert_int_equal(seen.last_total, 64 * MIB);
         assert_int_equal(archive_hash_file(src, NULL, NULL, src_hex, NULL, NULL), 0);
         assert_int_equal(archive_hash_file(dst, NULL, NULL, dst_hex, NULL, NULL), 0);
         assert_string_equal(c.sha256, src_hex);
