@@ -45,10 +45,11 @@ static pid_t pids[8];
 static size_t n_pids;
 static char uuid[64];
 
+/* SIGKILL and reap (we are their subreaper), so their cgroups can be removed right after. */
 static void kill_all(void) {
         for (size_t i = 0; i < n_pids; i++)
-                if (pids[i] > 0)
-                        kill(pids[i], SIGKILL);
+                if (pids[i] > 0 && kill(pids[i], SIGKILL) == 0)
+                        waitpid(pids[i], NULL, 0);
         while (waitpid(-1, NULL, WNOHANG) > 0)
                 ;
 }
