@@ -416,7 +416,11 @@ static int archive_entry(const struct archive_manifest *m, struct ledger_vm *ret
                 return ppn_error_set(err, -EBADMSG, "manifest: name/uuid (%s, %s) differ from its vm entry (%s, %s)",
                                      m->name, m->uuid, vm.name, vm.uuid);
         }
-        /* Paths of the old node mean nothing here: disks are set at install, qmp defaults. */
+        /* Paths of the old node mean nothing here: disks are set at install, qmp defaults. An
+         * override lease was an operator's decision on the old node's pool: it stays there. */
+        vm.override_set = false;
+        vm.override_target_bytes = 0;
+        vm.override_expires = 0;
         free(vm.qmp);
         vm.qmp = NULL;
         strv_free(vm.disks);

@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <linux/close_range.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -349,6 +350,8 @@ static _Noreturn void exec_child(char *const *argv, int log_fd, int status_fd) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* QEMU lives for months: it must not hold the ledger, cgroup or terminal fds of ppnctl. */
+        close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
         int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (setsid() < 0 || nul < 0 || dup2(nul, 0) < 0 || dup2(log_fd, 1) < 0 || dup2(log_fd, 2) < 0) {
                 int e = errno;

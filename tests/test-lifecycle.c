@@ -269,6 +269,12 @@ static void test_marker_and_export_refused(void **state) {
         assert_non_null(strcasestr(out, uuid));
         assert_int_equal(ctl(&A, &out2, "export", "g", dir, NULL), 1);
         assert_non_null(strstr(out2, "g is running; stop it first"));
+        free(out2);
+        assert_int_equal(ctl(&A, &out2, "start", "g", NULL), 1);   /* twice: refused, the first untouched */
+        assert_non_null(strstr(out2, "a QEMU already listens there: the VM runs"));
+        free(out);
+        out = NULL;
+        assert_int_equal(testvm_exec(guest, "echo alive", 30000, &out), 0);
         assert_int_equal(access(dir, F_OK), -1);
 }
 
