@@ -371,6 +371,20 @@ static void assert_b_empty(void) {
         assert_int_equal(access(img, F_OK), -1);
 }
 
+/* On a terminal, export shows its progress (script(1) gives it one). */
+static void test_export_progress_on_tty(void **state) {
+        _cleanup_free_ char *dir = xprintf("%s/arch-tty", top), *log = xprintf("%s/tty.out", top);
+        _cleanup_free_ char *cmd = xprintf("PPN_LEDGER='%s' script -qec \"'%s' export g '%s'\" /dev/null >'%s' 2>&1",
+                                           A.ledger, getenv("PPNCTL"), dir, log);
+        assert_int_equal(system(cmd), 0);
+        _cleanup_free_ char *out = calloc(1, 65536);
+        int fd = open(log, O_RDONLY);
+        assert_true(fd >= 0 && read(fd, out, 65535) > 0);
+        close(fd);
+        assert_non_null(strstr(out, "g.img: 100% (64M of 64M)"));
+        assert_non_null(strstr(out, "sha256 verified"));
+}
+
 /* Acceptance 3: corrupted archive and too-small pool refused, B unchanged. */
 static void test_import_refusals(void **state) {
         _cleanup_free_ char *out = NULL, *arch = xprintf("%s/arch", top);
@@ -468,6 +482,7 @@ int main(void) {
                 cmocka_unit_test(test_stop_quits),
                 cmocka_unit_test(test_start_failure_words),
                 cmocka_unit_test(test_adopt),
+                cmocka_unit_test(test_export_progress_on_tty),
                 cmocka_unit_test(test_import_refusals),
                 cmocka_unit_test(test_move_import_start),
         };
