@@ -473,6 +473,38 @@ static void assert_b_empty(void) {
         assert_int_equal(access(img, F_OK), -1);
 }
 
+/* move of a running VM: stopped first, exported and verified, then the entry removed. A paused
+ * QEMU without a kernel stands for the guest (it cannot honour powerdown: quit). */
+static void test_move_running(void **state) {
+        _cleanup_free_ char *out = NULL, *dir = xprintf("%s/moved-m", top), *img = xprintf("%s/m.img", top);
+        _cleanup_free_ char *d = xprintf("--disk=%s", img);
+        int fd = open(img, O_WRONLY | O_CREAT | O_EXCL, 0644);
+        assert_true(fd >= 0);
+        assert_int_equal(pwrite(fd, "data", 4, 0), 4);
+        close(fd);
+        assert_int_equal(ctl(&A, NULL, "vm", "add", "m", "--min", "128M", "--max", "128M", d, NULL), 0);
+        assert_int_equal(ctl(&A, &out, "start", "m", "--paused", NULL), 0);
+        pid_t pid = started_pid(out);
+        free(out);
+        /* An export that fails (the target is not empty) keeps the entry. */
+        assert_int_equal(ctl(&A, &out, "move", "m", "--to", top, "--timeout", "1", NULL), 1);
+        assert_non_null(strstr(out, "exists and is not empty"));
+        assert_int_equal(waitpid(pid, NULL, WNOHANG), pid);
+        free(out);
+        assert_int_equal(ctl(&A, &out, "vm", "show", "m", NULL), 0);
+        free(out);
+        assert_int_equal(ctl(&A, &out, "move", "m", "--to", dir, NULL), 0);
+        assert_non_null(strstr(out, "removed m from this node's ledger"));
+        free(out);
+        assert_int_equal(ctl(&A, &out, "vm", "show", "m", NULL), 1);
+        struct archive_manifest m;
+        assert_int_equal(archive_manifest_read(dir, &m, NULL), 0);
+        assert_int_equal(archive_verify(dir, &m, NULL, NULL, NULL), 0);
+        assert_string_equal(m.name, "m");
+        archive_manifest_done(&m);
+        assert_int_equal(access(img, F_OK), 0);   /* the source image stays */
+}
+
 /* On a terminal, export shows its progress (script(1) gives it one). */
 static void test_export_progress_on_tty(void **state) {
         _cleanup_free_ char *dir = xprintf("%s/arch-tty", top), *log = xprintf("%s/tty.out", top);
@@ -607,6 +639,7 @@ int main(void) {
                 cmocka_unit_test(test_stop_quits),
                 cmocka_unit_test(test_start_failure_words),
                 cmocka_unit_test(test_adopt),
+                cmocka_unit_test(test_move_running),
                 cmocka_unit_test(test_export_progress_on_tty),
                 cmocka_unit_test(test_import_refusals),
                 cmocka_unit_test(test_move_import_start),
