@@ -306,8 +306,7 @@ static int stop_vm(const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet
                 r = qmp_peer_pid(q, &pid);
         if (r == -ETIMEDOUT)
                 ppn_error_prefix(&qe.error, r, "%s: QEMU does not answer; if another client (ppnd) holds its only "
-                                 "QMP monitor, stop ppnd's hold on it first (VMs started with ppnctl start have a "
-                                 "second monitor for ppnctl)", vm->name);
+                                 "QMP monitor, give QEMU a second one for ppnctl at %s (ppnctl start does)", vm->name, p.ctl);
         if (r < 0)
                 return ctl_fail(&qe.error, r);
         uint64_t t0 = now_usec();

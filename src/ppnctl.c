@@ -17,13 +17,17 @@ struct ctl_command {
 /* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
         { "adopt", ctl_adopt, "adopt VM --qmp PATH", "take over a QEMU started elsewhere (cgroup, ledger qmp)" },
+        { "balloon", ctl_balloon, "balloon VM SIZE [--for DURATION]", "hold a VM at SIZE: an override lease (refused below its minimum)" },
+        { "events", ctl_events, "events [--follow] [--json]", "recent controller decisions with reasons" },
         { "export", ctl_export, "export VM DIR", "copy a stopped VM's images + manifest (sha256) to DIR" },
         { "import", ctl_import, "import DIR [--image-dir DIR]", "verify an archive, admit and register it here" },
         { "ledger", ctl_ledger, "ledger history [VM]|export|import FILE|check", "audit log; the ledger as JSON" },
         { "move", ctl_move, "move VM --to DIR [--timeout S]", "stop + export + verify, then remove the entry" },
         { "node", ctl_node, "node set KEY=VALUE... | show", "node settings: physical, reserve, min-floor" },
         { "pool", ctl_pool, "pool", "capacity: physical, reserve, reserved min, available, committed, free" },
+        { "release", ctl_release, "release VM", "end a VM's override lease: the controller resumes" },
         { "start", ctl_start, "start VM [--paused] [--dry-run] [--no-...]", "boot QEMU from the ledger entry" },
+        { "status", ctl_status, "status [--json]", "every VM: state, min, target, actual, guest available, weight, reason" },
         { "stop", ctl_stop, "stop VM [--timeout S]", "ACPI powerdown, quit after the timeout" },
         { "vm", ctl_vm, "vm add|set|remove|show|list ...", "VM entries: min, max, shares, cpu-weight, ..." },
         { NULL, NULL, NULL, NULL },
