@@ -16,6 +16,10 @@ struct ctl_command {
 
 /* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
+        { "ledger", ctl_ledger, "ledger history [VM]|export|import FILE|check", "audit log; the ledger as JSON" },
+        { "node", ctl_node, "node set KEY=VALUE... | show", "node settings: physical, reserve, min-floor" },
+        { "pool", ctl_pool, "pool", "capacity: physical, reserve, reserved min, available, committed, free" },
+        { "vm", ctl_vm, "vm add|set|remove|show|list ...", "VM entries: min, max, shares, cpu-weight, ..." },
         { NULL, NULL, NULL, NULL },
 };
 

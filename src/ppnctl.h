@@ -9,6 +9,8 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #define PPN_DEFAULT_LEDGER "/var/lib/ppn/ledger.db"
 #define PPN_DEFAULT_SOCKET "/run/ppn/ppnd.sock"
@@ -24,3 +26,34 @@ enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
 typedef int (*ctl_handler)(const struct ctl_globals *g, int argc, char **argv);
 
 /* Handlers; one line per command. */
+int ctl_ledger(const struct ctl_globals *g, int argc, char **argv);
+int ctl_node(const struct ctl_globals *g, int argc, char **argv);
+int ctl_pool(const struct ctl_globals *g, int argc, char **argv);
+int ctl_vm(const struct ctl_globals *g, int argc, char **argv);
+
+/* Shared by the handlers (ppnctl-common.c). */
+struct ledger;
+struct json_object;
+struct ppn_error;
+/* A subcommand table: dispatches argv[1] (argv[0] is the group name). */
+struct ctl_subcommand {
+        const char *name;
+        ctl_handler run;
+        const char *usage;
+};
+int ctl_dispatch(const char *group, const struct ctl_subcommand *table, const struct ctl_globals *g,
+                 int argc, char **argv);
+/* Opens g->ledger; read-only for read commands. Prints the error; returns 0 or CTL_FAILED. */
+int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret);
+/* Prints "ppnctl: <message>" and returns CTL_FAILED. */
+int ctl_fail(const struct ppn_error *err, int r);
+/* Prints "ppnctl <cmd>: <message>; usage: ppnctl <usage>" and returns CTL_USAGE. */
+int ctl_usage_error(const char *cmd, const char *usage, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Parses the options every command takes after its name: --json (read commands), --help.
+ * Returns -1 to continue with *ret_json set, or an exit status. Leaves non-option args in
+ * argv[1..*ret_argc-1]. */
+int ctl_parse_plain(const char *cmd, const char *usage, bool allow_json, int *argc, char **argv, bool *ret_json);
+/* Prints a JSON value to stdout (pretty) and frees it. */
+void ctl_print_json(struct json_object *o);
+/* "2G" / "-512M" for human output. */
+const char *ctl_size(int64_t bytes, char *buf, size_t len);

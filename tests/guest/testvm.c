@@ -25,6 +25,7 @@ struct testvm {
         pid_t pid;
         bool owner;        /* we started QEMU: kill and reap it */
         bool own_dir;      /* we created dir: remove it */
+        bool reaped;       /* QEMU exited and was reaped: its pid may be reused */
         char *dir, *qmp, *ctl, *console, *qemu_log;
         int fd;            /* command channel, -1 = not connected */
         unsigned seq, boot_ms;
@@ -116,17 +117,67 @@ static void vm_free(struct testvm *vm) {
         free(vm);
 }
 
-/* Removes what this module put into dir; the whole dir if we created it. */
-static void remove_files(struct testvm *vm) {
-        static const char *const names[] = { "qmp.sock", "ctl.sock", "ready", "console.log", "qemu.log" };
-        size_t n = vm->own_dir ? ELEMENTSOF(names) : 3;
+/* What this module puts into a guest's dir; the logs only go with a dir we created. */
+static const char *const dir_files[] = { "qmp.sock", "ctl.sock", "ready", "pid", "console.log", "qemu.log" };
+#define DIR_FILES_KEPT 2
+
+static void remove_dir_files(const char *dir, bool whole) {
+        size_t n = ELEMENTSOF(dir_files) - (whole ? 0 : DIR_FILES_KEPT);
         for (size_t i = 0; i < n; i++) {
-                _cleanup_free_ char *p = path_join(vm->dir, names[i]);
+                _cleanup_free_ char *p = path_join(dir, dir_files[i]);
                 if (p)
                         unlink(p);
         }
-        if (vm->own_dir)
-                rmdir(vm->dir);
+        if (whole)
+                rmdir(dir);
+}
+
+/* PPN_KEEP_VM_DIR=1 keeps a temp dir (console log, QEMU stderr) for a post-mortem. */
+static void remove_files(struct testvm *vm) {
+        remove_dir_files(vm->dir, vm->own_dir && !getenv("PPN_KEEP_VM_DIR"));
+}
+
+/* True unless pid is gone or a zombie (an unreaped QEMU still answers kill(pid, 0)). */
+static bool process_exists(long pid) {
+        char path[64], buf[512];
+        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+        _cleanup_fclose_ FILE *f = fopen(path, "re");
+        if (!f)
+                return errno != ENOENT;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        buf[n] = 0;
+        const char *p = strrchr(buf, ')');
+        return !p || (p[1] == ' ' && p[2] != 'Z' && p[2] != 'X');
+}
+
+/*
+ * Temp dirs of guests whose process died without cleanup (SIGKILL, crash: QEMU then dies by
+ * PDEATHSIG) are removed by the next boot: DIR/pid names a QEMU that no longer exists.
+ */
+static void sweep_stale_dirs(const char *tmp) {
+        DIR *d = opendir(tmp);
+        struct dirent *de;
+        while (d && (de = readdir(d))) {
+                if (strncmp(de->d_name, "ppn-vm-", 7) != 0)
+                        continue;
+                _cleanup_free_ char *dir = path_join(tmp, de->d_name);
+                _cleanup_free_ char *pidfile = dir ? path_join(dir, "pid") : NULL;
+                _cleanup_fclose_ FILE *f = pidfile ? fopen(pidfile, "re") : NULL;
+                long pid = 0;
+                if (f && fscanf(f, "%ld", &pid) == 1 && pid > 0 && !process_exists(pid))
+                        remove_dir_files(dir, true);
+        }
+        if (d)
+                closedir(d);
+}
+
+static int write_pid_file(struct testvm *vm) {
+        _cleanup_free_ char *p = path_join(vm->dir, "pid");
+        _cleanup_fclose_ FILE *f = p ? fopen(p, "we") : NULL;
+        if (!f)
+                return p ? -errno : -ENOMEM;
+        fprintf(f, "%d\n", (int) vm->pid);
+        return 0;
 }
 
 struct testvm *testvm_kill(struct testvm *vm) {
@@ -135,8 +186,9 @@ struct testvm *testvm_kill(struct testvm *vm) {
         testvm_disconnect(vm);
         if (vm->owner && vm->pid > 0) {
                 track(vm, false);
-                kill(vm->pid, SIGKILL);
-                while (waitpid(vm->pid, NULL, 0) < 0 && errno == EINTR)
+                if (!vm->reaped)
+                        kill(vm->pid, SIGKILL);
+                while (!vm->reaped && waitpid(vm->pid, NULL, 0) < 0 && errno == EINTR)
                         ;
                 remove_files(vm);
         }
@@ -144,11 +196,13 @@ struct testvm *testvm_kill(struct testvm *vm) {
         return NULL;
 }
 
-/* 1 if QEMU runs, 0 if it exited (reaped if ours). */
-static int vm_alive(struct testvm *vm) {
-        if (vm->owner)
-                return waitpid(vm->pid, NULL, WNOHANG) == 0;
-        return kill(vm->pid, 0) == 0 || errno == EPERM;
+/* True if QEMU runs (ours is reaped once it exited). */
+static bool vm_alive(struct testvm *vm) {
+        if (!vm->owner)
+                return process_exists(vm->pid);
+        if (!vm->reaped && waitpid(vm->pid, NULL, WNOHANG) == vm->pid)
+                vm->reaped = true;
+        return !vm->reaped;
 }
 
 void testvm_disconnect(struct testvm *vm) {
@@ -433,7 +487,7 @@ static int spawn_qemu(struct testvm *vm, const struct testvm_opts *o, const char
         vm->pid = pid;
         vm->owner = true;
         track(vm, true);
-        return 0;
+        return write_pid_file(vm);
 }
 
 static void print_tail(const char *title, const char *path, long bytes) {
@@ -486,6 +540,7 @@ static int make_dir(const struct testvm_opts *o, char **ret) {
                         return -errno;
                 d = realpath(o->dir, NULL);
         } else {
+                sweep_stale_dirs(env_or("TMPDIR", "/tmp"));
                 if (asprintf(&d, "%s/ppn-vm-XXXXXX", env_or("TMPDIR", "/tmp")) < 0)
                         return -ENOMEM;
                 if (!mkdtemp(d)) {

@@ -1,0 +1,411 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "balloon.h"
+
+#include <inttypes.h>
+#include <string.h>
+
+/* QEMU's "not reported" (virtio-balloon's stats start at -1 as uint64). */
+#define STAT_UNKNOWN UINT64_MAX
+/* "/machine/peripheral/" + a device id: QEMU ids are short; 64 bytes is plenty. */
+#define DEVICE_ID_MAX 64
+
+/* ---- pure decoding ------------------------------------------------------------------- */
+
+/* Sorted by name for bsearch; the unit tests check every stat is found. */
+static const struct stat_name {
+        const char *name;
+        enum balloon_stat stat;
+} stat_table[] = {
+        { "stat-available-memory", BALLOON_STAT_AVAILABLE_MEMORY },
+        { "stat-disk-caches", BALLOON_STAT_DISK_CACHES },
+        { "stat-free-memory", BALLOON_STAT_FREE_MEMORY },
+        { "stat-htlb-pgalloc", BALLOON_STAT_HTLB_PGALLOC },
+        { "stat-htlb-pgfail", BALLOON_STAT_HTLB_PGFAIL },
+        { "stat-major-faults", BALLOON_STAT_MAJOR_FAULTS },
+        { "stat-minor-faults", BALLOON_STAT_MINOR_FAULTS },
+        { "stat-swap-in", BALLOON_STAT_SWAP_IN },
+        { "stat-swap-out", BALLOON_STAT_SWAP_OUT },
+        { "stat-total-memory", BALLOON_STAT_TOTAL_MEMORY },
+};
+
+static int cmp_stat(const void *key, const void *elem) {
+        return strcmp(key, ((const struct stat_name *) elem)->name);
+}
+
+const char *balloon_stat_to_name(enum balloon_stat stat) {
+        for (size_t i = 0; i < ELEMENTSOF(stat_table); i++)
+                if (stat_table[i].stat == stat)
+                        return stat_table[i].name;
+        return NULL;
+}
+
+int balloon_stats_get(const struct balloon_stats *s, enum balloon_stat stat, uint64_t *ret) {
+        if (!s || stat < 0 || stat >= _BALLOON_STAT_MAX)
+                return -EINVAL;
+        if (!(s->known & (1u << stat)))
+                return -ENODATA;
+        *ret = s->value[stat];
+        return 0;
+}
+
+/* A JSON integer >= 0 (json-c keeps values above INT64_MAX as uint64). */
+static bool get_uint(json_object *v, uint64_t *ret) {
+        if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < 0)
+                return false;
+        *ret = json_object_get_uint64(v);
+        return true;
+}
+
+static int decode_one_stat(struct balloon_stats *s, const char *name, json_object *v,
+                           struct ppn_error *err) {
+        const struct stat_name *sn;
+        uint64_t n;
+
+        if (!get_uint(v, &n))
+                return ppn_error_set(err, -EBADMSG, "guest-stats: %s is not a non-negative integer: %s",
+                                     name, json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+        sn = bsearch(name, stat_table, ELEMENTSOF(stat_table), sizeof(stat_table[0]), cmp_stat);
+        if (!sn) {
+                s->n_extra++;
+                return 0;
+        }
+        if (n == STAT_UNKNOWN)
+                return 0;
+        s->value[sn->stat] = n;
+        s->known |= 1u << sn->stat;
+        return 0;
+}
+
+int balloon_stats_decode(json_object *reply, struct balloon_stats *ret, struct ppn_error *err) {
+        struct balloon_stats s = { 0 };
+        json_object *stats, *last;
+        int r;
+
+        if (!json_object_is_type(reply, json_type_object))
+                return ppn_error_set(err, -EBADMSG, "guest-stats: the reply is not an object");
+        if (!json_object_object_get_ex(reply, "last-update", &last) || !get_uint(last, &s.last_update))
+                return ppn_error_set(err, -EBADMSG, "guest-stats: no valid last-update");
+        if (!json_object_object_get_ex(reply, "stats", &stats) ||
+            !json_object_is_type(stats, json_type_object))
+                return ppn_error_set(err, -EBADMSG, "guest-stats: no stats object");
+        json_object_object_foreach(stats, name, v) {
+                r = decode_one_stat(&s, name, v, err);
+                if (r < 0)
+                        return r;
+        }
+        /* Never reported: whatever numbers are there mean nothing. */
+        if (s.last_update == 0) {
+                memset(s.value, 0, sizeof(s.value));
+                s.known = 0;
+        }
+        *ret = s;
+        return 0;
+}
+
+int balloon_stats_parse(const char *text, size_t len, struct balloon_stats *ret,
+                        struct ppn_error *err) {
+        struct json_tokener *tok;
+        json_object *o;
+        int r;
+
+        if (!text || len > QMP_MESSAGE_MAX)
+                return ppn_error_set(err, -EBADMSG, "guest-stats: no text, or larger than %d bytes",
+                                     QMP_MESSAGE_MAX);
+        tok = json_tokener_new();
+        if (!tok)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+        o = json_tokener_parse_ex(tok, text, (int) len);
+        if (!o)
+                r = ppn_error_set(err, -EBADMSG, "guest-stats: not JSON (%s)",
+                                  json_tokener_error_desc(json_tokener_get_error(tok)));
+        else
+                r = balloon_stats_decode(o, ret, err);
+        json_object_put(o);
+        json_tokener_free(tok);
+        return r;
+}
+
+int balloon_actual_decode(json_object *reply, uint64_t *ret_bytes, struct ppn_error *err) {
+        json_object *v;
+        uint64_t n;
+
+        if (!json_object_object_get_ex(reply, "actual", &v) || !get_uint(v, &n))
+                return ppn_error_set(err, -EBADMSG, "the reply has no valid \"actual\"");
+        *ret_bytes = n;
+        return 0;
+}
+
+int balloon_event_actual(const struct qmp_event *ev, uint64_t *ret_bytes) {
+        if (!ev || ev->id != QMP_EVENT_BALLOON_CHANGE)
+                return -EINVAL;
+        return balloon_actual_decode(ev->data, ret_bytes, NULL);
+}
+
+int balloon_check_target(uint64_t target, uint64_t floor, struct ppn_error *err) {
+        char t[FORMAT_SIZE_MAX], f[FORMAT_SIZE_MAX];
+
+        if (target == 0)
+                return ppn_error_set(err, -EINVAL, "balloon target 0 refused: a guest cannot live without memory");
+        if (target < floor)
+                return ppn_error_set(err, -ERANGE, "balloon target %s (%" PRIu64 " bytes) is below the floor %s (%" PRIu64 " bytes): refused",
+                                     format_size(target, t, sizeof(t)), target,
+                                     format_size(floor, f, sizeof(f)), floor);
+        if (target > BALLOON_TARGET_MAX)
+                return ppn_error_set(err, -ERANGE, "balloon target %" PRIu64 " bytes is larger than QEMU accepts",
+                                     target);
+        return 0;
+}
+
+/* ---- commands ------------------------------------------------------------------------ */
+
+static int check_device_id(const char *id, struct qmp_error *err) {
+        if (!*id || strlen(id) >= DEVICE_ID_MAX || strchr(id, '/'))
+                return ppn_error_set(&err->error, -EINVAL, "invalid balloon device id \"%s\"", id);
+        return 0;
+}
+
+/* {"path": "/machine/peripheral/<id>", "property": property} */
+static json_object *qom_args(const char *device_id, const char *property) {
+        char path[sizeof("/machine/peripheral/") + DEVICE_ID_MAX];
+        json_object *a = json_object_new_object();
+
+        snprintf(path, sizeof(path), "/machine/peripheral/%s", device_id);
+        if (a && (json_object_object_add(a, "path", json_object_new_string(path)) < 0 ||
+                  json_object_object_add(a, "property", json_object_new_string(property)) < 0))
+                a = (json_object_put(a), NULL);
+        return a;
+}
+
+/* Builds the command for an operation; refuses bad arguments before anything is sent. */
+static int build_target(struct qmp *q, uint64_t target, uint64_t floor, json_object **ret,
+                        struct qmp_error *err) {
+        json_object *a;
+        int r = balloon_check_target(target, floor, &err->error);
+
+        if (r < 0)
+                return ppn_error_prefix(&err->error, r, "%s", qmp_name(q) ?: "QMP");
+        a = json_object_new_object();
+        if (!a || json_object_object_add(a, "value", json_object_new_int64((int64_t) target)) < 0) {
+                json_object_put(a);
+                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
+        }
+        *ret = a;
+        return 0;
+}
+
+static int build_interval(const char *device_id, unsigned interval, json_object **ret,
+                          struct qmp_error *err) {
+        json_object *a;
+        int r = check_device_id(device_id, err);
+
+        if (r < 0)
+                return r;
+        a = qom_args(device_id, "guest-stats-polling-interval");
+        if (!a || json_object_object_add(a, "value", json_object_new_int64(interval)) < 0) {
+                json_object_put(a);
+                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
+        }
+        *ret = a;
+        return 0;
+}
+
+static int build_stats(const char *device_id, json_object **ret, struct qmp_error *err) {
+        int r = check_device_id(device_id, err);
+
+        if (r < 0)
+                return r;
+        *ret = qom_args(device_id, "guest-stats");
+        return *ret ? 0 : ppn_error_set(&err->error, -ENOMEM, "out of memory");
+}
+
+/* A decoding failure as a qmp_error naming the command and the socket. */
+static void decode_failed(struct qmp *q, const char *command, struct qmp_error *e) {
+        e->class[0] = e->desc[0] = '\0';
+        ppn_error_prefix(&e->error, -EBADMSG, "%s on %s", command, qmp_name(q) ?: "QMP");
+}
+
+/* ---- asynchronous -------------------------------------------------------------------- */
+
+struct call {
+        balloon_done_fn done;
+        balloon_actual_fn actual;
+        balloon_stats_fn stats;
+        void *userdata;
+};
+
+static void on_done(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+        struct call *c = userdata;
+        c->done(q, err, c->userdata);
+        free(c);
+}
+
+static void on_actual(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+        struct call *c = userdata;
+        struct qmp_error e = { 0 };
+        uint64_t actual = 0;
+
+        if (!err && balloon_actual_decode(ret, &actual, &e.error) < 0) {
+                decode_failed(q, "query-balloon", &e);
+                err = &e;
+        }
+        c->actual(q, err ? 0 : actual, err, c->userdata);
+        free(c);
+}
+
+static void on_stats(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+        struct call *c = userdata;
+        struct qmp_error e = { 0 };
+        struct balloon_stats s = { 0 };
+
+        if (!err && balloon_stats_decode(ret, &s, &e.error) < 0) {
+                decode_failed(q, "qom-get guest-stats", &e);
+                err = &e;
+        }
+        c->stats(q, err ? NULL : &s, err, c->userdata);
+        free(c);
+}
+
+/* Sends a built command with a heap context freed by the trampoline (called exactly once). */
+static int send_call(struct qmp *q, const char *command, json_object *args, uint64_t timeout,
+                     qmp_reply_fn trampoline, struct call c, struct qmp_error *err) {
+        struct call *heap = malloc(sizeof(*heap));
+        int r;
+
+        if (!heap) {
+                json_object_put(args);
+                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
+        }
+        *heap = c;
+        r = qmp_call(q, command, args, timeout, trampoline, heap, err);
+        if (r < 0)
+                free(heap);
+        return r;
+}
+
+int balloon_set_target(struct qmp *q, uint64_t target, uint64_t floor, uint64_t timeout_usec,
+                       balloon_done_fn fn, void *userdata, struct qmp_error *err) {
+        struct qmp_error e = { 0 };
+        json_object *args;
+        int r = build_target(q, target, floor, &args, &e);
+
+        if (r >= 0)
+                r = send_call(q, "balloon", args, timeout_usec, on_done,
+                              (struct call) { .done = fn, .userdata = userdata }, &e);
+        if (r < 0 && err)
+                *err = e;
+        return r;
+}
+
+int balloon_query(struct qmp *q, uint64_t timeout_usec, balloon_actual_fn fn, void *userdata,
+                  struct qmp_error *err) {
+        struct qmp_error e = { 0 };
+        int r = send_call(q, "query-balloon", NULL, timeout_usec, on_actual,
+                          (struct call) { .actual = fn, .userdata = userdata }, &e);
+        if (r < 0 && err)
+                *err = e;
+        return r;
+}
+
+int balloon_enable_stats(struct qmp *q, const char *device_id, unsigned interval_sec,
+                         uint64_t timeout_usec, balloon_done_fn fn, void *userdata,
+                         struct qmp_error *err) {
+        struct qmp_error e = { 0 };
+        json_object *args;
+        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, &args, &e);
+
+        if (r >= 0)
+                r = send_call(q, "qom-set", args, timeout_usec, on_done,
+                              (struct call) { .done = fn, .userdata = userdata }, &e);
+        if (r < 0 && err)
+                *err = e;
+        return r;
+}
+
+int balloon_read_stats(struct qmp *q, const char *device_id, uint64_t timeout_usec,
+                       balloon_stats_fn fn, void *userdata, struct qmp_error *err) {
+        struct qmp_error e = { 0 };
+        json_object *args;
+        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, &args, &e);
+
+        if (r >= 0)
+                r = send_call(q, "qom-get", args, timeout_usec, on_stats,
+                              (struct call) { .stats = fn, .userdata = userdata }, &e);
+        if (r < 0 && err)
+                *err = e;
+        return r;
+}
+
+/* ---- synchronous --------------------------------------------------------------------- */
+
+int balloon_set_target_sync(struct qmp *q, uint64_t target, uint64_t floor, uint64_t timeout_usec,
+                            struct qmp_error *err) {
+        struct qmp_error e = { 0 };
+        json_object *args;
+        int r = build_target(q, target, floor, &args, &e);
+
+        if (r >= 0)
+                r = qmp_call_sync(q, "balloon", args, timeout_usec, NULL, &e);
+        if (r < 0 && err)
+                *err = e;
+        return r;
+}
+
+int balloon_query_sync(struct qmp *q, uint64_t timeout_usec, uint64_t *ret_actual,
+                       struct qmp_error *err) {
+        struct qmp_error e = { 0 };
+        json_object *reply = NULL;
+        uint64_t actual;
+        int r = qmp_call_sync(q, "query-balloon", NULL, timeout_usec, &reply, &e);
+
+        if (r >= 0) {
+                r = balloon_actual_decode(reply, &actual, &e.error);
+                if (r < 0)
+                        decode_failed(q, "query-balloon", &e);
+                json_object_put(reply);
+        }
+        if (r < 0) {
+                if (err)
+                        *err = e;
+                return r;
+        }
+        *ret_actual = actual;
+        return 0;
+}
+
+int balloon_enable_stats_sync(struct qmp *q, const char *device_id, unsigned interval_sec,
+                              uint64_t timeout_usec, struct qmp_error *err) {
+        struct qmp_error e = { 0 };
+        json_object *args;
+        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, &args, &e);
+
+        if (r >= 0)
+                r = qmp_call_sync(q, "qom-set", args, timeout_usec, NULL, &e);
+        if (r < 0 && err)
+                *err = e;
+        return r;
+}
+
+int balloon_read_stats_sync(struct qmp *q, const char *device_id, uint64_t timeout_usec,
+                            struct balloon_stats *ret, struct qmp_error *err) {
+        struct qmp_error e = { 0 };
+        struct balloon_stats s;
+        json_object *args, *reply = NULL;
+        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, &args, &e);
+
+        if (r >= 0)
+                r = qmp_call_sync(q, "qom-get", args, timeout_usec, &reply, &e);
+        if (r >= 0) {
+                r = balloon_stats_decode(reply, &s, &e.error);
+                if (r < 0)
+                        decode_failed(q, "qom-get guest-stats", &e);
+                json_object_put(reply);
+        }
+        if (r < 0) {
+                if (err)
+                        *err = e;
+                return r;
+        }
+        *ret = s;
+        return 0;
+}

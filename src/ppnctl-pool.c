@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ppnctl pool: the capacity signals. Without live balloon actuals (this command reads the
+ * ledger only), committed counts every VM at its max — the most it can hold — and says so.
+ */
+#include <json-c/json.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "ledger.h"
+#include "pool.h"
+#include "ppnctl.h"
+
+#define POOL_USAGE "pool [--json]"
+
+static void print_human(const struct pool_figures *f) {
+        char b[6][32];
+        printf("%-15s %s\n", "physical", ctl_size((int64_t) f->physical_bytes, b[0], sizeof(b[0])));
+        printf("%-15s %s\n", "reserve", ctl_size((int64_t) f->reserve_bytes, b[1], sizeof(b[1])));
+        printf("%-15s %s (sum of min over %zu VMs)\n", "reserved min",
+               ctl_size((int64_t) f->reserved_min_bytes, b[2], sizeof(b[2])), f->n_vms);
+        printf("%-15s %s\n", "pool available", ctl_size(f->pool_available_bytes, b[3], sizeof(b[3])));
+        printf("%-15s %s (from the ledger only: no live balloon actuals, each VM counted at its max)\n",
+               "committed", ctl_size((int64_t) f->committed_bytes, b[4], sizeof(b[4])));
+        printf("%-15s %s\n", "free", ctl_size(f->free_bytes, b[5], sizeof(b[5])));
+}
+
+static struct json_object *figures_json(const struct pool_figures *f) {
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "physical_bytes", json_object_new_int64((int64_t) f->physical_bytes));
+        json_object_object_add(o, "reserve_bytes", json_object_new_int64((int64_t) f->reserve_bytes));
+        json_object_object_add(o, "reserved_min_bytes", json_object_new_int64((int64_t) f->reserved_min_bytes));
+        json_object_object_add(o, "pool_available_bytes", json_object_new_int64(f->pool_available_bytes));
+        json_object_object_add(o, "committed_bytes", json_object_new_int64((int64_t) f->committed_bytes));
+        json_object_object_add(o, "free_bytes", json_object_new_int64(f->free_bytes));
+        json_object_object_add(o, "vms", json_object_new_int64((int64_t) f->n_vms));
+        json_object_object_add(o, "actual_known_vms", json_object_new_int64((int64_t) f->n_actual_known));
+        json_object_object_add(o, "actual_source", json_object_new_string("ledger"));
+        return o;
+}
+
+int ctl_pool(const struct ctl_globals *g, int argc, char **argv) {
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        _cleanup_ledger_ struct ledger *l = NULL;
+        _cleanup_free_ struct pool_vm *vms = NULL;
+        struct pool_figures f;
+        struct ppn_error e = {};
+        bool json = g->json;
+        int r = ctl_parse_plain("pool", POOL_USAGE, true, &argc, argv, &json);
+
+        if (r >= 0)
+                return r;
+        if (argc != 1)
+                return ctl_usage_error("pool", POOL_USAGE, "unexpected argument '%s'", argv[1]);
+        r = ctl_open_ledger(g, false, &l);
+        if (r)
+                return r;
+        r = ledger_load(l, &st, &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        if (!st->node_ok) {
+                fprintf(stderr, "ppnctl: %s\n", st->node_error);
+                return CTL_FAILED;
+        }
+        vms = ledger_state_pool_vms(st);
+        if (!vms)
+                return ctl_fail(NULL, -ENOMEM);
+        pool_compute(&(struct pool_node) { st->node.physical_bytes, st->node.reserve_bytes }, vms, st->n_vms, &f);
+        if (json)
+                ctl_print_json(figures_json(&f));
+        else
+                print_human(&f);
+        return CTL_OK;
+}

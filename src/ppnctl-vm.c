@@ -1,0 +1,211 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* ppnctl vm add|set|remove|show|list: VM entries in the ledger. */
+#include <getopt.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "ledger.h"
+#include "ppnctl.h"
+
+#define ADD_USAGE "vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] " \
+                  "[--qmp PATH] [--disk PATH]... [--qemu-arg ARG]..."
+#define SET_USAGE "vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp disks qemu-args)"
+#define SHOW_USAGE "vm show NAME [--json]"
+#define LIST_USAGE "vm list [--json]"
+#define REMOVE_USAGE "vm remove NAME"
+
+static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
+        static const struct option opts[] = {
+                { "min", required_argument, NULL, 0 },      { "max", required_argument, NULL, 0 },
+                { "shares", required_argument, NULL, 0 },   { "cpu-weight", required_argument, NULL, 0 },
+                { "vcpus", required_argument, NULL, 0 },    { "qmp", required_argument, NULL, 0 },
+                { "disk", required_argument, NULL, 0 },     { "qemu-arg", required_argument, NULL, 0 },
+                { "help", no_argument, NULL, 'h' },         {},
+        };
+        _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
+        _cleanup_ledger_ struct ledger *l = NULL;
+        struct ppn_error e = {};
+        char uuid[LEDGER_UUID_LEN + 1];
+        int c, idx, r;
+
+        ledger_vm_init(&vm);
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
+                if (c == 'h') {
+                        printf("usage: ppnctl %s\n", ADD_USAGE);
+                        return CTL_OK;
+                }
+                if (c == '?')
+                        return ctl_usage_error("vm add", ADD_USAGE, "unknown option or missing value '%s'",
+                                               argv[optind - 1]);
+                if (ledger_vm_assign(&vm, opts[idx].name, optarg, &e) < 0)
+                        return ctl_usage_error("vm add", ADD_USAGE, "%s", e.msg);
+        }
+        if (optind != argc - 1)
+                return ctl_usage_error("vm add", ADD_USAGE, "expected one NAME, got %d", argc - optind);
+        if (!vm.min_bytes || !vm.max_bytes)
+                return ctl_usage_error("vm add", ADD_USAGE, "--min and --max are required");
+        if (strlen(argv[optind]) >= sizeof(vm.name) || !ledger_name_valid(argv[optind]))
+                return ctl_usage_error("vm add", ADD_USAGE, "vm name '%s' is not valid: use 1–63 characters "
+                                       "from a-z 0-9 _ . - starting with a letter or digit (e.g. web-1)",
+                                       argv[optind]);
+        snprintf(vm.name, sizeof(vm.name), "%s", argv[optind]);
+        r = ctl_open_ledger(g, true, &l);
+        if (r)
+                return r;
+        r = ledger_vm_add(l, &vm, getuid(), uuid, &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        printf("vm '%s' added (uuid %s)\n", vm.name, uuid);
+        return CTL_OK;
+}
+
+static int vm_set(const struct ctl_globals *g, int argc, char **argv) {
+        _cleanup_ledger_ struct ledger *l = NULL;
+        struct ppn_error e = {};
+        bool json = false;
+        int r = ctl_parse_plain("vm set", SET_USAGE, false, &argc, argv, &json);
+
+        if (r >= 0)
+                return r;
+        if (argc < 3)
+                return ctl_usage_error("vm set", SET_USAGE, "expected NAME and at least one KEY=VALUE");
+        for (int i = 2; i < argc; i++) {
+                /* Syntax and values are checked before the ledger is opened: a typo is a usage error. */
+                _cleanup_(ledger_vm_done) struct ledger_vm scratch = {};
+                ledger_vm_init(&scratch);
+                if (ledger_vm_assign_pair(&scratch, argv[i], &e) < 0)
+                        return ctl_usage_error("vm set", SET_USAGE, "%s", e.msg);
+        }
+        r = ctl_open_ledger(g, true, &l);
+        if (r)
+                return r;
+        r = ledger_vm_set(l, argv[1], (const char *const *) argv + 2, (size_t) (argc - 2), getuid(), &e);
+        return r < 0 ? ctl_fail(&e, r) : CTL_OK;
+}
+
+static int vm_remove(const struct ctl_globals *g, int argc, char **argv) {
+        _cleanup_ledger_ struct ledger *l = NULL;
+        struct ppn_error e = {};
+        bool json = false;
+        int r = ctl_parse_plain("vm remove", REMOVE_USAGE, false, &argc, argv, &json);
+
+        if (r >= 0)
+                return r;
+        if (argc != 2)
+                return ctl_usage_error("vm remove", REMOVE_USAGE, "expected one NAME");
+        r = ctl_open_ledger(g, true, &l);
+        if (r)
+                return r;
+        r = ledger_vm_remove(l, argv[1], getuid(), &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        printf("vm '%s' removed\n", argv[1]);
+        return CTL_OK;
+}
+
+static void print_list(const char *label, char **l, const char *sep) {
+        printf("%-11s ", label);
+        if (!l)
+                printf("-");
+        for (size_t i = 0; l && l[i]; i++)
+                printf("%s%s", i ? sep : "", l[i]);
+        printf("\n");
+}
+
+static void print_vm(const struct ledger_vm *vm) {
+        char a[32], b[32];
+        printf("%-11s %s\n%-11s %s\n", "name", vm->name, "uuid", vm->uuid);
+        printf("%-11s %s\n%-11s %s\n", "min", ctl_size((int64_t) vm->min_bytes, a, sizeof(a)), "max",
+               ctl_size((int64_t) vm->max_bytes, b, sizeof(b)));
+        printf("%-11s %" PRIu32 "\n%-11s %" PRIu32 "\n%-11s %" PRIu32 "\n", "shares", vm->shares, "cpu-weight",
+               vm->cpu_weight, "vcpus", vm->vcpus);
+        printf("%-11s %s\n", "qmp", vm->qmp ? vm->qmp : "-");
+        print_list("disks", vm->disks, ", ");
+        print_list("qemu-args", vm->qemu_args, " ");
+        if (vm->override_set) {
+                time_t t = (time_t) vm->override_expires;
+                struct tm tm;
+                char when[32];
+                strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", gmtime_r(&t, &tm));
+                printf("%-11s %s until %s\n", "override", ctl_size((int64_t) vm->override_target_bytes, a, sizeof(a)),
+                       when);
+        } else
+                printf("%-11s none\n", "override");
+}
+
+static int vm_show(const struct ctl_globals *g, int argc, char **argv) {
+        _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
+        _cleanup_ledger_ struct ledger *l = NULL;
+        struct ppn_error e = {};
+        bool json = g->json;
+        int r = ctl_parse_plain("vm show", SHOW_USAGE, true, &argc, argv, &json);
+
+        if (r >= 0)
+                return r;
+        if (argc != 2)
+                return ctl_usage_error("vm show", SHOW_USAGE, "expected one NAME");
+        r = ctl_open_ledger(g, false, &l);
+        if (r)
+                return r;
+        r = ledger_vm_get(l, argv[1], &vm, &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        if (json)
+                ctl_print_json(ledger_vm_to_json(&vm));
+        else
+                print_vm(&vm);
+        return CTL_OK;
+}
+
+static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        _cleanup_ledger_ struct ledger *l = NULL;
+        struct ppn_error e = {};
+        bool json = g->json;
+        int r = ctl_parse_plain("vm list", LIST_USAGE, true, &argc, argv, &json);
+
+        if (r >= 0)
+                return r;
+        if (argc != 1)
+                return ctl_usage_error("vm list", LIST_USAGE, "unexpected argument '%s'", argv[1]);
+        r = ctl_open_ledger(g, false, &l);
+        if (r)
+                return r;
+        r = ledger_load(l, &st, &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        if (json) {
+                struct json_object *a = json_object_new_array();
+                for (size_t i = 0; i < st->n_vms; i++)
+                        json_object_array_add(a, ledger_vm_to_json(&st->vms[i]));
+                ctl_print_json(a);
+                return CTL_OK;
+        }
+        printf("%-24s %8s %8s %7s %10s %5s\n", "NAME", "MIN", "MAX", "SHARES", "CPU-WEIGHT", "VCPUS");
+        for (size_t i = 0; i < st->n_vms; i++) {
+                char a[32], b[32];
+                const struct ledger_vm *vm = &st->vms[i];
+                printf("%-24s %8s %8s %7" PRIu32 " %10" PRIu32 " %5" PRIu32 "\n", vm->name,
+                       ctl_size((int64_t) vm->min_bytes, a, sizeof(a)), ctl_size((int64_t) vm->max_bytes, b, sizeof(b)),
+                       vm->shares, vm->cpu_weight, vm->vcpus);
+        }
+        return CTL_OK;
+}
+
+static const struct ctl_subcommand vm_commands[] = {
+        { "add", vm_add, ADD_USAGE },
+        { "list", vm_list, LIST_USAGE },
+        { "remove", vm_remove, REMOVE_USAGE },
+        { "set", vm_set, SET_USAGE },
+        { "show", vm_show, SHOW_USAGE },
+        {},
+};
+
+int ctl_vm(const struct ctl_globals *g, int argc, char **argv) {
+        return ctl_dispatch("vm", vm_commands, g, argc, argv);
+}

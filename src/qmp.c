@@ -1,0 +1,900 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "qmp.h"
+
+#include <fcntl.h>
+#include <inttypes.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/param.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "log.h"
+
+/* Bytes read per wakeup. QEMU's messages are < 1 KiB, so one read usually drains the socket;
+ * a large reply takes several wakeups of the (level-triggered) loop. */
+#define READ_CHUNK (64 * 1024)
+/* Timer slack for timeouts: 1 ms (sd-event's default of 250 ms would blur short timeouts). */
+#define TIMER_ACCURACY_USEC 1000
+
+enum qmp_state {
+        STATE_GREETING,     /* connected, waiting for {"QMP": ...} */
+        STATE_NEGOTIATING,  /* qmp_capabilities sent */
+        STATE_READY,
+        STATE_CLOSED,
+};
+
+struct pending {
+        struct pending *next;
+        struct qmp *q;
+        uint64_t id;
+        char command[64];
+        uint64_t timeout_usec;
+        qmp_reply_fn fn;
+        void *userdata;
+        sd_event_source *timer;
+};
+
+struct qmp {
+        unsigned n_ref;
+        bool freed;
+        enum qmp_state state;
+        sd_event *event;
+        sd_event_source *io, *connect_timer;
+        int fd;
+        char *name;
+        uint64_t connect_timeout_usec;
+
+        struct json_tokener *tok;
+        size_t msg_bytes;        /* bytes fed to the tokener since the last complete message */
+        bool mid_message;        /* a non-blank byte was fed since the last complete message */
+
+        char *out;               /* bytes not yet written: out[out_pos..out_len) */
+        size_t out_len, out_pos;
+
+        uint64_t next_id;
+        struct pending *pending;
+        struct qmp_callbacks cb;
+        void *userdata;
+        struct {
+                qmp_event_fn fn;
+                void *userdata;
+        } handlers[_QMP_EVENT_MAX];
+
+        bool have_version;
+        struct qmp_version version;
+};
+
+/* ---- errors ---------------------------------------------------------------------------- */
+
+_printf_(3, 4) static int qerr_set(struct qmp_error *e, int code, const char *fmt, ...) {
+        va_list ap;
+        char msg[sizeof(e->error.msg)];
+
+        code = code > 0 ? -code : (code ? code : -EIO);
+        if (!e)
+                return code;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof(msg), fmt, ap);
+        va_end(ap);
+        *e = (struct qmp_error) { .error.code = code };
+        snprintf(e->error.msg, sizeof(e->error.msg), "%s", msg);
+        return code;
+}
+
+/* QEMU's error classes (qapi/error.json), sorted by name for bsearch. */
+static const struct class_errno {
+        const char *class;
+        int code;
+} class_table[] = {
+        { "CommandNotFound", -EOPNOTSUPP },
+        { "DeviceNotActive", -ENODEV },
+        { "DeviceNotFound", -ENOENT },
+        { "GenericError", -EREMOTEIO },
+        { "KVMMissingCap", -EOPNOTSUPP },
+};
+
+static int cmp_class(const void *key, const void *elem) {
+        return strcmp(key, ((const struct class_errno *) elem)->class);
+}
+
+static int class_to_errno(const char *class) {
+        const struct class_errno *c = bsearch(class, class_table, ELEMENTSOF(class_table),
+                                              sizeof(class_table[0]), cmp_class);
+        return c ? c->code : -EREMOTEIO;
+}
+
+bool qmp_error_has_class(const struct qmp_error *e, const char *class) {
+        return qmp_error_is_qemu(e) && class && strcmp(e->class, class) == 0;
+}
+
+/* ---- events ---------------------------------------------------------------------------- */
+
+/* Sorted by name (bsearch); the unit tests check the order. */
+static const struct event_name {
+        const char *name;
+        enum qmp_event_id id;
+} event_table[] = {
+        { "BALLOON_CHANGE", QMP_EVENT_BALLOON_CHANGE },
+        { "DEVICE_DELETED", QMP_EVENT_DEVICE_DELETED },
+        { "MEMORY_DEVICE_SIZE_CHANGE", QMP_EVENT_MEMORY_DEVICE_SIZE_CHANGE },
+        { "POWERDOWN", QMP_EVENT_POWERDOWN },
+        { "RESET", QMP_EVENT_RESET },
+        { "RESUME", QMP_EVENT_RESUME },
+        { "SHUTDOWN", QMP_EVENT_SHUTDOWN },
+        { "STOP", QMP_EVENT_STOP },
+};
+
+static int cmp_event(const void *key, const void *elem) {
+        return strcmp(key, ((const struct event_name *) elem)->name);
+}
+
+enum qmp_event_id qmp_event_from_name(const char *name) {
+        const struct event_name *e;
+
+        if (!name)
+                return QMP_EVENT_UNKNOWN;
+        e = bsearch(name, event_table, ELEMENTSOF(event_table), sizeof(event_table[0]), cmp_event);
+        return e ? e->id : QMP_EVENT_UNKNOWN;
+}
+
+const char *qmp_event_to_name(enum qmp_event_id id) {
+        for (size_t i = 0; i < ELEMENTSOF(event_table); i++)
+                if (event_table[i].id == id)
+                        return event_table[i].name;
+        return NULL;
+}
+
+int qmp_set_event_handler(struct qmp *q, enum qmp_event_id id, qmp_event_fn fn, void *userdata) {
+        if (!q || id <= QMP_EVENT_UNKNOWN || id >= _QMP_EVENT_MAX)
+                return -EINVAL;
+        q->handlers[id].fn = fn;
+        q->handlers[id].userdata = userdata;
+        return 0;
+}
+
+/* ---- lifetime -------------------------------------------------------------------------- */
+
+static struct qmp *qmp_ref(struct qmp *q) {
+        q->n_ref++;
+        return q;
+}
+
+static void qmp_unref(struct qmp *q) {
+        if (!q || --q->n_ref > 0)
+                return;
+        sd_event_unref(q->event);
+        free(q->name);
+        free(q);
+}
+
+static void close_transport(struct qmp *q) {
+        q->io = sd_event_source_disable_unref(q->io);
+        q->connect_timer = sd_event_source_disable_unref(q->connect_timer);
+        if (q->fd >= 0)
+                close(q->fd);
+        q->fd = -1;
+        if (q->tok)
+                json_tokener_free(q->tok);
+        q->tok = NULL;
+        free(q->out);
+        q->out = NULL;
+        q->out_len = q->out_pos = 0;
+}
+
+static struct pending *pending_free(struct pending *p) {
+        if (p) {
+                sd_event_source_disable_unref(p->timer);
+                free(p);
+        }
+        return NULL;
+}
+
+/* Unlinks the pending command with this id, or returns NULL. */
+static struct pending *pending_take(struct qmp *q, uint64_t id) {
+        for (struct pending **pp = &q->pending; *pp; pp = &(*pp)->next) {
+                struct pending *p = *pp;
+                if (p->id != id)
+                        continue;
+                *pp = p->next;
+                p->next = NULL;
+                return p;
+        }
+        return NULL;
+}
+
+/* Runs the callback of an unlinked pending command once and frees it. */
+static void pending_complete(struct qmp *q, struct pending *p, json_object *ret,
+                             const struct qmp_error *err) {
+        p->timer = sd_event_source_disable_unref(p->timer);
+        if (p->fn)
+                p->fn(q, ret, err, p->userdata);
+        pending_free(p);
+}
+
+/* Fails every pending command with `reason`, each message naming its command. */
+static void fail_pending(struct qmp *q, const struct qmp_error *reason) {
+        struct pending *p;
+
+        while ((p = q->pending)) {
+                struct qmp_error e = *reason;
+                q->pending = p->next;
+                ppn_error_prefix(&e.error, reason->error.code, "%s", p->command);
+                pending_complete(q, p, NULL, &e);
+        }
+}
+
+static void qmp_disconnect(struct qmp *q, const struct qmp_error *reason) {
+        if (q->state == STATE_CLOSED)
+                return;
+        q->state = STATE_CLOSED;
+        log_debug("qmp %s: disconnected: %s", q->name, reason->error.msg);
+        close_transport(q);
+        qmp_ref(q);
+        fail_pending(q, reason);
+        if (!q->freed && q->cb.disconnected)
+                q->cb.disconnected(q, reason, q->userdata);
+        qmp_unref(q);
+}
+
+struct qmp *qmp_free(struct qmp *q) {
+        struct qmp_error e;
+
+        if (!q)
+                return NULL;
+        q->freed = true;
+        q->state = STATE_CLOSED;
+        close_transport(q);
+        qerr_set(&e, -ECANCELED, "the QMP client of %s was closed before QEMU answered", q->name);
+        fail_pending(q, &e);
+        qmp_unref(q);
+        return NULL;
+}
+
+/* ---- writing --------------------------------------------------------------------------- */
+
+static int update_io_events(struct qmp *q) {
+        uint32_t events = EPOLLIN | (q->out_pos < q->out_len ? EPOLLOUT : 0);
+        return sd_event_source_set_io_events(q->io, events);
+}
+
+static int out_append(struct qmp *q, const char *s, size_t len) {
+        char *n;
+
+        if (q->out_pos > 0 && q->out_pos == q->out_len)
+                q->out_pos = q->out_len = 0;
+        n = realloc(q->out, q->out_len + len);
+        if (!n)
+                return -ENOMEM;
+        memcpy(n + q->out_len, s, len);
+        q->out = n;
+        q->out_len += len;
+        return update_io_events(q);
+}
+
+static void on_writable(struct qmp *q) {
+        struct qmp_error e;
+        ssize_t n;
+
+        if (q->out_pos == q->out_len)
+                return;
+        /* MSG_NOSIGNAL: a vanished QEMU must give EPIPE, not kill the daemon with SIGPIPE. */
+        n = send(q->fd, q->out + q->out_pos, q->out_len - q->out_pos, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+                if (errno == EAGAIN || errno == EINTR)
+                        return;
+                if (errno == EPIPE || errno == ECONNRESET)
+                        qerr_set(&e, -ECONNRESET, "QEMU closed %s (it exited or dropped the monitor)",
+                                 q->name);
+                else
+                        qerr_set(&e, -errno, "writing to QEMU's monitor %s failed: %m", q->name);
+                qmp_disconnect(q, &e);
+                return;
+        }
+        q->out_pos += (size_t) n;
+        if (q->out_pos == q->out_len) {
+                q->out_pos = q->out_len = 0;
+                (void) update_io_events(q);
+        }
+}
+
+/* ---- commands -------------------------------------------------------------------------- */
+
+static int on_command_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct pending *p = userdata, *taken;
+        struct qmp *q = qmp_ref(p->q);
+        struct qmp_error e;
+
+        qerr_set(&e, -ETIMEDOUT, "%s: QEMU on %s did not answer within %" PRIu64 " ms",
+                 p->command, q->name, p->timeout_usec / 1000);
+        taken = pending_take(q, p->id);
+        if (taken)
+                pending_complete(q, taken, NULL, &e);
+        /* A reply that still comes could not be told from a later one: start over. */
+        qerr_set(&e, -ETIMEDOUT, "QEMU on %s stopped answering (a command timed out)", q->name);
+        qmp_disconnect(q, &e);
+        qmp_unref(q);
+        return 0;
+}
+
+static int build_command(const char *command, json_object *args, uint64_t id, char **ret) {
+        json_object *msg = json_object_new_object();
+        const char *s;
+        int r = -ENOMEM;
+
+        if (!msg)
+                return -ENOMEM;
+        if (json_object_object_add(msg, "execute", json_object_new_string(command)) < 0)
+                goto out;
+        if (args && json_object_object_add(msg, "arguments", json_object_get(args)) < 0)
+                goto out;
+        if (json_object_object_add(msg, "id", json_object_new_uint64(id)) < 0)
+                goto out;
+        s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
+        if (s && asprintf(ret, "%s\n", s) >= 0)
+                r = 0;
+out:
+        json_object_put(msg);
+        return r;
+}
+
+/* Queues a command whatever the state (used for qmp_capabilities before ready). */
+static int send_command(struct qmp *q, const char *command, json_object *args,
+                        uint64_t timeout_usec, qmp_reply_fn fn, void *userdata) {
+        _cleanup_free_ struct pending *p = calloc(1, sizeof(*p));
+        _cleanup_free_ char *text = NULL;
+        struct pending **pp;
+        int r;
+
+        if (!p)
+                return -ENOMEM;
+        *p = (struct pending) { .q = q, .id = q->next_id++, .fn = fn, .userdata = userdata,
+                                .timeout_usec = timeout_usec ?: QMP_TIMEOUT_DEFAULT_USEC };
+        snprintf(p->command, sizeof(p->command), "%s", command);
+        r = build_command(command, args, p->id, &text);
+        if (r < 0)
+                return r;
+        r = sd_event_add_time_relative(q->event, &p->timer, CLOCK_MONOTONIC, p->timeout_usec,
+                                       TIMER_ACCURACY_USEC, on_command_timeout, p);
+        if (r < 0)
+                return r;
+        r = out_append(q, text, strlen(text));
+        if (r < 0) {
+                p->timer = sd_event_source_disable_unref(p->timer);
+                return r;
+        }
+        if (log_get_max_level() >= LOG_DEBUG)
+                log_debug("qmp %s -> %.*s", q->name, (int) strlen(text) - 1, text);
+        /* Appended, so a failing connection fails its commands in the order they were sent. */
+        pp = &q->pending;
+        while (*pp)
+                pp = &(*pp)->next;
+        *pp = TAKE_PTR(p);
+        return 0;
+}
+
+int qmp_call(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
+             qmp_reply_fn fn, void *userdata, struct qmp_error *err) {
+        int r;
+
+        if (!q || !command || !*command) {
+                json_object_put(args);
+                return qerr_set(err, -EINVAL, "no QMP command given");
+        }
+        if (q->state != STATE_READY) {
+                json_object_put(args);
+                return qerr_set(err, -ENOTCONN, "%s: the QMP connection to %s is %s", command,
+                                q->name, q->state == STATE_CLOSED ? "closed" : "not ready yet");
+        }
+        r = send_command(q, command, args, timeout_usec, fn, userdata);
+        json_object_put(args);
+        if (r < 0)
+                return qerr_set(err, r, "%s: cannot queue the command for %s: %s", command,
+                                q->name, strerror(-r));
+        return 0;
+}
+
+unsigned qmp_pending(const struct qmp *q) {
+        unsigned n = 0;
+        for (const struct pending *p = q ? q->pending : NULL; p; p = p->next)
+                n++;
+        return n;
+}
+
+/* ---- messages from QEMU ---------------------------------------------------------------- */
+
+static const char *get_string(json_object *o, const char *key) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return NULL;
+        return json_object_get_string(v);
+}
+
+static unsigned get_small_uint(json_object *o, const char *key) {
+        json_object *v;
+        int64_t n;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+                return 0;
+        n = json_object_get_int64(v);
+        return n < 0 || n > 1000000 ? 0 : (unsigned) n;
+}
+
+static void on_capabilities(struct qmp *q, json_object *ret, const struct qmp_error *err,
+                            void *userdata) {
+        struct qmp_error e;
+
+        if (q->state == STATE_CLOSED)
+                return; /* transport failure: qmp_disconnect() reports it */
+        if (err) {
+                e = *err;
+                ppn_error_prefix(&e.error, err->error.code, "QMP capabilities negotiation with %s failed",
+                                 q->name);
+                qmp_disconnect(q, &e);
+                return;
+        }
+        q->state = STATE_READY;
+        q->connect_timer = sd_event_source_disable_unref(q->connect_timer);
+        log_debug("qmp %s: ready (QEMU %u.%u.%u)", q->name, q->version.major, q->version.minor,
+                  q->version.micro);
+        if (q->cb.ready)
+                q->cb.ready(q, q->userdata);
+}
+
+static int on_greeting(struct qmp *q, json_object *msg, json_object *value,
+                       struct qmp_error *reason) {
+        json_object *version = NULL, *qemu = NULL;
+        const char *package;
+        int r;
+
+        if (q->state != STATE_GREETING)
+                return qerr_set(reason, -EPROTO, "QEMU on %s sent a second greeting", q->name);
+        if (!json_object_is_type(value, json_type_object))
+                return qerr_set(reason, -EPROTO, "QEMU on %s sent a malformed greeting", q->name);
+        if (json_object_object_get_ex(value, "version", &version))
+                json_object_object_get_ex(version, "qemu", &qemu);
+        q->version = (struct qmp_version) { .major = get_small_uint(qemu, "major"),
+                                            .minor = get_small_uint(qemu, "minor"),
+                                            .micro = get_small_uint(qemu, "micro") };
+        package = version ? get_string(version, "package") : NULL;
+        snprintf(q->version.package, sizeof(q->version.package), "%s", package ?: "");
+        q->have_version = true;
+        q->state = STATE_NEGOTIATING;
+        r = send_command(q, "qmp_capabilities", NULL, q->connect_timeout_usec, on_capabilities, NULL);
+        if (r < 0)
+                return qerr_set(reason, r, "cannot send qmp_capabilities to %s", q->name);
+        return 0;
+}
+
+static void timestamp_of(json_object *msg, uint64_t *ret_usec) {
+        json_object *ts;
+        int64_t s, us;
+
+        *ret_usec = 0;
+        if (!json_object_object_get_ex(msg, "timestamp", &ts))
+                return;
+        s = json_object_get_int64(json_object_object_get(ts, "seconds"));
+        us = json_object_get_int64(json_object_object_get(ts, "microseconds"));
+        if (s > 0 && s < INT64_MAX / 1000000 && us >= 0 && us < 1000000)
+                *ret_usec = (uint64_t) s * 1000000 + (uint64_t) us;
+}
+
+static int on_event(struct qmp *q, json_object *msg, json_object *value,
+                    struct qmp_error *reason) {
+        struct qmp_event ev = { .name = json_object_get_string(value) };
+        qmp_event_fn fn = q->cb.event;
+        void *userdata = q->userdata;
+
+        if (q->state == STATE_GREETING || !json_object_is_type(value, json_type_string))
+                return qerr_set(reason, -EPROTO, "QEMU on %s sent a malformed event", q->name);
+        ev.id = qmp_event_from_name(ev.name);
+        json_object_object_get_ex(msg, "data", &ev.data);
+        timestamp_of(msg, &ev.timestamp_usec);
+        if (ev.id != QMP_EVENT_UNKNOWN && q->handlers[ev.id].fn) {
+                fn = q->handlers[ev.id].fn;
+                userdata = q->handlers[ev.id].userdata;
+        }
+        if (fn)
+                fn(q, &ev, userdata);
+        return 0;
+}
+
+/* Finds and unlinks the command a reply answers. */
+static int reply_pending(struct qmp *q, json_object *msg, struct pending **ret,
+                         struct qmp_error *reason) {
+        json_object *id;
+        struct pending *p;
+
+        if (q->state == STATE_GREETING)
+                return qerr_set(reason, -EPROTO, "QEMU on %s replied before its greeting", q->name);
+        if (!json_object_object_get_ex(msg, "id", &id) || !json_object_is_type(id, json_type_int))
+                return qerr_set(reason, -EPROTO, "QEMU on %s sent a reply without an id", q->name);
+        p = pending_take(q, json_object_get_uint64(id));
+        if (!p)
+                return qerr_set(reason, -EPROTO, "QEMU on %s replied to unknown command id %s",
+                                q->name, json_object_get_string(id));
+        *ret = p;
+        return 0;
+}
+
+static int on_return(struct qmp *q, json_object *msg, json_object *value,
+                     struct qmp_error *reason) {
+        struct pending *p;
+        int r = reply_pending(q, msg, &p, reason);
+
+        if (r < 0)
+                return r;
+        pending_complete(q, p, value, NULL);
+        return 0;
+}
+
+static int on_error_reply(struct qmp *q, json_object *msg, json_object *value,
+                          struct qmp_error *reason) {
+        const char *class = get_string(value, "class"), *desc = get_string(value, "desc");
+        struct qmp_error e;
+        struct pending *p;
+        int r;
+
+        if (!json_object_is_type(value, json_type_object) || !class)
+                return qerr_set(reason, -EPROTO, "QEMU on %s sent a malformed error", q->name);
+        if (!json_object_object_get_ex(msg, "id", NULL))
+                /* QEMU could not even parse a command: we sent something broken. */
+                return qerr_set(reason, -EPROTO, "QEMU on %s rejected a message: %s", q->name,
+                                desc ?: class);
+        r = reply_pending(q, msg, &p, reason);
+        if (r < 0)
+                return r;
+        qerr_set(&e, class_to_errno(class), "%s on %s: %s (%s)", p->command, q->name,
+                 desc ?: "no description", class);
+        snprintf(e.class, sizeof(e.class), "%s", class);
+        snprintf(e.desc, sizeof(e.desc), "%s", desc ?: "");
+        pending_complete(q, p, NULL, &e);
+        return 0;
+}
+
+static const struct {
+        const char *key;
+        int (*handle)(struct qmp *q, json_object *msg, json_object *value, struct qmp_error *reason);
+} message_kinds[] = {
+        { "QMP", on_greeting },
+        { "event", on_event },
+        { "return", on_return },
+        { "error", on_error_reply },
+};
+
+static void handle_message(struct qmp *q, json_object *msg) {
+        struct qmp_error reason;
+        json_object *value;
+
+        if (log_get_max_level() >= LOG_DEBUG)
+                log_debug("qmp %s <- %s", q->name, json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
+        if (!json_object_is_type(msg, json_type_object)) {
+                qerr_set(&reason, -EPROTO, "QEMU on %s sent a JSON value that is not an object",
+                         q->name);
+                qmp_disconnect(q, &reason);
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(message_kinds); i++) {
+                if (!json_object_object_get_ex(msg, message_kinds[i].key, &value))
+                        continue;
+                if (message_kinds[i].handle(q, msg, value, &reason) < 0)
+                        qmp_disconnect(q, &reason);
+                return;
+        }
+        qerr_set(&reason, -EPROTO, "QEMU on %s sent a message that is neither greeting, event nor reply",
+                 q->name);
+        qmp_disconnect(q, &reason);
+}
+
+/* ---- reading --------------------------------------------------------------------------- */
+
+static bool has_non_blank(const char *p, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (!strchr(" \t\r\n", p[i]))
+                        return true;
+        return false;
+}
+
+static void fail_oversized(struct qmp *q) {
+        struct qmp_error e;
+        qerr_set(&e, -EMSGSIZE, "QEMU on %s sent a message larger than %d bytes", q->name,
+                 QMP_MESSAGE_MAX);
+        qmp_disconnect(q, &e);
+}
+
+/* Feeds bytes to the tokener; every complete message is handled in order. Never feeds more
+ * than one byte past QMP_MESSAGE_MAX, so a huge message costs at most that much memory. */
+static void feed(struct qmp *q, const char *p, size_t n) {
+        while (n > 0 && q->state != STATE_CLOSED) {
+                size_t len = MIN(n, QMP_MESSAGE_MAX - q->msg_bytes + 1), used;
+                json_object *msg = json_tokener_parse_ex(q->tok, p, (int) len);
+                enum json_tokener_error jerr = json_tokener_get_error(q->tok);
+                struct qmp_error e;
+
+                used = json_tokener_get_parse_end(q->tok);
+                if (!msg && jerr != json_tokener_continue) {
+                        qerr_set(&e, -EPROTO, "QEMU on %s sent malformed JSON (%s, byte %zu of a message)",
+                                 q->name, json_tokener_error_desc(jerr), q->msg_bytes + used);
+                        qmp_disconnect(q, &e);
+                        return;
+                }
+                if (q->msg_bytes + used > QMP_MESSAGE_MAX) {
+                        json_object_put(msg);
+                        fail_oversized(q);
+                        return;
+                }
+                q->mid_message = q->mid_message || has_non_blank(p, used);
+                q->msg_bytes += used;
+                if (msg) {
+                        q->msg_bytes = 0;
+                        q->mid_message = false;
+                        handle_message(q, msg);
+                        json_object_put(msg);
+                }
+                p += used;
+                n -= used;
+        }
+}
+
+static void on_readable(struct qmp *q) {
+        char buf[READ_CHUNK];
+        struct qmp_error e;
+        ssize_t n = read(q->fd, buf, sizeof(buf));
+
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+                return;
+        if (n < 0 && errno != ECONNRESET) {
+                qerr_set(&e, -errno, "reading from QEMU's monitor %s failed: %m", q->name);
+                qmp_disconnect(q, &e);
+                return;
+        }
+        /* ECONNRESET: QEMU exited with bytes of ours unread; for us that is EOF. */
+        if (n <= 0) {
+                if (q->mid_message)
+                        qerr_set(&e, -ECONNRESET, "QEMU closed %s in the middle of a message (%zu bytes of it received)",
+                                 q->name, q->msg_bytes);
+                else
+                        qerr_set(&e, -ECONNRESET, "QEMU closed %s (it exited or dropped the monitor)", q->name);
+                qmp_disconnect(q, &e);
+                return;
+        }
+        feed(q, buf, (size_t) n);
+}
+
+static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct qmp *q = qmp_ref(userdata);
+
+        if (revents & EPOLLOUT)
+                on_writable(q);
+        /* HUP/ERR: read() tells EOF or the error, after any data still queued. */
+        if (q->state != STATE_CLOSED && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+                on_readable(q);
+        qmp_unref(q);
+        return 0;
+}
+
+static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct qmp *q = userdata;
+        struct qmp_error e;
+
+        qerr_set(&e, -ETIMEDOUT,
+                 "no QMP %s from QEMU on %s within %" PRIu64 " ms (QEMU serves one QMP client at a time: is another one connected?)",
+                 q->state == STATE_GREETING ? "greeting" : "capabilities answer", q->name,
+                 q->connect_timeout_usec / 1000);
+        qmp_disconnect(q, &e);
+        return 0;
+}
+
+/* ---- connecting ------------------------------------------------------------------------ */
+
+void qmp_set_callbacks(struct qmp *q, const struct qmp_callbacks *cb, void *userdata) {
+        q->cb = cb ? *cb : (struct qmp_callbacks) { 0 };
+        q->userdata = userdata;
+}
+
+static int attach(struct qmp *q, sd_event *e, uint64_t timeout_usec) {
+        int r;
+
+        q->event = sd_event_ref(e);
+        q->connect_timeout_usec = timeout_usec ?: QMP_TIMEOUT_DEFAULT_USEC;
+        q->tok = json_tokener_new();
+        if (!q->tok)
+                return -ENOMEM;
+        /* Strict JSON, several messages per buffer, and UTF-8 checked. */
+        json_tokener_set_flags(q->tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
+                                               JSON_TOKENER_VALIDATE_UTF8);
+        r = sd_event_add_io(e, &q->io, q->fd, EPOLLIN, on_io, q);
+        if (r < 0)
+                return r;
+        return sd_event_add_time_relative(e, &q->connect_timer, CLOCK_MONOTONIC,
+                                          q->connect_timeout_usec, TIMER_ACCURACY_USEC,
+                                          on_connect_timeout, q);
+}
+
+int qmp_open_fd(sd_event *e, int fd, const char *name, uint64_t timeout_usec,
+                const struct qmp_callbacks *cb, void *userdata, struct qmp **ret,
+                struct qmp_error *err) {
+        struct qmp *q;
+        int r, flags;
+
+        if (!e || fd < 0 || !ret) {
+                if (fd >= 0)
+                        close(fd);
+                return qerr_set(err, -EINVAL, "qmp_open_fd: invalid arguments");
+        }
+        q = calloc(1, sizeof(*q));
+        if (!q || !(q->name = strdup(name ?: "QMP socket"))) {
+                free(q);
+                close(fd);
+                return qerr_set(err, -ENOMEM, "out of memory");
+        }
+        q->n_ref = 1;
+        q->fd = fd;
+        q->next_id = 1;
+        qmp_set_callbacks(q, cb, userdata);
+        flags = fcntl(fd, F_GETFL);
+        r = flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0 ? -errno : 0;
+        if (r >= 0)
+                r = attach(q, e, timeout_usec);
+        if (r < 0) {
+                qerr_set(err, r, "cannot watch QMP socket %s: %s", q->name, strerror(-r));
+                qmp_free(q);
+                return r;
+        }
+        *ret = q;
+        return 0;
+}
+
+static const char *connect_hint(int error) {
+        switch (error) {
+        case ENOENT:
+                return " (no such socket: is QEMU running with -qmp unix:PATH,server=on?)";
+        case ECONNREFUSED:
+                return " (nobody is listening: QEMU has exited or closed its monitor)";
+        case EAGAIN:
+                return " (QEMU's listen queue is full: try again)";
+        default:
+                return "";
+        }
+}
+
+int qmp_connect(sd_event *e, const char *path, uint64_t timeout_usec,
+                const struct qmp_callbacks *cb, void *userdata, struct qmp **ret,
+                struct qmp_error *err) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        _cleanup_close_ int fd = -1;
+
+        if (!path || !*path)
+                return qerr_set(err, -EINVAL, "no QMP socket path given");
+        if (strlen(path) >= sizeof(sa.sun_path))
+                return qerr_set(err, -ENAMETOOLONG, "QMP socket path %s is longer than %zu bytes",
+                                path, sizeof(sa.sun_path) - 1);
+        memcpy(sa.sun_path, path, strlen(path));
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return qerr_set(err, -errno, "cannot create a socket for %s: %m", path);
+        if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                return qerr_set(err, -errno, "cannot connect to QMP socket %s: %m%s", path,
+                                connect_hint(errno));
+        return qmp_open_fd(e, TAKE_FD(fd), path, timeout_usec, cb, userdata, ret, err);
+}
+
+/* ---- queries --------------------------------------------------------------------------- */
+
+const char *qmp_name(const struct qmp *q) { return q ? q->name : NULL; }
+bool qmp_is_ready(const struct qmp *q) { return q && q->state == STATE_READY; }
+
+int qmp_qemu_version(const struct qmp *q, struct qmp_version *ret) {
+        if (!q || !q->have_version)
+                return -ENODATA;
+        *ret = q->version;
+        return 0;
+}
+
+int qmp_peer_pid(const struct qmp *q, pid_t *ret_pid) {
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+
+        if (!q || q->fd < 0)
+                return -ENOTCONN;
+        if (getsockopt(q->fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return -errno;
+        if (cred.pid <= 0)
+                return -ENODATA;
+        *ret_pid = cred.pid;
+        return 0;
+}
+
+/* ---- synchronous layer ----------------------------------------------------------------- */
+
+struct sync_state {
+        bool done;
+        json_object *ret;
+        struct qmp_error err;
+};
+
+static void sync_on_ready(struct qmp *q, void *userdata) {
+        ((struct sync_state *) userdata)->done = true;
+}
+
+static void sync_on_disconnect(struct qmp *q, const struct qmp_error *reason, void *userdata) {
+        struct sync_state *s = userdata;
+        s->done = true;
+        s->err = *reason;
+}
+
+static void sync_on_reply(struct qmp *q, json_object *ret, const struct qmp_error *err,
+                          void *userdata) {
+        struct sync_state *s = userdata;
+        s->done = true;
+        if (err)
+                s->err = *err;
+        else
+                s->ret = json_object_get(ret);
+}
+
+/* Runs q's loop until *done. A failing loop ends the connection, which sets *done. */
+static void run_until(struct qmp *q, const bool *done) {
+        while (!*done) {
+                int r = sd_event_run(q->event, UINT64_MAX);
+                if (r < 0) {
+                        struct qmp_error e;
+                        qerr_set(&e, r, "the event loop of %s failed: %s", q->name, strerror(-r));
+                        qmp_disconnect(q, &e);
+                        return;
+                }
+        }
+}
+
+int qmp_connect_sync(const char *path, uint64_t timeout_usec, struct qmp **ret,
+                     struct qmp_error *err) {
+        static const struct qmp_callbacks cb = { .ready = sync_on_ready,
+                                                 .disconnected = sync_on_disconnect };
+        struct sync_state s = { 0 };
+        sd_event *e = NULL;
+        struct qmp *q = NULL;
+        int r;
+
+        r = sd_event_new(&e);
+        if (r < 0)
+                return qerr_set(err, r, "cannot create an event loop: %s", strerror(-r));
+        r = qmp_connect(e, path, timeout_usec, &cb, &s, &q, err);
+        sd_event_unref(e); /* q holds its own reference */
+        if (r < 0)
+                return r;
+        run_until(q, &s.done);
+        qmp_set_callbacks(q, NULL, NULL);
+        if (!qmp_is_ready(q)) {
+                if (err)
+                        *err = s.err;
+                qmp_free(q);
+                return s.err.error.code ?: -EIO;
+        }
+        *ret = q;
+        return 0;
+}
+
+int qmp_call_sync(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
+                  json_object **ret_reply, struct qmp_error *err) {
+        struct sync_state s = { 0 };
+        int r;
+
+        if (q && sd_event_get_state(q->event) != SD_EVENT_INITIAL) {
+                json_object_put(args);
+                return qerr_set(err, -EBUSY, "%s: qmp_call_sync() on %s from inside its event loop",
+                                command, q->name);
+        }
+        r = qmp_call(q, command, args, timeout_usec, sync_on_reply, &s, err);
+        if (r < 0)
+                return r;
+        run_until(q, &s.done);
+        if (!s.ret) {
+                if (err)
+                        *err = s.err;
+                return s.err.error.code ?: -EIO;
+        }
+        if (ret_reply)
+                *ret_reply = s.ret;
+        else
+                json_object_put(s.ret);
+        return 0;
+}
