@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "sim-drivers.h"
@@ -70,7 +71,23 @@ static void events(const struct sim_driver *d, void *ctx, struct sim *s, int *r)
                 *r = d->tick(ctx, s);
 }
 
+/* PPN_SIM_DEBUG=POLICY: one line per second on stderr: t, host available, then per VM
+ * working set / actual / target in MiB. For checking the model by eye. */
+static void debug_line(const struct sim *s) {
+        if (s->now_usec % 1000000ULL != 0)
+                return;
+        fprintf(stderr, "%4llu avail=%llu", (unsigned long long) (s->now_usec / 1000000ULL),
+                (unsigned long long) (sim_host_available(s) / MIB));
+        for (size_t i = 0; i < s->n; i++)
+                fprintf(stderr, " %s=%llu/%llu/%llu%s", s->g[i].spec->name,
+                        (unsigned long long) (s->g[i].ws / MIB),
+                        (unsigned long long) (s->g[i].actual / MIB),
+                        (unsigned long long) (s->g[i].target / MIB), s->g[i].oom ? "!" : "");
+        fputc('\n', stderr);
+}
+
 static int run_one(const struct trace *t, const struct sim_driver *d) {
+        const char *debug = getenv("PPN_SIM_DEBUG");
         struct sim s;
         int r = sim_init(&s, t);
         if (r < 0)
@@ -89,6 +106,8 @@ static int run_one(const struct trace *t, const struct sim_driver *d) {
                 sim_step(&s);
                 events(d, ctx, &s, &r);
                 free4g_watch(&f, &s);
+                if (debug && strcmp(debug, d->name) == 0)
+                        debug_line(&s);
         }
         d->stop(ctx);
         if (r >= 0) {
