@@ -15,14 +15,19 @@
  * The balloon's actual moves toward the target over time: 0.5 GiB/s inflating, 2 GiB/s
  * deflating (measured under TCG). Guest statistics are scripted: the guest uses
  *   use(t) = max · use% · (1 + wave% · sin(2π t / period + phase_i)),
- * and every --burst-every'th VM adds burst% of max for 20 s out of every 120 s.
+ * and every --burst-every'th VM adds burst% of max for --burst-len s out of every
+ * --burst-cycle s (default 20 of 120), phase-shifted per VM. The balloon starts at --init
+ * (default: max).
  * available = actual − use, free = 70 % of available, total = actual; swap-in and major
  * faults grow while use does not fit. last-update advances on the polling interval.
  *
  *   ppn-fakeqemu --dir DIR --count N [--prefix vm] [--max SIZE] [--use-pct P]
  *                [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
  * Prints "ready N" on stdout once every socket listens; on SIGTERM/SIGINT removes its
- * sockets and prints one JSON line with the commands served by name.
+ * sockets and prints one JSON line: the commands served by name, and "latency_ms": for every
+ * burst, the time from its start until the first balloon command that raised that VM's
+ * target (the control loop's decision latency as the guest would feel it; the fake's stats
+ * are computed at query time, so this includes the stats interval but not QEMU's polling).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,16 +50,16 @@
 
 #define INFLATE_BPS (512.0 * MIB)
 #define DEFLATE_BPS (2048.0 * MIB)
-#define BURST_LEN_S 20.0
-#define BURST_EVERY_S 120.0
+#define MAX_LATENCIES 100000
 #define STAT_UNKNOWN UINT64_MAX
 
 struct opts {
         const char *dir, *prefix;
         unsigned count;
         uint64_t max;
-        double use_pct, wave_pct, period, burst_pct;
+        double use_pct, wave_pct, period, burst_pct, burst_len, burst_cycle;
         unsigned burst_every;
+        uint64_t init;              /* 0 = max */
 };
 
 struct vm {
@@ -68,6 +73,7 @@ struct vm {
         double phase;
         double swap_in, major;      /* cumulative */
         double counted_at;          /* time the counters were last advanced */
+        double answered_burst;      /* start of the last burst a growth answered */
 };
 
 struct conn {
@@ -84,8 +90,12 @@ enum { TAG_LISTEN = 1, TAG_CONN = 2, TAG_SIGNAL = 3 };
 struct tagged { int tag; void *p; };
 
 static struct opts O = { .prefix = "vm", .count = 1, .max = 4 * GIB, .use_pct = 30,
-                         .wave_pct = 10, .period = 60, .burst_every = 10, .burst_pct = 30 };
+                         .wave_pct = 10, .period = 60, .burst_every = 10, .burst_pct = 30,
+                         .burst_len = 20, .burst_cycle = 120 };
 static json_object *served;  /* command name -> count */
+static double latencies[MAX_LATENCIES];
+static size_t n_latencies;
+static double started;        /* bursts before this + one cycle are not timed (adoption) */
 
 static double mono(void) {
         struct timespec ts;
@@ -108,13 +118,30 @@ static void vm_set_target(struct vm *v, uint64_t target, double now) {
         v->target = target;
 }
 
+/* Start of the burst in progress (s), or -1. */
+static double vm_burst_start(const struct vm *v, double now) {
+        if (!O.burst_every || v->idx % O.burst_every != 0)
+                return -1;
+        double offset = v->phase / (2 * M_PI) * O.burst_cycle;
+        double in = fmod(now + offset, O.burst_cycle);
+        return in < O.burst_len ? now - in : -1;
+}
+
 static double vm_use(const struct vm *v, double now) {
         double use = (double) v->max * O.use_pct / 100.0 *
                      (1 + O.wave_pct / 100.0 * sin(2 * M_PI * now / O.period + v->phase));
-        if (O.burst_every && v->idx % O.burst_every == 0 &&
-            fmod(now + v->phase * 10, BURST_EVERY_S) < BURST_LEN_S)
+        if (vm_burst_start(v, now) >= 0)
                 use += (double) v->max * O.burst_pct / 100.0;
         return use;
+}
+
+/* A growth during a burst not answered yet: record how long the burst waited. */
+static void vm_note_growth(struct vm *v, double now) {
+        double b = vm_burst_start(v, now);
+        if (b < started + O.burst_cycle || b == v->answered_burst || n_latencies >= MAX_LATENCIES)
+                return;
+        v->answered_burst = b;
+        latencies[n_latencies++] = (now - b) * 1000.0;
 }
 
 /* Swap-in and major faults accumulate while the use does not fit (10 % of the excess/s). */
@@ -182,7 +209,11 @@ static json_object *cmd_balloon(struct conn *c, json_object *args) {
         int64_t want = json_object_get_int64(v);
         if (want <= 0)
                 return error_reply("GenericError", "Parameter 'target' expects a size");
-        vm_set_target(c->vm, (uint64_t) want > c->vm->max ? c->vm->max : (uint64_t) want, mono());
+        double now = mono();
+        uint64_t t = (uint64_t) want > c->vm->max ? c->vm->max : (uint64_t) want;
+        if (t > c->vm->target)
+                vm_note_growth(c->vm, now);
+        vm_set_target(c->vm, t, now);
         return return_reply(NULL);
 }
 
@@ -407,7 +438,8 @@ static int parse_opts(int argc, char **argv) {
                 { "prefix", required_argument, NULL, 'p' }, { "max", required_argument, NULL, 'm' },
                 { "use-pct", required_argument, NULL, 'u' }, { "wave-pct", required_argument, NULL, 'w' },
                 { "period", required_argument, NULL, 'T' }, { "burst-every", required_argument, NULL, 'b' },
-                { "burst-pct", required_argument, NULL, 'B' }, {}
+                { "burst-pct", required_argument, NULL, 'B' }, { "burst-len", required_argument, NULL, 'L' },
+                { "burst-cycle", required_argument, NULL, 'C' }, { "init", required_argument, NULL, 'i' }, {}
         };
         int ch;
         while ((ch = getopt_long(argc, argv, "", lo, NULL)) >= 0) {
@@ -421,10 +453,16 @@ static int parse_opts(int argc, char **argv) {
                 case 'T': O.period = strtod(optarg, NULL); break;
                 case 'b': O.burst_every = (unsigned) strtoul(optarg, NULL, 10); break;
                 case 'B': O.burst_pct = strtod(optarg, NULL); break;
+                case 'L': O.burst_len = strtod(optarg, NULL); break;
+                case 'C': O.burst_cycle = strtod(optarg, NULL); break;
+                case 'i': if (parse_size(optarg, &O.init) < 0) return -EINVAL; break;
                 default: return -EINVAL;
                 }
         }
-        return O.dir && O.count > 0 && O.count <= 100000 && O.period > 0 && O.max > 0 ? 0 : -EINVAL;
+        if (O.init == 0 || O.init > O.max)
+                O.init = O.max;
+        return O.dir && O.count > 0 && O.count <= 100000 && O.period > 0 && O.max > 0 &&
+               O.burst_cycle > 0 && O.burst_len >= 0 && O.burst_len < O.burst_cycle ? 0 : -EINVAL;
 }
 
 /* One fd per VM socket plus one per connection: raise the soft limit to fit. */
@@ -490,7 +528,8 @@ static void serve(int ep) {
 int main(int argc, char **argv) {
         if (parse_opts(argc, argv) < 0) {
                 fprintf(stderr, "usage: ppn-fakeqemu --dir DIR --count N [--prefix P] [--max SIZE] "
-                                "[--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]\n");
+                                "[--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]\n"
+                                "       [--burst-len S] [--burst-cycle S] [--init SIZE]\n");
                 return 2;
         }
         raise_nofile(O.count);
@@ -500,10 +539,11 @@ int main(int argc, char **argv) {
         served = json_object_new_object();
         if (ep < 0 || !vms || !tags || setup_signals(ep, &tags[O.count]) < 0)
                 return 1;
-        double now = mono();
+        double now = started = mono();
         for (unsigned i = 0; i < O.count; i++) {
-                vms[i] = (struct vm) { .idx = i, .max = O.max, .actual_at = (double) O.max,
-                                       .t_at = now, .target = O.max, .counted_at = now,
+                vms[i] = (struct vm) { .idx = i, .max = O.max, .actual_at = (double) O.init,
+                                       .t_at = now, .target = O.init, .counted_at = now,
+                                       .answered_burst = -1,
                                        .phase = 2 * M_PI * i / O.count };
                 int r = listen_vm(ep, &vms[i], &tags[i]);
                 if (r < 0) {
@@ -516,6 +556,11 @@ int main(int argc, char **argv) {
         serve(ep);
         for (unsigned i = 0; i < O.count; i++)
                 unlink(vms[i].path);
-        printf("%s\n", json_object_to_json_string_ext(served, JSON_C_TO_STRING_PLAIN));
+        json_object *res = json_object_new_object(), *lat = json_object_new_array();
+        for (size_t i = 0; i < n_latencies; i++)
+                json_object_array_add(lat, json_object_new_double(round(latencies[i] * 10) / 10));
+        json_object_object_add(res, "served", served);
+        json_object_object_add(res, "latency_ms", lat);
+        printf("%s\n", json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
         return 0;
 }
