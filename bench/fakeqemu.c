@@ -74,6 +74,7 @@ struct vm {
         double swap_in, major;      /* cumulative */
         double counted_at;          /* time the counters were last advanced */
         double answered_burst;      /* start of the last burst a growth answered */
+        double armed_at;            /* stats enabled by the client (0 = not yet) */
 };
 
 struct conn {
@@ -95,7 +96,9 @@ static struct opts O = { .prefix = "vm", .count = 1, .max = 4 * GIB, .use_pct = 
 static json_object *served;  /* command name -> count */
 static double latencies[MAX_LATENCIES];
 static size_t n_latencies;
-static double started;        /* bursts before this + one cycle are not timed (adoption) */
+/* Only bursts that start this long after the client enabled guest statistics are timed: a
+ * burst already running at adoption measures adoption, not the control loop. */
+#define ARM_DELAY_S 2.0
 
 static double mono(void) {
         struct timespec ts;
@@ -138,7 +141,8 @@ static double vm_use(const struct vm *v, double now) {
 /* A growth during a burst not answered yet: record how long the burst waited. */
 static void vm_note_growth(struct vm *v, double now) {
         double b = vm_burst_start(v, now);
-        if (b < started + O.burst_cycle || b == v->answered_burst || n_latencies >= MAX_LATENCIES)
+        if (v->armed_at == 0 || b < v->armed_at + ARM_DELAY_S || b == v->answered_burst ||
+            n_latencies >= MAX_LATENCIES)
                 return;
         v->answered_burst = b;
         latencies[n_latencies++] = (now - b) * 1000.0;
@@ -256,6 +260,8 @@ static json_object *cmd_qom_set(struct conn *c, json_object *args) {
             json_object_get_int64(v) < 0 || json_object_get_int64(v) > UINT32_MAX)
                 return error_reply("GenericError", "Property not supported by this fake");
         c->vm->poll_interval = (unsigned) json_object_get_int64(v);
+        if (c->vm->poll_interval > 0 && c->vm->armed_at == 0)
+                c->vm->armed_at = mono();
         return return_reply(NULL);
 }
 
@@ -539,7 +545,7 @@ int main(int argc, char **argv) {
         served = json_object_new_object();
         if (ep < 0 || !vms || !tags || setup_signals(ep, &tags[O.count]) < 0)
                 return 1;
-        double now = started = mono();
+        double now = mono();
         for (unsigned i = 0; i < O.count; i++) {
                 vms[i] = (struct vm) { .idx = i, .max = O.max, .actual_at = (double) O.init,
                                        .t_at = now, .target = O.init, .counted_at = now,
