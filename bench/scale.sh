@@ -11,7 +11,9 @@
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
 # ticks carry real decisions: growth under pressure and reclaim from idle VMs. The cgroup
 # root is an empty directory: CPU placement fails (reported by ppnd, costs nothing per tick)
-# instead of creating 2,000 groups on the host.
+# instead of creating 2,000 groups on the host. The fake guests' memory is not real, so the
+# host low mark is the absolute 256 MiB only: 5 % of a declared 4.5 TB node would be above
+# this machine's MemAvailable and make the node look short all the time.
 set -euo pipefail
 OUT=$1
 cd "$(dirname "$0")/.."
@@ -61,6 +63,8 @@ path = $1/ledger.db
 socket = $1/run/ppnd.sock
 [cgroup]
 root = $1/no-cgroup
+[policy]
+host-low-percent = 0
 EOF
 }
 
