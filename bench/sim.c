@@ -5,6 +5,7 @@
  *   {"part":"sim","trace":T,"policy":P,"metric":M,"value":V,"unit":U}
  *
  *   ppn-sim TRACE.csv...
+ *   ppn-sim --decide N      (the policy's own cost per tick for N VMs; see decide_cost)
  *
  * The model is bench/sim-model.h, the policies bench/sim-drivers.h. Events within a step:
  * the model advances 0.1 s, then guests publish statistics (at k·interval + 0.5 s, so a
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "policy.h"
 #include "sim-drivers.h"
 #include "sim-model.h"
 #include "trace.h"
@@ -123,9 +125,54 @@ static int run_one(const struct trace *t, const struct sim_driver *d) {
         return r;
 }
 
+/* --decide N: the pure policy's cost for N VMs, a third under pressure and no free memory
+ * (the expensive case: growth waits on reclaim from donors). Median of 21 calls, in ms. */
+static int decide_cost(size_t n) {
+        struct policy_tunables t;
+        policy_tunables_default(&t);
+        _cleanup_free_ struct policy_vm *vms = calloc(n, sizeof *vms);
+        _cleanup_free_ struct policy_decision *dec = calloc(n, sizeof *dec);
+        if (!vms || !dec)
+                return -ENOMEM;
+        uint64_t now = 100 * 1000000ULL;
+        for (size_t i = 0; i < n; i++) {
+                bool pressed = i % 3 == 0;
+                vms[i] = (struct policy_vm) {
+                        .min = 512 * MIB, .max = 4 * GIB, .shares = 1000, .target = 2 * GIB,
+                        .actual = 2 * GIB, .driver = POLICY_DRIVER_OK,
+                        .stats = { .available = pressed ? 16 * MIB : 1200 * MIB, .free = 8 * MIB,
+                                   .total = 2 * GIB, .swap_in = 0, .major_faults = 0,
+                                   .last_update_usec = now - 500000 },
+                };
+        }
+        struct policy_node node = { .now_usec = now, .physical = n * 2 * GIB + GIB, .reserve = GIB,
+                                    .host_available = 8 * GIB, .host_available_known = true };
+        double ms[21];
+        for (size_t k = 0; k < ELEMENTSOF(ms); k++) {
+                uint64_t t0 = now_usec();
+                int r = policy_decide(&t, &node, vms, n, dec, NULL);
+                if (r < 0)
+                        return r;
+                ms[k] = (double) (now_usec() - t0) / 1000.0;
+        }
+        for (size_t a = 1; a < ELEMENTSOF(ms); a++)       /* insertion sort: 21 values */
+                for (size_t b = a; b > 0 && ms[b] < ms[b - 1]; b--) {
+                        double x = ms[b]; ms[b] = ms[b - 1]; ms[b - 1] = x;
+                }
+        printf("{\"part\":\"scale\",\"vms\":%zu,\"metric\":\"policy_decide\",\"value\":%.3f,"
+               "\"unit\":\"ms\"}\n", n, ms[ELEMENTSOF(ms) / 2]);
+        return 0;
+}
+
 int main(int argc, char **argv) {
+        if (argc == 3 && strcmp(argv[1], "--decide") == 0) {
+                uint64_t n;
+                if (parse_u64(argv[2], &n) < 0 || n == 0 || n > 100000)
+                        return 2;
+                return decide_cost((size_t) n) < 0 ? 1 : 0;
+        }
         if (argc < 2) {
-                fprintf(stderr, "usage: ppn-sim TRACE.csv...\n");
+                fprintf(stderr, "usage: ppn-sim TRACE.csv... | ppn-sim --decide N\n");
                 return 2;
         }
         for (int a = 1; a < argc; a++) {
