@@ -11,13 +11,16 @@ a second QMP monitor (qmp2.sock) from which this script measures: QEMU allows on
 monitor and ppnd holds the first. Every measurement is also taken as a floor on the same guest
 in the same run, by driving the balloon directly, so results can be read as ratios.
 
-reaction: a 1 GiB guest held at 384 MiB (an operator lease that then expires; the guest is
+reaction: run twice, with a plain balloon and with deflate-on-oom (the guest may then take
+  memory back by itself; ppnd adopts that). A 1 GiB guest held at 384 MiB (an operator lease that then expires; the guest is
   idle, so ppnd keeps it there), then a program in the guest allocates everything available
   plus REACTION_PAST_MIB. Reaction = from the allocation's start until actual has grown by
   REACTION_PAST_MIB. Floor = stats interval (1 s) + the raw deflate time of the same distance
   (a direct `balloon` command, measured on this guest before ppnd starts). Also: the
   allocation's duration (vs. the same allocation with memory to spare: the stall cost) and
-  OOM kills in the guest console.
+  OOM kills in the guest console ("Killed process"). The allocation is made in 64 MiB
+  programs back to back, as fast as the guest can (one large malloc is refused by the guest's
+  overcommit heuristic once the balloon has shrunk MemTotal).
 reclaim: a 2 GiB guest allocates and frees 1.5 GiB (QEMU RSS stays high), then the node is
   declared short of memory (ppnd's host-low mark raised above MemAvailable with SIGHUP, as if
   the host ran low). Reclaim = until actual settles (and until 90 % of the reclaim is done),
@@ -90,14 +93,16 @@ class Qmp:
 
 
 class Guest:
-    def __init__(self, work, mem_mib):
+    def __init__(self, work, mem_mib, deflate_on_oom=False):
         self.dir = os.path.join(work, 'vm')
         os.makedirs(self.dir)
         extra = ('-chardev socket,id=mon2,path=%s/qmp2.sock,server=on,wait=off '
                  '-mon chardev=mon2,mode=control' % self.dir)
         self.log = open(os.path.join(work, 'testvm.log'), 'w')
-        self.p = subprocess.Popen([TESTVM, 'boot', self.dir, '--mem', str(mem_mib), '--extra', extra],
-                                  stdout=self.log, stderr=subprocess.STDOUT)
+        args = [TESTVM, 'boot', self.dir, '--mem', str(mem_mib), '--extra', extra]
+        if deflate_on_oom:
+            args.append('--deflate-on-oom')
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
         ready = os.path.join(self.dir, 'ready')
         deadline = time.time() + 120
         while not os.path.exists(ready):
@@ -124,7 +129,7 @@ class Guest:
 
     def oom_kills(self):
         try:
-            return len(re.findall(r'Killed process|Out of memory', open(self.console, errors='replace').read()))
+            return len(re.findall(r'Killed process', open(self.console, errors='replace').read()))
         except OSError:
             return 0
 
@@ -217,10 +222,26 @@ def available_mib(g):
     return int(m.group(1)) // 1024 if m else 0
 
 
+CHUNK_MIB = 64
+
+
 def timed_hog(g, name, mib):
+    """Allocates mib MiB in 64 MiB programs (one large malloc is refused by the guest's
+    overcommit heuristic once the balloon has shrunk MemTotal). Returns (seconds, chunks,
+    status of the first failing chunk or 0)."""
     t0 = time.monotonic()
-    rc, _ = g.exec('guest-work hog %s %d' % (name, mib))
-    return time.monotonic() - t0, rc
+    k = 0
+    while k * CHUNK_MIB < mib:
+        rc, _ = g.exec('guest-work hog %s_%d %d' % (name, k, CHUNK_MIB))
+        k += 1
+        if rc != 0:
+            return time.monotonic() - t0, k, rc
+    return time.monotonic() - t0, k, 0
+
+
+def stop_hog(g, name, chunks):
+    for k in range(chunks):
+        g.exec('guest-work stop %s_%d' % (name, k))
 
 
 def raw_deflate(g, low, dist):
@@ -237,8 +258,15 @@ def raw_deflate(g, low, dist):
 
 
 def reaction(out, work):
+    for variant in ('plain', 'deflate-on-oom'):
+        sub = os.path.join(work, variant)
+        os.makedirs(sub)
+        reaction_one(out, sub, variant)
+
+
+def reaction_one(out, work, variant):
     low = 384 * MIB
-    g = Guest(work, 1024)
+    g = Guest(work, 1024, deflate_on_oom=(variant == 'deflate-on-oom'))
     d = None
     try:
         g.exec('guest-work status x')
@@ -249,13 +277,13 @@ def reaction(out, work):
         ref_mib = max(64, available_mib(g) - 640 + PAST_MIB)
         free_times = []
         for i in range(REPS):
-            dt, _ = timed_hog(g, 'ref%d' % i, min(ref_mib, 512))
+            dt, chunks, _ = timed_hog(g, 'ref%d' % i, min(ref_mib, 512))
             free_times.append(dt)
-            g.exec('guest-work stop ref%d' % i)
+            stop_hog(g, 'ref%d' % i, chunks)
         d = Daemon(work, g, '4G', '256M', 256, 1024)
         d.wait_running()
         reactions, hogs, ooms0 = [], [], g.oom_kills()
-        failed = 0
+        failed = failed_alloc = 0
         for i in range(REPS):
             d.ctl('balloon', 'g', '%dM' % (low // MIB), '--for', '4s')
             g.wait_actual(lambda a: a <= low + MIB)
@@ -265,7 +293,8 @@ def reaction(out, work):
             size = avail + PAST_MIB
             res = {}
             t0 = time.monotonic()
-            th = threading.Thread(target=lambda: res.update(zip(('t', 'rc'), timed_hog(g, 'h%d' % i, size))))
+            th = threading.Thread(target=lambda: res.update(zip(('t', 'chunks', 'rc'),
+                                                                timed_hog(g, 'h%d' % i, size))))
             th.start()
             dt, _ = g.wait_actual(lambda a: a >= start + PAST_MIB * MIB, timeout=60)
             th.join()
@@ -274,28 +303,31 @@ def reaction(out, work):
             else:
                 reactions.append(dt)
             hogs.append(res.get('t', 0))
-            say('reaction %d: start %d MiB, allocating %d MiB: %s s, allocation took %.2f s (rc %s)'
-                % (i, start // MIB, size, '%.2f' % dt if dt is not None else 'never', res.get('t', 0),
+            say('reaction %s %d: start %d MiB, allocating %d MiB: %s s, allocation took %.2f s (rc %s)'
+                % (variant, i, start // MIB, size, '%.2f' % dt if dt is not None else 'never', res.get('t', 0),
                    res.get('rc')))
-            g.exec('guest-work stop h%d' % i)
+            if res.get('rc'):
+                failed_alloc += 1
+            stop_hog(g, 'h%d' % i, res.get('chunks', 0))
             time.sleep(1)
         ooms = g.oom_kills() - ooms0
         floor = STATS_INTERVAL_S + statistics.median(raw)
         P = 'reaction'
-        rec(out, P, 'raw_deflate_median', round(statistics.median(raw) * 1000, 1), 'ms', mib=PAST_MIB)
-        rec(out, P, 'floor', round(floor * 1000, 1), 'ms', mib=PAST_MIB)
+        rec(out, P, 'raw_deflate_median', round(statistics.median(raw) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'floor', round(floor * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
         if reactions:
             med = statistics.median(reactions)
-            rec(out, P, 'reaction_median', round(med * 1000, 1), 'ms', mib=PAST_MIB)
-            rec(out, P, 'reaction_max', round(max(reactions) * 1000, 1), 'ms', mib=PAST_MIB)
-            rec(out, P, 'reaction_over_floor', round(med / floor, 2), 'ratio', mib=PAST_MIB)
-        rec(out, P, 'not_reached_60s', failed, 'count', mib=PAST_MIB)
-        rec(out, P, 'repetitions', REPS, 'count', mib=PAST_MIB)
-        rec(out, P, 'alloc_median_ppnd', round(statistics.median(hogs) * 1000, 1), 'ms', mib=PAST_MIB)
-        rec(out, P, 'alloc_median_spare', round(statistics.median(free_times) * 1000, 1), 'ms', mib=PAST_MIB)
+            rec(out, P, 'reaction_median', round(med * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+            rec(out, P, 'reaction_max', round(max(reactions) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+            rec(out, P, 'reaction_over_floor', round(med / floor, 2), 'ratio', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'not_reached_60s', failed, 'count', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'repetitions', REPS, 'count', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'alloc_median_ppnd', round(statistics.median(hogs) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'alloc_median_spare', round(statistics.median(free_times) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
         rec(out, P, 'alloc_stall_ratio', round(statistics.median(hogs) / statistics.median(free_times), 2),
-            'ratio', mib=PAST_MIB)
-        rec(out, P, 'oom_kills', ooms, 'count', mib=PAST_MIB)
+            'ratio', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'oom_kills', ooms, 'count', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'alloc_failed', failed_alloc, 'count', mib=PAST_MIB, guest=variant)
     finally:
         if d:
             d.stop()
@@ -318,9 +350,12 @@ def settle(g, timeout=120, quiet=3.0):
     return samples, last_change
 
 
-def use_and_free(g, mib):
-    g.exec('guest-work hog r %d' % mib)
-    g.exec('guest-work free r')
+def use_and_free(g, name, mib):
+    _, chunks, rc = timed_hog(g, name, mib)
+    for k in range(chunks):
+        g.exec('guest-work free %s_%d' % (name, k))
+    if rc:
+        raise RuntimeError('the guest could not allocate %d MiB' % mib)
 
 
 def reclaim(out, work):
@@ -328,7 +363,7 @@ def reclaim(out, work):
     d = None
     P = 'reclaim'
     try:
-        use_and_free(g, 1536)
+        use_and_free(g, 'r', 1536)
         d = Daemon(work, g, '4G', '256M', 256, 2048)
         d.wait_running()
         time.sleep(3)
@@ -342,14 +377,14 @@ def reclaim(out, work):
         st = d.status().get('g', {})
         use = (st.get('actual_bytes') or a1) - (st.get('guest_available_bytes') or 0)
         t90 = next((t for t, a in samples if a0 - a >= 0.9 * (a0 - a1)), None)
-        say('reclaim: %d -> %d MiB in %.2f s (90%% in %s s); RSS %.0f -> %.0f MiB'
-            % (a0 // MIB, a1 // MIB, t_settle, t90, rss0, rss1))
+        say('reclaim: %d -> %d MiB in %.2f s (90%% in %.2f s); RSS %.0f -> %.0f MiB'
+            % (a0 // MIB, a1 // MIB, t_settle, t90 if t90 is not None else -1, rss0, rss1))
         d.stop()
         d = None
         # Floor: the same state again, then one direct balloon command to the same size.
         g.q.cmd('balloon', value=2048 * MIB)
         g.wait_actual(lambda a: a >= 2047 * MIB)
-        use_and_free(g, 1536)
+        use_and_free(g, 'f', 1536)
         t0 = time.monotonic()
         g.q.cmd('balloon', value=a1)
         dt, _ = g.wait_actual(lambda a: a <= a1 + MIB, timeout=60)
