@@ -81,18 +81,40 @@ def sim_tables(records):
     print()
 
 
-def plain_table(records, part, title):
+def pivot(records, part, title, note=''):
+    """One row per combination of the record's other keys (vms, guest, ...), one column per
+    metric (with its unit), in the order the metrics were measured."""
     rows = [r for r in records if r['part'] == part]
     if not rows:
         return
     print('### %s\n' % title)
+    if note:
+        print(note + '\n')
     keys = [k for k in rows[0] if k not in ('part', 'metric', 'value', 'unit')]
-    print('| ' + ' | '.join(keys + ['metric', 'value', 'unit']) + ' |')
-    print('|' + '---|' * (len(keys) + 1) + '---:|---|')
+    metrics, table = [], {}
     for r in rows:
-        print('| ' + ' | '.join(str(r.get(k, '')) for k in keys) +
-              ' | %s | %s | %s |' % (r['metric'], fmt(r['value']), r['unit']))
+        col = '%s (%s)' % (r['metric'], r['unit'])
+        if col not in metrics:
+            metrics.append(col)
+        table.setdefault(tuple(r.get(k, '') for k in keys), {})[col] = r['value']
+    print('| ' + ' | '.join(keys + metrics) + ' |')
+    print('|' + '---|' * len(keys) + '---:|' * len(metrics))
+    for key, vals in table.items():
+        cells = [str(k) for k in key] + [fmt(vals[m]) if m in vals else '' for m in metrics]
+        print('| ' + ' | '.join(cells) + ' |')
     print()
+
+
+def scale_ratios(records):
+    """How ppnd's CPU per tick grows between consecutive node sizes (equal factors = linear)."""
+    cpu = {r['vms']: r['value'] for r in records
+           if r['part'] == 'scale' and r['metric'] == 'cpu_per_tick'}
+    sizes = sorted(cpu)
+    if len(sizes) < 2:
+        return
+    steps = ['%d→%d VMs (%s): CPU per tick %s' % (a, b, ratio(b, a), ratio(cpu[b], cpu[a]))
+             for a, b in zip(sizes, sizes[1:])]
+    print('Scaling, VMs × vs CPU per tick ×: ' + '; '.join(steps) + '\n')
 
 
 def main():
@@ -113,9 +135,15 @@ def main():
         f.write('\n')
     print('## Benchmarks (%s, commit %s, %d CPUs)\n' % (doc['date'], rev, doc['cpus']))
     sim_tables(records)
-    plain_table(records, 'reaction', 'Reaction (real guest)')
-    plain_table(records, 'reclaim', 'Reclaim (real guest)')
-    plain_table(records, 'scale', 'Scale (fake QMP peers)')
+    pivot(records, 'reaction', 'Reaction (real guest, TCG)',
+          'Reaction = allocation start until the balloon gave the guest the memory past its '
+          'target; floor = stats interval + raw deflate of the same distance, same guest, same run.')
+    pivot(records, 'reclaim', 'Reclaim (real guest, TCG)',
+          'Floor = one direct balloon command to the same final size from the same state.')
+    pivot(records, 'scale', 'Scale (ppnd against fake QMP peers)',
+          'cpu_per_tick: ppnd CPU per 1 s control tick; latency: burst start to growth command '
+          '(measured by the fake); policy_decide: the pure policy alone, same N.')
+    scale_ratios(records)
     if not records:
         print('(no measurements)')
 
