@@ -77,7 +77,13 @@ struct vm {
         double armed_at;            /* stats enabled by the client (0 = not yet) */
 };
 
+/* Epoll tags: listening sockets and connections share the data pointer, told apart here. */
+enum { TAG_LISTEN = 1, TAG_CONN = 2, TAG_SIGNAL = 3 };
+struct tagged { int tag; void *p; };
+
 struct conn {
+        struct tagged tag;           /* epoll data: { TAG_CONN, this } */
+        struct conn *next, **pprev;  /* all open connections, freed at exit */
         int fd;
         struct vm *vm;
         bool negotiated;
@@ -86,14 +92,12 @@ struct conn {
         size_t out_len, out_cap;
 };
 
-/* Epoll tags: listening sockets and connections share the data pointer, told apart here. */
-enum { TAG_LISTEN = 1, TAG_CONN = 2, TAG_SIGNAL = 3 };
-struct tagged { int tag; void *p; };
 
 static struct opts O = { .prefix = "vm", .count = 1, .max = 4 * GIB, .use_pct = 30,
                          .wave_pct = 10, .period = 60, .burst_every = 10, .burst_pct = 30,
                          .burst_len = 20, .burst_cycle = 120 };
 static json_object *served;  /* command name -> count */
+static struct conn *conns;
 static double latencies[MAX_LATENCIES];
 static size_t n_latencies;
 /* Only bursts that start this long after the client enabled guest statistics are timed: a
@@ -345,14 +349,17 @@ static int conn_send(struct conn *c, json_object *msg) {
         return conn_flush(c);
 }
 
-static void conn_free(int ep, struct tagged *t) {
-        struct conn *c = t->p;
+static void conn_free(int ep, struct conn *c) {
+        if (c->pprev) {
+                *c->pprev = c->next;
+                if (c->next)
+                        c->next->pprev = c->pprev;
+        }
         epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
         json_tokener_free(c->tok);
         free(c->out);
         free(c);
-        free(t);
 }
 
 static int handle_message(struct conn *c, json_object *msg) {
@@ -402,20 +409,23 @@ static int accept_conn(int ep, struct vm *v) {
         if (fd < 0)
                 return errno == EAGAIN ? 0 : -errno;
         struct conn *c = calloc(1, sizeof *c);
-        struct tagged *t = calloc(1, sizeof *t);
-        if (!c || !t || !(c->tok = json_tokener_new())) {
+        if (!c || !(c->tok = json_tokener_new())) {
                 free(c);
-                free(t);
                 close(fd);
                 return -ENOMEM;
         }
         c->fd = fd;
         c->vm = v;
-        *t = (struct tagged) { TAG_CONN, c };
-        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = t };
+        c->next = conns;
+        c->pprev = &conns;
+        if (conns)
+                conns->pprev = &c->next;
+        conns = c;
+        c->tag = (struct tagged) { TAG_CONN, c };
+        struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &c->tag };
         if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0 ||
             send(fd, greeting, sizeof greeting - 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0) {
-                conn_free(ep, t);
+                conn_free(ep, c);
                 return 0;
         }
         return 0;
@@ -509,7 +519,7 @@ static void on_event(int ep, struct tagged *t, uint32_t events) {
         if (r >= 0 && (events & EPOLLOUT))
                 r = conn_flush(c);
         if (r < 0 || (events & (EPOLLHUP | EPOLLERR))) {
-                conn_free(ep, t);
+                conn_free(ep, c);
                 return;
         }
         struct epoll_event ev = { .events = EPOLLIN | (c->out_len ? EPOLLOUT : 0), .data.ptr = t };
@@ -568,5 +578,14 @@ int main(int argc, char **argv) {
         json_object_object_add(res, "served", served);
         json_object_object_add(res, "latency_ms", lat);
         printf("%s\n", json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
+        fflush(stdout);
+        json_object_put(res);
+        while (conns)
+                conn_free(ep, conns);
+        for (unsigned i = 0; i < O.count; i++)
+                close(vms[i].listen_fd);
+        free(vms);
+        free(tags);
+        close(ep);
         return 0;
 }
