@@ -52,7 +52,7 @@ static uint64_t inflate_floor(const struct sim_guest *g) {
 
 static void move_balloon(struct sim_guest *g, double dt) {
         if (g->target < g->actual) {
-                uint64_t step = (uint64_t) (SIM_INFLATE_RATE * dt);
+                uint64_t step = (uint64_t) ceil(SIM_INFLATE_RATE * dt);
                 uint64_t to = g->actual - min_u64(step, g->actual - g->target);
                 uint64_t floor = inflate_floor(g);
                 if (to < floor)
@@ -61,7 +61,7 @@ static void move_balloon(struct sim_guest *g, double dt) {
                 /* Pages in the balloon are discarded by QEMU: the host gets them back. */
                 g->touched = min_u64(g->touched, g->actual);
         } else if (g->target > g->actual) {
-                uint64_t step = (uint64_t) (SIM_DEFLATE_RATE * dt);
+                uint64_t step = (uint64_t) ceil(SIM_DEFLATE_RATE * dt);
                 g->actual += min_u64(step, g->target - g->actual);
         }
 }
