@@ -137,7 +137,7 @@ say "Decisions (ppnctl events)"
 ctl events | tail -25
 
 PLOT=$B/demo-memory.svg
-ctl plot --since 10m -o "$PLOT" >/dev/null && echo "memory over time: $PLOT (open it in a browser)"
+ctl plot --since "$(( ($(now_ms) - T0) / 1000 + 10 ))s" -o "$PLOT" >/dev/null && echo "memory over time: $PLOT (open it in a browser)"
 
 say "Summary"
 OOM=0
