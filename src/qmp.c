@@ -397,10 +397,25 @@ static int update_io_events(struct qmp *q) {
         return 0;
 }
 
+/* Sends what is queued now, if the socket takes it. Errors are left to the loop: the socket
+ * stays writable (or hung up) and on_writable()/on_readable() end the connection from there,
+ * so no callback ever runs from inside qmp_call(). */
+static void send_now(struct qmp *q) {
+        ssize_t n = send(q->fd, q->out + q->out_pos, q->out_len - q->out_pos,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0)
+                q->out_pos += (size_t) n;
+}
+
+/* Queues bytes for QEMU. With nothing queued before, they are sent at once: QEMU's socket
+ * takes a command of < 1 KiB, and waiting for EPOLLOUT would cost two epoll_ctl() calls and a
+ * wakeup per command (at 1,000 VMs that was 2,000 epoll_ctl() calls a second, ~1/3 of the
+ * system calls left after the hub). */
 static int out_append(struct qmp *q, const char *s, size_t len) {
+        bool was_empty = q->out_pos == q->out_len;
         char *n;
 
-        if (q->out_pos > 0 && q->out_pos == q->out_len)
+        if (was_empty)
                 q->out_pos = q->out_len = 0;
         n = realloc(q->out, q->out_len + len);
         if (!n)
@@ -408,6 +423,10 @@ static int out_append(struct qmp *q, const char *s, size_t len) {
         memcpy(n + q->out_len, s, len);
         q->out = n;
         q->out_len += len;
+        if (was_empty && q->fd >= 0)
+                send_now(q);
+        if (q->out_pos == q->out_len)
+                q->out_pos = q->out_len = 0;
         return update_io_events(q);
 }
 
