@@ -176,8 +176,9 @@ int qmp_set_event_handler(struct qmp *q, enum qmp_event_id id, qmp_event_fn fn, 
  */
 
 /* Ready connections served per dispatch. Bounds the time the hub holds the loop (timers and
- * the control socket wait meanwhile): 256 replies of < 1 KiB take ~1 ms here. More ready
- * connections keep the hub's fd readable and are served at the next iteration. */
+ * the control socket wait meanwhile): at the ~16 us per reply measured at 1,000 VMs, 256
+ * replies hold it ~4 ms. More ready connections keep the hub's fd readable and are served at
+ * the next iteration, a few system calls later instead of one full poll per reply. */
 #define HUB_BATCH 256
 
 struct hub {
