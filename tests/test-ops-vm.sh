@@ -71,6 +71,7 @@ ok "ppnd adopted the guest"
 note "reason: $(echo "$s" | status_field reason)"
 
 # ---- the status table: 80 columns (a long reason goes below its row), colour on a terminal ----
+# The colour checks set TERM themselves: CI runs with TERM unset or dumb, where ppnctl never colours.
 for args in status "--bytes status"; do
   "$PPNCTL" $args >"$T/table" 2>&1
   w=$(LC_ALL=C.UTF-8 wc -L <"$T/table")
@@ -81,8 +82,8 @@ for args in status "--bytes status"; do
     not_ok "ppnctl $args: a table within 80 columns" "$w columns" "$(cat "$T/table")"
   fi
 done
-if script -qec "stty cols 80; $PPNCTL status" /dev/null | grep -q $'\033\[32mrunning'; then ok "status: running in green on a terminal"; else not_ok "status colours the state on a terminal"; fi
-if NO_COLOR=1 script -qec "stty cols 80; $PPNCTL status" /dev/null | grep -q $'\033'; then not_ok "status: NO_COLOR honoured"; else ok "status: NO_COLOR honoured"; fi
+if TERM=xterm script -qec "stty cols 80; $PPNCTL status" /dev/null | grep -q $'\033\[32mrunning'; then ok "status: running in green on a terminal"; else not_ok "status colours the state on a terminal"; fi
+if NO_COLOR=1 TERM=xterm script -qec "stty cols 80; $PPNCTL status" /dev/null | grep -q $'\033'; then not_ok "status: NO_COLOR honoured"; else ok "status: NO_COLOR honoured"; fi
 
 # ---- metrics against status ----
 scrape() { curl -sf --max-time 10 "http://127.0.0.1:$PORT/metrics"; }
