@@ -61,6 +61,23 @@ fetch_deb() { # PKG: leaves OUT/debs/PKG.deb
   rm -rf "$tmp"
 }
 
+# Keeps only what the guest needs from the package (the full tree is ~140 MB, this ~15 MB).
+extract_kernel() { # DEB DIR
+  local tmp=$2.tmp m
+  rm -rf "$tmp" "$2"
+  dpkg-deb -x "$1" "$tmp"
+  [ -f "$tmp/boot/vmlinuz-$ABI" ] || die "no boot/vmlinuz-$ABI in $1"
+  mkdir -p "$tmp.keep/boot"
+  cp "$tmp/boot/vmlinuz-$ABI" "$tmp/boot/config-$ABI" "$tmp.keep/boot/"
+  for m in "${MODULES[@]}"; do
+    mkdir -p "$tmp.keep/lib/modules/$ABI/kernel/${m%/*}"
+    cp "$tmp/lib/modules/$ABI/kernel/$m" "$tmp.keep/lib/modules/$ABI/kernel/$m" || die "module $m missing in $1"
+  done
+  rm -rf "$tmp"
+  touch "$tmp.keep/.done"
+  mv "$tmp.keep" "$2"
+}
+
 # Extracts the kernel package once; OUT/kernel -> kernel-PKG. Sets KDIR and ABI.
 kernel() {
   local pkg
@@ -71,16 +88,13 @@ kernel() {
     pkg=$(basename "$(readlink "$OUT/kernel")"); pkg=${pkg#kernel-}
   fi
   KDIR=$OUT/kernel-$pkg
+  ABI=${pkg#linux-image-}
   if [ ! -e "$KDIR/.done" ]; then
     fetch_deb "$pkg"
     say "extracting $pkg"
-    rm -rf "$KDIR"
-    dpkg-deb -x "$OUT/debs/$pkg.deb" "$KDIR"
-    touch "$KDIR/.done"
+    extract_kernel "$OUT/debs/$pkg.deb" "$KDIR"
   fi
   ln -sfn "kernel-$pkg" "$OUT/kernel"
-  ABI=${pkg#linux-image-}
-  [ -f "$KDIR/boot/vmlinuz-$ABI" ] || die "no boot/vmlinuz-$ABI in $pkg"
   if [ ! "$OUT/vmlinuz" -nt "$KDIR/.done" ]; then
     cp "$KDIR/boot/vmlinuz-$ABI" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
   fi

@@ -228,6 +228,7 @@ static int hog_main(const char *name, unsigned long mib, int ready_fd) {
 static int spin_main(const char *name, unsigned long unused, int ready_fd) {
         struct sigaction sa = { .sa_handler = on_signal };
         sigaction(SIGTERM, &sa, NULL);
+        signal(SIGUSR1, SIG_IGN); /* "free" is for hogs; a spinner must not die of it */
         dprintf(ready_fd, "+spin %s: spinning (pid %d)\n", name, (int) getpid());
         close(ready_fd);
         say("spinning");
@@ -287,8 +288,11 @@ static int cmd_spin(int argc, char **argv, const char *cgroup) {
 }
 
 static int cmd_free(int argc, char **argv, const char *cgroup) {
+        char line[512];
         if (argc != 1)
                 return fail("usage: free NAME");
+        if (last_line(argv[0], line, sizeof(line)) == 0 && strstr(line, "spinning"))
+                return fail("%s is a spinner, not a hog", argv[0]);
         return signal_and_wait(argv[0], SIGUSR1, "freed", 30);
 }
 

@@ -33,13 +33,15 @@ struct testvm {
         size_t len, cap;
 };
 
-/* Every guest still running, for the atexit and signal handlers. */
+/* Every guest still running, for the atexit and signal handlers, with the process that
+ * booted it: a forked child that exits must not take its parent's guests along. */
 static struct testvm *live[MAX_VMS];
-static volatile pid_t live_pids[MAX_VMS];
+static volatile pid_t live_pids[MAX_VMS], live_owners[MAX_VMS];
 
 static void on_fatal_signal(int sig) {
+        pid_t self = getpid();
         for (size_t i = 0; i < MAX_VMS; i++)
-                if (live_pids[i] > 0)
+                if (live_pids[i] > 0 && live_owners[i] == self)
                         kill(live_pids[i], SIGKILL);
         signal(sig, SIG_DFL);
         raise(sig);
@@ -47,7 +49,8 @@ static void on_fatal_signal(int sig) {
 
 static void kill_all_at_exit(void) {
         for (size_t i = 0; i < MAX_VMS; i++)
-                live[i] = testvm_kill(live[i]);
+                if (live[i] && live_owners[i] == getpid())
+                        live[i] = testvm_kill(live[i]);
 }
 
 static void install_cleanup(void) {
@@ -68,6 +71,7 @@ static void track(struct testvm *vm, bool on) {
         for (size_t i = 0; i < MAX_VMS; i++) {
                 if (on && !live[i]) {
                         live[i] = vm;
+                        live_owners[i] = getpid();
                         live_pids[i] = vm->pid;
                         return;
                 }
@@ -302,8 +306,6 @@ static int wait_reply(struct testvm *vm, const char *id, uint64_t deadline, int 
                 uint64_t now = now_usec();
                 if (now >= deadline)
                         return -ETIMEDOUT;
-                if (!vm_alive(vm))
-                        return -ECONNRESET;
                 uint64_t ms = (deadline - now) / 1000 + 1;
                 struct pollfd p = { .fd = vm->fd, .events = POLLIN };
                 r = poll(&p, 1, (int) (ms < ALIVE_CHECK_MS ? ms : ALIVE_CHECK_MS));
@@ -311,6 +313,9 @@ static int wait_reply(struct testvm *vm, const char *id, uint64_t deadline, int 
                         return -errno;
                 if (r > 0 && (r = fill(vm)) < 0)
                         return r;
+                /* Only when nothing is left to read: a reply sent just before exit counts. */
+                if (r == 0 && !vm_alive(vm))
+                        return -ECONNRESET;
         }
 }
 
@@ -323,7 +328,7 @@ int testvm_exec(struct testvm *vm, const char *cmd, unsigned timeout_ms, char **
         if (r < 0)
                 return r;
         /* Unique across processes sharing one guest (testvm exec from several shells). */
-        snprintf(id, sizeof(id), "%d.%u", (int) getpid(), ++vm->seq);
+        snprintf(id, sizeof(id), "%d.%u.%x", (int) getpid(), ++vm->seq, (unsigned) (now_usec() & 0xffffff));
         if (asprintf(&line, "%s %s\n", id, cmd) < 0)
                 return -ENOMEM;
         r = send_all(vm->fd, line, strlen(line));
@@ -523,8 +528,9 @@ static int wait_ready(struct testvm *vm, uint64_t start) {
                 usleep(20000);
         }
         _cleanup_free_ char *out = NULL;
-        r = testvm_exec(vm, "echo ready", (unsigned) ((deadline - now_usec()) / 1000), &out);
-        if (r == -ECONNRESET && !vm_alive(vm))
+        uint64_t now = now_usec();
+        r = testvm_exec(vm, "echo ready", now < deadline ? (unsigned) ((deadline - now) / 1000) : 1, &out);
+        if (r < 0 && r != -ETIMEDOUT && !vm_alive(vm))
                 return boot_failed(vm, -ECHILD, "QEMU exited");
         if (r != 0 || strcmp(out, "ready\n") != 0)
                 return boot_failed(vm, r < 0 ? r : -EPROTO, r == -ETIMEDOUT ?

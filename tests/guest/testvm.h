@@ -12,7 +12,9 @@
  *
  * QEMU never outlives the process that booted it: the child has PR_SET_PDEATHSIG(SIGKILL), and
  * an atexit handler plus SIGINT/SIGTERM/SIGHUP handlers (installed only where the handler is
- * still the default) kill every guest still running.
+ * still the default) kill every guest still running. PDEATHSIG follows the thread that called
+ * testvm_boot(): boot from a thread that lives as long as the guest should. A forked child
+ * that exits leaves its parent's guests alone.
  */
 
 #include <stdbool.h>
