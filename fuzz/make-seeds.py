@@ -6,6 +6,8 @@ lines, CRLF-terminated as QEMU writes them), each with a first control byte 0 (o
 again with 1 and 7 (split at every byte / in odd chunks).
 fuzz-balloon-stats: every guest-stats reply in the transcripts, plus edge cases.
 fuzz-ledger-import: documents as 'ppnctl ledger export' writes them, plus edge cases.
+fuzz-config: tests/fixtures/config/*.conf and systemd/ppnd.conf.example.
+fuzz-control: client sessions on the control socket.
 """
 import json
 import os
@@ -97,8 +99,41 @@ def ledger_seeds():
         write('fuzz-ledger-import', name, json.dumps(d, indent=1))
 
 
+def config_seeds():
+    """The config fixtures and the example file, when present (they come with the daemon)."""
+    root = os.path.join(HERE, '..')
+    d = os.path.join(root, 'tests', 'fixtures', 'config')
+    files = [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith('.conf')] if os.path.isdir(d) else []
+    example = os.path.join(root, 'systemd', 'ppnd.conf.example')
+    if os.path.exists(example):
+        files.append(example)
+    for f in files:
+        write('fuzz-config', os.path.basename(f), open(f, 'rb').read())
+
+
+def control_seeds():
+    """One client session each: the first byte is the chunk size (0: one write)."""
+    sessions = {
+        'echo': '{"request": "echo", "x": [1, 2, {"y": null}]}\n',
+        'fail': '{"request": "fail"}\n',
+        'follow': '{"request": "follow"}\n',
+        'unknown': '{"request": "nope"}\n',
+        'not-object': '[1]\n"request"\n{"request": 5}\n',
+        'two-values': '{"request": "echo"} {"request": "echo"}\n',
+        'many': '{"request": "echo"}\n' * 20,
+        'blank-lines': '\n\n{"request": "echo"}\n\n',
+        'too-large': '{"request": "echo", "pad": "' + 'x' * 300 + '"}\n',
+        'no-newline': '{"request": "echo"}',
+    }
+    for name, s in sessions.items():
+        write('fuzz-control', name, b'\0' + s.encode())
+    write('fuzz-control', 'echo-split', b'\x03' + sessions['echo'].encode())
+
+
 if __name__ == '__main__':
     qmp_seeds()
     stats_seeds()
     ledger_seeds()
+    config_seeds()
+    control_seeds()
     sys.exit(0)
