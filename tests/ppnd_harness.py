@@ -47,10 +47,15 @@ class Tap:
 
 
 class Node:
-    def __init__(self, tick='200ms', retry_max='1s', extra_config=''):
+    def __init__(self, tick='200ms', retry_max='1s', control_group='', open_dirs=False):
         self.dir = tempfile.mkdtemp(prefix='ppn-faults-')
         self.run = os.path.join(self.dir, 'run')
         os.makedirs(self.run)
+        if open_dirs:
+            # Access tests: folders anyone may traverse, so only the files' own modes and
+            # ppnd's peer check stand between another user and the ledger or socket.
+            os.chmod(self.dir, 0o755)
+            os.chmod(self.run, 0o755)
         self.ledger = os.path.join(self.dir, 'ledger.db')
         self.sock = os.path.join(self.run, 'ppnd.sock')
         self.conf = os.path.join(self.dir, 'ppnd.conf')
@@ -62,14 +67,16 @@ class Node:
         os.makedirs(os.path.join(self.dir, 'cgroup'))
         with open(self.conf, 'w') as f:
             f.write('[daemon]\nlog-level = info\nruntime-dir = %s\n[ledger]\npath = %s\n'
-                    '[control]\nsocket = %s\n[cgroup]\nroot = %s\n'
-                    '[controller]\ntick = %s\nqmp-retry-max = %s\n%s'
-                    % (self.run, self.ledger, self.sock, os.path.join(self.dir, 'cgroup'),
-                       tick, retry_max, extra_config))
+                    '[control]\nsocket = %s\ngroup = %s\n[cgroup]\nroot = %s\n'
+                    '[controller]\ntick = %s\nqmp-retry-max = %s\n'
+                    % (self.run, self.ledger, self.sock, control_group,
+                       os.path.join(self.dir, 'cgroup'), tick, retry_max))
 
-    def ctl(self, *args, check=True):
+    def ctl(self, *args, check=True, user=None):
+        """ppnctl as root, or as `user` (a name: its uid, primary and supplementary groups)."""
         env = dict(os.environ, PPN_LEDGER=self.ledger, PPN_SOCKET=self.sock)
-        r = subprocess.run([PPNCTL] + list(args), env=env, capture_output=True, text=True)
+        prefix = ['setpriv', '--reuid=' + user, '--regid=' + user, '--init-groups'] if user else []
+        r = subprocess.run(prefix + [PPNCTL] + list(args), env=env, capture_output=True, text=True)
         if check and r.returncode != 0:
             raise RuntimeError('ppnctl %s: %s' % (' '.join(args), r.stderr.strip()))
         return r
@@ -115,15 +122,16 @@ class Node:
             self.ppnd.wait(timeout=10)
         self.ppnd = None
 
-    def request(self, name, quiet=False, timeout=2.0, **args):
-        """One control request; returns (reply, seconds) or None if ppnd did not answer."""
+    def request(self, name, quiet=False, timeout=2.0, raw=None, **args):
+        """One control request (or the raw bytes given); returns (reply, seconds), or None if
+        ppnd did not answer and quiet."""
         req = dict(args, request=name)
         t0 = time.monotonic()
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
                 s.settimeout(timeout)
                 s.connect(self.sock)
-                s.sendall((json.dumps(req) + '\n').encode())
+                s.sendall(raw if raw is not None else (json.dumps(req) + '\n').encode())
                 buf = b''
                 while not buf.endswith(b'\n'):
                     chunk = s.recv(65536)
