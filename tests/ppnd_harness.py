@@ -117,10 +117,14 @@ class Node:
         return False
 
     def kill(self, sig=signal.SIGKILL):
+        """Signals ppnd and waits for it; returns its exit status (None if not running).
+        Under ASan a leak or error report at exit makes the status non-zero."""
+        rc = None
         if self.ppnd and self.ppnd.poll() is None:
             self.ppnd.send_signal(sig)
-            self.ppnd.wait(timeout=10)
+            rc = self.ppnd.wait(timeout=10)
         self.ppnd = None
+        return rc
 
     def request(self, name, quiet=False, timeout=2.0, raw=None, **args):
         """One control request (or the raw bytes given); returns (reply, seconds), or None if
