@@ -5,7 +5,7 @@ It is not QEMU: it listens on a QMP socket and plays one of the behaviours below
 client at a time like QEMU. Real QEMU cannot be made to stall half-way through a line or flood
 events on demand; everything else in the fault tests uses the same replies QEMU 7.2 sends
 (tests/fixtures/qmp/*.qmp). It appends what happened to --log, one line each:
-"connect", "target BYTES", "hangup".
+"connect", "target BYTES", "hangup", "events N" (events written so far).
 
 Behaviours (--mode):
   good      a VM with a balloon: actual follows the target at once, guest statistics report
@@ -37,6 +37,7 @@ class Guest:
         self.a = a
         self.actual = a.max
         self.t0 = time.monotonic()
+        self.events = 0    # events written (flood)
 
     def stats(self):
         a, now = self.a, time.monotonic() - self.t0
@@ -133,6 +134,7 @@ def serve(a, conn, guest):
             if ev & selectors.EVENT_WRITE:
                 if not out and a.mode == 'flood':
                     n_events += 1
+                    guest.events += 64
                     ts = time.time()
                     ev_name = 'BALLOON_CHANGE' if n_events % 2 else 'SOMETHING_NEW'
                     out = (json.dumps({'timestamp': {'seconds': int(ts), 'microseconds': 0},
@@ -173,6 +175,8 @@ def main():
         except (ConnectionResetError, BrokenPipeError):
             pass
         log(a, 'hangup')
+        if guest.events:
+            log(a, 'events %d' % guest.events)
         conn.close()
 
 

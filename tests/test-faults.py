@@ -106,6 +106,7 @@ def main():
              'the lying guest never pushed the good VM below its minimum')
 
         hwm = vm_hwm_kib(node)
+        flood_conn = node.fake_log('flood').count('connect')
         t.ok(0 < hwm < RSS_MAX_KIB, 'ppnd memory stays bounded under the event flood',
              'VmHWM %d KiB (bound %d KiB)' % (hwm, RSS_MAX_KIB))
         adj = int(node.proc('oom_score_adj'))
@@ -118,6 +119,10 @@ def main():
         rc = node.kill(signal.SIGTERM)
         t.ok(rc == 0, 'ppnd exits 0 on SIGTERM after all this (under ASan: no leak, no error)',
              'exit status %s' % rc)
+        time.sleep(0.3)  # the fakes log the hang-up
+        events = [int(l.split()[1]) for l in node.fake_log('flood') if l.startswith('events ')]
+        t.ok(events and events[-1] > 10000, 'the flood was real: %d events read by ppnd in about '
+             '%.0f s over %d connection(s)' % (events[-1] if events else 0, WATCH_S + 1, flood_conn))
     finally:
         node.cleanup()
     return t.done()
