@@ -16,9 +16,13 @@ struct ctl_command {
 
 /* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
+        { "balloon", ctl_balloon, "balloon VM SIZE [--for DURATION]", "hold a VM at SIZE: an override lease (refused below its minimum)" },
+        { "events", ctl_events, "events [--follow] [--json]", "recent controller decisions with reasons" },
         { "ledger", ctl_ledger, "ledger history [VM]|export|import FILE|check", "audit log; the ledger as JSON" },
         { "node", ctl_node, "node set KEY=VALUE... | show", "node settings: physical, reserve, min-floor" },
         { "pool", ctl_pool, "pool", "capacity: physical, reserve, reserved min, available, committed, free" },
+        { "release", ctl_release, "release VM", "end a VM's override lease: the controller resumes" },
+        { "status", ctl_status, "status [--json]", "every VM: state, min, target, actual, guest available, weight, reason" },
         { "vm", ctl_vm, "vm add|set|remove|show|list ...", "VM entries: min, max, shares, cpu-weight, ..." },
         { NULL, NULL, NULL, NULL },
 };

@@ -26,9 +26,13 @@ enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
 typedef int (*ctl_handler)(const struct ctl_globals *g, int argc, char **argv);
 
 /* Handlers; one line per command. */
+int ctl_balloon(const struct ctl_globals *g, int argc, char **argv);
+int ctl_events(const struct ctl_globals *g, int argc, char **argv);
 int ctl_ledger(const struct ctl_globals *g, int argc, char **argv);
 int ctl_node(const struct ctl_globals *g, int argc, char **argv);
 int ctl_pool(const struct ctl_globals *g, int argc, char **argv);
+int ctl_release(const struct ctl_globals *g, int argc, char **argv);
+int ctl_status(const struct ctl_globals *g, int argc, char **argv);
 int ctl_vm(const struct ctl_globals *g, int argc, char **argv);
 
 /* Shared by the handlers (ppnctl-common.c). */

@@ -8,6 +8,8 @@ PPNCTL=$1
 T=$(mktemp -d /tmp/test-ppnctl.XXXXXX)
 trap 'rm -rf "$T"' EXIT
 export PPN_LEDGER=$T/ledger.db
+# No daemon: ppnctl pool must read the ledger, whatever runs on this machine.
+export PPN_SOCKET=$T/no-daemon.sock
 n=0
 failed=0
 

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * ppnd's configuration: an INI file (libinih) read through one table of keys. Every key has a
+ * type, bounds and a default; the defaults themselves are an embedded INI text parsed by the
+ * same code, so ppnd runs with no file at all and the defaults can never drift from what the
+ * parser accepts.
+ *
+ * Problems are collected, not stopped at: every line that is wrong is reported as
+ * "FILE:LINE: problem" (one per line, in file order), as `ppnd --check-config FILE` prints
+ * them. Unknown sections and keys are problems, so a typo never silently means "default".
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "policy.h"
+#include "util.h"
+
+struct ppn_config {
+        /* [daemon] */
+        int log_level;                  /* syslog level */
+        char *runtime_dir;              /* QMP sockets are looked up relative to it */
+        /* [ledger] */
+        char *ledger_path;
+        /* [control] */
+        char *control_socket;
+        char *control_group;            /* "" = root only */
+        uint64_t control_max_request;   /* bytes per request line */
+        /* [cgroup] */
+        char *cgroup_root;              /* mount point; "auto" = /sys/fs/cgroup (v1 or v2 detected) */
+        char *cgroup_parent;            /* per-VM groups are created under it */
+        bool cgroup_delegated;          /* parent = ppnd's own group (systemd Delegate=yes) */
+        /* [controller] */
+        uint64_t stats_interval_sec;    /* guest statistics polling, whole seconds (QEMU's unit) */
+        uint64_t tick_usec;             /* controller period */
+        uint64_t override_usec;         /* default override lease (ppnctl balloon, QMP changes) */
+        uint64_t qmp_retry_max_usec;    /* reconnect backoff ceiling while a QMP socket is absent */
+        /* [qemu] */
+        char *accel;                    /* "tcg" or "kvm" (used when the daemon launches VMs) */
+        /* [metrics] */
+        bool metrics_enabled;
+        char *metrics_address;
+        uint64_t metrics_port;
+        /* [policy]: starts from policy_tunables_default(); override_usec is [controller]
+         * override-default. Checked with policy_tunables_check() on load. */
+        struct policy_tunables policy;
+};
+
+/* The embedded default configuration text (valid INI, parsed by config_new_default()). */
+extern const char config_default_text[];
+
+/* A config holding the embedded defaults. 0, or -ENOMEM. */
+int config_new_default(struct ppn_config **ret);
+
+/*
+ * Loads FILE over the defaults. On success returns 0 and *ret. If the file has problems,
+ * returns -EINVAL and, if ret_problems is non-NULL, the problems text ("FILE:LINE: problem\n"
+ * per problem; "FILE: ..." for whole-file problems such as a missing file). -ENOMEM otherwise.
+ * `name` is what problems are prefixed with (usually path itself).
+ */
+int config_load_file(const char *path, struct ppn_config **ret, char **ret_problems);
+
+/* Same, from a string (tests; the embedded default). */
+int config_load_string(const char *name, const char *text, struct ppn_config **ret, char **ret_problems);
+
+struct ppn_config *config_free(struct ppn_config *c);
+static inline void config_freep(struct ppn_config **c) { config_free(*c); }
+#define _cleanup_config_ _cleanup_(config_freep)
+
+/*
+ * Names the settings that differ between a and b and can only change with a restart
+ * (paths, sockets), as ", "-joined text into buf; returns the number of them.
+ */
+int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b, char *buf, size_t len);

@@ -1,0 +1,33 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * ppnctl's side of the control socket: connect, send one request, read JSON lines back.
+ * Blocking, with a timeout per read so a wedged daemon cannot hang the CLI forever.
+ * A daemon that is not running is reported with the socket that was tried and what to do.
+ */
+
+#include <json-c/json.h>
+
+#include "util.h"
+
+struct ctl_client;
+
+/* Connects to path. -ENOENT/-ECONNREFUSED/-EACCES etc. with err saying what to do. */
+int ctl_client_connect(const char *path, struct ctl_client **ret, struct ppn_error *err);
+struct ctl_client *ctl_client_free(struct ctl_client *c);
+static inline void ctl_client_freep(struct ctl_client **c) { ctl_client_free(*c); }
+
+/* Sends req as one line. */
+int ctl_client_send(struct ctl_client *c, json_object *req, struct ppn_error *err);
+
+/*
+ * Reads the next reply line, waiting at most timeout_ms (-1: forever). Returns 0 and the object;
+ * -EREMOTEIO if it is {"error": ...} (err holds the daemon's words); -ECONNRESET if the daemon
+ * closed; -ETIMEDOUT; -EBADMSG if not JSON.
+ */
+int ctl_client_read(struct ctl_client *c, int timeout_ms, json_object **ret, struct ppn_error *err);
+
+/* Send + read one reply: the whole exchange of a simple request. name is the "request". */
+int ctl_client_call(const char *path, const char *name, json_object *args, json_object **ret,
+                    struct ppn_error *err);

@@ -1,0 +1,419 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "control.h"
+
+#include <grp.h>
+#include <pwd.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include "log.h"
+
+/* A follower that lets this much pile up is not reading; drop it (≈ 5,000 events). */
+#define CONTROL_MAX_QUEUED (1u << 20)
+
+struct control_conn {
+        struct control *ctl;
+        struct control_conn *next;
+        int fd;
+        sd_event_source *source;
+        uid_t uid;
+        char *in;               /* max_request bytes */
+        size_t in_len;
+        char *out;
+        size_t out_len, out_cap;
+        unsigned topic;         /* 0: not following */
+        bool closing;           /* close once out is flushed */
+};
+
+struct control {
+        sd_event *event;
+        sd_event_source *listen_source;
+        int fd;
+        char *path;
+        dev_t dev;
+        ino_t ino;
+        struct control_options opts;
+        const struct control_request *table;
+        size_t n_table;
+        void *userdata;
+        struct control_conn *conns;
+        size_t n_conns;
+};
+
+bool control_peer_allowed(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups,
+                          gid_t allowed_gid, uid_t self) {
+        if (uid == 0 || uid == self)
+                return true;
+        if (allowed_gid == (gid_t) -1)
+                return false;
+        if (gid == allowed_gid)
+                return true;
+        for (size_t i = 0; i < n_groups; i++)
+                if (groups[i] == allowed_gid)
+                        return true;
+        return false;
+}
+
+/* Looks up the peer's supplementary groups in the user database and applies the rule above. */
+static bool peer_allowed(const struct control *c, const struct ucred *cred) {
+        gid_t groups[256];
+        int n = ELEMENTSOF(groups);
+        struct passwd *pw;
+
+        if (control_peer_allowed(cred->uid, cred->gid, NULL, 0, c->opts.group, geteuid()))
+                return true;
+        if (c->opts.group == (gid_t) -1)
+                return false;
+        pw = getpwuid(cred->uid);
+        if (!pw || getgrouplist(pw->pw_name, pw->pw_gid, groups, &n) < 0)
+                return false;
+        return control_peer_allowed(cred->uid, cred->gid, groups, (size_t) n, c->opts.group, geteuid());
+}
+
+static void conn_free(struct control_conn *conn) {
+        struct control *c = conn->ctl;
+
+        for (struct control_conn **p = &c->conns; *p; p = &(*p)->next)
+                if (*p == conn) {
+                        *p = conn->next;
+                        c->n_conns--;
+                        break;
+                }
+        sd_event_source_disable_unref(conn->source);
+        if (conn->fd >= 0)
+                close(conn->fd);
+        free(conn->in);
+        free(conn->out);
+        free(conn);
+}
+
+/* Writes what is queued. Returns 0, or -errno if the connection is dead. */
+static int conn_flush(struct control_conn *conn) {
+        while (conn->out_len > 0) {
+                ssize_t n = send(conn->fd, conn->out, conn->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (n < 0) {
+                        if (errno == EAGAIN)
+                                break;
+                        return -errno;
+                }
+                memmove(conn->out, conn->out + n, conn->out_len - (size_t) n);
+                conn->out_len -= (size_t) n;
+        }
+        return sd_event_source_set_io_events(conn->source, EPOLLIN | (conn->out_len ? EPOLLOUT : 0));
+}
+
+/* Queues one JSON line and tries to send it. -ENOBUFS if the peer is not reading. */
+static int conn_send(struct control_conn *conn, json_object *msg) {
+        const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
+        size_t len = strlen(s);
+
+        if (conn->out_len + len + 1 > CONTROL_MAX_QUEUED)
+                return -ENOBUFS;
+        if (conn->out_len + len + 1 > conn->out_cap) {
+                size_t cap = (conn->out_len + len + 1) * 2;
+                char *p = realloc(conn->out, cap);
+                if (!p)
+                        return -ENOMEM;
+                conn->out = p;
+                conn->out_cap = cap;
+        }
+        memcpy(conn->out + conn->out_len, s, len);
+        conn->out[conn->out_len + len] = '\n';
+        conn->out_len += len + 1;
+        return conn_flush(conn);
+}
+
+static int send_error(struct control_conn *conn, const char *msg) {
+        json_object *o = json_object_new_object();
+        int r;
+
+        if (!o)
+                return -ENOMEM;
+        json_object_object_add(o, "error", json_object_new_string(msg));
+        r = conn_send(conn, o);
+        json_object_put(o);
+        return r;
+}
+
+static int cmp_request(const void *key, const void *elem) {
+        return strcmp(key, ((const struct control_request *) elem)->name);
+}
+
+/* Parses one line and runs its handler: the single place that turns failures into an answer. */
+static int handle_line(struct control_conn *conn, const char *line, size_t len) {
+        struct control *c = conn->ctl;
+        struct ppn_error err = { 0 };
+        json_tokener *tok = json_tokener_new();
+        json_object *req = NULL, *name, *reply = NULL;
+        const struct control_request *entry;
+        bool malformed = true;          /* until dispatched */
+        int r;
+
+        if (!tok)
+                return -ENOMEM;
+        req = json_tokener_parse_ex(tok, line, (int) len);
+        if (!req || json_tokener_get_error(tok) != json_tokener_success || tok->char_offset != (int) len) {
+                ppn_error_set(&err, EINVAL, "request is not one JSON object");
+                goto fail;
+        }
+        if (!json_object_is_type(req, json_type_object) || !json_object_object_get_ex(req, "request", &name) ||
+            !json_object_is_type(name, json_type_string)) {
+                ppn_error_set(&err, EINVAL, "request must be an object with a \"request\" string");
+                goto fail;
+        }
+        entry = bsearch(json_object_get_string(name), c->table, c->n_table, sizeof(*c->table), cmp_request);
+        if (!entry) {
+                ppn_error_set(&err, EOPNOTSUPP, "unknown request '%.64s'", json_object_get_string(name));
+                goto fail;
+        }
+        malformed = false;
+        r = entry->handler(conn, req, c->userdata, &reply, &err);
+        if (r < 0)
+                goto fail;
+        r = conn_send(conn, reply);
+        json_object_put(reply);
+        json_object_put(req);
+        json_tokener_free(tok);
+        return r;
+fail:
+        /* Only root and the control group get this far. A refused request ("no VM 'x'") is the
+         * user's business; a malformed one is a broken or hostile client: the operator's. */
+        if (malformed)
+                log_notice("control: uid %u: malformed request refused: %s", (unsigned) conn->uid, err.msg);
+        else
+                log_debug("control: uid %u: %s", (unsigned) conn->uid, err.msg);
+        json_object_put(req);
+        json_tokener_free(tok);
+        return send_error(conn, err.msg[0] ? err.msg : "request failed");
+}
+
+/* Consumes complete lines from the input buffer. */
+static int conn_process(struct control_conn *conn) {
+        char *nl;
+
+        while ((nl = memchr(conn->in, '\n', conn->in_len))) {
+                size_t len = (size_t) (nl - conn->in);
+                int r = len ? handle_line(conn, conn->in, len) : 0;
+                if (r < 0)
+                        return r;
+                memmove(conn->in, nl + 1, conn->in_len - len - 1);
+                conn->in_len -= len + 1;
+        }
+        if (conn->in_len >= conn->ctl->opts.max_request) {
+                char msg[96];
+                snprintf(msg, sizeof(msg), "request too large (limit %zu bytes)", conn->ctl->opts.max_request);
+                log_notice("control: uid %u: %s; connection closed", (unsigned) conn->uid, msg);
+                (void) send_error(conn, msg);
+                return -EMSGSIZE;
+        }
+        return 0;
+}
+
+static int on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        struct control_conn *conn = userdata;
+        int r = 0;
+
+        if (revents & EPOLLOUT)
+                r = conn_flush(conn);
+        if (r >= 0 && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
+                ssize_t n = recv(fd, conn->in + conn->in_len, conn->ctl->opts.max_request - conn->in_len, MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+                        r = -ECONNRESET;
+                else if (n > 0) {
+                        conn->in_len += (size_t) n;
+                        r = conn_process(conn);
+                }
+        }
+        if (r < 0 || (conn->closing && conn->out_len == 0)) {
+                /* Best effort to deliver a final error before closing. */
+                if (conn->out_len)
+                        (void) send(conn->fd, conn->out, conn->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                conn_free(conn);
+        }
+        return 0;
+}
+
+static int reject(int fd, const char *msg) {
+        char line[256];
+        int len = snprintf(line, sizeof(line), "{\"error\": \"%s\"}\n", msg);
+        (void) send(fd, line, (size_t) len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        close(fd);
+        return 0;
+}
+
+static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userdata) {
+        struct control *c = userdata;
+        struct control_conn *conn;
+        struct ucred cred;
+        socklen_t len = sizeof(cred);
+        int fd, r;
+
+        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+                return 0;       /* EAGAIN, or the peer gave up: nothing to do */
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+                return reject(fd, "cannot read peer credentials");
+        if (!peer_allowed(c, &cred)) {
+                log_notice("control: refused uid %u (not root, not in the control group)", (unsigned) cred.uid);
+                return reject(fd, "permission denied: only root or members of the control group may use ppnd");
+        }
+        if (c->n_conns >= c->opts.max_clients)
+                return reject(fd, "too many connections; try again");
+        conn = calloc(1, sizeof(*conn));
+        if (!conn || !(conn->in = malloc(c->opts.max_request))) {
+                free(conn);
+                return reject(fd, "out of memory");
+        }
+        *conn = (struct control_conn) { .ctl = c, .fd = fd, .uid = cred.uid, .in = conn->in, .next = c->conns };
+        r = sd_event_add_io(c->event, &conn->source, fd, EPOLLIN, on_conn_io, conn);
+        c->conns = conn;
+        c->n_conns++;
+        if (r < 0)
+                conn_free(conn);
+        return 0;
+}
+
+/* Refuses to steal a live daemon's socket; removes a stale one (left by a crash). */
+static int clear_stale(const char *path, const struct sockaddr_un *sa, struct ppn_error *err) {
+        struct stat st;
+        _cleanup_close_ int fd = -1;
+
+        if (lstat(path, &st) < 0)
+                return errno == ENOENT ? 0 : ppn_error_set(err, errno, "cannot stat control socket %s: %m", path);
+        if (!S_ISSOCK(st.st_mode))
+                return ppn_error_set(err, EEXIST, "%s exists and is not a socket; remove it or set [control] socket", path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && connect(fd, (const struct sockaddr *) sa, sizeof(*sa)) == 0)
+                return ppn_error_set(err, EADDRINUSE, "another ppnd is listening on %s; stop it first", path);
+        if (unlink(path) < 0 && errno != ENOENT)
+                return ppn_error_set(err, errno, "cannot remove stale socket %s: %m", path);
+        return 0;
+}
+
+static int make_parent(const char *path, struct ppn_error *err) {
+        _cleanup_free_ char *dir = strdup(path);
+        char *slash;
+
+        if (!dir)
+                return -ENOMEM;
+        slash = strrchr(dir, '/');
+        if (!slash || slash == dir)
+                return 0;
+        *slash = '\0';
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+                return ppn_error_set(err, errno, "cannot create directory %s for the control socket: %m", dir);
+        return 0;
+}
+
+static int listen_socket(struct control *c, struct ppn_error *err) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct stat st;
+        mode_t old;
+        int r;
+
+        if (strlen(c->path) >= sizeof(sa.sun_path))
+                return ppn_error_set(err, ENAMETOOLONG, "control socket path %s is longer than %zu bytes",
+                                     c->path, sizeof(sa.sun_path) - 1);
+        memcpy(sa.sun_path, c->path, strlen(c->path));
+        r = make_parent(c->path, err);
+        if (r >= 0)
+                r = clear_stale(c->path, &sa, err);
+        if (r < 0)
+                return r;
+        c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c->fd < 0)
+                return ppn_error_set(err, errno, "cannot create control socket: %m");
+        /* No window in which the socket exists with a wider mode than 0660. */
+        old = umask(0117);
+        r = bind(c->fd, (const struct sockaddr *) &sa, sizeof(sa));
+        umask(old);
+        if (r < 0)
+                return ppn_error_set(err, errno, "cannot bind control socket %s: %m", c->path);
+        if (c->opts.group != (gid_t) -1 && chown(c->path, (uid_t) -1, c->opts.group) < 0)
+                return ppn_error_set(err, errno, "cannot give control socket %s to group %u: %m",
+                                     c->path, (unsigned) c->opts.group);
+        if (chmod(c->path, 0660) < 0 || stat(c->path, &st) < 0)
+                return ppn_error_set(err, errno, "cannot set mode of control socket %s: %m", c->path);
+        c->dev = st.st_dev;
+        c->ino = st.st_ino;
+        if (listen(c->fd, 16) < 0)
+                return ppn_error_set(err, errno, "cannot listen on control socket %s: %m", c->path);
+        return 0;
+}
+
+int control_new(sd_event *event, const struct control_options *opts, const struct control_request *table,
+                size_t n_table, void *userdata, struct control **ret, struct ppn_error *err) {
+        struct control *c;
+        int r;
+
+        for (size_t i = 1; i < n_table; i++)
+                if (strcmp(table[i - 1].name, table[i].name) >= 0)
+                        return ppn_error_set(err, EINVAL, "control request table not sorted at '%s'", table[i].name);
+        c = calloc(1, sizeof(*c));
+        if (!c)
+                return -ENOMEM;
+        *c = (struct control) { .event = sd_event_ref(event), .fd = -1, .opts = *opts, .table = table,
+                                .n_table = n_table, .userdata = userdata };
+        c->path = strdup(opts->path);
+        if (!c->path) {
+                control_free(c);
+                return -ENOMEM;
+        }
+        c->opts.path = c->path;
+        r = listen_socket(c, err);
+        if (r >= 0) {
+                r = sd_event_add_io(event, &c->listen_source, c->fd, EPOLLIN, on_accept, c);
+                if (r < 0)
+                        ppn_error_set(err, r, "cannot watch control socket: %s", strerror(-r));
+        }
+        if (r < 0) {
+                control_free(c);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+struct control *control_free(struct control *c) {
+        struct stat st;
+
+        if (!c)
+                return NULL;
+        while (c->conns)
+                conn_free(c->conns);
+        sd_event_source_disable_unref(c->listen_source);
+        if (c->fd >= 0) {
+                close(c->fd);
+                /* Remove the file only if it is still the one we bound (not a successor's). */
+                if (c->ino && stat(c->path, &st) == 0 && st.st_dev == c->dev && st.st_ino == c->ino)
+                        unlink(c->path);
+        }
+        sd_event_unref(c->event);
+        free(c->path);
+        free(c);
+        return NULL;
+}
+
+void control_conn_follow(struct control_conn *conn, unsigned topic) {
+        conn->topic = topic;
+}
+
+void control_broadcast(struct control *c, unsigned topic, json_object *msg) {
+        struct control_conn *conn = c->conns, *next;
+
+        for (; conn; conn = next) {
+                next = conn->next;
+                if (conn->topic != topic)
+                        continue;
+                if (conn_send(conn, msg) < 0) {
+                        log_debug("control: dropping follower uid %u (not reading)", (unsigned) conn->uid);
+                        conn_free(conn);
+                }
+        }
+}
+
+size_t control_n_connections(const struct control *c) {
+        return c->n_conns;
+}

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * The daemon's control socket: JSON lines over a Unix stream socket, on the daemon's sd-event
+ * loop. Every client is distrusted:
+ *   - the socket is created under umask 0117 and then set to mode 0660 (owner root, group the
+ *     configured one), so nobody else can even connect;
+ *   - each connection's peer credentials (SO_PEERCRED) are checked at accept: root, the
+ *     daemon's own uid, or a member (primary or supplementary) of the configured group;
+ *   - a request line may be at most max_request bytes; the limit is checked before any parsing;
+ *   - a request is one JSON object with a "request" member naming an entry of the caller's
+ *     table (sorted by name); anything else gets one answer, {"error": "..."}, from one place.
+ * A reply is one JSON object per line. A handler may turn its connection into a stream
+ * (control_conn_follow): later control_broadcast() messages on that topic are sent to it; a
+ * follower that does not read (over 1 MiB queued) is dropped rather than let it grow memory.
+ */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "util.h"
+
+struct control;
+struct control_conn;
+
+/*
+ * Handles one request. Returns 0 with *ret_reply set (a new object, sent as one line), or a
+ * negative errno with err->msg saying why (sent as {"error": msg}).
+ */
+typedef int (*control_handler)(struct control_conn *conn, json_object *request, void *userdata,
+                               json_object **ret_reply, struct ppn_error *err);
+
+struct control_request {
+        const char *name;
+        control_handler handler;
+};
+
+struct control_options {
+        const char *path;
+        gid_t group;            /* (gid_t) -1: root (and the daemon's own uid) only */
+        size_t max_request;     /* bytes in one request line, newline included */
+        size_t max_clients;     /* connections at once; more are answered with an error */
+};
+
+/* Creates the socket and starts accepting. table must be sorted by name (checked: -EINVAL). */
+int control_new(sd_event *event, const struct control_options *opts, const struct control_request *table,
+                size_t n_table, void *userdata, struct control **ret, struct ppn_error *err);
+
+/* Closes every connection, removes the socket file if it is still ours. Accepts NULL. */
+struct control *control_free(struct control *c);
+
+/* Keeps conn open after the reply and subscribes it to topic (a small integer > 0). */
+void control_conn_follow(struct control_conn *conn, unsigned topic);
+
+/* Sends msg (one line) to every follower of topic. */
+void control_broadcast(struct control *c, unsigned topic, json_object *msg);
+
+/* Number of open connections (tests). */
+size_t control_n_connections(const struct control *c);
+
+/*
+ * Pure: may a peer with uid/gid and supplementary groups connect? Root and `self` always may;
+ * others only if allowed_gid is not (gid_t) -1 and is their gid or one of their groups.
+ */
+bool control_peer_allowed(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups,
+                          gid_t allowed_gid, uid_t self);

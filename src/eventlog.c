@@ -1,0 +1,105 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "eventlog.h"
+
+#include <string.h>
+
+int eventlog_init(struct eventlog *l, size_t capacity) {
+        if (capacity == 0)
+                return -EINVAL;
+        *l = (struct eventlog) { .capacity = capacity };
+        l->ring = calloc(capacity, sizeof(*l->ring));
+        return l->ring ? 0 : -ENOMEM;
+}
+
+void eventlog_done(struct eventlog *l) {
+        free(l->ring);
+        *l = (struct eventlog) { 0 };
+}
+
+const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event *ev) {
+        struct ppn_event *slot;
+
+        if (l->count < l->capacity)
+                slot = &l->ring[(l->head + l->count++) % l->capacity];
+        else {
+                slot = &l->ring[l->head];
+                l->head = (l->head + 1) % l->capacity;
+        }
+        *slot = *ev;
+        slot->seq = ++l->last_seq;
+        return slot;
+}
+
+const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
+                                      const char *kind, uint64_t from, uint64_t to,
+                                      const char *fmt, ...) {
+        struct ppn_event ev = { .realtime_usec = realtime_usec, .from_bytes = from, .to_bytes = to };
+        va_list ap;
+
+        snprintf(ev.vm, sizeof(ev.vm), "%s", vm ? vm : "");
+        snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
+        va_start(ap, fmt);
+        vsnprintf(ev.reason, sizeof(ev.reason), fmt, ap);
+        va_end(ap);
+        return eventlog_add(l, &ev);
+}
+
+size_t eventlog_since(const struct eventlog *l, uint64_t after_seq, const struct ppn_event **out, size_t max) {
+        size_t first = 0, n;
+
+        /* Entries are in seq order; skip those at or before after_seq. */
+        while (first < l->count && l->ring[(l->head + first) % l->capacity].seq <= after_seq)
+                first++;
+        n = l->count - first;
+        if (n > max) {
+                first += n - max;
+                n = max;
+        }
+        for (size_t i = 0; i < n; i++)
+                out[i] = &l->ring[(l->head + first + i) % l->capacity];
+        return n;
+}
+
+json_object *event_to_json(const struct ppn_event *ev) {
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        json_object_object_add(o, "seq", json_object_new_uint64(ev->seq));
+        json_object_object_add(o, "time_usec", json_object_new_uint64(ev->realtime_usec));
+        json_object_object_add(o, "vm", json_object_new_string(ev->vm));
+        json_object_object_add(o, "kind", json_object_new_string(ev->kind));
+        json_object_object_add(o, "from_bytes", json_object_new_uint64(ev->from_bytes));
+        json_object_object_add(o, "to_bytes", json_object_new_uint64(ev->to_bytes));
+        json_object_object_add(o, "reason", json_object_new_string(ev->reason));
+        return o;
+}
+
+static int get_u64(json_object *o, const char *key, uint64_t *ret) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+                return -EINVAL;
+        *ret = json_object_get_uint64(v);
+        return 0;
+}
+
+static int get_str(json_object *o, const char *key, char *buf, size_t len) {
+        json_object *v;
+        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+                return -EINVAL;
+        snprintf(buf, len, "%s", json_object_get_string(v));
+        return 0;
+}
+
+int event_from_json(json_object *o, struct ppn_event *ret) {
+        struct ppn_event ev = { 0 };
+
+        if (!json_object_is_type(o, json_type_object) ||
+            get_u64(o, "seq", &ev.seq) < 0 || get_u64(o, "time_usec", &ev.realtime_usec) < 0 ||
+            get_str(o, "vm", ev.vm, sizeof(ev.vm)) < 0 || get_str(o, "kind", ev.kind, sizeof(ev.kind)) < 0 ||
+            get_u64(o, "from_bytes", &ev.from_bytes) < 0 || get_u64(o, "to_bytes", &ev.to_bytes) < 0 ||
+            get_str(o, "reason", ev.reason, sizeof(ev.reason)) < 0)
+                return -EINVAL;
+        *ret = ev;
+        return 0;
+}

@@ -1,0 +1,917 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "manager.h"
+
+#include <grp.h>
+#include <signal.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "cgroup.h"
+#include "control.h"
+#include "hostmem.h"
+#include "ledger.h"
+#include "log.h"
+#include "policy.h"
+#include "pool.h"
+#include "status.h"
+#include "vmlink.h"
+
+enum { TOPIC_EVENTS = 1 };
+
+/* The ledger is polled this often for commits by other processes (ppnctl): one read of the
+ * WAL index each, and a change is applied within this period plus one controller round. */
+#define LEDGER_POLL_USEC 250000
+
+struct managed_vm {
+        struct manager *m;
+        struct ledger_vm entry;         /* the ledger's record as last loaded */
+        struct vmlink *link;
+        struct policy_vm_state pstate;  /* the policy's memory between ticks */
+        uint64_t target;                /* target in force; 0 = none yet (take actual) */
+        struct policy_decision last;    /* the latest decision (reason, numbers) */
+        bool decided;
+        bool placed;                    /* QEMU is in its cgroup */
+        uint32_t placed_weight;
+        char cg_why[192];               /* why CPU placement failed, "" if fine */
+        bool lease_applied;             /* the ledger override as last handed to the policy */
+        uint64_t lease_target;
+        int64_t lease_expires;
+        bool in_round;
+};
+
+struct manager {
+        sd_event *event;
+        sd_event_source *tick_source;
+        sd_event_source *ledger_source;
+        struct ppn_config *cfg;
+        char *config_path;
+        struct control *control;
+        struct eventlog events;
+        struct ledger *ledger;
+        struct ledger_state *lstate;
+        struct ppn_cgroup *cg;
+        struct policy_tunables tunables;
+        struct managed_vm **vms;        /* sorted by name, as the ledger lists them */
+        size_t n_vms;
+        unsigned round_pending;         /* VMs whose sample is still due */
+        struct pool_status pool;
+        uint64_t ticks;
+        const char *meminfo_path;
+        const char *psi_path;
+        char last_status[128];
+};
+
+/* ---- the VM table ---- */
+
+/* Copies as much of src as fits (messages are cut, never overflowed). */
+static void text_copy(char *dst, size_t len, const char *src) {
+        size_t n = strnlen(src, len - 1);
+        memcpy(dst, src, n);
+        dst[n] = '\0';
+}
+
+static uint64_t mono_from_unix_sec(int64_t unix_sec) {
+        int64_t delta = unix_sec * 1000000 - (int64_t) now_realtime_usec();
+        int64_t mono = (int64_t) now_usec() + delta;
+        return mono > 0 ? (uint64_t) mono : 1;
+}
+
+static struct managed_vm *find_vm(struct manager *m, const char *name) {
+        for (size_t i = 0; i < m->n_vms; i++)
+                if (strcmp(m->vms[i]->entry.name, name) == 0)
+                        return m->vms[i];
+        return NULL;
+}
+
+static void fill_status(const struct managed_vm *v, struct vm_status *s) {
+        const struct vmlink_sample *x = vmlink_last(v->link);
+        enum vmlink_state ls = vmlink_get_state(v->link);
+        uint64_t now = now_usec();
+
+        *s = (struct vm_status) {
+                .min_bytes = v->entry.min_bytes, .max_bytes = v->entry.max_bytes,
+                .target_bytes = v->target ? v->target : STATUS_UNKNOWN,
+                .actual_bytes = ls == VMLINK_RUNNING && x->actual_usec ? x->actual : STATUS_UNKNOWN,
+                .guest_available_bytes = STATUS_UNKNOWN, .stats_age_usec = STATUS_UNKNOWN,
+                .shares = v->entry.shares, .cpu_weight = v->entry.cpu_weight, .pid = vmlink_pid(v->link),
+        };
+        snprintf(s->name, sizeof(s->name), "%s", v->entry.name);
+        snprintf(s->state, sizeof(s->state), "%s", vmlink_state_to_string(ls));
+        if (ls == VMLINK_RUNNING && x->stats_update_sec && x->available != VMLINK_STAT_UNKNOWN) {
+                uint64_t real = now_realtime_usec(), upd = x->stats_update_sec * 1000000;
+                s->guest_available_bytes = x->available;
+                s->stats_age_usec = real > upd ? real - upd : 0;
+        }
+        if (v->pstate.lease_kind != POLICY_LEASE_NONE && v->pstate.lease_expiry_usec > now)
+                s->override_left_usec = v->pstate.lease_expiry_usec - now;
+        if (ls != VMLINK_RUNNING)
+                snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
+        else if (v->decided)
+                snprintf(s->reason, sizeof(s->reason), "%s: %s", policy_reason_to_string(v->last.reason), v->last.why);
+        else
+                snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
+        if (v->cg_why[0] && ls == VMLINK_RUNNING) {
+                size_t used = strlen(s->reason);
+                text_copy(s->reason + used, sizeof(s->reason) - used, "; cpu: ");
+                used = strlen(s->reason);
+                text_copy(s->reason + used, sizeof(s->reason) - used, v->cg_why);
+        }
+}
+
+static int open_cgroup(struct manager *m, struct ppn_error *err);
+
+/* Puts QEMU into vm-NAME with the ledger weight. Failure costs CPU isolation, not memory control. */
+static void place_in_cgroup(struct managed_vm *v) {
+        struct manager *m = v->m;
+        struct ppn_error err = { 0 };
+        pid_t pid = vmlink_pid(v->link);
+        int r;
+
+        v->placed = false;
+        if (open_cgroup(m, &err) < 0) {
+                text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
+                log_warning("%s: CPU weights unavailable: %s", v->entry.name, err.msg);
+                return;
+        }
+        if (pid <= 0) {
+                snprintf(v->cg_why, sizeof(v->cg_why), "QEMU pid unknown (no peer credentials)");
+                return;
+        }
+        r = ppn_cgroup_vm_place(m->cg, v->entry.name, pid, v->entry.cpu_weight, &err);
+        if (r < 0) {
+                text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
+                log_warning("%s: cannot place QEMU pid %d in its cgroup: %s", v->entry.name, (int) pid, err.msg);
+                return;
+        }
+        v->placed = true;
+        v->placed_weight = v->entry.cpu_weight;
+        v->cg_why[0] = '\0';
+}
+
+static void start_round(struct manager *m);
+static int tunables_from_config(const struct ppn_config *c, struct policy_tunables *ret, struct ppn_error *err);
+
+static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *why, void *userdata) {
+        struct managed_vm *v = userdata;
+        struct manager *m = v->m;
+        enum vmlink_state now = vmlink_get_state(l);
+
+        if (now == VMLINK_RUNNING) {
+                place_in_cgroup(v);
+                /* A fresh start for the policy: the target in force is what the balloon holds. */
+                v->pstate = (struct policy_vm_state) { 0 };
+                v->lease_applied = false;
+                v->target = 0;
+                v->decided = false;
+                if (v->placed)
+                        manager_record(m, v->entry.name, "adopt", 0, 0, "%s; QEMU pid %d in cgroup vm-%s, cpu weight %u",
+                                       why, (int) vmlink_pid(l), v->entry.name, v->placed_weight);
+                else
+                        manager_record(m, v->entry.name, "adopt", 0, 0, "%s; QEMU pid %d; no cpu placement: %s", why,
+                                       (int) vmlink_pid(l), v->cg_why);
+                start_round(m);
+        } else if (now == VMLINK_ABSENT && old != VMLINK_ABSENT) {
+                v->placed = false;
+                manager_record(m, v->entry.name, "absent", 0, 0, "%s; reservation of %" PRIu64 " MiB kept, "
+                               "waiting for QEMU to return", why, v->entry.min_bytes / MIB);
+        }
+}
+
+static void decide(struct manager *m);
+
+static void on_link_sampled(struct vmlink *l, void *userdata) {
+        struct managed_vm *v = userdata;
+        struct manager *m = v->m;
+
+        if (!v->in_round)
+                return;
+        v->in_round = false;
+        if (m->round_pending > 0 && --m->round_pending == 0)
+                decide(m);
+}
+
+static const struct vmlink_callbacks link_callbacks = {
+        .state_changed = on_link_state,
+        .sampled = on_link_sampled,
+};
+
+static void link_options(const struct manager *m, struct vmlink_options *o) {
+        *o = (struct vmlink_options) {
+                .stats_interval_sec = m->cfg->stats_interval_sec,
+                .retry_max_usec = m->cfg->qmp_retry_max_usec,
+        };
+}
+
+/* The ledger's QMP path, or RUNTIME_DIR/NAME.qmp when the entry has none. */
+static char *qmp_path_for(const struct manager *m, const struct ledger_vm *e) {
+        char *p = NULL;
+
+        if (e->qmp)
+                return strdup(e->qmp);
+        if (asprintf(&p, "%s/%s.qmp", m->cfg->runtime_dir, e->name) < 0)
+                return NULL;
+        return p;
+}
+
+static struct managed_vm *managed_vm_free(struct managed_vm *v) {
+        if (!v)
+                return NULL;
+        vmlink_free(v->link);
+        ledger_vm_done(&v->entry);
+        free(v);
+        return NULL;
+}
+
+static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct managed_vm **ret) {
+        struct managed_vm *v = calloc(1, sizeof(*v));
+        struct vmlink_options o;
+        _cleanup_free_ char *path = NULL;
+        int r;
+
+        if (!v)
+                return -ENOMEM;
+        v->m = m;
+        r = ledger_vm_copy(e, &v->entry);
+        path = qmp_path_for(m, e);
+        if (r < 0 || !path) {
+                free(v);
+                return -ENOMEM;
+        }
+        link_options(m, &o);
+        /* vmlink_new() may call back (connect succeeds at once): v must be complete first. */
+        *ret = v;
+        r = vmlink_new(m->event, e->name, path, &o, &link_callbacks, v, &v->link);
+        if (r < 0) {
+                *ret = managed_vm_free(v);
+                return r;
+        }
+        return 0;
+}
+
+/* ---- ledger changes, applied live ---- */
+
+static void apply_weight(struct managed_vm *v) {
+        struct ppn_error err = { 0 };
+
+        if (!v->placed || v->placed_weight == v->entry.cpu_weight)
+                return;
+        if (ppn_cgroup_vm_set_weight(v->m->cg, v->entry.name, v->entry.cpu_weight, &err) < 0) {
+                text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
+                log_warning("%s: cannot set cpu weight %u: %s", v->entry.name, v->entry.cpu_weight, err.msg);
+                return;
+        }
+        manager_record(v->m, v->entry.name, "cpu-weight", 0, 0, "cpu weight %u -> %u (ledger)", v->placed_weight,
+                       v->entry.cpu_weight);
+        v->placed_weight = v->entry.cpu_weight;
+}
+
+/* Hands the ledger's override lease to the policy when it changed. Expired leases are ignored. */
+static bool apply_lease(struct managed_vm *v) {
+        const struct ledger_vm *e = &v->entry;
+        bool now_set = e->override_set && e->override_expires * 1000000 > (int64_t) now_realtime_usec();
+
+        if (now_set == v->lease_applied && (!now_set || (e->override_target_bytes == v->lease_target &&
+                                                         e->override_expires == v->lease_expires)))
+                return false;
+        v->lease_applied = now_set;
+        v->lease_target = e->override_target_bytes;
+        v->lease_expires = e->override_expires;
+        if (now_set) {
+                policy_lease_set(&v->pstate, e->override_target_bytes, mono_from_unix_sec(e->override_expires));
+                manager_record(v->m, e->name, "lease", v->target, e->override_target_bytes,
+                               "operator lease to %" PRIu64 " MiB for %" PRId64 " s", e->override_target_bytes / MIB,
+                               e->override_expires - (int64_t) (now_realtime_usec() / 1000000));
+        } else if (v->pstate.lease_kind == POLICY_LEASE_OPERATOR) {
+                policy_lease_clear(&v->pstate);
+                manager_record(v->m, e->name, "release", 0, 0, "operator lease released; control resumes");
+        }
+        return true;
+}
+
+/* Updates one VM from its new ledger record. Returns true if the policy should run now. */
+static bool update_vm(struct managed_vm *v, const struct ledger_vm *e) {
+        bool qmp_changed = (e->qmp == NULL) != (v->entry.qmp == NULL) || (e->qmp && strcmp(e->qmp, v->entry.qmp) != 0);
+        bool sizes = e->min_bytes != v->entry.min_bytes || e->max_bytes != v->entry.max_bytes ||
+                     e->shares != v->entry.shares;
+        struct ledger_vm copy;
+        bool rerun;
+
+        if (ledger_vm_copy(e, &copy) < 0)
+                return false;
+        if (sizes)
+                manager_record(v->m, e->name, "ledger", 0, 0, "min %" PRIu64 " MiB, max %" PRIu64 " MiB, shares %u",
+                               e->min_bytes / MIB, e->max_bytes / MIB, e->shares);
+        ledger_vm_done(&v->entry);
+        v->entry = copy;
+        if (qmp_changed) {
+                _cleanup_free_ char *path = qmp_path_for(v->m, e);
+                vmlink_set_path(v->link, path);
+        }
+        apply_weight(v);
+        rerun = apply_lease(v);
+        return sizes || rerun;
+}
+
+/* Brings the VM table in line with the ledger snapshot: adds, updates, removes. */
+static bool sync_vms(struct manager *m, const struct ledger_state *st) {
+        struct managed_vm **next = calloc(st->n_vms + 1, sizeof(*next));
+        bool rerun = false;
+
+        if (!next)
+                return false;
+        for (size_t i = 0; i < st->n_vms; i++) {
+                struct managed_vm *v = find_vm(m, st->vms[i].name);
+                if (v)
+                        rerun |= update_vm(v, &st->vms[i]);
+                else if (managed_vm_new(m, &st->vms[i], &v) == 0) {
+                        manager_record(m, v->entry.name, "added", 0, 0, "in the ledger: min %" PRIu64 " MiB, max %"
+                                       PRIu64 " MiB; QMP %s", v->entry.min_bytes / MIB, v->entry.max_bytes / MIB,
+                                       vmlink_why(v->link));
+                        apply_lease(v);
+                }
+                next[i] = v;
+        }
+        for (size_t i = 0; i < m->n_vms; i++)
+                if (!ledger_state_find(st, m->vms[i]->entry.name)) {
+                        manager_record(m, m->vms[i]->entry.name, "removed", 0, 0,
+                                       "no longer in the ledger; left running as it is, no longer managed");
+                        if (m->vms[i]->in_round && m->round_pending > 0)
+                                m->round_pending--;
+                        managed_vm_free(m->vms[i]);
+                }
+        free(m->vms);
+        m->vms = next;
+        m->n_vms = st->n_vms;
+        return rerun;
+}
+
+static int load_ledger(struct manager *m, struct ppn_error *err) {
+        struct ledger_state *st = NULL;
+        bool rerun;
+        int r;
+
+        r = ledger_load(m->ledger, &st, err);
+        if (r < 0)
+                return r;
+        if (!st->node_ok)
+                log_warning("ledger node settings unusable: %s", st->node_error);
+        rerun = sync_vms(m, st);
+        if (st->node_ok && (!m->lstate || m->lstate->node.physical_bytes != st->node.physical_bytes ||
+                            m->lstate->node.reserve_bytes != st->node.reserve_bytes)) {
+                manager_record(m, NULL, "node", 0, 0, "physical %" PRIu64 " MiB, reserve %" PRIu64 " MiB: capacity %"
+                               PRIu64 " MiB", st->node.physical_bytes / MIB, st->node.reserve_bytes / MIB,
+                               (st->node.physical_bytes - st->node.reserve_bytes) / MIB);
+                rerun = true;
+        }
+        ledger_state_free(m->lstate);
+        m->lstate = st;
+        if (rerun)
+                start_round(m);
+        return 0;
+}
+
+static int on_ledger_poll(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        struct ppn_error err = { 0 };
+        int r = ledger_changed(m->ledger);
+
+        if (r > 0 && load_ledger(m, &err) < 0)
+                log_error("cannot reload the ledger %s: %s", m->cfg->ledger_path, err.msg);
+        else if (r < 0)
+                log_error_errno(r, "cannot check the ledger %s for changes: %m", m->cfg->ledger_path);
+        sd_event_source_set_time_relative(s, LEDGER_POLL_USEC);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+/* ---- the controller round: sample every running VM, then decide and apply ---- */
+
+static void start_round(struct manager *m) {
+        if (m->round_pending > 0)
+                return;         /* the round in flight decides with the newest state */
+        for (size_t i = 0; i < m->n_vms; i++)
+                if (vmlink_sample(m->vms[i]->link) == 0) {
+                        m->vms[i]->in_round = true;
+                        m->round_pending++;
+                }
+        if (m->round_pending == 0)
+                decide(m);
+}
+
+/* A round still unfinished after a whole tick (a QMP command hanging until its 5 s timeout)
+ * must not stall the others: decide with what has arrived. */
+static void force_round_end(struct manager *m) {
+        if (m->round_pending == 0)
+                return;
+        log_debug("round unfinished after a tick (%u VMs pending); deciding without them", m->round_pending);
+        for (size_t i = 0; i < m->n_vms; i++)
+                m->vms[i]->in_round = false;
+        m->round_pending = 0;
+        decide(m);
+}
+
+/* Decisions are taken only for VMs the daemon has adopted and measured at least once; the
+ * others still count in the sums (held where they are) but their decisions are not kept. */
+static bool decidable(const struct managed_vm *v) {
+        const struct vmlink_sample *x = vmlink_last(v->link);
+        return vmlink_get_state(v->link) == VMLINK_RUNNING && (!x->balloon || x->actual_usec);
+}
+
+static enum policy_driver driver_of(const struct managed_vm *v) {
+        if (!decidable(v))
+                return POLICY_DRIVER_DISCONNECTED;
+        return vmlink_last(v->link)->balloon ? POLICY_DRIVER_OK : POLICY_DRIVER_NO_BALLOON;
+}
+
+/* One VM as the policy sees it. Times on the monotonic clock; QEMU's last-update converted. */
+static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real, struct policy_vm *p) {
+        const struct vmlink_sample *x = vmlink_last(v->link);
+        enum policy_driver d = driver_of(v);
+        /* Not measured yet: QEMU may hold its whole boot size. Absent: its last target, at least
+         * its reservation. */
+        uint64_t held = v->target ? v->target : vmlink_get_state(v->link) == VMLINK_ABSENT ? v->entry.min_bytes
+                                                                                         : v->entry.max_bytes;
+
+        *p = (struct policy_vm) {
+                .name = v->entry.name, .min = v->entry.min_bytes, .max = v->entry.max_bytes,
+                .shares = v->entry.shares, .driver = d, .state = v->pstate,
+        };
+        /* An absent VM keeps its last target (its reservation at least) in the sums. */
+        p->actual = d == POLICY_DRIVER_OK && x->actual_usec ? x->actual : d == POLICY_DRIVER_NO_BALLOON ? v->entry.max_bytes : held;
+        p->target = v->target ? v->target : p->actual;
+        p->stats = (struct policy_guest_stats) {
+                .available = x->available, .free = x->free, .total = x->total, .swap_in = x->swap_in,
+                .swap_out = x->swap_out, .major_faults = x->major_faults,
+        };
+        if (d == POLICY_DRIVER_OK && x->stats_usec && x->stats_update_sec) {
+                uint64_t age = real > x->stats_update_sec * 1000000 ? real - x->stats_update_sec * 1000000 : 0;
+                p->stats.last_update_usec = mono > age ? mono - age : 1;
+        }
+}
+
+static void read_host(struct manager *m, struct policy_node *n) {
+        struct hostmem_meminfo mi;
+        struct hostmem_psi psi;
+
+        if (hostmem_read_meminfo(m->meminfo_path, &mi, NULL) == 0) {
+                n->host_available = mi.available;
+                n->host_available_known = true;
+        }
+        if (hostmem_read_psi(m->psi_path, &psi, NULL) > 0 && psi.some.valid) {
+                n->psi_some_avg10 = psi.some.avg10;
+                n->psi_known = true;
+        }
+}
+
+static bool worth_recording(enum policy_reason old, const struct policy_decision *d, bool first) {
+        if (d->apply)
+                return true;
+        if (!first && old == d->reason)
+                return false;
+        return d->reason != POLICY_REASON_STEADY && d->reason != POLICY_REASON_SMALL_CHANGE;
+}
+
+static void apply_decision(struct managed_vm *v, const struct policy_decision *d) {
+        uint64_t old = v->target;
+        bool first = !v->decided;
+        enum policy_reason old_reason = v->last.reason;
+
+        v->pstate = d->state;
+        v->target = d->target;
+        v->last = *d;
+        v->decided = true;
+        if (d->apply && vmlink_get_state(v->link) == VMLINK_RUNNING) {
+                /* The policy guarantees min <= target <= max; this is the last line of that defence. */
+                uint64_t t = d->target < v->entry.min_bytes ? v->entry.min_bytes : d->target;
+                if (t != d->target)
+                        log_error("%s: policy asked %" PRIu64 " below the minimum; clamped", v->entry.name, d->target);
+                v->target = t;
+                (void) vmlink_set_target(v->link, t, v->entry.min_bytes);
+        }
+        if (worth_recording(old_reason, d, first))
+                manager_record(v->m, v->entry.name, policy_reason_to_string(d->reason), d->apply ? old : 0,
+                               d->apply ? v->target : 0, "%s", d->why);
+}
+
+static void update_pool(struct manager *m, const struct policy_node *node) {
+        _cleanup_free_ struct pool_vm *pv = calloc(m->n_vms + 1, sizeof(*pv));
+        struct pool_figures f;
+
+        if (!pv)
+                return;
+        m->pool.n_running = 0;
+        for (size_t i = 0; i < m->n_vms; i++) {
+                const struct managed_vm *v = m->vms[i];
+                const struct vmlink_sample *x = vmlink_last(v->link);
+                bool running = vmlink_get_state(v->link) == VMLINK_RUNNING;
+                pv[i] = (struct pool_vm) { .name = v->entry.name, .min_bytes = v->entry.min_bytes,
+                                           .max_bytes = v->entry.max_bytes, .actual_bytes = x->actual,
+                                           .actual_known = running && x->actual_usec && x->balloon };
+                m->pool.n_running += running;
+        }
+        pool_compute(&(struct pool_node) { node->physical, node->reserve }, pv, m->n_vms, &f);
+        m->pool.physical_bytes = f.physical_bytes;
+        m->pool.reserve_bytes = f.reserve_bytes;
+        m->pool.reserved_min_bytes = f.reserved_min_bytes;
+        m->pool.pool_available_bytes = f.pool_available_bytes;
+        m->pool.committed_bytes = f.committed_bytes;
+        m->pool.free_bytes = f.free_bytes;
+        m->pool.n_vms = m->n_vms;
+        m->pool.host_available_bytes = node->host_available_known ? node->host_available : STATUS_UNKNOWN;
+        m->pool.psi_some_avg10 = node->psi_known ? node->psi_some_avg10 : -1;
+}
+
+static void decide(struct manager *m) {
+        _cleanup_free_ struct policy_vm *pv = calloc(m->n_vms + 1, sizeof(*pv));
+        _cleanup_free_ struct policy_decision *d = calloc(m->n_vms + 1, sizeof(*d));
+        struct policy_node node = { .now_usec = now_usec() };
+        uint64_t real = now_realtime_usec();
+
+        if (!pv || !d || !m->lstate)
+                return;
+        if (m->lstate->node_ok) {
+                node.physical = m->lstate->node.physical_bytes;
+                node.reserve = m->lstate->node.reserve_bytes;
+        }
+        read_host(m, &node);
+        for (size_t i = 0; i < m->n_vms; i++)
+                snapshot_vm(m->vms[i], node.now_usec, real, &pv[i]);
+        update_pool(m, &node);
+        /* Without node settings there is no capacity to keep within: hold everything. */
+        if (!m->lstate->node_ok || policy_decide(&m->tunables, &node, pv, m->n_vms, d, NULL) < 0)
+                return;
+        for (size_t i = 0; i < m->n_vms; i++)
+                if (pv[i].driver != POLICY_DRIVER_DISCONNECTED)
+                        apply_decision(m->vms[i], &d[i]);
+}
+/* ---- control requests ---- */
+
+static int req_events(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                      struct ppn_error *err) {
+        struct manager *m = userdata;
+        const struct ppn_event *list[MANAGER_EVENTS_MAX];
+        json_object *v, *o, *arr;
+        uint64_t after = 0, limit = 100;
+        size_t n;
+
+        if (json_object_object_get_ex(req, "after", &v) && json_object_is_type(v, json_type_int))
+                after = json_object_get_uint64(v);
+        if (json_object_object_get_ex(req, "limit", &v) && json_object_is_type(v, json_type_int))
+                limit = json_object_get_uint64(v);
+        n = eventlog_since(&m->events, after, list, limit < ELEMENTSOF(list) ? limit : ELEMENTSOF(list));
+        o = json_object_new_object();
+        arr = json_object_new_array();
+        if (!o || !arr) {
+                json_object_put(o);
+                json_object_put(arr);
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(arr, event_to_json(list[i]));
+        json_object_object_add(o, "events", arr);
+        json_object_object_add(o, "last_seq", json_object_new_uint64(m->events.last_seq));
+        if (json_object_object_get_ex(req, "follow", &v) && json_object_get_boolean(v))
+                control_conn_follow(conn, TOPIC_EVENTS);
+        *ret = o;
+        return 0;
+}
+
+static int req_ping(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                    struct ppn_error *err) {
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        json_object_object_add(o, "pong", json_object_new_boolean(true));
+        json_object_object_add(o, "version", json_object_new_string(PPN_VERSION));
+        json_object_object_add(o, "pid", json_object_new_int64(getpid()));
+        *ret = o;
+        return 0;
+}
+
+static int req_pool(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                    struct ppn_error *err) {
+        struct manager *m = userdata;
+        json_object *o = pool_status_to_json(&m->pool);
+
+        if (!o)
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        *ret = o;
+        return 0;
+}
+
+static int req_status(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                      struct ppn_error *err) {
+        struct manager *m = userdata;
+        json_object *o = json_object_new_object(), *arr = json_object_new_array();
+
+        if (!o || !arr) {
+                json_object_put(o);
+                json_object_put(arr);
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct vm_status st;
+                fill_status(m->vms[i], &st);
+                json_object_array_add(arr, vm_status_to_json(&st));
+        }
+        json_object_object_add(o, "vms", arr);
+        json_object_object_add(o, "pool", pool_status_to_json(&m->pool));
+        *ret = o;
+        return 0;
+}
+
+/* Sorted by name (control_new checks). */
+static const struct control_request requests[] = {
+        { "events", req_events },
+        { "ping", req_ping },
+        { "pool", req_pool },
+        { "status", req_status },
+};
+
+/* ---- recording ---- */
+
+void manager_record(struct manager *m, const char *vm, const char *kind, uint64_t from, uint64_t to,
+                    const char *fmt, ...) {
+        struct ppn_event ev = { .realtime_usec = now_realtime_usec(), .from_bytes = from, .to_bytes = to };
+        const struct ppn_event *stored;
+        json_object *msg;
+        va_list ap;
+
+        snprintf(ev.vm, sizeof(ev.vm), "%s", vm ? vm : "");
+        snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
+        va_start(ap, fmt);
+        vsnprintf(ev.reason, sizeof(ev.reason), fmt, ap);
+        va_end(ap);
+        stored = eventlog_add(&m->events, &ev);
+        log_info("%s%s%s: %s", ev.vm, ev.vm[0] ? " " : "", ev.kind, ev.reason);
+        if (!m->control)
+                return;
+        msg = json_object_new_object();
+        if (!msg)
+                return;
+        json_object_object_add(msg, "event", event_to_json(stored));
+        control_broadcast(m->control, TOPIC_EVENTS, msg);
+        json_object_put(msg);
+}
+
+/* ---- the loop ---- */
+
+static void notify_status(struct manager *m) {
+        char line[128];
+
+        char free_[FORMAT_SIZE_MAX];
+
+        snprintf(line, sizeof(line), "%zu VMs, %" PRIu64 " running; pool free %s%s", m->n_vms, m->pool.n_running,
+                 m->pool.free_bytes < 0 ? "-" : "",
+                 format_size((uint64_t) (m->pool.free_bytes < 0 ? -m->pool.free_bytes : m->pool.free_bytes), free_, sizeof(free_)));
+        if (strcmp(line, m->last_status) == 0)
+                return;
+        snprintf(m->last_status, sizeof(m->last_status), "%s", line);
+        sd_notifyf(false, "STATUS=%s", line);
+}
+
+static void manager_tick(struct manager *m) {
+        m->ticks++;
+        force_round_end(m);
+        start_round(m);
+        notify_status(m);
+}
+
+static int on_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        int r;
+
+        manager_tick(m);
+        r = sd_event_source_set_time_relative(s, m->cfg->tick_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return log_error_errno(r, "cannot re-arm the controller tick: %m");
+        return 0;
+}
+
+/* Applies what can change live; names what needs a restart. Keeps the old config on problems. */
+static void manager_reload(struct manager *m) {
+        _cleanup_config_ struct ppn_config *next = NULL;
+        _cleanup_free_ char *problems = NULL;
+        struct ppn_error perr = { 0 };
+        char fixed[256];
+        int r;
+
+        if (!m->config_path) {
+                log_notice("reload: running on the built-in configuration; nothing to re-read");
+                return;
+        }
+        sd_notify(false, "RELOADING=1");
+        r = config_load_file(m->config_path, &next, &problems);
+        if (r < 0) {
+                log_error("reload: %s has problems, keeping the running configuration:\n%s",
+                          m->config_path, problems ? problems : strerror(-r));
+                sd_notify(false, "READY=1");
+                return;
+        }
+        if (config_restart_needed(m->cfg, next, fixed, sizeof(fixed)) > 0)
+                log_warning("reload: %s changed; it takes effect only after a restart", fixed);
+        r = tunables_from_config(next, &m->tunables, &perr);
+        if (r < 0) {
+                log_error("reload: %s, keeping the running configuration", perr.msg);
+                sd_notify(false, "READY=1");
+                return;
+        }
+        log_set_max_level(next->log_level);
+        sd_event_source_set_time_relative(m->tick_source, next->tick_usec);
+        config_free(m->cfg);
+        m->cfg = TAKE_PTR(next);
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct vmlink_options o;
+                link_options(m, &o);
+                vmlink_set_options(m->vms[i]->link, &o);
+        }
+        manager_record(m, NULL, "config", 0, 0, "reloaded %s", m->config_path);
+        sd_notify(false, "READY=1");
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        struct manager *m = userdata;
+
+        if (si->ssi_signo == SIGHUP) {
+                manager_reload(m);
+                return 0;
+        }
+        log_info("received %s, exiting", strsignal((int) si->ssi_signo));
+        sd_notify(false, "STOPPING=1");
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static int setup_signals(struct manager *m) {
+        static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+        sigset_t mask;
+        int r;
+
+        sigemptyset(&mask);
+        for (size_t i = 0; i < ELEMENTSOF(sigs); i++)
+                sigaddset(&mask, sigs[i]);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return -errno;
+        for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+                r = sd_event_add_signal(m->event, NULL, sigs[i], on_signal, m);
+                if (r < 0)
+                        return r;
+        }
+        /* A client that hangs up mid-reply must not kill the daemon. */
+        signal(SIGPIPE, SIG_IGN);
+        return 0;
+}
+
+/* The policy's tunables: config_load*() started from the policy's defaults, applied [policy]
+ * and checked them; checked again here since a reload hands them over live. */
+static int tunables_from_config(const struct ppn_config *c, struct policy_tunables *ret, struct ppn_error *err) {
+        struct policy_tunables t = c->policy;
+        int r;
+
+        t.override_usec = c->override_usec;
+        r = policy_tunables_check(&t, err);
+        if (r < 0)
+                return ppn_error_prefix(err, r, "[policy]");
+        *ret = t;
+        return 0;
+}
+
+static int setup_ledger(struct manager *m, struct ppn_error *err) {
+        int r = ledger_open(m->cfg->ledger_path, NULL, &m->ledger, err);
+
+        if (r < 0)
+                return ppn_error_prefix(err, r, "opening the ledger %s", m->cfg->ledger_path);
+        r = load_ledger(m, err);
+        if (r < 0)
+                return ppn_error_prefix(err, r, "reading the ledger %s", m->cfg->ledger_path);
+        (void) ledger_changed(m->ledger);      /* our own reads are not news */
+        r = sd_event_add_time_relative(m->event, &m->ledger_source, CLOCK_MONOTONIC, LEDGER_POLL_USEC, 10000,
+                                       on_ledger_poll, m);
+        if (r < 0)
+                return ppn_error_set(err, r, "cannot watch the ledger: %s", strerror(-r));
+        return 0;
+}
+
+/* CPU placement is best effort: without a usable hierarchy the daemon still manages memory.
+ * Opened on the first placement, so a daemon with no VM never touches the cgroup tree. */
+static int open_cgroup(struct manager *m, struct ppn_error *err) {
+        struct ppn_cgroup_options o = {
+                .root = strcmp(m->cfg->cgroup_root, "auto") == 0 ? NULL : m->cfg->cgroup_root,
+                .parent = m->cfg->cgroup_parent,
+                /* Delegate=yes: our own group is the parent; we move into its leaf "ppnd". */
+                .own_cgroup_file = m->cfg->cgroup_delegated ? "/proc/self/cgroup" : NULL,
+                .daemon_leaf = m->cfg->cgroup_delegated ? "ppnd" : NULL,
+        };
+        int r;
+
+        if (m->cg)
+                return 0;
+        r = ppn_cgroup_open(&o, &m->cg, err);
+        if (r < 0) {
+                m->cg = NULL;
+                return r;
+        }
+        log_info("CPU pool: %s cgroups under %s", ppn_cgroup_mode_to_string(ppn_cgroup_get_mode(m->cg)),
+                 ppn_cgroup_parent_path(m->cg));
+        return 0;
+}
+
+static int resolve_group(const char *name, gid_t *ret, struct ppn_error *err) {
+        struct group *gr;
+
+        if (!name || !*name) {
+                *ret = (gid_t) -1;
+                return 0;
+        }
+        errno = 0;
+        gr = getgrnam(name);
+        if (!gr)
+                return ppn_error_set(err, errno ? errno : ENOENT,
+                                     "control group '%s' does not exist; create it or change [control] group", name);
+        *ret = gr->gr_gid;
+        return 0;
+}
+
+static int setup_control(struct manager *m, struct ppn_error *err) {
+        struct control_options o = {
+                .path = m->cfg->control_socket,
+                .max_request = m->cfg->control_max_request,
+                .max_clients = 64,
+        };
+        int r = resolve_group(m->cfg->control_group, &o.group, err);
+
+        if (r < 0)
+                return r;
+        return control_new(m->event, &o, requests, ELEMENTSOF(requests), m, &m->control, err);
+}
+
+int manager_new(struct ppn_config *cfg, const char *config_path, struct manager **ret, struct ppn_error *err) {
+        _cleanup_(manager_freep) struct manager *m = calloc(1, sizeof(*m));
+        int r;
+
+        if (!m) {
+                config_free(cfg);
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        }
+        m->cfg = cfg;
+        m->pool.host_available_bytes = STATUS_UNKNOWN;
+        m->pool.psi_some_avg10 = -1;
+        m->meminfo_path = "/proc/meminfo";
+        m->psi_path = "/proc/pressure/memory";
+        if (config_path && !(m->config_path = strdup(config_path)))
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        r = eventlog_init(&m->events, MANAGER_EVENTS_MAX);
+        if (r < 0)
+                return ppn_error_set(err, r, "out of memory");
+        r = sd_event_new(&m->event);
+        if (r >= 0)
+                r = sd_event_set_watchdog(m->event, true);
+        if (r >= 0)
+                r = setup_signals(m);
+        if (r >= 0)
+                r = sd_event_add_time_relative(m->event, &m->tick_source, CLOCK_MONOTONIC, cfg->tick_usec,
+                                               10000, on_tick, m);
+        if (r < 0)
+                return ppn_error_set(err, r, "cannot set up the event loop: %s", strerror(-r));
+        r = tunables_from_config(cfg, &m->tunables, err);
+        if (r >= 0)
+                r = setup_control(m, err);
+        if (r >= 0)
+                r = setup_ledger(m, err);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+int manager_run(struct manager *m) {
+        int r;
+
+        manager_record(m, NULL, "start", 0, 0, "ppnd %s started; control socket %s", PPN_VERSION,
+                       m->cfg->control_socket);
+        sd_notifyf(false, "READY=1\nSTATUS=%zu VMs", m->n_vms);
+        r = sd_event_loop(m->event);
+        return r < 0 ? log_error_errno(r, "event loop failed: %m") : 0;
+}
+
+struct manager *manager_free(struct manager *m) {
+        if (!m)
+                return NULL;
+        control_free(m->control);
+        for (size_t i = 0; i < m->n_vms; i++)
+                managed_vm_free(m->vms[i]);
+        free(m->vms);
+        ledger_state_free(m->lstate);
+        ledger_close(m->ledger);
+        ppn_cgroup_free(m->cg);
+        sd_event_source_disable_unref(m->ledger_source);
+        sd_event_source_disable_unref(m->tick_source);
+        sd_event_unref(m->event);
+        eventlog_done(&m->events);
+        config_free(m->cfg);
+        free(m->config_path);
+        free(m);
+        return NULL;
+}

@@ -1,0 +1,110 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ppnctl balloon VM SIZE [--for DURATION] and ppnctl release VM: an operator's override lease.
+ * The lease is written to the ledger (audited, survives a daemon restart); ppnd notices the
+ * commit within 250 ms and holds the VM at SIZE until the lease expires or is released.
+ * A SIZE below the VM's minimum (its reservation) or above its maximum is refused here,
+ * and again by the ledger.
+ */
+#include <inttypes.h>
+#include <string.h>
+
+#include "ledger.h"
+#include "ppnctl.h"
+
+#define BALLOON_USAGE "balloon VM SIZE [--for DURATION]"
+#define RELEASE_USAGE "release VM"
+/* The lease length when --for is not given; as ppnd's [controller] override-default. */
+#define LEASE_DEFAULT_USEC (UINT64_C(600) * 1000000)
+
+static int check_range(const struct ledger_vm *vm, uint64_t size) {
+        char a[32], b[32];
+
+        if (size < vm->min_bytes) {
+                fprintf(stderr, "ppnctl: refused: %s is below %s's minimum of %s (its reservation); "
+                        "lower the minimum with 'ppnctl vm set %s min=...' first\n",
+                        ctl_size((int64_t) size, a, sizeof(a)), vm->name, ctl_size((int64_t) vm->min_bytes, b, sizeof(b)),
+                        vm->name);
+                return CTL_FAILED;
+        }
+        if (size > vm->max_bytes) {
+                fprintf(stderr, "ppnctl: refused: %s is above %s's maximum of %s (its boot size)\n",
+                        ctl_size((int64_t) size, a, sizeof(a)), vm->name, ctl_size((int64_t) vm->max_bytes, b, sizeof(b)));
+                return CTL_FAILED;
+        }
+        return CTL_OK;
+}
+
+static int parse_balloon_args(int argc, char **argv, const char **ret_vm, uint64_t *ret_size, uint64_t *ret_for) {
+        const char *pos[2] = { NULL, NULL };
+        int n = 0;
+
+        for (int i = 1; i < argc; i++) {
+                if (strcmp(argv[i], "--for") == 0 && i + 1 < argc) {
+                        if (parse_duration(argv[++i], ret_for) < 0 || *ret_for < 1000000)
+                                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a duration of at least 1s "
+                                                       "(examples: 90s, 10m, 2h)", argv[i]);
+                } else if (strncmp(argv[i], "--for=", 6) == 0) {
+                        if (parse_duration(argv[i] + 6, ret_for) < 0 || *ret_for < 1000000)
+                                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a duration of at least 1s",
+                                                       argv[i] + 6);
+                } else if (argv[i][0] == '-' || n == 2)
+                        return ctl_usage_error("balloon", BALLOON_USAGE, "unexpected argument '%s'", argv[i]);
+                else
+                        pos[n++] = argv[i];
+        }
+        if (n != 2)
+                return ctl_usage_error("balloon", BALLOON_USAGE, "need a VM and a size");
+        if (parse_size(pos[1], ret_size) < 0 || *ret_size == 0)
+                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a size (examples: 512M, 2G)", pos[1]);
+        *ret_vm = pos[0];
+        return -1;
+}
+
+int ctl_balloon(const struct ctl_globals *g, int argc, char **argv) {
+        _cleanup_ledger_ struct ledger *l = NULL;
+        struct ledger_vm vm = { 0 };
+        struct ppn_error e = { 0 };
+        uint64_t size = 0, dur = LEASE_DEFAULT_USEC;
+        int64_t expires;
+        const char *name = NULL;
+        char a[32];
+        int r = parse_balloon_args(argc, argv, &name, &size, &dur);
+
+        if (r >= 0)
+                return r;
+        r = ctl_open_ledger(g, true, &l);
+        if (r)
+                return r;
+        r = ledger_vm_get(l, name, &vm, &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        r = check_range(&vm, size);
+        ledger_vm_done(&vm);
+        if (r != CTL_OK)
+                return r;
+        expires = (int64_t) ((now_realtime_usec() + dur) / 1000000);
+        r = ledger_override_set(l, name, size, expires, getuid(), &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        printf("%s: held at %s for %" PRIu64 " s (until released or expired); ppnd applies it within a second\n",
+               name, ctl_size((int64_t) size, a, sizeof(a)), dur / 1000000);
+        return CTL_OK;
+}
+
+int ctl_release(const struct ctl_globals *g, int argc, char **argv) {
+        _cleanup_ledger_ struct ledger *l = NULL;
+        struct ppn_error e = { 0 };
+        int r;
+
+        if (argc != 2 || argv[1][0] == '-')
+                return ctl_usage_error("release", RELEASE_USAGE, "need exactly one VM name");
+        r = ctl_open_ledger(g, true, &l);
+        if (r)
+                return r;
+        r = ledger_override_clear(l, argv[1], getuid(), &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        printf("%s: override released; the controller resumes\n", argv[1]);
+        return CTL_OK;
+}

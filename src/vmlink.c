@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "vmlink.h"
+
+#include <string.h>
+
+#include "balloon.h"
+#include "log.h"
+#include "qmp.h"
+
+/* First reconnect after 100 ms: QEMU's socket accepts ~0.1 s after it starts. */
+#define RETRY_START_USEC 100000
+
+struct vmlink {
+        sd_event *event;
+        char *name;
+        char *path;
+        struct vmlink_options opts;
+        struct vmlink_callbacks cb;
+        void *userdata;
+        enum vmlink_state state;
+        struct qmp *qmp;
+        pid_t pid;
+        sd_event_source *retry;
+        uint64_t backoff_usec;
+        char balloon_id[64];            /* the balloon's device id under /machine/peripheral, "" if none */
+        unsigned round_pending;         /* replies still due in this sampling round */
+        struct vmlink_sample last;
+        char why[256];
+};
+
+static const char *const state_names[] = {
+        [VMLINK_ABSENT] = "absent",
+        [VMLINK_CONNECTING] = "connecting",
+        [VMLINK_RUNNING] = "running",
+};
+
+const char *vmlink_state_to_string(enum vmlink_state s) {
+        return s < ELEMENTSOF(state_names) ? state_names[s] : "?";
+}
+
+static void set_state(struct vmlink *l, enum vmlink_state s, const char *fmt, ...) _printf_(3, 4);
+static void set_state(struct vmlink *l, enum vmlink_state s, const char *fmt, ...) {
+        enum vmlink_state old = l->state;
+        va_list ap;
+
+        va_start(ap, fmt);
+        vsnprintf(l->why, sizeof(l->why), fmt, ap);
+        va_end(ap);
+        l->state = s;
+        if (old != s && l->cb.state_changed)
+                l->cb.state_changed(l, old, l->why, l->userdata);
+}
+
+static int try_connect(struct vmlink *l);
+
+static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct vmlink *l = userdata;
+        (void) try_connect(l);
+        return 0;
+}
+
+static void schedule_retry(struct vmlink *l) {
+        uint64_t delay = l->backoff_usec ? l->backoff_usec : RETRY_START_USEC;
+
+        l->backoff_usec = delay * 2 < l->opts.retry_max_usec ? delay * 2 : l->opts.retry_max_usec;
+        if (!l->path)
+                return;
+        if (l->retry) {
+                sd_event_source_set_time_relative(l->retry, delay);
+                sd_event_source_set_enabled(l->retry, SD_EVENT_ONESHOT);
+        } else
+                sd_event_add_time_relative(l->event, &l->retry, CLOCK_MONOTONIC, delay, 10000, on_retry, l);
+}
+
+/* Drops the connection (QEMU keeps running) and goes ABSENT; retries unless freeing. */
+static void drop(struct vmlink *l, bool retry) {
+        l->qmp = qmp_free(l->qmp);
+        l->pid = 0;
+        l->round_pending = 0;
+        l->balloon_id[0] = '\0';
+        l->last.actual_usec = 0;
+        l->last.stats_usec = 0;
+        if (retry)
+                schedule_retry(l);
+}
+
+static void on_disconnected(struct qmp *q, const struct qmp_error *reason, void *userdata) {
+        struct vmlink *l = userdata;
+
+        drop(l, false);
+        l->backoff_usec = 0;    /* QEMU may be restarting right now: look again soon */
+        set_state(l, VMLINK_ABSENT, "QEMU went away (%s)", reason->error.msg);
+        schedule_retry(l);
+}
+
+static void on_stats_enabled(struct qmp *q, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        if (err)
+                log_debug("%s: enabling guest statistics failed: %s", l->name, err->error.msg);
+        set_state(l, VMLINK_RUNNING, err ? "adopted; guest statistics not enabled (%s)" : "adopted%s",
+                  err ? err->error.msg : "");
+}
+
+static void enable_stats(struct vmlink *l) {
+        if (!l->balloon_id[0]) {
+                set_state(l, VMLINK_RUNNING, "adopted; no balloon device");
+                return;
+        }
+        if (balloon_enable_stats(l->qmp, l->balloon_id, (unsigned) l->opts.stats_interval_sec, l->opts.timeout_usec,
+                                 on_stats_enabled, l, NULL) < 0)
+                set_state(l, VMLINK_RUNNING, "adopted; guest statistics not enabled");
+}
+
+/* qom-list /machine/peripheral: the first child whose type names a virtio balloon. */
+static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+        size_t n = ret && json_object_is_type(ret, json_type_array) ? json_object_array_length(ret) : 0;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                json_object *e = json_object_array_get_idx(ret, i), *name, *type;
+                if (json_object_object_get_ex(e, "name", &name) && json_object_object_get_ex(e, "type", &type) &&
+                    strstr(json_object_get_string(type), "virtio-balloon")) {
+                        snprintf(l->balloon_id, sizeof(l->balloon_id), "%s", json_object_get_string(name));
+                        break;
+                }
+        }
+        l->last.balloon = l->balloon_id[0] != '\0';
+        enable_stats(l);
+}
+
+static void on_ready(struct qmp *q, void *userdata) {
+        struct vmlink *l = userdata;
+        json_object *args = json_object_new_object();
+
+        l->backoff_usec = 0;
+        json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
+        if (qmp_call(q, "qom-list", args, l->opts.timeout_usec, on_peripherals, l, NULL) < 0)
+                enable_stats(l);
+}
+
+static int try_connect(struct vmlink *l) {
+        static const struct qmp_callbacks cbs = { .ready = on_ready, .disconnected = on_disconnected };
+        struct qmp_error err = { 0 };
+        int r;
+
+        if (!l->path || l->qmp)
+                return 0;
+        r = qmp_connect(l->event, l->path, l->opts.timeout_usec, &cbs, l, &l->qmp, &err);
+        if (r < 0) {
+                set_state(l, VMLINK_ABSENT, "%s", r == -ENOENT || r == -ECONNREFUSED ?
+                          "QMP socket absent or not listening; waiting for QEMU" : err.error.msg);
+                schedule_retry(l);
+                return r;
+        }
+        if (qmp_peer_pid(l->qmp, &l->pid) < 0)
+                l->pid = 0;
+        set_state(l, VMLINK_CONNECTING, "connected to %s (QEMU pid %d)", l->path, (int) l->pid);
+        return 0;
+}
+
+int vmlink_new(sd_event *e, const char *name, const char *qmp_path, const struct vmlink_options *o,
+               const struct vmlink_callbacks *cb, void *userdata, struct vmlink **ret) {
+        struct vmlink *l = calloc(1, sizeof(*l));
+
+        if (!l || !(l->name = strdup(name)) || (qmp_path && !(l->path = strdup(qmp_path)))) {
+                vmlink_free(l);
+                return -ENOMEM;
+        }
+        l->event = sd_event_ref(e);
+        l->opts = *o;
+        if (cb)
+                l->cb = *cb;
+        l->userdata = userdata;
+        snprintf(l->why, sizeof(l->why), "%s", qmp_path ? "not connected yet" : "no QMP socket in the ledger");
+        *ret = l;
+        (void) try_connect(l);
+        return 0;
+}
+
+struct vmlink *vmlink_free(struct vmlink *l) {
+        if (!l)
+                return NULL;
+        l->cb = (struct vmlink_callbacks) { 0 };
+        drop(l, false);
+        sd_event_source_disable_unref(l->retry);
+        sd_event_unref(l->event);
+        free(l->name);
+        free(l->path);
+        free(l);
+        return NULL;
+}
+
+int vmlink_set_path(struct vmlink *l, const char *qmp_path) {
+        char *p = NULL;
+
+        if (qmp_path && !(p = strdup(qmp_path)))
+                return -ENOMEM;
+        free(l->path);
+        l->path = p;
+        drop(l, false);
+        l->backoff_usec = 0;
+        set_state(l, VMLINK_ABSENT, "%s", p ? "QMP socket changed; reconnecting" : "no QMP socket in the ledger");
+        if (p)
+                (void) try_connect(l);
+        return 0;
+}
+
+void vmlink_set_options(struct vmlink *l, const struct vmlink_options *o) {
+        bool interval = o->stats_interval_sec != l->opts.stats_interval_sec;
+
+        l->opts = *o;
+        if (interval && l->state == VMLINK_RUNNING)
+                enable_stats(l);
+}
+
+const char *vmlink_name(const struct vmlink *l) { return l->name; }
+enum vmlink_state vmlink_get_state(const struct vmlink *l) { return l->state; }
+pid_t vmlink_pid(const struct vmlink *l) { return l->state == VMLINK_ABSENT ? 0 : l->pid; }
+const struct vmlink_sample *vmlink_last(const struct vmlink *l) { return &l->last; }
+const char *vmlink_why(const struct vmlink *l) { return l->why; }
+
+static void round_done(struct vmlink *l) {
+        if (l->round_pending > 0 && --l->round_pending == 0 && l->cb.sampled)
+                l->cb.sampled(l, l->userdata);
+}
+
+static void on_actual(struct qmp *q, uint64_t actual, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        if (err && err->error.code == -ENODEV)
+                l->last.balloon = false;        /* DeviceNotActive */
+        else if (!err) {
+                l->last.balloon = true;
+                l->last.actual = actual;
+                l->last.actual_usec = now_usec();
+        } else
+                log_debug("%s: query-balloon failed: %s", l->name, err->error.msg);
+        round_done(l);
+}
+
+static uint64_t stat_or_unknown(const struct balloon_stats *st, enum balloon_stat which) {
+        uint64_t v;
+        return balloon_stats_get(st, which, &v) == 0 ? v : VMLINK_STAT_UNKNOWN;
+}
+
+static void on_stats(struct qmp *q, const struct balloon_stats *st, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+        struct vmlink_sample *s = &l->last;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        if (!err) {
+                s->available = stat_or_unknown(st, BALLOON_STAT_AVAILABLE_MEMORY);
+                s->free = stat_or_unknown(st, BALLOON_STAT_FREE_MEMORY);
+                s->total = stat_or_unknown(st, BALLOON_STAT_TOTAL_MEMORY);
+                s->swap_in = stat_or_unknown(st, BALLOON_STAT_SWAP_IN);
+                s->swap_out = stat_or_unknown(st, BALLOON_STAT_SWAP_OUT);
+                s->major_faults = stat_or_unknown(st, BALLOON_STAT_MAJOR_FAULTS);
+                s->stats_update_sec = st->last_update;
+                s->stats_usec = now_usec();
+        } else
+                log_debug("%s: guest-stats failed: %s", l->name, err->error.msg);
+        round_done(l);
+}
+
+int vmlink_sample(struct vmlink *l) {
+        if (l->state != VMLINK_RUNNING || !l->qmp)
+                return -ENOTCONN;
+        if (l->round_pending)
+                return -EBUSY;
+        if (balloon_query(l->qmp, l->opts.timeout_usec, on_actual, l, NULL) == 0)
+                l->round_pending++;
+        if (l->balloon_id[0] && balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
+                l->round_pending++;
+        return l->round_pending ? 0 : -ENOTCONN;
+}
+
+static void on_target(struct qmp *q, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+
+        if (err && err->error.code != -ECANCELED)
+                log_warning("%s: setting the balloon target failed: %s", l->name, err->error.msg);
+}
+
+int vmlink_set_target(struct vmlink *l, uint64_t bytes, uint64_t floor_bytes) {
+        struct qmp_error err = { 0 };
+        int r;
+
+        if (l->state != VMLINK_RUNNING || !l->qmp)
+                return -ENOTCONN;
+        /* balloon_set_target() refuses 0 and anything below the floor before sending. */
+        r = balloon_set_target(l->qmp, bytes, floor_bytes, l->opts.timeout_usec, on_target, l, &err);
+        if (r < 0)
+                log_warning("%s: balloon target %" PRIu64 " not sent: %s", l->name, bytes, err.error.msg);
+        return r;
+}

@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#pragma once
+
+/*
+ * One VM's link to its QEMU, on the daemon's sd-event loop: find the QMP socket, connect,
+ * negotiate, find the balloon device, enable guest statistics, and then sample (balloon actual
+ * + guest statistics) and set balloon targets on request.
+ *
+ * States: ABSENT (no socket, nobody listening, or QEMU gone) -> CONNECTING (greeting and set-up
+ * under way) -> RUNNING. While ABSENT the link retries with a backoff that starts at 100 ms
+ * and doubles up to retry_max, so a VM that starts is adopted within that ceiling. QEMU's exit
+ * closes the socket: the link notices at once (EOF/HUP), goes ABSENT and starts retrying.
+ *
+ * The QEMU pid comes from the socket's peer credentials (SO_PEERCRED, qmp_peer_pid()): the
+ * kernel records the pid of the process that created the listening socket's connection end,
+ * i.e. QEMU itself. It is never read from a pidfile or the ledger, so it cannot be stale or forged
+ * by whoever writes those files.
+ */
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <systemd/sd-event.h>
+
+#include "util.h"
+
+enum vmlink_state {
+        VMLINK_ABSENT,
+        VMLINK_CONNECTING,
+        VMLINK_RUNNING,
+};
+
+const char *vmlink_state_to_string(enum vmlink_state s);
+
+#define VMLINK_STAT_UNKNOWN UINT64_MAX
+
+/* The latest readings. Sizes in bytes; VMLINK_STAT_UNKNOWN where QEMU/the guest gave none. */
+struct vmlink_sample {
+        bool balloon;                   /* a balloon device answers (false: DeviceNotActive/none) */
+        uint64_t actual;                /* query-balloon actual; valid if actual_usec != 0 */
+        uint64_t actual_usec;           /* monotonic time of that reply */
+        uint64_t available, free, total;
+        uint64_t swap_in, swap_out, major_faults;
+        uint64_t stats_update_sec;      /* guest-stats last-update: wall clock seconds, 0 = never */
+        uint64_t stats_usec;            /* monotonic time the stats were read; 0 = never */
+};
+
+struct vmlink;
+
+struct vmlink_callbacks {
+        /* The state changed; why is one line for the operator. */
+        void (*state_changed)(struct vmlink *l, enum vmlink_state old, const char *why, void *userdata);
+        /* A vmlink_sample() round has completed (successfully or not). */
+        void (*sampled)(struct vmlink *l, void *userdata);
+};
+
+struct vmlink_options {
+        uint64_t stats_interval_sec;    /* guest-stats-polling-interval to set (whole seconds) */
+        uint64_t retry_max_usec;        /* reconnect backoff ceiling */
+        uint64_t timeout_usec;          /* per QMP command; 0 = qmp's default */
+};
+
+int vmlink_new(sd_event *e, const char *name, const char *qmp_path, const struct vmlink_options *o,
+               const struct vmlink_callbacks *cb, void *userdata, struct vmlink **ret);
+/* Disconnects (QEMU keeps running) and frees. NULL ok. */
+struct vmlink *vmlink_free(struct vmlink *l);
+
+/* A new socket path (ledger changed): reconnects there. NULL path: stays ABSENT. */
+int vmlink_set_path(struct vmlink *l, const char *qmp_path);
+/* New options (reload); a new stats interval is sent to a running QEMU. */
+void vmlink_set_options(struct vmlink *l, const struct vmlink_options *o);
+
+const char *vmlink_name(const struct vmlink *l);
+enum vmlink_state vmlink_get_state(const struct vmlink *l);
+/* QEMU's pid while CONNECTING/RUNNING, else 0. */
+pid_t vmlink_pid(const struct vmlink *l);
+const struct vmlink_sample *vmlink_last(const struct vmlink *l);
+/* Why the link is where it is ("QMP socket ... absent", "no balloon device", ...). */
+const char *vmlink_why(const struct vmlink *l);
+
+/*
+ * Starts a sampling round: query-balloon and the guest statistics. cb->sampled runs when both
+ * replies are in. Returns 0, -ENOTCONN when not RUNNING, -EBUSY while a round is in flight.
+ */
+int vmlink_sample(struct vmlink *l);
+
+/* Sends a balloon target (bytes; QEMU's "balloon" value = the guest size wanted). A target
+ * below floor_bytes (the VM's minimum) is refused (-ERANGE) and never sent. */
+int vmlink_set_target(struct vmlink *l, uint64_t bytes, uint64_t floor_bytes);

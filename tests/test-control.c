@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The control socket against real sockets on an in-process sd-event loop. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include "control.h"
+
+struct fixture {
+        char dir[64];
+        char path[128];
+        sd_event *e;
+        struct control *ctl;
+        unsigned calls;
+};
+
+static int h_echo(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                  struct ppn_error *err) {
+        struct fixture *f = userdata;
+        f->calls++;
+        *ret = json_object_get(req);
+        return 0;
+}
+
+static int h_fail(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                  struct ppn_error *err) {
+        return ppn_error_set(err, ENOENT, "no VM named 'x'; see ppnctl vm list");
+}
+
+static int h_follow(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                    struct ppn_error *err) {
+        control_conn_follow(conn, 7);
+        *ret = json_object_new_object();
+        return 0;
+}
+
+static const struct control_request table[] = {
+        { "echo", h_echo },
+        { "fail", h_fail },
+        { "follow", h_follow },
+};
+
+static int setup(void **state) {
+        struct fixture *f = calloc(1, sizeof(*f));
+        struct control_options o = { .group = (gid_t) -1, .max_request = 512, .max_clients = 4 };
+
+        snprintf(f->dir, sizeof(f->dir), "/tmp/test-control-XXXXXX");
+        assert_non_null(mkdtemp(f->dir));
+        chmod(f->dir, 0755);
+        snprintf(f->path, sizeof(f->path), "%s/sub/ppnd.sock", f->dir);
+        o.path = f->path;
+        assert_int_equal(sd_event_new(&f->e), 0);
+        assert_int_equal(control_new(f->e, &o, table, ELEMENTSOF(table), f, &f->ctl, NULL), 0);
+        *state = f;
+        return 0;
+}
+
+static int teardown(void **state) {
+        struct fixture *f = *state;
+        char sub[160];
+
+        control_free(f->ctl);
+        sd_event_unref(f->e);
+        snprintf(sub, sizeof(sub), "%s/sub", f->dir);
+        rmdir(sub);
+        rmdir(f->dir);
+        free(f);
+        return 0;
+}
+
+static int client(const struct fixture *f) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+        strcpy(sa.sun_path, f->path);
+        assert_int_equal(connect(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        return fd;
+}
+
+/* Runs the loop until fd has a full line (or EOF); returns it (static buffer), NULL on EOF. */
+static char *read_line(struct fixture *f, int fd) {
+        static char buf[8192];
+        size_t len = 0;
+
+        for (int i = 0; i < 200; i++) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                if (poll(&p, 1, 0) != 1)
+                        sd_event_run(f->e, 10000);
+                else {
+                        ssize_t n = recv(fd, buf + len, 1, 0);
+                        if (n <= 0)
+                                return NULL;
+                        if (buf[len] == '\n') {
+                                buf[len] = '\0';
+                                return buf;
+                        }
+                        len++;
+                        i = 0;
+                }
+        }
+        fail_msg("no reply within 2 s");
+        return NULL;
+}
+
+static void say(int fd, const char *s) {
+        assert_int_equal(send(fd, s, strlen(s), MSG_NOSIGNAL), (ssize_t) strlen(s));
+}
+
+static void test_mode_and_roundtrip(void **state) {
+        struct fixture *f = *state;
+        struct stat st;
+        int fd;
+
+        assert_int_equal(stat(f->path, &st), 0);
+        assert_true(S_ISSOCK(st.st_mode));
+        assert_int_equal(st.st_mode & 0777, 0660);
+        fd = client(f);
+        say(fd, "{\"request\":\"echo\",\"x\":1}\n");
+        assert_string_equal(read_line(f, fd), "{\"request\":\"echo\",\"x\":1}");
+        /* Two requests in one write: two replies, in order. */
+        say(fd, "{\"request\":\"echo\",\"n\":1}\n{\"request\":\"echo\",\"n\":2}\n");
+        assert_string_equal(read_line(f, fd), "{\"request\":\"echo\",\"n\":1}");
+        assert_string_equal(read_line(f, fd), "{\"request\":\"echo\",\"n\":2}");
+        assert_int_equal(f->calls, 3);
+        close(fd);
+}
+
+static void test_errors(void **state) {
+        static const struct { const char *in, *out; } cases[] = {
+                { "{\"request\":\"nope\"}\n", "{\"error\":\"unknown request 'nope'\"}" },
+                { "not json\n", "{\"error\":\"request is not one JSON object\"}" },
+                { "{\"request\":\"echo\"} trailing\n", "{\"error\":\"request is not one JSON object\"}" },
+                { "[1,2]\n", "{\"error\":\"request must be an object with a \\\"request\\\" string\"}" },
+                { "{\"request\":5}\n", "{\"error\":\"request must be an object with a \\\"request\\\" string\"}" },
+                { "{\"request\":\"fail\"}\n", "{\"error\":\"no VM named 'x'; see ppnctl vm list\"}" },
+        };
+        struct fixture *f = *state;
+        int fd = client(f);
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                say(fd, cases[i].in);
+                assert_string_equal(read_line(f, fd), cases[i].out);
+        }
+        /* The connection survives bad requests. */
+        say(fd, "{\"request\":\"echo\"}\n");
+        assert_string_equal(read_line(f, fd), "{\"request\":\"echo\"}");
+        close(fd);
+}
+
+static void test_too_large(void **state) {
+        struct fixture *f = *state;
+        char big[600];
+        int fd = client(f);
+
+        /* 600 bytes without a newline, limit 512: refused before any parsing, then closed. */
+        memset(big, 'x', sizeof(big));
+        assert_int_equal(send(fd, big, sizeof(big), MSG_NOSIGNAL), (ssize_t) sizeof(big));
+        assert_string_equal(read_line(f, fd), "{\"error\":\"request too large (limit 512 bytes)\"}");
+        assert_null(read_line(f, fd));
+        assert_int_equal(f->calls, 0);
+        close(fd);
+}
+
+static void test_follow(void **state) {
+        struct fixture *f = *state;
+        int a = client(f), b = client(f);
+        json_object *msg = json_object_new_object();
+
+        json_object_object_add(msg, "event", json_object_new_int(42));
+        say(a, "{\"request\":\"follow\"}\n");
+        assert_string_equal(read_line(f, a), "{}");
+        say(b, "{\"request\":\"echo\"}\n");
+        assert_string_equal(read_line(f, b), "{\"request\":\"echo\"}");
+        assert_int_equal(control_n_connections(f->ctl), 2);
+        control_broadcast(f->ctl, 7, msg);
+        control_broadcast(f->ctl, 8, msg);      /* another topic: nobody */
+        assert_string_equal(read_line(f, a), "{\"event\":42}");
+        json_object_put(msg);
+        close(a);
+        close(b);
+        for (int i = 0; i < 10; i++)
+                sd_event_run(f->e, 1000);
+        assert_int_equal(control_n_connections(f->ctl), 0);
+}
+
+static void test_second_daemon_refused(void **state) {
+        struct fixture *f = *state;
+        struct control_options o = { .path = f->path, .group = (gid_t) -1, .max_request = 512, .max_clients = 4 };
+        struct control *c2 = NULL;
+        struct ppn_error err = { 0 };
+
+        assert_int_equal(control_new(f->e, &o, table, ELEMENTSOF(table), f, &c2, &err), -EADDRINUSE);
+        assert_non_null(strstr(err.msg, "another ppnd is listening on"));
+        /* The live socket still works and still belongs to the first. */
+        int fd = client(f);
+        say(fd, "{\"request\":\"echo\"}\n");
+        assert_non_null(read_line(f, fd));
+        close(fd);
+}
+
+static void test_stale_socket_replaced(void **state) {
+        struct fixture *f = *state;
+        struct control_options o = { .path = f->path, .group = (gid_t) -1, .max_request = 512, .max_clients = 4 };
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct control *c2 = NULL;
+        int fd;
+
+        /* A crash leaves a socket file nobody listens on. */
+        f->ctl = control_free(f->ctl);
+        assert_int_not_equal(access(f->path, F_OK), 0);     /* removed on clean exit */
+        strcpy(sa.sun_path, f->path);
+        fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        assert_int_equal(bind(fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        close(fd);
+        assert_int_equal(control_new(f->e, &o, table, ELEMENTSOF(table), f, &c2, NULL), 0);
+        f->ctl = c2;
+}
+
+static void test_unsorted_table(void **state) {
+        static const struct control_request bad[] = { { "pool", h_echo }, { "events", h_echo } };
+        struct fixture *f = *state;
+        struct control_options o = { .path = "/tmp/unused.sock", .group = (gid_t) -1, .max_request = 512, .max_clients = 4 };
+        struct control *c = NULL;
+
+        assert_int_equal(control_new(f->e, &o, bad, 2, f, &c, NULL), -EINVAL);
+}
+
+static void test_peer_rule(void **state) {
+        const gid_t groups[] = { 20, 44 };
+        assert_true(control_peer_allowed(0, 0, NULL, 0, (gid_t) -1, 1000));
+        assert_true(control_peer_allowed(1000, 1000, NULL, 0, (gid_t) -1, 1000));      /* the daemon's own uid */
+        assert_false(control_peer_allowed(1001, 1001, NULL, 0, (gid_t) -1, 0));
+        assert_true(control_peer_allowed(1001, 44, NULL, 0, 44, 0));                   /* primary group */
+        assert_true(control_peer_allowed(1001, 1001, groups, 2, 44, 0));               /* supplementary */
+        assert_false(control_peer_allowed(1001, 1001, groups, 2, 45, 0));
+}
+
+/* A real unprivileged peer (uid nobody) through SO_PEERCRED: refused, then allowed by group. */
+static int nobody_ping(struct fixture *f) {
+        pid_t pid = fork();
+        int status;
+
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                char buf[256] = "";
+                ssize_t n;
+                int fd;
+                if (setgid(65534) < 0 || setuid(65534) < 0)
+                        _exit(3);
+                strcpy(sa.sun_path, f->path);
+                fd = socket(AF_UNIX, SOCK_STREAM, 0);
+                if (connect(fd, (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                        _exit(4);
+                /* A refused peer may find the connection already closed: its answer is still queued. */
+                (void) send(fd, "{\"request\":\"echo\"}\n", 19, MSG_NOSIGNAL);
+                n = recv(fd, buf, sizeof(buf) - 1, 0);
+                _exit(n > 0 && strstr(buf, "permission denied") ? 1 : n > 0 && strstr(buf, "echo") ? 0 : 6);
+        }
+        while (waitpid(pid, &status, WNOHANG) == 0)
+                sd_event_run(f->e, 10000);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void test_peer_credentials(void **state) {
+        struct fixture *f = *state;
+        struct control_options o = { .path = f->path, .group = 65534, .max_request = 512, .max_clients = 4 };
+
+        if (geteuid() != 0)
+                skip();
+        /* Mode 0660 root:root already keeps nobody out; open it up to test SO_PEERCRED itself. */
+        assert_int_equal(chmod(f->path, 0666), 0);
+        assert_int_equal(nobody_ping(f), 1);
+        f->ctl = control_free(f->ctl);
+        assert_int_equal(control_new(f->e, &o, table, ELEMENTSOF(table), f, &f->ctl, NULL), 0);
+        assert_int_equal(nobody_ping(f), 0);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test_setup_teardown(test_mode_and_roundtrip, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_errors, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_too_large, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_follow, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_second_daemon_refused, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_stale_socket_replaced, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_unsorted_table, setup, teardown),
+                cmocka_unit_test(test_peer_rule),
+                cmocka_unit_test_setup_teardown(test_peer_credentials, setup, teardown),
+        };
+        return cmocka_run_group_tests_name("control", tests, NULL, NULL);
+}

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The decision ring and the status JSON that ppnctl reads back. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "eventlog.h"
+#include "status.h"
+
+static void test_ring_wraps(void **state) {
+        struct eventlog l;
+        const struct ppn_event *out[8];
+        size_t n;
+
+        assert_int_equal(eventlog_init(&l, 4), 0);
+        assert_int_equal(eventlog_since(&l, 0, out, 8), 0);
+        for (int i = 1; i <= 6; i++)
+                assert_int_equal(eventlog_addf(&l, 100 + i, "vm", "inflate", 0, i * MIB, "step %d", i)->seq, i);
+        /* Capacity 4: events 3..6 remain, oldest first. */
+        n = eventlog_since(&l, 0, out, 8);
+        assert_int_equal(n, 4);
+        assert_int_equal(out[0]->seq, 3);
+        assert_string_equal(out[0]->reason, "step 3");
+        assert_int_equal(out[3]->seq, 6);
+        /* After a given seq. */
+        n = eventlog_since(&l, 4, out, 8);
+        assert_int_equal(n, 2);
+        assert_int_equal(out[0]->seq, 5);
+        /* A limit keeps the newest. */
+        n = eventlog_since(&l, 0, out, 2);
+        assert_int_equal(n, 2);
+        assert_int_equal(out[0]->seq, 5);
+        assert_int_equal(out[1]->seq, 6);
+        assert_int_equal(eventlog_since(&l, 6, out, 8), 0);
+        eventlog_done(&l);
+        assert_int_equal(eventlog_init(&l, 0), -EINVAL);
+}
+
+static void test_event_json(void **state) {
+        struct ppn_event ev = { .seq = 9, .realtime_usec = 1234567, .from_bytes = 512 * MIB, .to_bytes = 768 * MIB }, back;
+        json_object *o, *bad;
+
+        strcpy(ev.vm, "web");
+        strcpy(ev.kind, "deflate");
+        strcpy(ev.reason, "guest available 20M < headroom 64M");
+        o = event_to_json(&ev);
+        assert_int_equal(event_from_json(o, &back), 0);
+        assert_memory_equal(&ev, &back, sizeof(ev));
+        json_object_put(o);
+        bad = json_tokener_parse("{\"seq\":\"9\"}");
+        assert_int_equal(event_from_json(bad, &back), -EINVAL);
+        json_object_put(bad);
+}
+
+static void test_vm_status_json(void **state) {
+        struct vm_status s = {
+                .min_bytes = 256 * MIB, .max_bytes = GIB, .target_bytes = 512 * MIB, .actual_bytes = STATUS_UNKNOWN,
+                .guest_available_bytes = STATUS_UNKNOWN, .stats_age_usec = 1500000, .shares = 1000,
+                .cpu_weight = 300, .pid = 4242, .override_left_usec = 0,
+        }, back;
+        json_object *o, *v;
+
+        strcpy(s.name, "db");
+        strcpy(s.state, "absent");
+        strcpy(s.reason, "QEMU exited; reservation kept");
+        o = vm_status_to_json(&s);
+        /* Unknown sizes are null, not a huge number. */
+        assert_true(json_object_object_get_ex(o, "actual_bytes", &v));
+        assert_null(v);
+        assert_true(json_object_object_get_ex(o, "min_bytes", &v));
+        assert_int_equal(json_object_get_uint64(v), 256 * MIB);
+        assert_int_equal(vm_status_from_json(o, &back), 0);
+        assert_memory_equal(&s, &back, sizeof(s));
+        json_object_object_del(o, "reason");
+        assert_int_equal(vm_status_from_json(o, &back), -EINVAL);
+        json_object_put(o);
+}
+
+static void test_pool_status_json(void **state) {
+        struct pool_status p = {
+                .physical_bytes = 4 * GIB, .reserve_bytes = 512 * MIB, .reserved_min_bytes = 1536 * MIB,
+                .pool_available_bytes = 2 * (int64_t) GIB, .committed_bytes = 3 * GIB, .free_bytes = -512 * (int64_t) MIB,
+                .host_available_bytes = STATUS_UNKNOWN, .psi_some_avg10 = 1.25, .n_vms = 3, .n_running = 2,
+        }, back;
+        json_object *o = pool_status_to_json(&p);
+
+        assert_int_equal(pool_status_from_json(o, &back), 0);
+        assert_memory_equal(&p, &back, sizeof(p));
+        json_object_put(o);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_ring_wraps),
+                cmocka_unit_test(test_event_json),
+                cmocka_unit_test(test_vm_status_json),
+                cmocka_unit_test(test_pool_status_json),
+        };
+        return cmocka_run_group_tests_name("eventlog", tests, NULL, NULL);
+}

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# ppnd and ppnctl as programs (no VMs): options, --check-config, the control socket's
+# requests, SIGHUP reload, clean exit on SIGTERM. TAP output, one line per check.
+set -u
+B=${PPN_BUILD_ROOT:?}/src
+FIX=${PPN_FIXTURES:?}/config
+T=$(mktemp -d /tmp/test-ppnd-XXXXXX)
+PID=
+n=0 failed=0
+cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$T"; }
+trap cleanup EXIT
+ok() { n=$((n + 1)); if [ "$1" -eq 0 ]; then echo "ok $n - $2"; else echo "not ok $n - $2"; failed=1; fi; }
+check() { local d=$1; shift; "$@" >/dev/null 2>&1; ok $? "$d"; }
+
+cd "$FIX"
+"$B/ppnd" --version | grep -q '^ppnd [0-9]'; ok $? "ppnd --version"
+out=$("$B/ppnd" --check-config good-full.conf); ok $(( $? != 0 )) "--check-config on a good file exits 0"
+[ "$out" = "good-full.conf: ok" ]; ok $? "--check-config says ok"
+"$B/ppnd" --check-config bad-values.conf 2>"$T/err"; rc=$?
+ok $(( rc != 1 )) "--check-config on a bad file exits 1"
+diff -u bad-values.err "$T/err" >&2; ok $? "--check-config prints the golden problems"
+"$B/ppnd" --no-such-option 2>/dev/null; ok $(( $? != 2 )) "unknown option is a usage error (2)"
+"$B/ppnd" --help | grep -q -- '--check-config FILE'; ok $? "--help is generated from the option table"
+
+S=$T/run/ppnd.sock
+"$B/ppnctl" --socket "$S" status 2>"$T/err"; rc=$?
+ok $(( rc != 1 )) "ppnctl status without a daemon exits 1"
+grep -q "ppnd is not running (no daemon listening on $S)" "$T/err"; ok $? "and names the socket it tried"
+
+cat >"$T/ppnd.conf" <<EOC
+[daemon]
+log-level = info
+runtime-dir = $T/run
+[ledger]
+path = $T/ledger.db
+[control]
+socket = $S
+[controller]
+tick = 200ms
+EOC
+"$B/ppnd" --config "$T/ppnd.conf" 2>"$T/ppnd.log" &
+PID=$!
+for _ in $(seq 100); do [ -S "$S" ] && break; sleep 0.05; done
+[ -S "$S" ]; ok $? "ppnd creates its control socket"
+[ "$(stat -c %a "$S")" = 660 ]; ok $? "control socket mode is 0660"
+"$B/ppnctl" --socket "$S" status >"$T/out" 2>&1; ok $? "ppnctl status exits 0"
+head -1 "$T/out" | grep -q '^VM  *STATE  *MIN  *TARGET  *ACTUAL  *AVAIL  *WEIGHT  *REASON'; ok $? "status prints the table header"
+PPN_SOCKET=$S "$B/ppnctl" status --json | python3 -c 'import json,sys; d=json.load(sys.stdin); assert "vms" in d and "pool" in d and "free_bytes" in d["pool"]'
+ok $? "status --json is JSON with vms and pool (PPN_SOCKET honoured)"
+"$B/ppnctl" --socket "$S" events | grep -q 'start .*ppnd .* started'; ok $? "events lists the start"
+
+"$B/ppnctl" --socket "$S" events --follow --json >"$T/follow" 2>&1 &
+FPID=$!
+sleep 0.5
+kill -HUP "$PID"
+for _ in $(seq 40); do grep -q '"kind":"config"' "$T/follow" && break; sleep 0.05; done
+grep -q '"kind":"config"' "$T/follow"; ok $? "events --follow streams the SIGHUP reload as it happens"
+kill "$FPID" 2>/dev/null; wait "$FPID" 2>/dev/null
+
+echo "[daemon]
+log-level = loud" >"$T/ppnd.conf.bad"
+cp "$T/ppnd.conf" "$T/ppnd.conf.good"; cp "$T/ppnd.conf.bad" "$T/ppnd.conf"
+kill -HUP "$PID"; sleep 0.5
+kill -0 "$PID" 2>/dev/null; ok $? "a bad config on SIGHUP does not stop the daemon"
+grep -q "ppnd.conf:2: log-level: 'loud' is not a log level" "$T/ppnd.log"; ok $? "and its problems are logged with line numbers"
+"$B/ppnctl" --socket "$S" status >/dev/null; ok $? "the daemon still answers"
+
+kill -TERM "$PID"
+for _ in $(seq 40); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
+wait "$PID"; rc=$?; PID=
+ok $rc "SIGTERM: clean exit 0"
+[ ! -e "$S" ]; ok $? "the control socket is removed on exit"
+echo "1..$n"
+exit $failed
