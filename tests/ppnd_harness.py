@@ -152,6 +152,10 @@ class Node:
         reply, _ = self.request('status')
         return {v['name']: v for v in reply['vms']}
 
+    def sanitized(self):
+        """ppnd runs under ASan (build-asan): timings and memory are not the release build's."""
+        return 'libasan' in self.proc('maps')
+
     def proc(self, what):
         with open('/proc/%d/%s' % (self.ppnd.pid, what)) as f:
             return f.read()
