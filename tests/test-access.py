@@ -12,7 +12,8 @@ change anything (vm set, vm remove, balloon, node set, ledger import), each refu
 and a reason, and the ledger is byte-for-byte the same export with no audit row of the
 outsider; with the socket file opened to everyone (0666), ppnd itself still refuses the
 outsider by its peer credentials (SO_PEERCRED) and logs it; the member can use status.
-Requests that are oversized or malformed get an {"error": ...} reply and are logged.
+Requests that are oversized or malformed get an {"error": ...} reply and are logged; a peer
+refused 40 times in a row does not flood the log (at most 10 notices per 10 s).
 """
 import json
 import os
@@ -132,6 +133,25 @@ def main():
         log = '\n'.join(log)
         t.ok('not one JSON object' in log or 'request must be' in log,
              'the malformed requests are logged')
+
+        # An outsider connecting in a loop: every attempt refused, the log not flooded.
+        os.chmod(node.sock, 0o666)
+        loop = ('import socket,sys\n'
+                'n=0\n'
+                'for i in range(40):\n'
+                ' s=socket.socket(socket.AF_UNIX);s.connect(sys.argv[1]);s.settimeout(2)\n'
+                ' n+=b"permission denied" in s.recv(4096);s.close()\n'
+                'print(n)\n')
+        r = subprocess.run(['setpriv', '--reuid=' + outsider, '--regid=' + outsider,
+                            '--init-groups', sys.executable, '-c', loop, node.sock],
+                           capture_output=True, text=True)
+        os.chmod(node.sock, 0o660)
+        t.ok(r.stdout.strip() == '40', 'outsider connecting 40 times in a row: refused 40 times',
+             r.stdout.strip() + r.stderr.strip()[-300:])
+        node.request('ping')
+        refusals = open(node.log).read().count('refused uid %d' % uid)
+        t.ok(refusals <= 10, 'and the log is not flooded (%d of 41 refusals logged, at most 10 '
+             'notices per 10 s)' % refusals)
     finally:
         node.cleanup()
         for u in (member, outsider):
