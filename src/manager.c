@@ -8,9 +8,11 @@
 
 #include "cgroup.h"
 #include "control.h"
+#include "history.h"
 #include "hostmem.h"
 #include "ledger.h"
 #include "log.h"
+#include "metrics.h"
 #include "policy.h"
 #include "pool.h"
 #include "status.h"
@@ -37,6 +39,8 @@ struct managed_vm {
         uint64_t lease_target;
         int64_t lease_expires;
         bool in_round;
+        bool ever_running;              /* adopted before: the next adoption is a reconnect */
+        struct history_ring history;    /* samples for ppnctl history/plot (HISTORY_SAMPLES_MAX) */
 };
 
 struct manager {
@@ -59,6 +63,8 @@ struct manager {
         const char *meminfo_path;
         const char *psi_path;
         char last_status[128];
+        struct metrics_server *metrics; /* NULL unless [metrics] enabled */
+        struct metrics_counters counters;
 };
 
 /* ---- the VM table ---- */
@@ -119,6 +125,7 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
 }
 
 static int open_cgroup(struct manager *m, struct ppn_error *err);
+static bool apply_lease(struct managed_vm *v);
 
 /* Puts QEMU into vm-NAME with the ledger weight. Failure costs CPU isolation, not memory control. */
 static void place_in_cgroup(struct managed_vm *v) {
@@ -157,12 +164,15 @@ static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *w
         enum vmlink_state now = vmlink_get_state(l);
 
         if (now == VMLINK_RUNNING) {
+                m->counters.reconnects += v->ever_running;
+                v->ever_running = true;
                 place_in_cgroup(v);
                 /* A fresh start for the policy: the target in force is what the balloon holds. */
                 v->pstate = (struct policy_vm_state) { 0 };
                 v->lease_applied = false;
                 v->target = 0;
                 v->decided = false;
+                apply_lease(v);         /* an operator lease in the ledger survives re-adoption */
                 if (v->placed)
                         manager_record(m, v->entry.name, "adopt", 0, 0, "%s; QEMU pid %d in cgroup vm-%s, cpu weight %u",
                                        why, (int) vmlink_pid(l), v->entry.name, v->placed_weight);
@@ -190,9 +200,15 @@ static void on_link_sampled(struct vmlink *l, void *userdata) {
                 decide(m);
 }
 
+static void on_link_qmp_error(struct vmlink *l, const char *class, void *userdata) {
+        struct managed_vm *v = userdata;
+        metrics_count_error(&v->m->counters, class);
+}
+
 static const struct vmlink_callbacks link_callbacks = {
         .state_changed = on_link_state,
         .sampled = on_link_sampled,
+        .qmp_error = on_link_qmp_error,
 };
 
 static void link_options(const struct manager *m, struct vmlink_options *o) {
@@ -218,6 +234,7 @@ static struct managed_vm *managed_vm_free(struct managed_vm *v) {
                 return NULL;
         vmlink_free(v->link);
         ledger_vm_done(&v->entry);
+        history_ring_done(&v->history);
         free(v);
         return NULL;
 }
@@ -233,8 +250,8 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
         v->m = m;
         r = ledger_vm_copy(e, &v->entry);
         path = qmp_path_for(m, e);
-        if (r < 0 || !path) {
-                free(v);
+        if (r < 0 || !path || history_ring_init(&v->history, HISTORY_SAMPLES_MAX) < 0) {
+                managed_vm_free(v);
                 return -ENOMEM;
         }
         link_options(m, &o);
@@ -480,13 +497,15 @@ static void apply_decision(struct managed_vm *v, const struct policy_decision *d
         v->target = d->target;
         v->last = *d;
         v->decided = true;
+        metrics_count_decision(&v->m->counters, d->reason);
         if (d->apply && vmlink_get_state(v->link) == VMLINK_RUNNING) {
                 /* The policy guarantees min <= target <= max; this is the last line of that defence. */
                 uint64_t t = d->target < v->entry.min_bytes ? v->entry.min_bytes : d->target;
                 if (t != d->target)
                         log_error("%s: policy asked %" PRIu64 " below the minimum; clamped", v->entry.name, d->target);
                 v->target = t;
-                (void) vmlink_set_target(v->link, t, v->entry.min_bytes);
+                if (vmlink_set_target(v->link, t, v->entry.min_bytes) >= 0)
+                        v->m->counters.balloon_commands++;
         }
         if (worth_recording(old_reason, d, first))
                 manager_record(v->m, v->entry.name, policy_reason_to_string(d->reason), d->apply ? old : 0,
@@ -521,6 +540,25 @@ static void update_pool(struct manager *m, const struct policy_node *node) {
         m->pool.psi_some_avg10 = node->psi_known ? node->psi_some_avg10 : -1;
 }
 
+/* One history sample per VM and round; what is unknown (a VM not running) is kept as such. */
+static void record_samples(struct manager *m, uint64_t real) {
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct managed_vm *v = m->vms[i];
+                struct vm_status st;
+                const struct vmlink_sample *x = vmlink_last(v->link);
+
+                fill_status(v, &st);
+                history_ring_add(&v->history, &(struct history_sample) {
+                        .realtime_usec = real,
+                        .target_bytes = st.target_bytes,
+                        .actual_bytes = st.actual_bytes,
+                        .guest_available_bytes = st.guest_available_bytes,
+                        .guest_total_bytes = st.guest_available_bytes != STATUS_UNKNOWN &&
+                                             x->total != VMLINK_STAT_UNKNOWN ? x->total : HISTORY_UNKNOWN,
+                });
+        }
+}
+
 static void decide(struct manager *m) {
         _cleanup_free_ struct policy_vm *pv = calloc(m->n_vms + 1, sizeof(*pv));
         _cleanup_free_ struct policy_decision *d = calloc(m->n_vms + 1, sizeof(*d));
@@ -543,7 +581,105 @@ static void decide(struct manager *m) {
         for (size_t i = 0; i < m->n_vms; i++)
                 if (pv[i].driver != POLICY_DRIVER_DISCONNECTED)
                         apply_decision(m->vms[i], &d[i]);
+        record_samples(m, real);
 }
+/* ---- metrics and history ---- */
+
+static void metrics_vm_of(const struct managed_vm *v, struct metrics_vm *ret) {
+        struct vm_status st;
+
+        fill_status(v, &st);
+        *ret = (struct metrics_vm) {
+                .min_bytes = st.min_bytes, .max_bytes = st.max_bytes, .target_bytes = st.target_bytes,
+                .actual_bytes = st.actual_bytes, .guest_available_bytes = st.guest_available_bytes,
+                .stats_age_usec = st.stats_age_usec, .cpu_weight = st.cpu_weight,
+                .override_active = st.override_left_usec > 0, .stuck = v->pstate.stuck_since_usec != 0,
+        };
+        snprintf(ret->name, sizeof(ret->name), "%s", st.name);
+        snprintf(ret->state, sizeof(ret->state), "%s", st.state);
+}
+
+/* A scrape: the same figures `ppnctl status` shows, read on the loop (no locks needed). */
+static int metrics_fill(void *userdata, struct metrics_snapshot *ret) {
+        struct manager *m = userdata;
+        struct metrics_vm *vms = calloc(m->n_vms + 1, sizeof(*vms));
+        const struct pool_status *p = &m->pool;
+
+        if (!vms)
+                return -ENOMEM;
+        for (size_t i = 0; i < m->n_vms; i++)
+                metrics_vm_of(m->vms[i], &vms[i]);
+        *ret = (struct metrics_snapshot) {
+                .node = { .physical_bytes = p->physical_bytes, .reserve_bytes = p->reserve_bytes,
+                          .reserved_min_bytes = p->reserved_min_bytes, .pool_available_bytes = p->pool_available_bytes,
+                          .committed_bytes = p->committed_bytes, .free_bytes = p->free_bytes,
+                          .host_available_bytes = p->host_available_bytes, .psi_some_avg10 = p->psi_some_avg10,
+                          .n_vms = p->n_vms, .n_running = p->n_running },
+                .vms = vms, .n_vms = m->n_vms, .counters = &m->counters,
+        };
+        return 0;
+}
+
+static void metrics_done(void *userdata, struct metrics_snapshot *s) {
+        free((void *) s->vms);
+}
+
+static const struct metrics_source metrics_source = { .fill = metrics_fill, .done = metrics_done };
+
+static int setup_metrics(struct manager *m, struct ppn_error *err) {
+        struct metrics_server_options o = { .address = m->cfg->metrics_address, .port = (uint16_t) m->cfg->metrics_port };
+
+        if (!m->cfg->metrics_enabled)
+                return 0;
+        return metrics_server_new(m->event, &o, &metrics_source, m, &m->metrics, err);
+}
+
+/* The VM's events since `since` (oldest first), for the marks of a plot. */
+static json_object *vm_events_json(const struct manager *m, const char *vm, uint64_t since) {
+        static const struct ppn_event *list[MANAGER_EVENTS_MAX];
+        size_t n = eventlog_since(&m->events, 0, list, MANAGER_EVENTS_MAX);
+        json_object *arr = json_object_new_array();
+
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(list[i]->vm, vm) == 0 && list[i]->realtime_usec >= since)
+                        json_object_array_add(arr, event_to_json(list[i]));
+        return arr;
+}
+
+/* {"vm": NAME, "span_usec": N} -> {"now_usec", "since_usec", "vm": {"name", "min_bytes",
+ * "max_bytes", "samples": [[time, target, actual, available, total], ...], "events": [...]}}. */
+static int req_history(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                       struct ppn_error *err) {
+        struct manager *m = userdata;
+        uint64_t now = now_realtime_usec(), span = UINT64_C(600) * 1000000, since;
+        const struct managed_vm *v;
+        json_object *name, *x, *o, *samples;
+
+        if (!json_object_object_get_ex(req, "vm", &name) || !json_object_is_type(name, json_type_string))
+                return ppn_error_set(err, EINVAL, "history needs \"vm\": a VM name");
+        v = find_vm(m, json_object_get_string(name));
+        if (!v)
+                return ppn_error_set(err, ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", json_object_get_string(name));
+        if (json_object_object_get_ex(req, "span_usec", &x) && json_object_is_type(x, json_type_int) &&
+            json_object_get_int64(x) > 0)
+                span = (uint64_t) json_object_get_int64(x);
+        since = span < now ? now - span : 0;
+        samples = json_object_new_array();
+        for (size_t i = history_ring_first_since(&v->history, since); i < v->history.count; i++)
+                json_object_array_add(samples, history_sample_to_array(history_ring_get(&v->history, i)));
+        o = json_object_new_object();
+        json_object_object_add(o, "name", json_object_new_string(v->entry.name));
+        json_object_object_add(o, "min_bytes", json_object_new_int64((int64_t) v->entry.min_bytes));
+        json_object_object_add(o, "max_bytes", json_object_new_int64((int64_t) v->entry.max_bytes));
+        json_object_object_add(o, "samples", samples);
+        json_object_object_add(o, "events", vm_events_json(m, v->entry.name, since));
+        *ret = json_object_new_object();
+        json_object_object_add(*ret, "now_usec", json_object_new_int64((int64_t) now));
+        json_object_object_add(*ret, "since_usec", json_object_new_int64((int64_t) since));
+        json_object_object_add(*ret, "vm", o);
+        return 0;
+}
+
 /* ---- control requests ---- */
 
 static int req_events(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
@@ -624,6 +760,7 @@ static int req_status(struct control_conn *conn, json_object *req, void *userdat
 /* Sorted by name (control_new checks). */
 static const struct control_request requests[] = {
         { "events", req_events },
+        { "history", req_history },
         { "ping", req_ping },
         { "pool", req_pool },
         { "status", req_status },
@@ -880,6 +1017,8 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
                 r = setup_control(m, err);
         if (r >= 0)
                 r = setup_ledger(m, err);
+        if (r >= 0)
+                r = setup_metrics(m, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(m);
@@ -900,6 +1039,7 @@ struct manager *manager_free(struct manager *m) {
         if (!m)
                 return NULL;
         control_free(m->control);
+        metrics_server_free(m->metrics);
         for (size_t i = 0; i < m->n_vms; i++)
                 managed_vm_free(m->vms[i]);
         free(m->vms);

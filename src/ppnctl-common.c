@@ -1,12 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Helpers shared by the ppnctl handlers: subcommand dispatch, ledger opening, errors, JSON. */
+#include <inttypes.h>
 #include <json-c/json.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
 
 #include "ledger.h"
 #include "ppnctl.h"
+
+static bool exact_sizes;        /* --bytes */
 
 int ctl_dispatch(const char *group, const struct ctl_subcommand *table, const struct ctl_globals *g,
                  int argc, char **argv) {
@@ -19,12 +25,50 @@ int ctl_dispatch(const char *group, const struct ctl_subcommand *table, const st
                 fprintf(f, "ppnctl %s: unknown subcommand '%s'\n", group, argv[1]);
         else if (f == stderr)
                 fprintf(f, "ppnctl %s: missing subcommand\n", group);
-        fprintf(f, "usage:\n");
-        for (size_t i = 0; table[i].name; i++)
-                fprintf(f, "  ppnctl %s\n", table[i].usage);
+        ctl_print_subcommands(f, table);
         return f == stdout ? CTL_OK : CTL_USAGE;
 }
 
+void ctl_print_subcommands(FILE *f, const struct ctl_subcommand *table) {
+        fprintf(f, "usage:\n");
+        for (size_t i = 0; table[i].name; i++) {
+                /* --help (stdout) is wrapped to 80 columns; a usage error keeps one line per usage. */
+                if (f != stdout) {
+                        fprintf(f, "  ppnctl %s\n", table[i].usage);
+                        continue;
+                }
+                fputs("  ppnctl", f);
+                ctl_print_wrapped(f, table[i].usage, 4, 8);
+        }
+}
+
+void ctl_print_wrapped(FILE *f, const char *text, size_t indent, size_t first_col) {
+        size_t col = first_col;
+        bool line_start = first_col == 0;
+
+        text += strspn(text, " ");
+        while (*text) {
+                size_t word = strcspn(text, " ");
+                if (!line_start && col + 1 + word > 80 && col > indent) {
+                        fprintf(f, "\n%*s", (int) indent, "");
+                        col = indent;
+                } else if (!line_start) {
+                        fputc(' ', f);
+                        col++;
+                }
+                fprintf(f, "%.*s", (int) word, text);
+                col += word;
+                line_start = false;
+                text += word;
+                text += strspn(text, " ");
+        }
+        fputc('\n', f);
+}
+
+void ctl_print_usage(const char *usage) {
+        fputs("usage: ppnctl", stdout);
+        ctl_print_wrapped(stdout, usage, 4, 13);
+}
 int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret) {
         struct ledger_options o = { .read_only = !write, .meminfo_path = getenv("PPN_MEMINFO") };
         struct ppn_error e = {};
@@ -56,7 +100,7 @@ int ctl_parse_plain(const char *cmd, const char *usage, bool allow_json, int *ar
                 if (allow_json && strcmp(argv[i], "--json") == 0)
                         *ret_json = true;
                 else if (strcmp(argv[i], "--help") == 0) {
-                        printf("usage: ppnctl %s\n", usage);
+                        ctl_print_usage(usage);
                         return CTL_OK;
                 } else if (strcmp(argv[i], "--") == 0) {
                         while (++i < *argc)
@@ -79,6 +123,61 @@ void ctl_print_json(struct json_object *o) {
 const char *ctl_size(int64_t bytes, char *buf, size_t len) {
         char tmp[FORMAT_SIZE_MAX];
         uint64_t mag = bytes < 0 ? (uint64_t) -bytes : (uint64_t) bytes;
+
+        if (exact_sizes) {
+                snprintf(buf, len, "%" PRId64, bytes);
+                return buf;
+        }
         snprintf(buf, len, "%s%s", bytes < 0 ? "-" : "", format_size(mag, tmp, sizeof(tmp)));
+        return buf;
+}
+
+void ctl_output_setup(bool exact) {
+        exact_sizes = exact;
+}
+
+bool ctl_exact_sizes(void) {
+        return exact_sizes;
+}
+
+bool ctl_color(FILE *f) {
+        const char *no = getenv("NO_COLOR"), *term = getenv("TERM");
+
+        if (no && *no)
+                return false;
+        if (!term || strcmp(term, "dumb") == 0)
+                return false;
+        return isatty(fileno(f));
+}
+
+const char *ctl_sgr(FILE *f, const char *seq) {
+        return ctl_color(f) ? seq : "";
+}
+
+unsigned ctl_columns(void) {
+        struct winsize w;
+
+        /* 40 is the least a table row needs to stay readable; narrower terminals wrap. */
+        if (isatty(STDOUT_FILENO) && ioctl(STDOUT_FILENO, TIOCGWINSZ, &w) == 0 && w.ws_col > 0)
+                return w.ws_col < 40 ? 40 : w.ws_col;
+        return 80;
+}
+
+const char *ctl_fit(const char *s, size_t width, char *buf, size_t len) {
+        size_t cols = 0, i = 0, cut = 0;
+
+        /* Count code points (UTF-8 lead bytes); remember where width - 1 columns end. */
+        for (; s[i]; i++) {
+                if (((unsigned char) s[i] & 0xC0) == 0x80)
+                        continue;
+                if (cols == width - 1)
+                        cut = i;
+                cols++;
+        }
+        if (cols <= width || width == 0) {
+                snprintf(buf, len, "%s", width == 0 ? "" : s);
+                return buf;
+        }
+        snprintf(buf, len, "%.*s\xe2\x80\xa6", (int) cut, s);
         return buf;
 }

@@ -22,8 +22,8 @@ static void print_event(const struct ppn_event *ev, bool json) {
         printf("%s.%03u %-12s %-16s", when, (unsigned) (ev->realtime_usec / 1000 % 1000), ev->vm[0] ? ev->vm : "-",
                ev->kind);
         if (ev->from_bytes || ev->to_bytes)
-                printf(" %s -> %s", format_size(ev->from_bytes, from, sizeof(from)),
-                       format_size(ev->to_bytes, to, sizeof(to)));
+                printf(" %s -> %s", ctl_size((int64_t) ev->from_bytes, from, sizeof(from)),
+                       ctl_size((int64_t) ev->to_bytes, to, sizeof(to)));
         printf("  %s\n", ev->reason);
 }
 

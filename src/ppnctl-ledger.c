@@ -162,7 +162,7 @@ static int ledger_check_cmd(const struct ctl_globals *g, int argc, char **argv) 
         return CTL_OK;
 }
 
-static const struct ctl_subcommand ledger_commands[] = {
+const struct ctl_subcommand ctl_ledger_commands[] = {
         { "check", ledger_check_cmd, CHECK_USAGE },
         { "export", ledger_export_cmd, EXPORT_USAGE },
         { "history", ledger_history_cmd, HISTORY_USAGE },
@@ -171,5 +171,5 @@ static const struct ctl_subcommand ledger_commands[] = {
 };
 
 int ctl_ledger(const struct ctl_globals *g, int argc, char **argv) {
-        return ctl_dispatch("ledger", ledger_commands, g, argc, argv);
+        return ctl_dispatch("ledger", ctl_ledger_commands, g, argc, argv);
 }

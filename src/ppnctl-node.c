@@ -67,12 +67,12 @@ static int node_show(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
-static const struct ctl_subcommand node_commands[] = {
+const struct ctl_subcommand ctl_node_commands[] = {
         { "set", node_set, SET_USAGE },
         { "show", node_show, SHOW_USAGE },
         {},
 };
 
 int ctl_node(const struct ctl_globals *g, int argc, char **argv) {
-        return ctl_dispatch("node", node_commands, g, argc, argv);
+        return ctl_dispatch("node", ctl_node_commands, g, argc, argv);
 }

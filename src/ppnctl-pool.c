@@ -24,8 +24,7 @@ static void print_human(const struct pool_figures *f, bool live) {
                ctl_size((int64_t) f->reserved_min_bytes, b[2], sizeof(b[2])), f->n_vms);
         printf("%-15s %s\n", "pool available", ctl_size(f->pool_available_bytes, b[3], sizeof(b[3])));
         printf("%-15s %s (%s)\n", "committed", ctl_size((int64_t) f->committed_bytes, b[4], sizeof(b[4])),
-               live ? "live balloon actuals from ppnd" :
-                      "from the ledger only: no live balloon actuals, each VM counted at its max");
+               live ? "live balloon actuals from ppnd" : "ledger only: each VM counted at its max");
         printf("%-15s %s\n", "free", ctl_size(f->free_bytes, b[5], sizeof(b[5])));
 }
 

@@ -7,20 +7,62 @@
 #include "status.h"
 
 static const char *size_or_dash(uint64_t v, char *buf, size_t len) {
-        return v == STATUS_UNKNOWN ? "-" : format_size(v, buf, len);
+        return v == STATUS_UNKNOWN ? "-" : ctl_size((int64_t) v, buf, len);
 }
 
-static void print_row(const struct vm_status *s) {
-        char min[FORMAT_SIZE_MAX], target[FORMAT_SIZE_MAX], actual[FORMAT_SIZE_MAX], avail[FORMAT_SIZE_MAX];
+static const char *state_color(const char *state) {
+        return ctl_sgr(stdout, strcmp(state, "running") == 0      ? CTL_SGR_GREEN
+                               : strcmp(state, "connecting") == 0 ? CTL_SGR_YELLOW
+                                                                  : CTL_SGR_RED);
+}
 
-        printf("%-16s %-10s %7s %7s %7s %7s %6" PRIu64 "  %s\n", s->name, s->state,
-               size_or_dash(s->min_bytes, min, sizeof(min)), size_or_dash(s->target_bytes, target, sizeof(target)),
-               size_or_dash(s->actual_bytes, actual, sizeof(actual)),
-               size_or_dash(s->guest_available_bytes, avail, sizeof(avail)), s->cpu_weight, s->reason);
+/* Column widths from the rows themselves: names and sizes as wide as the widest (sizes at
+ * least 7, "1023.9M"), so --bytes and long names widen only the table that needs it. */
+struct layout {
+        int name_w, size_w;
+        size_t fixed;           /* columns before REASON */
+        unsigned cols;
+};
+
+/* The reason follows on the row when it fits the width, else on its own line below, cut to fit. */
+static void print_row(const struct vm_status *s, const struct layout *l) {
+        char min[32], target[32], actual[32], avail[32], cut[sizeof(s->reason) + 4];
+
+        printf("%-*s %s%-10s%s %*s %*s %*s %*s %6" PRIu64, l->name_w, s->name, state_color(s->state), s->state,
+               ctl_sgr(stdout, CTL_SGR_RESET), l->size_w, size_or_dash(s->min_bytes, min, sizeof(min)), l->size_w,
+               size_or_dash(s->target_bytes, target, sizeof(target)), l->size_w,
+               size_or_dash(s->actual_bytes, actual, sizeof(actual)), l->size_w,
+               size_or_dash(s->guest_available_bytes, avail, sizeof(avail)), s->cpu_weight);
+        if (l->fixed + strlen(s->reason) <= l->cols)
+                printf("  %s\n", s->reason);
+        else
+                printf("\n  %s\n", ctl_fit(s->reason, l->cols - 2, cut, sizeof(cut)));
+}
+
+static size_t size_len(uint64_t v) {
+        char buf[32];
+        return strlen(size_or_dash(v, buf, sizeof(buf)));
+}
+
+static void layout_for(const struct vm_status *st, size_t n, struct layout *l) {
+        size_t name_w = 2, size_w = 7;
+
+        for (size_t i = 0; i < n; i++) {
+                const uint64_t v[] = { st[i].min_bytes, st[i].target_bytes, st[i].actual_bytes, st[i].guest_available_bytes };
+                name_w = strlen(st[i].name) > name_w ? strlen(st[i].name) : name_w;
+                for (size_t k = 0; k < ELEMENTSOF(v); k++)
+                        size_w = size_len(v[k]) > size_w ? size_len(v[k]) : size_w;
+        }
+        l->name_w = (int) name_w;
+        l->size_w = (int) size_w;
+        l->cols = ctl_columns();
+        l->fixed = name_w + 1 + 10 + 4 * (1 + size_w) + 1 + 6 + 2;
 }
 
 static int print_table(json_object *reply) {
+        _cleanup_free_ struct vm_status *st = NULL;
         json_object *vms;
+        struct layout l;
         size_t n;
 
         if (!json_object_object_get_ex(reply, "vms", &vms) || !json_object_is_type(vms, json_type_array)) {
@@ -28,16 +70,20 @@ static int print_table(json_object *reply) {
                 return CTL_FAILED;
         }
         n = json_object_array_length(vms);
-        printf("%-16s %-10s %7s %7s %7s %7s %6s  %s\n", "VM", "STATE", "MIN", "TARGET", "ACTUAL", "AVAIL",
-               "WEIGHT", "REASON");
-        for (size_t i = 0; i < n; i++) {
-                struct vm_status s;
-                if (vm_status_from_json(json_object_array_get_idx(vms, i), &s) < 0) {
+        st = calloc(n + 1, sizeof(*st));
+        if (!st)
+                return ctl_fail(NULL, -ENOMEM);
+        for (size_t i = 0; i < n; i++)
+                if (vm_status_from_json(json_object_array_get_idx(vms, i), &st[i]) < 0) {
                         fprintf(stderr, "ppnctl: the daemon sent a VM entry this ppnctl cannot read (version mismatch?)\n");
                         return CTL_FAILED;
                 }
-                print_row(&s);
-        }
+        layout_for(st, n, &l);
+        printf("%s%-*s %-10s %*s %*s %*s %*s %6s  %s%s\n", ctl_sgr(stdout, CTL_SGR_BOLD), l.name_w, "VM", "STATE",
+               l.size_w, "MIN", l.size_w, "TARGET", l.size_w, "ACTUAL", l.size_w, "AVAIL", "WEIGHT", "REASON",
+               ctl_sgr(stdout, CTL_SGR_RESET));
+        for (size_t i = 0; i < n; i++)
+                print_row(&st[i], &l);
         if (n == 0)
                 printf("(no VMs in the ledger)\n");
         return CTL_OK;

@@ -36,7 +36,7 @@ static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
         opterr = 0;
         while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
                 if (c == 'h') {
-                        printf("usage: ppnctl %s\n", ADD_USAGE);
+                        ctl_print_usage(ADD_USAGE);
                         return CTL_OK;
                 }
                 if (c == '?')
@@ -162,6 +162,29 @@ static int vm_show(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
+/* NAME is as wide as the longest name, cut (with "…") only where the row would pass the
+ * table width: the other columns take 43 (53 with exact sizes, up to 13 digits each). */
+static void print_table(const struct ledger_state *st) {
+        int size_w = ctl_exact_sizes() ? 13 : 8;
+        size_t name_w = 4, avail = ctl_columns() - 27 - 2 * (size_t) size_w;
+
+        for (size_t i = 0; i < st->n_vms; i++)
+                if (strlen(st->vms[i].name) > name_w)
+                        name_w = strlen(st->vms[i].name);
+        if (name_w > avail)
+                name_w = avail;
+        printf("%s%-*s %*s %*s %7s %10s %5s%s\n", ctl_sgr(stdout, CTL_SGR_BOLD), (int) name_w, "NAME", size_w, "MIN",
+               size_w, "MAX",
+               "SHARES", "CPU-WEIGHT", "VCPUS", ctl_sgr(stdout, CTL_SGR_RESET));
+        for (size_t i = 0; i < st->n_vms; i++) {
+                char a[32], b[32], name[256];
+                const struct ledger_vm *vm = &st->vms[i];
+                printf("%-*s %*s %*s %7" PRIu32 " %10" PRIu32 " %5" PRIu32 "\n", (int) name_w,
+                       ctl_fit(vm->name, name_w, name, sizeof(name)), size_w, ctl_size((int64_t) vm->min_bytes, a, sizeof(a)),
+                       size_w, ctl_size((int64_t) vm->max_bytes, b, sizeof(b)), vm->shares, vm->cpu_weight, vm->vcpus);
+        }
+}
+
 static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         _cleanup_ledger_ struct ledger *l = NULL;
@@ -186,18 +209,11 @@ static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
                 ctl_print_json(a);
                 return CTL_OK;
         }
-        printf("%-24s %8s %8s %7s %10s %5s\n", "NAME", "MIN", "MAX", "SHARES", "CPU-WEIGHT", "VCPUS");
-        for (size_t i = 0; i < st->n_vms; i++) {
-                char a[32], b[32];
-                const struct ledger_vm *vm = &st->vms[i];
-                printf("%-24s %8s %8s %7" PRIu32 " %10" PRIu32 " %5" PRIu32 "\n", vm->name,
-                       ctl_size((int64_t) vm->min_bytes, a, sizeof(a)), ctl_size((int64_t) vm->max_bytes, b, sizeof(b)),
-                       vm->shares, vm->cpu_weight, vm->vcpus);
-        }
+        print_table(st);
         return CTL_OK;
 }
 
-static const struct ctl_subcommand vm_commands[] = {
+const struct ctl_subcommand ctl_vm_commands[] = {
         { "add", vm_add, ADD_USAGE },
         { "list", vm_list, LIST_USAGE },
         { "remove", vm_remove, REMOVE_USAGE },
@@ -207,5 +223,5 @@ static const struct ctl_subcommand vm_commands[] = {
 };
 
 int ctl_vm(const struct ctl_globals *g, int argc, char **argv) {
-        return ctl_dispatch("vm", vm_commands, g, argc, argv);
+        return ctl_dispatch("vm", ctl_vm_commands, g, argc, argv);
 }

@@ -12,36 +12,63 @@ struct ctl_command {
         ctl_handler run;
         const char *usage;
         const char *help;
+        const struct ctl_subcommand *subcommands;       /* groups: their table; NULL for a command */
 };
 
 /* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
         { "balloon", ctl_balloon, "balloon VM SIZE [--for DURATION]", "hold a VM at SIZE: an override lease (refused below its minimum)" },
         { "events", ctl_events, "events [--follow] [--json]", "recent controller decisions with reasons" },
-        { "ledger", ctl_ledger, "ledger history [VM]|export|import FILE|check", "audit log; the ledger as JSON" },
-        { "node", ctl_node, "node set KEY=VALUE... | show", "node settings: physical, reserve, min-floor" },
-        { "pool", ctl_pool, "pool", "capacity: physical, reserve, reserved min, available, committed, free" },
+        { "history", ctl_history, "history VM [--since DURATION] [--json]", "a VM's recent samples (target, actual, guest available) and decisions" },
+        { "ledger", ctl_ledger, "ledger history [VM]|export|import FILE|check", "audit log; the ledger as JSON", ctl_ledger_commands },
+        { "node", ctl_node, "node set KEY=VALUE... | show", "node settings: physical, reserve, min-floor", ctl_node_commands },
+        { "plot", ctl_plot, "plot [VM...] [--since DURATION] --output FILE.svg [--input FILE.json]", "draw memory over time as an SVG: target, actual, guest use, minimum, decisions" },
+        { "pool", ctl_pool, "pool [--json]", "capacity: physical, reserve, reserved min, available, committed, free" },
         { "release", ctl_release, "release VM", "end a VM's override lease: the controller resumes" },
         { "status", ctl_status, "status [--json]", "every VM: state, min, target, actual, guest available, weight, reason" },
-        { "vm", ctl_vm, "vm add|set|remove|show|list ...", "VM entries: min, max, shares, cpu-weight, ..." },
-        { NULL, NULL, NULL, NULL },
+        { "vm", ctl_vm, "vm add|set|remove|show|list ...", "VM entries: min, max, shares, cpu-weight, ...", ctl_vm_commands },
+        {},
 };
 
+/* Everything fits 80 columns: names in a 10-column field, help wrapped under itself. */
 static void usage(FILE *f) {
         fprintf(f,
-                "usage: ppnctl [--ledger PATH] [--socket PATH] [--json] COMMAND [ARGS...]\n"
+                "usage: ppnctl [--ledger PATH] [--socket PATH] [--json] [--bytes]\n"
+                "              COMMAND [ARGS...]\n"
+                "       ppnctl COMMAND --help\n"
                 "\n"
                 "global options:\n"
-                "  --ledger PATH   ledger database (env PPN_LEDGER; default %s)\n"
-                "  --socket PATH   ppnd control socket (env PPN_SOCKET; default %s)\n"
+                "  --ledger PATH   ledger database (env PPN_LEDGER)\n"
+                "                  default %s\n"
+                "  --socket PATH   ppnd control socket (env PPN_SOCKET)\n"
+                "                  default %s\n"
                 "  --json          machine-readable output, sizes in bytes\n"
+                "  --bytes         sizes as exact byte counts instead of 512M, 1.5G\n"
                 "  --version, --help\n"
                 "\n"
                 "commands:\n",
                 PPN_DEFAULT_LEDGER, PPN_DEFAULT_SOCKET);
-        for (size_t i = 0; commands[i].name; i++)
-                fprintf(f, "  %-44s %s\n", commands[i].usage, commands[i].help);
+        for (size_t i = 0; commands[i].name; i++) {
+                fprintf(f, "  %-9s", commands[i].name);
+                ctl_print_wrapped(f, commands[i].help, 12, 11);
+        }
         fprintf(f, "\nexit status: 0 success, 1 refused or failed, 2 usage error\n");
+}
+
+/* `ppnctl COMMAND --help`, from the table: the usage (each subcommand's for a group) and what
+ * the command is for. */
+static int command_help(const struct ctl_command *c) {
+        if (c->subcommands)
+                ctl_print_subcommands(stdout, c->subcommands);
+        else
+                ctl_print_usage(c->usage);
+        putchar('\n');
+        ctl_print_wrapped(stdout, c->help, 0, 0);
+        return CTL_OK;
+}
+
+static bool is_help(const char *a) {
+        return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
 }
 
 static const char *env_or(const char *name, const char *dflt) {
@@ -54,6 +81,7 @@ int main(int argc, char **argv) {
                 .ledger = env_or("PPN_LEDGER", PPN_DEFAULT_LEDGER),
                 .socket = env_or("PPN_SOCKET", PPN_DEFAULT_SOCKET),
         };
+        bool exact = false;
         int i;
 
         log_set_ident("ppnctl");
@@ -67,6 +95,8 @@ int main(int argc, char **argv) {
                         return CTL_OK;
                 } else if (strcmp(a, "--json") == 0) {
                         g.json = true;
+                } else if (strcmp(a, "--bytes") == 0) {
+                        exact = true;
                 } else if ((strcmp(a, "--ledger") == 0 || strcmp(a, "--socket") == 0) && i + 1 < argc) {
                         *(a[2] == 'l' ? &g.ledger : &g.socket) = argv[++i];
                 } else if (strncmp(a, "--ledger=", 9) == 0) {
@@ -82,9 +112,16 @@ int main(int argc, char **argv) {
                 usage(stderr);
                 return CTL_USAGE;
         }
-        for (size_t c = 0; commands[c].name; c++)
-                if (strcmp(argv[i], commands[c].name) == 0)
-                        return commands[c].run(&g, argc - i, argv + i);
+        ctl_output_setup(exact);
+        for (size_t c = 0; commands[c].name; c++) {
+                if (strcmp(argv[i], commands[c].name) != 0)
+                        continue;
+                /* A group's subcommands answer --help themselves; a command does it anywhere. */
+                for (int k = i + 1; k < argc && (k == i + 1 || !commands[c].subcommands); k++)
+                        if (is_help(argv[k]))
+                                return command_help(&commands[c]);
+                return commands[c].run(&g, argc - i, argv + i);
+        }
         fprintf(stderr, "ppnctl: unknown command '%s'; see 'ppnctl --help'\n", argv[i]);
         return CTL_USAGE;
 }

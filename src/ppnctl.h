@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define PPN_DEFAULT_LEDGER "/var/lib/ppn/ledger.db"
 #define PPN_DEFAULT_SOCKET "/run/ppn/ppnd.sock"
@@ -28,8 +29,10 @@ typedef int (*ctl_handler)(const struct ctl_globals *g, int argc, char **argv);
 /* Handlers; one line per command. */
 int ctl_balloon(const struct ctl_globals *g, int argc, char **argv);
 int ctl_events(const struct ctl_globals *g, int argc, char **argv);
+int ctl_history(const struct ctl_globals *g, int argc, char **argv);
 int ctl_ledger(const struct ctl_globals *g, int argc, char **argv);
 int ctl_node(const struct ctl_globals *g, int argc, char **argv);
+int ctl_plot(const struct ctl_globals *g, int argc, char **argv);
 int ctl_pool(const struct ctl_globals *g, int argc, char **argv);
 int ctl_release(const struct ctl_globals *g, int argc, char **argv);
 int ctl_status(const struct ctl_globals *g, int argc, char **argv);
@@ -45,6 +48,14 @@ struct ctl_subcommand {
         ctl_handler run;
         const char *usage;
 };
+/* The groups' tables, for dispatch, help and completion checks. */
+extern const struct ctl_subcommand ctl_ledger_commands[], ctl_node_commands[], ctl_vm_commands[];
+/* Prints "usage:" and one "  ppnctl USAGE" line per subcommand. */
+void ctl_print_subcommands(FILE *f, const struct ctl_subcommand *table);
+/* Prints text wrapped to 80 columns, continuation lines indented by indent spaces. */
+void ctl_print_wrapped(FILE *f, const char *text, size_t indent, size_t first_col);
+/* `--help`: "usage: ppnctl USAGE" on stdout, wrapped to 80 columns. */
+void ctl_print_usage(const char *usage);
 int ctl_dispatch(const char *group, const struct ctl_subcommand *table, const struct ctl_globals *g,
                  int argc, char **argv);
 /* Opens g->ledger; read-only for read commands. Prints the error; returns 0 or CTL_FAILED. */
@@ -59,5 +70,24 @@ int ctl_usage_error(const char *cmd, const char *usage, const char *fmt, ...) __
 int ctl_parse_plain(const char *cmd, const char *usage, bool allow_json, int *argc, char **argv, bool *ret_json);
 /* Prints a JSON value to stdout (pretty) and frees it. */
 void ctl_print_json(struct json_object *o);
-/* "2G" / "-512M" for human output. */
+/* "2G" / "-512M" / "880.7M" for human output; the exact byte count after ctl_output_setup()
+ * with exact sizes (--bytes). */
 const char *ctl_size(int64_t bytes, char *buf, size_t len);
+
+/* Output habits, set once by main: --bytes, and colour only when stdout is a terminal, TERM is
+ * not "dumb" and NO_COLOR is unset or empty (https://no-color.org). */
+void ctl_output_setup(bool exact_sizes);
+bool ctl_exact_sizes(void);
+/* Whether to colour what goes to f (decided per stream: stdout may be a pipe, stderr not). */
+bool ctl_color(FILE *f);
+/* seq (one of the CTL_SGR_* escapes) when f gets colour, else "". */
+const char *ctl_sgr(FILE *f, const char *seq);
+#define CTL_SGR_BOLD "\033[1m"
+#define CTL_SGR_RED "\033[31m"
+#define CTL_SGR_GREEN "\033[32m"
+#define CTL_SGR_YELLOW "\033[33m"
+#define CTL_SGR_RESET "\033[0m"
+/* Width for tables: the terminal's when stdout is one, else 80. */
+unsigned ctl_columns(void);
+/* Copies s into buf cut to at most width display columns (UTF-8 aware), "…" marking a cut. */
+const char *ctl_fit(const char *s, size_t width, char *buf, size_t len);

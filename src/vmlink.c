@@ -84,6 +84,14 @@ static void drop(struct vmlink *l, bool retry) {
                 schedule_retry(l);
 }
 
+/* Tells the owner a QMP command failed: QEMU's error class, or "timeout"/"transport". */
+static void count_error(struct vmlink *l, const struct qmp_error *err) {
+        if (!err || err->error.code == -ECANCELED || !l->cb.qmp_error)
+                return;
+        l->cb.qmp_error(l, err->class[0] ? err->class : err->error.code == -ETIMEDOUT ? "timeout" : "transport",
+                        l->userdata);
+}
+
 static void on_disconnected(struct qmp *q, const struct qmp_error *reason, void *userdata) {
         struct vmlink *l = userdata;
 
@@ -98,6 +106,7 @@ static void on_stats_enabled(struct qmp *q, const struct qmp_error *err, void *u
 
         if (err && err->error.code == -ECANCELED)
                 return;
+        count_error(l, err);
         if (err)
                 log_debug("%s: enabling guest statistics failed: %s", l->name, err->error.msg);
         set_state(l, VMLINK_RUNNING, err ? "adopted; guest statistics not enabled (%s)" : "adopted%s",
@@ -121,6 +130,7 @@ static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_err
 
         if (err && err->error.code == -ECANCELED)
                 return;
+        count_error(l, err);
         for (size_t i = 0; i < n; i++) {
                 json_object *e = json_object_array_get_idx(ret, i), *name, *type;
                 if (json_object_object_get_ex(e, "name", &name) && json_object_object_get_ex(e, "type", &type) &&
@@ -234,6 +244,7 @@ static void on_actual(struct qmp *q, uint64_t actual, const struct qmp_error *er
 
         if (err && err->error.code == -ECANCELED)
                 return;
+        count_error(l, err);
         if (err && err->error.code == -ENODEV)
                 l->last.balloon = false;        /* DeviceNotActive */
         else if (!err) {
@@ -256,6 +267,7 @@ static void on_stats(struct qmp *q, const struct balloon_stats *st, const struct
 
         if (err && err->error.code == -ECANCELED)
                 return;
+        count_error(l, err);
         if (!err) {
                 s->available = stat_or_unknown(st, BALLOON_STAT_AVAILABLE_MEMORY);
                 s->free = stat_or_unknown(st, BALLOON_STAT_FREE_MEMORY);
@@ -285,6 +297,7 @@ int vmlink_sample(struct vmlink *l) {
 static void on_target(struct qmp *q, const struct qmp_error *err, void *userdata) {
         struct vmlink *l = userdata;
 
+        count_error(l, err);
         if (err && err->error.code != -ECANCELED)
                 log_warning("%s: setting the balloon target failed: %s", l->name, err->error.msg);
 }

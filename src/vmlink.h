@@ -52,6 +52,9 @@ struct vmlink_callbacks {
         void (*state_changed)(struct vmlink *l, enum vmlink_state old, const char *why, void *userdata);
         /* A vmlink_sample() round has completed (successfully or not). */
         void (*sampled)(struct vmlink *l, void *userdata);
+        /* A QMP command failed (optional; for metrics): QEMU's error class ("DeviceNotActive",
+         * "GenericError", ...), or "timeout", or "transport" (connection lost, bad reply). */
+        void (*qmp_error)(struct vmlink *l, const char *class, void *userdata);
 };
 
 struct vmlink_options {

@@ -707,6 +707,8 @@ static void test_daemon_sigkill(void **state) {
         uint64_t seq = last_event_seq();
         struct ppn_event ev;
 
+        /* An operator lease in the ledger must outlive the daemon. */
+        assert_int_equal(ppnctl("balloon g2 352M --for 1h"), 0);
         assert_int_equal(ppnctl("node set physical=1536M reserve=256M"), 0);
         /* Kill the moment the first shrink is commanded: balloons are moving (1024 -> 512 MiB
          * takes 0.6-1.5 s under TCG), the rest of the round may not even be applied. */
@@ -724,6 +726,14 @@ static void test_daemon_sigkill(void **state) {
         }
         assert_int_equal(c.below_min, 0);
         assert_true(c.samples >= 20);
+        {
+                struct vm_status s;
+                assert_true(status_of("g2", &s));
+                note("g2 after the restart: target %llu MiB, %s", (unsigned long long) (s.target_bytes / MIB), s.reason);
+                assert_int_equal(s.target_bytes, 352 * MIB);
+                assert_true(s.override_left_usec > 0);
+                assert_int_equal(ppnctl("release g2"), 0);
+        }
         assert_int_equal(ppnctl("ledger check"), 0);
         for (int i = 0; i < N_VMS; i++)
                 assert_int_equal(ppnctl("vm show %s", guests[i].name), 0);

@@ -70,5 +70,29 @@ for _ in $(seq 40); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
 wait "$PID"; rc=$?; PID=
 ok $rc "SIGTERM: clean exit 0"
 [ ! -e "$S" ]; ok $? "the control socket is removed on exit"
+# sd_notify as systemd would see it (Type=notify, WatchdogSec): READY=1, STATUS=, WATCHDOG=1.
+python3 - "$B/ppnd" "$T" <<'EOP' >"$T/notify" 2>&1
+import os, socket, subprocess, sys, time
+ppnd, t = sys.argv[1], sys.argv[2]
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+sock.bind(t + "/notify.sock")
+sock.settimeout(0.2)
+env = dict(os.environ, NOTIFY_SOCKET=t + "/notify.sock", WATCHDOG_USEC="400000")
+p = subprocess.Popen([ppnd, "--config", t + "/ppnd.conf.good"], env=env, stderr=subprocess.DEVNULL)
+end = time.time() + 2.5
+msgs = []
+while time.time() < end:
+    try:
+        msgs.append(sock.recv(4096).decode())
+    except socket.timeout:
+        pass
+p.terminate()
+p.wait()
+for m in msgs:
+    print(m.replace("\n", " | "))
+EOP
+grep -q "READY=1" "$T/notify"; ok $? "READY=1 is sent to NOTIFY_SOCKET"
+grep -q "STATUS=0 VMs, 0 running" "$T/notify"; ok $? "STATUS= says how many VMs run"
+[ "$(grep -c WATCHDOG=1 "$T/notify")" -ge 3 ]; ok $? "WATCHDOG=1 at half the watchdog period"
 echo "1..$n"
 exit $failed

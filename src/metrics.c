@@ -1,0 +1,434 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include "log.h"
+
+const char *const metrics_vm_states[] = { "running", "connecting", "absent", "error" };
+const size_t metrics_n_vm_states = ELEMENTSOF(metrics_vm_states);
+
+/* ---- counters ---- */
+
+static size_t find_class(const struct metrics_counters *c, const char *name) {
+        size_t i;
+
+        for (i = 0; i < c->n_error_classes; i++)
+                if (strcmp(c->errors[i].class, name) == 0)
+                        break;
+        return i;
+}
+
+void metrics_count_error(struct metrics_counters *c, const char *class) {
+        const char *name = class && *class ? class : "transport";
+        size_t i = find_class(c, name);
+
+        /* The last slot is kept for "other": a new class once the others are taken lands there. */
+        if (i == c->n_error_classes && i >= METRICS_ERROR_CLASSES_MAX - 1) {
+                name = "other";
+                i = find_class(c, name);
+        }
+        if (i == c->n_error_classes) {
+                snprintf(c->errors[i].class, sizeof(c->errors[i].class), "%s", name);
+                c->errors[i].count = 0;
+                c->n_error_classes++;
+        }
+        c->errors[i].count++;
+}
+
+void metrics_count_decision(struct metrics_counters *c, enum policy_reason reason) {
+        if ((unsigned) reason < _POLICY_REASON_MAX)
+                c->decisions[reason]++;
+}
+
+/* ---- rendering ---- */
+
+enum value_type { U64, I64 };
+
+struct gauge {
+        const char *name;
+        const char *help;
+        size_t offset;
+        enum value_type type;
+};
+
+static const struct gauge node_gauges[] = {
+        { "ppn_node_physical_bytes", "Physical memory the ledger hands out.",
+          offsetof(struct metrics_node, physical_bytes), U64 },
+        { "ppn_node_reserve_bytes", "Memory kept back for the host.", offsetof(struct metrics_node, reserve_bytes), U64 },
+        { "ppn_node_reserved_min_bytes", "Sum of the VMs' minimums (reservations).",
+          offsetof(struct metrics_node, reserved_min_bytes), U64 },
+        { "ppn_node_pool_available_bytes", "Physical minus reserve minus the sum of minimums.",
+          offsetof(struct metrics_node, pool_available_bytes), I64 },
+        { "ppn_node_committed_bytes", "Sum of balloon actuals (a VM not connected counts at its maximum).",
+          offsetof(struct metrics_node, committed_bytes), U64 },
+        { "ppn_node_free_bytes", "Physical minus reserve minus committed.", offsetof(struct metrics_node, free_bytes), I64 },
+        { "ppn_node_host_available_bytes", "MemAvailable of the host's /proc/meminfo.",
+          offsetof(struct metrics_node, host_available_bytes), U64 },
+        { "ppn_node_vms", "VMs in the ledger.", offsetof(struct metrics_node, n_vms), U64 },
+        { "ppn_node_vms_running", "VMs whose QEMU is connected and managed.", offsetof(struct metrics_node, n_running), U64 },
+};
+
+static const struct gauge vm_gauges[] = {
+        { "ppn_vm_min_bytes", "The VM's minimum (its reservation).", offsetof(struct metrics_vm, min_bytes), U64 },
+        { "ppn_vm_max_bytes", "The VM's maximum (its boot size).", offsetof(struct metrics_vm, max_bytes), U64 },
+        { "ppn_vm_target_bytes", "Balloon target in force.", offsetof(struct metrics_vm, target_bytes), U64 },
+        { "ppn_vm_actual_bytes", "Memory the guest has now (balloon actual).", offsetof(struct metrics_vm, actual_bytes), U64 },
+        { "ppn_vm_guest_available_bytes", "MemAvailable inside the guest (virtio-balloon statistics).",
+          offsetof(struct metrics_vm, guest_available_bytes), U64 },
+        { "ppn_vm_cpu_weight", "CPU weight of the VM's cgroup (1-10000).", offsetof(struct metrics_vm, cpu_weight), U64 },
+};
+
+static uint64_t field_u64(const void *base, size_t offset) {
+        uint64_t v;
+        memcpy(&v, (const char *) base + offset, sizeof(v));
+        return v;
+}
+
+static void header(FILE *f, const char *name, const char *help, const char *type) {
+        fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* Label values may hold any UTF-8; the format escapes backslash, double quote and newline. */
+static void label_value(FILE *f, const char *v) {
+        for (; *v; v++) {
+                if (*v == '\\' || *v == '"')
+                        fprintf(f, "\\%c", *v);
+                else if (*v == '\n')
+                        fputs("\\n", f);
+                else
+                        fputc(*v, f);
+        }
+}
+
+static void sample_label(FILE *f, const char *name, const char *label, const char *value) {
+        fprintf(f, "%s{%s=\"", name, label);
+        label_value(f, value);
+        fputs("\"} ", f);
+}
+
+static void render_node(FILE *f, const struct metrics_node *n) {
+        for (size_t i = 0; i < ELEMENTSOF(node_gauges); i++) {
+                const struct gauge *g = &node_gauges[i];
+                uint64_t v = field_u64(n, g->offset);
+                if (g->type == U64 && v == METRICS_UNKNOWN)
+                        continue;
+                header(f, g->name, g->help, "gauge");
+                if (g->type == I64)
+                        fprintf(f, "%s %" PRId64 "\n", g->name, (int64_t) v);
+                else
+                        fprintf(f, "%s %" PRIu64 "\n", g->name, v);
+        }
+        if (n->psi_some_avg10 >= 0) {
+                header(f, "ppn_node_memory_pressure_some_avg10_ratio",
+                       "Share of the last 10 s some task waited for memory (PSI some avg10).", "gauge");
+                fprintf(f, "ppn_node_memory_pressure_some_avg10_ratio %.4f\n", n->psi_some_avg10 / 100.0);
+        }
+}
+
+/* One family over all VMs; the header only if some VM has a value. */
+static void render_vm_gauge(FILE *f, const struct gauge *g, const struct metrics_vm *vms, size_t n) {
+        bool any = false;
+
+        for (size_t i = 0; i < n; i++) {
+                uint64_t v = field_u64(&vms[i], g->offset);
+                if (v == METRICS_UNKNOWN)
+                        continue;
+                if (!any)
+                        header(f, g->name, g->help, "gauge");
+                any = true;
+                sample_label(f, g->name, "vm", vms[i].name);
+                fprintf(f, "%" PRIu64 "\n", v);
+        }
+}
+
+static bool state_known(const char *s) {
+        for (size_t i = 0; i < metrics_n_vm_states; i++)
+                if (strcmp(s, metrics_vm_states[i]) == 0)
+                        return true;
+        return false;
+}
+
+static void render_vm_state(FILE *f, const struct metrics_vm *vms, size_t n) {
+        if (n == 0)
+                return;
+        header(f, "ppn_vm_state", "1 for the state the VM's QEMU link is in, 0 for the others.", "gauge");
+        for (size_t i = 0; i < n; i++) {
+                const char *cur = state_known(vms[i].state) ? vms[i].state : "error";
+                for (size_t k = 0; k < metrics_n_vm_states; k++) {
+                        fputs("ppn_vm_state{vm=\"", f);
+                        label_value(f, vms[i].name);
+                        fprintf(f, "\",state=\"%s\"} %d\n", metrics_vm_states[k],
+                                strcmp(cur, metrics_vm_states[k]) == 0);
+                }
+        }
+}
+
+static void render_vm_flags(FILE *f, const struct metrics_vm *vms, size_t n) {
+        bool any = false;
+
+        for (size_t i = 0; i < n; i++) {
+                if (vms[i].stats_age_usec == METRICS_UNKNOWN)
+                        continue;
+                if (!any)
+                        header(f, "ppn_vm_stats_age_seconds", "Age of the guest's latest memory statistics.", "gauge");
+                any = true;
+                sample_label(f, "ppn_vm_stats_age_seconds", "vm", vms[i].name);
+                fprintf(f, "%.3f\n", (double) vms[i].stats_age_usec / 1e6);
+        }
+        if (n == 0)
+                return;
+        header(f, "ppn_vm_override_active", "1 while an override lease holds the VM's target.", "gauge");
+        for (size_t i = 0; i < n; i++) {
+                sample_label(f, "ppn_vm_override_active", "vm", vms[i].name);
+                fprintf(f, "%d\n", vms[i].override_active);
+        }
+        header(f, "ppn_vm_balloon_stuck", "1 while the VM's balloon makes no progress toward its target.", "gauge");
+        for (size_t i = 0; i < n; i++) {
+                sample_label(f, "ppn_vm_balloon_stuck", "vm", vms[i].name);
+                fprintf(f, "%d\n", vms[i].stuck);
+        }
+}
+
+static void render_counters(FILE *f, const struct metrics_counters *c) {
+        static const struct metrics_counters zero;
+
+        if (!c)
+                c = &zero;
+        header(f, "ppn_balloon_commands_total", "Balloon targets sent to QEMU.", "counter");
+        fprintf(f, "ppn_balloon_commands_total %" PRIu64 "\n", c->balloon_commands);
+        header(f, "ppn_qmp_reconnects_total", "QMP connections established after a VM's first one.", "counter");
+        fprintf(f, "ppn_qmp_reconnects_total %" PRIu64 "\n", c->reconnects);
+        header(f, "ppn_decisions_total", "Controller decisions by policy reason.", "counter");
+        for (int r = 0; r < _POLICY_REASON_MAX; r++) {
+                sample_label(f, "ppn_decisions_total", "reason", policy_reason_to_string((enum policy_reason) r));
+                fprintf(f, "%" PRIu64 "\n", c->decisions[r]);
+        }
+        header(f, "ppn_qmp_errors_total",
+               "QMP errors by class: QEMU's error class, or transport (connection lost, bad reply, timeout).", "counter");
+        for (size_t i = 0; i < c->n_error_classes && i < METRICS_ERROR_CLASSES_MAX; i++) {
+                sample_label(f, "ppn_qmp_errors_total", "class", c->errors[i].class);
+                fprintf(f, "%" PRIu64 "\n", c->errors[i].count);
+        }
+}
+
+int metrics_render(const struct metrics_snapshot *s, char **ret_text, size_t *ret_len) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+
+        if (!f)
+                return -ENOMEM;
+        header(f, "ppn_build_info", "Version of the running ppnd.", "gauge");
+        sample_label(f, "ppn_build_info", "version", s->version ? s->version : PPN_VERSION);
+        fputs("1\n", f);
+        render_node(f, &s->node);
+        for (size_t i = 0; i < ELEMENTSOF(vm_gauges); i++)
+                render_vm_gauge(f, &vm_gauges[i], s->vms, s->n_vms);
+        render_vm_flags(f, s->vms, s->n_vms);
+        render_vm_state(f, s->vms, s->n_vms);
+        render_counters(f, s->counters);
+        if (ferror(f) || fclose(f) != 0) {
+                free(buf);
+                return -ENOMEM;
+        }
+        *ret_text = buf;
+        *ret_len = len;
+        return 0;
+}
+
+/* ---- the HTTP endpoint ---- */
+
+/* Prometheus scrapes every 15-60 s; 16 connections and a 10 s idle limit are plenty and keep
+ * a stray client from holding the daemon's loop busy. */
+#define METRICS_MAX_CONNECTIONS 16
+#define METRICS_IDLE_TIMEOUT_SEC 10
+
+struct metrics_server {
+        struct MHD_Daemon *mhd;
+        sd_event_source *io;
+        sd_event_source *timer;
+        const struct metrics_source *src;
+        void *userdata;
+        uint16_t port;
+        uint64_t scrapes;
+};
+
+static int queue_text(struct MHD_Connection *c, unsigned status, char *text, size_t len, bool owned) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(len, text,
+                                                                    owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        enum MHD_Result ok;
+
+        if (!resp) {
+                if (owned)
+                        free(text);
+                return MHD_NO;
+        }
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+                                status == MHD_HTTP_OK ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain");
+        if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
+                MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+        ok = MHD_queue_response(c, status, resp);
+        MHD_destroy_response(resp);
+        return ok;
+}
+
+static int serve_metrics(struct metrics_server *s, struct MHD_Connection *c) {
+        static char failed[] = "ppnd could not collect its metrics; see its log\n";
+        struct metrics_snapshot snap = { 0 };
+        char *text = NULL;
+        size_t len = 0;
+        int r = s->src->fill(s->userdata, &snap);
+
+        if (r >= 0) {
+                r = metrics_render(&snap, &text, &len);
+                if (s->src->done)
+                        s->src->done(s->userdata, &snap);
+        }
+        if (r < 0) {
+                log_debug("metrics: a scrape failed: %s", strerror(-r));
+                return queue_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, failed, sizeof(failed) - 1, false);
+        }
+        s->scrapes++;
+        return queue_text(c, MHD_HTTP_OK, text, len, true);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls) {
+        static char not_found[] = "ppnd serves its metrics at /metrics\n";
+        static char not_allowed[] = "only GET and HEAD are served\n";
+        struct metrics_server *s = cls;
+
+        if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
+                return queue_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed, sizeof(not_allowed) - 1, false);
+        if (strcmp(url, "/metrics") != 0)
+                return queue_text(c, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1, false);
+        return serve_metrics(s, c);
+}
+
+/* After every run, MHD says when it next needs to run without I/O (idle timeouts). */
+static void rearm(struct metrics_server *s) {
+        MHD_UNSIGNED_LONG_LONG ms = 0;
+
+        if (MHD_get_timeout(s->mhd, &ms) == MHD_YES) {
+                sd_event_source_set_time_relative(s->timer, ms * 1000);
+                sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
+        } else
+                sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+}
+
+static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
+        struct metrics_server *s = userdata;
+        MHD_run(s->mhd);
+        rearm(s);
+        return 0;
+}
+
+static int on_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        return on_io(NULL, -1, 0, userdata);
+}
+
+static int listen_on(const struct metrics_server_options *o, uint16_t *ret_port, struct ppn_error *err) {
+        struct sockaddr_storage ss = { 0 };
+        struct sockaddr_in *in4 = (struct sockaddr_in *) &ss;
+        struct sockaddr_in6 *in6 = (struct sockaddr_in6 *) &ss;
+        socklen_t sl;
+        int one = 1;
+        _cleanup_close_ int fd = -1;
+
+        if (inet_pton(AF_INET, o->address, &in4->sin_addr) == 1) {
+                *in4 = (struct sockaddr_in) { .sin_family = AF_INET, .sin_port = htons(o->port), .sin_addr = in4->sin_addr };
+                sl = sizeof(*in4);
+        } else if (inet_pton(AF_INET6, o->address, &in6->sin6_addr) == 1) {
+                in6->sin6_family = AF_INET6;
+                in6->sin6_port = htons(o->port);
+                sl = sizeof(*in6);
+        } else
+                return ppn_error_set(err, -EINVAL, "metrics address '%s' is not a numeric IPv4 or IPv6 address; "
+                                     "use e.g. 127.0.0.1 or ::1 in [metrics] address", o->address);
+        fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return ppn_error_set(err, -errno, "cannot create the metrics socket: %m");
+        (void) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+        if (bind(fd, (struct sockaddr *) &ss, sl) < 0)
+                return ppn_error_set(err, -errno, "cannot listen for metrics on %s port %u: %m; choose another "
+                                     "[metrics] port or set enabled = no", o->address, o->port);
+        if (listen(fd, METRICS_MAX_CONNECTIONS) < 0 || getsockname(fd, (struct sockaddr *) &ss, &sl) < 0)
+                return ppn_error_set(err, -errno, "cannot listen for metrics on %s port %u: %m", o->address, o->port);
+        *ret_port = ntohs(ss.ss_family == AF_INET ? in4->sin_port : in6->sin6_port);
+        return TAKE_FD(fd);
+}
+
+static int attach(sd_event *e, struct metrics_server *s, struct ppn_error *err) {
+        const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->mhd, MHD_DAEMON_INFO_EPOLL_FD);
+        int r;
+
+        if (!info)
+                return ppn_error_set(err, -EIO, "the HTTP library has no epoll descriptor to watch");
+        r = sd_event_add_io(e, &s->io, info->epoll_fd, EPOLLIN, on_io, s);
+        if (r >= 0)
+                r = sd_event_add_time_relative(e, &s->timer, CLOCK_MONOTONIC, 0, 0, on_timer, s);
+        if (r < 0)
+                return ppn_error_set(err, r, "cannot watch the metrics socket: %s", strerror(-r));
+        sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+        return 0;
+}
+
+int metrics_server_new(sd_event *e, const struct metrics_server_options *o, const struct metrics_source *src,
+                       void *userdata, struct metrics_server **ret, struct ppn_error *err) {
+        _cleanup_(metrics_server_freep) struct metrics_server *s = NULL;
+        int fd, r;
+
+        s = calloc(1, sizeof(*s));
+        if (!s)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        s->src = src;
+        s->userdata = userdata;
+        fd = listen_on(o, &s->port, err);
+        if (fd < 0)
+                return fd;
+        /* No thread: MHD runs when its epoll descriptor, watched by our loop, is readable. */
+        s->mhd = MHD_start_daemon(MHD_USE_EPOLL, 0, NULL, NULL, on_request, s,
+                                  MHD_OPTION_LISTEN_SOCKET, fd,
+                                  MHD_OPTION_CONNECTION_LIMIT, (unsigned) METRICS_MAX_CONNECTIONS,
+                                  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned) METRICS_IDLE_TIMEOUT_SEC,
+                                  MHD_OPTION_END);
+        if (!s->mhd) {
+                close(fd);
+                return ppn_error_set(err, -EIO, "cannot start the metrics HTTP server on %s port %u",
+                                     o->address, s->port);
+        }
+        r = attach(e, s, err);
+        if (r < 0)
+                return r;
+        log_debug("metrics: serving http://%s:%u/metrics", o->address, s->port);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+struct metrics_server *metrics_server_free(struct metrics_server *s) {
+        if (!s)
+                return NULL;
+        sd_event_source_disable_unref(s->io);
+        sd_event_source_disable_unref(s->timer);
+        if (s->mhd)
+                MHD_stop_daemon(s->mhd); /* closes the listening socket it was given */
+        free(s);
+        return NULL;
+}
+
+uint16_t metrics_server_port(const struct metrics_server *s) {
+        return s->port;
+}
+
+uint64_t metrics_server_scrapes(const struct metrics_server *s) {
+        return s->scrapes;
+}

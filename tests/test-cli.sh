@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# ppnctl's habits, through the built binary: --help for every command and subcommand of the
+# table (exit 0, fits 80 columns), --version, documented exit codes, tables within 80 columns
+# (also with a 63-character VM name and with --bytes), colour only on a terminal and never with
+# NO_COLOR or TERM=dumb, human sizes and --bytes. Speaks TAP.
+# usage: test-cli.sh PATH/TO/ppnctl
+set -u
+PPNCTL=$1
+T=$(mktemp -d /tmp/test-cli.XXXXXX)
+trap 'rm -rf "$T"' EXIT
+export PPN_LEDGER=$T/ledger.db PPN_SOCKET=$T/none.sock LC_ALL=C.UTF-8 TERM=xterm
+unset NO_COLOR COLUMNS
+n=0
+failed=0
+
+ok() { n=$((n + 1)); echo "ok $n - $1"; }
+not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $1"; shift; for l in "$@"; do echo "# $l"; done; }
+# Display width of the widest line (wc -L counts columns, not bytes).
+width() { wc -L | tr -d ' '; }
+# On a pseudo-terminal of 80 columns (script(1) from util-linux).
+on_tty() { script -qec "stty cols 80 rows 50 2>/dev/null; $*" /dev/null; }
+ESC=$'\033'
+
+# expect_rc RC DESC ARGS...
+expect_rc() {
+  local rc=$1 desc=$2; shift 2
+  "$PPNCTL" "$@" >"$T/out" 2>"$T/err"
+  local got=$?
+  if [ "$got" = "$rc" ]; then ok "$desc: exit $rc"; else not_ok "$desc: exit $rc" "exit $got" "$(head -3 "$T/err")"; fi
+}
+
+# ---- --version, --help ----
+out=$("$PPNCTL" --version); rc=$?
+if [ $rc = 0 ] && [[ $out =~ ^ppnctl\ [0-9]+\.[0-9]+\.[0-9]+$ ]]; then ok "--version: '$out'"; else not_ok "--version" "exit $rc, '$out'"; fi
+"$PPNCTL" --help >"$T/help"; rc=$?
+w=$(width <"$T/help")
+if [ $rc = 0 ] && [ "$w" -le 80 ]; then ok "--help: exit 0, $w columns"; else not_ok "--help: exit 0, <= 80 columns" "exit $rc, $w columns"; fi
+if grep -q '^exit status: 0 success, 1 refused or failed, 2 usage error$' "$T/help"; then ok "--help documents the exit codes"; else not_ok "--help documents the exit codes"; fi
+commands=$(sed -n '/^commands:/,/^$/p' "$T/help" | awk '/^  [a-z]/ { print $1 }')
+if [ "$(echo "$commands" | wc -l)" -ge 4 ]; then ok "--help lists the commands ($(echo $commands))"; else not_ok "--help lists the commands"; fi
+
+# ---- COMMAND --help and GROUP SUBCOMMAND --help ----
+for c in $commands; do
+  "$PPNCTL" "$c" --help >"$T/out" 2>"$T/err"; rc=$?
+  w=$(width <"$T/out")
+  if [ $rc = 0 ] && [ ! -s "$T/err" ] && grep -q "ppnctl $c" "$T/out" && [ "$w" -le 80 ]; then
+    ok "ppnctl $c --help: exit 0, usage, $w columns"
+  else
+    not_ok "ppnctl $c --help" "exit $rc, $w columns" "$(head -3 "$T/out" "$T/err")"
+  fi
+  for sub in $(sed -n "s/^  ppnctl $c \([a-z]*\).*/\1/p" "$T/out"); do
+    "$PPNCTL" "$c" "$sub" --help >"$T/sout" 2>"$T/serr"; rc=$?
+    w=$(width <"$T/sout")
+    if [ $rc = 0 ] && [ ! -s "$T/serr" ] && grep -q "^usage: ppnctl $c $sub" "$T/sout" && [ "$w" -le 80 ]; then
+      ok "ppnctl $c $sub --help: exit 0, usage, $w columns"
+    else
+      not_ok "ppnctl $c $sub --help" "exit $rc, $w columns" "$(head -3 "$T/sout" "$T/serr")"
+    fi
+  done
+done
+
+# ---- exit codes ----
+expect_rc 2 "no command"
+expect_rc 2 "unknown command" frobnicate
+expect_rc 2 "unknown global option" --frob vm list
+expect_rc 2 "unknown subcommand" vm frob
+expect_rc 2 "malformed size" vm add x --min lots --max 1G
+expect_rc 0 "node set" node set physical=16G reserve=1G
+expect_rc 0 "vm add" vm add db --min 1G --max 2G
+expect_rc 1 "refused: over capacity" vm add big --min 64G --max 64G
+expect_rc 1 "failed: no such VM" vm show nope
+
+# ---- tables fit 80 columns, names cut only when they must be ----
+long=a23456789-b23456789-c23456789-d23456789-e23456789-f23456789-g23
+"$PPNCTL" vm add "$long" --min 1280M --max 2900M >/dev/null
+# (ledger history and events are logs, not tables: their lines carry whole values.)
+for args in "vm list" "--bytes vm list" "pool" "--bytes pool" "node show" "--bytes node show" "vm show db"; do
+  w=$("$PPNCTL" $args | width)
+  if [ "$w" -le 80 ]; then ok "ppnctl $args: $w columns"; else not_ok "ppnctl $args: <= 80 columns" "$w columns"; "$PPNCTL" $args | sed 's/^/# /'; fi
+done
+if "$PPNCTL" vm list | grep -q '^a23456789-b23456789-c23456789-d2345[0-9]*…  *1280M  *2900M '; then
+  ok "a long name is cut with … to keep the row in 80 columns"
+else
+  not_ok "a long name is cut with …" "$("$PPNCTL" vm list)"
+fi
+wide=$(script -qec "stty cols 132 rows 50; $PPNCTL vm list" /dev/null)
+if echo "$wide" | grep -q "^$long  *1280M"; then ok "on a 132-column terminal the long name is whole"; else not_ok "132 columns: whole name" "$wide"; fi
+
+# ---- sizes: human by default, exact with --bytes ----
+if "$PPNCTL" vm show "$long" | grep -q '^min  *1280M$' && "$PPNCTL" vm show "$long" | grep -q '^max  *2900M$'; then
+  ok "vm show: human sizes"
+else
+  not_ok "vm show: human sizes" "$("$PPNCTL" vm show "$long")"
+fi
+if "$PPNCTL" --bytes vm show "$long" | grep -q '^min  *1342177280$' && "$PPNCTL" --bytes pool | grep -q '^physical  *17179869184$'; then
+  ok "--bytes: exact byte counts"
+else
+  not_ok "--bytes: exact byte counts" "$("$PPNCTL" --bytes vm show "$long" | head -4)"
+fi
+if [ "$("$PPNCTL" --json vm show db)" = "$("$PPNCTL" --json --bytes vm show db)" ]; then ok "--json is bytes already: --bytes changes nothing"; else not_ok "--json unaffected by --bytes"; fi
+
+# ---- colour: only on a terminal; NO_COLOR and TERM=dumb turn it off ----
+if on_tty "$PPNCTL" vm list | grep -q "$ESC\["; then ok "colour on a terminal"; else not_ok "colour on a terminal"; fi
+if "$PPNCTL" vm list | grep -q "$ESC"; then not_ok "no colour into a pipe"; else ok "no colour into a pipe"; fi
+if NO_COLOR=1 on_tty "$PPNCTL" vm list | grep -q "$ESC"; then not_ok "NO_COLOR=1 on a terminal: no colour"; else ok "NO_COLOR=1 on a terminal: no colour"; fi
+if NO_COLOR= on_tty "$PPNCTL" vm list | grep -q "$ESC\["; then ok "NO_COLOR empty: colour"; else not_ok "NO_COLOR empty: colour"; fi
+if TERM=dumb on_tty "$PPNCTL" vm list | grep -q "$ESC"; then not_ok "TERM=dumb: no colour"; else ok "TERM=dumb: no colour"; fi
+
+echo "1..$n"
+[ "$failed" -eq 0 ]
