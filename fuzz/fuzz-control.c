@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "control.h"
+#include "log.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -72,6 +73,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                                      .max_clients = 4 };
         struct ppn_error err = { 0 };
 
+        log_set_max_level(LOG_WARNING); /* malformed requests are logged at notice: quiet */
         CHECK(mkdtemp(dir));
         snprintf(sock_path, sizeof(sock_path), "%s/ppnd.sock", dir);
         CHECK(sd_event_new(&event) >= 0);
