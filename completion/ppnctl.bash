@@ -4,7 +4,7 @@
 # `ppnctl --help` and every `ppnctl COMMAND [SUBCOMMAND] --help`.
 
 _ppnctl_global_opts='--ledger --socket --json --bytes --help --version'
-_ppnctl_commands='balloon events history ledger node plot pool release status vm'
+_ppnctl_commands='adopt balloon events export history import ledger move node plot pool release start status stop vm'
 
 declare -A _ppnctl_subcommands=(
   [ledger]='check export history import'
@@ -14,19 +14,25 @@ declare -A _ppnctl_subcommands=(
 
 # Options by "COMMAND" or "COMMAND SUBCOMMAND".
 declare -A _ppnctl_opts=(
+  [adopt]='--qmp --help'
   [balloon]='--for --help'
   [events]='--follow --json --help'
+  [export]='--help'
   [history]='--since --json --help'
+  [import]='--image-dir --help'
   [ledger check]='--help'
   [ledger export]='--help'
   [ledger history]='--json --help'
   [ledger import]='--replace --help'
+  [move]='--to --timeout --help'
   [node set]='--help'
   [node show]='--json --help'
   [plot]='--since --output --input --help'
   [pool]='--json --help'
   [release]='--help'
+  [start]='--paused --dry-run --no-deflate-on-oom --no-free-page-reporting --help'
   [status]='--json --help'
+  [stop]='--timeout --help'
   [vm add]='--min --max --shares --cpu-weight --vcpus --qmp --disk --qemu-arg --help'
   [vm list]='--json --help'
   [vm remove]='--help'

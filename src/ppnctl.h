@@ -27,15 +27,21 @@ enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
 typedef int (*ctl_handler)(const struct ctl_globals *g, int argc, char **argv);
 
 /* Handlers; one line per command. */
+int ctl_adopt(const struct ctl_globals *g, int argc, char **argv);
 int ctl_balloon(const struct ctl_globals *g, int argc, char **argv);
 int ctl_events(const struct ctl_globals *g, int argc, char **argv);
+int ctl_export(const struct ctl_globals *g, int argc, char **argv);
 int ctl_history(const struct ctl_globals *g, int argc, char **argv);
+int ctl_import(const struct ctl_globals *g, int argc, char **argv);
 int ctl_ledger(const struct ctl_globals *g, int argc, char **argv);
+int ctl_move(const struct ctl_globals *g, int argc, char **argv);
 int ctl_node(const struct ctl_globals *g, int argc, char **argv);
 int ctl_plot(const struct ctl_globals *g, int argc, char **argv);
 int ctl_pool(const struct ctl_globals *g, int argc, char **argv);
 int ctl_release(const struct ctl_globals *g, int argc, char **argv);
+int ctl_start(const struct ctl_globals *g, int argc, char **argv);
 int ctl_status(const struct ctl_globals *g, int argc, char **argv);
+int ctl_stop(const struct ctl_globals *g, int argc, char **argv);
 int ctl_vm(const struct ctl_globals *g, int argc, char **argv);
 
 /* Shared by the handlers (ppnctl-common.c). */

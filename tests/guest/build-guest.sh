@@ -25,6 +25,9 @@ MODULES=(
   drivers/virtio/virtio_balloon.ko
   drivers/virtio/virtio_mem.ko
   drivers/char/virtio_console.ko
+  drivers/block/virtio_blk.ko
+  drivers/acpi/button.ko
+  drivers/input/evdev.ko
 )
 
 say() { printf 'build-guest: %s\n' "$*" >&2; }

@@ -1,0 +1,621 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ppnctl start|stop|adopt|export|import|move: a VM's life from its ledger entry, and archives
+ * that carry it to another node.
+ *
+ * Node settings come from the environment (the daemon's config holds the same values):
+ *   PPN_RUNTIME_DIR   QMP sockets: RUNTIME/NAME.qmp (the daemon's, unless the ledger entry
+ *                     names one) and RUNTIME/NAME.ppnctl.qmp (ppnctl's own); default /run/ppn
+ *   PPN_LOG_DIR       QEMU's stderr and the serial console: LOGS/NAME.log (default /var/log/ppn)
+  *   PPN_ACCEL         kvm (default) or tcg           PPN_QEMU   the QEMU binary
+ *   PPN_CGROUP_ROOT, PPN_CGROUP_PARENT               where the per-VM groups live
+ *   PPN_IMAGE_DIR     where import puts disk images: IMAGES/NAME/ (default /var/lib/ppn/images)
+ */
+#include <getopt.h>
+#include <inttypes.h>
+#include <json-c/json.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "archive.h"
+#include "cgroup.h"
+#include "ledger.h"
+#include "pool.h"
+#include "ppnctl.h"
+#include "qmp.h"
+#include "vm.h"
+
+#define START_USAGE "start VM [--paused] [--dry-run] [--no-deflate-on-oom] [--no-free-page-reporting]"
+#define STOP_USAGE "stop VM [--timeout SECONDS]"
+#define ADOPT_USAGE "adopt VM --qmp PATH"
+#define EXPORT_USAGE "export VM DIR"
+#define IMPORT_USAGE "import DIR [--image-dir DIR]"
+#define MOVE_USAGE "move VM --to DIR [--timeout SECONDS]"
+
+#define IMAGE_DIR_DEFAULT "/var/lib/ppn/images"
+/* After "quit", QEMU exits within milliseconds; 10 s before SIGKILL covers a host under load. */
+#define QUIT_WAIT_USEC (UINT64_C(10) * 1000000)
+#define CGROUP_REMOVE_USEC (UINT64_C(5) * 1000000)
+
+static const char *env_or(const char *name, const char *dflt) {
+        const char *v = getenv(name);
+        return v && *v ? v : dflt;
+}
+
+static const char *runtime_dir(void) { return env_or("PPN_RUNTIME_DIR", VM_RUNTIME_DIR_DEFAULT); }
+
+/* A VM's paths on this node. */
+struct vm_paths {
+        char *qmp, *ctl, *log;
+};
+
+static void vm_paths_done(struct vm_paths *p) {
+        free(p->qmp);
+        free(p->ctl);
+        free(p->log);
+}
+
+static int vm_paths_get(const struct ledger_vm *vm, struct vm_paths *ret) {
+        struct vm_paths p = {
+                .qmp = vm->qmp ? strdup(vm->qmp) : vm_runtime_path(runtime_dir(), vm->name, VM_QMP_SUFFIX),
+                .ctl = vm_runtime_path(runtime_dir(), vm->name, VM_CTL_SUFFIX),
+                .log = vm_runtime_path(env_or("PPN_LOG_DIR", VM_LOG_DIR_DEFAULT), vm->name, VM_LOG_SUFFIX),
+        };
+        if (!p.qmp || !p.ctl || !p.log) {
+                vm_paths_done(&p);
+                return -ENOMEM;
+        }
+        *ret = p;
+        return 0;
+}
+
+/* 1 if the VM's QEMU answers on either socket. */
+static bool vm_running(const struct vm_paths *p) {
+        return vm_qmp_alive(p->ctl) == 1 || vm_qmp_alive(p->qmp) == 1;
+}
+
+static int open_cgroup(struct ppn_cgroup **ret, struct ppn_error *err) {
+        struct ppn_cgroup_options o = { .root = getenv("PPN_CGROUP_ROOT"), .parent = getenv("PPN_CGROUP_PARENT") };
+        int r = ppn_cgroup_open(&o, ret, err);
+        return r < 0 ? ppn_error_prefix(err, r, "CPU weights cannot be applied") : r;
+}
+
+/*
+ * Connects to a QMP socket of the VM. QEMU serves one client per monitor and keeps a listen
+ * queue of one, so a probe that just closed can make connect() fail with EAGAIN for a few
+ * milliseconds: retried for up to 2 s. -ENOENT / -ECONNREFUSED: nothing listens there.
+ */
+static int connect_vm(const char *path, struct qmp **ret, struct qmp_error *qe) {
+        int r;
+        for (int i = 0; i < 20; i++) {
+                r = qmp_connect_sync(path, 0, ret, qe);
+                if (r != -EAGAIN)
+                        return r;
+                usleep(100000);
+        }
+        return r;
+}
+
+/* Loads the ledger (read-only or not) and copies out one VM. */
+static int load_vm(const struct ctl_globals *g, bool write, const char *name, struct ledger **ret_l,
+                   struct ledger_state **ret_st, const struct ledger_vm **ret_vm) {
+        struct ppn_error e = {};
+        int r = ctl_open_ledger(g, write, ret_l);
+        if (r)
+                return r;
+        r = ledger_load(*ret_l, ret_st, &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        *ret_vm = ledger_state_find(*ret_st, name);
+        if (!*ret_vm) {
+                fprintf(stderr, "ppnctl: no VM named '%s' in %s; see 'ppnctl vm list'\n", name, g->ledger);
+                return CTL_FAILED;
+        }
+        return 0;
+}
+
+/* Starting needs the VM's minimum to fit this node's pool (the ledger holds it already, but
+ * the node's capacity may have been lowered since). */
+static int start_admit(const struct ledger_state *st, const struct ledger_vm *vm, struct ppn_error *err) {
+        if (!st->node_ok)
+                return ppn_error_set(err, -EINVAL, "node settings unusable: %s", st->node_error);
+        _cleanup_free_ struct pool_vm *all = ledger_state_pool_vms(st);
+        _cleanup_free_ struct pool_vm *others = calloc(st->n_vms + 1, sizeof(*others));
+        char what[128], mib[POOL_MIB_MAX];
+        size_t n = 0;
+        if (!all || !others)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < st->n_vms; i++)
+                if (&st->vms[i] != vm)
+                        others[n++] = all[i];
+        struct pool_node node = { st->node.physical_bytes, st->node.reserve_bytes };
+        snprintf(what, sizeof(what), "starting '%s' (min %s)", vm->name,
+                 pool_format_mib((int64_t) vm->min_bytes, mib, sizeof(mib)));
+        return pool_admit(&node, others, n, &node, all, st->n_vms, what, err);
+}
+
+struct start_opts {
+        bool paused, dry_run, no_deflate, no_fpr;
+};
+
+static int build_spec_argv(const struct ledger_vm *vm, const struct vm_paths *p, const struct start_opts *o,
+                           char ***ret_argv, struct ppn_error *err) {
+        size_t n = 0;
+        while (vm->disks && vm->disks[n])
+                n++;
+        _cleanup_free_ struct vm_disk *disks = calloc(n + 1, sizeof(*disks));
+        if (!disks)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+                disks[i].path = vm->disks[i];
+                int r = vm_disk_detect_format(vm->disks[i], &disks[i].format);
+                if (r < 0)
+                        return ppn_error_set(err, r, "%s: disk %s: %s", vm->name, vm->disks[i], strerror(-r));
+        }
+        struct vm_spec s = {
+                .qemu = getenv("PPN_QEMU"), .name = vm->name, .uuid = vm->uuid,
+                .accel = env_or("PPN_ACCEL", VM_ACCEL_DEFAULT), .mem_bytes = vm->max_bytes, .vcpus = vm->vcpus,
+                .qmp_path = p->qmp, .ctl_path = p->ctl, .log_path = p->log,
+                .no_deflate_on_oom = o->no_deflate, .no_free_page_reporting = o->no_fpr,
+                .disks = disks, .n_disks = n, .extra = (const char *const *) vm->qemu_args, .paused = true,
+        };
+        return vm_build_argv(&s, ret_argv, err);
+}
+
+/* The spec again, for vm_launch (which needs only the paths). */
+static struct vm_spec paths_spec(const struct ledger_vm *vm, const struct vm_paths *p) {
+        return (struct vm_spec) { .name = vm->name, .qmp_path = p->qmp, .ctl_path = p->ctl, .log_path = p->log };
+}
+
+static void kill_started(pid_t pid, struct ppn_cgroup *cg, const char *name) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (cg)
+                ppn_cgroup_vm_remove(cg, name, CGROUP_REMOVE_USEC, NULL);
+}
+
+/* Places the paused QEMU in its group with its weight, then lets the vCPUs run. */
+static int place_and_run(const struct ledger_vm *vm, const struct vm_paths *p, pid_t pid,
+                         struct ppn_cgroup *cg, bool paused, struct ppn_error *err) {
+        struct qmp_error qe = {};
+        int r = ppn_cgroup_vm_place(cg, vm->name, pid, vm->cpu_weight, err);
+        if (r < 0)
+                return r;
+        if (paused)
+                return 0;
+        _cleanup_qmp_ struct qmp *q = NULL;
+        r = connect_vm(p->ctl, &q, &qe);
+        if (r >= 0)
+                r = qmp_call_sync(q, "cont", NULL, 0, NULL, &qe);
+        if (r < 0) {
+                *err = qe.error;
+                return ppn_error_prefix(err, r, "resuming %s", vm->name);
+        }
+        return 0;
+}
+
+static int parse_start(int argc, char **argv, struct start_opts *o, const char **ret_name) {
+        static const struct option opts[] = {
+                { "paused", no_argument, NULL, 'p' }, { "dry-run", no_argument, NULL, 'n' },
+                { "no-deflate-on-oom", no_argument, NULL, 'd' }, { "no-free-page-reporting", no_argument, NULL, 'f' },
+                { "help", no_argument, NULL, 'h' }, {},
+        };
+        int c;
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                switch (c) {
+                case 'p': o->paused = true; break;
+                case 'n': o->dry_run = true; break;
+                case 'd': o->no_deflate = true; break;
+                case 'f': o->no_fpr = true; break;
+                case 'h': printf("usage: ppnctl %s\n", START_USAGE); return CTL_OK;
+                default: return ctl_usage_error("start", START_USAGE, "unknown option '%s'", argv[optind - 1]);
+                }
+        }
+        if (optind != argc - 1)
+                return ctl_usage_error("start", START_USAGE, "expected one VM name");
+        *ret_name = argv[optind];
+        return -1;
+}
+
+int ctl_start(const struct ctl_globals *g, int argc, char **argv) {
+        struct start_opts o = {};
+        const char *name = NULL;
+        _cleanup_ledger_ struct ledger *l = NULL;
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        _cleanup_(ppn_cgroup_freep) struct ppn_cgroup *cg = NULL;
+        _cleanup_(vm_paths_done) struct vm_paths p = {};
+        char **args = NULL;
+        const struct ledger_vm *vm;
+        struct ppn_error e = {};
+        pid_t pid;
+        int r = parse_start(argc, argv, &o, &name);
+        if (r >= 0)
+                return r;
+        if ((r = load_vm(g, false, name, &l, &st, &vm)))
+                return r;
+        if (vm_paths_get(vm, &p) < 0)
+                return ctl_fail(NULL, -ENOMEM);
+        if ((r = start_admit(st, vm, &e)) < 0 || (r = build_spec_argv(vm, &p, &o, &args, &e)) < 0)
+                return ctl_fail(&e, r);
+        if (o.dry_run) {
+                _cleanup_free_ char *line = vm_argv_to_string(args);
+                printf("%s\n", line ? line : "");
+                strv_free(args);
+                return CTL_OK;
+        }
+        struct vm_spec s = paths_spec(vm, &p);
+        if ((r = open_cgroup(&cg, &e)) >= 0 && (r = vm_launch(&s, args, 0, &pid, &e)) >= 0 &&
+            (r = place_and_run(vm, &p, pid, cg, o.paused, &e)) < 0)
+                kill_started(pid, cg, vm->name);
+        strv_free(args);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        printf("started %s (pid %d, weight %" PRIu32 "%s); QMP %s; log %s\n", vm->name, (int) pid, vm->cpu_weight,
+               o.paused ? ", paused: resume with QMP \"cont\"" : "", p.qmp, p.log);
+        return CTL_OK;
+}
+
+/* powerdown, then quit, then SIGKILL. Returns what it took ("powered down", ...). */
+static const char *stop_process(struct qmp *q, pid_t pid, uint64_t timeout_usec) {
+        struct qmp_error qe = {};
+        if (qmp_call_sync(q, "system_powerdown", NULL, 0, NULL, &qe) >= 0 && vm_wait_exit(pid, timeout_usec) == 1)
+                return "powered down";
+        /* QEMU may close the socket before its reply to quit arrives: its exit is the answer. */
+        qmp_call_sync(q, "quit", NULL, 0, NULL, &qe);
+        if (vm_wait_exit(pid, QUIT_WAIT_USEC) == 1)
+                return "did not power down in time: quit";
+        kill(pid, SIGKILL);
+        vm_wait_exit(pid, QUIT_WAIT_USEC);
+        return "did not power down or quit: killed";
+}
+
+static void remove_group(const char *name) {
+        _cleanup_(ppn_cgroup_freep) struct ppn_cgroup *cg = NULL;
+        struct ppn_error e = {};
+        int r = open_cgroup(&cg, &e);
+        if (r >= 0)
+                r = ppn_cgroup_vm_remove(cg, name, CGROUP_REMOVE_USEC, &e);
+        if (r < 0)
+                fprintf(stderr, "ppnctl: warning: %s\n", e.msg);
+}
+
+/* Stops the VM if it runs; 0, or CTL_FAILED with the reason printed. */
+static int stop_vm(const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet) {
+        _cleanup_(vm_paths_done) struct vm_paths p = {};
+        _cleanup_qmp_ struct qmp *q = NULL;
+        struct qmp_error qe = {};
+        pid_t pid;
+        if (vm_paths_get(vm, &p) < 0)
+                return ctl_fail(NULL, -ENOMEM);
+        /* NAME.ppnctl.qmp exists for VMs ppnctl started; an adopted VM has only the ledger's socket. */
+        int r = connect_vm(p.ctl, &q, &qe);
+        if (r == -ENOENT || r == -ECONNREFUSED)
+                r = connect_vm(p.qmp, &q, &qe);
+        if (r == -ENOENT || r == -ECONNREFUSED) {
+                if (!quiet)
+                        printf("%s is not running\n", vm->name);
+                remove_group(vm->name);
+                return 0;
+        }
+        if (r >= 0)
+                r = qmp_peer_pid(q, &pid);
+        if (r == -ETIMEDOUT)
+                ppn_error_prefix(&qe.error, r, "%s: QEMU does not answer; if another client (ppnd) holds its only "
+                                 "QMP monitor, give QEMU a second one for ppnctl at %s (ppnctl start does)", vm->name, p.ctl);
+        if (r < 0)
+                return ctl_fail(&qe.error, r);
+        uint64_t t0 = now_usec();
+        const char *how = stop_process(q, pid, timeout_usec);
+        q = qmp_free(q);
+        remove_group(vm->name);
+        if (vm_qmp_alive(p.qmp) == 0)
+                unlink(p.qmp);
+        if (vm_qmp_alive(p.ctl) == 0)
+                unlink(p.ctl);
+        printf("stopped %s (pid %d): %s after %.1f s\n", vm->name, (int) pid, how, (double) (now_usec() - t0) / 1e6);
+        return 0;
+}
+
+static int parse_timeout(const char *cmd, const char *usage, const char *s, uint64_t *ret) {
+        if (parse_duration(s, ret) < 0)
+                return ctl_usage_error(cmd, usage, "--timeout '%s': want seconds or a duration like 30s, 2m", s);
+        return -1;
+}
+
+int ctl_stop(const struct ctl_globals *g, int argc, char **argv) {
+        static const struct option opts[] = {
+                { "timeout", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' }, {},
+        };
+        _cleanup_ledger_ struct ledger *l = NULL;
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        const struct ledger_vm *vm;
+        uint64_t timeout = VM_STOP_TIMEOUT_DEFAULT_USEC;
+        int c, r;
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                if (c == 'h')
+                        return printf("usage: ppnctl %s\n", STOP_USAGE), CTL_OK;
+                if (c != 't')
+                        return ctl_usage_error("stop", STOP_USAGE, "unknown option '%s'", argv[optind - 1]);
+                if ((r = parse_timeout("stop", STOP_USAGE, optarg, &timeout)) >= 0)
+                        return r;
+        }
+        if (optind != argc - 1)
+                return ctl_usage_error("stop", STOP_USAGE, "expected one VM name");
+        if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)))
+                return r;
+        return stop_vm(vm, timeout, false) ? CTL_FAILED : CTL_OK;
+}
+
+/* Rate-limited progress on a terminal: one line rewritten at most 5 times a second. */
+static void progress(const char *file, uint64_t done, uint64_t total, void *userdata) {
+        static uint64_t last;
+        uint64_t now = now_usec();
+        char a[FORMAT_SIZE_MAX], b[FORMAT_SIZE_MAX];
+        if (done < total && now - last < 200000)
+                return;
+        last = now;
+        fprintf(stderr, "\r  %s: %3u%% (%s of %s)\033[K", file, total ? (unsigned) (done * 100 / total) : 100,
+                format_size(done, a, sizeof(a)), format_size(total, b, sizeof(b)));
+        if (done >= total)
+                fputc('\n', stderr);
+}
+
+static archive_progress_fn progress_fn(void) { return isatty(2) ? progress : NULL; }
+
+static int export_vm(const struct ledger_vm *vm, const char *dir) {
+        _cleanup_(vm_paths_done) struct vm_paths p = {};
+        struct ppn_error e = {};
+        size_t n = 0;
+        if (vm_paths_get(vm, &p) < 0)
+                return ctl_fail(NULL, -ENOMEM);
+        if (vm_running(&p)) {
+                fprintf(stderr, "ppnctl: %s is running; stop it first (ppnctl stop %s) or use ppnctl move\n",
+                        vm->name, vm->name);
+                return CTL_FAILED;
+        }
+        while (vm->disks && vm->disks[n])
+                n++;
+        json_object *o = ledger_vm_to_json(vm);
+        int r = o ? archive_export(dir, vm->name, vm->uuid, o, (const char *const *) vm->disks, n, progress_fn(),
+                                   NULL, &e) : -ENOMEM;
+        json_object_put(o);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        printf("exported %s (uuid %s) to %s: %zu image%s, sha256 verified\n", vm->name, vm->uuid, dir, n,
+               n == 1 ? "" : "s");
+        return 0;
+}
+
+int ctl_export(const struct ctl_globals *g, int argc, char **argv) {
+        _cleanup_ledger_ struct ledger *l = NULL;
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        const struct ledger_vm *vm;
+        bool json = false;
+        int r = ctl_parse_plain("export", EXPORT_USAGE, false, &argc, argv, &json);
+        if (r >= 0)
+                return r;
+        if (argc != 3)
+                return ctl_usage_error("export", EXPORT_USAGE, "expected a VM name and a directory");
+        if ((r = load_vm(g, false, argv[1], &l, &st, &vm)))
+                return r;
+        return export_vm(vm, argv[2]) ? CTL_FAILED : CTL_OK;
+}
+
+/* The entry the archive carries, checked against its manifest and made local to this node. */
+static int archive_entry(const struct archive_manifest *m, struct ledger_vm *ret, struct ppn_error *err) {
+        struct ledger_vm vm = {};
+        int r = ledger_vm_from_json(m->vm, &vm, err);
+        if (r < 0)
+                return ppn_error_prefix(err, r, "manifest vm entry");
+        if (strcmp(vm.name, m->name) != 0 || strcmp(vm.uuid, m->uuid) != 0) {
+                ledger_vm_done(&vm);
+                return ppn_error_set(err, -EBADMSG, "manifest: name/uuid (%s, %s) differ from its vm entry (%s, %s)",
+                                     m->name, m->uuid, vm.name, vm.uuid);
+        }
+        /* Paths of the old node mean nothing here: disks are set at install, qmp defaults. An
+         * override lease was an operator's decision on the old node's pool: it stays there. */
+        vm.override_set = false;
+        vm.override_target_bytes = 0;
+        vm.override_expires = 0;
+        free(vm.qmp);
+        vm.qmp = NULL;
+        strv_free(vm.disks);
+        vm.disks = NULL;
+        *ret = vm;
+        return 0;
+}
+
+/* Everything that can refuse an import, checked before a byte is copied. */
+static int import_check(const struct ledger_state *st, const struct ledger_vm *vm, struct ppn_error *err) {
+        char what[128], mib[POOL_MIB_MAX];
+        if (ledger_state_find(st, vm->name))
+                return ppn_error_set(err, -EEXIST, "a VM named '%s' already exists on this node (uuid %s); nothing "
+                                     "was changed", vm->name, ledger_state_find(st, vm->name)->uuid);
+        for (size_t i = 0; i < st->n_vms; i++)
+                if (strcmp(st->vms[i].uuid, vm->uuid) == 0)
+                        return ppn_error_set(err, -EEXIST, "uuid %s is already VM '%s' on this node; nothing was "
+                                             "changed", vm->uuid, st->vms[i].name);
+        if (!st->node_ok)
+                return ppn_error_set(err, -EINVAL, "node settings unusable: %s", st->node_error);
+        int r = ledger_vm_validate(vm, &st->node, err);
+        if (r < 0)
+                return r;
+        _cleanup_free_ struct pool_vm *before = ledger_state_pool_vms(st);
+        _cleanup_free_ struct pool_vm *after = calloc(st->n_vms + 2, sizeof(*after));
+        if (!before || !after)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        memcpy(after, before, st->n_vms * sizeof(*after));
+        after[st->n_vms] = (struct pool_vm) { .name = vm->name, .min_bytes = vm->min_bytes, .max_bytes = vm->max_bytes };
+        struct pool_node node = { st->node.physical_bytes, st->node.reserve_bytes };
+        snprintf(what, sizeof(what), "importing '%s' (min %s)", vm->name,
+                 pool_format_mib((int64_t) vm->min_bytes, mib, sizeof(mib)));
+        return pool_admit(&node, before, st->n_vms, &node, after, st->n_vms + 1, what, err);
+}
+
+static int import_register(struct ledger *l, const char *dir, const struct archive_manifest *m,
+                           struct ledger_vm *vm, const char *image_root, struct ppn_error *err) {
+        _cleanup_free_ char *dest = NULL;
+        char **paths = NULL;
+        if (mkdir(image_root, 0750) < 0 && errno != EEXIST)
+                return ppn_error_set(err, -errno, "%s: cannot create: %s", image_root, strerror(errno));
+        if (asprintf(&dest, "%s/%s", image_root, vm->name) < 0)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        int r = archive_install(dir, m, dest, progress_fn(), NULL, &paths, err);
+        if (r < 0)
+                return r;
+        vm->disks = m->n_disks ? paths : NULL;
+        if (!m->n_disks)
+                strv_free(paths);
+        r = ledger_vm_add(l, vm, getuid(), NULL, err);
+        if (r < 0)
+                archive_remove_installed(dest, m);
+        return r;
+}
+
+int ctl_import(const struct ctl_globals *g, int argc, char **argv) {
+        static const struct option opts[] = {
+                { "image-dir", required_argument, NULL, 'i' }, { "help", no_argument, NULL, 'h' }, {},
+        };
+        const char *images = env_or("PPN_IMAGE_DIR", IMAGE_DIR_DEFAULT);
+        _cleanup_(archive_manifest_done) struct archive_manifest m = {};
+        _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
+        _cleanup_ledger_ struct ledger *l = NULL;
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        struct ppn_error e = {};
+        int c, r;
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                if (c == 'h')
+                        return printf("usage: ppnctl %s\n", IMPORT_USAGE), CTL_OK;
+                if (c != 'i')
+                        return ctl_usage_error("import", IMPORT_USAGE, "unknown option '%s'", argv[optind - 1]);
+                images = optarg;
+        }
+        if (optind != argc - 1)
+                return ctl_usage_error("import", IMPORT_USAGE, "expected one archive directory");
+        const char *dir = argv[optind];
+        /* Every checksum first: a bad archive never reaches the ledger. */
+        if ((r = archive_manifest_read(dir, &m, &e)) < 0 || (r = archive_verify(dir, &m, progress_fn(), NULL, &e)) < 0 ||
+            (r = archive_entry(&m, &vm, &e)) < 0)
+                return ctl_fail(&e, r);
+        if ((r = ctl_open_ledger(g, true, &l)))
+                return r;
+        if ((r = ledger_load(l, &st, &e)) < 0 || (r = import_check(st, &vm, &e)) < 0 ||
+            (r = import_register(l, dir, &m, &vm, images, &e)) < 0)
+                return ctl_fail(&e, r);
+        printf("imported %s (uuid %s) from %s; images in %s/%s; start it with: ppnctl start %s\n", vm.name, vm.uuid,
+               dir, images, vm.name, vm.name);
+        return CTL_OK;
+}
+
+int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
+        static const struct option opts[] = {
+                { "to", required_argument, NULL, 'o' }, { "timeout", required_argument, NULL, 't' },
+                { "help", no_argument, NULL, 'h' }, {},
+        };
+        _cleanup_ledger_ struct ledger *l = NULL;
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        const struct ledger_vm *vm;
+        uint64_t timeout = VM_STOP_TIMEOUT_DEFAULT_USEC;
+        const char *to = NULL;
+        struct ppn_error e = {};
+        int c, r;
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                if (c == 'h')
+                        return printf("usage: ppnctl %s\n", MOVE_USAGE), CTL_OK;
+                if (c == 'o')
+                        to = optarg;
+                else if (c != 't')
+                        return ctl_usage_error("move", MOVE_USAGE, "unknown option '%s'", argv[optind - 1]);
+                else if ((r = parse_timeout("move", MOVE_USAGE, optarg, &timeout)) >= 0)
+                        return r;
+        }
+        if (optind != argc - 1 || !to)
+                return ctl_usage_error("move", MOVE_USAGE, "expected one VM name and --to DIR");
+        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+                return r;
+        /* The entry goes only once the archive is complete and verified (export re-reads it). */
+        if (stop_vm(vm, timeout, true) || export_vm(vm, to))
+                return CTL_FAILED;
+        if ((r = ledger_vm_remove(l, vm->name, getuid(), &e)) < 0)
+                return ctl_fail(&e, r);
+        printf("removed %s from this node's ledger; its images here are untouched; on the destination: "
+               "ppnctl import %s\n", argv[optind], to);
+        return CTL_OK;
+}
+
+/* 1 balloon present, 0 none (DeviceNotActive), <0 error. */
+static int probe_balloon(struct qmp *q, struct qmp_error *qe) {
+        json_object *reply = NULL;
+        int r = qmp_call_sync(q, "query-balloon", NULL, 0, &reply, qe);
+        json_object_put(reply);
+        if (r < 0 && qmp_error_has_class(qe, "DeviceNotActive"))
+                return 0;
+        return r < 0 ? r : 1;
+}
+
+static int adopt_vm(struct ledger *l, const struct ledger_vm *vm, const char *qmp_path) {
+        _cleanup_qmp_ struct qmp *q = NULL;
+        _cleanup_(ppn_cgroup_freep) struct ppn_cgroup *cg = NULL;
+        struct qmp_error qe = {};
+        struct ppn_error e = {};
+        _cleanup_free_ char *pair = NULL;
+        pid_t pid;
+        int balloon, r = connect_vm(qmp_path, &q, &qe);
+        if (r >= 0)
+                r = qmp_peer_pid(q, &pid);
+        if (r >= 0)
+                r = balloon = probe_balloon(q, &qe);
+        if (r < 0)
+                return ctl_fail(&qe.error, r);
+        q = qmp_free(q);   /* the daemon takes the socket over */
+        if ((r = open_cgroup(&cg, &e)) < 0 || (r = ppn_cgroup_vm_place(cg, vm->name, pid, vm->cpu_weight, &e)) < 0)
+                return ctl_fail(&e, r);
+        if (asprintf(&pair, "qmp=%s", qmp_path) < 0)
+                return ctl_fail(NULL, -ENOMEM);
+        const char *pairs[] = { pair };
+        if ((!vm->qmp || strcmp(vm->qmp, qmp_path) != 0) &&
+            (r = ledger_vm_set(l, vm->name, pairs, 1, getuid(), &e)) < 0)
+                return ctl_fail(&e, r);
+        printf("adopted %s (pid %d, weight %" PRIu32 ", QMP %s): %s\n", vm->name, (int) pid, vm->cpu_weight, qmp_path,
+               balloon ? "balloon device present" : "no balloon device: its CPU weight applies, its memory is held "
+                                                    "fixed at its boot size");
+        return 0;
+}
+
+int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
+        static const struct option opts[] = {
+                { "qmp", required_argument, NULL, 'q' }, { "help", no_argument, NULL, 'h' }, {},
+        };
+        _cleanup_ledger_ struct ledger *l = NULL;
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        const struct ledger_vm *vm;
+        const char *qmp_path = NULL;
+        int c, r;
+        optind = 0;
+        opterr = 0;
+        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+                if (c == 'h')
+                        return printf("usage: ppnctl %s\n", ADOPT_USAGE), CTL_OK;
+                if (c != 'q')
+                        return ctl_usage_error("adopt", ADOPT_USAGE, "unknown option '%s'", argv[optind - 1]);
+                qmp_path = optarg;
+        }
+        if (optind != argc - 1 || !qmp_path)
+                return ctl_usage_error("adopt", ADOPT_USAGE, "expected one VM name and --qmp PATH");
+        if (qmp_path[0] != '/')
+                return ctl_usage_error("adopt", ADOPT_USAGE, "--qmp: want an absolute path");
+        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+                return r;
+        return adopt_vm(l, vm, qmp_path) ? CTL_FAILED : CTL_OK;
+}
