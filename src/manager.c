@@ -488,8 +488,10 @@ static bool worth_recording(enum policy_reason old, const struct policy_decision
         return d->reason != POLICY_REASON_STEADY && d->reason != POLICY_REASON_SMALL_CHANGE;
 }
 
-static void apply_decision(struct managed_vm *v, const struct policy_decision *d) {
-        uint64_t old = v->target;
+/* p is the policy's input for this VM: its target in force is where a change starts from (the
+ * balloon's actual right after adoption, when ppnd has not set a target yet). */
+static void apply_decision(struct managed_vm *v, const struct policy_vm *p, const struct policy_decision *d) {
+        uint64_t old = p->target;
         bool first = !v->decided;
         enum policy_reason old_reason = v->last.reason;
 
@@ -580,7 +582,7 @@ static void decide(struct manager *m) {
                 return;
         for (size_t i = 0; i < m->n_vms; i++)
                 if (pv[i].driver != POLICY_DRIVER_DISCONNECTED)
-                        apply_decision(m->vms[i], &d[i]);
+                        apply_decision(m->vms[i], &pv[i], &d[i]);
         record_samples(m, real);
 }
 /* ---- metrics and history ---- */

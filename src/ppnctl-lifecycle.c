@@ -7,7 +7,7 @@
  *   PPN_RUNTIME_DIR   QMP sockets: RUNTIME/NAME.qmp (the daemon's, unless the ledger entry
  *                     names one) and RUNTIME/NAME.ppnctl.qmp (ppnctl's own); default /run/ppn
  *   PPN_LOG_DIR       QEMU's stderr and the serial console: LOGS/NAME.log (default /var/log/ppn)
-  *   PPN_ACCEL         kvm (default) or tcg           PPN_QEMU   the QEMU binary
+ *   PPN_ACCEL         kvm (default) or tcg           PPN_QEMU   the QEMU binary
  *   PPN_CGROUP_ROOT, PPN_CGROUP_PARENT               where the per-VM groups live
  *   PPN_IMAGE_DIR     where import puts disk images: IMAGES/NAME/ (default /var/lib/ppn/images)
  */

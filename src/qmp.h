@@ -18,6 +18,10 @@
  * has its own timeout: a peer that stops answering fails that command with -ETIMEDOUT and then
  * the connection, since a late reply could no longer be matched with certainty.
  *
+ * All connections attached to one sd_event loop share ONE io source of that loop: each loop
+ * iteration serves every connection that has data (up to 256), so N peers answering at once
+ * cost O(N), not one poll of all N sockets per reply (why, with numbers: qmp.c, "the hub").
+ *
  * Whatever the peer sends is distrusted: partial messages and many messages per read are
  * handled by json-c's stream tokener; a message larger than QMP_MESSAGE_MAX, malformed JSON,
  * a reply to an unknown id or anything that is not a QMP message ends the connection with a

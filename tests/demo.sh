@@ -128,11 +128,16 @@ WEB_PEAK=$(( $(vmfield web actual_bytes) / 1048576 ))
 
 say "3. web frees its working set; batch starts to need memory, web's idle memory goes to it"
 for i in $(seq 10); do gexec web guest-work free ws$i >/dev/null; done
+WEB_HIGH=$(vmfield web target_bytes)
 gexec batch guest-work hog ws 450 >/dev/null
-watch 40 "(lambda w: w['target_bytes'] < 700*2**20)(next(v for v in s['vms'] if v['name']=='web'))"
+# Until web has given memory up and batch no longer waits for any (at most 40 s).
+watch 40 "(lambda w, b: w['target_bytes'] < $WEB_HIGH and b['reason'].split(':')[0] in ('steady', 'small-change'))(*[next(v for v in s['vms'] if v['name']==n) for n in ('web', 'batch')])"
 
 say "Decisions (ppnctl events)"
 ctl events | tail -25
+
+PLOT=$B/demo-memory.svg
+ctl plot --since "$(( ($(now_ms) - T0) / 1000 + 10 ))s" -o "$PLOT" >/dev/null && echo "memory over time: $PLOT (open it in a browser)"
 
 say "Summary"
 OOM=0

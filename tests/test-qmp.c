@@ -1001,6 +1001,120 @@ static void test_sync_against_process(void **state) {
         rmdir(dir);
 }
 
+/* ---- many connections on one loop ------------------------------------------------------ */
+
+#define MANY 64                 /* below the hub's batch of 256: one dispatch serves them all */
+
+struct many;
+struct many_slot {
+        struct many *m;
+        unsigned calls;
+        int code;
+};
+
+struct many {
+        sd_event *e;
+        struct qmp *q[MANY];
+        int peer[MANY];
+        struct many_slot slot[MANY];
+        unsigned ready, replies;
+        bool free_others;       /* the first reply frees every other client */
+};
+
+static void many_on_ready(struct qmp *q, void *userdata) {
+        ((struct many *) userdata)->ready++;
+}
+
+static void many_on_reply(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+        struct many_slot *s = userdata;
+        struct many *m = s->m;
+
+        s->calls++;
+        s->code = err ? err->error.code : 0;
+        m->replies++;
+        if (err || !m->free_others)
+                return;
+        m->free_others = false;
+        for (size_t i = 0; i < MANY; i++)
+                if (m->q[i] != q)
+                        m->q[i] = qmp_free(m->q[i]);
+}
+
+static void many_write_all(struct many *m, const char *line) {
+        for (size_t i = 0; i < MANY; i++)
+                assert_int_equal(write(m->peer[i], line, strlen(line)), (ssize_t) strlen(line));
+}
+
+static void many_setup(struct many *m) {
+        static const struct qmp_callbacks cb = { .ready = many_on_ready };
+        struct qmp_error err;
+        int fds[2];
+
+        *m = (struct many) { 0 };
+        assert_int_equal(sd_event_new(&m->e), 0);
+        for (size_t i = 0; i < MANY; i++) {
+                assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
+                m->peer[i] = fds[1];
+                assert_int_equal(qmp_open_fd(m->e, fds[0], "test peer", 0, &cb, m, &m->q[i], &err), 0);
+                m->slot[i].m = m;
+        }
+        /* The capabilities reply may come with the greeting: it is read after the command. */
+        many_write_all(m, "{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 2, \"major\": 7}, \"package\": \"\"}, \"capabilities\": []}}\r\n"
+                          "{\"return\": {}, \"id\": 1}\r\n");
+        while (m->ready < MANY)
+                assert_true(sd_event_run(m->e, 1000000) > 0);
+        for (size_t i = 0; i < MANY; i++)
+                assert_int_equal(qmp_call(m->q[i], "query-status", NULL, 0, many_on_reply, &m->slot[i], &err), 0);
+        while (sd_event_run(m->e, 0) > 0)       /* sends the commands */
+                ;
+        many_write_all(m, "{\"return\": {}, \"id\": 2}\r\n");
+}
+
+static void many_teardown(struct many *m) {
+        for (size_t i = 0; i < MANY; i++) {
+                m->q[i] = qmp_free(m->q[i]);
+                close(m->peer[i]);
+        }
+        m->e = sd_event_unref(m->e);
+}
+
+/* All connections of a loop answer at once (ppnd's round): ONE iteration of the loop serves
+ * them all. With a source per connection it would serve one and poll again: O(N^2) a round. */
+static void test_many_replies_one_dispatch(void **state) {
+        struct many m;
+
+        many_setup(&m);
+        assert_int_equal(sd_event_run(m.e, 0), 1);
+        assert_int_equal(m.replies, MANY);
+        for (size_t i = 0; i < MANY; i++) {
+                assert_int_equal(m.slot[i].calls, 1);
+                assert_int_equal(m.slot[i].code, 0);
+                assert_true(qmp_is_ready(m.q[i]));
+        }
+        many_teardown(&m);
+}
+
+/* A reply callback frees the other clients while their replies sit in the same batch: each of
+ * them gets -ECANCELED once, nothing is read from a freed client (ASan checks the memory). */
+static void test_free_others_in_batch(void **state) {
+        unsigned ok = 0, canceled = 0;
+        struct many m;
+
+        many_setup(&m);
+        m.free_others = true;
+        assert_int_equal(sd_event_run(m.e, 0), 1);
+        for (size_t i = 0; i < MANY; i++) {
+                assert_int_equal(m.slot[i].calls, 1);
+                ok += m.slot[i].code == 0;
+                canceled += m.slot[i].code == -ECANCELED;
+        }
+        assert_int_equal(ok, 1);
+        assert_int_equal(canceled, MANY - 1);
+        /* The loop goes on with the one client left, and frees its shared set with it. */
+        assert_int_equal(sd_event_run(m.e, 0), 0);
+        many_teardown(&m);
+}
+
 int main(void) {
         struct CMUnitTest tests[ELEMENTSOF(replay_cases) + 32];
         static char names[ELEMENTSOF(replay_cases)][96];
@@ -1036,6 +1150,8 @@ int main(void) {
         T(test_peer_pid_socketpair);
         T(test_connect_errors);
         T(test_sync_against_process);
+        T(test_many_replies_one_dispatch);
+        T(test_free_others_in_batch);
 #undef T
         signal(SIGPIPE, SIG_IGN);
         return _cmocka_run_group_tests("qmp", tests, n, NULL, NULL);

@@ -71,13 +71,13 @@ static void test_build_balloon_settings(void **state) {
         s.no_balloon = true;
         s.paused = false;
         s.uuid = NULL;
-        s.accel = NULL;
+        s.accel = NULL;          /* the default: KVM, as on a production host */
         s.vcpus = 0;
         line = joined(&s);
         assert_null(strstr(line, "balloon"));
         assert_null(strstr(line, " -S"));
         assert_null(strstr(line, "-uuid"));
-        assert_non_null(strstr(line, "-accel tcg -m 1024M -smp 1 "));
+        assert_non_null(strstr(line, "-accel kvm -m 1024M -smp 1 "));
         free(line);
 }
 

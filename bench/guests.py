@@ -1,0 +1,422 @@
+#!/usr/bin/env python3
+"""Reaction and reclaim with a real guest (issue 7, parts 1 and 2).
+
+    bench/guests.py reaction|reclaim OUT.jsonl
+
+env: PPND, PPNCTL, TESTVM (default build/...), PPN_GUEST_DIR (build/guest),
+     BENCH_REPS (5), REACTION_PAST_MIB (256)
+
+The guest is the project's test guest (tests/guest) booted with the testvm CLI under TCG, with
+a second QMP monitor (qmp2.sock) from which this script measures: QEMU allows one client per
+monitor and ppnd holds the first. Every measurement is also taken as a floor on the same guest
+in the same run, by driving the balloon directly, so results can be read as ratios.
+
+reaction: run twice, with a plain balloon and with deflate-on-oom (the guest may then take
+  memory back by itself; ppnd adopts that). A 1 GiB guest held at 384 MiB (an operator lease that then expires; the guest is
+  idle, so ppnd keeps it there), then a program in the guest allocates everything available
+  plus REACTION_PAST_MIB. Reaction = from the allocation's start until actual has grown by
+  REACTION_PAST_MIB. Floor = stats interval (1 s) + the raw deflate time of the same distance
+  (a direct `balloon` command, measured on this guest before ppnd starts). Also: the
+  allocation's duration (vs. the same allocation with memory to spare: the stall cost) and
+  OOM kills in the guest console ("Killed process"). The allocation is made in 64 MiB
+  programs back to back, as fast as the guest can (one large malloc is refused by the guest's
+  overcommit heuristic once the balloon has shrunk MemTotal).
+reclaim: a 2 GiB guest allocates and frees 1.5 GiB (QEMU RSS stays high), then the node is
+  declared short of memory (ppnd's host-low mark raised above MemAvailable with SIGHUP, as if
+  the host ran low). Reclaim = until actual settles (and until 90 % of the reclaim is done),
+  QEMU RSS before/after. Floor = a direct `balloon` to the same final size from the same
+  state (re-created after ppnd has stopped).
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PPND = os.environ.get('PPND', os.path.join(ROOT, 'build/src/ppnd'))
+PPNCTL = os.environ.get('PPNCTL', os.path.join(ROOT, 'build/src/ppnctl'))
+TESTVM = os.environ.get('TESTVM', os.path.join(ROOT, 'build/tests/guest/testvm'))
+REPS = int(os.environ.get('BENCH_REPS', '5'))
+PAST_MIB = int(os.environ.get('REACTION_PAST_MIB', '256'))
+MIB = 1 << 20
+STATS_INTERVAL_S = 1.0   # ppnd's default [controller] stats-interval
+
+
+def say(msg):
+    print('==> ' + msg, file=sys.stderr, flush=True)
+
+
+class Qmp:
+    """A minimal QMP client (the second monitor); events are skipped."""
+
+    def __init__(self, path, timeout=10):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self.s.connect(path)
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.1)
+        self.f = self.s.makefile('rw')
+        json.loads(self.f.readline())
+        self.cmd('qmp_capabilities')
+
+    def cmd(self, name, **args):
+        msg = {'execute': name}
+        if args:
+            msg['arguments'] = args
+        self.f.write(json.dumps(msg) + '\n')
+        self.f.flush()
+        while True:
+            r = json.loads(self.f.readline())
+            if 'event' in r:
+                continue
+            if 'error' in r:
+                raise RuntimeError('%s: %s' % (name, r['error']))
+            return r['return']
+
+    def actual(self):
+        return self.cmd('query-balloon')['actual']
+
+    def close(self):
+        self.s.close()
+
+
+class Guest:
+    def __init__(self, work, mem_mib, deflate_on_oom=False):
+        self.dir = os.path.join(work, 'vm')
+        os.makedirs(self.dir)
+        extra = ('-chardev socket,id=mon2,path=%s/qmp2.sock,server=on,wait=off '
+                 '-mon chardev=mon2,mode=control' % self.dir)
+        self.log = open(os.path.join(work, 'testvm.log'), 'w')
+        args = [TESTVM, 'boot', self.dir, '--mem', str(mem_mib), '--extra', extra]
+        if deflate_on_oom:
+            args.append('--deflate-on-oom')
+        self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        ready = os.path.join(self.dir, 'ready')
+        deadline = time.time() + 120
+        while not os.path.exists(ready):
+            if self.p.poll() is not None or time.time() > deadline:
+                raise RuntimeError('guest did not boot (see %s)' % self.log.name)
+            time.sleep(0.2)
+        time.sleep(0.1)
+        info = dict(line.split(' ', 1) for line in open(ready).read().splitlines() if ' ' in line)
+        self.pid = int(info['pid'])
+        self.qmp_path = info['qmp']
+        self.console = info['console']
+        self.q = Qmp(os.path.join(self.dir, 'qmp2.sock'))
+
+    def exec(self, cmd, timeout=120):
+        r = subprocess.run([TESTVM, 'exec', self.dir, '--timeout', str(timeout)] + cmd.split(),
+                           capture_output=True, text=True)
+        return r.returncode, r.stdout
+
+    def rss_mib(self):
+        for line in open('/proc/%d/status' % self.pid):
+            if line.startswith('VmRSS:'):
+                return int(line.split()[1]) / 1024.0
+        return 0.0
+
+    def oom_kills(self):
+        try:
+            return len(re.findall(r'Killed process', open(self.console, errors='replace').read()))
+        except OSError:
+            return 0
+
+    def wait_actual(self, pred, timeout=30, poll=0.01):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            a = self.q.actual()
+            if pred(a):
+                return time.monotonic() - t0, a
+            time.sleep(poll)
+        return None, self.q.actual()
+
+    def stop(self):
+        try:
+            self.q.close()
+        except Exception:
+            pass
+        self.p.terminate()
+        try:
+            self.p.wait(20)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+class Daemon:
+    def __init__(self, work, guest, physical, reserve, min_mib, max_mib):
+        self.work = work
+        self.ledger = os.path.join(work, 'ledger.db')
+        self.sock = os.path.join(work, 'run', 'ppnd.sock')
+        self.conf = os.path.join(work, 'ppnd.conf')
+        os.makedirs(os.path.join(work, 'run'), exist_ok=True)
+        os.makedirs(os.path.join(work, 'no-cgroup'), exist_ok=True)
+        self.ctl('node', 'set', 'physical=%s' % physical, 'reserve=%s' % reserve)
+        self.ctl('vm', 'add', 'g', '--min', '%dM' % min_mib, '--max', '%dM' % max_mib,
+                 '--qmp', guest.qmp_path)
+        self.write_config('')
+        self.log = open(os.path.join(work, 'ppnd.log'), 'w')
+        self.p = subprocess.Popen([PPND, '--config', self.conf], stdout=self.log, stderr=subprocess.STDOUT)
+
+    def write_config(self, policy):
+        with open(self.conf, 'w') as f:
+            f.write('[daemon]\nlog-level = info\nruntime-dir = %s/run\n[ledger]\npath = %s\n'
+                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n[policy]\n%s'
+                    % (self.work, self.ledger, self.sock, self.work, policy))
+
+    def ctl(self, *args, check=True):
+        r = subprocess.run([PPNCTL, '--ledger', self.ledger, '--socket', self.sock] + list(args),
+                           capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError('ppnctl %s: %s%s' % (' '.join(args), r.stdout, r.stderr))
+        return r.stdout
+
+    def status(self):
+        try:
+            out = self.ctl('--json', 'status', check=False)
+            return {v['name']: v for v in json.loads(out)['vms']}
+        except (ValueError, KeyError):
+            return {}
+
+    def wait_running(self, timeout=60):
+        t0 = time.time()
+        while time.time() - t0 < timeout:
+            v = self.status().get('g')
+            if v and v.get('state') == 'running' and v.get('guest_available_bytes') is not None:
+                return v
+            time.sleep(0.2)
+        raise RuntimeError('ppnd did not adopt the guest (see %s)' % self.log.name)
+
+    def stop(self):
+        self.p.terminate()
+        try:
+            self.p.wait(10)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+def rec(out, part, metric, value, unit, **extra):
+    r = {'part': part}
+    r.update(extra)
+    r.update({'metric': metric, 'value': value, 'unit': unit})
+    out.write(json.dumps(r) + '\n')
+    out.flush()
+
+
+def available_mib(g):
+    rc, text = g.exec('cat /proc/meminfo')
+    m = re.search(r'MemAvailable:\s+(\d+) kB', text)
+    return int(m.group(1)) // 1024 if m else 0
+
+
+CHUNK_MIB = 64
+
+
+def timed_hog(g, name, mib):
+    """Allocates mib MiB in 64 MiB programs (one large malloc is refused by the guest's
+    overcommit heuristic once the balloon has shrunk MemTotal). Returns (seconds, chunks,
+    status of the first failing chunk or 0)."""
+    t0 = time.monotonic()
+    k = 0
+    while k * CHUNK_MIB < mib:
+        rc, _ = g.exec('guest-work hog %s_%d %d' % (name, k, CHUNK_MIB))
+        k += 1
+        if rc != 0:
+            return time.monotonic() - t0, k, rc
+    return time.monotonic() - t0, k, 0
+
+
+def stop_hog(g, name, chunks):
+    for k in range(chunks):
+        g.exec('guest-work stop %s_%d' % (name, k))
+
+
+def raw_deflate(g, low, dist):
+    """Direct balloon commands: low -> low + dist, REPS times; seconds each."""
+    times = []
+    for _ in range(REPS):
+        g.q.cmd('balloon', value=low)
+        g.wait_actual(lambda a: a <= low + MIB)
+        t0 = time.monotonic()
+        g.q.cmd('balloon', value=low + dist)
+        dt, _ = g.wait_actual(lambda a: a >= low + dist - MIB)
+        times.append(dt if dt is not None else time.monotonic() - t0)
+    return times
+
+
+def reaction(out, work):
+    for variant in ('plain', 'deflate-on-oom'):
+        sub = os.path.join(work, variant)
+        os.makedirs(sub)
+        reaction_one(out, sub, variant)
+
+
+def reaction_one(out, work, variant):
+    low = 384 * MIB
+    g = Guest(work, 1024, deflate_on_oom=(variant == 'deflate-on-oom'))
+    d = None
+    try:
+        g.exec('guest-work status x')
+        raw = raw_deflate(g, low, PAST_MIB * MIB)
+        g.q.cmd('balloon', value=1024 * MIB)
+        g.wait_actual(lambda a: a >= 1023 * MIB)
+        # The same allocation with memory to spare: its duration is the no-stall reference.
+        ref_mib = max(64, available_mib(g) - 640 + PAST_MIB)
+        free_times = []
+        for i in range(REPS):
+            dt, chunks, _ = timed_hog(g, 'ref%d' % i, min(ref_mib, 512))
+            free_times.append(dt)
+            stop_hog(g, 'ref%d' % i, chunks)
+        d = Daemon(work, g, '4G', '256M', 256, 1024)
+        d.wait_running()
+        reactions, hogs, ooms0 = [], [], g.oom_kills()
+        failed = failed_alloc = 0
+        for i in range(REPS):
+            d.ctl('balloon', 'g', '%dM' % (low // MIB), '--for', '4s')
+            g.wait_actual(lambda a: a <= low + MIB)
+            time.sleep(4.5)                     # the lease expires; the idle guest stays
+            start = g.q.actual()
+            avail = available_mib(g)
+            size = avail + PAST_MIB
+            res = {}
+            t0 = time.monotonic()
+            th = threading.Thread(target=lambda: res.update(zip(('t', 'chunks', 'rc'),
+                                                                timed_hog(g, 'h%d' % i, size))))
+            th.start()
+            dt, _ = g.wait_actual(lambda a: a >= start + PAST_MIB * MIB, timeout=60)
+            th.join()
+            if dt is None:
+                failed += 1
+            else:
+                reactions.append(dt)
+            hogs.append(res.get('t', 0))
+            say('reaction %s %d: start %d MiB, allocating %d MiB: %s s, allocation took %.2f s (rc %s)'
+                % (variant, i, start // MIB, size, '%.2f' % dt if dt is not None else 'never', res.get('t', 0),
+                   res.get('rc')))
+            if res.get('rc'):
+                failed_alloc += 1
+            stop_hog(g, 'h%d' % i, res.get('chunks', 0))
+            time.sleep(1)
+        ooms = g.oom_kills() - ooms0
+        floor = STATS_INTERVAL_S + statistics.median(raw)
+        P = 'reaction'
+        rec(out, P, 'raw_deflate_median', round(statistics.median(raw) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'floor', round(floor * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+        if reactions:
+            med = statistics.median(reactions)
+            rec(out, P, 'reaction_median', round(med * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+            rec(out, P, 'reaction_max', round(max(reactions) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+            rec(out, P, 'reaction_over_floor', round(med / floor, 2), 'ratio', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'not_reached_60s', failed, 'count', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'repetitions', REPS, 'count', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'alloc_median_ppnd', round(statistics.median(hogs) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'alloc_median_spare', round(statistics.median(free_times) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'alloc_stall_ratio', round(statistics.median(hogs) / statistics.median(free_times), 2),
+            'ratio', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'oom_kills', ooms, 'count', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'alloc_failed', failed_alloc, 'count', mib=PAST_MIB, guest=variant)
+    finally:
+        if d:
+            d.stop()
+        g.stop()
+
+
+def settle(g, timeout=120, quiet=3.0):
+    """Polls actual until it has not moved for `quiet` s; returns [(t, actual)]."""
+    t0 = time.monotonic()
+    samples = [(0.0, g.q.actual())]
+    last_change = 0.0
+    while time.monotonic() - t0 < timeout:
+        time.sleep(0.05)
+        t, a = time.monotonic() - t0, g.q.actual()
+        if abs(a - samples[-1][1]) > MIB // 2:
+            last_change = t
+        samples.append((t, a))
+        if t - last_change > quiet and t > quiet:
+            break
+    return samples, last_change
+
+
+def use_and_free(g, name, mib):
+    _, chunks, rc = timed_hog(g, name, mib)
+    for k in range(chunks):
+        g.exec('guest-work free %s_%d' % (name, k))
+    if rc:
+        raise RuntimeError('the guest could not allocate %d MiB' % mib)
+
+
+def reclaim(out, work):
+    g = Guest(work, 2048)
+    d = None
+    P = 'reclaim'
+    try:
+        use_and_free(g, 'r', 1536)
+        d = Daemon(work, g, '4G', '256M', 256, 2048)
+        d.wait_running()
+        time.sleep(3)
+        rss0, a0 = g.rss_mib(), g.q.actual()
+        avail_host = int(re.search(r'MemAvailable:\s+(\d+)', open('/proc/meminfo').read()).group(1)) * 1024
+        d.write_config('host-low = %dM\n' % ((avail_host + 8 * (1 << 30)) // MIB))
+        d.p.send_signal(1)                      # SIGHUP: [policy] applies live
+        samples, t_settle = settle(g)
+        a1 = samples[-1][1]
+        rss1 = g.rss_mib()
+        st = d.status().get('g', {})
+        use = (st.get('actual_bytes') or a1) - (st.get('guest_available_bytes') or 0)
+        t90 = next((t for t, a in samples if a0 - a >= 0.9 * (a0 - a1)), None)
+        say('reclaim: %d -> %d MiB in %.2f s (90%% in %.2f s); RSS %.0f -> %.0f MiB'
+            % (a0 // MIB, a1 // MIB, t_settle, t90 if t90 is not None else -1, rss0, rss1))
+        d.stop()
+        d = None
+        # Floor: the same state again, then one direct balloon command to the same size.
+        g.q.cmd('balloon', value=2048 * MIB)
+        g.wait_actual(lambda a: a >= 2047 * MIB)
+        use_and_free(g, 'f', 1536)
+        t0 = time.monotonic()
+        g.q.cmd('balloon', value=a1)
+        dt, _ = g.wait_actual(lambda a: a <= a1 + MIB, timeout=60)
+        floor = dt if dt is not None else time.monotonic() - t0
+        rec(out, P, 'actual_before', a0 // MIB, 'MiB')
+        rec(out, P, 'actual_after', a1 // MIB, 'MiB')
+        rec(out, P, 'guest_use_after', use // MIB, 'MiB')
+        rec(out, P, 'reclaim_time', round(t_settle, 2), 's')
+        rec(out, P, 'reclaim_90pct', round(t90, 2) if t90 is not None else None, 's')
+        rec(out, P, 'floor_direct_balloon', round(floor, 2), 's')
+        rec(out, P, 'reclaim_over_floor', round(t_settle / floor, 2) if floor else None, 'ratio')
+        rec(out, P, 'qemu_rss_before', round(rss0), 'MiB')
+        rec(out, P, 'qemu_rss_after', round(rss1), 'MiB')
+        rec(out, P, 'oom_kills', g.oom_kills(), 'count')
+    finally:
+        if d:
+            d.stop()
+        g.stop()
+
+
+def main():
+    part, path = sys.argv[1], sys.argv[2]
+    work = tempfile.mkdtemp(prefix='ppn-bench-%s.' % part)
+    try:
+        with open(path, 'w') as out:
+            {'reaction': reaction, 'reclaim': reclaim}[part](out, work)
+    finally:
+        if os.environ.get('PPN_KEEP_BENCH_DIR'):
+            say('kept ' + work)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Scale: ppnd managing N VMs whose QMP sockets are served by bench/fakeqemu.c (one process;
+# 2,000 guests cannot boot on this machine). For each N: CPU time per control tick, daemon
+# RSS, open fds, time to adopt all VMs, and decision latency (burst start -> growth command,
+# measured by the fake). One JSON record per measurement, appended to OUT.
+#
+#   bench/scale.sh OUT.jsonl        env: SCALE_SIZES="10 100 1000 2000", SCALE_WINDOW=40 (s),
+#                                        PPND, PPNCTL, FAKEQEMU (default: build/...)
+#
+# The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
+# 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
+# ticks carry real decisions: growth under pressure and reclaim from idle VMs. The cgroup
+# root is an empty directory: CPU placement fails (reported by ppnd, costs nothing per tick)
+# instead of creating 2,000 groups on the host. The fake guests' memory is not real, so the
+# host low mark is the absolute 256 MiB only: 5 % of a declared 4.5 TB node would be above
+# this machine's MemAvailable and make the node look short all the time.
+set -euo pipefail
+OUT=$1
+cd "$(dirname "$0")/.."
+PPND=${PPND:-build/src/ppnd}
+PPNCTL=${PPNCTL:-build/src/ppnctl}
+FAKEQEMU=${FAKEQEMU:-build/bench/ppn-fakeqemu}
+SIZES=${SCALE_SIZES:-10 100 1000 2000}
+WINDOW=${SCALE_WINDOW:-40}
+
+say() { printf '==> %s\n' "$*" >&2; }
+rec() { printf '{"part":"scale","vms":%d,"metric":"%s","value":%s,"unit":"%s"}\n' "$1" "$2" "$3" "$4" >>"$OUT"; }
+
+DIR='' FAKE_PID='' PPND_PID=''
+cleanup() {
+  [ -n "$PPND_PID" ] && kill "$PPND_PID" 2>/dev/null && wait "$PPND_PID" 2>/dev/null || true
+  [ -n "$FAKE_PID" ] && kill "$FAKE_PID" 2>/dev/null && wait "$FAKE_PID" 2>/dev/null || true
+  [ -n "$DIR" ] && rm -rf "$DIR"
+  DIR='' FAKE_PID='' PPND_PID=''
+}
+trap cleanup EXIT
+
+# CPU time on the CPU in ns (schedstat: exact, unlike the 10 ms ticks of /proc/PID/stat).
+cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
+
+ledger_json() {  # N DIR
+  python3 - "$1" "$2" <<'EOF'
+import json, sys, uuid
+n, d = int(sys.argv[1]), sys.argv[2]
+G = 1 << 30
+vms = [{'name': 'vm%04d' % i, 'uuid': str(uuid.UUID(int=i + 1, version=4)),
+        'min_bytes': G // 2, 'max_bytes': 4 * G, 'shares': 1000, 'cpu_weight': 100, 'vcpus': 1,
+        'qmp': '%s/qmp/vm%04d.sock' % (d, i), 'disks': [], 'qemu_args': [], 'override': None}
+       for i in range(n)]
+node = {'physical_bytes': n * 9 * G // 4 + G, 'reserve_bytes': G, 'min_floor_bytes': None}
+print(json.dumps({'schema': 1, 'node': node, 'vms': vms}))
+EOF
+}
+
+write_config() {  # DIR
+  cat >"$1/ppnd.conf" <<EOF
+[daemon]
+log-level = warning
+runtime-dir = $1/run
+[ledger]
+path = $1/ledger.db
+[control]
+socket = $1/run/ppnd.sock
+[cgroup]
+root = $1/no-cgroup
+[policy]
+host-low-percent = 0
+EOF
+}
+
+running_count() {  # DIR
+  "$PPNCTL" --socket "$1/run/ppnd.sock" --json status 2>/dev/null |
+    python3 -c 'import json,sys; print(sum(v.get("state") == "running" for v in json.load(sys.stdin)["vms"]))' \
+    2>/dev/null || echo 0
+}
+
+wait_running() {  # N DIR -> seconds on stdout
+  local n=$1 t0 now
+  t0=$(date +%s.%N)
+  while [ "$(running_count "$2")" -lt "$n" ]; do
+    now=$(date +%s.%N)
+    if awk -v a="$t0" -v b="$now" 'BEGIN{exit !(b - a > 180)}'; then
+      say "scale: only $(running_count "$2") of $n VMs running after 180 s"; return 1
+    fi
+    sleep 0.5
+  done
+  now=$(date +%s.%N)
+  awk -v a="$t0" -v b="$now" 'BEGIN{printf "%.2f", b - a}'
+}
+
+one_size() {
+  local n=$1
+  DIR=$(mktemp -d /tmp/ppn-scale.XXXXXX)
+  mkdir -p "$DIR/qmp" "$DIR/run" "$DIR/no-cgroup"
+  "$FAKEQEMU" --dir "$DIR/qmp" --count "$n" --max 4G --init 2G --use-pct 30 --wave-pct 10 \
+    --burst-every 2 --burst-pct 40 --burst-len 10 --burst-cycle 40 >"$DIR/fake.out" &
+  FAKE_PID=$!
+  until grep -q '^ready' "$DIR/fake.out" 2>/dev/null; do sleep 0.1; done
+  ledger_json "$n" "$DIR" >"$DIR/ledger.json"
+  "$PPNCTL" --ledger "$DIR/ledger.db" ledger import "$DIR/ledger.json" >/dev/null
+  write_config "$DIR"
+  "$PPND" --config "$DIR/ppnd.conf" 2>"$DIR/ppnd.log" &
+  PPND_PID=$!
+  local adopt
+  adopt=$(wait_running "$n" "$DIR")
+  sleep 5
+  local c0 c1
+  c0=$(cpu_ns "$PPND_PID")
+  sleep "$WINDOW"
+  c1=$(cpu_ns "$PPND_PID")
+  local rss fds
+  rss=$(awk '/^VmRSS/ {print $2}' "/proc/$PPND_PID/status")
+  fds=$(ls "/proc/$PPND_PID/fd" | wc -l)
+  kill "$PPND_PID"; wait "$PPND_PID" 2>/dev/null || true; PPND_PID=''
+  kill "$FAKE_PID"; wait "$FAKE_PID" 2>/dev/null || true; FAKE_PID=''
+  rec "$n" adopt_all "$adopt" s
+  # The tick is 1 s (ppnd's default): CPU per tick = CPU seconds per wall second.
+  rec "$n" cpu_per_tick "$(awk -v d=$((c1 - c0)) -v w="$WINDOW" 'BEGIN{printf "%.3f", d / 1e6 / w}')" ms
+  rec "$n" cpu_per_vm_tick "$(awk -v d=$((c1 - c0)) -v w="$WINDOW" -v n="$n" 'BEGIN{printf "%.2f", d / 1e3 / w / n}')" us
+  rec "$n" rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" MiB
+  rec "$n" fds "$fds" count
+  tail -1 "$DIR/fake.out" | python3 -c '
+import json, sys
+n = int(sys.argv[1])
+d = json.loads(sys.stdin.read())
+lat = sorted(d["latency_ms"])
+def rec(m, v, u):
+    print(json.dumps({"part": "scale", "vms": n, "metric": m, "value": v, "unit": u}))
+rec("latency_samples", len(lat), "count")
+if lat:
+    rec("latency_median", lat[len(lat) // 2], "ms")
+    rec("latency_p95", lat[min(len(lat) - 1, int(len(lat) * 0.95))], "ms")
+    rec("latency_max", lat[-1], "ms")
+rec("balloon_cmds", d["served"].get("balloon", 0), "count")
+' "$n" >>"$OUT"
+  rm -rf "$DIR"; DIR=''
+}
+
+: >"$OUT"
+for n in $SIZES; do
+  say "scale: $n VMs (window ${WINDOW}s)"
+  one_size "$n"
+done

@@ -1,0 +1,180 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The scale benchmark's fake QEMU (bench/fakeqemu.c), driven through the project's own QMP
+ * client and balloon module — the code ppnd uses — so the fake is known to speak what the
+ * daemon expects: greeting and negotiation, query-balloon, balloon (with QEMU's refusal of
+ * 0 and its cap at RAM), qom-list, stats unknown until polling is enabled, actual moving
+ * toward the target over time, unknown commands refused, sockets removed on SIGTERM.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "balloon.h"
+#include "qmp.h"
+#include "util.h"
+
+#define TIMEOUT (2 * 1000000ULL)
+
+struct fake {
+        char dir[64];
+        pid_t pid;
+        FILE *out;
+};
+
+static struct fake F;
+
+static void sock_path(unsigned i, char *buf, size_t len) {
+        snprintf(buf, len, "%s/vm%04u.sock", F.dir, i);
+}
+
+/* Starts the fake with 3 VMs of 2 GiB, waits for its "ready" line. */
+static int setup(void **state) {
+        const char *build = getenv("PPN_BUILD_ROOT");
+        char exe[512], line[64];
+        snprintf(exe, sizeof exe, "%s/bench/ppn-fakeqemu", build ? build : "build");
+        strcpy(F.dir, "/tmp/ppn-fakeqemu-test.XXXXXX");
+        assert_non_null(mkdtemp(F.dir));
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        F.pid = fork();
+        assert_true(F.pid >= 0);
+        if (F.pid == 0) {
+                dup2(p[1], 1);
+                close(p[0]);
+                execl(exe, exe, "--dir", F.dir, "--count", "3", "--max", "2G", (char *) NULL);
+                _exit(127);
+        }
+        close(p[1]);
+        F.out = fdopen(p[0], "r");
+        assert_non_null(fgets(line, sizeof line, F.out));
+        assert_string_equal(line, "ready 3\n");
+        return 0;
+}
+
+static int teardown(void **state) {
+        if (F.pid > 0) {
+                kill(F.pid, SIGKILL);
+                waitpid(F.pid, NULL, 0);
+        }
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", F.dir);
+        return system(cmd) == 0 ? 0 : -1;
+}
+
+static struct qmp *connect_vm(unsigned i) {
+        char path[128];
+        struct qmp *q = NULL;
+        struct qmp_error e = {};
+        sock_path(i, path, sizeof path);
+        assert_int_equal(qmp_connect_sync(path, TIMEOUT, &q, &e), 0);
+        struct qmp_version v;
+        assert_int_equal(qmp_qemu_version(q, &v), 0);
+        assert_int_equal(v.major, 7);
+        return q;
+}
+
+static void test_balloon_query_and_set(void **state) {
+        _cleanup_(qmp_freep) struct qmp *q = connect_vm(1);
+        struct qmp_error e = {};
+        uint64_t actual;
+        assert_int_equal(balloon_query_sync(q, TIMEOUT, &actual, &e), 0);
+        assert_int_equal(actual, 2 * GIB);
+        /* 2 GiB -> 1.5 GiB at 0.5 GiB/s: about 1 s, not at once. */
+        assert_int_equal(balloon_set_target_sync(q, 1536 * MIB, 64 * MIB, TIMEOUT, &e), 0);
+        assert_int_equal(balloon_query_sync(q, TIMEOUT, &actual, &e), 0);
+        assert_true(actual > 1536 * MIB && actual <= 2 * GIB);
+        uint64_t t0 = now_usec();
+        while (actual > 1536 * MIB && now_usec() - t0 < 5 * 1000000ULL) {
+                usleep(50000);
+                assert_int_equal(balloon_query_sync(q, TIMEOUT, &actual, &e), 0);
+        }
+        assert_int_equal(actual, 1536 * MIB);
+        assert_true(now_usec() - t0 >= 700000);
+        /* Above RAM is capped, as QEMU does; deflating is fast. */
+        assert_int_equal(balloon_set_target_sync(q, 8 * GIB, 64 * MIB, TIMEOUT, &e), 0);
+        usleep(400000);
+        assert_int_equal(balloon_query_sync(q, TIMEOUT, &actual, &e), 0);
+        assert_int_equal(actual, 2 * GIB);
+}
+
+static void test_zero_and_unknown_refused(void **state) {
+        _cleanup_(qmp_freep) struct qmp *q = connect_vm(0);
+        struct qmp_error e = {};
+        json_object *args = json_object_new_object();
+        json_object_object_add(args, "value", json_object_new_int64(0));
+        assert_true(qmp_call_sync(q, "balloon", args, TIMEOUT, NULL, &e) < 0);
+        assert_true(qmp_error_has_class(&e, "GenericError"));
+        assert_non_null(strstr(e.desc, "expects a size"));
+        e = (struct qmp_error) {};
+        assert_true(qmp_call_sync(q, "query-cpus-fast", NULL, TIMEOUT, NULL, &e) < 0);
+        assert_true(qmp_error_has_class(&e, "CommandNotFound"));
+}
+
+static void test_stats_unknown_until_enabled(void **state) {
+        _cleanup_(qmp_freep) struct qmp *q = connect_vm(2);
+        struct qmp_error e = {};
+        struct balloon_stats s;
+        uint64_t v;
+        assert_int_equal(balloon_read_stats_sync(q, "balloon0", TIMEOUT, &s, &e), 0);
+        assert_int_equal(s.last_update, 0);
+        assert_int_equal(balloon_stats_get(&s, BALLOON_STAT_AVAILABLE_MEMORY, &v), -ENODATA);
+        assert_int_equal(balloon_enable_stats_sync(q, "balloon0", 1, TIMEOUT, &e), 0);
+        assert_int_equal(balloon_read_stats_sync(q, "balloon0", TIMEOUT, &s, &e), 0);
+        assert_true(s.last_update > 0 && s.last_update <= (uint64_t) time(NULL));
+        assert_int_equal(balloon_stats_get(&s, BALLOON_STAT_TOTAL_MEMORY, &v), 0);
+        assert_int_equal(v, 2 * GIB);
+        uint64_t avail;
+        assert_int_equal(balloon_stats_get(&s, BALLOON_STAT_AVAILABLE_MEMORY, &avail), 0);
+        /* use = 30 % ± 10 % of 2 GiB (VM 2 is not a burst VM). */
+        assert_true(avail >= 2 * GIB - 700 * MIB && avail <= 2 * GIB - 500 * MIB);
+}
+
+static void test_qom_list_names_the_balloon(void **state) {
+        _cleanup_(qmp_freep) struct qmp *q = connect_vm(0);
+        struct qmp_error e = {};
+        json_object *args = json_object_new_object(), *reply = NULL;
+        json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
+        assert_int_equal(qmp_call_sync(q, "qom-list", args, TIMEOUT, &reply, &e), 0);
+        assert_int_equal(json_object_array_length(reply), 1);
+        json_object *name, *type, *el = json_object_array_get_idx(reply, 0);
+        assert_true(json_object_object_get_ex(el, "name", &name));
+        assert_true(json_object_object_get_ex(el, "type", &type));
+        assert_string_equal(json_object_get_string(name), "balloon0");
+        assert_non_null(strstr(json_object_get_string(type), "virtio-balloon"));
+        json_object_put(reply);
+}
+
+/* Last: SIGTERM removes every socket and reports the commands served. */
+static void test_sigterm_cleans_up(void **state) {
+        char path[128], line[1024];
+        struct stat st;
+        assert_int_equal(kill(F.pid, SIGTERM), 0);
+        assert_non_null(fgets(line, sizeof line, F.out));
+        assert_non_null(strstr(line, "\"query-balloon\":"));
+        assert_int_equal(waitpid(F.pid, NULL, 0), F.pid);
+        F.pid = 0;
+        for (unsigned i = 0; i < 3; i++) {
+                sock_path(i, path, sizeof path);
+                assert_int_equal(stat(path, &st), -1);
+        }
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_balloon_query_and_set),
+                cmocka_unit_test(test_zero_and_unknown_refused),
+                cmocka_unit_test(test_stats_unknown_until_enabled),
+                cmocka_unit_test(test_qom_list_names_the_balloon),
+                cmocka_unit_test(test_sigterm_cleans_up),
+        };
+        return cmocka_run_group_tests(tests, setup, teardown);
+}
