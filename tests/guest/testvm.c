@@ -209,6 +209,17 @@ static bool vm_alive(struct testvm *vm) {
         return !vm->reaped;
 }
 
+/* A channel that closed may mean QEMU is on its way out (it creates its sockets before it fails
+ * on, e.g., an unknown accelerator): give it up to ms to be reaped before calling it alive. */
+static bool vm_alive_after(struct testvm *vm, unsigned ms) {
+        for (unsigned waited = 0; vm_alive(vm); waited += 20) {
+                if (waited >= ms)
+                        return true;
+                usleep(20000);
+        }
+        return false;
+}
+
 void testvm_disconnect(struct testvm *vm) {
         if (vm->fd >= 0)
                 close(vm->fd);
@@ -530,7 +541,7 @@ static int wait_ready(struct testvm *vm, uint64_t start) {
         _cleanup_free_ char *out = NULL;
         uint64_t now = now_usec();
         r = testvm_exec(vm, "echo ready", now < deadline ? (unsigned) ((deadline - now) / 1000) : 1, &out);
-        if (r < 0 && r != -ETIMEDOUT && !vm_alive(vm))
+        if (r < 0 && r != -ETIMEDOUT && !vm_alive_after(vm, 2000))
                 return boot_failed(vm, -ECHILD, "QEMU exited");
         if (r != 0 || strcmp(out, "ready\n") != 0)
                 return boot_failed(vm, r < 0 ? r : -EPROTO, r == -ETIMEDOUT ?
