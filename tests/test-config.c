@@ -63,6 +63,9 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_int_equal(c->override_usec, 600000000);
         assert_int_equal(c->qmp_retry_max_usec, 5000000);
         assert_string_equal(c->accel, "kvm");
+        assert_string_equal(c->qemu_binary, "qemu-system-x86_64");
+        assert_string_equal(c->log_dir, "/var/log/ppn");
+        assert_string_equal(c->image_dir, "/var/lib/ppn/images");
         assert_false(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "127.0.0.1");
         assert_int_equal(c->metrics_port, 9464);
