@@ -44,8 +44,7 @@ static void usage(FILE *f) {
                 "              COMMAND [ARGS...]\n"
                 "       ppnctl COMMAND --help\n"
                 "\n"
-                "global options (each overrides its environment variable, which overrides the\n"
-                "config file, which overrides the built-in default):\n"
+                "global options:\n"
                 "  --config PATH   ppnd's config file, for node settings (env PPN_CONFIG)\n"
                 "                  default %s if it exists\n"
                 "  --ledger PATH   ledger database (env PPN_LEDGER, config [ledger] path)\n"
@@ -55,6 +54,9 @@ static void usage(FILE *f) {
                 "  --json          machine-readable output, sizes in bytes\n"
                 "  --bytes         sizes as exact byte counts instead of 512M, 1.5G\n"
                 "  --version, --help\n"
+                "\n"
+                "Settings: an option overrides its environment variable, which overrides the\n"
+                "config file, which overrides the built-in default (node settings: ppnctl(8)).\n"
                 "\n"
                 "commands:\n",
                 PPN_DEFAULT_CONFIG, PPN_DEFAULT_LEDGER, PPN_DEFAULT_SOCKET);
