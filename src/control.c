@@ -13,6 +13,12 @@
 /* A follower that lets this much pile up is not reading; drop it (≈ 5,000 events). */
 #define CONTROL_MAX_QUEUED (1u << 20)
 
+/* Refusals and malformed requests are logged at notice, but a peer connecting in a loop must
+ * not flood the journal: at most 10 such lines per 10 s; the rest are counted, and the count
+ * is logged once the next window opens. */
+#define NOTICE_BURST 10
+#define NOTICE_WINDOW_USEC (UINT64_C(10) * 1000000)
+
 struct control_conn {
         struct control *ctl;
         struct control_conn *next;
@@ -40,7 +46,28 @@ struct control {
         void *userdata;
         struct control_conn *conns;
         size_t n_conns;
+        uint64_t notice_window;         /* start of the current window (CLOCK_MONOTONIC µs) */
+        unsigned n_notices, n_suppressed;
 };
+
+/* True if a notice may be logged now (see NOTICE_BURST). */
+static bool notice_allowed(struct control *c) {
+        uint64_t now = now_usec();
+
+        if (now - c->notice_window >= NOTICE_WINDOW_USEC) {
+                if (c->n_suppressed)
+                        log_notice("control: %u more refused or malformed requests were not logged",
+                                   c->n_suppressed);
+                c->notice_window = now;
+                c->n_notices = c->n_suppressed = 0;
+        }
+        if (c->n_notices < NOTICE_BURST) {
+                c->n_notices++;
+                return true;
+        }
+        c->n_suppressed++;
+        return false;
+}
 
 bool control_peer_allowed(uid_t uid, gid_t gid, const gid_t *groups, size_t n_groups,
                           gid_t allowed_gid, uid_t self) {
@@ -148,6 +175,7 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
         json_tokener *tok = json_tokener_new();
         json_object *req = NULL, *name, *reply = NULL;
         const struct control_request *entry;
+        bool malformed = true;          /* until dispatched */
         int r;
 
         if (!tok)
@@ -167,6 +195,7 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
                 ppn_error_set(&err, EOPNOTSUPP, "unknown request '%.64s'", json_object_get_string(name));
                 goto fail;
         }
+        malformed = false;
         r = entry->handler(conn, req, c->userdata, &reply, &err);
         if (r < 0)
                 goto fail;
@@ -176,7 +205,12 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
         json_tokener_free(tok);
         return r;
 fail:
-        log_debug("control: uid %u: %s", (unsigned) conn->uid, err.msg);
+        /* Only root and the control group get this far. A refused request ("no VM 'x'") is the
+         * user's business; a malformed one is a broken or hostile client: the operator's. */
+        if (malformed && notice_allowed(c))
+                log_notice("control: uid %u: malformed request refused: %s", (unsigned) conn->uid, err.msg);
+        else
+                log_debug("control: uid %u: %s", (unsigned) conn->uid, err.msg);
         json_object_put(req);
         json_tokener_free(tok);
         return send_error(conn, err.msg[0] ? err.msg : "request failed");
@@ -197,6 +231,8 @@ static int conn_process(struct control_conn *conn) {
         if (conn->in_len >= conn->ctl->opts.max_request) {
                 char msg[96];
                 snprintf(msg, sizeof(msg), "request too large (limit %zu bytes)", conn->ctl->opts.max_request);
+                if (notice_allowed(conn->ctl))
+                        log_notice("control: uid %u: %s; connection closed", (unsigned) conn->uid, msg);
                 (void) send_error(conn, msg);
                 return -EMSGSIZE;
         }
@@ -248,7 +284,9 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
         if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
                 return reject(fd, "cannot read peer credentials");
         if (!peer_allowed(c, &cred)) {
-                log_notice("control: refused uid %u (not root, not in the control group)", (unsigned) cred.uid);
+                if (notice_allowed(c))
+                        log_notice("control: refused uid %u (not root, not in the control group)",
+                                   (unsigned) cred.uid);
                 return reject(fd, "permission denied: only root or members of the control group may use ppnd");
         }
         if (c->n_conns >= c->opts.max_clients)

@@ -299,6 +299,21 @@ static int setup(struct ledger *l, bool read_only, struct ppn_error *err) {
         return r;
 }
 
+/*
+ * A new ledger is created empty with LEDGER_FILE_MODE before SQLite initializes it: SQLite would
+ * create it 0644 (less the umask), readable by every local user, and its -wal and -shm take
+ * the main file's mode. O_EXCL: a file that appeared meanwhile is left as it is.
+ */
+static int create_private(const char *path, struct ppn_error *err) {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, LEDGER_FILE_MODE);
+        if (fd < 0 && errno != EEXIST)
+                return ppn_error_set(err, -errno, "cannot create ledger '%s': %m; check the path and "
+                                     "that its folder exists and is writable", path);
+        if (fd >= 0)
+                close(fd);
+        return 0;
+}
+
 int ledger_open(const char *path, const struct ledger_options *opts, struct ledger **ret,
                 struct ppn_error *err) {
         struct ledger_options o = opts ? *opts : (struct ledger_options) {};
@@ -322,8 +337,10 @@ int ledger_open(const char *path, const struct ledger_options *opts, struct ledg
                                   errno == ENOENT ? "does not exist" : strerror(errno));
         else if (exists && !S_ISREG(st.st_mode))
                 r = ppn_error_set(err, -EINVAL, "ledger '%s' is not a regular file; check --ledger", path);
+        else if (!exists)
+                r = create_private(path, err);
         else
-                r = exists && st.st_size > 0 ? check_header(path, (uint64_t) st.st_size, err) : 0;
+                r = st.st_size > 0 ? check_header(path, (uint64_t) st.st_size, err) : 0;
         if (r == 0)
                 r = open_db(l, o.read_only, false, err);
         if (r == 0)

@@ -43,6 +43,11 @@
 
 #define LEDGER_SCHEMA_VERSION 1
 
+/* Mode of a ledger file this module creates (and of its -wal and -shm, which SQLite gives the
+ * main file's mode): the owner writes, its group may read, nobody else may. The umask may
+ * narrow it further. An existing file keeps its mode. */
+#define LEDGER_FILE_MODE 0640
+
 struct ledger;
 struct json_object;
 

@@ -7,6 +7,7 @@
 #include "config.h"
 #include "log.h"
 #include "manager.h"
+#include "oomguard.h"
 
 enum { OPT_CONFIG = 'c', OPT_CHECK = 'C', OPT_LOG = 'l', OPT_VERSION = 'V', OPT_HELP = 'h' };
 
@@ -105,6 +106,17 @@ static int load(const struct args *a, struct ppn_config **ret) {
         return r;
 }
 
+/* ppnd gives memory back under host pressure: it must outlive the guests' QEMUs there. */
+static void protect_from_oom(void) {
+        struct ppn_error err = { 0 };
+        int v;
+
+        if (oomguard_apply("/proc/self/oom_score_adj", OOMGUARD_SCORE_ADJ, &v, &err) < 0)
+                log_warning("%s", err.msg);
+        else
+                log_debug("oom_score_adj %d", v);
+}
+
 int main(int argc, char **argv) {
         struct args a = { .log_level = -1 };
         _cleanup_(manager_freep) struct manager *m = NULL;
@@ -121,6 +133,7 @@ int main(int argc, char **argv) {
         if (a.log_level >= 0)
                 cfg->log_level = a.log_level;
         log_set_max_level(cfg->log_level);
+        protect_from_oom();
         r = manager_new(cfg, a.config, &m, &err);
         if (r < 0) {
                 log_error("cannot start: %s", err.msg);

@@ -6,7 +6,7 @@
 #include <string.h>
 #include <time.h>
 
-static int error_vset(struct ppn_error *err, int code, const char *fmt, va_list ap) {
+_printf_(3, 0) static int error_vset(struct ppn_error *err, int code, const char *fmt, va_list ap) {
         code = code > 0 ? -code : code;
         if (code == 0)
                 code = -EIO;

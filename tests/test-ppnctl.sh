@@ -113,13 +113,21 @@ fi
 # ---- an operator without write access reads (no daemon holding the ledger open) ----
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
   mkdir -m 755 "$T/ro" && PPN_LEDGER=$T/ro/l.db "$PPNCTL" node set physical=8G >/dev/null
+  # A new ledger is 0640: readable by its group (here 65534), by nobody else.
+  [ "$(stat -c %a "$T/ro/l.db")" = 640 ] && ok "a new ledger file is mode 0640" || not_ok "a new ledger file is mode 0640" "$(stat -c %a "$T/ro/l.db")"
+  chgrp 65534 "$T/ro/l.db"
   as_nobody() { PPN_LEDGER=$T/ro/l.db setpriv --reuid=65534 --regid=65534 --clear-groups "$PPNCTL" "$@"; }
-  as_nobody node show >/dev/null && ok "a reader without write access can read" || not_ok "a reader without write access can read"
+  as_nobody node show >/dev/null && ok "a reader in the ledger's group, without write access, can read" || not_ok "a reader without write access can read"
+  err=$(PPN_LEDGER=$T/ro/l.db setpriv --reuid=65534 --regid=65533 --clear-groups "$PPNCTL" vm list 2>&1); rc=$?
+  [ $rc = 1 ] && [[ "$err" == *"Permission denied"* ]] \
+    && ok "a user outside the ledger's group cannot read it: exit 1 and why" || not_ok "outsider reads the ledger" "$rc $err"
   err=$(as_nobody node set reserve=1G 2>&1); rc=$?
   [ $rc = 1 ] && [[ "$err" == *"writing needs write access to the file and its folder (this is uid 65534)" ]] \
     && ok "a writer without write access: exit 1 and why" || not_ok "a writer without write access" "$rc $err"
 else
+  echo "ok $((n += 1)) - new ledger mode # SKIP not root"
   echo "ok $((n += 1)) - reader without write access # SKIP not root"
+  echo "ok $((n += 1)) - outsider cannot read # SKIP not root"
   echo "ok $((n += 1)) - writer without write access # SKIP not root"
 fi
 

@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+#include "oomguard.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int read_value(int fd, int *ret) {
+        char buf[16] = "";
+        ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+        char *end;
+        long v;
+
+        if (n <= 0)
+                return n < 0 ? -errno : -EBADMSG;
+        errno = 0;
+        v = strtol(buf, &end, 10);
+        if (errno || end == buf || (*end && *end != '\n') || v < -1000 || v > 1000)
+                return -EBADMSG;
+        *ret = (int) v;
+        return 0;
+}
+
+int oomguard_apply(const char *path, int value, int *ret_value, struct ppn_error *err) {
+        _cleanup_close_ int fd = -1;
+        char text[16];
+        int cur = 0, len, r;
+
+        if (value < -1000 || value > 1000)
+                return ppn_error_set(err, -EINVAL, "oom_score_adj %d is outside -1000..1000", value);
+        fd = open(path, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+                return ppn_error_set(err, -errno, "cannot open %s: %m", path);
+        r = read_value(fd, &cur);
+        if (r < 0)
+                return ppn_error_set(err, r, "cannot read %s: %s", path, strerror(-r));
+        if (cur <= value) {
+                if (ret_value)
+                        *ret_value = cur;
+                return 0;
+        }
+        len = snprintf(text, sizeof(text), "%d\n", value);
+        if (pwrite(fd, text, (size_t) len, 0) != len)
+                return ppn_error_set(err, -errno, "cannot lower %s from %d to %d: %m%s", path, cur, value,
+                                     errno == EACCES ? " (needs root or CAP_SYS_RESOURCE; ppnd stays "
+                                                       "as likely an OOM victim as any process)" : "");
+        if (ret_value)
+                *ret_value = value;
+        return 0;
+}

@@ -1,0 +1,177 @@
+"""Shared by the ppnd fault tests: a temporary node (ledger, config, fake QEMUs) and ppnd on it.
+
+Everything lives in one temporary folder that is removed at the end; every process started
+here is killed by its pid at the end, also when a check fails.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+MIB = 1 << 20
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUILD = os.environ.get('PPN_BUILD_ROOT', os.path.join(HERE, '..', 'build'))
+PPND = os.path.join(BUILD, 'src', 'ppnd')
+PPNCTL = os.path.join(BUILD, 'src', 'ppnctl')
+FAKE = os.path.join(HERE, 'fake-qemu.py')
+
+
+class Tap:
+    """TAP output: one line per check; the plan at the end."""
+
+    def __init__(self):
+        self.n = 0
+        self.failed = 0
+
+    def ok(self, cond, what, detail=''):
+        self.n += 1
+        print('%s %d - %s' % ('ok' if cond else 'not ok', self.n, what), flush=True)
+        if detail:
+            for line in str(detail).splitlines():
+                print('# ' + line, flush=True)
+        if not cond:
+            self.failed += 1
+        return cond
+
+    def note(self, text):
+        print('# ' + text, flush=True)
+
+    def done(self):
+        print('1..%d' % self.n, flush=True)
+        return 1 if self.failed else 0
+
+
+class Node:
+    def __init__(self, tick='200ms', retry_max='1s', control_group='', open_dirs=False):
+        self.dir = tempfile.mkdtemp(prefix='ppn-faults-')
+        self.run = os.path.join(self.dir, 'run')
+        os.makedirs(self.run)
+        if open_dirs:
+            # Access tests: folders anyone may traverse, so only the files' own modes and
+            # ppnd's peer check stand between another user and the ledger or socket.
+            os.chmod(self.dir, 0o755)
+            os.chmod(self.run, 0o755)
+        self.ledger = os.path.join(self.dir, 'ledger.db')
+        self.sock = os.path.join(self.run, 'ppnd.sock')
+        self.conf = os.path.join(self.dir, 'ppnd.conf')
+        self.log = os.path.join(self.dir, 'ppnd.log')
+        self.fakes = {}
+        self.ppnd = None
+        # An empty folder as the cgroup root: placement fails (reported in status) and the
+        # fake QEMUs, which are this test's own children, stay in the test's cgroup.
+        os.makedirs(os.path.join(self.dir, 'cgroup'))
+        with open(self.conf, 'w') as f:
+            f.write('[daemon]\nlog-level = info\nruntime-dir = %s\n[ledger]\npath = %s\n'
+                    '[control]\nsocket = %s\ngroup = %s\n[cgroup]\nroot = %s\n'
+                    '[controller]\ntick = %s\nqmp-retry-max = %s\n'
+                    % (self.run, self.ledger, self.sock, control_group,
+                       os.path.join(self.dir, 'cgroup'), tick, retry_max))
+
+    def ctl(self, *args, check=True, user=None):
+        """ppnctl as root, or as `user` (a name: its uid, primary and supplementary groups)."""
+        env = dict(os.environ, PPN_LEDGER=self.ledger, PPN_SOCKET=self.sock)
+        prefix = ['setpriv', '--reuid=' + user, '--regid=' + user, '--init-groups'] if user else []
+        r = subprocess.run(prefix + [PPNCTL] + list(args), env=env, capture_output=True, text=True)
+        if check and r.returncode != 0:
+            raise RuntimeError('ppnctl %s: %s' % (' '.join(args), r.stderr.strip()))
+        return r
+
+    def add_vm(self, name, mode, min_='512M', max_='2G', **fake_args):
+        path = os.path.join(self.run, name + '.qmp')
+        log = os.path.join(self.dir, name + '.log')
+        self.ctl('vm', 'add', name, '--min', min_, '--max', max_, '--qmp', path)
+        argv = [sys.executable, FAKE, path, '--mode', mode, '--log', log,
+                '--max', str(parse_size(max_))]
+        for k, v in fake_args.items():
+            flag = '--' + k.replace('_', '-')
+            argv += [flag] if v is True else [flag, str(v)]
+        p = subprocess.Popen(argv)
+        self.fakes[name] = (p, log)
+        for _ in range(100):
+            if os.path.exists(path):
+                break
+            time.sleep(0.02)
+
+    def fake_log(self, name):
+        try:
+            return open(self.fakes[name][1]).read().splitlines()
+        except FileNotFoundError:
+            return []
+
+    def targets(self, name):
+        return [int(l.split()[1]) for l in self.fake_log(name) if l.startswith('target ')]
+
+    def start(self):
+        self.logf = open(self.log, 'a')
+        self.ppnd = subprocess.Popen([PPND, '--config', self.conf], stdout=self.logf,
+                                     stderr=subprocess.STDOUT)
+        for _ in range(200):
+            if self.request('ping', quiet=True):
+                return True
+            time.sleep(0.025)
+        return False
+
+    def kill(self, sig=signal.SIGKILL):
+        """Signals ppnd and waits for it; returns its exit status (None if not running).
+        Under ASan a leak or error report at exit makes the status non-zero."""
+        rc = None
+        if self.ppnd and self.ppnd.poll() is None:
+            self.ppnd.send_signal(sig)
+            rc = self.ppnd.wait(timeout=10)
+        self.ppnd = None
+        return rc
+
+    def request(self, name, quiet=False, timeout=2.0, raw=None, **args):
+        """One control request (or the raw bytes given); returns (reply, seconds), or None if
+        ppnd did not answer and quiet."""
+        req = dict(args, request=name)
+        t0 = time.monotonic()
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(timeout)
+                s.connect(self.sock)
+                s.sendall(raw if raw is not None else (json.dumps(req) + '\n').encode())
+                buf = b''
+                while not buf.endswith(b'\n'):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+            return json.loads(buf), time.monotonic() - t0
+        except (OSError, ValueError):
+            if not quiet:
+                raise
+            return None
+
+    def status(self):
+        reply, _ = self.request('status')
+        return {v['name']: v for v in reply['vms']}
+
+    def sanitized(self):
+        """ppnd runs under ASan (build-asan): timings and memory are not the release build's."""
+        return 'libasan' in self.proc('maps')
+
+    def proc(self, what):
+        with open('/proc/%d/%s' % (self.ppnd.pid, what)) as f:
+            return f.read()
+
+    def cleanup(self):
+        self.kill(signal.SIGTERM)
+        for p, _ in self.fakes.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        if os.environ.get('PPN_KEEP_DIR'):
+            print('# kept %s' % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def parse_size(s):
+    units = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
+    return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)

@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""ppnd against broken QEMU monitors and a lying guest (TAP).
+
+Six VMs in the ledger, each behind tests/fake-qemu.py (a stand-in for a broken QEMU: real
+QEMU cannot be made to stall mid-line or flood on demand): a good one, one that accepts and
+never answers, one that stops half-way through its greeting, one that stops answering after
+adoption, one that floods events, and one whose guest statistics lie (huge, zero, flapping,
+pressure forever). For 12 s the control socket is asked for status every 100 ms.
+
+Proven: status answers come in < 100 ms (95th percentile; the maximum and the machine's load
+are printed); the good VM stays running and sampled
+throughout; the silent, half and stalling monitors time out and are reconnected; no VM is ever
+sent a target below its minimum or above its maximum (every 'balloon' each fake received);
+ppnd's memory stays bounded under the flood; ppnd protects itself from the OOM killer (or,
+without CAP_SYS_RESOURCE, says why it cannot); ppnd still exits cleanly (0) afterwards.
+"""
+import os
+import signal
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ppnd_harness import MIB, Node, Tap  # noqa: E402
+
+WATCH_S = 12.0
+LATENCY_MAX_S = 0.100
+RSS_MAX_KIB = 64 * 1024
+
+
+def can_lower_oom_score():
+    """CAP_SYS_RESOURCE in our effective set (some containers drop it even for root)."""
+    for line in open('/proc/self/status'):
+        if line.startswith('CapEff:'):
+            return bool(int(line.split()[1], 16) & (1 << 24))
+    return False
+
+
+def vm_hwm_kib(node):
+    for line in node.proc('status').splitlines():
+        if line.startswith('VmHWM:'):
+            return int(line.split()[1])
+    return -1
+
+
+def main():
+    t = Tap()
+    node = Node()
+    try:
+        node.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+        node.add_vm('good', 'good', available=1024 * MIB)
+        node.add_vm('silent', 'silent')
+        node.add_vm('half', 'half')
+        node.add_vm('stall', 'stall', answer=5)
+        node.add_vm('flood', 'flood', available=1024 * MIB)
+        node.add_vm('hostile', 'hostile', hostile_period=1.5)
+        if not t.ok(node.start(), 'ppnd starts and answers ping'):
+            return t.done()
+
+        lat, good_states, samples = [], [], 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < WATCH_S:
+            reply, dt = node.request('status')
+            lat.append(dt)
+            vms = {v['name']: v for v in reply['vms']}
+            if time.monotonic() - t0 > 2.0:
+                good_states.append((vms['good']['state'], vms['good'].get('stats_age_usec')))
+            samples += 1
+            time.sleep(0.1)
+        lat.sort()
+        # p95 rather than the maximum: this machine's 2 cores are shared with other jobs
+        # running TCG guests (load average 8 seen), and a descheduled sample says nothing about
+        # ppnd. Unloaded, the maximum is ~45 ms; the numbers are printed either way.
+        numbers = ('%d requests: median %.1f ms, p95 %.1f ms, p99 %.1f ms, max %.1f ms; '
+                   'load average %.1f on %d CPUs'
+                   % (len(lat), lat[len(lat) // 2] * 1e3, lat[int(len(lat) * 0.95)] * 1e3,
+                      lat[int(len(lat) * 0.99)] * 1e3, lat[-1] * 1e3, os.getloadavg()[0],
+                      os.cpu_count()))
+        if node.sanitized():
+            # ASan makes ppnd several times slower at reading the flood: the bound is the
+            # release build's; here ppnd must only keep answering (every request was).
+            t.ok(True, 'status latency bound # SKIP under ASan (%s)' % numbers)
+        else:
+            t.ok(lat[int(len(lat) * 0.95)] < LATENCY_MAX_S,
+                 'status answers in < 100 ms (p95) while monitors stall, stop mid-line and flood',
+                 numbers)
+        t.ok(node.ppnd.poll() is None, 'ppnd is still running')
+        t.ok(all(s == 'running' for s, _ in good_states),
+             'the good VM stays running throughout', str(sorted(set(s for s, _ in good_states))))
+        ages = [a for _, a in good_states if a is not None]
+        t.ok(ages and max(ages) < 3_000_000, 'the good VM keeps being sampled (stats age < 3 s)',
+             'max stats age %.1f s' % (max(ages) / 1e6 if ages else -1))
+
+        st = node.status()
+        for name in ('silent', 'half', 'stall'):
+            connects = node.fake_log(name).count('connect')
+            t.ok(st[name]['state'] != 'running' or connects >= 2,
+                 '%s monitor: timed out and reconnected' % name,
+                 'state %s (%s); %d connections in %.0f s'
+                 % (st[name]['state'], st[name].get('reason') or '', connects, WATCH_S))
+            t.ok(connects >= 2, '%s monitor: connected again after the timeout' % name)
+        log = open(node.log).read()
+        t.ok('did not answer' in log or 'stopped answering' in log or 'timed out' in log.lower()
+             or 'no QMP greeting' in log, 'the timeouts are logged with the socket named')
+
+        bad = []
+        for name in node.fakes:
+            for tgt in node.targets(name):
+                if tgt < 512 * MIB or tgt > 2048 * MIB:
+                    bad.append('%s: %d MiB' % (name, tgt // MIB))
+        n_targets = sum(len(node.targets(n)) for n in node.fakes)
+        t.ok(not bad, 'no target outside [min, max] was ever sent (%d targets seen)' % n_targets,
+             ', '.join(bad[:10]))
+        hostile = node.targets('hostile')
+        t.ok(all(x <= 2048 * MIB for x in hostile),
+             'the lying guest never got more than its maximum',
+             'hostile targets (MiB): %s' % [x // MIB for x in hostile[:20]])
+        t.ok(all(x >= 512 * MIB for x in node.targets('good')),
+             'the lying guest never pushed the good VM below its minimum')
+
+        hwm = vm_hwm_kib(node)
+        flood_conn = node.fake_log('flood').count('connect')
+        if node.sanitized():
+            # ASan's shadow memory and 256 MiB quarantine are not ppnd's use.
+            t.ok(True, 'ppnd memory bound # SKIP under ASan (VmHWM %d KiB)' % hwm)
+        else:
+            t.ok(0 < hwm < RSS_MAX_KIB, 'ppnd memory stays bounded under the event flood',
+                 'VmHWM %d KiB (bound %d KiB)' % (hwm, RSS_MAX_KIB))
+        adj = int(node.proc('oom_score_adj'))
+        if can_lower_oom_score():
+            t.ok(adj == -900, 'ppnd lowered its own oom_score_adj', 'oom_score_adj %d' % adj)
+        else:
+            t.ok(adj == 0 and 'CAP_SYS_RESOURCE' in open(node.log).read(),
+                 'ppnd without CAP_SYS_RESOURCE (this container): says it cannot lower '
+                 'oom_score_adj', 'oom_score_adj %d' % adj)
+        rc = node.kill(signal.SIGTERM)
+        t.ok(rc == 0, 'ppnd exits 0 on SIGTERM after all this (under ASan: no leak, no error)',
+             'exit status %s' % rc)
+        time.sleep(0.3)  # the fakes log the hang-up
+        events = [int(l.split()[1]) for l in node.fake_log('flood') if l.startswith('events ')]
+        t.ok(events and events[-1] > 10000, 'the flood was real: %d events read by ppnd in about '
+             '%.0f s over %d connection(s)' % (events[-1] if events else 0, WATCH_S + 1, flood_conn))
+    finally:
+        node.cleanup()
+    return t.done()
+
+
+if __name__ == '__main__':
+    sys.exit(main())
