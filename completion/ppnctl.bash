@@ -3,7 +3,7 @@
 # The word lists mirror ppnctl's command table; tests/test-install.sh checks them against
 # `ppnctl --help` and every `ppnctl COMMAND [SUBCOMMAND] --help`.
 
-_ppnctl_global_opts='--ledger --socket --json --bytes --help --version'
+_ppnctl_global_opts='--config --ledger --socket --json --bytes --help --version'
 _ppnctl_commands='adopt balloon events export history import ledger move node plot pool release start status stop vm'
 
 declare -A _ppnctl_subcommands=(
@@ -54,7 +54,7 @@ _ppnctl_vms() {
   local i
   for ((i = 1; i < COMP_CWORD; i++)); do
     case ${COMP_WORDS[i]} in
-      --ledger|--socket) args+=("${COMP_WORDS[i]}" "${COMP_WORDS[i+1]}") ;;
+      --config|--ledger|--socket) args+=("${COMP_WORDS[i]}" "${COMP_WORDS[i+1]}") ;;
     esac
   done
   ppnctl "${args[@]}" --json vm list 2>/dev/null | sed -n 's/^ *"name" *: *"\([^"]*\)".*/\1/p'
@@ -65,14 +65,14 @@ _ppnctl() {
   local i cmd='' sub='' nargs=0
 
   case $prev in
-    --ledger|--socket|--output|-o|--input) COMPREPLY=($(compgen -f -- "$cur")); return ;;
+    --config|--ledger|--socket|--output|-o|--input) COMPREPLY=($(compgen -f -- "$cur")); return ;;
     --min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qemu-arg) return ;;
     --qmp|--disk) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   for ((i = 1; i < COMP_CWORD; i++)); do
     local w=${COMP_WORDS[i]}
     case $w in
-      --ledger|--socket|--output|-o|--input|--min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qmp|--disk|--qemu-arg)
+      --config|--ledger|--socket|--output|-o|--input|--min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qmp|--disk|--qemu-arg)
         ((i++)) ;;
       -*) ;;
       *)

@@ -30,6 +30,9 @@ const char config_default_text[] =
         "qmp-retry-max = 5s\n"
         "[qemu]\n"
         "accel = kvm\n"
+        "binary = qemu-system-x86_64\n"
+        "log-dir = /var/log/ppn\n"
+        "image-dir = /var/lib/ppn/images\n"
         "[metrics]\n"
         "enabled = no\n"
         "address = 127.0.0.1\n"
@@ -50,6 +53,7 @@ enum key_type {
         KEY_PERCENT,    /* a decimal 0-100 (double) */
         KEY_LOGLEVEL,
         KEY_ACCEL,
+        KEY_PROGRAM,    /* an absolute path, or a name looked up in PATH (no '/') */
 };
 
 struct key {
@@ -110,6 +114,9 @@ static const struct key keys[] = {
         POLICY_TIME("stuck-retry-after", stuck_retry_usec),
         POLICY_SIZE("swap-in-burst", swap_in_burst),
         { "qemu", "accel", KEY_ACCEL, OFF(accel), 0, 0, 0 },
+        { "qemu", "binary", KEY_PROGRAM, OFF(qemu_binary), 0, 0, 0 },
+        { "qemu", "image-dir", KEY_PATH, OFF(image_dir), 0, 0, 0 },
+        { "qemu", "log-dir", KEY_PATH, OFF(log_dir), 0, 0, 0 },
 };
 
 struct parser {
@@ -295,6 +302,9 @@ static const char *check_text(enum key_type t, const char *v) {
                 return !*v || name_ok(v) ? NULL : "must be empty (root only) or a group name";
         case KEY_ACCEL:
                 return strcmp(v, "kvm") == 0 || strcmp(v, "tcg") == 0 ? NULL : "must be 'kvm' or 'tcg'";
+        case KEY_PROGRAM:
+                return v[0] == '/' || (v[0] && !strchr(v, '/')) ? NULL
+                                                                : "must be an absolute path or a program name found in PATH";
         default:
                 return NULL;
         }
@@ -376,7 +386,7 @@ struct ppn_config *config_free(struct ppn_config *c) {
         for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
                 enum key_type t = keys[i].type;
                 if (t == KEY_STRING || t == KEY_PATH || t == KEY_PATH_AUTO || t == KEY_NAME ||
-                    t == KEY_GROUP || t == KEY_ACCEL)
+                    t == KEY_GROUP || t == KEY_ACCEL || t == KEY_PROGRAM)
                         free(*(char **) ((char *) c + keys[i].offset));
         }
         free(c);

@@ -38,7 +38,11 @@ struct ppn_config {
         uint64_t override_usec;         /* default override lease (ppnctl balloon, QMP changes) */
         uint64_t qmp_retry_max_usec;    /* reconnect backoff ceiling while a QMP socket is absent */
         /* [qemu] */
-        char *accel;                    /* "tcg" or "kvm" (used when the daemon launches VMs) */
+        /* Used by ppnctl start|stop|adopt|import|move, which launch and carry VMs. */
+        char *accel;                    /* "tcg" or "kvm" */
+        char *qemu_binary;              /* absolute, or a name looked up in PATH */
+        char *log_dir;                  /* QEMU's stderr and serial console: LOG_DIR/NAME.log */
+        char *image_dir;                /* ppnctl import puts disk images in IMAGE_DIR/NAME/ */
         /* [metrics] */
         bool metrics_enabled;
         char *metrics_address;

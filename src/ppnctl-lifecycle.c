@@ -3,13 +3,14 @@
  * ppnctl start|stop|adopt|export|import|move: a VM's life from its ledger entry, and archives
  * that carry it to another node.
  *
- * Node settings come from the environment (the daemon's config holds the same values):
- *   PPN_RUNTIME_DIR   QMP sockets: RUNTIME/NAME.qmp (the daemon's, unless the ledger entry
- *                     names one) and RUNTIME/NAME.ppnctl.qmp (ppnctl's own); default /run/ppn
- *   PPN_LOG_DIR       QEMU's stderr and the serial console: LOGS/NAME.log (default /var/log/ppn)
- *   PPN_ACCEL         kvm (default) or tcg           PPN_QEMU   the QEMU binary
- *   PPN_CGROUP_ROOT, PPN_CGROUP_PARENT               where the per-VM groups live
- *   PPN_IMAGE_DIR     where import puts disk images: IMAGES/NAME/ (default /var/lib/ppn/images)
+ * Node settings come from struct ctl_globals: the daemon's config file, overridden by the
+ * environment (see ppnctl.h):
+ *   runtime_dir   QMP sockets: RUNTIME/NAME.qmp (the daemon's, unless the ledger entry names
+ *                 one) and RUNTIME/NAME.ppnctl.qmp (ppnctl's own)
+ *   log_dir       QEMU's stderr and the serial console: LOGS/NAME.log
+ *   accel, qemu   the accelerator (kvm or tcg) and the QEMU binary
+ *   cgroup_root, cgroup_parent   where the per-VM groups live
+ *   image_dir     where import puts disk images: IMAGES/NAME/
  */
 #include <getopt.h>
 #include <inttypes.h>
@@ -35,17 +36,9 @@
 #define IMPORT_USAGE "import DIR [--image-dir DIR]"
 #define MOVE_USAGE "move VM --to DIR [--timeout SECONDS]"
 
-#define IMAGE_DIR_DEFAULT "/var/lib/ppn/images"
 /* After "quit", QEMU exits within milliseconds; 10 s before SIGKILL covers a host under load. */
 #define QUIT_WAIT_USEC (UINT64_C(10) * 1000000)
 #define CGROUP_REMOVE_USEC (UINT64_C(5) * 1000000)
-
-static const char *env_or(const char *name, const char *dflt) {
-        const char *v = getenv(name);
-        return v && *v ? v : dflt;
-}
-
-static const char *runtime_dir(void) { return env_or("PPN_RUNTIME_DIR", VM_RUNTIME_DIR_DEFAULT); }
 
 /* A VM's paths on this node. */
 struct vm_paths {
@@ -58,11 +51,11 @@ static void vm_paths_done(struct vm_paths *p) {
         free(p->log);
 }
 
-static int vm_paths_get(const struct ledger_vm *vm, struct vm_paths *ret) {
+static int vm_paths_get(const struct ctl_globals *g, const struct ledger_vm *vm, struct vm_paths *ret) {
         struct vm_paths p = {
-                .qmp = vm->qmp ? strdup(vm->qmp) : vm_runtime_path(runtime_dir(), vm->name, VM_QMP_SUFFIX),
-                .ctl = vm_runtime_path(runtime_dir(), vm->name, VM_CTL_SUFFIX),
-                .log = vm_runtime_path(env_or("PPN_LOG_DIR", VM_LOG_DIR_DEFAULT), vm->name, VM_LOG_SUFFIX),
+                .qmp = vm->qmp ? strdup(vm->qmp) : vm_runtime_path(g->runtime_dir, vm->name, VM_QMP_SUFFIX),
+                .ctl = vm_runtime_path(g->runtime_dir, vm->name, VM_CTL_SUFFIX),
+                .log = vm_runtime_path(g->log_dir, vm->name, VM_LOG_SUFFIX),
         };
         if (!p.qmp || !p.ctl || !p.log) {
                 vm_paths_done(&p);
@@ -77,8 +70,8 @@ static bool vm_running(const struct vm_paths *p) {
         return vm_qmp_alive(p->ctl) == 1 || vm_qmp_alive(p->qmp) == 1;
 }
 
-static int open_cgroup(struct ppn_cgroup **ret, struct ppn_error *err) {
-        struct ppn_cgroup_options o = { .root = getenv("PPN_CGROUP_ROOT"), .parent = getenv("PPN_CGROUP_PARENT") };
+static int open_cgroup(const struct ctl_globals *g, struct ppn_cgroup **ret, struct ppn_error *err) {
+        struct ppn_cgroup_options o = { .root = g->cgroup_root, .parent = g->cgroup_parent };
         int r = ppn_cgroup_open(&o, ret, err);
         return r < 0 ? ppn_error_prefix(err, r, "CPU weights cannot be applied") : r;
 }
@@ -141,7 +134,7 @@ struct start_opts {
         bool paused, dry_run, no_deflate, no_fpr;
 };
 
-static int build_spec_argv(const struct ledger_vm *vm, const struct vm_paths *p, const struct start_opts *o,
+static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *vm, const struct vm_paths *p, const struct start_opts *o,
                            char ***ret_argv, struct ppn_error *err) {
         size_t n = 0;
         while (vm->disks && vm->disks[n])
@@ -156,8 +149,8 @@ static int build_spec_argv(const struct ledger_vm *vm, const struct vm_paths *p,
                         return ppn_error_set(err, r, "%s: disk %s: %s", vm->name, vm->disks[i], strerror(-r));
         }
         struct vm_spec s = {
-                .qemu = getenv("PPN_QEMU"), .name = vm->name, .uuid = vm->uuid,
-                .accel = env_or("PPN_ACCEL", VM_ACCEL_DEFAULT), .mem_bytes = vm->max_bytes, .vcpus = vm->vcpus,
+                .qemu = g->qemu, .name = vm->name, .uuid = vm->uuid,
+                .accel = g->accel, .mem_bytes = vm->max_bytes, .vcpus = vm->vcpus,
                 .qmp_path = p->qmp, .ctl_path = p->ctl, .log_path = p->log,
                 .no_deflate_on_oom = o->no_deflate, .no_free_page_reporting = o->no_fpr,
                 .disks = disks, .n_disks = n, .extra = (const char *const *) vm->qemu_args, .paused = true,
@@ -238,9 +231,9 @@ int ctl_start(const struct ctl_globals *g, int argc, char **argv) {
                 return r;
         if ((r = load_vm(g, false, name, &l, &st, &vm)))
                 return r;
-        if (vm_paths_get(vm, &p) < 0)
+        if (vm_paths_get(g, vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
-        if ((r = start_admit(st, vm, &e)) < 0 || (r = build_spec_argv(vm, &p, &o, &args, &e)) < 0)
+        if ((r = start_admit(st, vm, &e)) < 0 || (r = build_spec_argv(g, vm, &p, &o, &args, &e)) < 0)
                 return ctl_fail(&e, r);
         if (o.dry_run) {
                 _cleanup_free_ char *line = vm_argv_to_string(args);
@@ -249,7 +242,7 @@ int ctl_start(const struct ctl_globals *g, int argc, char **argv) {
                 return CTL_OK;
         }
         struct vm_spec s = paths_spec(vm, &p);
-        if ((r = open_cgroup(&cg, &e)) >= 0 && (r = vm_launch(&s, args, 0, &pid, &e)) >= 0 &&
+        if ((r = open_cgroup(g, &cg, &e)) >= 0 && (r = vm_launch(&s, args, 0, &pid, &e)) >= 0 &&
             (r = place_and_run(vm, &p, pid, cg, o.paused, &e)) < 0)
                 kill_started(pid, cg, vm->name);
         strv_free(args);
@@ -274,10 +267,10 @@ static const char *stop_process(struct qmp *q, pid_t pid, uint64_t timeout_usec)
         return "did not power down or quit: killed";
 }
 
-static void remove_group(const char *name) {
+static void remove_group(const struct ctl_globals *g, const char *name) {
         _cleanup_(ppn_cgroup_freep) struct ppn_cgroup *cg = NULL;
         struct ppn_error e = {};
-        int r = open_cgroup(&cg, &e);
+        int r = open_cgroup(g, &cg, &e);
         if (r >= 0)
                 r = ppn_cgroup_vm_remove(cg, name, CGROUP_REMOVE_USEC, &e);
         if (r < 0)
@@ -285,12 +278,12 @@ static void remove_group(const char *name) {
 }
 
 /* Stops the VM if it runs; 0, or CTL_FAILED with the reason printed. */
-static int stop_vm(const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet) {
+static int stop_vm(const struct ctl_globals *g, const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet) {
         _cleanup_(vm_paths_done) struct vm_paths p = {};
         _cleanup_qmp_ struct qmp *q = NULL;
         struct qmp_error qe = {};
         pid_t pid;
-        if (vm_paths_get(vm, &p) < 0)
+        if (vm_paths_get(g, vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
         /* NAME.ppnctl.qmp exists for VMs ppnctl started; an adopted VM has only the ledger's socket. */
         int r = connect_vm(p.ctl, &q, &qe);
@@ -299,7 +292,7 @@ static int stop_vm(const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet
         if (r == -ENOENT || r == -ECONNREFUSED) {
                 if (!quiet)
                         printf("%s is not running\n", vm->name);
-                remove_group(vm->name);
+                remove_group(g, vm->name);
                 return 0;
         }
         if (r >= 0)
@@ -312,7 +305,7 @@ static int stop_vm(const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet
         uint64_t t0 = now_usec();
         const char *how = stop_process(q, pid, timeout_usec);
         q = qmp_free(q);
-        remove_group(vm->name);
+        remove_group(g, vm->name);
         if (vm_qmp_alive(p.qmp) == 0)
                 unlink(p.qmp);
         if (vm_qmp_alive(p.ctl) == 0)
@@ -350,7 +343,7 @@ int ctl_stop(const struct ctl_globals *g, int argc, char **argv) {
                 return ctl_usage_error("stop", STOP_USAGE, "expected one VM name");
         if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)))
                 return r;
-        return stop_vm(vm, timeout, false) ? CTL_FAILED : CTL_OK;
+        return stop_vm(g, vm, timeout, false) ? CTL_FAILED : CTL_OK;
 }
 
 /* Rate-limited progress on a terminal: one line rewritten at most 5 times a second. */
@@ -369,11 +362,11 @@ static void progress(const char *file, uint64_t done, uint64_t total, void *user
 
 static archive_progress_fn progress_fn(void) { return isatty(2) ? progress : NULL; }
 
-static int export_vm(const struct ledger_vm *vm, const char *dir) {
+static int export_vm(const struct ctl_globals *g, const struct ledger_vm *vm, const char *dir) {
         _cleanup_(vm_paths_done) struct vm_paths p = {};
         struct ppn_error e = {};
         size_t n = 0;
-        if (vm_paths_get(vm, &p) < 0)
+        if (vm_paths_get(g, vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
         if (vm_running(&p)) {
                 fprintf(stderr, "ppnctl: %s is running; stop it first (ppnctl stop %s) or use ppnctl move\n",
@@ -405,7 +398,7 @@ int ctl_export(const struct ctl_globals *g, int argc, char **argv) {
                 return ctl_usage_error("export", EXPORT_USAGE, "expected a VM name and a directory");
         if ((r = load_vm(g, false, argv[1], &l, &st, &vm)))
                 return r;
-        return export_vm(vm, argv[2]) ? CTL_FAILED : CTL_OK;
+        return export_vm(g, vm, argv[2]) ? CTL_FAILED : CTL_OK;
 }
 
 /* The entry the archive carries, checked against its manifest and made local to this node. */
@@ -483,7 +476,7 @@ int ctl_import(const struct ctl_globals *g, int argc, char **argv) {
         static const struct option opts[] = {
                 { "image-dir", required_argument, NULL, 'i' }, { "help", no_argument, NULL, 'h' }, {},
         };
-        const char *images = env_or("PPN_IMAGE_DIR", IMAGE_DIR_DEFAULT);
+        const char *images = g->image_dir;
         _cleanup_(archive_manifest_done) struct archive_manifest m = {};
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         _cleanup_ledger_ struct ledger *l = NULL;
@@ -545,7 +538,7 @@ int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
         if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
                 return r;
         /* The entry goes only once the archive is complete and verified (export re-reads it). */
-        if (stop_vm(vm, timeout, true) || export_vm(vm, to))
+        if (stop_vm(g, vm, timeout, true) || export_vm(g, vm, to))
                 return CTL_FAILED;
         if ((r = ledger_vm_remove(l, vm->name, getuid(), &e)) < 0)
                 return ctl_fail(&e, r);
@@ -564,7 +557,7 @@ static int probe_balloon(struct qmp *q, struct qmp_error *qe) {
         return r < 0 ? r : 1;
 }
 
-static int adopt_vm(struct ledger *l, const struct ledger_vm *vm, const char *qmp_path) {
+static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct ledger_vm *vm, const char *qmp_path) {
         _cleanup_qmp_ struct qmp *q = NULL;
         _cleanup_(ppn_cgroup_freep) struct ppn_cgroup *cg = NULL;
         struct qmp_error qe = {};
@@ -579,7 +572,7 @@ static int adopt_vm(struct ledger *l, const struct ledger_vm *vm, const char *qm
         if (r < 0)
                 return ctl_fail(&qe.error, r);
         q = qmp_free(q);   /* the daemon takes the socket over */
-        if ((r = open_cgroup(&cg, &e)) < 0 || (r = ppn_cgroup_vm_place(cg, vm->name, pid, vm->cpu_weight, &e)) < 0)
+        if ((r = open_cgroup(g, &cg, &e)) < 0 || (r = ppn_cgroup_vm_place(cg, vm->name, pid, vm->cpu_weight, &e)) < 0)
                 return ctl_fail(&e, r);
         if (asprintf(&pair, "qmp=%s", qmp_path) < 0)
                 return ctl_fail(NULL, -ENOMEM);
@@ -617,5 +610,5 @@ int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
                 return ctl_usage_error("adopt", ADOPT_USAGE, "--qmp: want an absolute path");
         if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
                 return r;
-        return adopt_vm(l, vm, qmp_path) ? CTL_FAILED : CTL_OK;
+        return adopt_vm(g, l, vm, qmp_path) ? CTL_FAILED : CTL_OK;
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config.h"
 #include "log.h"
 #include "ppnctl.h"
 
@@ -39,21 +40,26 @@ static const struct ctl_command commands[] = {
 /* Everything fits 80 columns: names in a 10-column field, help wrapped under itself. */
 static void usage(FILE *f) {
         fprintf(f,
-                "usage: ppnctl [--ledger PATH] [--socket PATH] [--json] [--bytes]\n"
+                "usage: ppnctl [--config PATH] [--ledger PATH] [--socket PATH] [--json] [--bytes]\n"
                 "              COMMAND [ARGS...]\n"
                 "       ppnctl COMMAND --help\n"
                 "\n"
                 "global options:\n"
-                "  --ledger PATH   ledger database (env PPN_LEDGER)\n"
+                "  --config PATH   ppnd's config file, for node settings (env PPN_CONFIG)\n"
+                "                  default %s if it exists\n"
+                "  --ledger PATH   ledger database (env PPN_LEDGER, config [ledger] path)\n"
                 "                  default %s\n"
-                "  --socket PATH   ppnd control socket (env PPN_SOCKET)\n"
+                "  --socket PATH   ppnd control socket (env PPN_SOCKET, config [control] socket)\n"
                 "                  default %s\n"
                 "  --json          machine-readable output, sizes in bytes\n"
                 "  --bytes         sizes as exact byte counts instead of 512M, 1.5G\n"
                 "  --version, --help\n"
                 "\n"
+                "Settings: an option overrides its environment variable, which overrides the\n"
+                "config file, which overrides the built-in default (node settings: ppnctl(8)).\n"
+                "\n"
                 "commands:\n",
-                PPN_DEFAULT_LEDGER, PPN_DEFAULT_SOCKET);
+                PPN_DEFAULT_CONFIG, PPN_DEFAULT_LEDGER, PPN_DEFAULT_SOCKET);
         for (size_t i = 0; commands[i].name; i++) {
                 fprintf(f, "  %-9s", commands[i].name);
                 ctl_print_wrapped(f, commands[i].help, 12, 11);
@@ -77,43 +83,70 @@ static bool is_help(const char *a) {
         return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
 }
 
-static const char *env_or(const char *name, const char *dflt) {
-        const char *v = getenv(name);
-        return v && *v ? v : dflt;
+/* "--NAME VALUE" or "--NAME=VALUE" for the options with a value; 1 if a matched, 0 if not,
+ * -1 if its value is missing. */
+static int option_value(const char *name, int argc, char **argv, int *i, const char **ret) {
+        const char *a = argv[*i];
+        size_t n = strlen(name);
+
+        if (strncmp(a, name, n) != 0)
+                return 0;
+        if (a[n] == '=') {
+                *ret = a + n + 1;
+                return 1;
+        }
+        if (a[n] != '\0')
+                return 0;
+        if (*i + 1 >= argc)
+                return -1;
+        *ret = argv[++*i];
+        return 1;
 }
 
-int main(int argc, char **argv) {
-        struct ctl_globals g = {
-                .ledger = env_or("PPN_LEDGER", PPN_DEFAULT_LEDGER),
-                .socket = env_or("PPN_SOCKET", PPN_DEFAULT_SOCKET),
-        };
-        bool exact = false;
+/* Returns -1 to go on with *ret_i at the command, else the exit status. */
+static int parse_globals(int argc, char **argv, struct ctl_globals *g, const char **config, bool *exact, int *ret_i) {
         int i;
 
-        log_set_ident("ppnctl");
         for (i = 1; i < argc && argv[i][0] == '-'; i++) {
                 const char *a = argv[i];
+                int r;
                 if (strcmp(a, "--version") == 0) {
                         printf("ppnctl %s\n", PPN_VERSION);
                         return CTL_OK;
-                } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+                } else if (is_help(a)) {
                         usage(stdout);
                         return CTL_OK;
                 } else if (strcmp(a, "--json") == 0) {
-                        g.json = true;
+                        g->json = true;
                 } else if (strcmp(a, "--bytes") == 0) {
-                        exact = true;
-                } else if ((strcmp(a, "--ledger") == 0 || strcmp(a, "--socket") == 0) && i + 1 < argc) {
-                        *(a[2] == 'l' ? &g.ledger : &g.socket) = argv[++i];
-                } else if (strncmp(a, "--ledger=", 9) == 0) {
-                        g.ledger = a + 9;
-                } else if (strncmp(a, "--socket=", 9) == 0) {
-                        g.socket = a + 9;
-                } else {
-                        fprintf(stderr, "ppnctl: unknown or incomplete option '%s'; see 'ppnctl --help'\n", a);
+                        *exact = true;
+                } else if ((r = option_value("--ledger", argc, argv, &i, &g->ledger)) == 0 &&
+                           (r = option_value("--socket", argc, argv, &i, &g->socket)) == 0 &&
+                           (r = option_value("--config", argc, argv, &i, config)) == 0) {
+                        fprintf(stderr, "ppnctl: unknown option '%s'; see 'ppnctl --help'\n", a);
+                        return CTL_USAGE;
+                } else if (r < 0) {
+                        fprintf(stderr, "ppnctl: option '%s' needs a value; see 'ppnctl --help'\n", a);
                         return CTL_USAGE;
                 }
         }
+        *ret_i = i;
+        return -1;
+}
+
+int main(int argc, char **argv) {
+        _cleanup_config_ struct ppn_config *cfg = NULL;
+        struct ctl_globals g = {};
+        const char *config = getenv("PPN_CONFIG");
+        bool exact = false;
+        int i, r;
+
+        log_set_ident("ppnctl");
+        if (config && !*config)
+                config = NULL;
+        r = parse_globals(argc, argv, &g, &config, &exact, &i);
+        if (r >= 0)
+                return r;
         if (i >= argc) {
                 usage(stderr);
                 return CTL_USAGE;
@@ -126,6 +159,9 @@ int main(int argc, char **argv) {
                 for (int k = i + 1; k < argc && (k == i + 1 || !commands[c].subcommands); k++)
                         if (is_help(argv[k]))
                                 return command_help(&commands[c]);
+                if (ctl_config_load(config, PPN_DEFAULT_CONFIG, &cfg))
+                        return CTL_FAILED;
+                ctl_settings_resolve(&g, cfg, getenv);
                 return commands[c].run(&g, argc - i, argv + i);
         }
         fprintf(stderr, "ppnctl: unknown command '%s'; see 'ppnctl --help'\n", argv[i]);

@@ -13,14 +13,44 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* The daemon's config file, read for the settings below (meson: SYSCONFDIR/ppn/ppnd.conf). */
+#ifndef PPN_DEFAULT_CONFIG
+#define PPN_DEFAULT_CONFIG "/etc/ppn/ppnd.conf"
+#endif
+/* For --help: the config module's built-in defaults of [ledger] path and [control] socket. */
 #define PPN_DEFAULT_LEDGER "/var/lib/ppn/ledger.db"
 #define PPN_DEFAULT_SOCKET "/run/ppn/ppnd.sock"
 
+/*
+ * Every setting comes from, first found: the command-line option, the environment variable,
+ * the config file's key (--config, $PPN_CONFIG, or PPN_DEFAULT_CONFIG if it exists), the
+ * built-in default (the config module's, which ppnd uses too).
+ */
 struct ctl_globals {
-        const char *ledger;   /* --ledger, $PPN_LEDGER, or PPN_DEFAULT_LEDGER */
-        const char *socket;   /* --socket, $PPN_SOCKET, or PPN_DEFAULT_SOCKET */
+        const char *ledger;   /* --ledger, $PPN_LEDGER, [ledger] path */
+        const char *socket;   /* --socket, $PPN_SOCKET, [control] socket */
         bool json;            /* --json given anywhere before the command */
+        /* Node settings of start|stop|adopt|export|import|move. */
+        const char *runtime_dir;        /* $PPN_RUNTIME_DIR, [daemon] runtime-dir */
+        const char *log_dir;            /* $PPN_LOG_DIR, [qemu] log-dir */
+        const char *image_dir;          /* import --image-dir, $PPN_IMAGE_DIR, [qemu] image-dir */
+        const char *accel;              /* $PPN_ACCEL, [qemu] accel */
+        const char *qemu;               /* $PPN_QEMU, [qemu] binary */
+        const char *cgroup_root;        /* $PPN_CGROUP_ROOT, [cgroup] root; NULL = auto */
+        const char *cgroup_parent;      /* $PPN_CGROUP_PARENT, [cgroup] parent */
 };
+
+/* Shared by the handlers and main (ppnctl-config.c). */
+struct ppn_config;
+/*
+ * Loads the config file: path if non-NULL (--config or $PPN_CONFIG: missing is an error),
+ * else default_path if it exists (missing: the built-in defaults, silently). Problems are
+ * printed as "ppnctl: FILE:LINE: problem"; returns 0 or CTL_FAILED.
+ */
+int ctl_config_load(const char *path, const char *default_path, struct ppn_config **ret);
+/* Fills every setting of g still NULL from env (getenv, or a fixture) and then cfg. Pure; the
+ * strings stay owned by cfg and the environment. */
+void ctl_settings_resolve(struct ctl_globals *g, const struct ppn_config *cfg, char *(*env)(const char *));
 
 enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
 

@@ -106,5 +106,79 @@ if NO_COLOR=1 on_tty "$PPNCTL" vm list | grep -q "$ESC"; then not_ok "NO_COLOR=1
 if NO_COLOR= on_tty "$PPNCTL" vm list | grep -q "$ESC\["; then ok "NO_COLOR empty: colour"; else not_ok "NO_COLOR empty: colour"; fi
 if TERM=dumb on_tty "$PPNCTL" vm list | grep -q "$ESC"; then not_ok "TERM=dumb: no colour"; else ok "TERM=dumb: no colour"; fi
 
+# ---- settings: option > environment > config file (--config, PPN_CONFIG) > built-in default ----
+# `start --dry-run` prints the QEMU command line: binary, accelerator, runtime and log dirs.
+# The socket shows in status's error (no daemon listens on any of these).
+unset PPN_ACCEL PPN_RUNTIME_DIR PPN_LOG_DIR PPN_QEMU PPN_CONFIG PPN_CGROUP_ROOT PPN_CGROUP_PARENT PPN_IMAGE_DIR PPN_SOCKET
+dry() { "$PPNCTL" "$@" start db --dry-run 2>&1; }
+status_sock() { "$PPNCTL" "$@" status 2>&1 | sed -n 's/.*listening on \([^)]*\)).*/\1/p'; }
+# expect_has DESC TEXT WANT...: every WANT (a fixed string) is in TEXT, and TEXT is one line.
+expect_has() {
+  local desc=$1 text=$2 w; shift 2
+  for w in "$@"; do
+    if ! grep -qF -- "$w" <<<"$text"; then not_ok "$desc" "missing: $w" "got: $text"; return; fi
+  done
+  ok "$desc"
+}
+cat >"$T/ppnd.conf" <<EOF
+# as an operator writes it
+[daemon]
+runtime-dir = $T/cfg-run
+[ledger]
+path = $T/cfg-ledger.db
+[control]
+socket = $T/cfg.sock
+[qemu]
+accel = tcg   ; no KVM on this host
+binary = /opt/cfg/qemu
+log-dir = $T/cfg-log
+EOF
+if [ -e /etc/ppn/ppnd.conf ] || [ -e /usr/local/etc/ppn/ppnd.conf ]; then
+  n=$((n + 1)); echo "ok $n - no config file: built-in defaults # SKIP a default config file exists on this host"
+  n=$((n + 1)); echo "ok $n - no config file: default socket # SKIP a default config file exists on this host"
+else
+  expect_has "no config file: built-in defaults (qemu-system-x86_64, kvm, /run/ppn, /var/log/ppn)" "$(dry)" \
+    "qemu-system-x86_64 -name guest=db " "-accel kvm " "path=/run/ppn/db.qmp," "path=/var/log/ppn/db.log,"
+  expect_has "no config file: default socket" "$(status_sock)" /run/ppn/ppnd.sock
+fi
+expect_has "PPN_CONFIG empty: as if unset" "$(PPN_CONFIG= dry)" "-accel kvm "
+expect_has "--config: binary, accel, runtime-dir and log-dir from the file" "$(dry --config "$T/ppnd.conf")" \
+  "/opt/cfg/qemu -name guest=db " "-accel tcg " "path=$T/cfg-run/db.qmp," "path=$T/cfg-run/db.ppnctl.qmp," \
+  "path=$T/cfg-log/db.log,"
+expect_has "PPN_CONFIG: the same file" "$(PPN_CONFIG=$T/ppnd.conf dry)" "-accel tcg " "path=$T/cfg-run/db.qmp,"
+expect_has "--config=PATH over PPN_CONFIG" "$(PPN_CONFIG=$T/nonexistent dry --config="$T/ppnd.conf")" "-accel tcg "
+expect_has "environment over the file: PPN_ACCEL, PPN_RUNTIME_DIR, PPN_LOG_DIR, PPN_QEMU" \
+  "$(PPN_ACCEL=kvm PPN_RUNTIME_DIR=$T/env-run PPN_LOG_DIR=$T/env-log PPN_QEMU=/opt/env/qemu dry --config "$T/ppnd.conf")" \
+  "/opt/env/qemu -name guest=db " "-accel kvm " "path=$T/env-run/db.qmp," "path=$T/env-log/db.log,"
+expect_has "[control] socket from the file" "$(status_sock --config "$T/ppnd.conf")" "$T/cfg.sock"
+expect_has "PPN_SOCKET over the file" "$(PPN_SOCKET=$T/env.sock status_sock --config "$T/ppnd.conf")" "$T/env.sock"
+expect_has "--socket over PPN_SOCKET and the file" \
+  "$(PPN_SOCKET=$T/env.sock status_sock --config "$T/ppnd.conf" --socket "$T/opt.sock")" "$T/opt.sock"
+env -u PPN_LEDGER "$PPNCTL" --config "$T/ppnd.conf" node set physical=2G >/dev/null 2>&1
+if [ -s "$T/cfg-ledger.db" ]; then ok "[ledger] path from the file"; else not_ok "[ledger] path from the file" "no $T/cfg-ledger.db"; fi
+expect_has "PPN_LEDGER over the file" "$("$PPNCTL" --config "$T/ppnd.conf" vm list)" db
+# Problems: every bad line as FILE:LINE, exit 1, for every command (not only the lifecycle).
+printf '[qemu]\naccel = xen\n[daemon]\nruntime-dir = run\nfrobnicate = 1\n' >"$T/bad.conf"
+for args in "status" "vm list" "start db --dry-run"; do
+  "$PPNCTL" --config "$T/bad.conf" $args >"$T/out" 2>"$T/err"; rc=$?
+  if [ $rc = 1 ] && [ ! -s "$T/out" ] && grep -qxF "ppnctl: $T/bad.conf:2: accel: 'xen' must be 'kvm' or 'tcg'" "$T/err" &&
+     grep -qxF "ppnctl: $T/bad.conf:4: runtime-dir: 'run' must be an absolute path" "$T/err" &&
+     grep -qxF "ppnctl: $T/bad.conf:5: unknown key 'frobnicate' in section [daemon]" "$T/err"; then
+    ok "bad --config file, ppnctl $args: exit 1, every problem as FILE:LINE"
+  else
+    not_ok "bad --config file, ppnctl $args: exit 1, FILE:LINE" "exit $rc" "$(cat "$T/err")"
+  fi
+done
+"$PPNCTL" --config "$T/nonexistent.conf" status >/dev/null 2>"$T/err"; rc=$?
+if [ $rc = 1 ] && grep -qF "ppnctl: $T/nonexistent.conf: cannot open: No such file or directory" "$T/err"; then
+  ok "a missing --config file: exit 1, named"
+else
+  not_ok "a missing --config file: exit 1, named" "exit $rc" "$(cat "$T/err")"
+fi
+PPN_CONFIG=$T/bad.conf "$PPNCTL" vm list >/dev/null 2>"$T/err"; rc=$?
+if [ $rc = 1 ] && grep -qF "$T/bad.conf:2:" "$T/err"; then ok "a bad PPN_CONFIG file: exit 1"; else not_ok "a bad PPN_CONFIG file: exit 1" "exit $rc"; fi
+expect_rc 2 "--config without a value" --config
+if PPN_CONFIG=$T/bad.conf "$PPNCTL" vm --help >/dev/null 2>&1; then ok "--help needs no config file"; else not_ok "--help needs no config file"; fi
+
 echo "1..$n"
 [ "$failed" -eq 0 ]

@@ -63,6 +63,9 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_int_equal(c->override_usec, 600000000);
         assert_int_equal(c->qmp_retry_max_usec, 5000000);
         assert_string_equal(c->accel, "kvm");
+        assert_string_equal(c->qemu_binary, "qemu-system-x86_64");
+        assert_string_equal(c->log_dir, "/var/log/ppn");
+        assert_string_equal(c->image_dir, "/var/lib/ppn/images");
         assert_false(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "127.0.0.1");
         assert_int_equal(c->metrics_port, 9464);
@@ -110,6 +113,9 @@ static void test_good_full(void **state) {
         assert_int_equal(c->tick_usec, 500000);
         assert_int_equal(c->override_usec, 90000000);
         assert_string_equal(c->accel, "tcg");
+        assert_string_equal(c->qemu_binary, "/opt/qemu/bin/qemu-system-x86_64");
+        assert_string_equal(c->log_dir, "/tmp/ppn-log");
+        assert_string_equal(c->image_dir, "/srv/images");
         assert_true(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "::1");
         assert_int_equal(c->metrics_port, 9100);
