@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "jsonutil.h"
 #include "log.h"
 
 static const char *const formats[] = { "raw", "qcow2" };
@@ -126,12 +127,6 @@ json_object *archive_manifest_to_json(const struct archive_manifest *m) {
         return o;
 }
 
-static const char *get_string(json_object *o, const char *key) {
-        json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-                ? json_object_get_string(v) : NULL;
-}
-
 static bool get_int64(json_object *o, const char *key, int64_t *ret) {
         json_object *v;
         if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
@@ -158,8 +153,8 @@ static bool format_known(const char *f) {
 }
 
 static int disk_from_json(json_object *j, size_t i, struct archive_disk *d, struct ppn_error *err) {
-        const char *file = get_string(j, "file"), *format = get_string(j, "format");
-        const char *sha = get_string(j, "sha256"), *source = get_string(j, "source");
+        const char *file = json_member_string(j, "file"), *format = json_member_string(j, "format");
+        const char *sha = json_member_string(j, "sha256"), *source = json_member_string(j, "source");
         int64_t size;
         if (!archive_file_name_valid(file))
                 return ppn_error_set(err, -EBADMSG, "disks[%zu].file: missing or not a plain file name", i);
@@ -204,7 +199,8 @@ static int disks_from_json(json_object *o, struct archive_manifest *m, struct pp
 }
 
 static int header_from_json(json_object *o, struct archive_manifest *m, struct ppn_error *err) {
-        const char *kind = get_string(o, "archive"), *name = get_string(o, "name"), *uuid = get_string(o, "uuid");
+        const char *kind = json_member_string(o, "archive"), *name = json_member_string(o, "name");
+        const char *uuid = json_member_string(o, "uuid");
         int64_t version;
         json_object *vm;
         if (!kind || strcmp(kind, ARCHIVE_KIND) != 0)
