@@ -239,26 +239,7 @@ static int read_small_file(int dirfd, const char *name, size_t max, char **ret, 
         _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return -errno;
-        _cleanup_free_ char *buf = malloc(max + 1);
-        size_t len = 0;
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                ssize_t k = read(fd, buf + len, max + 1 - len);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return -errno;
-                if (k == 0)
-                        break;
-                len += (size_t) k;
-                if (len > max)
-                        return -EFBIG;
-        }
-        buf[len] = 0;
-        *ret_len = len;
-        *ret = TAKE_PTR(buf);
-        return 0;
+        return read_full_fd(fd, max, ret, ret_len);
 }
 
 /* A manifest of 1 MiB would describe thousands of disks: larger is not ours. */
