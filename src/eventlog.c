@@ -32,18 +32,27 @@ const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event 
         return slot;
 }
 
-const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
+const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm,
                                       const char *kind, uint64_t from, uint64_t to,
-                                      const char *fmt, ...) {
+                                      const char *fmt, va_list ap) {
         struct ppn_event ev = { .realtime_usec = realtime_usec, .from_bytes = from, .to_bytes = to };
-        va_list ap;
 
         snprintf(ev.vm, sizeof(ev.vm), "%s", vm ? vm : "");
         snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
-        va_start(ap, fmt);
         vsnprintf(ev.reason, sizeof(ev.reason), fmt, ap);
-        va_end(ap);
         return eventlog_add(l, &ev);
+}
+
+const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
+                                      const char *kind, uint64_t from, uint64_t to,
+                                      const char *fmt, ...) {
+        const struct ppn_event *stored;
+        va_list ap;
+
+        va_start(ap, fmt);
+        stored = eventlog_addv(l, realtime_usec, vm, kind, from, to, fmt, ap);
+        va_end(ap);
+        return stored;
 }
 
 size_t eventlog_since(const struct eventlog *l, uint64_t after_seq, const struct ppn_event **out, size_t max) {
