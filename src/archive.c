@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "jsonutil.h"
 #include "log.h"
 
 static const char *const formats[] = { "raw", "qcow2" };
@@ -126,12 +127,6 @@ json_object *archive_manifest_to_json(const struct archive_manifest *m) {
         return o;
 }
 
-static const char *get_string(json_object *o, const char *key) {
-        json_object *v;
-        return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string)
-                ? json_object_get_string(v) : NULL;
-}
-
 static bool get_int64(json_object *o, const char *key, int64_t *ret) {
         json_object *v;
         if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
@@ -158,8 +153,8 @@ static bool format_known(const char *f) {
 }
 
 static int disk_from_json(json_object *j, size_t i, struct archive_disk *d, struct ppn_error *err) {
-        const char *file = get_string(j, "file"), *format = get_string(j, "format");
-        const char *sha = get_string(j, "sha256"), *source = get_string(j, "source");
+        const char *file = json_member_string(j, "file"), *format = json_member_string(j, "format");
+        const char *sha = json_member_string(j, "sha256"), *source = json_member_string(j, "source");
         int64_t size;
         if (!archive_file_name_valid(file))
                 return ppn_error_set(err, -EBADMSG, "disks[%zu].file: missing or not a plain file name", i);
@@ -204,7 +199,8 @@ static int disks_from_json(json_object *o, struct archive_manifest *m, struct pp
 }
 
 static int header_from_json(json_object *o, struct archive_manifest *m, struct ppn_error *err) {
-        const char *kind = get_string(o, "archive"), *name = get_string(o, "name"), *uuid = get_string(o, "uuid");
+        const char *kind = json_member_string(o, "archive"), *name = json_member_string(o, "name");
+        const char *uuid = json_member_string(o, "uuid");
         int64_t version;
         json_object *vm;
         if (!kind || strcmp(kind, ARCHIVE_KIND) != 0)
@@ -243,26 +239,7 @@ static int read_small_file(int dirfd, const char *name, size_t max, char **ret, 
         _cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
         if (fd < 0)
                 return -errno;
-        _cleanup_free_ char *buf = malloc(max + 1);
-        size_t len = 0;
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                ssize_t k = read(fd, buf + len, max + 1 - len);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return -errno;
-                if (k == 0)
-                        break;
-                len += (size_t) k;
-                if (len > max)
-                        return -EFBIG;
-        }
-        buf[len] = 0;
-        *ret_len = len;
-        *ret = TAKE_PTR(buf);
-        return 0;
+        return read_full_fd(fd, max, ret, ret_len);
 }
 
 /* A manifest of 1 MiB would describe thousands of disks: larger is not ours. */

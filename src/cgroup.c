@@ -196,35 +196,11 @@ int ppn_cgroup_parse_proc_cgroup(const char *text, enum ppn_cgroup_mode mode, ch
 
 static int read_at(int dfd, const char *file, char **ret) {
         _cleanup_close_ int fd = openat(dfd, file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-        _cleanup_free_ char *buf = NULL;
-        size_t size = 0, n = 0;
 
         if (fd < 0)
                 return -errno;
-        for (;;) {
-                ssize_t k;
-                if (n + 1 >= size) {
-                        char *b;
-                        if (size >= READ_MAX)
-                                return -EFBIG;
-                        size = size ? size * 2 : 4096;
-                        b = realloc(buf, size);
-                        if (!b)
-                                return -ENOMEM;
-                        buf = b;
-                }
-                k = read(fd, buf + n, size - n - 1);
-                if (k < 0 && errno == EINTR)
-                        continue;
-                if (k < 0)
-                        return -errno;
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
-        buf[n] = '\0';
-        *ret = TAKE_PTR(buf);
-        return 0;
+        /* READ_MAX - 2: a file of READ_MAX - 1 bytes or more is refused, as it always was. */
+        return read_full_fd(fd, READ_MAX - 2, ret, NULL);
 }
 
 /* One write(2): cgroup files take a value per write, and report errors from it. */

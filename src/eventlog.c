@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "jsonutil.h"
+
 int eventlog_init(struct eventlog *l, size_t capacity) {
         if (capacity == 0)
                 return -EINVAL;
@@ -30,18 +32,27 @@ const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event 
         return slot;
 }
 
-const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
+const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm,
                                       const char *kind, uint64_t from, uint64_t to,
-                                      const char *fmt, ...) {
+                                      const char *fmt, va_list ap) {
         struct ppn_event ev = { .realtime_usec = realtime_usec, .from_bytes = from, .to_bytes = to };
-        va_list ap;
 
         snprintf(ev.vm, sizeof(ev.vm), "%s", vm ? vm : "");
         snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
-        va_start(ap, fmt);
         vsnprintf(ev.reason, sizeof(ev.reason), fmt, ap);
-        va_end(ap);
         return eventlog_add(l, &ev);
+}
+
+const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
+                                      const char *kind, uint64_t from, uint64_t to,
+                                      const char *fmt, ...) {
+        const struct ppn_event *stored;
+        va_list ap;
+
+        va_start(ap, fmt);
+        stored = eventlog_addv(l, realtime_usec, vm, kind, from, to, fmt, ap);
+        va_end(ap);
+        return stored;
 }
 
 size_t eventlog_since(const struct eventlog *l, uint64_t after_seq, const struct ppn_event **out, size_t max) {
@@ -75,30 +86,17 @@ json_object *event_to_json(const struct ppn_event *ev) {
         return o;
 }
 
-static int get_u64(json_object *o, const char *key, uint64_t *ret) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-                return -EINVAL;
-        *ret = json_object_get_uint64(v);
-        return 0;
-}
-
-static int get_str(json_object *o, const char *key, char *buf, size_t len) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return -EINVAL;
-        snprintf(buf, len, "%s", json_object_get_string(v));
-        return 0;
-}
-
 int event_from_json(json_object *o, struct ppn_event *ret) {
         struct ppn_event ev = { 0 };
 
         if (!json_object_is_type(o, json_type_object) ||
-            get_u64(o, "seq", &ev.seq) < 0 || get_u64(o, "time_usec", &ev.realtime_usec) < 0 ||
-            get_str(o, "vm", ev.vm, sizeof(ev.vm)) < 0 || get_str(o, "kind", ev.kind, sizeof(ev.kind)) < 0 ||
-            get_u64(o, "from_bytes", &ev.from_bytes) < 0 || get_u64(o, "to_bytes", &ev.to_bytes) < 0 ||
-            get_str(o, "reason", ev.reason, sizeof(ev.reason)) < 0)
+            json_member_uint64(o, "seq", &ev.seq) < 0 ||
+            json_member_uint64(o, "time_usec", &ev.realtime_usec) < 0 ||
+            json_member_text(o, "vm", ev.vm, sizeof(ev.vm)) < 0 ||
+            json_member_text(o, "kind", ev.kind, sizeof(ev.kind)) < 0 ||
+            json_member_uint64(o, "from_bytes", &ev.from_bytes) < 0 ||
+            json_member_uint64(o, "to_bytes", &ev.to_bytes) < 0 ||
+            json_member_text(o, "reason", ev.reason, sizeof(ev.reason)) < 0)
                 return -EINVAL;
         *ret = ev;
         return 0;

@@ -43,7 +43,11 @@ void eventlog_done(struct eventlog *l);
 /* Copies ev in with the next sequence number; returns the stored copy (valid until the next add). */
 const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event *ev);
 
-/* Convenience: formats the reason. */
+/* Convenience: builds the event (vm NULL means node-wide, texts truncated to fit) and formats
+ * the reason; returns the stored copy like eventlog_add(). */
+const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm,
+                                      const char *kind, uint64_t from, uint64_t to,
+                                      const char *fmt, va_list ap) _printf_(7, 0);
 const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
                                       const char *kind, uint64_t from, uint64_t to,
                                       const char *fmt, ...) _printf_(7, 8);

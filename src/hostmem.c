@@ -12,34 +12,14 @@
 /* /proc/meminfo is ~1.5 KiB, /proc/PID/status ~1.5 KiB; 64 KiB leaves room for any kernel. */
 #define PROC_FILE_MAX (64 * 1024)
 
-/* Reads a whole small file into a NUL-terminated heap buffer. -EFBIG if larger than max. */
+/* Reads a whole small file into a NUL-terminated heap buffer. -EFBIG at PROC_FILE_MAX or more. */
 static int read_small_file(const char *path, char **ret_buf) {
-        _cleanup_close_ int fd = -1;
-        _cleanup_free_ char *buf = NULL;
-        size_t len = 0;
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-        fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
                 return -errno;
-        buf = malloc(PROC_FILE_MAX + 1);
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                ssize_t n = read(fd, buf + len, PROC_FILE_MAX - len);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        break;
-                len += (size_t) n;
-                if (len == PROC_FILE_MAX)
-                        return -EFBIG;
-        }
-        buf[len] = '\0';
-        *ret_buf = TAKE_PTR(buf);
-        return 0;
+        /* PROC_FILE_MAX - 1: a file of PROC_FILE_MAX bytes or more is refused. */
+        return read_full_fd(fd, PROC_FILE_MAX - 1, ret_buf, NULL);
 }
 
 /* Parses a decimal number at *p, advancing it. Leading blanks skipped. */

@@ -772,18 +772,14 @@ static const struct control_request requests[] = {
 
 void manager_record(struct manager *m, const char *vm, const char *kind, uint64_t from, uint64_t to,
                     const char *fmt, ...) {
-        struct ppn_event ev = { .realtime_usec = now_realtime_usec(), .from_bytes = from, .to_bytes = to };
         const struct ppn_event *stored;
         json_object *msg;
         va_list ap;
 
-        snprintf(ev.vm, sizeof(ev.vm), "%s", vm ? vm : "");
-        snprintf(ev.kind, sizeof(ev.kind), "%s", kind);
         va_start(ap, fmt);
-        vsnprintf(ev.reason, sizeof(ev.reason), fmt, ap);
+        stored = eventlog_addv(&m->events, now_realtime_usec(), vm, kind, from, to, fmt, ap);
         va_end(ap);
-        stored = eventlog_add(&m->events, &ev);
-        log_info("%s%s%s: %s", ev.vm, ev.vm[0] ? " " : "", ev.kind, ev.reason);
+        log_info("%s%s%s: %s", stored->vm, stored->vm[0] ? " " : "", stored->kind, stored->reason);
         if (!m->control)
                 return;
         msg = json_object_new_object();

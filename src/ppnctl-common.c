@@ -76,6 +76,25 @@ int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret
         return r < 0 ? ctl_fail(&e, r) : 0;
 }
 
+int ctl_load_state(const struct ctl_globals *g, bool need_node, struct ledger_state **ret) {
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        _cleanup_ledger_ struct ledger *l = NULL;
+        struct ppn_error e = {};
+        int r = ctl_open_ledger(g, false, &l);
+
+        if (r)
+                return r;
+        r = ledger_load(l, &st, &e);
+        if (r < 0)
+                return ctl_fail(&e, r);
+        if (need_node && !st->node_ok) {
+                fprintf(stderr, "ppnctl: %s\n", st->node_error);
+                return CTL_FAILED;
+        }
+        *ret = TAKE_PTR(st);
+        return 0;
+}
+
 int ctl_fail(const struct ppn_error *err, int r) {
         if (err && err->msg[0])
                 fprintf(stderr, "ppnctl: %s\n", err->msg);

@@ -13,6 +13,7 @@
 
 #include "control-client.h"
 #include "history.h"
+#include "jsonutil.h"
 #include "plot.h"
 #include "ppnctl.h"
 
@@ -200,22 +201,13 @@ static int fetch(const struct ctl_globals *g, const struct hist_args *a, json_ob
         return 0;
 }
 
+/* A size or time: negative values are refused. */
 static int get_u64(json_object *o, const char *key, uint64_t *ret) {
-        json_object *v;
+        int64_t v;
 
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int) ||
-            json_object_get_int64(v) < 0)
+        if (json_member_int64(o, key, &v) < 0 || v < 0)
                 return -EINVAL;
-        *ret = (uint64_t) json_object_get_int64(v);
-        return 0;
-}
-
-static int get_text(json_object *o, const char *key, char *buf, size_t len) {
-        json_object *v;
-
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return -EINVAL;
-        snprintf(buf, len, "%s", json_object_get_string(v));
+        *ret = (uint64_t) v;
         return 0;
 }
 
@@ -229,8 +221,8 @@ static int decode_marks(json_object *arr, struct hist_vm *vm) {
                 json_object *e = json_object_array_get_idx(arr, i);
                 struct plot_mark *m = &vm->marks[i];
                 if (get_u64(e, "time_usec", &m->realtime_usec) < 0 || get_u64(e, "to_bytes", &m->to_bytes) < 0 ||
-                    get_text(e, "kind", m->kind, sizeof(m->kind)) < 0 ||
-                    get_text(e, "reason", m->reason, sizeof(m->reason)) < 0)
+                    json_member_text(e, "kind", m->kind, sizeof(m->kind)) < 0 ||
+                    json_member_text(e, "reason", m->reason, sizeof(m->reason)) < 0)
                         return -EINVAL;
         }
         vm->n_marks = n;
@@ -241,7 +233,8 @@ static int decode_vm(json_object *o, struct hist_vm *vm) {
         json_object *samples, *events;
         size_t n;
 
-        if (get_text(o, "name", vm->name, sizeof(vm->name)) < 0 || get_u64(o, "min_bytes", &vm->min_bytes) < 0 ||
+        if (json_member_text(o, "name", vm->name, sizeof(vm->name)) < 0 ||
+            get_u64(o, "min_bytes", &vm->min_bytes) < 0 ||
             get_u64(o, "max_bytes", &vm->max_bytes) < 0 || !json_object_object_get_ex(o, "samples", &samples) ||
             !json_object_is_type(samples, json_type_array) || !json_object_object_get_ex(o, "events", &events) ||
             !json_object_is_type(events, json_type_array))

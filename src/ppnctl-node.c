@@ -34,8 +34,6 @@ static int node_set(const struct ctl_globals *g, int argc, char **argv) {
 
 static int node_show(const struct ctl_globals *g, int argc, char **argv) {
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
-        _cleanup_ledger_ struct ledger *l = NULL;
-        struct ppn_error e = {};
         bool json = g->json;
         char a[32], b[32], c[32];
         int r = ctl_parse_plain("node show", SHOW_USAGE, true, &argc, argv, &json);
@@ -44,16 +42,9 @@ static int node_show(const struct ctl_globals *g, int argc, char **argv) {
                 return r;
         if (argc != 1)
                 return ctl_usage_error("node show", SHOW_USAGE, "unexpected argument '%s'", argv[1]);
-        r = ctl_open_ledger(g, false, &l);
+        r = ctl_load_state(g, true, &st);
         if (r)
                 return r;
-        r = ledger_load(l, &st, &e);
-        if (r < 0)
-                return ctl_fail(&e, r);
-        if (!st->node_ok) {
-                fprintf(stderr, "ppnctl: %s\n", st->node_error);
-                return CTL_FAILED;
-        }
         if (json) {
                 ctl_print_json(ledger_node_to_json(&st->node));
                 return CTL_OK;

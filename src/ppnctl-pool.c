@@ -64,10 +64,8 @@ static int pool_from_daemon(const struct ctl_globals *g, struct pool_figures *re
 
 int ctl_pool(const struct ctl_globals *g, int argc, char **argv) {
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
-        _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_free_ struct pool_vm *vms = NULL;
         struct pool_figures f;
-        struct ppn_error e = {};
         bool json = g->json;
         int r = ctl_parse_plain("pool", POOL_USAGE, true, &argc, argv, &json);
 
@@ -82,16 +80,9 @@ int ctl_pool(const struct ctl_globals *g, int argc, char **argv) {
                         print_human(&f, true);
                 return CTL_OK;
         }
-        r = ctl_open_ledger(g, false, &l);
+        r = ctl_load_state(g, true, &st);
         if (r)
                 return r;
-        r = ledger_load(l, &st, &e);
-        if (r < 0)
-                return ctl_fail(&e, r);
-        if (!st->node_ok) {
-                fprintf(stderr, "ppnctl: %s\n", st->node_error);
-                return CTL_FAILED;
-        }
         vms = ledger_state_pool_vms(st);
         if (!vms)
                 return ctl_fail(NULL, -ENOMEM);

@@ -187,8 +187,6 @@ static void print_table(const struct ledger_state *st) {
 
 static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
-        _cleanup_ledger_ struct ledger *l = NULL;
-        struct ppn_error e = {};
         bool json = g->json;
         int r = ctl_parse_plain("vm list", LIST_USAGE, true, &argc, argv, &json);
 
@@ -196,12 +194,9 @@ static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
                 return r;
         if (argc != 1)
                 return ctl_usage_error("vm list", LIST_USAGE, "unexpected argument '%s'", argv[1]);
-        r = ctl_open_ledger(g, false, &l);
+        r = ctl_load_state(g, false, &st);
         if (r)
                 return r;
-        r = ledger_load(l, &st, &e);
-        if (r < 0)
-                return ctl_fail(&e, r);
         if (json) {
                 struct json_object *a = json_object_new_array();
                 for (size_t i = 0; i < st->n_vms; i++)

@@ -96,6 +96,10 @@ int ctl_dispatch(const char *group, const struct ctl_subcommand *table, const st
                  int argc, char **argv);
 /* Opens g->ledger; read-only for read commands. Prints the error; returns 0 or CTL_FAILED. */
 int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret);
+/* Opens g->ledger read-only and loads a snapshot; need_node: a node record that cannot be
+ * resolved is a failure too (its reason printed). Returns 0 and *ret, or CTL_FAILED (printed). */
+struct ledger_state;
+int ctl_load_state(const struct ctl_globals *g, bool need_node, struct ledger_state **ret);
 /* Prints "ppnctl: <message>" and returns CTL_FAILED. */
 int ctl_fail(const struct ppn_error *err, int r);
 /* Prints "ppnctl <cmd>: <message>; usage: ppnctl <usage>" and returns CTL_USAGE. */

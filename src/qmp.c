@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "jsonutil.h"
 #include "log.h"
 
 /* Bytes read per wakeup. QEMU's messages are < 1 KiB, so one read usually drains the socket;
@@ -564,13 +565,6 @@ unsigned qmp_pending(const struct qmp *q) {
 
 /* ---- messages from QEMU ---------------------------------------------------------------- */
 
-static const char *get_string(json_object *o, const char *key) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return NULL;
-        return json_object_get_string(v);
-}
-
 static unsigned get_small_uint(json_object *o, const char *key) {
         json_object *v;
         int64_t n;
@@ -616,7 +610,7 @@ static int on_greeting(struct qmp *q, json_object *msg, json_object *value,
         q->version = (struct qmp_version) { .major = get_small_uint(qemu, "major"),
                                             .minor = get_small_uint(qemu, "minor"),
                                             .micro = get_small_uint(qemu, "micro") };
-        package = version ? get_string(version, "package") : NULL;
+        package = version ? json_member_string(version, "package") : NULL;
         snprintf(q->version.package, sizeof(q->version.package), "%s", package ?: "");
         q->have_version = true;
         q->state = STATE_NEGOTIATING;
@@ -690,7 +684,7 @@ static int on_return(struct qmp *q, json_object *msg, json_object *value,
 
 static int on_error_reply(struct qmp *q, json_object *msg, json_object *value,
                           struct qmp_error *reason) {
-        const char *class = get_string(value, "class"), *desc = get_string(value, "desc");
+        const char *class = json_member_string(value, "class"), *desc = json_member_string(value, "desc");
         struct qmp_error e;
         struct pending *p;
         int r;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "jsonutil.h"
 #include "util.h"
 
 static json_object *size_or_null(uint64_t v) {
@@ -22,22 +23,6 @@ static int get_size(json_object *o, const char *key, uint64_t *ret) {
         if (!json_object_is_type(v, json_type_int))
                 return -EINVAL;
         *ret = json_object_get_uint64(v);
-        return 0;
-}
-
-static int get_i64(json_object *o, const char *key, int64_t *ret) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-                return -EINVAL;
-        *ret = json_object_get_int64(v);
-        return 0;
-}
-
-static int get_text(json_object *o, const char *key, char *buf, size_t len) {
-        json_object *v;
-        if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
-                return -EINVAL;
-        snprintf(buf, len, "%s", json_object_get_string(v));
         return 0;
 }
 
@@ -66,14 +51,15 @@ int vm_status_from_json(json_object *o, struct vm_status *ret) {
         struct vm_status s = { 0 };
 
         if (!json_object_is_type(o, json_type_object) ||
-            get_text(o, "name", s.name, sizeof(s.name)) < 0 || get_text(o, "state", s.state, sizeof(s.state)) < 0 ||
+            json_member_text(o, "name", s.name, sizeof(s.name)) < 0 ||
+            json_member_text(o, "state", s.state, sizeof(s.state)) < 0 ||
             get_size(o, "min_bytes", &s.min_bytes) < 0 || get_size(o, "max_bytes", &s.max_bytes) < 0 ||
             get_size(o, "target_bytes", &s.target_bytes) < 0 || get_size(o, "actual_bytes", &s.actual_bytes) < 0 ||
             get_size(o, "guest_available_bytes", &s.guest_available_bytes) < 0 ||
             get_size(o, "stats_age_usec", &s.stats_age_usec) < 0 || get_size(o, "shares", &s.shares) < 0 ||
-            get_size(o, "cpu_weight", &s.cpu_weight) < 0 || get_i64(o, "pid", &s.pid) < 0 ||
+            get_size(o, "cpu_weight", &s.cpu_weight) < 0 || json_member_int64(o, "pid", &s.pid) < 0 ||
             get_size(o, "override_left_usec", &s.override_left_usec) < 0 ||
-            get_text(o, "reason", s.reason, sizeof(s.reason)) < 0)
+            json_member_text(o, "reason", s.reason, sizeof(s.reason)) < 0)
                 return -EINVAL;
         *ret = s;
         return 0;
@@ -104,8 +90,9 @@ int pool_status_from_json(json_object *o, struct pool_status *ret) {
         if (!json_object_is_type(o, json_type_object) ||
             get_size(o, "physical_bytes", &p.physical_bytes) < 0 || get_size(o, "reserve_bytes", &p.reserve_bytes) < 0 ||
             get_size(o, "reserved_min_bytes", &p.reserved_min_bytes) < 0 ||
-            get_i64(o, "pool_available_bytes", &p.pool_available_bytes) < 0 ||
-            get_size(o, "committed_bytes", &p.committed_bytes) < 0 || get_i64(o, "free_bytes", &p.free_bytes) < 0 ||
+            json_member_int64(o, "pool_available_bytes", &p.pool_available_bytes) < 0 ||
+            get_size(o, "committed_bytes", &p.committed_bytes) < 0 ||
+            json_member_int64(o, "free_bytes", &p.free_bytes) < 0 ||
             get_size(o, "host_available_bytes", &p.host_available_bytes) < 0 ||
             get_size(o, "vms", &p.n_vms) < 0 || get_size(o, "vms_running", &p.n_running) < 0 ||
             !json_object_object_get_ex(o, "psi_some_avg10", &v))

@@ -144,3 +144,45 @@ int parse_duration(const char *s, uint64_t *ret_usec) {
         }
         return -EINVAL;
 }
+
+/* Room for max + 1 bytes (one more than allowed, to see "too large") and the NUL. */
+static int grow(char **buf, size_t *size, size_t max) {
+        size_t want = *size ? *size * 2 : 4096;
+        char *b;
+
+        if (want > max + 2)
+                want = max + 2;
+        b = realloc(*buf, want);
+        if (!b)
+                return -ENOMEM;
+        *buf = b;
+        *size = want;
+        return 0;
+}
+
+int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len) {
+        _cleanup_free_ char *buf = NULL;
+        size_t size = 0, n = 0;
+
+        for (;;) {
+                ssize_t k;
+
+                if (n + 1 >= size && grow(&buf, &size, max) < 0)
+                        return -ENOMEM;
+                k = read(fd, buf + n, size - n - 1);
+                if (k < 0 && errno == EINTR)
+                        continue;
+                if (k < 0)
+                        return -errno;
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+                if (n > max)
+                        return -EFBIG;
+        }
+        buf[n] = '\0';
+        if (ret_len)
+                *ret_len = n;
+        *ret = TAKE_PTR(buf);
+        return 0;
+}

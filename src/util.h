@@ -3,7 +3,8 @@
 
 /*
  * Small shared helpers: cleanup attributes, the error struct that carries words to the
- * caller, and size parsing/formatting. No I/O except the fd/FILE destructors.
+ * caller, size parsing/formatting, and one read loop. No other I/O except the fd/FILE
+ * destructors.
  *
  * Conventions (see STYLE.md): functions return -errno; out-parameters are ret_*, last, and are
  * written only on success; destructors accept NULL.
@@ -70,3 +71,10 @@ uint64_t now_realtime_usec(void);
 
 /* Parses a duration: "30" (seconds), "500ms", "30s", "10m", "2h", "1d". Microseconds out. */
 int parse_duration(const char *s, uint64_t *ret_usec);
+
+/*
+ * Reads fd to end of file into a NUL-terminated heap buffer (grown from 4 KiB, so small files
+ * cost little), retrying on EINTR. Returns 0 with *ret and *ret_len (bytes read, NUL not
+ * counted; ret_len may be NULL), -EFBIG if the file holds more than max bytes, or -errno.
+ */
+int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len);

@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <sys/param.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
@@ -70,6 +71,19 @@ void peer_teardown(struct peer *p) {
                 close(p->fd);
         p->fd = -1;
         p->e = sd_event_unref(p->e);
+}
+
+struct peer *ready_peer(void) {
+        struct peer *p = calloc(1, sizeof(*p));
+        assert_non_null(p);
+        peer_setup(p, 0);
+        peer_handshake(p);
+        return p;
+}
+
+void peer_done(struct peer *p) {
+        peer_teardown(p);
+        free(p);
 }
 
 void peer_pump(struct peer *p) {

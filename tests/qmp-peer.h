@@ -64,6 +64,9 @@ void peer_send_line(struct peer *p, const char *line); /* line + "\r\n" */
 json_object *peer_read_command(struct peer *p);
 /* Greeting (QEMU 7.2's, from session.qmp) and capabilities: leaves the client ready. */
 void peer_handshake(struct peer *p);
+/* A heap peer past the greeting (no timeout); peer_done() tears it down and frees it. */
+struct peer *ready_peer(void);
+void peer_done(struct peer *p);
 /* Answers the next command the client sent with `{"return": <json>, "id": N}`; checks its name. */
 void peer_answer(struct peer *p, const char *execute, const char *return_json);
 

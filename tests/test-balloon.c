@@ -256,19 +256,6 @@ static void on_stats(struct qmp *q, const struct balloon_stats *s, const struct 
         }
 }
 
-static struct peer *ready_peer(void) {
-        struct peer *p = calloc(1, sizeof(*p));
-        assert_non_null(p);
-        peer_setup(p, 0);
-        peer_handshake(p);
-        return p;
-}
-
-static void peer_done(struct peer *p) {
-        peer_teardown(p);
-        free(p);
-}
-
 /* Sends tmpl with "%ID%" replaced by the id of cmd. */
 static void reply_line(struct peer *p, json_object *cmd, const char *tmpl) {
         const char *at = strstr(tmpl, "%ID%");

@@ -398,19 +398,6 @@ static const struct replay_case replay_cases[] = {
 
 /* ---- one socket behaviour at a time ---------------------------------------------------- */
 
-static struct peer *ready_peer(void) {
-        struct peer *p = calloc(1, sizeof(*p));
-        assert_non_null(p);
-        peer_setup(p, 0);
-        peer_handshake(p);
-        return p;
-}
-
-static void peer_done(struct peer *p) {
-        peer_teardown(p);
-        free(p);
-}
-
 static void call(struct peer *p, const char *execute, uint64_t timeout_usec, struct call_result *r) {
         struct qmp_error err;
         assert_int_equal(qmp_call(p->q, execute, NULL, timeout_usec, on_result, r, &err), 0);

@@ -3,9 +3,48 @@
 #include <stddef.h>
 #include <setjmp.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <cmocka.h>
 
 #include "util.h"
+
+/* A memfd holding len bytes of 'x', rewound. */
+static int memfd_of(size_t len) {
+        int fd = memfd_create("read-full", MFD_CLOEXEC);
+        char *data = malloc(len + 1);
+
+        assert_true(fd >= 0);
+        assert_non_null(data);
+        memset(data, 'x', len);
+        assert_int_equal(write(fd, data, len), (ssize_t) len);
+        assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+        free(data);
+        return fd;
+}
+
+/* The limit is inclusive, the buffer is NUL-terminated, and growth past 4 KiB works. */
+static void test_read_full_fd(void **state) {
+        static const struct { size_t len, max; int r; } cases[] = {
+                { 0, 10, 0 }, { 10, 10, 0 }, { 11, 10, -EFBIG },
+                { 4096, 10000, 0 }, { 10000, 10000, 0 }, { 10001, 10000, -EFBIG }, { 70000, 100000, 0 },
+        };
+
+        (void) state;
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                int fd = memfd_of(cases[i].len);
+                char *buf = NULL;
+                size_t n = 0;
+
+                assert_int_equal(read_full_fd(fd, cases[i].max, &buf, &n), cases[i].r);
+                if (cases[i].r == 0) {
+                        assert_int_equal(n, cases[i].len);
+                        assert_int_equal(strlen(buf), cases[i].len);
+                } else
+                        assert_null(buf);
+                free(buf);
+                close(fd);
+        }
+}
 
 static void test_parse_size_table(void **state) {
         static const struct {
@@ -79,6 +118,7 @@ int main(void) {
                 cmocka_unit_test(test_format_size),
                 cmocka_unit_test(test_parse_duration),
                 cmocka_unit_test(test_error_prefix),
+                cmocka_unit_test(test_read_full_fd),
         };
         return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
