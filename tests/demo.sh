@@ -102,6 +102,7 @@ say "1. tiny holds 300 MiB near its minimum; the over-committed node is rebalanc
 gexec tiny guest-work hog ws 300 >/dev/null
 watch 30 "sum(v['target_bytes'] or 0 for v in s['vms']) <= 2304*2**20 and all(v['reason'] in ('steady','small-change') for v in s['vms'])"
 CAP=$((2304 * 1024 * 1024))
+SUM_MAX=0; for g in "${GUESTS[@]}"; do SUM_MAX=$((SUM_MAX + MEM[$g])); done
 RECLAIMED=$(json "sum(v['max_bytes']-(v['actual_bytes'] or v['max_bytes']) for v in s['vms'])//2**20")
 
 say "2. web's working set grows by 640 MiB (64 MiB every ~1.5 s)"
@@ -147,7 +148,7 @@ for g in "${GUESTS[@]}"; do
   fi
 done
 BELOW=$(json "[v['name'] for v in s['vms'] if v['actual_bytes'] is not None and v['actual_bytes'] < v['min_bytes']]")
-echo "memory reclaimed from idle guests while settling: ${RECLAIMED} MiB of $(( (1024+1024+768) )) MiB of maximums"
+echo "memory reclaimed from idle guests while settling: ${RECLAIMED} MiB of ${SUM_MAX} MiB of maximums"
 echo "web grew to ${WEB_PEAK} MiB; its target rose ${REACT:-(not seen)} ms after its available memory fell under the headroom"
 echo "web after its working set shrank: $(( $(vmfield web actual_bytes) / 1048576 )) MiB; batch: $(( $(vmfield batch actual_bytes) / 1048576 )) MiB"
 echo "capacity $((CAP / 1048576)) MiB; committed now: $(ctl --json pool | python3 -c 'import json,sys; print(json.load(sys.stdin)["committed_bytes"]//2**20)') MiB"
