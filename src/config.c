@@ -178,22 +178,37 @@ static void check_line(struct parser *p, const char *s) {
                 problem(p, p->line, "unknown section [%.*s]", (int) (end - s - 1), s + 1);
 }
 
+/* inih hands us a buffer of num bytes (INI_MAX_LINE, 200). A line holds at most num - 3
+ * characters before its newline; a longer line, or one with a NUL byte (a binary file or a
+ * bad editor), is one problem at its own line number and is read as empty, so the lines after
+ * it keep their numbers and are still checked. */
 static char *reader(char *str, int num, void *stream) {
         struct parser *p = stream;
-        size_t len;
+        size_t len = 0, limit = (size_t) num - 3;
+        bool nul = false, too_long = false;
+        int c = EOF;
 
-        if (!fgets(str, num, p->in))
+        while ((c = fgetc(p->in)) != EOF && c != '\n') {
+                if (c == '\0')
+                        nul = true;
+                else if (len < limit)
+                        str[len++] = (char) c;
+                else
+                        too_long = true;
+        }
+        if (c == EOF && len == 0 && !nul && !too_long)
                 return NULL;
         p->line++;
-        len = strlen(str);
-        if (len > 0 && str[len - 1] != '\n' && !feof(p->in)) {
-                int c;
-                while ((c = fgetc(p->in)) != EOF && c != '\n')
-                        ;
-                problem(p, p->line, "line too long (limit %d characters)", num - 3);
+        if (nul || too_long) {
+                if (nul)
+                        problem(p, p->line, "NUL byte in line: this is not a text file (or was saved in a wide encoding)");
+                else
+                        problem(p, p->line, "line too long (limit %zu characters)", limit);
                 strcpy(str, "\n");
                 return str;
         }
+        str[len++] = '\n';
+        str[len] = '\0';
         check_line(p, str);
         return str;
 }
