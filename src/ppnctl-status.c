@@ -6,8 +6,17 @@
 #include "ppnctl.h"
 #include "status.h"
 
+/* "-" for unknown; "?" for a size no memory has (2^63 bytes or more: only a guest's claim can be). */
 static const char *size_or_dash(uint64_t v, char *buf, size_t len) {
-        return v == STATUS_UNKNOWN ? "-" : ctl_size((int64_t) v, buf, len);
+        return v == STATUS_UNKNOWN ? "-" : v > INT64_MAX ? "?" : ctl_size((int64_t) v, buf, len);
+}
+
+/* A guest claiming more available memory than its maximum is lying or broken: "?" (the
+ * daemon holds such a VM; --json shows the raw claim). */
+static const char *avail_or_mark(const struct vm_status *s, char *buf, size_t len) {
+        if (s->guest_available_bytes != STATUS_UNKNOWN && s->guest_available_bytes > s->max_bytes)
+                return "?";
+        return size_or_dash(s->guest_available_bytes, buf, len);
 }
 
 static const char *state_color(const char *state) {
@@ -32,7 +41,7 @@ static void print_row(const struct vm_status *s, const struct layout *l) {
                ctl_sgr(stdout, CTL_SGR_RESET), l->size_w, size_or_dash(s->min_bytes, min, sizeof(min)), l->size_w,
                size_or_dash(s->target_bytes, target, sizeof(target)), l->size_w,
                size_or_dash(s->actual_bytes, actual, sizeof(actual)), l->size_w,
-               size_or_dash(s->guest_available_bytes, avail, sizeof(avail)), s->cpu_weight);
+               avail_or_mark(s, avail, sizeof(avail)), s->cpu_weight);
         if (l->fixed + strlen(s->reason) <= l->cols)
                 printf("  %s\n", s->reason);
         else
@@ -48,7 +57,7 @@ static void layout_for(const struct vm_status *st, size_t n, struct layout *l) {
         size_t name_w = 2, size_w = 7;
 
         for (size_t i = 0; i < n; i++) {
-                const uint64_t v[] = { st[i].min_bytes, st[i].target_bytes, st[i].actual_bytes, st[i].guest_available_bytes };
+                const uint64_t v[] = { st[i].min_bytes, st[i].target_bytes, st[i].actual_bytes };
                 name_w = strlen(st[i].name) > name_w ? strlen(st[i].name) : name_w;
                 for (size_t k = 0; k < ELEMENTSOF(v); k++)
                         size_w = size_len(v[k]) > size_w ? size_len(v[k]) : size_w;
