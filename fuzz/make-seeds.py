@@ -8,6 +8,7 @@ fuzz-balloon-stats: every guest-stats reply in the transcripts, plus edge cases.
 fuzz-ledger-import: documents as 'ppnctl ledger export' writes them, plus edge cases.
 fuzz-config: tests/fixtures/config/*.conf and systemd/ppnd.conf.example.
 fuzz-control: client sessions on the control socket.
+fuzz-archive-manifest: manifests as 'ppnctl export' writes them, and hostile variants.
 """
 import json
 import os
@@ -130,10 +131,38 @@ def control_seeds():
     write('fuzz-control', 'echo-split', b'\x03' + sessions['echo'].encode())
 
 
+def manifest_seeds():
+    """manifest.json as 'ppnctl export' writes it, plus the hostile shapes import must refuse."""
+    uuid = '6a1f3c2e-9b7d-4e5f-8a1b-2c3d4e5f6a7b'
+    vm = {'name': 'web', 'uuid': uuid, 'min_bytes': 512 << 20, 'max_bytes': 2 << 30,
+          'shares': 1000, 'cpu_weight': 100, 'vcpus': 1, 'qmp': '/run/ppn/web.qmp',
+          'disks': ['/srv/web.img'], 'qemu_args': ['-netdev', 'tap,script=/tmp/x']}
+    disk = {'file': 'web.img', 'format': 'raw', 'size': 1 << 30, 'sha256': 'ab' * 32,
+            'source': '/srv/web.img'}
+    good = {'archive': 'ppn-vm', 'version': 1, 'name': 'web', 'uuid': uuid,
+            'created': 1764400000, 'vm': vm, 'disks': [disk]}
+    variants = {
+        'good': good,
+        'no-disks': dict(good, disks=[]),
+        'two-disks': dict(good, disks=[disk, dict(disk, file='web-1.img', format='qcow2')]),
+        'path-file': dict(good, disks=[dict(disk, file='../../etc/passwd')]),
+        'dup-file': dict(good, disks=[disk, disk]),
+        'bad-sha': dict(good, disks=[dict(disk, sha256='AB' * 32)]),
+        'negative-size': dict(good, disks=[dict(disk, size=-1)]),
+        'name-mismatch': dict(good, name='db'),
+        'newer': dict(good, version=2),
+        'vm-not-object': dict(good, vm=[1]),
+    }
+    for name, d in variants.items():
+        write('fuzz-archive-manifest', name, json.dumps(d, indent=1))
+    write('fuzz-archive-manifest', 'truncated', json.dumps(good)[:60])
+
+
 if __name__ == '__main__':
     qmp_seeds()
     stats_seeds()
     ledger_seeds()
     config_seeds()
     control_seeds()
+    manifest_seeds()
     sys.exit(0)
