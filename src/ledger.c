@@ -911,6 +911,29 @@ int ledger_vm_remove(struct ledger *l, const char *name, uid_t uid, struct ppn_e
         return write_change(l, change_remove, (void *) name, uid, err);
 }
 
+static bool vm_same(const struct ledger_vm *a, const struct ledger_vm *b) {
+        json_object *ja = ledger_vm_to_json(a), *jb = ledger_vm_to_json(b);
+        bool same = ja && jb && strcmp(json_object_to_json_string(ja), json_object_to_json_string(jb)) == 0;
+        json_object_put(ja);
+        json_object_put(jb);
+        return same;
+}
+
+static int change_remove_unchanged(struct ledger_state *st, void *ud, char *what, size_t len, struct ppn_error *err) {
+        const struct ledger_vm *expected = ud;
+        struct ledger_vm *vm = find_mut(st, expected->name, err);
+        if (!vm)
+                return -ENOENT;
+        if (!vm_same(vm, expected))
+                return ppn_error_set(err, -ESTALE, "vm '%s' changed while it was being moved (see 'ppnctl ledger "
+                                     "history %s'): its entry stays here", expected->name, expected->name);
+        return change_remove(st, (void *) expected->name, what, len, err);
+}
+
+int ledger_vm_remove_unchanged(struct ledger *l, const struct ledger_vm *expected, uid_t uid, struct ppn_error *err) {
+        return write_change(l, change_remove_unchanged, (void *) expected, uid, err);
+}
+
 static int change_node(struct ledger_state *st, void *ud, char *what, size_t len, struct ppn_error *err) {
         const struct set_args *a = ud;
         for (size_t i = 0; i < a->n; i++) {

@@ -96,6 +96,10 @@ int ledger_vm_add(struct ledger *l, const struct ledger_vm *vm, uid_t uid,
 int ledger_vm_set(struct ledger *l, const char *name, const char *const *pairs, size_t n_pairs, uid_t uid,
                   struct ppn_error *err);
 int ledger_vm_remove(struct ledger *l, const char *name, uid_t uid, struct ppn_error *err);
+/* Removes the entry only if it is still exactly `expected` (every field, as JSON), in one
+ * transaction: a move exports an entry, then removes it, and a 'vm set' made in between must
+ * not be lost with it. -ESTALE (nothing changed) if it differs, -ENOENT if it is gone. */
+int ledger_vm_remove_unchanged(struct ledger *l, const struct ledger_vm *expected, uid_t uid, struct ppn_error *err);
 /* Node settings, "physical=16G", "reserve=1G", "min-floor=128M", value "default" unsets.
  * Validated against every VM (floor) and admitted (capacity). */
 int ledger_node_set(struct ledger *l, const char *const *pairs, size_t n_pairs, uid_t uid, struct ppn_error *err);

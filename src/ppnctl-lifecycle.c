@@ -540,7 +540,15 @@ int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
         /* The entry goes only once the archive is complete and verified (export re-reads it). */
         if (stop_vm(g, vm, timeout, true) || export_vm(g, vm, to))
                 return CTL_FAILED;
-        if ((r = ledger_vm_remove(l, vm->name, getuid(), &e)) < 0)
+        /* Removed only if nobody changed it during the stop and export: the archive holds the
+         * entry as it was loaded, and a 'vm set' made meanwhile must not vanish with it. */
+        if ((r = ledger_vm_remove_unchanged(l, vm, getuid(), &e)) == -ESTALE) {
+                fprintf(stderr, "ppnctl: move: %s; the VM is stopped and %s holds the entry as it was before. "
+                        "Run the move again to export the current entry, or 'ppnctl start %s' to keep it here\n",
+                        e.msg, to, vm->name);
+                return CTL_FAILED;
+        }
+        if (r < 0)
                 return ctl_fail(&e, r);
         printf("removed %s from this node's ledger; its images here are untouched; on the destination: "
                "ppnctl import %s\n", argv[optind], to);

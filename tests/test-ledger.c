@@ -327,6 +327,30 @@ static void test_crud_and_audit(void **state) {
         ledger_close(l);
 }
 
+/* A move removes the entry it exported only if nobody changed it meanwhile. */
+static void test_remove_unchanged(void **state) {
+        struct ledger *l = open_ok();
+        struct ledger_vm vm;
+        struct ppn_error e = {};
+        const char *pairs[] = { "shares=2000" };
+
+        node_set(l, "physical=8G", "reserve=1G");
+        add_vm(l, "db", "1G", "2G");
+        must(ledger_vm_get(l, "db", &vm, &e), &e);
+        must(ledger_vm_set(l, "db", pairs, 1, 0, &e), &e);          /* a concurrent 'vm set' */
+        assert_int_equal(ledger_vm_remove_unchanged(l, &vm, 0, &e), -ESTALE);
+        assert_string_equal(e.msg, "vm 'db' changed while it was being moved (see 'ppnctl ledger history db'): "
+                                   "its entry stays here");
+        ledger_vm_done(&vm);
+        must(ledger_vm_get(l, "db", &vm, &e), &e);                  /* still there, with the change */
+        assert_int_equal(vm.shares, 2000);
+        must(ledger_vm_remove_unchanged(l, &vm, 0, &e), &e);
+        assert_int_equal(ledger_vm_remove_unchanged(l, &vm, 0, &e), -ENOENT);
+        ledger_vm_done(&vm);
+        assert_int_equal(ledger_vm_get(l, "db", &vm, &e), -ENOENT);
+        ledger_close(l);
+}
+
 static void test_add_keeps_given_uuid(void **state) {
         struct ledger *l = open_ok();
         struct ledger_vm vm, got;
@@ -720,6 +744,7 @@ int main(void) {
                 cmocka_unit_test(test_uuid),
                 cmocka_unit_test(test_json_roundtrip),
                 T(test_crud_and_audit),
+                T(test_remove_unchanged),
                 T(test_add_keeps_given_uuid),
                 T(test_refusals_change_nothing),
                 T(test_override_lease),
