@@ -463,6 +463,7 @@ struct pool {
         uint64_t capacity, committed, sum_targets, free, host_low;
         uint64_t deficit, granted, over, reclaim;
         bool node_short, contended, psi_high, host_avail_low;
+        bool starving;          /* a VM under pressure still misses memory after the pool's grant */
 };
 
 static uint64_t work_target(const struct vm_work *w) {
@@ -525,8 +526,11 @@ static int pool_entitle(struct vm_work *w, size_t n, struct pool *p) {
         return 0;
 }
 
+/* A VM under pressure grows by whatever it is owed, however small: hysteresis is for VMs
+ * that can wait. */
 static bool is_grower(const struct vm_work *w) {
-        return !w->pinned && !w->moving_up && w->ent > w->t && w->ent - w->t >= w->min_step;
+        return !w->pinned && !w->moving_up && w->ent > w->t &&
+               (w->ent - w->t >= w->min_step || w->out->pressure);
 }
 
 /* Growth from free memory only; VMs under pressure first, then by shares. A grant smaller than
@@ -548,7 +552,8 @@ static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
                 waterfill(it, n, p->free - p->granted);
                 for (size_t i = 0; i < n; i++) {
                         uint64_t g = it[i].x / MIB * MIB;
-                        if (g < w[i].min_step && g < it[i].hi)
+                        /* Relief of pressure is never held back by the minimum step. */
+                        if (g < w[i].min_step && g < it[i].hi && !w[i].out->pressure)
                                 g = 0;
                         w[i].grant += g;
                         p->granted += g;
@@ -557,8 +562,10 @@ static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
         /* What growers still miss is asked from donors; a shortfall under a step is not. */
         for (size_t i = 0; i < n; i++) {
                 uint64_t shortfall = is_grower(&w[i]) ? subu((w[i].ent - w[i].t) / MIB * MIB, w[i].grant) : 0;
-                if (shortfall >= w[i].min_step)
+                bool pressure = w[i].out->pressure && shortfall > 0;
+                if (shortfall >= w[i].min_step || pressure)
                         p->deficit += shortfall;
+                p->starving |= pressure;
         }
         p->over = subu(p->sum_targets + p->granted, p->capacity);
         p->reclaim = p->deficit + p->over;
@@ -583,16 +590,23 @@ static void donor_caps(const struct policy_tunables *tun, const struct policy_no
         uint64_t idle = subu(w->t, w->need);
         uint64_t hyst = hysteresis(w);
         uint64_t since_grow = subu(node->now_usec, w->out->state.last_grow_usec);
-        bool urgent = p->node_short || p->over > 0;
+        bool urgent = p->node_short || p->over > 0 || p->starving;
 
         if (w->pinned || w->grant > 0 || excess == 0 || w->moving_down)
                 return;
         if (step < w->min_step)
                 step = w->min_step;
+        /* Another VM is out of memory: a donor above its fair share gives down to it at once
+         * (the balloon's speed is the only bound), not half its excess a tick. */
+        if (p->starving && p->contended)
+                step = excess;
         if (step > excess)
                 step = excess;
         step = step / MIB * MIB;
-        if (idle >= hyst && (urgent || w->out->state.last_grow_usec == 0 || since_grow >= tun->shrink_hold_usec))
+        /* Hysteresis and the hold after growth protect against flapping, never against a VM
+         * that is out of memory: with one starving, any idle memory above use + headroom goes. */
+        if ((idle >= hyst || p->starving) &&
+            (urgent || w->out->state.last_grow_usec == 0 || since_grow >= tun->shrink_hold_usec))
                 w->cap1 = (idle < step ? idle : step) / MIB * MIB;
         if (p->contended)
                 w->cap2 = step - w->cap1;
@@ -614,7 +628,8 @@ static double donor_rho(const struct vm_work *w, unsigned tax_pct) {
 
 /* Takes up to want bytes from tier (1 or 2), a minimum step at a time from the lowest ρ.
  * Returns what was taken (may exceed want by less than a step: it stays in the pool). */
-static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w, size_t n, int tier, uint64_t want) {
+static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w, size_t n, int tier, uint64_t want,
+                            bool starving) {
         uint64_t got = 0;
 
         while (got < want) {
@@ -622,7 +637,7 @@ static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w
                 double best_rho = 0;
                 for (size_t i = 0; i < n; i++) {
                         uint64_t left = tier == 1 ? w[i].cap1 - w[i].taken1 : w[i].cap2 - w[i].taken2;
-                        if (left == 0 || (left < w[i].min_step && w[i].taken1 + w[i].taken2 == 0))
+                        if (left == 0 || (left < w[i].min_step && w[i].taken1 + w[i].taken2 == 0 && !starving))
                                 continue;
                         double rho = donor_rho(&w[i], tun->idle_tax_pct);
                         if (!best || rho < best_rho) {
@@ -657,10 +672,10 @@ static int pool_reclaim(const struct policy_tunables *tun, const struct policy_n
                         got += w[i].cap1;
                 }
         } else if (want > 0)
-                got = take_greedy(tun, w, n, 1, want);
+                got = take_greedy(tun, w, n, 1, want, p->starving);
         want = subu(want, got);
         if (want > 0 && p->contended)
-                take_greedy(tun, w, n, 2, want);
+                take_greedy(tun, w, n, 2, want, p->starving);
         return 0;
 }
 

@@ -156,8 +156,8 @@ static void s_donor_idle_tax(struct policy_node *node, struct policy_vm *vm, siz
 }
 static void s_fair_share(struct policy_node *node, struct policy_vm *vm, size_t *n) {
         /* capacity 4G; A (pressure) needs 1280M, B needs 3159M: contended. Equal shares: A's
-         * need fits its share, B's fair share is 4096 - 1280 = 2816M; B gives half of its
-         * 256M excess this tick although it has no idle memory. */
+         * need fits its share, B's fair share is 4096 - 1280 = 2816M; A is under pressure, so
+         * B gives all of its 256M excess at once although it has no idle memory. */
         node->physical = 5 * GIB;
         vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);
         vm[1] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 200 * MIB);
@@ -208,10 +208,25 @@ static void s_floor_min(struct policy_node *node, struct policy_vm *vm, size_t *
 
 /* ---- hysteresis and the shrink hold ---- */
 static void s_recently_grown(struct policy_node *node, struct policy_vm *vm, size_t *n) {
-        /* B grew 3 s ago and has idle memory: A's demand does not take it back yet */
-        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        /* B grew 3 s ago and has idle memory: A's demand (120M available, not yet pressure:
+         * the mark is 5 % of 2G = 102M) does not take it back yet */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 120 * MIB);
         vm[1] = vm_settled(512 * MIB, 6 * GIB, 5 * GIB, 4608 * MIB);
         vm[1].state.last_grow_usec = NOW - 3 * SEC;
+        *n = 2;
+}
+static void s_recently_grown_other_starving(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* the same, but A is out of memory (10M available): the hold yields at once */
+        s_recently_grown(node, vm, n);
+        vm[0].stats.available = 10 * MIB;
+}
+static void s_pressure_small_donor(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* A is under pressure and the pool is empty; B's idle memory (24M above use 1840M +
+         * headroom 184M) is under a minimum step (40M) and inside B's hysteresis band (92M):
+         * it still goes. Contended: B's fair share is its need, A's 2072M, 24M above its target. */
+        node->physical = 5 * GIB;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 208 * MIB);
         *n = 2;
 }
 static void s_recently_grown_node_short(struct policy_node *node, struct policy_vm *vm, size_t *n) {
@@ -342,7 +357,7 @@ static const struct tcase cases[] = {
           { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_STEADY, KEEP, false },
             { POLICY_REASON_SHRINK_DEMAND, 2 * GIB, true } } },
         { "contention: above fair share gives", s_fair_share,
-          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_FAIR, 2944 * MIB, true } } },
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_FAIR, 2816 * MIB, true } } },
         { "node short (MemAvailable): bounded reclaim of idle", s_node_memavailable_low,
           { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true }, { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
         { "node short (PSI): reclaim", s_node_psi,
@@ -357,6 +372,10 @@ static const struct tcase cases[] = {
           { { POLICY_REASON_SHRINK_NODE, 2124 * MIB, true } } },
         { "shrink hold after growth", s_recently_grown,
           { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
+        { "shrink hold yields to a VM out of memory", s_recently_grown_other_starving,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_DEMAND, 4608 * MIB, true } } },
+        { "pressure takes idle memory under a step and inside the band", s_pressure_small_donor,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_DEMAND, 2024 * MIB, true } } },
         { "shrink hold ignored when the node is short", s_recently_grown_node_short,
           { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true } } },
         { "held: unknown, never updated, stale, total 0", s_stats_garbage,
@@ -400,7 +419,7 @@ static void test_summary(void **state) {
         assert_int_equal(sum.capacity, 4 * GIB);
         assert_int_equal(sum.committed, 4 * GIB);
         assert_int_equal(sum.targets_before, 4 * GIB);
-        assert_int_equal(sum.targets_after, 4 * GIB - 128 * MIB);
+        assert_int_equal(sum.targets_after, 4 * GIB - 256 * MIB);
         assert_int_equal(sum.free, 0);
         assert_int_equal(sum.reclaim_wanted, 256 * MIB);
         assert_true(sum.contended);
