@@ -11,6 +11,9 @@
 /* QEMU's last-update has whole-second resolution: a sample may look up to 1 s "in the future"
  * after the caller's clock conversion. Beyond 2 s it is nonsense. */
 #define FUTURE_SLACK_USEC (2 * USEC_PER_SEC)
+/* Growth under pressure covers what a fast allocator touches before help arrives: the next
+ * 1 s statistics sample plus about 1 s for the balloon to deflate and the guest to see it. */
+#define GROW_LOOKAHEAD_USEC (2 * USEC_PER_SEC)
 
 void policy_tunables_default(struct policy_tunables *ret) {
         *ret = (struct policy_tunables) {
@@ -189,17 +192,22 @@ static uint64_t counter_rate(uint64_t prev, uint64_t cur, uint64_t dt_usec) {
 }
 
 /* Counter rates over the last two distinct samples; unchanged while the sample is the same. */
-static void update_rates(struct policy_vm_state *s, const struct policy_guest_stats *st) {
+static void update_rates(struct policy_vm_state *s, const struct policy_guest_stats *st, uint64_t actual) {
+        uint64_t use = subu(actual, st->available);
+
         if (st->last_update_usec <= s->prev_update_usec)
                 return;
         if (s->prev_update_usec != 0) {
                 uint64_t dt = st->last_update_usec - s->prev_update_usec;
                 s->swap_in_rate = counter_rate(s->prev_swap_in, st->swap_in, dt);
                 s->major_fault_rate = counter_rate(s->prev_major_faults, st->major_faults, dt);
+                /* Use falling (a free, or a deflate-on-oom guest giving back) is not growth. */
+                s->use_growth_rate = use > s->prev_use ? counter_rate(s->prev_use, use, dt) : 0;
         }
         s->prev_update_usec = st->last_update_usec;
         s->prev_swap_in = st->swap_in;
         s->prev_major_faults = st->major_faults;
+        s->prev_use = use;
 }
 
 /* Guest statistics are untrusted input: returns POLICY_REASON_STEADY if usable, else the hold
@@ -350,8 +358,13 @@ static void classify_demand(const struct policy_tunables *tun, struct vm_work *w
         w->need = w->use + w->headroom;
         if (d->pressure) {
                 uint64_t step = pct_of(w->t, tun->grow_step_pct);
+                uint64_t seen = (uint64_t) ((unsigned __int128) s->use_growth_rate * GROW_LOOKAHEAD_USEC / USEC_PER_SEC);
                 if (step < tun->grow_step_bytes)
                         step = tun->grow_step_bytes;
+                /* A guest allocating fast gets what it will have touched before the next
+                 * sample and the balloon's move: its observed growth over the look-ahead. */
+                if (step < seen)
+                        step = seen;
                 if (w->need < w->t + step)
                         w->need = w->t + step;
         }
@@ -390,7 +403,7 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
         expire_lease(node, vm, &d->state);
         enum policy_reason verdict = stats_check(tun, node, vm, d);
         if (verdict == POLICY_REASON_STEADY)
-                update_rates(&d->state, &vm->stats);
+                update_rates(&d->state, &vm->stats, vm->actual);
         if (classify_followed(node, w))
                 return;
         if (track_progress(node, w))

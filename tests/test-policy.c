@@ -678,6 +678,39 @@ static void test_rates(void **state) {
         assert_int_equal(d.state.major_fault_rate, 0);
 }
 
+/* Growth under pressure is sized from the observed growth: a guest whose use grew 976 MiB in
+ * the last second gets its 2 s look-ahead (1952 MiB) at once, not 25 % of its target (512 MiB,
+ * three ticks for the same memory). */
+static void test_growth_step_from_rate(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm = vm_settled(512 * MIB, 8 * GIB, 2 * GIB, 1 * GIB);
+        struct policy_decision d;
+
+        node.physical = 16 * GIB;
+        vm.state.prev_update_usec = 0;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);   /* baseline: use 1G */
+        assert_int_equal(d.state.prev_use, 1 * GIB);
+        vm.state = d.state;
+        vm.stats.last_update_usec += SEC;
+        vm.stats.available = 48 * MIB;                                        /* use 2000M, +976M */
+        node.now_usec += SEC;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.state.use_growth_rate, 976 * MIB);
+        assert_int_equal(d.reason, POLICY_REASON_GROW_PRESSURE);
+        assert_int_equal(d.target, 2 * GIB + 1952 * MIB);
+
+        /* use falling is not growth: the step is the constant one again */
+        vm.state = d.state;
+        vm.stats.last_update_usec += SEC;
+        vm.stats.available = 40 * MIB;
+        vm.actual = 1536 * MIB;                                              /* use 1496M: fell */
+        vm.target = 1536 * MIB;
+        node.now_usec += SEC;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.state.use_growth_rate, 0);
+        assert_int_equal(d.target, 1536 * MIB + 384 * MIB);                  /* 25 % of the target */
+}
+
 static void test_tunables_and_names(void **state) {
         struct policy_tunables t;
         struct ppn_error err = { 0 };
@@ -825,6 +858,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_stuck_lifecycle, setup),
                 cmocka_unit_test_setup(test_override_lifecycle, setup),
                 cmocka_unit_test_setup(test_rates, setup),
+                cmocka_unit_test_setup(test_growth_step_from_rate, setup),
                 cmocka_unit_test_setup(test_tunables_and_names, setup),
                 cmocka_unit_test_setup(test_property_random, setup),
         };
