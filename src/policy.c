@@ -242,7 +242,13 @@ static enum policy_reason stats_check(const struct policy_tunables *tun, const s
 
 /* A lease made from a change behind our back: follow actual, send nothing (unless actual left
  * [min, max]: then the bound is restored, a reservation is not negotiable). */
-static bool classify_followed(const struct policy_node *node, struct vm_work *w) {
+/* An override holds a VM where someone put it, whatever that costs the guest; a guest under
+ * pressure under one is flagged in its reason, so the operator sees what the override costs. */
+static const char *starving_note(bool starving) {
+        return starving ? "; STARVING: guest under memory pressure (ppnctl release ends the override)" : "";
+}
+
+static bool classify_followed(const struct policy_node *node, struct vm_work *w, bool starving) {
         const struct policy_vm *vm = w->in;
         struct policy_vm_state *s = &w->out->state;
         uint64_t target = clampu(vm->actual, vm->min, vm->max);
@@ -253,9 +259,9 @@ static bool classify_followed(const struct policy_node *node, struct vm_work *w)
         progress_reset(s, node->now_usec, target, vm->actual);
         pin(w, target, POLICY_REASON_OVERRIDE);
         w->out->apply = target != vm->actual && vm->driver == POLICY_DRIVER_OK;
-        set_why(w->out, "balloon set outside ppnd: following actual %s for %" PRIu64 " s more%s",
+        set_why(w->out, "balloon set outside ppnd: following actual %s for %" PRIu64 " s more%s%s",
                 SZ(vm->actual), (s->lease_expiry_usec - node->now_usec) / USEC_PER_SEC,
-                target != vm->actual ? " (outside [min, max]: bound restored)" : "");
+                target != vm->actual ? " (outside [min, max]: bound restored)" : "", starving_note(starving));
         return true;
 }
 
@@ -404,7 +410,8 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
         enum policy_reason verdict = stats_check(tun, node, vm, d);
         if (verdict == POLICY_REASON_STEADY)
                 update_rates(&d->state, &vm->stats, vm->actual);
-        if (classify_followed(node, w))
+        bool starving = verdict == POLICY_REASON_STEADY && guest_short(tun, vm);
+        if (classify_followed(node, w, starving))
                 return;
         if (track_progress(node, w))
                 return classify_moved(tun, node, w, verdict == POLICY_REASON_STEADY);
@@ -413,9 +420,9 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
         if (d->state.lease_kind == POLICY_LEASE_OPERATOR) {
                 uint64_t lease = clampu(d->state.lease_target, vm->min, vm->max);
                 pin(w, lease, POLICY_REASON_LEASE);
-                set_why(d, "operator lease %s%s for %" PRIu64 " s more", SZ(lease),
+                set_why(d, "operator lease %s%s for %" PRIu64 " s more%s", SZ(lease),
                         lease != d->state.lease_target ? " (clamped to [min, max])" : "",
-                        (d->state.lease_expiry_usec - node->now_usec) / USEC_PER_SEC);
+                        (d->state.lease_expiry_usec - node->now_usec) / USEC_PER_SEC, starving_note(starving));
                 return;
         }
         if (verdict != POLICY_REASON_STEADY)

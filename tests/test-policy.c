@@ -711,6 +711,35 @@ static void test_growth_step_from_rate(void **state) {
         assert_int_equal(d.target, 1536 * MIB + 384 * MIB);                  /* 25 % of the target */
 }
 
+/* A guest starving under an override keeps the override (it is someone's decision) but its
+ * reason says so, for ppnctl status; a comfortable one is not flagged. */
+static void test_starving_under_override(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[2];
+        struct policy_decision d[2];
+        size_t n;
+
+        s_override_detected(&node, vm, &n);
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_OVERRIDE);
+        assert_null(strstr(d[0].why, "STARVING"));
+        vm[0].state = d[0].state;
+        vm[0].stats.available = 20 * MIB;
+        vm[0].stats.last_update_usec += SEC;
+        node.now_usec += SEC;
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_OVERRIDE);
+        assert_int_equal(d[0].target, 1536 * MIB);
+        assert_non_null(strstr(d[0].why, "STARVING"));
+        assert_non_null(strstr(d[0].why, "ppnctl release"));
+
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);         /* operator lease */
+        policy_lease_set(&vm[0].state, 1 * GIB, NOW + 60 * SEC);
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_LEASE);
+        assert_non_null(strstr(d[0].why, "STARVING"));
+}
+
 static void test_tunables_and_names(void **state) {
         struct policy_tunables t;
         struct ppn_error err = { 0 };
@@ -859,6 +888,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_override_lifecycle, setup),
                 cmocka_unit_test_setup(test_rates, setup),
                 cmocka_unit_test_setup(test_growth_step_from_rate, setup),
+                cmocka_unit_test_setup(test_starving_under_override, setup),
                 cmocka_unit_test_setup(test_tunables_and_names, setup),
                 cmocka_unit_test_setup(test_property_random, setup),
         };
