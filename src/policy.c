@@ -11,6 +11,9 @@
 /* QEMU's last-update has whole-second resolution: a sample may look up to 1 s "in the future"
  * after the caller's clock conversion. Beyond 2 s it is nonsense. */
 #define FUTURE_SLACK_USEC (2 * USEC_PER_SEC)
+/* Growth under pressure covers what a fast allocator touches before help arrives: the next
+ * 1 s statistics sample plus about 1 s for the balloon to deflate and the guest to see it. */
+#define GROW_LOOKAHEAD_USEC (2 * USEC_PER_SEC)
 
 void policy_tunables_default(struct policy_tunables *ret) {
         *ret = (struct policy_tunables) {
@@ -189,17 +192,22 @@ static uint64_t counter_rate(uint64_t prev, uint64_t cur, uint64_t dt_usec) {
 }
 
 /* Counter rates over the last two distinct samples; unchanged while the sample is the same. */
-static void update_rates(struct policy_vm_state *s, const struct policy_guest_stats *st) {
+static void update_rates(struct policy_vm_state *s, const struct policy_guest_stats *st, uint64_t actual) {
+        uint64_t use = subu(actual, st->available);
+
         if (st->last_update_usec <= s->prev_update_usec)
                 return;
         if (s->prev_update_usec != 0) {
                 uint64_t dt = st->last_update_usec - s->prev_update_usec;
                 s->swap_in_rate = counter_rate(s->prev_swap_in, st->swap_in, dt);
                 s->major_fault_rate = counter_rate(s->prev_major_faults, st->major_faults, dt);
+                /* Use falling (a free, or a deflate-on-oom guest giving back) is not growth. */
+                s->use_growth_rate = use > s->prev_use ? counter_rate(s->prev_use, use, dt) : 0;
         }
         s->prev_update_usec = st->last_update_usec;
         s->prev_swap_in = st->swap_in;
         s->prev_major_faults = st->major_faults;
+        s->prev_use = use;
 }
 
 /* Guest statistics are untrusted input: returns POLICY_REASON_STEADY if usable, else the hold
@@ -234,7 +242,13 @@ static enum policy_reason stats_check(const struct policy_tunables *tun, const s
 
 /* A lease made from a change behind our back: follow actual, send nothing (unless actual left
  * [min, max]: then the bound is restored, a reservation is not negotiable). */
-static bool classify_followed(const struct policy_node *node, struct vm_work *w) {
+/* An override holds a VM where someone put it, whatever that costs the guest; a guest under
+ * pressure under one is flagged in its reason, so the operator sees what the override costs. */
+static const char *starving_note(bool starving) {
+        return starving ? "; STARVING: guest under memory pressure (ppnctl release ends the override)" : "";
+}
+
+static bool classify_followed(const struct policy_node *node, struct vm_work *w, bool starving) {
         const struct policy_vm *vm = w->in;
         struct policy_vm_state *s = &w->out->state;
         uint64_t target = clampu(vm->actual, vm->min, vm->max);
@@ -245,9 +259,9 @@ static bool classify_followed(const struct policy_node *node, struct vm_work *w)
         progress_reset(s, node->now_usec, target, vm->actual);
         pin(w, target, POLICY_REASON_OVERRIDE);
         w->out->apply = target != vm->actual && vm->driver == POLICY_DRIVER_OK;
-        set_why(w->out, "balloon set outside ppnd: following actual %s for %" PRIu64 " s more%s",
+        set_why(w->out, "balloon set outside ppnd: following actual %s for %" PRIu64 " s more%s%s",
                 SZ(vm->actual), (s->lease_expiry_usec - node->now_usec) / USEC_PER_SEC,
-                target != vm->actual ? " (outside [min, max]: bound restored)" : "");
+                target != vm->actual ? " (outside [min, max]: bound restored)" : "", starving_note(starving));
         return true;
 }
 
@@ -350,8 +364,13 @@ static void classify_demand(const struct policy_tunables *tun, struct vm_work *w
         w->need = w->use + w->headroom;
         if (d->pressure) {
                 uint64_t step = pct_of(w->t, tun->grow_step_pct);
+                uint64_t seen = (uint64_t) ((unsigned __int128) s->use_growth_rate * GROW_LOOKAHEAD_USEC / USEC_PER_SEC);
                 if (step < tun->grow_step_bytes)
                         step = tun->grow_step_bytes;
+                /* A guest allocating fast gets what it will have touched before the next
+                 * sample and the balloon's move: its observed growth over the look-ahead. */
+                if (step < seen)
+                        step = seen;
                 if (w->need < w->t + step)
                         w->need = w->t + step;
         }
@@ -390,8 +409,9 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
         expire_lease(node, vm, &d->state);
         enum policy_reason verdict = stats_check(tun, node, vm, d);
         if (verdict == POLICY_REASON_STEADY)
-                update_rates(&d->state, &vm->stats);
-        if (classify_followed(node, w))
+                update_rates(&d->state, &vm->stats, vm->actual);
+        bool starving = verdict == POLICY_REASON_STEADY && guest_short(tun, vm);
+        if (classify_followed(node, w, starving))
                 return;
         if (track_progress(node, w))
                 return classify_moved(tun, node, w, verdict == POLICY_REASON_STEADY);
@@ -400,9 +420,9 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
         if (d->state.lease_kind == POLICY_LEASE_OPERATOR) {
                 uint64_t lease = clampu(d->state.lease_target, vm->min, vm->max);
                 pin(w, lease, POLICY_REASON_LEASE);
-                set_why(d, "operator lease %s%s for %" PRIu64 " s more", SZ(lease),
+                set_why(d, "operator lease %s%s for %" PRIu64 " s more%s", SZ(lease),
                         lease != d->state.lease_target ? " (clamped to [min, max])" : "",
-                        (d->state.lease_expiry_usec - node->now_usec) / USEC_PER_SEC);
+                        (d->state.lease_expiry_usec - node->now_usec) / USEC_PER_SEC, starving_note(starving));
                 return;
         }
         if (verdict != POLICY_REASON_STEADY)
@@ -463,6 +483,7 @@ struct pool {
         uint64_t capacity, committed, sum_targets, free, host_low;
         uint64_t deficit, granted, over, reclaim;
         bool node_short, contended, psi_high, host_avail_low;
+        bool starving;          /* a VM under pressure still misses memory after the pool's grant */
 };
 
 static uint64_t work_target(const struct vm_work *w) {
@@ -525,8 +546,11 @@ static int pool_entitle(struct vm_work *w, size_t n, struct pool *p) {
         return 0;
 }
 
+/* A VM under pressure grows by whatever it is owed, however small: hysteresis is for VMs
+ * that can wait. */
 static bool is_grower(const struct vm_work *w) {
-        return !w->pinned && !w->moving_up && w->ent > w->t && w->ent - w->t >= w->min_step;
+        return !w->pinned && !w->moving_up && w->ent > w->t &&
+               (w->ent - w->t >= w->min_step || w->out->pressure);
 }
 
 /* Growth from free memory only; VMs under pressure first, then by shares. A grant smaller than
@@ -548,7 +572,8 @@ static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
                 waterfill(it, n, p->free - p->granted);
                 for (size_t i = 0; i < n; i++) {
                         uint64_t g = it[i].x / MIB * MIB;
-                        if (g < w[i].min_step && g < it[i].hi)
+                        /* Relief of pressure is never held back by the minimum step. */
+                        if (g < w[i].min_step && g < it[i].hi && !w[i].out->pressure)
                                 g = 0;
                         w[i].grant += g;
                         p->granted += g;
@@ -557,8 +582,10 @@ static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
         /* What growers still miss is asked from donors; a shortfall under a step is not. */
         for (size_t i = 0; i < n; i++) {
                 uint64_t shortfall = is_grower(&w[i]) ? subu((w[i].ent - w[i].t) / MIB * MIB, w[i].grant) : 0;
-                if (shortfall >= w[i].min_step)
+                bool pressure = w[i].out->pressure && shortfall > 0;
+                if (shortfall >= w[i].min_step || pressure)
                         p->deficit += shortfall;
+                p->starving |= pressure;
         }
         p->over = subu(p->sum_targets + p->granted, p->capacity);
         p->reclaim = p->deficit + p->over;
@@ -583,16 +610,23 @@ static void donor_caps(const struct policy_tunables *tun, const struct policy_no
         uint64_t idle = subu(w->t, w->need);
         uint64_t hyst = hysteresis(w);
         uint64_t since_grow = subu(node->now_usec, w->out->state.last_grow_usec);
-        bool urgent = p->node_short || p->over > 0;
+        bool urgent = p->node_short || p->over > 0 || p->starving;
 
         if (w->pinned || w->grant > 0 || excess == 0 || w->moving_down)
                 return;
         if (step < w->min_step)
                 step = w->min_step;
+        /* Another VM is out of memory: a donor above its fair share gives down to it at once
+         * (the balloon's speed is the only bound), not half its excess a tick. */
+        if (p->starving && p->contended)
+                step = excess;
         if (step > excess)
                 step = excess;
         step = step / MIB * MIB;
-        if (idle >= hyst && (urgent || w->out->state.last_grow_usec == 0 || since_grow >= tun->shrink_hold_usec))
+        /* Hysteresis and the hold after growth protect against flapping, never against a VM
+         * that is out of memory: with one starving, any idle memory above use + headroom goes. */
+        if ((idle >= hyst || p->starving) &&
+            (urgent || w->out->state.last_grow_usec == 0 || since_grow >= tun->shrink_hold_usec))
                 w->cap1 = (idle < step ? idle : step) / MIB * MIB;
         if (p->contended)
                 w->cap2 = step - w->cap1;
@@ -614,7 +648,8 @@ static double donor_rho(const struct vm_work *w, unsigned tax_pct) {
 
 /* Takes up to want bytes from tier (1 or 2), a minimum step at a time from the lowest ρ.
  * Returns what was taken (may exceed want by less than a step: it stays in the pool). */
-static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w, size_t n, int tier, uint64_t want) {
+static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w, size_t n, int tier, uint64_t want,
+                            bool starving) {
         uint64_t got = 0;
 
         while (got < want) {
@@ -622,7 +657,7 @@ static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w
                 double best_rho = 0;
                 for (size_t i = 0; i < n; i++) {
                         uint64_t left = tier == 1 ? w[i].cap1 - w[i].taken1 : w[i].cap2 - w[i].taken2;
-                        if (left == 0 || (left < w[i].min_step && w[i].taken1 + w[i].taken2 == 0))
+                        if (left == 0 || (left < w[i].min_step && w[i].taken1 + w[i].taken2 == 0 && !starving))
                                 continue;
                         double rho = donor_rho(&w[i], tun->idle_tax_pct);
                         if (!best || rho < best_rho) {
@@ -657,10 +692,10 @@ static int pool_reclaim(const struct policy_tunables *tun, const struct policy_n
                         got += w[i].cap1;
                 }
         } else if (want > 0)
-                got = take_greedy(tun, w, n, 1, want);
+                got = take_greedy(tun, w, n, 1, want, p->starving);
         want = subu(want, got);
         if (want > 0 && p->contended)
-                take_greedy(tun, w, n, 2, want);
+                take_greedy(tun, w, n, 2, want, p->starving);
         return 0;
 }
 

@@ -89,6 +89,8 @@ struct policy_vm_state {
         uint64_t prev_major_faults;
         uint64_t swap_in_rate;       /* bytes/s */
         uint64_t major_fault_rate;   /* faults/s */
+        uint64_t prev_use;           /* actual − available at the previous sample */
+        uint64_t use_growth_rate;    /* bytes/s the guest's use grew between the last two (0 if it fell) */
 
         /* The balloon's progress toward the current target. */
         uint64_t set_usec;           /* when the target was set (0 = unknown: first tick) */

@@ -156,8 +156,8 @@ static void s_donor_idle_tax(struct policy_node *node, struct policy_vm *vm, siz
 }
 static void s_fair_share(struct policy_node *node, struct policy_vm *vm, size_t *n) {
         /* capacity 4G; A (pressure) needs 1280M, B needs 3159M: contended. Equal shares: A's
-         * need fits its share, B's fair share is 4096 - 1280 = 2816M; B gives half of its
-         * 256M excess this tick although it has no idle memory. */
+         * need fits its share, B's fair share is 4096 - 1280 = 2816M; A is under pressure, so
+         * B gives all of its 256M excess at once although it has no idle memory. */
         node->physical = 5 * GIB;
         vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);
         vm[1] = vm_settled(512 * MIB, 4 * GIB, 3 * GIB, 200 * MIB);
@@ -208,10 +208,25 @@ static void s_floor_min(struct policy_node *node, struct policy_vm *vm, size_t *
 
 /* ---- hysteresis and the shrink hold ---- */
 static void s_recently_grown(struct policy_node *node, struct policy_vm *vm, size_t *n) {
-        /* B grew 3 s ago and has idle memory: A's demand does not take it back yet */
-        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        /* B grew 3 s ago and has idle memory: A's demand (120M available, not yet pressure:
+         * the mark is 5 % of 2G = 102M) does not take it back yet */
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 120 * MIB);
         vm[1] = vm_settled(512 * MIB, 6 * GIB, 5 * GIB, 4608 * MIB);
         vm[1].state.last_grow_usec = NOW - 3 * SEC;
+        *n = 2;
+}
+static void s_recently_grown_other_starving(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* the same, but A is out of memory (10M available): the hold yields at once */
+        s_recently_grown(node, vm, n);
+        vm[0].stats.available = 10 * MIB;
+}
+static void s_pressure_small_donor(struct policy_node *node, struct policy_vm *vm, size_t *n) {
+        /* A is under pressure and the pool is empty; B's idle memory (24M above use 1840M +
+         * headroom 184M) is under a minimum step (40M) and inside B's hysteresis band (92M):
+         * it still goes. Contended: B's fair share is its need, A's 2072M, 24M above its target. */
+        node->physical = 5 * GIB;
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        vm[1] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 208 * MIB);
         *n = 2;
 }
 static void s_recently_grown_node_short(struct policy_node *node, struct policy_vm *vm, size_t *n) {
@@ -342,7 +357,7 @@ static const struct tcase cases[] = {
           { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_STEADY, KEEP, false },
             { POLICY_REASON_SHRINK_DEMAND, 2 * GIB, true } } },
         { "contention: above fair share gives", s_fair_share,
-          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_FAIR, 2944 * MIB, true } } },
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_FAIR, 2816 * MIB, true } } },
         { "node short (MemAvailable): bounded reclaim of idle", s_node_memavailable_low,
           { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true }, { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
         { "node short (PSI): reclaim", s_node_psi,
@@ -357,6 +372,10 @@ static const struct tcase cases[] = {
           { { POLICY_REASON_SHRINK_NODE, 2124 * MIB, true } } },
         { "shrink hold after growth", s_recently_grown,
           { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SMALL_CHANGE, KEEP, false } } },
+        { "shrink hold yields to a VM out of memory", s_recently_grown_other_starving,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_DEMAND, 4608 * MIB, true } } },
+        { "pressure takes idle memory under a step and inside the band", s_pressure_small_donor,
+          { { POLICY_REASON_WAIT_MEMORY, KEEP, false }, { POLICY_REASON_SHRINK_DEMAND, 2024 * MIB, true } } },
         { "shrink hold ignored when the node is short", s_recently_grown_node_short,
           { { POLICY_REASON_SHRINK_NODE, 2624 * MIB, true } } },
         { "held: unknown, never updated, stale, total 0", s_stats_garbage,
@@ -400,7 +419,7 @@ static void test_summary(void **state) {
         assert_int_equal(sum.capacity, 4 * GIB);
         assert_int_equal(sum.committed, 4 * GIB);
         assert_int_equal(sum.targets_before, 4 * GIB);
-        assert_int_equal(sum.targets_after, 4 * GIB - 128 * MIB);
+        assert_int_equal(sum.targets_after, 4 * GIB - 256 * MIB);
         assert_int_equal(sum.free, 0);
         assert_int_equal(sum.reclaim_wanted, 256 * MIB);
         assert_true(sum.contended);
@@ -659,6 +678,68 @@ static void test_rates(void **state) {
         assert_int_equal(d.state.major_fault_rate, 0);
 }
 
+/* Growth under pressure is sized from the observed growth: a guest whose use grew 976 MiB in
+ * the last second gets its 2 s look-ahead (1952 MiB) at once, not 25 % of its target (512 MiB,
+ * three ticks for the same memory). */
+static void test_growth_step_from_rate(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm = vm_settled(512 * MIB, 8 * GIB, 2 * GIB, 1 * GIB);
+        struct policy_decision d;
+
+        node.physical = 16 * GIB;
+        vm.state.prev_update_usec = 0;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);   /* baseline: use 1G */
+        assert_int_equal(d.state.prev_use, 1 * GIB);
+        vm.state = d.state;
+        vm.stats.last_update_usec += SEC;
+        vm.stats.available = 48 * MIB;                                        /* use 2000M, +976M */
+        node.now_usec += SEC;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.state.use_growth_rate, 976 * MIB);
+        assert_int_equal(d.reason, POLICY_REASON_GROW_PRESSURE);
+        assert_int_equal(d.target, 2 * GIB + 1952 * MIB);
+
+        /* use falling is not growth: the step is the constant one again */
+        vm.state = d.state;
+        vm.stats.last_update_usec += SEC;
+        vm.stats.available = 40 * MIB;
+        vm.actual = 1536 * MIB;                                              /* use 1496M: fell */
+        vm.target = 1536 * MIB;
+        node.now_usec += SEC;
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.state.use_growth_rate, 0);
+        assert_int_equal(d.target, 1536 * MIB + 384 * MIB);                  /* 25 % of the target */
+}
+
+/* A guest starving under an override keeps the override (it is someone's decision) but its
+ * reason says so, for ppnctl status; a comfortable one is not flagged. */
+static void test_starving_under_override(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[2];
+        struct policy_decision d[2];
+        size_t n;
+
+        s_override_detected(&node, vm, &n);
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_OVERRIDE);
+        assert_null(strstr(d[0].why, "STARVING"));
+        vm[0].state = d[0].state;
+        vm[0].stats.available = 20 * MIB;
+        vm[0].stats.last_update_usec += SEC;
+        node.now_usec += SEC;
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_OVERRIDE);
+        assert_int_equal(d[0].target, 1536 * MIB);
+        assert_non_null(strstr(d[0].why, "STARVING"));
+        assert_non_null(strstr(d[0].why, "ppnctl release"));
+
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 10 * MIB);         /* operator lease */
+        policy_lease_set(&vm[0].state, 1 * GIB, NOW + 60 * SEC);
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_LEASE);
+        assert_non_null(strstr(d[0].why, "STARVING"));
+}
+
 static void test_tunables_and_names(void **state) {
         struct policy_tunables t;
         struct ppn_error err = { 0 };
@@ -806,6 +887,8 @@ int main(void) {
                 cmocka_unit_test_setup(test_stuck_lifecycle, setup),
                 cmocka_unit_test_setup(test_override_lifecycle, setup),
                 cmocka_unit_test_setup(test_rates, setup),
+                cmocka_unit_test_setup(test_growth_step_from_rate, setup),
+                cmocka_unit_test_setup(test_starving_under_override, setup),
                 cmocka_unit_test_setup(test_tunables_and_names, setup),
                 cmocka_unit_test_setup(test_property_random, setup),
         };
