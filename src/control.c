@@ -20,9 +20,6 @@
 #define NOTICE_BURST 10
 #define NOTICE_WINDOW_USEC (UINT64_C(10) * 1000000)
 
-/* The last this many of max_clients slots are only for root, so idle or hostile group members
- * cannot lock root out. */
-#define CONTROL_ROOT_RESERVED 8u
 
 struct control_conn {
         struct control *ctl;
@@ -307,7 +304,7 @@ static bool slot_free(const struct control *c, uid_t uid) {
         size_t limit = c->opts.max_clients;
 
         if (uid != 0)
-                limit = limit > CONTROL_ROOT_RESERVED ? limit - CONTROL_ROOT_RESERVED : 1;
+                limit = limit > c->opts.root_reserved ? limit - c->opts.root_reserved : 0;
         return c->n_conns < limit;
 }
 

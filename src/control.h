@@ -45,8 +45,8 @@ struct control_options {
         const char *path;
         gid_t group;            /* (gid_t) -1: root (and the daemon's own uid) only */
         size_t max_request;     /* bytes in one request line, newline included */
-        size_t max_clients;     /* connections at once; more are answered with an error. The last
-                                 * 8 (CONTROL_ROOT_RESERVED) are for root only */
+        size_t max_clients;     /* connections at once; more are answered with an error */
+        size_t root_reserved;   /* of those, the last this many are for root only */
         uint64_t idle_timeout_usec; /* a client that sends no complete request for this long is
                                  * closed (followers are exempt); 0: never */
 };

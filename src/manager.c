@@ -978,6 +978,7 @@ static int setup_control(struct manager *m, struct ppn_error *err) {
                 .path = m->cfg->control_socket,
                 .max_request = m->cfg->control_max_request,
                 .max_clients = 64,
+                .root_reserved = 8,     /* idle group members cannot lock root out */
                 .idle_timeout_usec = m->cfg->control_idle_timeout_usec,
         };
         int r = resolve_group(m->cfg->control_group, &o.group, err);
