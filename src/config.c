@@ -18,6 +18,7 @@ const char config_default_text[] =
         "[control]\n"
         "socket = /run/ppn/ppnd.sock\n"
         "group =\n"
+        "idle-timeout = 5s\n"
         "max-request = 4K\n"
         "[cgroup]\n"
         "root = auto\n"
@@ -80,6 +81,8 @@ static const struct key keys[] = {
         { "cgroup", "parent", KEY_NAME, OFF(cgroup_parent), 0, 0, 0 },
         { "cgroup", "root", KEY_PATH_AUTO, OFF(cgroup_root), 0, 0, 0 },
         { "control", "group", KEY_GROUP, OFF(control_group), 0, 0, 0 },
+        /* Long enough for a person typing into socat; short enough that idle clients free slots. */
+        NUM("control", "idle-timeout", KEY_DURATION, control_idle_timeout_usec, 100000, UINT64_C(3600000000)),
         /* 256 B fits every request ppnctl sends; 1 MiB bounds what one client can make us hold. */
         NUM("control", "max-request", KEY_SIZE, control_max_request, 256, 1 << 20),
         { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0, 0 },

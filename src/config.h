@@ -28,6 +28,7 @@ struct ppn_config {
         char *control_socket;
         char *control_group;            /* "" = root only */
         uint64_t control_max_request;   /* bytes per request line */
+        uint64_t control_idle_timeout_usec; /* close a client silent this long (followers exempt) */
         /* [cgroup] */
         char *cgroup_root;              /* mount point; "auto" = /sys/fs/cgroup (v1 or v2 detected) */
         char *cgroup_parent;            /* per-VM groups are created under it */

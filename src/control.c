@@ -2,6 +2,7 @@
 #include "control.h"
 
 #include <grp.h>
+#include <inttypes.h>
 #include <pwd.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -19,11 +20,13 @@
 #define NOTICE_BURST 10
 #define NOTICE_WINDOW_USEC (UINT64_C(10) * 1000000)
 
+
 struct control_conn {
         struct control *ctl;
         struct control_conn *next;
         int fd;
         sd_event_source *source;
+        sd_event_source *timer;         /* idle deadline; NULL for followers */
         uid_t uid;
         char *in;               /* max_request bytes */
         size_t in_len;
@@ -109,6 +112,7 @@ static void conn_free(struct control_conn *conn) {
                         break;
                 }
         sd_event_source_disable_unref(conn->source);
+        sd_event_source_disable_unref(conn->timer);
         if (conn->fd >= 0)
                 close(conn->fd);
         free(conn->in);
@@ -216,6 +220,18 @@ fail:
         return send_error(conn, err.msg[0] ? err.msg : "request failed");
 }
 
+/* Restarts the idle deadline: a client has idle_timeout to send its next complete request. A
+ * follower has no deadline (the write-queue limit still bounds it). */
+static int conn_rearm(struct control_conn *conn) {
+        if (!conn->timer)
+                return 0;
+        if (conn->topic) {
+                conn->timer = sd_event_source_disable_unref(conn->timer);
+                return 0;
+        }
+        return sd_event_source_set_time_relative(conn->timer, conn->ctl->opts.idle_timeout_usec);
+}
+
 /* Consumes complete lines from the input buffer. */
 static int conn_process(struct control_conn *conn) {
         char *nl;
@@ -223,6 +239,8 @@ static int conn_process(struct control_conn *conn) {
         while ((nl = memchr(conn->in, '\n', conn->in_len))) {
                 size_t len = (size_t) (nl - conn->in);
                 int r = len ? handle_line(conn, conn->in, len) : 0;
+                if (r >= 0 && len)
+                        r = conn_rearm(conn);
                 if (r < 0)
                         return r;
                 memmove(conn->in, nl + 1, conn->in_len - len - 1);
@@ -263,12 +281,31 @@ static int on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userda
         return 0;
 }
 
+static int on_conn_idle(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct control_conn *conn = userdata;
+
+        log_debug("control: uid %u sent no complete request for %" PRIu64 " ms; connection closed",
+                  (unsigned) conn->uid, conn->ctl->opts.idle_timeout_usec / 1000);
+        (void) send_error(conn, "idle timeout: no complete request in time; connection closed");
+        conn_free(conn);
+        return 0;
+}
+
 static int reject(int fd, const char *msg) {
         char line[256];
         int len = snprintf(line, sizeof(line), "{\"error\": \"%s\"}\n", msg);
         (void) send(fd, line, (size_t) len, MSG_NOSIGNAL | MSG_DONTWAIT);
         close(fd);
         return 0;
+}
+
+/* May a peer with uid take a connection slot now? Root may use the reserved ones. */
+static bool slot_free(const struct control *c, uid_t uid) {
+        size_t limit = c->opts.max_clients;
+
+        if (uid != 0)
+                limit = limit > c->opts.root_reserved ? limit - c->opts.root_reserved : 0;
+        return c->n_conns < limit;
 }
 
 static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userdata) {
@@ -289,7 +326,7 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
                                    (unsigned) cred.uid);
                 return reject(fd, "permission denied: only root or members of the control group may use ppnd");
         }
-        if (c->n_conns >= c->opts.max_clients)
+        if (!slot_free(c, cred.uid))
                 return reject(fd, "too many connections; try again");
         conn = calloc(1, sizeof(*conn));
         if (!conn || !(conn->in = malloc(c->opts.max_request))) {
@@ -298,6 +335,9 @@ static int on_accept(sd_event_source *s, int lfd, uint32_t revents, void *userda
         }
         *conn = (struct control_conn) { .ctl = c, .fd = fd, .uid = cred.uid, .in = conn->in, .next = c->conns };
         r = sd_event_add_io(c->event, &conn->source, fd, EPOLLIN, on_conn_io, conn);
+        if (r >= 0 && c->opts.idle_timeout_usec)
+                r = sd_event_add_time_relative(c->event, &conn->timer, CLOCK_MONOTONIC,
+                                               c->opts.idle_timeout_usec, 0, on_conn_idle, conn);
         c->conns = conn;
         c->n_conns++;
         if (r < 0)
@@ -428,6 +468,7 @@ struct control *control_free(struct control *c) {
 
 void control_conn_follow(struct control_conn *conn, unsigned topic) {
         conn->topic = topic;
+        (void) conn_rearm(conn);
 }
 
 void control_broadcast(struct control *c, unsigned topic, json_object *msg) {

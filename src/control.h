@@ -14,6 +14,9 @@
  * A reply is one JSON object per line. A handler may turn its connection into a stream
  * (control_conn_follow): later control_broadcast() messages on that topic are sent to it; a
  * follower that does not read (over 1 MiB queued) is dropped rather than let it grow memory.
+ * A connection that sends no complete request for idle_timeout_usec (since it connected or
+ * since its last request) is closed; a follower is exempt. The last slots of max_clients are
+ * kept for root, so idle group members cannot lock root out.
  */
 
 #include <json-c/json.h>
@@ -43,6 +46,9 @@ struct control_options {
         gid_t group;            /* (gid_t) -1: root (and the daemon's own uid) only */
         size_t max_request;     /* bytes in one request line, newline included */
         size_t max_clients;     /* connections at once; more are answered with an error */
+        size_t root_reserved;   /* of those, the last this many are for root only */
+        uint64_t idle_timeout_usec; /* a client that sends no complete request for this long is
+                                 * closed (followers are exempt); 0: never */
 };
 
 /* Creates the socket and starts accepting. table must be sorted by name (checked: -EINVAL). */

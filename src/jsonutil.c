@@ -21,6 +21,17 @@ int json_member_text(json_object *o, const char *key, char *buf, size_t len) {
         return 0;
 }
 
+int json_member_bool(json_object *o, const char *key, bool *ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v))
+                return -ENOENT;
+        if (!json_object_is_type(v, json_type_boolean))
+                return -EINVAL;
+        *ret = json_object_get_boolean(v);
+        return 0;
+}
+
 static json_object *int_member(json_object *o, const char *key) {
         json_object *v;
 

@@ -8,6 +8,7 @@
  */
 
 #include <json-c/json.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -17,6 +18,10 @@ const char *json_member_string(json_object *o, const char *key);
 /* Copies the string member `key` into buf (truncated to len - 1 bytes, always terminated).
  * Returns 0, or -EINVAL if missing or not a string. */
 int json_member_text(json_object *o, const char *key, char *buf, size_t len);
+
+/* The boolean member `key` (JSON true or false only). Returns 0, -ENOENT if missing (*ret
+ * untouched), or -EINVAL if of another type ("no", 1 and "" are not booleans). */
+int json_member_bool(json_object *o, const char *key, bool *ret);
 
 /* The integer member `key` as json-c reads it (int64 saturates). Returns 0 or -EINVAL. */
 int json_member_int64(json_object *o, const char *key, int64_t *ret);

@@ -10,6 +10,7 @@
 #include "control.h"
 #include "history.h"
 #include "hostmem.h"
+#include "jsonutil.h"
 #include "ledger.h"
 #include "log.h"
 #include "metrics.h"
@@ -690,8 +691,11 @@ static int req_events(struct control_conn *conn, json_object *req, void *userdat
         const struct ppn_event *list[MANAGER_EVENTS_MAX];
         json_object *v, *o, *arr;
         uint64_t after = 0, limit = 100;
+        bool follow = false;
         size_t n;
 
+        if (json_member_bool(req, "follow", &follow) == -EINVAL)
+                return ppn_error_set(err, EINVAL, "events: \"follow\" must be true or false (a JSON boolean)");
         if (json_object_object_get_ex(req, "after", &v) && json_object_is_type(v, json_type_int))
                 after = json_object_get_uint64(v);
         if (json_object_object_get_ex(req, "limit", &v) && json_object_is_type(v, json_type_int))
@@ -708,7 +712,7 @@ static int req_events(struct control_conn *conn, json_object *req, void *userdat
                 json_object_array_add(arr, event_to_json(list[i]));
         json_object_object_add(o, "events", arr);
         json_object_object_add(o, "last_seq", json_object_new_uint64(m->events.last_seq));
-        if (json_object_object_get_ex(req, "follow", &v) && json_object_get_boolean(v))
+        if (follow)
                 control_conn_follow(conn, TOPIC_EVENTS);
         *ret = o;
         return 0;
@@ -974,6 +978,8 @@ static int setup_control(struct manager *m, struct ppn_error *err) {
                 .path = m->cfg->control_socket,
                 .max_request = m->cfg->control_max_request,
                 .max_clients = 64,
+                .root_reserved = 8,     /* idle group members cannot lock root out */
+                .idle_timeout_usec = m->cfg->control_idle_timeout_usec,
         };
         int r = resolve_group(m->cfg->control_group, &o.group, err);
 

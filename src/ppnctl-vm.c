@@ -64,6 +64,19 @@ static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
+/* True if pair i's key (before '=') was given earlier in pairs; "disk" and "qemu-arg" add one
+ * item each and may repeat. */
+static bool key_repeated(char **pairs, int i) {
+        size_t len = strcspn(pairs[i], "=");
+
+        if ((len == 4 && strncmp(pairs[i], "disk", 4) == 0) || (len == 8 && strncmp(pairs[i], "qemu-arg", 8) == 0))
+                return false;
+        for (int j = 0; j < i; j++)
+                if (strcspn(pairs[j], "=") == len && strncmp(pairs[j], pairs[i], len) == 0)
+                        return true;
+        return false;
+}
+
 static int vm_set(const struct ctl_globals *g, int argc, char **argv) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
@@ -80,6 +93,9 @@ static int vm_set(const struct ctl_globals *g, int argc, char **argv) {
                 ledger_vm_init(&scratch);
                 if (ledger_vm_assign_pair(&scratch, argv[i], &e) < 0)
                         return ctl_usage_error("vm set", SET_USAGE, "%s", e.msg);
+                if (key_repeated(argv + 2, i - 2))
+                        return ctl_usage_error("vm set", SET_USAGE, "key '%.*s' given twice; give each key once",
+                                               (int) strcspn(argv[i], "="), argv[i]);
         }
         r = ctl_open_ledger(g, true, &l);
         if (r)

@@ -55,6 +55,7 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_string_equal(c->control_socket, "/run/ppn/ppnd.sock");
         assert_string_equal(c->control_group, "");
         assert_int_equal(c->control_max_request, 4096);
+        assert_int_equal(c->control_idle_timeout_usec, 5000000);
         assert_string_equal(c->cgroup_root, "auto");
         assert_string_equal(c->cgroup_parent, "ppn.slice");
         assert_false(c->cgroup_delegated);
@@ -106,6 +107,7 @@ static void test_good_full(void **state) {
         assert_string_equal(c->runtime_dir, "/tmp/ppn-run");
         assert_string_equal(c->control_group, "adm");
         assert_int_equal(c->control_max_request, 8192);
+        assert_int_equal(c->control_idle_timeout_usec, 2000000);
         assert_string_equal(c->cgroup_root, "/sys/fs/cgroup/unified");
         assert_string_equal(c->cgroup_parent, "pool.test");
         assert_true(c->cgroup_delegated);

@@ -283,6 +283,133 @@ static void test_peer_credentials(void **state) {
         assert_int_equal(nobody_ping(f), 0);
 }
 
+/* Runs the loop for about ms milliseconds. */
+static void run_for(struct fixture *f, unsigned ms) {
+        uint64_t end = now_usec() + (uint64_t) ms * 1000;
+
+        while (now_usec() < end)
+                sd_event_run(f->e, 10000);
+}
+
+static void reopen(struct fixture *f, struct control_options *o) {
+        o->path = f->path;
+        f->ctl = control_free(f->ctl);
+        assert_int_equal(control_new(f->e, o, table, ELEMENTSOF(table), f, &f->ctl, NULL), 0);
+}
+
+/* A full table of silent clients: the next one is refused until the deadline closes them. A
+ * client trickling a request is closed too; a follower is not. */
+static void test_idle_timeout(void **state) {
+        struct fixture *f = *state;
+        struct control_options o = { .group = (gid_t) -1, .max_request = 512, .max_clients = 4,
+                                     .idle_timeout_usec = 300000 };
+        int fds[4], late, follower;
+
+        reopen(f, &o);
+        follower = client(f);
+        say(follower, "{\"request\":\"follow\"}\n");
+        assert_string_equal(read_line(f, follower), "{}");
+        for (int i = 0; i < 3; i++)
+                fds[i] = client(f);
+        say(fds[2], "{\"request\":");      /* never finished */
+        late = client(f);
+        assert_non_null(strstr(read_line(f, late), "too many connections"));
+        close(late);
+        run_for(f, 500);
+        for (int i = 0; i < 3; i++) {
+                assert_non_null(strstr(read_line(f, fds[i]), "idle timeout"));
+                assert_null(read_line(f, fds[i]));
+                close(fds[i]);
+        }
+        assert_int_equal(control_n_connections(f->ctl), 1);     /* the follower */
+        fds[3] = client(f);
+        say(fds[3], "{\"request\":\"echo\"}\n");
+        assert_string_equal(read_line(f, fds[3]), "{\"request\":\"echo\"}");
+        close(fds[3]);
+        close(follower);
+}
+
+/* A request restarts the deadline: a client that keeps asking is not closed. */
+static void test_idle_timeout_rearmed(void **state) {
+        struct fixture *f = *state;
+        struct control_options o = { .group = (gid_t) -1, .max_request = 512, .max_clients = 4,
+                                     .idle_timeout_usec = 300000 };
+        int fd;
+
+        reopen(f, &o);
+        fd = client(f);
+        for (int i = 0; i < 4; i++) {
+                run_for(f, 150);
+                say(fd, "{\"request\":\"echo\"}\n");
+                assert_string_equal(read_line(f, fd), "{\"request\":\"echo\"}");
+        }
+        close(fd);
+}
+
+/* As uid nobody: open two connections (both answered), then a third (refused: the rest are
+ * root's); report on the pipe, and hold the two open until the parent closes `hold`. */
+static void nobody_fill(struct fixture *f, int report, int hold) {
+        char buf[256] = "";
+        int fd[3];
+
+        if (setgid(65534) < 0 || setuid(65534) < 0)
+                _exit(3);
+        for (int i = 0; i < 3; i++) {
+                struct sockaddr_un sa = { .sun_family = AF_UNIX };
+                ssize_t n;
+                strcpy(sa.sun_path, f->path);
+                fd[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+                if (connect(fd[i], (struct sockaddr *) &sa, sizeof(sa)) < 0)
+                        _exit(4);
+                (void) send(fd[i], "{\"request\":\"echo\"}\n", 19, MSG_NOSIGNAL);
+                n = recv(fd[i], buf, sizeof(buf) - 1, 0);
+                buf[n > 0 ? n : 0] = '\0';
+                if (!strstr(buf, i < 2 ? "echo" : "too many connections"))
+                        _exit(5 + i);
+        }
+        (void) write(report, "k", 1);
+        (void) read(hold, buf, 1);
+        _exit(0);
+}
+
+static void test_root_reserved(void **state) {
+        struct fixture *f = *state;
+        struct control_options o = { .group = 65534, .max_request = 512, .max_clients = 4, .root_reserved = 2 };
+        int report[2], hold[2], status, fd;
+        char c;
+        pid_t pid;
+
+        if (geteuid() != 0)
+                skip();
+        reopen(f, &o);
+        assert_int_equal(chmod(f->path, 0666), 0);
+        assert_int_equal(pipe(report), 0);
+        assert_int_equal(pipe(hold), 0);
+        pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                close(report[0]);
+                close(hold[1]);
+                nobody_fill(f, report[1], hold[0]);
+        }
+        close(report[1]);
+        close(hold[0]);
+        for (struct pollfd p = { .fd = report[0], .events = POLLIN }; poll(&p, 1, 0) != 1;)
+                sd_event_run(f->e, 10000);
+        assert_int_equal(read(report[0], &c, 1), 1);    /* else the child failed: see its status */
+        assert_int_equal(control_n_connections(f->ctl), 2);
+        fd = client(f);         /* root, into a reserved slot */
+        say(fd, "{\"request\":\"echo\"}\n");
+        assert_string_equal(read_line(f, fd), "{\"request\":\"echo\"}");
+        close(fd);
+        close(hold[1]);
+        while (waitpid(pid, &status, WNOHANG) == 0)
+                sd_event_run(f->e, 10000);
+        assert_true(WIFEXITED(status));
+        assert_int_equal(WEXITSTATUS(status), 0);
+        close(report[0]);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_mode_and_roundtrip, setup, teardown),
@@ -294,6 +421,9 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_unsorted_table, setup, teardown),
                 cmocka_unit_test(test_peer_rule),
                 cmocka_unit_test_setup_teardown(test_peer_credentials, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_idle_timeout_rearmed, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_root_reserved, setup, teardown),
         };
         return cmocka_run_group_tests_name("control", tests, NULL, NULL);
 }

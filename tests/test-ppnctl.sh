@@ -65,6 +65,8 @@ expect 2 "ppnctl vm set: unknown key 'colour'; keys are min, max, shares, cpu-we
 $USAGE_SET" -- vm set db colour=blue
 expect 2 "ppnctl vm set: 'shares' is not KEY=VALUE (e.g. min=1G)
 $USAGE_SET" -- vm set db shares
+expect 2 "ppnctl vm set: key 'min' given twice; give each key once
+$USAGE_SET" -- vm set db min=1G min=2G
 expect 2 "ppnctl vm: unknown subcommand 'frobnicate'
 usage:
   ppnctl vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH] [--disk PATH]... [--qemu-arg ARG]...

@@ -35,6 +35,7 @@ runtime-dir = $T/run
 path = $T/ledger.db
 [control]
 socket = $S
+idle-timeout = 1s
 [controller]
 tick = 200ms
 EOC
@@ -56,6 +57,28 @@ kill -HUP "$PID"
 for _ in $(seq 40); do grep -q '"kind":"config"' "$T/follow" && break; sleep 0.05; done
 grep -q '"kind":"config"' "$T/follow"; ok $? "events --follow streams the SIGHUP reload as it happens"
 kill "$FPID" 2>/dev/null; wait "$FPID" 2>/dev/null
+
+# One control request's reply line (raw JSON), sent by hand.
+ask() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode()+b"\n"); print(s.makefile().readline().strip())' "$S" "$1"; }
+ask '{"request":"events","follow":"no"}' | grep -q '"follow\\" must be true or false'
+ok $? 'events: "follow":"no" is refused, naming the key'
+ask '{"request":"events","follow":1}' | grep -q 'must be true or false'; ok $? 'events: "follow":1 is refused'
+ask '{"request":"events","follow":false}' | grep -q '"last_seq"'; ok $? 'events: "follow":false is a boolean'
+
+# 64 silent clients fill the table; the idle deadline (1 s here) frees it.
+python3 -c 'import socket,sys,time
+c=[socket.socket(socket.AF_UNIX) for _ in range(64)]
+[s.connect(sys.argv[1]) for s in c]
+open(sys.argv[2],"w").close(); time.sleep(3)' "$S" "$T/idle-up" &
+IPID=$!
+for _ in $(seq 40); do [ -e "$T/idle-up" ] && break; sleep 0.05; done
+sleep 0.2
+"$B/ppnctl" --socket "$S" status 2>"$T/err" >/dev/null; rc=$?
+# ppnctl may see the refusal as "too many connections" or, if ppnd closed first, as a broken pipe.
+[ $rc -ne 0 ]; ok $? "64 idle clients fill the control table: ppnctl status is refused"
+sleep 1.5
+"$B/ppnctl" --socket "$S" status >/dev/null 2>"$T/err"; ok $? "after idle-timeout they are closed and ppnctl status works again"
+kill "$IPID" 2>/dev/null; wait "$IPID" 2>/dev/null
 
 echo "[daemon]
 log-level = loud" >"$T/ppnd.conf.bad"
