@@ -59,6 +59,12 @@ static const char *hint(int r) {
                 { ENOSPC, "the cgroup limit (cgroup.max.descendants) or memory is exhausted" },
                 { EINVAL, "the kernel refused the value: check the cgroup version and range" },
         };
+        /* Root without CAP_DAC_OVERRIDE (the systemd unit bounds it away) is refused only
+         * where the owner may not write: a hierarchy's root directory is mode 0555. */
+        if ((r == -EACCES || r == EACCES) && geteuid() == 0)
+                return "ppnd runs as root without CAP_DAC_OVERRIDE (as its systemd unit does) "
+                       "and a cgroup hierarchy's root directory is mode 0555: create the parent "
+                       "group once (mkdir, as full root) or use [cgroup] delegated = yes";
         for (size_t i = 0; i < ELEMENTSOF(hints); i++)
                 if (hints[i].err == -r || hints[i].err == r)
                         return hints[i].hint;

@@ -108,7 +108,10 @@ class Node:
 
     def start(self):
         self.logf = open(self.log, 'a')
-        self.ppnd = subprocess.Popen([PPND, '--config', self.conf], stdout=self.logf,
+        # PPN_PPND_WRAP: a command ppnd runs under, e.g. setpriv with the unit's capabilities
+        # (docs/operations.md, "Privileges").
+        wrap = os.environ.get('PPN_PPND_WRAP', '').split()
+        self.ppnd = subprocess.Popen(wrap + [PPND, '--config', self.conf], stdout=self.logf,
                                      stderr=subprocess.STDOUT)
         for _ in range(200):
             if self.request('ping', quiet=True):

@@ -2,7 +2,8 @@
 # `meson install` into a DESTDIR: the tree (binaries, man pages, completion, unit, default
 # config), the installed programs run, the man pages render without warnings and document every
 # command, option and config key there is, the completion knows every command, subcommand and
-# option, and the unit passes `systemd-analyze verify`. Speaks TAP.
+# option, and the unit passes `systemd-analyze verify` with a `systemd-analyze security`
+# exposure of at most 2.0. Speaks TAP.
 # usage: test-install.sh BUILD_ROOT PREFIX BINDIR SBINDIR MANDIR SYSCONFDIR
 set -u
 BUILD=$1 PREFIX=$2 BINDIR=$3 SBINDIR=$4 MANDIR=$5 SYSCONFDIR=$6
@@ -229,8 +230,20 @@ else
     sed "s|^ExecStart=[^ ]*|ExecStart=$PPND|" "$UNIT" >"$T/ppnd.service"
     out=$(cd "$T" && MANPATH=$MAN SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=yes "$T/ppnd.service" 2>&1)
     if [ -z "$out" ]; then ok "systemd-analyze verify ppnd.service: clean"; else not_ok "systemd-analyze verify ppnd.service" "$out"; fi
+    # Least privilege (docs/operations.md, "Privileges"): the exposure score stays <= 2.0.
+    # --threshold is in tenths; the score is the last line ("... level for X: 2.0 OK").
+    out=$(cd "$T" && SYSTEMD_LOG_LEVEL=warning systemd-analyze security --offline=yes --threshold=20 "$T/ppnd.service" 2>&1)
+    rc=$?
+    score=$(echo "$out" | sed -n 's/.*Overall exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+    if [ "$rc" -eq 0 ] && [ -n "$score" ]; then
+      ok "systemd-analyze security ppnd.service: exposure $score <= 2.0"
+    else
+      not_ok "systemd-analyze security ppnd.service: exposure <= 2.0" "exposure: ${score:-unknown} (exit $rc)" \
+        "$(echo "$out" | grep '✗' | sort -k2 -t' ' | tail -8)"
+    fi
   else
     skip "systemd-analyze verify ppnd.service" "systemd-analyze not installed"
+    skip "systemd-analyze security ppnd.service: exposure <= 2.0" "systemd-analyze not installed"
   fi
 fi
 
