@@ -148,6 +148,20 @@ int ctl_client_call(const char *path, const char *name, json_object *args, json_
         r = ctl_client_connect(path, &c, err);
         if (r >= 0)
                 r = ctl_client_send(c, req, err);
+        if (r == EPIPE || r == ECONNRESET || r == -EPIPE || r == -ECONNRESET) {
+                /* ppnd may refuse a connection (a full table) with an error line and close it
+                 * before our request is sent: that line says why, a broken pipe does not. */
+                struct ppn_error why = { 0 };
+                json_object *o = NULL;
+                if (ctl_client_read(c, 100, &o, &why) == -EREMOTEIO)
+                        {
+                        json_object_put(req);
+                        if (err)
+                                *err = why;
+                        return -EREMOTEIO;
+                }
+                json_object_put(o);
+        }
         if (r >= 0)
                 r = ctl_client_read(c, CLIENT_TIMEOUT_MS, ret, err);
         json_object_put(req);
