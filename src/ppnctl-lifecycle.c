@@ -408,9 +408,11 @@ static int archive_entry(const struct archive_manifest *m, struct ledger_vm *ret
         if (r < 0)
                 return ppn_error_prefix(err, r, "manifest vm entry");
         if (strcmp(vm.name, m->name) != 0 || strcmp(vm.uuid, m->uuid) != 0) {
+                /* The message is made before the entry it quotes is freed. */
+                r = ppn_error_set(err, -EBADMSG, "manifest: name/uuid (%s, %s) differ from its vm entry (%s, %s)",
+                                  m->name, m->uuid, vm.name, vm.uuid);
                 ledger_vm_done(&vm);
-                return ppn_error_set(err, -EBADMSG, "manifest: name/uuid (%s, %s) differ from its vm entry (%s, %s)",
-                                     m->name, m->uuid, vm.name, vm.uuid);
+                return r;
         }
         /* Paths of the old node mean nothing here: disks are set at install, qmp defaults. An
          * override lease was an operator's decision on the old node's pool: it stays there. */
@@ -423,6 +425,23 @@ static int archive_entry(const struct archive_manifest *m, struct ledger_vm *ret
         vm.disks = NULL;
         *ret = vm;
         return 0;
+}
+
+/* QEMU options never travel in an archive: whoever writes one also writes its manifest and
+ * checksums, and 'ppnctl start' runs QEMU as root, so an option such as
+ * '-netdev tap,script=...', '-drive file=/dev/sda' or '-chardev file,path=...' would reach
+ * this host's devices and files. They are dropped, named, and left to this node's operator. */
+static void drop_qemu_args(struct ledger_vm *vm) {
+        _cleanup_free_ char *args = NULL;
+
+        if (!vm->qemu_args || !vm->qemu_args[0])
+                return;
+        args = ledger_vm_field_text(vm, "qemu-args");
+        fprintf(stderr, "ppnctl: import: dropped the archive's QEMU options for '%s' (an archive may not bring "
+                "options that reach this host): %s\n  to use options here, set them yourself: ppnctl vm set %s "
+                "qemu-args='...'\n", vm->name, args ? args : "(out of memory)", vm->name);
+        strv_free(vm->qemu_args);
+        vm->qemu_args = NULL;
 }
 
 /* Everything that can refuse an import, checked before a byte is copied. */
@@ -499,6 +518,7 @@ int ctl_import(const struct ctl_globals *g, int argc, char **argv) {
         if ((r = archive_manifest_read(dir, &m, &e)) < 0 || (r = archive_verify(dir, &m, progress_fn(), NULL, &e)) < 0 ||
             (r = archive_entry(&m, &vm, &e)) < 0)
                 return ctl_fail(&e, r);
+        drop_qemu_args(&vm);
         if ((r = ctl_open_ledger(g, true, &l)))
                 return r;
         if ((r = ledger_load(l, &st, &e)) < 0 || (r = import_check(st, &vm, &e)) < 0 ||

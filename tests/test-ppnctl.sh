@@ -220,5 +220,25 @@ cnt=$("$PPNCTL" vm list --json | python3 -c 'import json,sys; print(sum(v["name"
 [ "$cnt" = 20 ] && ok "concurrent adds: all 20 present" || not_ok "concurrent adds" "$cnt"
 check "ledger check after it all" "$PPNCTL" ledger check
 
+# ---- an archive may not bring QEMU options into the node ----
+# The attacker writes the archive, so it rewrites the manifest as it likes (the checksums cover
+# the images, and whoever writes them writes the sums too).
+truncate -s 1M "$T/arc.img"
+check "vm add arc with a disk" "$PPNCTL" vm add arc --min 256M --max 512M --disk "$T/arc.img"
+check "export arc" "$PPNCTL" export arc "$T/arc-archive"
+python3 - "$T/arc-archive/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m['vm']['qemu_args'] = ['-netdev', 'tap,id=n0,script=/tmp/evil.sh', '-drive', 'file=/dev/sda,format=raw',
+                        '-chardev', 'file,id=c0,path=/etc/shadow']
+json.dump(m, open(sys.argv[1], 'w'))
+PY
+PPN_LEDGER=$T/arc-dest.db "$PPNCTL" node set physical=8G reserve=1G >/dev/null
+err=$(PPN_LEDGER=$T/arc-dest.db "$PPNCTL" import "$T/arc-archive" --image-dir "$T/arc-images" 2>&1 >/dev/null); rc=$?
+[ $rc = 0 ] && [[ "$err" == *"dropped the archive's QEMU options for 'arc'"*"script=/tmp/evil.sh"*"ppnctl vm set arc qemu-args="* ]] \
+  && ok "import drops the archive's QEMU options and names them" || not_ok "import drops QEMU options" "rc $rc" "$err"
+args=$(PPN_LEDGER=$T/arc-dest.db "$PPNCTL" vm show arc --json | json_get '["qemu_args"]')
+[ "$args" = "[]" ] || [ "$args" = "None" ] && ok "the imported entry has no QEMU options" || not_ok "imported qemu_args" "$args"
+
 echo "1..$n"
 exit $((failed > 0))
