@@ -314,15 +314,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return serve_metrics(s, c);
 }
 
+/* At the connection limit MHD takes its listening socket out of its epoll set and puts it
+ * back only from inside MHD_run(); closed connections do not always make its epoll descriptor
+ * readable again, so without a run nothing ever re-adds the listener and the endpoint is dead
+ * for good (16 idle clients, then gone, were enough). MHD therefore runs at least every
+ * METRICS_RUN_MAX_MS: one cheap call a second on an idle daemon. */
+#define METRICS_RUN_MAX_MS 1000
+
 /* After every run, MHD says when it next needs to run without I/O (idle timeouts). */
 static void rearm(struct metrics_server *s) {
         MHD_UNSIGNED_LONG_LONG ms = 0;
 
-        if (MHD_get_timeout(s->mhd, &ms) == MHD_YES) {
-                sd_event_source_set_time_relative(s->timer, ms * 1000);
-                sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
-        } else
-                sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+        if (MHD_get_timeout(s->mhd, &ms) != MHD_YES || ms > METRICS_RUN_MAX_MS)
+                ms = METRICS_RUN_MAX_MS;
+        sd_event_source_set_time_relative(s->timer, ms * 1000);
+        sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
 }
 
 static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
@@ -378,7 +384,7 @@ static int attach(sd_event *e, struct metrics_server *s, struct ppn_error *err) 
                 r = sd_event_add_time_relative(e, &s->timer, CLOCK_MONOTONIC, 0, 0, on_timer, s);
         if (r < 0)
                 return ppn_error_set(err, r, "cannot watch the metrics socket: %s", strerror(-r));
-        sd_event_source_set_enabled(s->timer, SD_EVENT_OFF);
+        rearm(s);
         return 0;
 }
 

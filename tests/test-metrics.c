@@ -279,6 +279,43 @@ static void test_server(void **state) {
         assert_int_equal(metrics_server_scrapes(srv), 2);
 }
 
+/* Runs the loop for about ms milliseconds. */
+static void run_for(sd_event *e, unsigned ms) {
+        for (unsigned i = 0; i < ms / 10; i++)
+                assert_true(sd_event_run(e, 10 * 1000) >= 0);
+}
+
+/* More idle clients than the connection limit (16), then all gone: the endpoint must answer
+ * again (it once stopped for good, its listening socket never watched again). alarm() turns a
+ * wedge into a failure instead of a hang. */
+static void test_server_survives_connection_flood(void **state) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        _cleanup_(metrics_server_freep) struct metrics_server *srv = NULL;
+        struct metrics_server_options o = { .address = "127.0.0.1", .port = 0 };
+        struct ppn_error err = { 0 };
+        static char reply[65536];
+        int fills = 0, fds[40];
+
+        alarm(30);
+        assert_int_equal(sd_event_new(&e), 0);
+        assert_int_equal(metrics_server_new(e, &o, &source, &fills, &srv, &err), 0);
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++) {
+                struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(metrics_server_port(srv)) };
+                inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+                fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+                assert_true(fds[i] >= 0);
+                (void) connect(fds[i], (struct sockaddr *) &a, sizeof(a));   /* EINPROGRESS is fine */
+                run_for(e, 10);
+        }
+        run_for(e, 200);
+        for (size_t i = 0; i < ELEMENTSOF(fds); i++)
+                close(fds[i]);
+        run_for(e, 200);
+        scrape(e, srv, "GET /metrics HTTP/1.0\r\n\r\n", reply, sizeof(reply));
+        alarm(0);
+        assert_non_null(strstr(reply, "HTTP/1.1 200"));
+}
+
 static void test_server_errors(void **state) {
         _cleanup_(sd_event_unrefp) sd_event *e = NULL;
         _cleanup_(metrics_server_freep) struct metrics_server *a = NULL;
@@ -311,6 +348,7 @@ int main(void) {
                 cmocka_unit_test(test_error_classes_bounded),
                 cmocka_unit_test(test_promtool),
                 cmocka_unit_test(test_server),
+                cmocka_unit_test(test_server_survives_connection_flood),
                 cmocka_unit_test(test_server_errors),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
