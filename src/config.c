@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <inttypes.h>
 #include <ini.h>
@@ -55,6 +56,7 @@ enum key_type {
         KEY_LOGLEVEL,
         KEY_ACCEL,
         KEY_PROGRAM,    /* an absolute path, or a name looked up in PATH (no '/') */
+        KEY_IP,         /* a numeric IPv4 or IPv6 address (no host names: no resolver at start) */
 };
 
 struct key {
@@ -94,7 +96,7 @@ static const struct key keys[] = {
         { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0, 0 },
         { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0, 0 },
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
-        { "metrics", "address", KEY_STRING, OFF(metrics_address), 0, 0, 0 },
+        { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },
         { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
         NUM("metrics", "port", KEY_UINT, metrics_port, 1, 65535),
         POLICY_SIZE("grow-step", grow_step_bytes),
@@ -323,6 +325,12 @@ static const char *check_text(enum key_type t, const char *v) {
         case KEY_PROGRAM:
                 return v[0] == '/' || (v[0] && !strchr(v, '/')) ? NULL
                                                                 : "must be an absolute path or a program name found in PATH";
+        case KEY_IP: {
+                unsigned char addr[sizeof(struct in6_addr)];
+                return inet_pton(AF_INET, v, addr) == 1 || inet_pton(AF_INET6, v, addr) == 1
+                               ? NULL
+                               : "is not a numeric IP address; use e.g. 127.0.0.1 or ::1";
+        }
         default:
                 return NULL;
         }
