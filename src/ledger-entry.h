@@ -1,6 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #pragma once
 
+/* The longest override lease: a year and a day. Longer is refused (ppnctl) or cut to it (ppnd
+ * reading a ledger edited by hand): seconds times 10^6 must never overflow. */
+#define LEDGER_LEASE_MAX_SEC (INT64_C(366) * 86400)
+
 /*
  * The ledger's records as plain structs, and the pure code around them: defaults, validation,
  * KEY=VALUE assignment (one table shared by `ppnctl vm add|set`, `node set` and import), and

@@ -77,7 +77,13 @@ static void text_copy(char *dst, size_t len, const char *src) {
         dst[n] = '\0';
 }
 
+/* unix_sec is bounded to LEDGER_LEASE_MAX_SEC from now first: no overflow whatever the ledger says. */
 static uint64_t mono_from_unix_sec(int64_t unix_sec) {
+        int64_t now_sec = (int64_t) (now_realtime_usec() / 1000000);
+        if (unix_sec > now_sec + LEDGER_LEASE_MAX_SEC)
+                unix_sec = now_sec + LEDGER_LEASE_MAX_SEC;
+        if (unix_sec < now_sec - LEDGER_LEASE_MAX_SEC)
+                unix_sec = now_sec - LEDGER_LEASE_MAX_SEC;
         int64_t delta = unix_sec * 1000000 - (int64_t) now_realtime_usec();
         int64_t mono = (int64_t) now_usec() + delta;
         return mono > 0 ? (uint64_t) mono : 1;
@@ -286,7 +292,7 @@ static void apply_weight(struct managed_vm *v) {
 /* Hands the ledger's override lease to the policy when it changed. Expired leases are ignored. */
 static bool apply_lease(struct managed_vm *v) {
         const struct ledger_vm *e = &v->entry;
-        bool now_set = e->override_set && e->override_expires * 1000000 > (int64_t) now_realtime_usec();
+        bool now_set = e->override_set && e->override_expires > (int64_t) (now_realtime_usec() / 1000000);
 
         if (now_set == v->lease_applied && (!now_set || (e->override_target_bytes == v->lease_target &&
                                                          e->override_expires == v->lease_expires)))

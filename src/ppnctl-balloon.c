@@ -35,18 +35,23 @@ static int check_range(const struct ledger_vm *vm, uint64_t size) {
         return CTL_OK;
 }
 
+/* A lease of 1 s to LEDGER_LEASE_MAX_SEC: a longer one would wrap the expiry. */
+static bool lease_ok(const char *text, uint64_t *ret) {
+        return parse_duration(text, ret) >= 0 && *ret >= 1000000 && *ret <= (uint64_t) LEDGER_LEASE_MAX_SEC * 1000000;
+}
+
 static int parse_balloon_args(int argc, char **argv, const char **ret_vm, uint64_t *ret_size, uint64_t *ret_for) {
         const char *pos[2] = { NULL, NULL };
         int n = 0;
 
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "--for") == 0 && i + 1 < argc) {
-                        if (parse_duration(argv[++i], ret_for) < 0 || *ret_for < 1000000)
-                                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a duration of at least 1s "
+                        if (!lease_ok(argv[++i], ret_for))
+                                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a duration from 1s to 366d "
                                                        "(examples: 90s, 10m, 2h)", argv[i]);
                 } else if (strncmp(argv[i], "--for=", 6) == 0) {
-                        if (parse_duration(argv[i] + 6, ret_for) < 0 || *ret_for < 1000000)
-                                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a duration of at least 1s",
+                        if (!lease_ok(argv[i] + 6, ret_for))
+                                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a duration from 1s to 366d",
                                                        argv[i] + 6);
                 } else if (argv[i][0] == '-' || n == 2)
                         return ctl_usage_error("balloon", BALLOON_USAGE, "unexpected argument '%s'", argv[i]);

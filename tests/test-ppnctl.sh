@@ -240,5 +240,11 @@ err=$(PPN_LEDGER=$T/arc-dest.db "$PPNCTL" import "$T/arc-archive" --image-dir "$
 args=$(PPN_LEDGER=$T/arc-dest.db "$PPNCTL" vm show arc --json | json_get '["qemu_args"]')
 [ "$args" = "[]" ] || [ "$args" = "None" ] && ok "the imported entry has no QEMU options" || not_ok "imported qemu_args" "$args"
 
+# ---- a lease length is bounded: a huge one used to wrap into the past ----
+expect 2 "ppnctl balloon: '18446744073709s' is not a duration from 1s to 366d (examples: 90s, 10m, 2h)
+usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300M --for 18446744073709s
+expect 2 "ppnctl balloon: '400d' is not a duration from 1s to 366d
+usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300M --for=400d
+
 echo "1..$n"
 exit $((failed > 0))
