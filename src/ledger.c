@@ -879,6 +879,13 @@ static int change_set(struct ledger_state *st, void *ud, char *what, size_t len,
         if (!vm)
                 return -ENOENT;
         uint64_t old_min = vm->min_bytes;
+        /* An expired lease binds nothing: it is cleared here (audited with the change) so it
+         * cannot refuse a new min or max. */
+        if (vm->override_set && vm->override_expires <= (int64_t) (now_realtime_usec() / 1000000)) {
+                vm->override_set = false;
+                vm->override_target_bytes = 0;
+                vm->override_expires = 0;
+        }
         for (size_t i = 0; i < a->n; i++) {
                 int r = ledger_vm_assign_pair(vm, a->pairs[i], err);
                 if (r < 0)

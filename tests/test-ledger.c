@@ -448,6 +448,21 @@ static void test_override_lease(void **state) {
         assert_int_equal(a[n - 1].uid, 56);
         ledger_audit_free(a, n);
         assert_int_equal(ledger_override_set(l, "nope", GIB, 0, 0, &e), -ENOENT);
+
+        /* An expired lease does not block a new minimum (it once refused min=4G: "override
+         * target 3G is outside min 4G"); a live one still does. */
+        const char *raise[] = { "min=4G" };
+        must(ledger_override_set(l, "db", 3 * GIB, 1000000000, 0, &e), &e);   /* expired in 2001 */
+        must(ledger_vm_set(l, "db", raise, 1, 0, &e), &e);
+        must(ledger_vm_get(l, "db", &vm, &e), &e);
+        assert_int_equal(vm.min_bytes, 4 * GIB);
+        assert_false(vm.override_set);
+        ledger_vm_done(&vm);
+        const char *lower[] = { "min=2G" }, *again[] = { "min=5G" };
+        must(ledger_vm_set(l, "db", lower, 1, 0, &e), &e);
+        must(ledger_override_set(l, "db", 3 * GIB, 4000000000, 0, &e), &e);   /* live */
+        assert_int_equal(ledger_vm_set(l, "db", again, 1, 0, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "override target"));
         ledger_close(l);
 }
 
