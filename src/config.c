@@ -406,13 +406,23 @@ static int handler(void *user, const char *section, const char *name, const char
         return 1;
 }
 
+/* The key types whose field is a heap string (set_value's default branch): config_free()
+ * frees exactly these, so a new text type cannot leak. */
+static bool key_is_text(enum key_type t) {
+        switch (t) {
+        case KEY_BOOL: case KEY_SIZE: case KEY_DURATION: case KEY_SECONDS: case KEY_UINT:
+        case KEY_PERCENT: case KEY_LOGLEVEL:
+                return false;
+        default:
+                return true;
+        }
+}
+
 struct ppn_config *config_free(struct ppn_config *c) {
         if (!c)
                 return NULL;
         for (size_t i = 0; i < ELEMENTSOF(keys); i++) {
-                enum key_type t = keys[i].type;
-                if (t == KEY_STRING || t == KEY_PATH || t == KEY_PATH_AUTO || t == KEY_NAME ||
-                    t == KEY_GROUP || t == KEY_ACCEL || t == KEY_PROGRAM)
+                if (key_is_text(keys[i].type))
                         free(*(char **) ((char *) c + keys[i].offset));
         }
         free(c);
