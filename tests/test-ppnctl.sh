@@ -83,7 +83,7 @@ out=$("$PPNCTL" vm show cache --json)
 [ "$(echo "$out" | json_get '["min_bytes"]')" = 2147483648 ] && [ "$(echo "$out" | json_get '["max_bytes"]')" = 3221225472 ] \
   && ok "refused vm set left cache unchanged" || not_ok "refused vm set left cache unchanged" "$out"
 
-# ---- pool --json keys (DESIGN.md "Interfaces") ----
+# ---- pool --json keys (the documented keys, README and ppnctl(8)) ----
 pool=$("$PPNCTL" pool --json)
 want='8589934592 1073741824 6442450944 1073741824 9663676416 -2147483648'
 got=$(echo "$pool" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(*[d[k] for k in ("physical_bytes","reserve_bytes","reserved_min_bytes","pool_available_bytes","committed_bytes","free_bytes")])')
