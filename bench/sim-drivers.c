@@ -37,11 +37,11 @@ static void ours_stop(void *ctx) {
 }
 
 static void *ours_start(const struct sim *s, bool matched) {
-        (void) matched;
         struct ours *o = calloc(1, sizeof *o);
         if (!o)
                 return NULL;
         policy_tunables_default(&o->t);
+        o->t.free_page_reporting = matched;
         o->target = calloc(s->n, sizeof *o->target);
         o->st = calloc(s->n, sizeof *o->st);
         o->vms = calloc(s->n, sizeof *o->vms);
@@ -340,6 +340,7 @@ const struct sim_driver sim_drivers[] = {
         { "none", 10 * SEC, 10 * SEC, 0, none_start, NULL, none_tick, free, false },
         { "ppnd", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, false },
         { "ppnd-10s", 10 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, false },
+        { "ppnd-fpr", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, true },
         { "mom", MOM_POLICY_USEC, MOM_SAMPLE_USEC, MOM_SAMPLE_USEC, mom_start, mom_sample,
           mom_tick, mom_stop, false },
         { "mom-matched", MOM_POLICY_USEC, MOM_SAMPLE_USEC, MOM_SAMPLE_USEC, mom_start, mom_sample,

@@ -52,6 +52,8 @@ void policy_tunables_default(struct policy_tunables *ret) {
                 .shrink_hold_usec = 10 * USEC_PER_SEC,
                 /* VMware's default idle memory tax. */
                 .idle_tax_pct = 75,
+                /* Off: targets are promises the capacity must cover (see pool_measure_reported). */
+                .free_page_reporting = false,
         };
 }
 
@@ -484,10 +486,24 @@ struct pool {
         uint64_t deficit, granted, over, reclaim;
         bool node_short, contended, psi_high, host_avail_low;
         bool starving;          /* a VM under pressure still misses memory after the pool's grant */
+        bool reported;          /* free page reporting: free memory is the host's (pool_measure_reported) */
 };
 
 static uint64_t work_target(const struct vm_work *w) {
         return w->pinned ? w->out->target : w->t;
+}
+
+/* With free page reporting, memory a guest holds free is back on the host within seconds: a
+ * target above use costs the host nothing until the guest touches it. So growth is paid from
+ * what the host really has — MemAvailable above twice the low mark, so that a grant does not
+ * itself make the node short — and Σ targets above the capacity is no reason to reclaim
+ * (pool_grant: over = 0); idle memory is taken back when the node is short or a VM waits. */
+static void pool_measure_reported(const struct policy_tunables *tun, const struct policy_node *node,
+                                  struct pool *p) {
+        if (!tun->free_page_reporting || !node->host_available_known)
+                return;
+        p->reported = true;
+        p->free = subu(node->host_available, 2 * p->host_low);
 }
 
 static void pool_measure(const struct policy_tunables *tun, const struct policy_node *node,
@@ -511,6 +527,7 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
         }
         p->psi_high = node->psi_known && node->psi_some_avg10 > tun->psi_some_threshold;
         p->node_short = p->host_avail_low || p->psi_high;
+        pool_measure_reported(tun, node, p);
 }
 
 /* Entitlements: what the pool left after pinned VMs is water-filled by shares over
@@ -587,7 +604,7 @@ static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
                         p->deficit += shortfall;
                 p->starving |= pressure;
         }
-        p->over = subu(p->sum_targets + p->granted, p->capacity);
+        p->over = p->reported && !p->node_short ? 0 : subu(p->sum_targets + p->granted, p->capacity);
         p->reclaim = p->deficit + p->over;
         return 0;
 }
