@@ -169,8 +169,9 @@ void sim_step(struct sim *s) {
         }
         for (size_t i = 0; i < s->n; i++) {
                 struct sim_guest *g = &s->g[i];
-                double st = fmin(1.0, guest_stall(g) + host_share) * dt;
-                g->stall_s += st;
+                double own = fmin(1.0, guest_stall(g));
+                g->guest_stall_s += own * dt;
+                g->stall_s += fmin(1.0, own + host_share) * dt;
         }
         if (avail < s->m.min_host_available)
                 s->m.min_host_available = avail;
@@ -184,7 +185,7 @@ void sim_publish(struct sim *s, size_t i) {
         g->pub_cache = g->cache;
         g->pub_swap_in = (uint64_t) g->swap_in;
         g->pub_major_faults = (uint64_t) g->major_faults;
-        g->pub_stall_usec = (uint64_t) (g->stall_s * USEC);
+        g->pub_stall_usec = (uint64_t) (g->guest_stall_s * USEC);
         g->pub_usec = s->now_usec ? s->now_usec : 1;
 }
 

@@ -90,9 +90,12 @@ struct sim_guest {
         uint64_t oom_deflated;                  /* bytes deflate-on-oom took back, cumulative */
         double swap_in, major_faults;           /* cumulative, bytes / count */
         double stall_s;                         /* cumulative */
+        double guest_stall_s;                   /* the part the guest sees (not the host's swap) */
         /* Last published statistics (what a policy may read). */
         uint64_t pub_available, pub_free, pub_total, pub_cache, pub_swap_in, pub_major_faults;
-        uint64_t pub_stall_usec;                /* guest stall time (PSI-like), cumulative */
+        uint64_t pub_stall_usec;                /* guest_stall_s (PSI-like), cumulative: host swap
+                                                 * shows in a guest as lost time, not as its own
+                                                 * memory stall */
         uint64_t pub_usec;                      /* 0 = never published */
         bool oom;                               /* in an OOM episode */
         bool deflating_oom;                     /* deflate-on-oom at work this step */

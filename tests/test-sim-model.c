@@ -90,14 +90,19 @@ static void test_inflate_floor_and_swap(void **state) {
         sim_done(&s);
 }
 
+/* At 1 GiB with ws 256 MiB, jumping to 2 GiB at t = 2 s. */
+static void jump_init(struct one *o) {
+        one_init(o, 256, GIB);
+        for (size_t i = 2; i < 64; i++)
+                o->ws[i] = 2048;
+}
+
 static void test_oom_episodes(void **state) {
         struct one o;
         struct sim s;
         /* Plain balloon (no deflate-on-oom), at 1 GiB: a working set that jumps to 2 GiB at
          * t = 2 s needs 96 + 2048 = 2144 MiB > 1024 + 512 swap: an OOM episode. */
-        one_init(&o, 256, GIB);
-        for (size_t i = 2; i < 64; i++)
-                o.ws[i] = 2048;
+        jump_init(&o);
         assert_int_equal(sim_init(&s, &o.t), 0);
         s.deflate_on_oom = false;
         run_for(&s, 1.5);
@@ -109,13 +114,14 @@ static void test_oom_episodes(void **state) {
         run_for(&s, 10.0);
         assert_int_equal(s.m.oom_episodes, 1);
         assert_true(fabs(s.m.oom_s - 10.6) < 0.01);
-        /* Given the memory, the episode ends; a second jump is a second episode. */
+        /* Given the memory, the episode ends; inflating back stops at the floor (96 + 2048 −
+         * 512 swap = 1632 MiB), so no new episode begins. */
         sim_set_target(&s, 0, 3 * GIB);
         run_for(&s, 20.0);
         assert_int_equal(s.m.oom_episodes, 1);
         sim_set_target(&s, 0, GIB);
         run_for(&s, 5.0);
-        assert_int_equal(s.m.oom_episodes, 1);     /* the inflate floor stops at 1632 MiB */
+        assert_int_equal(s.m.oom_episodes, 1);
         assert_int_equal(s.g[0].actual, 1632 * MIB);
         sim_done(&s);
 }
@@ -126,9 +132,7 @@ static void test_deflate_on_oom(void **state) {
         /* The same jump with deflate-on-oom: short by 2144 − 1536 = 608 MiB; the guest takes
          * 25.6 MiB per 0.1 s step from its balloon (256 MiB/s): 24 steps, 2.4 s, stalled.
          * actual ends at 1024 + 608 = 1632 MiB, the commanded target stays 1 GiB, no kill. */
-        one_init(&o, 256, GIB);
-        for (size_t i = 2; i < 64; i++)
-                o.ws[i] = 2048;
+        jump_init(&o);
         assert_int_equal(sim_init(&s, &o.t), 0);
         run_for(&s, 1.9);
         assert_int_equal(s.g[0].actual, GIB);
@@ -236,6 +240,13 @@ static void test_host_overrun(void **state) {
         run_for(&s, 2.0);
         assert_true(s.m.host_overrun_s > 1.9);
         assert_int_equal(sim_host_available(&s), 0);
+        /* Touched 96 + 3400 = 3496 MiB + base 1024 = 4520 MiB: 424 MiB over for 2 s (the first
+         * step too: touched is set at init) = 0.828 GiB·s of host swap. The guest stalls for
+         * 10 · 424/3496 = 1.213 → 1 of every step, but sees none of it as its own stall. */
+        assert_true(fabs(s.m.host_swap_gib_s - 424.0 / 1024 * 2.0) < 0.001);
+        assert_true(fabs(s.g[0].stall_s - 2.0) < 0.001);
+        sim_publish(&s, 0);
+        assert_int_equal(s.g[0].pub_stall_usec, 0);
         sim_done(&s);
 }
 
