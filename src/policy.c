@@ -496,9 +496,9 @@ static uint64_t work_target(const struct vm_work *w) {
 
 /* With free page reporting, memory a guest holds free is back on the host within seconds: a
  * target above use costs the host nothing until the guest touches it. So growth is paid from
- * what the host really has — MemAvailable above twice the low mark, so that a grant does not
- * itself make the node short — and Σ targets above the capacity is no reason to reclaim
- * (pool_grant: over = 0); idle memory is taken back when the node is short or a VM waits. */
+ * what the host really has — MemAvailable above the low mark — and Σ targets above the
+ * capacity is no reason to reclaim (reported_over); memory is taken back when the node is
+ * short or a VM waits (take_reported). */
 static void pool_measure_reported(const struct policy_tunables *tun, const struct policy_node *node,
                                   struct pool *p) {
         if (!tun->free_page_reporting || !node->host_available_known)
@@ -747,7 +747,9 @@ static uint64_t reported_pass(struct vm_work *w, const struct by_rho *order, siz
                 if (more == 0)
                         continue;
                 if (more > want) {
-                        take = (guest_free(d) + subu(had, guest_free(d)) + want + MIB - 1) / MIB * MIB;
+                        /* The free memory (or what was taken already), then want more. */
+                        uint64_t base = had > guest_free(d) ? had : guest_free(d);
+                        take = (base + want + MIB - 1) / MIB * MIB;
                         if (take > cap)
                                 take = cap;
                         more = want;
@@ -762,9 +764,9 @@ static uint64_t reported_pass(struct vm_work *w, const struct by_rho *order, siz
 /* Free page reporting: shrinking a balloon over free memory frees nothing on the host, so the
  * pool asks donors, lowest ρ first, for their free memory plus what covers want in host bytes:
  * idle memory first (page cache a guest can drop), then, under contention, down to fair
- * shares. Returns the host bytes left uncovered. */
+ * shares. What no donor can cover waits for the next tick. */
 static int take_reported(const struct policy_tunables *tun, const struct pool *p, struct vm_work *w,
-                         size_t n, uint64_t want, uint64_t *ret_left) {
+                         size_t n, uint64_t want) {
         _cleanup_free_ struct by_rho *order = calloc(n ? n : 1, sizeof(*order));
 
         if (!order)
@@ -774,8 +776,7 @@ static int take_reported(const struct policy_tunables *tun, const struct pool *p
         qsort(order, n, sizeof(*order), by_rho_cmp);
         want = reported_pass(w, order, n, 1, want);
         if (want > 0 && p->contended)
-                want = reported_pass(w, order, n, 2, want);
-        *ret_left = want;
+                reported_pass(w, order, n, 2, want);
         return 0;
 }
 
@@ -785,10 +786,8 @@ static int pool_reclaim(const struct policy_tunables *tun, const struct policy_n
 
         for (size_t i = 0; i < n; i++)
                 donor_caps(tun, node, p, &w[i]);
-        if (p->reported) {
-                uint64_t left;
-                return want > 0 ? take_reported(tun, p, w, n, want, &left) : 0;
-        }
+        if (p->reported)
+                return want > 0 ? take_reported(tun, p, w, n, want) : 0;
         if (p->node_short) {
                 /* The node needs memory back: every donor gives its whole tier-1 step. */
                 for (size_t i = 0; i < n; i++) {
@@ -804,7 +803,8 @@ static int pool_reclaim(const struct policy_tunables *tun, const struct policy_n
 }
 
 static enum policy_reason shrink_reason(const struct pool *p, const struct vm_work *w) {
-        bool for_overcommit = p->over > 0 && p->deficit == 0;
+        /* With free page reporting "over" is the host's shortfall, never Σ targets. */
+        bool for_overcommit = p->over > 0 && p->deficit == 0 && !p->reported;
         if (p->node_short && w->taken1 > 0)
                 return POLICY_REASON_SHRINK_NODE;
         if (for_overcommit)
