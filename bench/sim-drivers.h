@@ -7,7 +7,8 @@
  *   none               no controller: every VM stays at its maximum (the realistic default)
  *   ppnd               our policy (src/policy.c, the function the daemon calls), every 1 s,
  *                      guest stats every 1 s, host MemAvailable now
- *   ppnd-10s           the same at a 10 s tick (ablation: what the 1 s tick buys)
+ *   ppnd-fpr           the same with free_page_reporting on ([policy] free-page-reporting)
+ *   ppnd-10s           the default at a 10 s tick (ablation: what the 1 s tick buys)
  *   mom, mom-vdsm      oVirt MOM's default rules (bench/baseline-mom.c): policy every 10 s
  *                      (standalone MOM) or 15 s (vdsm's), 10-sample averages taken every 5 s
  *   proxmox            Proxmox VE's auto-ballooning (bench/baseline-pve.c), every 10 s, stats 2 s
@@ -37,7 +38,7 @@ struct sim_driver {
         void (*sample)(void *ctx, const struct sim *s);
         int (*tick)(void *ctx, struct sim *s);
         void (*stop)(void *ctx);
-        bool matched;
+        bool matched;              /* baselines: the matched variant; ppnd: free_page_reporting */
 };
 
 extern const struct sim_driver sim_drivers[];
