@@ -13,15 +13,23 @@ import subprocess
 import sys
 
 PARTS = ['sim', 'reaction', 'reclaim', 'scale']
-POLICIES = ['ppnd', 'mom', 'proxmox']
+POLICIES = ['none', 'ppnd', 'ppnd-fpr', 'ppnd-10s', 'mom', 'mom-matched', 'mom-vdsm', 'mom-vdsm-matched',
+            'proxmox', 'proxmox-matched', 'hyperv', 'xen', 'chromeos', 'chromeos-matched', 'tmo']
 SIM_METRICS = [
-    ('reclaimed', 'reclaimed GiB·s', 'higher'),
-    ('pressure', 'pressure VM·s', 'lower'),
-    ('oom_events', 'OOM events', 'lower'),
-    ('host_overrun', 'host overrun s', 'lower'),
-    ('commands', 'balloon cmds', 'lower'),
-    ('free_4g', 'free 4 GiB s', 'lower'),
+    ('footprint', 'footprint GiB·min'),
+    ('host_overrun', 'host overrun s'),
+    ('pressure', 'pressure VM·s'),
+    ('oom_episodes', 'OOM episodes'),
+    ('oom_time', 'OOM s'),
+    ('slowdown', 'worst slowdown ×'),
+    ('commands', 'balloon cmds'),
+    ('free_4g', 'free 4 GiB s'),
 ]
+# The targets, per family, on medians: ppnd's host overrun and OOM episodes <= every
+# baseline's, pressure <= 0.5 x the best baseline's, footprint <= the best baseline's.
+TARGETS = [('host_overrun', 'min', 1.0), ('oom_episodes', 'min', 1.0),
+           ('pressure', 'min', 0.5), ('footprint', 'min', 1.0)]
+BASELINES = [p for p in POLICIES if not p.startswith('ppnd')]
 
 
 def load(out_dir):
@@ -51,34 +59,76 @@ def ratio(a, b):
     return '%.2f×' % (a / b)
 
 
+def median(vals):
+    """Median of the seeds; None (never) sorts last."""
+    vs = sorted(vals, key=lambda v: (v is None, v if v is not None else 0))
+    n = len(vs)
+    if n % 2:
+        return vs[n // 2]
+    a, b = vs[n // 2 - 1], vs[n // 2]
+    return None if a is None or b is None else (a + b) / 2
+
+
+def spread(vals):
+    known = [v for v in vals if v is not None]
+    lo = fmt(min(known)) if known else 'never'
+    hi = 'never' if any(v is None for v in vals) else fmt(max(known))
+    return '%s [%s–%s]' % (fmt(median(vals)), lo, hi)
+
+
+def family_of(trace):
+    return trace.rsplit('-s', 1)[0]
+
+
+def sim_collect(records):
+    """{family: {policy: {metric: [value per seed]}}}, seeds in trace-name order."""
+    fam = {}
+    for r in sorted((r for r in records if r['part'] == 'sim'), key=lambda r: r['trace']):
+        (fam.setdefault(family_of(r['trace']), {}).setdefault(r['policy'], {})
+            .setdefault(r['metric'], []).append(r['value']))
+    return fam
+
+
+def target_check(pols, ppnd):
+    """Which of the targets the medians of ppnd (one configuration) meet on one family."""
+    out = []
+    for key, _, factor in TARGETS:
+        if key not in pols.get(ppnd, {}):
+            continue
+        ours = median(pols[ppnd][key])
+        best, who = min((median(pols[b][key]), b) for b in BASELINES if b in pols and key in pols[b])
+        ok = ours <= factor * best + 1e-9
+        out.append('%s %s (%s; best baseline %s, %s%s)' % (
+            key, 'met' if ok else 'MISSED', fmt(ours), who, fmt(best),
+            '' if factor == 1.0 else ', target %s× it' % factor))
+    return out
+
+
 def sim_tables(records):
-    sim = {}
-    for r in records:
-        if r['part'] == 'sim':
-            sim.setdefault(r['trace'], {}).setdefault(r['policy'], {})[r['metric']] = r['value']
-    if not sim:
+    fam = sim_collect(records)
+    if not fam:
         return
     print('### Policy comparison (simulator, bench/sim)\n')
-    cols = [m for m in SIM_METRICS if any(m[0] in p for t in sim.values() for p in t.values())]
-    print('| trace | policy | ' + ' | '.join(c[1] for c in cols) + ' |')
-    print('|---|---|' + '---:|' * len(cols))
-    for trace in sorted(sim):
+    print('Per trace family: median [min–max] over seeds 1..8 (each seed one trace). '
+          'Lower is better in every column.\n')
+    for family in sorted(fam):
+        pols = fam[family]
+        cols = [m for m in SIM_METRICS if any(m[0] in p and any(v is not None for v in p[m[0]])
+                                              for p in pols.values())]
+        nseeds = max(len(v) for p in pols.values() for v in p.values())
+        print('#### %s (%d seeds)\n' % (family, nseeds))
+        print('| policy | ' + ' | '.join(c[1] for c in cols) + ' |')
+        print('|---|' + '---:|' * len(cols))
         for pol in POLICIES:
-            vals = sim[trace].get(pol, {})
-            cells = [fmt(vals[c[0]]) if c[0] in vals else '' for c in cols]
-            print('| %s | %s | %s |' % (trace, pol, ' | '.join(cells)))
-    print('\nRatios, baseline ÷ ppnd, summed over all traces (pressure, OOM, overrun, commands: '
-          '> 1 = ppnd better; reclaimed: < 1 = ppnd reclaimed more):\n')
-    print('| metric | MOM ÷ ppnd | Proxmox ÷ ppnd |')
-    print('|---|---:|---:|')
-    for key, label, _ in cols:
-        tot = {}
-        for pol in POLICIES:
-            vals = [sim[t].get(pol, {}).get(key) for t in sim if key in sim[t].get(pol, {})]
-            tot[pol] = None if any(v is None for v in vals) else sum(vals)
-        print('| %s | %s | %s |' % (label, ratio(tot['mom'], tot['ppnd']),
-                                     ratio(tot['proxmox'], tot['ppnd'])))
-    print()
+            if pol not in pols:
+                continue
+            cells = [spread(pols[pol][c[0]]) if c[0] in pols[pol] else '' for c in cols]
+            print('| %s | %s |' % (pol, ' | '.join(cells)))
+        print()
+        for ppnd in ('ppnd', 'ppnd-fpr'):
+            if ppnd in pols:
+                print('Targets, %s (medians): %s.  ' % (ppnd, '; '.join(target_check(pols, ppnd))))
+        print()
 
 
 def pivot(records, part, title, note=''):

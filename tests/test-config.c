@@ -46,6 +46,7 @@ static void assert_tunables_equal(const struct policy_tunables *a, const struct 
         assert_int_equal(a->override_usec, b->override_usec);
         assert_int_equal(a->shrink_hold_usec, b->shrink_hold_usec);
         assert_int_equal(a->idle_tax_pct, b->idle_tax_pct);
+        assert_int_equal(a->free_page_reporting, b->free_page_reporting);
 }
 
 static void assert_defaults(const struct ppn_config *c) {
@@ -140,6 +141,7 @@ static void test_good_full(void **state) {
         assert_int_equal(c->policy.stuck_retry_usec, 120000000);
         assert_int_equal(c->policy.shrink_hold_usec, 15000000);
         assert_int_equal(c->policy.idle_tax_pct, 50);
+        assert_true(c->policy.free_page_reporting);
         /* The lease length the policy uses for changes made behind its back is [controller]'s. */
         assert_int_equal(c->policy.override_usec, 90000000);
         config_free(c);
