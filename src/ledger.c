@@ -528,6 +528,7 @@ struct ledger_state *ledger_state_free(struct ledger_state *s) {
         if (!s)
                 return NULL;
         free(s->lends);
+        free(s->trusted);
         for (size_t i = 0; i < s->n_vms; i++)
                 ledger_vm_done(&s->vms[i]);
         free(s->vms);
@@ -559,6 +560,24 @@ static int load_lends(struct ledger *l, struct ledger_state *st, struct ppn_erro
         return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "reading lendings");
 }
 
+static int load_trusted(struct ledger *l, struct ledger_trusted **ret, size_t *ret_n, struct ppn_error *err) {
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int r = prepare(l, "SELECT id, public_key FROM fleet_trust ORDER BY id", &s, err), rc;
+
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                struct ledger_trusted *n = realloc(*ret, (*ret_n + 1) * sizeof(*n)), *x;
+                if (!n)
+                        return -ENOMEM;
+                *ret = n;
+                x = &n[(*ret_n)++];
+                snprintf(x->id, sizeof(x->id), "%s", col_text(s, 0) ? col_text(s, 0) : "");
+                snprintf(x->public_key, sizeof(x->public_key), "%s", col_text(s, 1) ? col_text(s, 1) : "");
+        }
+        return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "reading trusted nodes");
+}
+
 uint64_t ledger_state_lent(const struct ledger_state *st, int64_t now) {
         uint64_t sum = 0;
         for (size_t i = 0; i < st->n_lends; i++)
@@ -578,6 +597,8 @@ static int load_locked(struct ledger *l, struct ledger_state **ret, struct ppn_e
                 r = load_vms(l, st, err);
         if (r == 0)
                 r = load_lends(l, st, err);
+        if (r == 0)
+                r = load_trusted(l, &st->trusted, &st->n_trusted, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(st);
@@ -651,6 +672,8 @@ static int state_copy(const struct ledger_state *src, struct ledger_state **ret)
         c->vms = NULL;
         c->n_vms = 0;
         c->lends = NULL;
+        c->trusted = NULL;      /* writes never change trust through the state */
+        c->n_trusted = 0;
         if (src->n_lends && !(c->lends = malloc(src->n_lends * sizeof(*c->lends))))
                 return -ENOMEM;
         if (src->n_lends)
@@ -1267,23 +1290,9 @@ struct trust_list { struct ledger_trusted *v; size_t n; };
 
 static int trust_list_tx(struct ledger *l, void *ud, struct ppn_error *err) {
         struct trust_list *t = ud;
-        _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int r = prepare(l, "SELECT id, public_key FROM fleet_trust ORDER BY id", &s, err), rc;
-
-        free(t->v);
+        free(t->v);     /* a retried attempt starts over */
         *t = (struct trust_list) {};
-        if (r < 0)
-                return r;
-        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-                struct ledger_trusted *n = realloc(t->v, (t->n + 1) * sizeof(*n));
-                if (!n)
-                        return -ENOMEM;
-                t->v = n;
-                snprintf(n[t->n].id, sizeof(n[t->n].id), "%s", col_text(s, 0) ? col_text(s, 0) : "");
-                snprintf(n[t->n].public_key, sizeof(n[t->n].public_key), "%s", col_text(s, 1) ? col_text(s, 1) : "");
-                t->n++;
-        }
-        return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "reading trusted nodes");
+        return load_trusted(l, &t->v, &t->n, err);
 }
 
 int ledger_trust_list(struct ledger *l, struct ledger_trusted **ret, size_t *ret_n, struct ppn_error *err) {

@@ -89,6 +89,8 @@ struct ledger_state {
         size_t n_vms;
         struct ledger_lend *lends;              /* every lending ever recorded, by fence */
         size_t n_lends;
+        struct ledger_trusted *trusted;         /* nodes paired with this one, by id */
+        size_t n_trusted;
 };
 int ledger_load(struct ledger *l, struct ledger_state **ret, struct ppn_error *err);
 struct ledger_state *ledger_state_free(struct ledger_state *s);
