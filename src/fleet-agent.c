@@ -411,11 +411,15 @@ static void *publisher_main(void *userdata) {
                 set_reachable(a, false, err.msg);
                 return NULL;
         }
+        bool failed = false;
         while (!a->stop) {
                 err = (struct ppn_error) {};
                 int r = ensure_lease(a, &p, &err);
+                if (r == 0 && failed)
+                        p.have_last = false;    /* back after an outage: a fresh record at once */
                 if (r == 0)
                         r = maybe_publish(a, &p, &err);
+                failed = r < 0;
                 if (r < 0 && r != -ENOMEM)
                         set_reachable(a, false, err.msg[0] ? err.msg : strerror(-r));
                 else if (r == 0)
@@ -571,7 +575,7 @@ json_object *fleet_agent_report(struct fleet_agent *a) {
         if (o) {
                 json_object_object_add(o, "reachable", json_object_new_boolean(a->reachable));
                 json_object_object_add(o, "synced", json_object_new_boolean(a->synced));
-                json_object_object_add(o, "error", a->error[0] ? json_object_new_string(a->error) : NULL);
+                json_object_object_add(o, "etcd_error", a->error[0] ? json_object_new_string(a->error) : NULL);
                 json_object_object_add(o, "records_written", json_object_new_uint64(a->records_written));
         }
         pthread_mutex_unlock(&a->lock);

@@ -48,7 +48,7 @@ struct ledger_trusted;
 void fleet_agent_update(struct fleet_agent *a, const struct fleet_capacity *c, const struct ledger_trusted *t,
                         size_t n);
 
-/* {"self", "reachable", "error", "records_written", "nodes": [...], "grants": [...]}. NULL on -ENOMEM. */
+/* {"self", "reachable", "synced", "etcd_error", "records_written", "nodes": [...], "grants": [...]}. NULL on -ENOMEM. */
 struct json_object *fleet_agent_report(struct fleet_agent *a);
 
 /* ---- shared with ppnctl: a snapshot of the /ppn/ prefix judged by one node ---- */
