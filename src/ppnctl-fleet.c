@@ -20,7 +20,7 @@
 #include "ppnctl.h"
 
 #define TRUST_USAGE "fleet trust ID FINGERPRINT"
-#define LIST_USAGE "fleet [list] [--json]"
+#define LIST_USAGE "fleet list [--json]"
 #define LEND_USAGE "lend BORROWER SIZE --for DURATION"
 #define REVOKE_USAGE "grant revoke ID"
 
