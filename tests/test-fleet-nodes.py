@@ -105,7 +105,10 @@ class FleetNode(h.Node):
         return r
 
     def fleet(self):
-        return json.loads(self.ctl('fleet', '--json').stdout)
+        """ppnd's view over its control socket (cheap enough to poll every 20 ms, so the
+        timings below measure propagation, not process start-up); ppnctl's is checked apart."""
+        reply, _ = self.request('fleet')
+        return reply
 
     def capacity(self, of):
         for n in self.fleet()['nodes']:
@@ -171,12 +174,17 @@ def check_signals(t, etcd, nodes):
     t.ok(bad.returncode == 1 and 'fingerprint mismatch' in bad.stderr,
          'trust with the wrong fingerprint is refused', bad.stderr)
     before = c.capacity(c)['pool_available_bytes']
+    # Timed from before the command that makes the change: an upper bound that includes
+    # ppnctl's own start and the ledger commit.
+    t0 = time.monotonic()
     c.ctl('node', 'set', 'reserve=2G')
+    cmd = time.monotonic() - t0
     took = wait_for(lambda: all((n.capacity(c) or {}).get('pool_available_bytes') == before - GIB
                                 for n in nodes), 5)
+    took = None if took is None else took + cmd
     t.ok(took is not None and took <= 2.0, 'a change on C reaches every node\'s fleet view within 2 s',
-         'took %s s' % (None if took is None else round(took, 3)))
-    rep = a.fleet()
+         'took %s s (the command itself %.3f s)' % (None if took is None else round(took, 3), cmd))
+    rep = json.loads(a.ctl('fleet', '--json').stdout)
     t.ok(rep.get('source') == 'ppnd' and rep.get('reachable') is True,
          'the view is ppnd\'s own, etcd reachable', json.dumps({k: rep.get(k) for k in ('source', 'reachable')}))
 
@@ -231,10 +239,16 @@ def check_revocation(t, etcd, nodes, gid):
     still holds it."""
     a, b, c = nodes
     avail = a.pool()['pool_available_bytes']
+    t0 = time.monotonic()
     a.ctl('grant', 'revoke', gid)
+    cmd = time.monotonic() - t0
+    # Timed from the command's return: the revocation is in etcd before its ledger commit and
+    # exit (under ASan on a loaded machine the command alone took 0.9 s, which is not
+    # propagation).
     took = wait_for(lambda: set(statuses(nodes, gid).values()) == {'revoked'}, 5, step=0.01)
     t.ok(took is not None and took <= 1.0, 'a revocation reaches every node within 1 s',
-         'took %s s' % (None if took is None else round(took, 3)))
+         'took %s s after the command returned (the command itself %.3f s)'
+         % (None if took is None else round(took, 3), cmd))
     back = wait_for(lambda: a.pool()['pool_available_bytes'] == avail + GIB, 3)
     t.ok(back is not None, "the revoked capacity is back in A's pool")
     short = json.loads(a.ctl('--json', 'lend', b.id, '128M', '--for', '2s').stdout)
