@@ -197,9 +197,11 @@ static json_object *grant_json(const struct fleet_entry *e, const struct fleet_v
         return o;
 }
 
-/* Genuine revocations of the snapshot (a forged one is ignored, never obeyed). */
-static struct fleet_revocation *collect_revocations(const struct fleet_snapshot *s, size_t *ret_n) {
-        struct fleet_revocation *v = calloc(s->n + 1, sizeof(*v));
+/* The snapshot's revocations (decoded; whether each is genuine is fleet_grant_check's
+ * business: a forged one is ignored, never obeyed), followed by the view's own. */
+static struct fleet_revocation *collect_revocations(const struct fleet_snapshot *s, const struct fleet_view *view,
+                                                    size_t *ret_n) {
+        struct fleet_revocation *v = calloc(s->n + view->n_revocations + 1, sizeof(*v));
         size_t n = 0;
 
         for (size_t i = 0; v && i < s->n; i++) {
@@ -208,6 +210,8 @@ static struct fleet_revocation *collect_revocations(const struct fleet_snapshot 
                 if (fleet_revocation_decode(s->v[i].value, s->v[i].value_len, &v[n], NULL) == 0)
                         n++;
         }
+        for (size_t i = 0; v && i < view->n_revocations; i++)
+                v[n++] = view->revocations[i];
         *ret_n = n;
         return v;
 }
@@ -216,7 +220,7 @@ json_object *fleet_report(const struct fleet_snapshot *s, const struct fleet_vie
         json_object *o = json_object_new_object(), *nodes = json_object_new_object(), *grants = json_object_new_array();
         json_object *list = json_object_new_array();
         struct fleet_view v = *view;
-        _cleanup_free_ struct fleet_revocation *revs = collect_revocations(s, &v.n_revocations);
+        _cleanup_free_ struct fleet_revocation *revs = collect_revocations(s, view, &v.n_revocations);
 
         v.revocations = revs;
         for (size_t i = 0; i < s->n; i++) {
@@ -291,6 +295,10 @@ struct fleet_agent {
         uint64_t records_written;
         struct fleet_trusted *trusted;
         size_t n_trusted;
+        /* Genuine revocations ever seen by this run, kept when etcd deletes them: whoever can
+         * write to etcd must not be able to revive a revoked grant by deleting its revocation. */
+        struct fleet_revocation *revoked;
+        size_t n_revoked;
 };
 
 static void sleep_usec(struct fleet_agent *a, uint64_t usec) {
@@ -432,6 +440,31 @@ static void *publisher_main(void *userdata) {
         return NULL;
 }
 
+#define REVOKED_MAX 65536
+
+/* Remembers a genuine revocation that is about to leave the snapshot (under lock). */
+static void remember_revocation(struct fleet_agent *a, const struct fleet_entry *e) {
+        struct fleet_revocation v;
+
+        if (strncmp(e->key, FLEET_PREFIX "revocations/", strlen(FLEET_PREFIX "revocations/")) != 0 ||
+            fleet_revocation_decode(e->value, e->value_len, &v, NULL) < 0 ||
+            !fleet_revocation_valid(&v, a->trusted, a->n_trusted) || a->n_revoked >= REVOKED_MAX)
+                return;
+        for (size_t i = 0; i < a->n_revoked; i++)
+                if (strcmp(a->revoked[i].grant, v.grant) == 0 && strcmp(a->revoked[i].lender, v.lender) == 0)
+                        return;
+        struct fleet_revocation *n = realloc(a->revoked, (a->n_revoked + 1) * sizeof(*n));
+        if (!n)
+                return;
+        a->revoked = n;
+        a->revoked[a->n_revoked++] = v;
+}
+
+static void remember_all(struct fleet_agent *a) {
+        for (size_t i = 0; i < a->snap.n; i++)
+                remember_revocation(a, &a->snap.v[i]);
+}
+
 static int on_watch(const struct etcd_watch_msg *m, void *userdata) {
         struct fleet_agent *a = userdata;
         int r = 0;
@@ -439,6 +472,7 @@ static int on_watch(const struct etcd_watch_msg *m, void *userdata) {
         if (m->canceled)
                 return -ECANCELED;      /* compacted past our revision: read it all again */
         pthread_mutex_lock(&a->lock);
+        remember_all(a);        /* before a DELETE can take one away */
         for (size_t i = 0; r == 0 && i < m->n_events; i++)
                 r = fleet_snapshot_apply(&a->snap, &m->events[i]);
         if (m->revision > a->snap.revision)
@@ -464,6 +498,7 @@ static void *watcher_main(void *userdata) {
                 r = etcd_range(e, FLEET_PREFIX, true, &rg, &err);
                 if (r == 0) {
                         pthread_mutex_lock(&a->lock);
+                        remember_all(a);
                         r = fleet_snapshot_load(&a->snap, &rg);
                         a->synced = r == 0;
                         pthread_mutex_unlock(&a->lock);
@@ -535,6 +570,7 @@ struct fleet_agent *fleet_agent_free(struct fleet_agent *a) {
         fleet_snapshot_done(&a->snap);
         explicit_bzero(&a->id, sizeof(a->id));
         free(a->trusted);
+        free(a->revoked);
         free(a->endpoints);
         free(a->ca);
         free(a->cert);
@@ -570,7 +606,7 @@ json_object *fleet_agent_report(struct fleet_agent *a) {
 
         pthread_mutex_lock(&a->lock);
         struct fleet_view view = { .self = a->id.id, .trusted = a->trusted, .n_trusted = a->n_trusted,
-                                   .now = now / 1000000 };
+                                   .revocations = a->revoked, .n_revocations = a->n_revoked, .now = now / 1000000 };
         o = fleet_report(&a->snap, &view, now);
         if (o) {
                 json_object_object_add(o, "reachable", json_object_new_boolean(a->reachable));

@@ -74,7 +74,7 @@ int fleet_snapshot_load(struct fleet_snapshot *s, struct etcd_range *r);
 int fleet_snapshot_apply(struct fleet_snapshot *s, const struct etcd_event *ev);
 
 /* Builds the report (nodes with capacity and staleness, grants with verdicts) of snapshot s as
- * seen by view (its self, trusted keys and clock; its revocations are taken from s). Pure. */
+ * seen by view (its self, trusted keys and clock; revocations: those in s and the view's). Pure. */
 struct json_object *fleet_report(const struct fleet_snapshot *s, const struct fleet_view *view, int64_t now_usec);
 
 /* Trusted keys as the view wants them: the ledger's list plus this node's own key. */

@@ -249,6 +249,12 @@ def check_revocation(t, etcd, nodes, gid):
     t.ok(took is not None and took <= 1.0, 'a revocation reaches every node within 1 s',
          'took %s s after the command returned (the command itself %.3f s)'
          % (None if took is None else round(took, 3), cmd))
+    # Whoever can write to etcd deletes the revocation: the nodes that saw it keep it.
+    etcd.delete('/ppn/revocations/' + gid)
+    time.sleep(0.5)
+    st = statuses(nodes, gid)
+    t.ok(set(st.values()) == {'revoked'}, 'a revocation deleted from etcd stays in force on every node that saw it',
+         json.dumps(st))
     back = wait_for(lambda: a.pool()['pool_available_bytes'] == avail + GIB, 3)
     t.ok(back is not None, "the revoked capacity is back in A's pool")
     short = json.loads(a.ctl('--json', 'lend', b.id, '128M', '--for', '2s').stdout)
