@@ -351,6 +351,18 @@ static void propagation(unsigned n_watchers, int revocations) {
                 curl_multi_poll(multi, NULL, 0, 20, NULL);
         }
         pthread_join(t, NULL);
+        /* Streams that ended (etcd or the network closed them) and watchers that saw nothing. */
+        CURLMsg *msg;
+        int left, ended = 0, silent = 0;
+        while ((msg = curl_multi_info_read(multi, &left)))
+                if (msg->msg == CURLMSG_DONE) {
+                        ended++;
+                        fprintf(stderr, "fleetsim: a watch stream ended: %s\n", curl_easy_strerror(msg->data.result));
+                }
+        for (unsigned i = 0; i < n_watchers; i++)
+                silent += ws[i].got == 0;
+        rec("watch_streams_ended", ended, "streams");
+        rec("watchers_without_events", silent, "watchers");
         size_t n = 0, missing = 0;
         double *all = malloc(n_watchers * (size_t) revocations * sizeof(double));
         for (unsigned i = 0; i < n_watchers; i++)
