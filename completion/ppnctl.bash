@@ -4,11 +4,13 @@
 # `ppnctl --help` and every `ppnctl COMMAND [SUBCOMMAND] --help`.
 
 _ppnctl_global_opts='--config --ledger --socket --json --bytes --help --version'
-_ppnctl_commands='adopt balloon events export history import ledger move node plot pool release start status stop vm'
+_ppnctl_commands='adopt balloon events export fleet grant history import ledger lend move node plot pool release start status stop vm'
 
 declare -A _ppnctl_subcommands=(
+  [fleet]='list trust'
+  [grant]='revoke'
   [ledger]='check export history import'
-  [node]='set show'
+  [node]='id init set show'
   [vm]='add list remove set show'
 )
 
@@ -18,13 +20,19 @@ declare -A _ppnctl_opts=(
   [balloon]='--for --help'
   [events]='--follow --json --help'
   [export]='--help'
+  [fleet list]='--json --help'
+  [fleet trust]='--help'
+  [grant revoke]='--help'
   [history]='--since --json --help'
   [import]='--image-dir --help'
   [ledger check]='--help'
   [ledger export]='--help'
   [ledger history]='--json --help'
   [ledger import]='--replace --help'
+  [lend]='--for --help'
   [move]='--to --timeout --help'
+  [node id]='--json --help'
+  [node init]='--help'
   [node set]='--help'
   [node show]='--json --help'
   [plot]='--since --output --input --help'

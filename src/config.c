@@ -35,6 +35,15 @@ const char config_default_text[] =
         "binary = qemu-system-x86_64\n"
         "log-dir = /var/log/ppn\n"
         "image-dir = /var/lib/ppn/images\n"
+        "[fleet]\n"
+        "enabled = no\n"
+        "endpoints = http://127.0.0.1:2379\n"
+        "ca =\n"
+        "cert =\n"
+        "key =\n"
+        "lease-ttl = 15s\n"
+        "republish = 60s\n"
+        "threshold = 64M\n"
         "[metrics]\n"
         "enabled = no\n"
         "address = 127.0.0.1\n"
@@ -57,6 +66,8 @@ enum key_type {
         KEY_ACCEL,
         KEY_PROGRAM,    /* an absolute path, or a name looked up in PATH (no '/') */
         KEY_IP,         /* a numeric IPv4 or IPv6 address (no host names: no resolver at start) */
+        KEY_PATH_EMPTY, /* empty or an absolute path */
+        KEY_URLS,       /* comma-separated http:// or https:// URLs, at least one */
 };
 
 struct key {
@@ -95,6 +106,16 @@ static const struct key keys[] = {
         NUM("controller", "tick", KEY_DURATION, tick_usec, 100000, 60000000),
         { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0, 0 },
         { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0, 0 },
+        { "fleet", "ca", KEY_PATH_EMPTY, OFF(fleet_ca), 0, 0, 0 },
+        { "fleet", "cert", KEY_PATH_EMPTY, OFF(fleet_cert), 0, 0, 0 },
+        { "fleet", "enabled", KEY_BOOL, OFF(fleet_enabled), 0, 0, 0 },
+        { "fleet", "endpoints", KEY_URLS, OFF(fleet_endpoints), 0, 0, 0 },
+        { "fleet", "key", KEY_PATH_EMPTY, OFF(fleet_key), 0, 0, 0 },
+        /* Long enough to ride out a keepalive lost to one slow round; short enough that a dead
+         * node's record disappears from the fleet within seconds. */
+        NUM("fleet", "lease-ttl", KEY_DURATION, fleet_lease_usec, 5000000, 300000000),
+        NUM("fleet", "republish", KEY_DURATION, fleet_republish_usec, 1000000, 3600000000),
+        NUM("fleet", "threshold", KEY_SIZE, fleet_threshold_bytes, 0, UINT64_C(1) << 40),
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },
         { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
@@ -310,6 +331,21 @@ static int parse_bool(const char *v, bool *ret) {
         return -EINVAL;
 }
 
+static bool urls_ok(const char *v) {
+        size_t n = 0;
+        for (const char *s = v; *s;) {
+                size_t len = strcspn(s, ",");
+                if (!((len > 7 && strncmp(s, "http://", 7) == 0) || (len > 8 && strncmp(s, "https://", 8) == 0)))
+                        return false;
+                for (size_t i = 0; i < len; i++)
+                        if ((unsigned char) s[i] <= ' ' || s[i] == '?' || s[i] == '#')
+                                return false;
+                n++;
+                s += len + (s[len] == ',');
+        }
+        return n > 0 && n <= 16 && v[strlen(v) - 1] != ',';
+}
+
 /* Validates a text value; returns NULL if fine, else why not. */
 static const char *check_text(enum key_type t, const char *v) {
         switch (t) {
@@ -332,6 +368,11 @@ static const char *check_text(enum key_type t, const char *v) {
                                ? NULL
                                : "is not a numeric IP address; use e.g. 127.0.0.1 or ::1";
         }
+        case KEY_PATH_EMPTY:
+                return !*v || v[0] == '/' ? NULL : "must be empty or an absolute path";
+        case KEY_URLS:
+                return urls_ok(v) ? NULL : "must be comma-separated http:// or https:// URLs "
+                                           "(example: http://10.0.0.1:2379,http://10.0.0.2:2379)";
         default:
                 return NULL;
         }
@@ -523,6 +564,10 @@ int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b
                 { "cgroup.root", OFF(cgroup_root) },
                 { "cgroup.parent", OFF(cgroup_parent) },
                 { "metrics.address", OFF(metrics_address) },
+                { "fleet.endpoints", OFF(fleet_endpoints) },
+                { "fleet.ca", OFF(fleet_ca) },
+                { "fleet.cert", OFF(fleet_cert) },
+                { "fleet.key", OFF(fleet_key) },
         };
         size_t used = 0;
         int n = 0;

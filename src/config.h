@@ -48,6 +48,15 @@ struct ppn_config {
         bool metrics_enabled;
         char *metrics_address;
         uint64_t metrics_port;
+        /* [fleet]: the etcd store other nodes and orchestrators read (docs/fleet.md) */
+        bool fleet_enabled;
+        char *fleet_endpoints;          /* comma-separated http(s):// URLs, tried in turn */
+        char *fleet_ca;                 /* "" = the system's CAs */
+        char *fleet_cert;               /* client certificate, "" = none */
+        char *fleet_key;                /* its private key */
+        uint64_t fleet_lease_usec;      /* TTL of the lease the capacity record lives under */
+        uint64_t fleet_republish_usec;  /* rewrite the record at least this often */
+        uint64_t fleet_threshold_bytes; /* ...and whenever a figure moves by more than this */
         /* [policy]: starts from policy_tunables_default(); override_usec is [controller]
          * override-default. Checked with policy_tunables_check() on load. */
         struct policy_tunables policy;

@@ -8,6 +8,7 @@
 
 #include "cgroup.h"
 #include "control.h"
+#include "fleet-agent.h"
 #include "history.h"
 #include "hostmem.h"
 #include "jsonutil.h"
@@ -66,6 +67,7 @@ struct manager {
         char last_status[128];
         struct metrics_server *metrics; /* NULL unless [metrics] enabled */
         struct metrics_counters counters;
+        struct fleet_agent *fleet;      /* NULL unless [fleet] enabled; runs off the loop */
 };
 
 /* ---- the VM table ---- */
@@ -537,7 +539,8 @@ static void update_pool(struct manager *m, const struct policy_node *node) {
                                            .actual_known = running && x->actual_usec && x->balloon };
                 m->pool.n_running += running;
         }
-        pool_compute(&(struct pool_node) { node->physical, node->reserve }, pv, m->n_vms, &f);
+        uint64_t lent = m->lstate ? ledger_state_lent(m->lstate, (int64_t) (now_realtime_usec() / 1000000)) : 0;
+        pool_compute(&(struct pool_node) { node->physical, node->reserve, lent }, pv, m->n_vms, &f);
         m->pool.physical_bytes = f.physical_bytes;
         m->pool.reserve_bytes = f.reserve_bytes;
         m->pool.reserved_min_bytes = f.reserved_min_bytes;
@@ -547,6 +550,13 @@ static void update_pool(struct manager *m, const struct policy_node *node) {
         m->pool.n_vms = m->n_vms;
         m->pool.host_available_bytes = node->host_available_known ? node->host_available : STATUS_UNKNOWN;
         m->pool.psi_some_avg10 = node->psi_known ? node->psi_some_avg10 : -1;
+        if (m->fleet)
+                fleet_agent_update(m->fleet, &(struct fleet_capacity) {
+                        .physical_bytes = f.physical_bytes, .reserve_bytes = f.reserve_bytes,
+                        .reserved_min_bytes = f.reserved_min_bytes, .lent_bytes = f.lent_bytes,
+                        .pool_available_bytes = f.pool_available_bytes, .committed_bytes = f.committed_bytes,
+                        .free_bytes = f.free_bytes, .psi_some_avg10 = m->pool.psi_some_avg10, .n_vms = m->n_vms },
+                        m->lstate ? m->lstate->trusted : NULL, m->lstate ? m->lstate->n_trusted : 0);
 }
 
 /* One history sample per VM and round; what is unknown (a VM not running) is kept as such. */
@@ -769,9 +779,19 @@ static int req_status(struct control_conn *conn, json_object *req, void *userdat
         return 0;
 }
 
+static int req_fleet(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                     struct ppn_error *err) {
+        struct manager *m = userdata;
+        if (!m->fleet)
+                return ppn_error_set(err, -ENOTSUP, "the fleet is not enabled on this node ([fleet] enabled = no)");
+        *ret = fleet_agent_report(m->fleet);
+        return *ret ? 0 : ppn_error_set(err, -ENOMEM, "out of memory");
+}
+
 /* Sorted by name (control_new checks). */
 static const struct control_request requests[] = {
         { "events", req_events },
+        { "fleet", req_fleet },
         { "history", req_history },
         { "ping", req_ping },
         { "pool", req_pool },
@@ -1029,6 +1049,8 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
                 r = setup_ledger(m, err);
         if (r >= 0)
                 r = setup_metrics(m, err);
+        if (r >= 0)
+                r = fleet_agent_from_config(cfg, &m->fleet, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(m);
@@ -1048,6 +1070,7 @@ int manager_run(struct manager *m) {
 struct manager *manager_free(struct manager *m) {
         if (!m)
                 return NULL;
+        fleet_agent_free(m->fleet);
         control_free(m->control);
         metrics_server_free(m->metrics);
         for (size_t i = 0; i < m->n_vms; i++)

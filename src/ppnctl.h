@@ -38,6 +38,9 @@ struct ctl_globals {
         const char *qemu;               /* $PPN_QEMU, [qemu] binary */
         const char *cgroup_root;        /* $PPN_CGROUP_ROOT, [cgroup] root; NULL = auto */
         const char *cgroup_parent;      /* $PPN_CGROUP_PARENT, [cgroup] parent */
+        /* The fleet store (fleet, lend, grant). */
+        const char *etcd_endpoints;     /* $PPN_ETCD_ENDPOINTS, [fleet] endpoints */
+        const char *etcd_ca, *etcd_cert, *etcd_key;     /* [fleet] ca, cert, key */
 };
 
 /* Shared by the handlers and main (ppnctl-config.c). */
@@ -61,6 +64,11 @@ int ctl_adopt(const struct ctl_globals *g, int argc, char **argv);
 int ctl_balloon(const struct ctl_globals *g, int argc, char **argv);
 int ctl_events(const struct ctl_globals *g, int argc, char **argv);
 int ctl_export(const struct ctl_globals *g, int argc, char **argv);
+int ctl_fleet(const struct ctl_globals *g, int argc, char **argv);
+int ctl_grant(const struct ctl_globals *g, int argc, char **argv);
+int ctl_lend(const struct ctl_globals *g, int argc, char **argv);
+int ctl_node_id(const struct ctl_globals *g, int argc, char **argv);
+int ctl_node_init(const struct ctl_globals *g, int argc, char **argv);
 int ctl_history(const struct ctl_globals *g, int argc, char **argv);
 int ctl_import(const struct ctl_globals *g, int argc, char **argv);
 int ctl_ledger(const struct ctl_globals *g, int argc, char **argv);
@@ -85,7 +93,8 @@ struct ctl_subcommand {
         const char *usage;
 };
 /* The groups' tables, for dispatch, help and completion checks. */
-extern const struct ctl_subcommand ctl_ledger_commands[], ctl_node_commands[], ctl_vm_commands[];
+extern const struct ctl_subcommand ctl_ledger_commands[], ctl_node_commands[], ctl_vm_commands[],
+        ctl_fleet_commands[], ctl_grant_commands[];
 /* Prints "usage:" and one "  ppnctl USAGE" line per subcommand. */
 void ctl_print_subcommands(FILE *f, const struct ctl_subcommand *table);
 /* Prints text wrapped to 80 columns, continuation lines indented by indent spaces. */

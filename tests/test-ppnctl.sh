@@ -174,7 +174,7 @@ truncate -s 4096 "$T/trunc.db"
 bad_file "truncated" "$T/trunc.db" "is truncated"
 cp "$PPN_LEDGER" "$T/newer.db"
 sqlite3 "$T/newer.db" 'PRAGMA user_version = 7'
-bad_file "newer schema" "$T/newer.db" "has schema version 7 but this build knows versions up to 1; use a newer ppnctl/ppnd (the file was not modified)"
+bad_file "newer schema" "$T/newer.db" "has schema version 7 but this build knows versions up to 2; use a newer ppnctl/ppnd (the file was not modified)"
 
 # ---- concurrency: two CLI writers and a reader at once ----
 "$PPNCTL" node set physical=64G >/dev/null
