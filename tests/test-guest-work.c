@@ -143,15 +143,18 @@ static void test_reader_reads_every_pass(void **state) {
 
 static void test_burst_allocates_each_time(void **state) {
         char out[1024], log[512];
-        assert_int_equal(gw(out, sizeof(out), "burst b 2 20 300 50"), 0);
+        assert_int_equal(gw(out, sizeof(out), "burst b 2 20 1000 50"), 0);
         assert_non_null(strstr(out, "burst b: 2 x 20 MiB (pid "));
         long pid = atol(strstr(out, "pid ") + 4);
-        usleep(150000);         /* inside the first 300 ms hold: 20 MiB touched */
+        /* Once the first burst is logged, its 20 MiB are touched and held for 1 s. */
+        snprintf(log, sizeof(log), "grep -q '^burst 1: ' %s/b.log", work_dir);
+        for (int i = 0; i < 500 && system(log) != 0; i++)
+                usleep(10000);
         assert_true(rss_kib(pid) >= 20 * 1024);
         wait_exited("b", out, sizeof(out));
         assert_non_null(strstr(out, "b: done: busy "));
         long total = atol(strstr(out, "total ") + 6);
-        assert_true(total >= 650);  /* two holds of 300 ms and a gap of 50 ms */
+        assert_true(total >= 2050);  /* two holds of 1 s and a gap of 50 ms */
         snprintf(log, sizeof(log), "grep -c '^burst [12]: 20 MiB in ' %s/b.log | grep -qx 2", work_dir);
         assert_int_equal(system(log), 0);
         for (const char *bad = "burst x 0 1 1 1\0burst x 1 1 1\0read x 1 -1 f\0"; *bad; bad += strlen(bad) + 1) {
