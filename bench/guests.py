@@ -172,8 +172,9 @@ class Daemon:
     """ppnd with its own ledger, config and control socket in work. vms: [(name, guest,
     min_mib, max_mib)]."""
 
-    def __init__(self, work, vms, physical, reserve):
+    def __init__(self, work, vms, physical, reserve, extra_config=''):
         self.work = work
+        self.extra_config = extra_config
         self.names = [v[0] for v in vms]
         self.ledger = os.path.join(work, 'ledger.db')
         self.sock = os.path.join(work, 'run', 'ppnd.sock')
@@ -191,8 +192,8 @@ class Daemon:
     def write_config(self, policy):
         with open(self.conf, 'w') as f:
             f.write('[daemon]\nlog-level = info\nruntime-dir = %s/run\n[ledger]\npath = %s\n'
-                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n[policy]\n%s'
-                    % (self.work, self.ledger, self.sock, self.work, policy))
+                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n%s[policy]\n%s'
+                    % (self.work, self.ledger, self.sock, self.work, self.extra_config, policy))
 
     def ctl(self, *args, check=True):
         r = subprocess.run([PPNCTL, '--ledger', self.ledger, '--socket', self.sock] + list(args),
