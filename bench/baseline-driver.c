@@ -107,8 +107,10 @@ static int sample_vm(struct dvm *v) {
         struct balloon_stats st;
         uint64_t fm;
         int r = balloon_query_sync(v->q, QMP_TIMEOUT_USEC, &v->actual, &err);
-        if (r < 0)
+        if (r < 0) {
+                fprintf(stderr, "ppn-baseline: %s: query-balloon: %s\n", v->name, err.class[0] ? err.desc : err.error.msg);
                 return r;
+        }
         v->free_mem = -1;
         if (balloon_read_stats_sync(v->q, NULL, QMP_TIMEOUT_USEC, &st, &err) == 0 && st.last_update &&
             balloon_stats_get(&st, BALLOON_STAT_FREE_MEMORY, &fm) == 0)
@@ -124,7 +126,7 @@ static void apply(struct driver *d, struct dvm *v, uint64_t target) {
                elapsed_s(d), v->name, v->actual, target);
         fflush(stdout);
         if (balloon_set_target_sync(v->q, target, v->min, QMP_TIMEOUT_USEC, &err) < 0) {
-                fprintf(stderr, "ppn-baseline: %s: balloon %" PRIu64 ": %s\n", v->name, target, err.desc);
+                fprintf(stderr, "ppn-baseline: %s: balloon %" PRIu64 ": %s\n", v->name, target, err.class[0] ? err.desc : err.error.msg);
                 d->errors++;
         } else
                 d->commands++;
@@ -224,7 +226,7 @@ static int connect_all(struct driver *d) {
                 struct qmp_error err = {};
                 if (qmp_connect_sync(v->qmp_path, QMP_TIMEOUT_USEC, &v->q, &err) < 0 ||
                     balloon_enable_stats_sync(v->q, NULL, interval, QMP_TIMEOUT_USEC, &err) < 0) {
-                        fprintf(stderr, "ppn-baseline: %s (%s): %s\n", v->name, v->qmp_path, err.desc);
+                        fprintf(stderr, "ppn-baseline: %s (%s): %s\n", v->name, v->qmp_path, err.class[0] ? err.desc : err.error.msg);
                         return -EIO;
                 }
         }
