@@ -156,6 +156,8 @@ def reset(gs):
             g.exec('guest-work stop %s' % w)
         g.exec('rm -f /run/work/*; sync; echo 3 > /proc/sys/vm/drop_caches')
         g.q.cmd('balloon', value=S['guest_mib'] * MIB)
+        # The guest's statistics reports off again: each arm sets its own interval.
+        g.q.cmd('qom-set', path='/machine/peripheral/balloon0', property='guest-stats-polling-interval', value=0)
     for g in gs:
         g.wait_actual(lambda a: a >= (S['guest_mib'] - 1) * MIB, timeout=30)
     time.sleep(5)
