@@ -295,23 +295,42 @@ def slowdowns(out, busy):
     if 'none' not in busy:
         return
     for n in MEASURED:
-        ref = [b[n] for b in busy['none'] if b[n] is not None]
+        ref = [b[n] for b in busy['none'].values() if b[n] is not None]
         if not ref:
             continue
         base = statistics.median(ref)
         for arm, runs in busy.items():
-            for rep, b in enumerate(runs, 1):
+            for rep, b in runs.items():
                 v = round(b[n] / base, 2) if b[n] is not None else None
                 guests.rec(out, 'overcommit', 'slowdown', v, 'ratio', arm=arm, rep=rep, workload=n)
 
 
-def boot(work, disk):
-    gs = [guests.Guest(work, S['guest_mib'], deflate_on_oom=True, name=n, disk=disk, wait=False) for n in VMS]
-    try:
-        for g in gs:
+def boot_one(work, name, disk):
+    """Boots one guest; one more try if it does not come up (a 60 s boot timeout can pass
+    on this shared machine), saying why the first failed."""
+    for attempt in (1, 2):
+        wdir = os.path.join(work, 'try%d' % attempt) if attempt > 1 else work
+        os.makedirs(wdir, exist_ok=True)
+        g = guests.Guest(wdir, S['guest_mib'], deflate_on_oom=True, name=name, disk=disk, wait=False)
+        try:
             g.wait_ready()
-        for g in gs:
             mount_disk(g)
+            return g
+        except Exception as e:
+            g.stop()
+            tail = open(g.log.name, errors='replace').read()[-600:]
+            say('%s: boot attempt %d failed: %s\n%s' % (name, attempt, e, tail))
+            if attempt == 2:
+                raise
+
+
+def boot(work, disk):
+    """One guest after another: three booting at once under TCG on a loaded machine can
+    exceed testvm's boot timeout."""
+    gs = []
+    try:
+        for n in VMS:
+            gs.append(boot_one(work, n, disk))
     except Exception:
         for g in gs:
             g.stop()
@@ -329,19 +348,21 @@ def main():
             guests.rec(out, 'overcommit', 'capacity', CAPACITY // MIB, 'MiB')
             guests.rec(out, 'overcommit', 'sum_max', len(VMS) * S['guest_mib'], 'MiB')
             guests.rec(out, 'overcommit', 'repetitions', REPS, 'count')
-            for rep in range(1, REPS + 1):
-                rwork = os.path.join(work, 'rep%d' % rep)
-                os.makedirs(rwork)
-                say('overcommit: rep %d: booting %s (load %s)' % (rep, ', '.join(VMS), loadavg()))
-                gs = boot(rwork, disk)
-                try:
-                    k = (rep - 1) % len(ARMS)
-                    for arm in ARMS[k:] + ARMS[:k]:
-                        busy.setdefault(arm, []).append(run_arm(out, arm, rep, rwork, gs))
-                finally:
-                    for g in gs:
-                        g.stop()
-            slowdowns(out, busy)
+            try:
+                for rep in range(1, REPS + 1):
+                    rwork = os.path.join(work, 'rep%d' % rep)
+                    os.makedirs(rwork)
+                    say('overcommit: rep %d: booting %s (load %s)' % (rep, ', '.join(VMS), loadavg()))
+                    gs = boot(rwork, disk)
+                    try:
+                        k = (rep - 1) % len(ARMS)
+                        for arm in ARMS[k:] + ARMS[:k]:
+                            busy.setdefault(arm, {})[rep] = run_arm(out, arm, rep, rwork, gs)
+                    finally:
+                        for g in gs:
+                            g.stop()
+            finally:
+                slowdowns(out, busy)        # the runs that were made, also after a failure
     finally:
         if os.environ.get('PPN_KEEP_BENCH_DIR'):
             say('kept ' + work)
