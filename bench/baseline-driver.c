@@ -250,7 +250,9 @@ static int parse_args(int argc, char **argv, struct driver *d) {
                         d->once = true;
                         continue;
                 }
-                fprintf(stderr, "ppn-baseline: bad option or size\n");
+                if (c == 'p' || c == 'u')
+                        fprintf(stderr, "ppn-baseline: --%s: '%s' is not a size (e.g. 2G, 256M)\n",
+                                c == 'p' ? "physical" : "host-use", optarg);
                 return -EINVAL;
         }
         if (optind >= argc || d->physical == 0)

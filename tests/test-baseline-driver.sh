@@ -50,5 +50,8 @@ ok $? "mom: a guest below its max with room on the node grows to its max ($a -> 
 "$BASE" pve --physical 8G --host-use 1G "a,$T/missing.sock,$FPID,1G,4G" >/dev/null 2>"$T/err"; rc=$?
 [ $rc -eq 1 ] && grep -q "missing.sock" "$T/err"; ok $? "a socket that does not answer is named, exit 1"
 
+"$BASE" pve --physical 2X --host-use 1G "a,$T/vm0000.sock,$FPID,1G,4G" 2>"$T/err"; rc=$?
+[ $rc -eq 2 ] && grep -q -- "--physical: '2X' is not a size" "$T/err"; ok $? "a bad size is named, usage error"
+
 echo "1..$n"
 exit $failed
