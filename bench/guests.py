@@ -6,9 +6,9 @@
 env: PPND, PPNCTL, TESTVM (default build/...), PPN_GUEST_DIR (build/guest),
      BENCH_REPS (5), REACTION_PAST_MIB (256)
 
-The guest is the project's test guest (tests/guest) booted with the testvm CLI under TCG, with
-a second QMP monitor (qmp2.sock) from which this script measures: QEMU allows one client per
-monitor and ppnd holds the first. Every measurement is also taken as a floor on the same guest
+The guest is the project's test guest (tests/guest) booted with the testvm CLI under TCG with
+free page reporting on, as `ppnctl start` boots a VM, and a second QMP monitor (qmp2.sock)
+from which this script measures: QEMU allows one client per monitor and ppnd holds the first. Every measurement is also taken as a floor on the same guest
 in the same run, by driving the balloon directly, so results can be read as ratios.
 
 reaction: run twice, with a plain balloon and with deflate-on-oom (the guest may then take
@@ -21,8 +21,9 @@ reaction: run twice, with a plain balloon and with deflate-on-oom (the guest may
   OOM kills in the guest console ("Killed process"). The allocation is made in 64 MiB
   programs back to back, as fast as the guest can (one large malloc is refused by the guest's
   overcommit heuristic once the balloon has shrunk MemTotal).
-reclaim: a 2 GiB guest allocates and frees 1.5 GiB (QEMU RSS stays high), then the node is
-  declared short of memory (ppnd's host-low mark raised above MemAvailable with SIGHUP, as if
+reclaim: a 2 GiB guest (free page reporting and deflate-on-oom on, `ppnctl start`'s defaults)
+  allocates and frees 1.5 GiB (reporting then returns most of it to the host by itself: the
+  QEMU RSS columns show how much), then the node is declared short of memory (ppnd's host-low mark raised above MemAvailable with SIGHUP, as if
   the host ran low). Reclaim = until actual settles (and until 90 % of the reclaim is done),
   QEMU RSS before/after. Floor = a direct `balloon` to the same final size from the same
   state (re-created after ppnd has stopped).
@@ -93,18 +94,30 @@ class Qmp:
 
 
 class Guest:
-    def __init__(self, work, mem_mib, deflate_on_oom=False):
-        self.dir = os.path.join(work, 'vm')
+    """A test guest booted with the testvm CLI, as `ppnctl start` boots a VM: virtio-balloon
+    with free page reporting on (and deflate-on-oom when asked). disk: a raw image attached
+    read-only on virtio-blk. wait=False returns at once; call wait_ready() later (to boot
+    several guests at the same time)."""
+
+    def __init__(self, work, mem_mib, deflate_on_oom=False, name='vm', disk=None, wait=True):
+        self.name = name
+        self.dir = os.path.join(work, name)
         os.makedirs(self.dir)
         extra = ('-chardev socket,id=mon2,path=%s/qmp2.sock,server=on,wait=off '
                  '-mon chardev=mon2,mode=control' % self.dir)
-        self.log = open(os.path.join(work, 'testvm.log'), 'w')
-        args = [TESTVM, 'boot', self.dir, '--mem', str(mem_mib), '--extra', extra]
+        if disk:
+            extra += ' -drive file=%s,if=virtio,format=raw,readonly=on' % disk
+        self.log = open(os.path.join(work, name + '-testvm.log'), 'w')
+        args = [TESTVM, 'boot', self.dir, '--mem', str(mem_mib), '--free-page-reporting', '--extra', extra]
         if deflate_on_oom:
             args.append('--deflate-on-oom')
         self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=180):
         ready = os.path.join(self.dir, 'ready')
-        deadline = time.time() + 120
+        deadline = time.time() + timeout
         while not os.path.exists(ready):
             if self.p.poll() is not None or time.time() > deadline:
                 raise RuntimeError('guest did not boot (see %s)' % self.log.name)
@@ -156,16 +169,22 @@ class Guest:
 
 
 class Daemon:
-    def __init__(self, work, guest, physical, reserve, min_mib, max_mib):
+    """ppnd with its own ledger, config and control socket in work. vms: [(name, guest,
+    min_mib, max_mib)]."""
+
+    def __init__(self, work, vms, physical, reserve, extra_config=''):
         self.work = work
+        self.extra_config = extra_config
+        self.names = [v[0] for v in vms]
         self.ledger = os.path.join(work, 'ledger.db')
         self.sock = os.path.join(work, 'run', 'ppnd.sock')
         self.conf = os.path.join(work, 'ppnd.conf')
         os.makedirs(os.path.join(work, 'run'), exist_ok=True)
         os.makedirs(os.path.join(work, 'no-cgroup'), exist_ok=True)
         self.ctl('node', 'set', 'physical=%s' % physical, 'reserve=%s' % reserve)
-        self.ctl('vm', 'add', 'g', '--min', '%dM' % min_mib, '--max', '%dM' % max_mib,
-                 '--qmp', guest.qmp_path)
+        for name, guest, min_mib, max_mib in vms:
+            self.ctl('vm', 'add', name, '--min', '%dM' % min_mib, '--max', '%dM' % max_mib,
+                     '--qmp', guest.qmp_path)
         self.write_config('')
         self.log = open(os.path.join(work, 'ppnd.log'), 'w')
         self.p = subprocess.Popen([PPND, '--config', self.conf], stdout=self.log, stderr=subprocess.STDOUT)
@@ -173,8 +192,8 @@ class Daemon:
     def write_config(self, policy):
         with open(self.conf, 'w') as f:
             f.write('[daemon]\nlog-level = info\nruntime-dir = %s/run\n[ledger]\npath = %s\n'
-                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n[policy]\n%s'
-                    % (self.work, self.ledger, self.sock, self.work, policy))
+                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n%s[policy]\n%s'
+                    % (self.work, self.ledger, self.sock, self.work, self.extra_config, policy))
 
     def ctl(self, *args, check=True):
         r = subprocess.run([PPNCTL, '--ledger', self.ledger, '--socket', self.sock] + list(args),
@@ -193,11 +212,12 @@ class Daemon:
     def wait_running(self, timeout=60):
         t0 = time.time()
         while time.time() - t0 < timeout:
-            v = self.status().get('g')
-            if v and v.get('state') == 'running' and v.get('guest_available_bytes') is not None:
-                return v
+            st = self.status()
+            if all(st.get(n, {}).get('state') == 'running' and st[n].get('guest_available_bytes') is not None
+                   for n in self.names):
+                return st
             time.sleep(0.2)
-        raise RuntimeError('ppnd did not adopt the guest (see %s)' % self.log.name)
+        raise RuntimeError('ppnd did not adopt the guests (see %s)' % self.log.name)
 
     def stop(self):
         self.p.terminate()
@@ -280,7 +300,7 @@ def reaction_one(out, work, variant):
             dt, chunks, _ = timed_hog(g, 'ref%d' % i, min(ref_mib, 512))
             free_times.append(dt)
             stop_hog(g, 'ref%d' % i, chunks)
-        d = Daemon(work, g, '4G', '256M', 256, 1024)
+        d = Daemon(work, [('g', g, 256, 1024)], '4G', '256M')
         d.wait_running()
         reactions, hogs, ooms0 = [], [], g.oom_kills()
         failed = failed_alloc = 0
@@ -359,12 +379,12 @@ def use_and_free(g, name, mib):
 
 
 def reclaim(out, work):
-    g = Guest(work, 2048)
+    g = Guest(work, 2048, deflate_on_oom=True)   # as `ppnctl start` boots it
     d = None
     P = 'reclaim'
     try:
         use_and_free(g, 'r', 1536)
-        d = Daemon(work, g, '4G', '256M', 256, 2048)
+        d = Daemon(work, [('g', g, 256, 2048)], '4G', '256M')
         d.wait_running()
         time.sleep(3)
         rss0, a0 = g.rss_mib(), g.q.actual()

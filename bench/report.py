@@ -4,15 +4,16 @@
     bench/report.py OUT_DIR RESULTS_JSON
 
 OUT_DIR holds one JSON-lines file per part (sim.jsonl, scale.jsonl, reaction.jsonl,
-reclaim.jsonl); every line is one measurement with its unit. Parts not run are left out.
+reclaim.jsonl, overcommit.jsonl); every line is one measurement with its unit. Parts not run are left out.
 """
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 
-PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet']
+PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet', 'overcommit']
 POLICIES = ['none', 'ppnd', 'ppnd-fpr', 'ppnd-10s', 'mom', 'mom-matched', 'mom-vdsm', 'mom-vdsm-matched',
             'proxmox', 'proxmox-matched', 'hyperv', 'xen', 'chromeos', 'chromeos-matched', 'tmo']
 SIM_METRICS = [
@@ -155,6 +156,87 @@ def pivot(records, part, title, note=''):
     print()
 
 
+OC_ARMS = ['none', 'mom', 'pve', 'ppnd']
+OC_COLUMNS = [  # (metric, workload, label)
+    ('footprint', None, 'Σ RSS GiB·min'),
+    ('mean_rss', None, 'mean Σ RSS MiB'),
+    ('workloads_end', None, 'run s'),
+    ('above_capacity', None, 'above capacity s'),
+    ('peak_rss', None, 'peak Σ RSS MiB'),
+    ('oom_kills', None, 'guest OOM kills'),
+    ('slowdown', 'reader', 'reader slowdown ×'),
+    ('slowdown', 'burst', 'burst slowdown ×'),
+    ('finished', 'reader', 'reader finished'),
+    ('finished', 'burst', 'burst finished'),
+    ('balloon_commands', None, 'balloon cmds'),
+    ('loadavg_start', None, 'load'),
+]
+
+
+def med_range(vals):
+    """'median (min–max)' of the values measured; a value missing in some run is named."""
+    have = [v for v in vals if v is not None]
+    if not have:
+        return 'never' if vals else ''
+    med = statistics.median(have)
+    text = fmt(float(med)) if len(have) == 1 else '%s (%s–%s)' % (fmt(float(med)), fmt(float(min(have))),
+                                                                   fmt(float(max(have))))
+    missing = len(vals) - len(have)
+    return text + (' [%d never]' % missing if missing else '')
+
+
+def overcommit_tables(records):
+    """Per arm: median (min–max) over the repetitions, then every run; and the issue's targets
+    for each arm, each against the no-controller arm's median."""
+    rows = [r for r in records if r['part'] == 'overcommit' and 'arm' in r]
+    if not rows:
+        return
+    conf = {r['metric']: r['value'] for r in records if r['part'] == 'overcommit' and 'arm' not in r}
+    runs = {}
+    for r in rows:
+        runs.setdefault(r['arm'], {}).setdefault(r['rep'], {})[(r['metric'], r.get('workload'))] = r['value']
+    arms = [a for a in OC_ARMS if a in runs]
+    print('### Overcommit (3 real guests, TCG)\n')
+    print('Capacity %s MiB for Σ QEMU RSS, Σ max %s MiB; %s repetitions; median (min–max). Slowdown = '
+          'busy time over the no-controller median (memory to spare).\n'
+          % (conf.get('capacity', '?'), conf.get('sum_max', '?'), conf.get('repetitions', '?')))
+    print('| arm | ' + ' | '.join(c[2] for c in OC_COLUMNS) + ' |')
+    print('|---|' + '---:|' * len(OC_COLUMNS))
+    for arm in arms:
+        reps = runs[arm]
+        cells = [med_range([reps[k].get((m, w)) for k in sorted(reps)]) for m, w, _ in OC_COLUMNS]
+        print('| %s | %s |' % (arm, ' | '.join(cells)))
+    print('\nEvery run:\n')
+    print('| arm | rep | ' + ' | '.join(c[2] for c in OC_COLUMNS) + ' |')
+    print('|---|---:|' + '---:|' * len(OC_COLUMNS))
+    for arm in arms:
+        for rep in sorted(runs[arm]):
+            v = runs[arm][rep]
+            cells = [fmt(v.get((m, w))) if (m, w) in v else '' for m, w, _ in OC_COLUMNS]
+            print('| %s | %d | %s |' % (arm, rep, ' | '.join(cells)))
+    none = runs.get('none')
+    if not none:
+        print()
+        return
+    ref = statistics.median([r[('footprint', None)] for r in none.values()])
+    print('\nTargets (0 OOM kills, 0 s above capacity, slowdown ≤ 1.2× for each workload, footprint '
+          '≤ 0.7× no controller), medians:\n')
+    print('| arm | footprint ÷ none | OOM kills | above capacity s | worst slowdown × | all met |')
+    print('|---|---:|---:|---:|---:|---|')
+    for arm in arms:
+        reps = runs[arm].values()
+        fp = statistics.median([r[('footprint', None)] for r in reps]) / ref if ref else None
+        oom = statistics.median([r[('oom_kills', None)] for r in reps])
+        above = statistics.median([r[('above_capacity', None)] for r in reps])
+        slows = [statistics.median([r.get(('slowdown', w)) or float('inf') for r in reps]) for w in ('reader', 'burst')]
+        worst = max(slows)
+        met = fp is not None and fp <= 0.7 and oom == 0 and above == 0 and worst <= 1.2
+        print('| %s | %s | %s | %s | %s | %s |' % (arm, '%.2f×' % fp if fp is not None else '—', fmt(float(oom)),
+                                                  fmt(float(above)), 'never' if worst == float('inf') else '%.2f' % worst,
+                                                  'yes' if met else 'no'))
+    print()
+
+
 def scale_ratios(records):
     """How ppnd's CPU per tick grows between consecutive node sizes (equal factors = linear)."""
     cpu = {r['vms']: r['value'] for r in records
@@ -197,6 +279,7 @@ def main():
     pivot(records, 'fleet', 'Fleet scale (simulated nodes through one real etcd)',
           'writes_per_s: capacity records written in steady state under the threshold rule; '
           'revocation: put sent until each watcher had the event, over all watchers and revocations.')
+    overcommit_tables(records)
     if not records:
         print('(no measurements)')
 

@@ -516,8 +516,11 @@ static int send_command(struct qmp *q, const char *command, json_object *args,
         r = build_command(command, args, p->id, &text);
         if (r < 0)
                 return r;
-        r = sd_event_add_time_relative(q->event, &p->timer, CLOCK_MONOTONIC, p->timeout_usec,
-                                       TIMER_ACCURACY_USEC, on_command_timeout, p);
+        /* From now, not from the loop's cached time: a synchronous client's loop may have sat
+         * idle for longer than the timeout, and its timestamp is that old (the command then
+         * timed out before it was sent). */
+        r = sd_event_add_time(q->event, &p->timer, CLOCK_MONOTONIC, now_usec() + p->timeout_usec,
+                              TIMER_ACCURACY_USEC, on_command_timeout, p);
         if (r < 0)
                 return r;
         r = out_append(q, text, strlen(text));
