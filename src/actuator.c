@@ -29,6 +29,9 @@ void actuator_tunables_default(struct actuator_tunables *ret) {
                 .retry_usec = UINT64_C(60) * 1000000,
                 /* The node's default minimum floor: a guest ballooned near zero panicked. */
                 .base_floor = 128 * MIB,
+                /* The policy's default minimum step: a rise below it is not taken for a change
+                 * made outside ppnd. */
+                .ahead_max = 16 * MIB,
         };
 }
 
@@ -79,21 +82,46 @@ static bool track_unplug(const struct actuator_tunables *t, const struct actuato
         return true;
 }
 
-/* The balloon value for the final state and whether to send it now (see the rules). */
-static void plan_balloon(const struct actuator_vm *vm, uint64_t target, uint64_t want, struct actuator_plan *p) {
-        uint64_t final = min_u64(target > want ? target - want : 0, vm->base);
-        uint64_t actual = vm->balloon ? vm->balloon_actual : vm->base;
-        bool done = vm->plugged == want;
-        uint64_t value = min_u64(max_u64(final, p->floor), vm->base);   /* QEMU caps at base anyway */
+/* The balloon value wanted once the plan is done: target − plugged wanted, within [floor, base]. */
+static uint64_t final_value(const struct actuator_vm *vm, uint64_t target, uint64_t want, uint64_t floor) {
+        uint64_t v = target > want ? target - want : 0;
+        return min_u64(max_u64(v, floor), vm->base);   /* QEMU caps a value above base anyway */
+}
 
-        if (!vm->balloon)
-                return;
-        /* Deflating toward the final value is always safe; inflating waits for the blocks. */
-        if (!(done || actual < value) || value == p->state.sent_value)
+static void send_value(struct actuator_plan *p, uint64_t value) {
+        if (value == p->state.sent_value)
                 return;
         p->set_value = true;
         p->value = value;
         p->state.sent_value = value;
+}
+
+/*
+ * Reclaim while the balloon holds more than the final plan wants (an unplug retried after a
+ * stall, or a VM adopted that way): the balloon gives back at most ahead_max per step and as
+ * much is unplugged with it, so the size rises above the target by less than the policy's
+ * minimum step (not mistaken for a change made outside ppnd) and never falls below it.
+ * Returns the plugged size to request for this step.
+ */
+static uint64_t deflate_ahead(const struct actuator_tunables *t, const struct actuator_vm *vm, uint64_t want,
+                              uint64_t final, struct actuator_plan *p) {
+        uint64_t d = min_u64(final - vm->balloon_actual, t->ahead_max);
+        uint64_t blocks = max_u64(d / vm->block, 1) * vm->block;
+        uint64_t step = vm->plugged > blocks ? vm->plugged - blocks : 0;
+
+        d = min_u64(blocks, final - vm->balloon_actual);
+        send_value(p, vm->balloon_actual + d);
+        p->reason = ACTUATOR_DEFLATE_FIRST;
+        return max_u64(step, want);
+}
+
+/* The balloon's move once blocks are settled: growth deflates at once (it is growth whatever
+ * the blocks do), inflation for the remainder waits until the blocks are where they should be. */
+static void plan_balloon(const struct actuator_vm *vm, uint64_t want, uint64_t final, struct actuator_plan *p) {
+        if (!vm->balloon)
+                return;
+        if (vm->plugged == want || vm->balloon_actual < final)
+                send_value(p, final);
 }
 
 static void explain(struct actuator_plan *p, const struct actuator_vm *vm, uint64_t target, uint64_t want) {
@@ -107,8 +135,9 @@ static void explain(struct actuator_plan *p, const struct actuator_vm *vm, uint6
                     "reclaims toward %s instead; unplug retried later", a, c);
         else if (want > vm->plugged)
                 why(p, ACTUATOR_PLUG, "plugging %s -> %s for %s", a, b, c);
-        else if (want < vm->plugged && p->set_value)
-                why(p, ACTUATOR_DEFLATE_FIRST, "balloon gives back first, then unplugging %s -> %s for %s", a, b, c);
+        else if (p->reason == ACTUATOR_DEFLATE_FIRST)
+                why(p, ACTUATOR_DEFLATE_FIRST, "the balloon gives back step by step as blocks go, %s -> %s for %s",
+                    a, b, c);
         else if (want < vm->plugged)
                 why(p, ACTUATOR_UNPLUG, "unplugging %s -> %s for %s", a, b, c);
         else if (p->set_value)
@@ -143,11 +172,15 @@ int actuator_plan(const struct actuator_tunables *t, const struct actuator_vm *v
         if (p.stalled)
                 want = vm->plugged;           /* hold what is plugged; the balloon reclaims */
         p.floor = max_u64(vm->min > want ? vm->min - want : 0, min_u64(vm->base, t->base_floor));
-        if (vm->requested != want) {
+        uint64_t final = final_value(vm, target, want, p.floor), step = want;
+        if (want < vm->plugged && vm->balloon && vm->balloon_actual < final)
+                step = deflate_ahead(t, vm, want, final, &p);
+        else
+                plan_balloon(vm, want, final, &p);
+        if (vm->requested != step) {
                 p.set_requested = true;
-                p.requested = want;
+                p.requested = step;
         }
-        plan_balloon(vm, target, want, &p);
         if (!reset)
                 explain(&p, vm, target, want);
         *ret = p;

@@ -18,8 +18,10 @@
  *    balloon is deflated only if it must deflate anyway (V' above actual).
  *  - Reclaim unplugs whole blocks first (1.5 GiB in 1.0–1.2 s measured, host RSS falls with
  *    it); the balloon inflates for the remainder only once the unplug is done. A balloon that
- *    holds more than V' is deflated first, so the size never passes below the target while
- *    blocks go: the minimum holds at every step.
+ *    holds more than V' gives back ahead of the blocks, at most ahead_max per step with as much
+ *    unplugged: the size never passes below the target while blocks go (the minimum holds at
+ *    every step) and never rises above it by a policy step (which would look like a change
+ *    made outside ppnd).
  *  - An unplug that makes no progress for stall_usec (the guest cannot offline its blocks) is
  *    stalled: the request is set back to what is plugged, the balloon takes the whole reclaim
  *    (reason unplug-stalled, shown like a stuck balloon), and the unplug is retried after
@@ -40,6 +42,7 @@ struct actuator_tunables {
         uint64_t stall_usec;      /* no unplug progress for this long = stalled (default 5 s) */
         uint64_t retry_usec;      /* a stalled unplug is tried again after this long (60 s) */
         uint64_t base_floor;      /* the balloon never takes base below this (128 MiB) */
+        uint64_t ahead_max;       /* the most the balloon gives back ahead of an unplug per step (16 MiB) */
 };
 
 void actuator_tunables_default(struct actuator_tunables *ret);

@@ -52,9 +52,9 @@ static void test_plan_table(void **state) {
                   true, 512 * MIB, false, 0, ACTUATOR_UNPLUG },
                 { "reclaim below base: everything unplugged, then the balloon",
                   VMM(0, 0, 512 * MIB, 256 * MIB), 400 * MIB, { .sent_value = 512 * MIB }, false, 0, true, 400 * MIB, ACTUATOR_BALLOON },
-                { "an inflated balloon gives back before blocks go (min holds)",
+                { "an inflated balloon gives back ahead of the blocks, 16 MiB a step (min holds, no overshoot)",
                   VM(1536 * MIB, 1536 * MIB, 256 * MIB), GIB, { .prev_plugged = 1536 * MIB },
-                  true, 512 * MIB, true, 512 * MIB, ACTUATOR_DEFLATE_FIRST },
+                  true, 1520 * MIB, true, 272 * MIB, ACTUATOR_DEFLATE_FIRST },
                 { "the balloon value never goes below min − plugged (a target below min is held at it)",
                   VMM(0, 0, 512 * MIB, 400 * MIB), 300 * MIB, {}, false, 0, true, 400 * MIB, ACTUATOR_BALLOON },
                 { "a guest reset: plugged fell with the request unchanged; the value is sent again",
@@ -118,13 +118,13 @@ static void test_stall_fallback_retry(void **state) {
         assert_true(p.stalled);
         assert_false(p.set_requested);
         assert_false(p.set_value);
-        /* After the retry period: unplug again, the balloon gives back first. */
+        /* After the retry period: unplug again, the balloon giving back ahead of the blocks. */
         assert_int_equal(actuator_plan(&t, &vm, GIB, 76 * SEC, &p.state, &p), 0);
         assert_false(p.stalled);
         assert_true(p.set_requested);
-        assert_int_equal(p.requested, 512 * MIB);
+        assert_int_equal(p.requested, 1384 * MIB);
         assert_true(p.set_value);
-        assert_int_equal(p.value, 512 * MIB);
+        assert_int_equal(p.value, 144 * MIB);
         assert_int_equal(p.reason, ACTUATOR_DEFLATE_FIRST);
         /* Growth during a stall ends it. */
         struct actuator_state stalled = { .prev_plugged = 1400 * MIB, .unplug_best = 1400 * MIB,
@@ -144,7 +144,7 @@ static void test_min_holds_while_unplugging(void **state) {
         uint64_t target = 768 * MIB, sent_value = 400 * MIB;
 
         actuator_tunables_default(&t);
-        for (int step = 0; step < 40; step++) {
+        for (int step = 0; step < 60; step++) {
                 assert_int_equal(actuator_plan(&t, &vm, target, (uint64_t) step * SEC, &st, &p), 0);
                 st = p.state;
                 if (p.set_requested)
@@ -156,9 +156,43 @@ static void test_min_holds_while_unplugging(void **state) {
                         vm.plugged = vm.plugged - vm.requested > 256 * MIB ? vm.plugged - 256 * MIB : vm.requested;
                 if (vm.plugged + vm.balloon_actual < vm.min)
                         fail_msg("step %d: size %" PRIu64 " MiB below min", step, (vm.plugged + vm.balloon_actual) / MIB);
+                /* Never above where it started plus one step ahead: no overshoot the policy would
+                 * take for an outside change. */
+                if (vm.plugged + vm.balloon_actual > 3 * GIB + 400 * MIB + 16 * MIB)
+                        fail_msg("step %d: size %" PRIu64 " MiB overshoots", step, (vm.plugged + vm.balloon_actual) / MIB);
         }
         assert_int_equal(vm.plugged, 256 * MIB);
         assert_int_equal(vm.plugged + vm.balloon_actual, target);
+}
+
+/* A retried unplug after a stall, at the target: the balloon gives back as blocks go. Every
+ * transient (balloon first, then the unplug) stays within [target, target + 16 MiB]. */
+static void test_retry_stays_in_band(void **state) {
+        struct actuator_tunables t;
+        uint64_t target = 1600 * MIB;
+        struct actuator_vm vm = vm_of(1400 * MIB, 1400 * MIB, 200 * MIB);
+        struct actuator_state st = { .prev_plugged = 1400 * MIB, .unplug_best = 1400 * MIB,
+                                     .stalled_since_usec = 1 * SEC, .sent_value = 200 * MIB };
+        struct actuator_plan p;
+        int step;
+
+        actuator_tunables_default(&t);
+        for (step = 0; step < 100 && vm.plugged != 1088 * MIB; step++) {
+                assert_int_equal(actuator_plan(&t, &vm, target, 100 * SEC + (uint64_t) step * SEC, &st, &p), 0);
+                st = p.state;
+                if (p.set_value)
+                        vm.balloon_actual = p.value;
+                if (vm.plugged + vm.balloon_actual > target + 16 * MIB || vm.plugged + vm.balloon_actual < target)
+                        fail_msg("step %d: size %" PRIu64 " MiB after the balloon", step, (vm.plugged + vm.balloon_actual) / MIB);
+                if (p.set_requested)
+                        vm.requested = p.requested;
+                vm.plugged = vm.requested < vm.plugged ? vm.requested : vm.plugged;
+                if (vm.plugged + vm.balloon_actual < target)
+                        fail_msg("step %d: size %" PRIu64 " MiB after the unplug", step, (vm.plugged + vm.balloon_actual) / MIB);
+        }
+        assert_int_equal(vm.plugged, 1088 * MIB);
+        assert_int_equal(vm.plugged + vm.balloon_actual, target);
+        assert_true(step < 40);   /* 312 MiB at 16 MiB a step: 20 steps */
 }
 
 static void test_invalid(void **state) {
@@ -180,6 +214,7 @@ int main(void) {
                 cmocka_unit_test(test_plan_table),
                 cmocka_unit_test(test_stall_fallback_retry),
                 cmocka_unit_test(test_min_holds_while_unplugging),
+                cmocka_unit_test(test_retry_stays_in_band),
                 cmocka_unit_test(test_invalid),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
