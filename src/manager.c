@@ -6,6 +6,7 @@
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
+#include "actuator.h"
 #include "cgroup.h"
 #include "control.h"
 #include "history.h"
@@ -42,6 +43,7 @@ struct managed_vm {
         bool in_round;
         bool ever_running;              /* adopted before: the next adoption is a reconnect */
         struct history_ring history;    /* samples for ppnctl history/plot (HISTORY_SAMPLES_MAX) */
+        enum actuator_reason vmem_reason; /* the virtio-mem actuator's last recorded reason */
 };
 
 struct manager {
@@ -96,6 +98,28 @@ static struct managed_vm *find_vm(struct manager *m, const char *name) {
         return NULL;
 }
 
+/* The split of a running VM's size: base, plugged (virtio-mem), balloon; and for a virtio-mem
+ * VM the actuator's reason after the policy's. */
+static void fill_memory_split(const struct managed_vm *v, struct vm_status *s) {
+        const struct vmlink_sample *x = vmlink_last(v->link);
+        const struct actuator_plan *p = vmlink_actuator_plan(v->link);
+        uint64_t base = x->vmem ? x->base : v->entry.max_bytes;
+        size_t used;
+
+        s->base_bytes = s->plugged_bytes = s->balloon_bytes = STATUS_UNKNOWN;
+        if (vmlink_get_state(v->link) != VMLINK_RUNNING)
+                return;
+        s->base_bytes = base;
+        s->plugged_bytes = x->vmem ? x->plugged : STATUS_UNKNOWN;
+        if (x->balloon && x->actual_usec)
+                s->balloon_bytes = base > x->balloon_actual ? base - x->balloon_actual : 0;
+        if (!p)
+                return;
+        used = strlen(s->reason);
+        snprintf(s->reason + used, sizeof(s->reason) - used, "; vmem %s: %s", actuator_reason_to_string(p->reason),
+                 p->why);
+}
+
 static void fill_status(const struct managed_vm *v, struct vm_status *s) {
         const struct vmlink_sample *x = vmlink_last(v->link);
         enum vmlink_state ls = vmlink_get_state(v->link);
@@ -123,6 +147,7 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
                 snprintf(s->reason, sizeof(s->reason), "%s: %s", policy_reason_to_string(v->last.reason), v->last.why);
         else
                 snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
+        fill_memory_split(v, s);
         if (v->cg_why[0] && ls == VMLINK_RUNNING) {
                 size_t used = strlen(s->reason);
                 text_copy(s->reason + used, sizeof(s->reason) - used, "; cpu: ");
@@ -212,10 +237,24 @@ static void on_link_qmp_error(struct vmlink *l, const char *class, void *userdat
         metrics_count_error(&v->m->counters, class);
 }
 
+/* A virtio-mem step: recorded when it sends something or its reason changes. */
+static void on_link_actuated(struct vmlink *l, const struct actuator_plan *p, void *userdata) {
+        struct managed_vm *v = userdata;
+        const struct vmlink_sample *x = vmlink_last(l);
+
+        if (!p->set_requested && !p->set_value && p->reason == v->vmem_reason)
+                return;
+        v->vmem_reason = p->reason;
+        manager_record(v->m, v->entry.name, actuator_reason_to_string(p->reason), x->plugged,
+                       p->set_requested ? p->requested : x->requested, "virtio-mem: %s%s", p->why,
+                       p->set_value ? "; balloon value sent" : "");
+}
+
 static const struct vmlink_callbacks link_callbacks = {
         .state_changed = on_link_state,
         .sampled = on_link_sampled,
         .qmp_error = on_link_qmp_error,
+        .actuated = on_link_actuated,
 };
 
 static void link_options(const struct manager *m, struct vmlink_options *o) {
@@ -513,7 +552,7 @@ static void apply_decision(struct managed_vm *v, const struct policy_vm *p, cons
                 if (t != d->target)
                         log_error("%s: policy asked %" PRIu64 " below the minimum; clamped", v->entry.name, d->target);
                 v->target = t;
-                if (vmlink_set_target(v->link, t, v->entry.min_bytes) >= 0)
+                if (vmlink_set_size(v->link, t, v->entry.min_bytes) >= 0)
                         v->m->counters.balloon_commands++;
         }
         if (worth_recording(old_reason, d, first))
@@ -602,7 +641,9 @@ static void metrics_vm_of(const struct managed_vm *v, struct metrics_vm *ret) {
                 .min_bytes = st.min_bytes, .max_bytes = st.max_bytes, .target_bytes = st.target_bytes,
                 .actual_bytes = st.actual_bytes, .guest_available_bytes = st.guest_available_bytes,
                 .stats_age_usec = st.stats_age_usec, .cpu_weight = st.cpu_weight,
-                .override_active = st.override_left_usec > 0, .stuck = v->pstate.stuck_since_usec != 0,
+                .override_active = st.override_left_usec > 0,
+                .stuck = v->pstate.stuck_since_usec != 0 || (vmlink_actuator_plan(v->link) &&
+                                                             vmlink_actuator_plan(v->link)->stalled),
         };
         snprintf(ret->name, sizeof(ret->name), "%s", st.name);
         snprintf(ret->state, sizeof(ret->state), "%s", st.state);
