@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "manager.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "actuator.h"
 #include "cgroup.h"
 #include "control.h"
+#include "fastgrow.h"
 #include "history.h"
 #include "hostmem.h"
 #include "jsonutil.h"
@@ -44,6 +46,7 @@ struct managed_vm {
         bool ever_running;              /* adopted before: the next adoption is a reconnect */
         struct history_ring history;    /* samples for ppnctl history/plot (HISTORY_SAMPLES_MAX) */
         enum actuator_reason vmem_reason; /* the virtio-mem actuator's last recorded reason */
+        struct fastgrow_state fast;     /* RSS samples for the fast signal */
 };
 
 struct manager {
@@ -68,6 +71,9 @@ struct manager {
         char last_status[128];
         struct metrics_server *metrics; /* NULL unless [metrics] enabled */
         struct metrics_counters counters;
+        sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
+        struct fastgrow_tunables fast_tun;
+        const char *proc_dir;
 };
 
 /* ---- the VM table ---- */
@@ -201,6 +207,7 @@ static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *w
                 place_in_cgroup(v);
                 /* A fresh start for the policy: the target in force is what the balloon holds. */
                 v->pstate = (struct policy_vm_state) { 0 };
+                v->fast = (struct fastgrow_state) { 0 };
                 v->lease_applied = false;
                 v->target = 0;
                 v->decided = false;
@@ -1035,6 +1042,84 @@ static int setup_control(struct manager *m, struct ppn_error *err) {
         return control_new(m->event, &o, requests, ELEMENTSOF(requests), m, &m->control, err);
 }
 
+/* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
+
+#define FAST_PERIOD_USEC 200000
+
+/* Resident bytes of a process from PROC/PID/statm; 0 if unreadable (it exited). */
+static uint64_t read_rss(const char *proc_dir, pid_t pid) {
+        char path[64], buf[128];
+        unsigned long long size, resident;
+        ssize_t n;
+
+        snprintf(path, sizeof(path), "%s/%d/statm", proc_dir, (int) pid);
+        _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || (n = read(fd, buf, sizeof(buf) - 1)) <= 0)
+                return 0;
+        buf[n] = '\0';
+        if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+                return 0;
+        return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+/* Grows v now, within what the pool has free (the policy's figure from its last round, less
+ * what fast grows took since). The policy sees it as its own growth: the target in force moves
+ * and its hold after growth applies. */
+static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, uint64_t from) {
+        struct manager *m = v->m;
+        uint64_t want = d->target > from ? d->target - from : 0;
+        uint64_t grant = m->pool.free_bytes > 0 && (uint64_t) m->pool.free_bytes < want ? (uint64_t) m->pool.free_bytes : want;
+
+        if (m->pool.free_bytes <= 0 || grant < 16 * MIB)
+                return;
+        v->target = from + grant;
+        v->pstate.last_grow_usec = now_usec();
+        m->pool.free_bytes -= (int64_t) grant;
+        if (vmlink_set_size(v->link, v->target, v->entry.min_bytes) >= 0)
+                m->counters.balloon_commands++;
+        manager_record(m, v->entry.name, "grow-fast", from, v->target, "%s; grown by %" PRIu64 " MiB before its next "
+                       "statistics", d->why, grant / MIB);
+}
+
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
+        const struct vmlink_sample *x = vmlink_last(v->link);
+        struct fastgrow_decision d;
+        pid_t pid = vmlink_pid(v->link);
+        uint64_t rss, upd = x->stats_update_sec * 1000000;
+
+        if (vmlink_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
+            v->pstate.lease_kind != POLICY_LEASE_NONE || !(rss = read_rss(v->m->proc_dir, pid)))
+                return;
+        struct fastgrow_vm in = {
+                .rss = rss, .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
+                .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
+                .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
+        };
+        if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
+                fast_grow(v, &d, in.target > in.size ? in.target : in.size);
+}
+
+static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        uint64_t now = now_usec(), real = now_realtime_usec();
+
+        if (m->cfg->fast_signal && m->lstate && m->lstate->node_ok)
+                for (size_t i = 0; i < m->n_vms; i++)
+                        fast_sample(m->vms[i], now, real);
+        sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int setup_fast_signal(struct manager *m, struct ppn_error *err) {
+        int r;
+
+        fastgrow_tunables_default(&m->fast_tun);
+        r = sd_event_add_time_relative(m->event, &m->fast_source, CLOCK_MONOTONIC, FAST_PERIOD_USEC, 10000,
+                                       on_fast_timer, m);
+        return r < 0 ? ppn_error_set(err, r, "cannot set up the fast signal's timer: %s", strerror(-r)) : 0;
+}
+
 int manager_new(struct ppn_config *cfg, const char *config_path, struct manager **ret, struct ppn_error *err) {
         _cleanup_(manager_freep) struct manager *m = calloc(1, sizeof(*m));
         int r;
@@ -1048,6 +1133,7 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
         m->pool.psi_some_avg10 = -1;
         m->meminfo_path = "/proc/meminfo";
         m->psi_path = "/proc/pressure/memory";
+        m->proc_dir = "/proc";
         if (config_path && !(m->config_path = strdup(config_path)))
                 return ppn_error_set(err, ENOMEM, "out of memory");
         r = eventlog_init(&m->events, MANAGER_EVENTS_MAX);
@@ -1070,6 +1156,8 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
                 r = setup_ledger(m, err);
         if (r >= 0)
                 r = setup_metrics(m, err);
+        if (r >= 0)
+                r = setup_fast_signal(m, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(m);
@@ -1098,6 +1186,7 @@ struct manager *manager_free(struct manager *m) {
         ledger_close(m->ledger);
         ppn_cgroup_free(m->cg);
         sd_event_source_disable_unref(m->ledger_source);
+        sd_event_source_disable_unref(m->fast_source);
         sd_event_source_disable_unref(m->tick_source);
         sd_event_unref(m->event);
         eventlog_done(&m->events);

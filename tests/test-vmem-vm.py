@@ -111,6 +111,10 @@ def region_rss(pid):
     return found
 
 
+def ooms(console):
+    return len([l for l in open(console, errors='replace') if 'Out of memory' in l or 'Killed process' in l])
+
+
 def rss(pid):
     with open('/proc/%d/statm' % pid) as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
@@ -172,18 +176,18 @@ def main():
         sampler = Sampler(node)
         sampler.start()
         time.sleep(6)   # settle: an idle guest at its minimum area
-        growth(tap, node, vmdir, sampler)
-        reclaim(tap, node, vmdir, pid, q)
-        restart(tap, node, vmdir, q)
-        stall(tap, node, vmdir, q, sampler)
+        for phase in (lambda: growth(tap, node, vmdir, sampler), lambda: reclaim(tap, node, vmdir, pid, q),
+                      lambda: restart(tap, node, vmdir, q), lambda: stall(tap, node, vmdir, q, sampler)):
+            n = ooms(info['console'])
+            phase()
+            tap.note('OOM kills in the guest during this phase: %d' % (ooms(info['console']) - n))
         sampler.stop = True
         sampler.join()
         tap.ok(not sampler.below and len(sampler.rows) > 100,
                'the size never fell below min in %d samples at 200 ms' % len(sampler.rows),
                '\n'.join(str(r) for r in sampler.below[:5]))
         tap.ok(node.kill(15) == 0, 'ppnd exits cleanly')
-        ooms = [l for l in open(info['console'], errors='replace') if 'Out of memory' in l or 'Killed process' in l]
-        tap.note('OOM kills in the guest: %d' % len(ooms))
+
     finally:
         if testvm and testvm.poll() is None:
             testvm.terminate()
@@ -198,13 +202,18 @@ def growth(tap, node, vmdir, sampler):
     t0, t0_real = time.monotonic(), time.time()
     rc, out = hog(vmdir, 'h')
     t_alloc = time.monotonic() - t0
-    plug = [e for e in events_since(node, seq) if e['vm'] == 'g' and e['kind'] == 'plug']
+    evs = [e for e in events_since(node, seq) if e['vm'] == 'g']
+    plug = [e for e in evs if e['kind'] == 'plug']
+    grows = [e for e in evs if e['kind'].startswith('grow')]
     tap.ok(rc == 0, '750 MiB allocated in 150 MiB steps (%.1f s) with %d MiB plugged before' %
            (t_alloc, (before['plugged_bytes'] or 0) // MIB), out)
     g = wait(lambda: (lambda s: s if s['plugged_bytes'] >= 600 * MIB else None)(node.status()['g']), 20)
     tap.ok(g is not None, 'growth plugged the memory (plugged %s MiB)' %
            ((g or node.status()['g'])['plugged_bytes'] // MIB))
     first = min((e['time_usec'] for e in plug), default=None)
+    if grows:
+        tap.note('first growth: %s %.2f s after the allocation started: %s' %
+                 (grows[0]['kind'], grows[0]['time_usec'] / 1e6 - t0_real, grows[0]['reason']))
     rows = [r for r in sampler.rows if r[0] >= t0]
     inflated = [r for r in rows if r[3] is not None and before['balloon_bytes'] is not None
                 and r[3] > before['balloon_bytes'] + 2 * MIB and (g is None or r[2] < g['plugged_bytes'])]
