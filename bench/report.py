@@ -4,7 +4,7 @@
     bench/report.py OUT_DIR RESULTS_JSON
 
 OUT_DIR holds one JSON-lines file per part (sim.jsonl, scale.jsonl, reaction.jsonl,
-reclaim.jsonl); every line is one measurement with its unit. Parts not run are left out.
+reclaim.jsonl, vmem.jsonl); every line is one measurement with its unit. Parts not run are left out.
 """
 import datetime
 import json
@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-PARTS = ['sim', 'reaction', 'reclaim', 'scale']
+PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'vmem']
 POLICIES = ['ppnd', 'mom', 'proxmox']
 SIM_METRICS = [
     ('reclaimed', 'reclaimed GiB·s', 'higher'),
@@ -140,6 +140,9 @@ def main():
           'target; floor = stats interval + raw deflate of the same distance, same guest, same run.')
     pivot(records, 'reclaim', 'Reclaim (real guest, TCG)',
           'Floor = one direct balloon command to the same final size from the same state.')
+    pivot(records, 'vmem', 'virtio-mem vs balloon (real guest, TCG, direct QMP)',
+          '1 GiB touched, freed and given back by the balloon and by unplugging, then taken again '
+          '(deflate vs plug); same guest, same run; min-max over the repetitions.')
     pivot(records, 'scale', 'Scale (ppnd against fake QMP peers)',
           'cpu_per_tick: ppnd CPU per 1 s control tick; latency: burst start to growth command '
           '(measured by the fake); policy_decide: the pure policy alone, same N.')
