@@ -86,34 +86,14 @@ int vmem_check_request(const struct vmem_device *dev, uint64_t bytes, struct ppn
 
 /* ---- commands ------------------------------------------------------------------------ */
 
-/* {"path": "/machine/peripheral/<id>", "property": property[, "value": value]} */
-static json_object *qom_args(const char *id, const char *property, json_object *value) {
-        char path[sizeof("/machine/peripheral/") + VMEM_ID_MAX];
-        json_object *a = json_object_new_object();
-
-        snprintf(path, sizeof(path), "/machine/peripheral/%s", id);
-        if (!a || json_object_object_add(a, "path", json_object_new_string(path)) < 0 ||
-            json_object_object_add(a, "property", json_object_new_string(property)) < 0 ||
-            (value && json_object_object_add(a, "value", value) < 0)) {
-                json_object_put(a);
-                return NULL;
-        }
-        return a;
-}
-
 static int build_request(struct qmp *q, const struct vmem_device *dev, uint64_t bytes, json_object **ret,
                          struct qmp_error *err) {
         int r = vmem_check_request(dev, bytes, &err->error);
 
         if (r < 0)
                 return ppn_error_prefix(&err->error, r, "%s", qmp_name(q) ?: "QMP");
-        *ret = qom_args(dev->id, "requested-size", json_object_new_uint64(bytes));
+        *ret = qmp_qom_args(dev->id, "requested-size", json_object_new_uint64(bytes));
         return *ret ? 0 : ppn_error_set(&err->error, -ENOMEM, "out of memory");
-}
-
-static void decode_failed(struct qmp *q, const char *command, struct qmp_error *e) {
-        e->class[0] = e->desc[0] = '\0';
-        ppn_error_prefix(&e->error, -EBADMSG, "%s on %s", command, qmp_name(q) ?: "QMP");
 }
 
 struct call {
@@ -135,7 +115,7 @@ static void on_query(struct qmp *q, json_object *ret, const struct qmp_error *er
         int r = 0;
 
         if (!err && (r = vmem_devices_decode(ret, &d, &e.error)) < 0) {
-                decode_failed(q, "query-memory-devices", &e);
+                qmp_error_bad_reply(q, "query-memory-devices", &e);
                 err = &e;
         }
         c->query(q, !err && r > 0 ? &d : NULL, err, c->userdata);
@@ -144,18 +124,7 @@ static void on_query(struct qmp *q, json_object *ret, const struct qmp_error *er
 
 static int send_call(struct qmp *q, const char *command, json_object *args, uint64_t timeout,
                      qmp_reply_fn trampoline, struct call c, struct qmp_error *err) {
-        struct call *heap = malloc(sizeof(*heap));
-        int r;
-
-        if (!heap) {
-                json_object_put(args);
-                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
-        }
-        *heap = c;
-        r = qmp_call(q, command, args, timeout, trampoline, heap, err);
-        if (r < 0)
-                free(heap);
-        return r;
+        return qmp_call_with(q, command, args, timeout, trampoline, &c, sizeof(c), err);
 }
 
 int vmem_query(struct qmp *q, uint64_t timeout_usec, vmem_query_fn fn, void *userdata, struct qmp_error *err) {
@@ -192,7 +161,7 @@ int vmem_query_sync(struct qmp *q, uint64_t timeout_usec, struct vmem_device *re
         if (r >= 0) {
                 r = vmem_devices_decode(reply, &d, &e.error);
                 if (r < 0)
-                        decode_failed(q, "query-memory-devices", &e);
+                        qmp_error_bad_reply(q, "query-memory-devices", &e);
                 json_object_put(reply);
         }
         if (r < 0) {
@@ -221,18 +190,27 @@ int vmem_set_requested_sync(struct qmp *q, const struct vmem_device *dev, uint64
 int vmem_get_size_sync(struct qmp *q, const char *id, uint64_t timeout_usec, uint64_t *ret_bytes,
                        struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *reply = NULL, *args = qom_args(id, "size", NULL);
+        json_object *reply = NULL, *args;
         int r;
 
-        if (!args)
-                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
+        if (!id || !*id || strlen(id) >= VMEM_ID_MAX || strchr(id, '/'))
+                r = ppn_error_set(&e.error, -EINVAL, "invalid virtio-mem device id \"%s\"", id ? id : "");
+        else if (!(args = qmp_qom_args(id, "size", NULL)))
+                r = ppn_error_set(&e.error, -ENOMEM, "out of memory");
+        else
+                r = 0;
+        if (r < 0) {
+                if (err)
+                        *err = e;
+                return r;
+        }
         r = qmp_call_sync(q, "qom-get", args, timeout_usec, &reply, &e);
         if (r >= 0) {
                 if (json_object_is_type(reply, json_type_int) && json_object_get_int64(reply) >= 0)
                         *ret_bytes = json_object_get_uint64(reply);
                 else {
                         r = ppn_error_set(&e.error, -EBADMSG, "the reply is not a size");
-                        decode_failed(q, "qom-get size", &e);
+                        qmp_error_bad_reply(q, "qom-get size", &e);
                 }
                 json_object_put(reply);
         }

@@ -26,7 +26,7 @@
 
 #include "qmp.h"
 
-#define VMEM_ID_MAX 64
+#define VMEM_ID_MAX QMP_DEVICE_ID_MAX
 
 struct vmem_device {
         char id[VMEM_ID_MAX];      /* device id under /machine/peripheral */

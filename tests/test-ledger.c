@@ -144,6 +144,23 @@ static void test_name_table(void **state) {
                         fail_msg("name '%s': want %s", cases[i].name, cases[i].ok ? "valid" : "invalid");
 }
 
+/* Case i: a VM "web" from up to n KEY=VALUE pairs, validated against node; r and the message
+ * as wanted. *ret is the entry (ledger_vm_done() it); returns r. */
+static int validate_case(size_t i, const char *const *pairs, size_t n, const struct ledger_node *node, int want_r,
+                         const char *want_msg, struct ledger_vm *ret) {
+        struct ppn_error e = {};
+        ledger_vm_init(ret);
+        strcpy(ret->name, "web");
+        for (size_t j = 0; j < n && pairs[j]; j++)
+                assert_int_equal(ledger_vm_assign_pair(ret, pairs[j], &e), 0);
+        int r = ledger_vm_validate(ret, node, &e);
+        if (r != want_r)
+                fail_msg("case %zu: r=%d want %d (%s)", i, r, want_r, e.msg);
+        if (want_msg)
+                assert_string_equal(e.msg, want_msg);
+        return r;
+}
+
 static void test_validate_table(void **state) {
         static const struct ledger_node node = { 16 * GIB, GIB, 128 * MIB };
         static const struct {
@@ -167,16 +184,7 @@ static void test_validate_table(void **state) {
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 struct ledger_vm vm;
-                struct ppn_error e = {};
-                ledger_vm_init(&vm);
-                strcpy(vm.name, "web");
-                for (size_t j = 0; j < 3 && cases[i].pairs[j]; j++)
-                        assert_int_equal(ledger_vm_assign_pair(&vm, cases[i].pairs[j], &e), 0);
-                int r = ledger_vm_validate(&vm, &node, &e);
-                if (r != cases[i].r)
-                        fail_msg("case %zu: r=%d want %d (%s)", i, r, cases[i].r, e.msg);
-                if (cases[i].msg)
-                        assert_string_equal(e.msg, cases[i].msg);
+                validate_case(i, cases[i].pairs, 3, &node, cases[i].r, cases[i].msg, &vm);
                 ledger_vm_done(&vm);
         }
 }
@@ -210,17 +218,7 @@ static void test_validate_layout_table(void **state) {
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 struct ledger_vm vm;
-                struct ppn_error e = {};
-                ledger_vm_init(&vm);
-                strcpy(vm.name, "web");
-                for (size_t j = 0; j < 4 && cases[i].pairs[j]; j++)
-                        assert_int_equal(ledger_vm_assign_pair(&vm, cases[i].pairs[j], &e), 0);
-                int r = ledger_vm_validate(&vm, &node, &e);
-                if (r != cases[i].r)
-                        fail_msg("case %zu: r=%d want %d (%s)", i, r, cases[i].r, e.msg);
-                if (cases[i].msg)
-                        assert_string_equal(e.msg, cases[i].msg);
-                if (r == 0) {
+                if (validate_case(i, cases[i].pairs, 4, &node, cases[i].r, cases[i].msg, &vm) == 0) {
                         assert_int_equal(ledger_vm_boot_bytes(&vm), cases[i].boot);
                         assert_int_equal(ledger_vm_region_bytes(&vm), cases[i].region);
                 }
