@@ -4,7 +4,8 @@
     bench/guests.py reaction|reclaim|vmem OUT.jsonl
 
 env: PPND, PPNCTL, TESTVM (default build/...), PPN_GUEST_DIR (build/guest),
-     BENCH_REPS (5), REACTION_PAST_MIB (256)
+     BENCH_REPS (5), REACTION_PAST_MIB (256), REACTION_VARIANTS ("plain deflate-on-oom"),
+     FAST_SIGNAL (yes: ppnd's [controller] fast-signal; "no" measures without it)
 
 The guest is the project's test guest (tests/guest) booted with the testvm CLI under TCG, with
 a second QMP monitor (qmp2.sock) from which this script measures: QEMU allows one client per
@@ -51,6 +52,8 @@ PPNCTL = os.environ.get('PPNCTL', os.path.join(ROOT, 'build/src/ppnctl'))
 TESTVM = os.environ.get('TESTVM', os.path.join(ROOT, 'build/tests/guest/testvm'))
 REPS = int(os.environ.get('BENCH_REPS', '5'))
 PAST_MIB = int(os.environ.get('REACTION_PAST_MIB', '256'))
+VARIANTS = os.environ.get('REACTION_VARIANTS', 'plain deflate-on-oom').split()
+FAST_SIGNAL = os.environ.get('FAST_SIGNAL', 'yes')
 MIB = 1 << 20
 STATS_INTERVAL_S = 1.0   # ppnd's default [controller] stats-interval
 
@@ -183,8 +186,8 @@ class Daemon:
     def write_config(self, policy):
         with open(self.conf, 'w') as f:
             f.write('[daemon]\nlog-level = info\nruntime-dir = %s/run\n[ledger]\npath = %s\n'
-                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n[policy]\n%s'
-                    % (self.work, self.ledger, self.sock, self.work, policy))
+                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n[controller]\nfast-signal = %s\n'
+                    '[policy]\n%s' % (self.work, self.ledger, self.sock, self.work, FAST_SIGNAL, policy))
 
     def ctl(self, *args, check=True):
         r = subprocess.run([PPNCTL, '--ledger', self.ledger, '--socket', self.sock] + list(args),
@@ -268,7 +271,7 @@ def raw_deflate(g, low, dist):
 
 
 def reaction(out, work):
-    for variant in ('plain', 'deflate-on-oom'):
+    for variant in VARIANTS:
         sub = os.path.join(work, variant)
         os.makedirs(sub)
         reaction_one(out, sub, variant)
@@ -338,6 +341,7 @@ def reaction_one(out, work, variant):
             'ratio', mib=PAST_MIB, guest=variant)
         rec(out, P, 'oom_kills', ooms, 'count', mib=PAST_MIB, guest=variant)
         rec(out, P, 'alloc_failed', failed_alloc, 'count', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'fast_signal', FAST_SIGNAL, 'config', mib=PAST_MIB, guest=variant)
     finally:
         if d:
             d.stop()
