@@ -4,7 +4,7 @@
     bench/report.py OUT_DIR RESULTS_JSON
 
 OUT_DIR holds one JSON-lines file per part (sim.jsonl, scale.jsonl, reaction.jsonl,
-reclaim.jsonl, overcommit.jsonl); every line is one measurement with its unit. Parts not run are left out.
+reclaim.jsonl, overcommit.jsonl, vmem.jsonl, fleet.jsonl); every line is one measurement with its unit. Parts not run are left out.
 """
 import datetime
 import json
@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import sys
 
-PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet', 'overcommit']
+PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet', 'overcommit', 'vmem']
 POLICIES = ['none', 'ppnd', 'ppnd-fpr', 'ppnd-10s', 'mom', 'mom-matched', 'mom-vdsm', 'mom-vdsm-matched',
             'proxmox', 'proxmox-matched', 'hyperv', 'xen', 'chromeos', 'chromeos-matched', 'tmo']
 SIM_METRICS = [
@@ -272,6 +272,9 @@ def main():
           'target; floor = stats interval + raw deflate of the same distance, same guest, same run.')
     pivot(records, 'reclaim', 'Reclaim (real guest, TCG)',
           'Floor = one direct balloon command to the same final size from the same state.')
+    pivot(records, 'vmem', 'virtio-mem vs balloon (real guest, TCG, direct QMP)',
+          '1 GiB touched, freed and given back by the balloon and by unplugging, then taken again '
+          '(deflate vs plug); same guest, same run; min-max over the repetitions.')
     pivot(records, 'scale', 'Scale (ppnd against fake QMP peers)',
           'cpu_per_tick: ppnd CPU per 1 s control tick; latency: burst start to growth command '
           '(measured by the fake); policy_decide: the pure policy alone, same N.')

@@ -41,7 +41,7 @@ declare -A _ppnctl_opts=(
   [start]='--paused --dry-run --no-deflate-on-oom --no-free-page-reporting --help'
   [status]='--json --help'
   [stop]='--timeout --help'
-  [vm add]='--min --max --shares --cpu-weight --vcpus --qmp --disk --qemu-arg --help'
+  [vm add]='--min --max --base --shares --cpu-weight --vcpus --qmp --disk --qemu-arg --help'
   [vm list]='--json --help'
   [vm remove]='--help'
   [vm set]='--help'
@@ -51,7 +51,7 @@ declare -A _ppnctl_opts=(
 # KEY= words for the KEY=VALUE commands.
 declare -A _ppnctl_keys=(
   [node set]='physical= reserve= min-floor='
-  [vm set]='min= max= shares= cpu-weight= vcpus= qmp= disks= qemu-args='
+  [vm set]='min= max= base= vmem= shares= cpu-weight= vcpus= qmp= disks= qemu-args='
 )
 
 # Commands whose first operand is a VM name.
@@ -74,13 +74,13 @@ _ppnctl() {
 
   case $prev in
     --config|--ledger|--socket|--output|-o|--input) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qemu-arg) return ;;
+    --min|--max|--base|--for|--since|--shares|--cpu-weight|--vcpus|--qemu-arg) return ;;
     --qmp|--disk) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   for ((i = 1; i < COMP_CWORD; i++)); do
     local w=${COMP_WORDS[i]}
     case $w in
-      --config|--ledger|--socket|--output|-o|--input|--min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qmp|--disk|--qemu-arg)
+      --config|--ledger|--socket|--output|-o|--input|--min|--max|--base|--for|--since|--shares|--cpu-weight|--vcpus|--qmp|--disk|--qemu-arg)
         ((i++)) ;;
       -*) ;;
       *)

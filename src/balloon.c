@@ -6,8 +6,6 @@
 
 /* QEMU's "not reported" (virtio-balloon's stats start at -1 as uint64). */
 #define STAT_UNKNOWN UINT64_MAX
-/* "/machine/peripheral/" + a device id: QEMU ids are short; 64 bytes is plenty. */
-#define DEVICE_ID_MAX 64
 
 /* ---- pure decoding ------------------------------------------------------------------- */
 
@@ -160,21 +158,9 @@ int balloon_check_target(uint64_t target, uint64_t floor, struct ppn_error *err)
 /* ---- commands ------------------------------------------------------------------------ */
 
 static int check_device_id(const char *id, struct qmp_error *err) {
-        if (!*id || strlen(id) >= DEVICE_ID_MAX || strchr(id, '/'))
+        if (!*id || strlen(id) >= QMP_DEVICE_ID_MAX || strchr(id, '/'))
                 return ppn_error_set(&err->error, -EINVAL, "invalid balloon device id \"%s\"", id);
         return 0;
-}
-
-/* {"path": "/machine/peripheral/<id>", "property": property} */
-static json_object *qom_args(const char *device_id, const char *property) {
-        char path[sizeof("/machine/peripheral/") + DEVICE_ID_MAX];
-        json_object *a = json_object_new_object();
-
-        snprintf(path, sizeof(path), "/machine/peripheral/%s", device_id);
-        if (a && (json_object_object_add(a, "path", json_object_new_string(path)) < 0 ||
-                  json_object_object_add(a, "property", json_object_new_string(property)) < 0))
-                a = (json_object_put(a), NULL);
-        return a;
 }
 
 /* Builds the command for an operation; refuses bad arguments before anything is sent. */
@@ -201,7 +187,7 @@ static int build_interval(const char *device_id, unsigned interval, json_object 
 
         if (r < 0)
                 return r;
-        a = qom_args(device_id, "guest-stats-polling-interval");
+        a = qmp_qom_args(device_id, "guest-stats-polling-interval", NULL);
         if (!a || json_object_object_add(a, "value", json_object_new_int64(interval)) < 0) {
                 json_object_put(a);
                 return ppn_error_set(&err->error, -ENOMEM, "out of memory");
@@ -215,14 +201,8 @@ static int build_stats(const char *device_id, json_object **ret, struct qmp_erro
 
         if (r < 0)
                 return r;
-        *ret = qom_args(device_id, "guest-stats");
+        *ret = qmp_qom_args(device_id, "guest-stats", NULL);
         return *ret ? 0 : ppn_error_set(&err->error, -ENOMEM, "out of memory");
-}
-
-/* A decoding failure as a qmp_error naming the command and the socket. */
-static void decode_failed(struct qmp *q, const char *command, struct qmp_error *e) {
-        e->class[0] = e->desc[0] = '\0';
-        ppn_error_prefix(&e->error, -EBADMSG, "%s on %s", command, qmp_name(q) ?: "QMP");
 }
 
 /* ---- asynchronous -------------------------------------------------------------------- */
@@ -246,7 +226,7 @@ static void on_actual(struct qmp *q, json_object *ret, const struct qmp_error *e
         uint64_t actual = 0;
 
         if (!err && balloon_actual_decode(ret, &actual, &e.error) < 0) {
-                decode_failed(q, "query-balloon", &e);
+                qmp_error_bad_reply(q, "query-balloon", &e);
                 err = &e;
         }
         c->actual(q, err ? 0 : actual, err, c->userdata);
@@ -259,28 +239,17 @@ static void on_stats(struct qmp *q, json_object *ret, const struct qmp_error *er
         struct balloon_stats s = { 0 };
 
         if (!err && balloon_stats_decode(ret, &s, &e.error) < 0) {
-                decode_failed(q, "qom-get guest-stats", &e);
+                qmp_error_bad_reply(q, "qom-get guest-stats", &e);
                 err = &e;
         }
         c->stats(q, err ? NULL : &s, err, c->userdata);
         free(c);
 }
 
-/* Sends a built command with a heap context freed by the trampoline (called exactly once). */
+/* Sends a built command with a heap copy of the context, freed by the trampoline. */
 static int send_call(struct qmp *q, const char *command, json_object *args, uint64_t timeout,
                      qmp_reply_fn trampoline, struct call c, struct qmp_error *err) {
-        struct call *heap = malloc(sizeof(*heap));
-        int r;
-
-        if (!heap) {
-                json_object_put(args);
-                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
-        }
-        *heap = c;
-        r = qmp_call(q, command, args, timeout, trampoline, heap, err);
-        if (r < 0)
-                free(heap);
-        return r;
+        return qmp_call_with(q, command, args, timeout, trampoline, &c, sizeof(c), err);
 }
 
 int balloon_set_target(struct qmp *q, uint64_t target, uint64_t floor, uint64_t timeout_usec,
@@ -361,7 +330,7 @@ int balloon_query_sync(struct qmp *q, uint64_t timeout_usec, uint64_t *ret_actua
         if (r >= 0) {
                 r = balloon_actual_decode(reply, &actual, &e.error);
                 if (r < 0)
-                        decode_failed(q, "query-balloon", &e);
+                        qmp_error_bad_reply(q, "query-balloon", &e);
                 json_object_put(reply);
         }
         if (r < 0) {
@@ -398,7 +367,7 @@ int balloon_read_stats_sync(struct qmp *q, const char *device_id, uint64_t timeo
         if (r >= 0) {
                 r = balloon_stats_decode(reply, &s, &e.error);
                 if (r < 0)
-                        decode_failed(q, "qom-get guest-stats", &e);
+                        qmp_error_bad_reply(q, "qom-get guest-stats", &e);
                 json_object_put(reply);
         }
         if (r < 0) {

@@ -30,6 +30,7 @@ const char config_default_text[] =
         "tick = 1s\n"
         "override-default = 10m\n"
         "qmp-retry-max = 5s\n"
+        "fast-signal = yes\n"
         "[qemu]\n"
         "accel = kvm\n"
         "binary = qemu-system-x86_64\n"
@@ -99,6 +100,7 @@ static const struct key keys[] = {
         /* 256 B fits every request ppnctl sends; 1 MiB bounds what one client can make us hold. */
         NUM("control", "max-request", KEY_SIZE, control_max_request, 256, 1 << 20),
         { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0, 0 },
+        { "controller", "fast-signal", KEY_BOOL, OFF(fast_signal), 0, 0, 0 },
         NUM("controller", "override-default", KEY_DURATION, override_usec, 1000000, UINT64_C(30) * 86400000000),
         NUM("controller", "qmp-retry-max", KEY_DURATION, qmp_retry_max_usec, 100000, UINT64_C(300000000)),
         /* QEMU's balloon stats interval is whole seconds; 1 s is the floor, 1 h is plenty. */

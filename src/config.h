@@ -38,6 +38,7 @@ struct ppn_config {
         uint64_t tick_usec;             /* controller period */
         uint64_t override_usec;         /* default override lease (ppnctl balloon, QMP changes) */
         uint64_t qmp_retry_max_usec;    /* reconnect backoff ceiling while a QMP socket is absent */
+        bool fast_signal;               /* sample QEMU RSS every 200 ms and grow on bursts (fastgrow.h) */
         /* [qemu] */
         /* Used by ppnctl start|stop|adopt|import|move, which launch and carry VMs. */
         char *accel;                    /* "tcg" or "kvm" */

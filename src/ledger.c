@@ -45,6 +45,9 @@ static const char *const migrations[] = {
         "  fence INTEGER PRIMARY KEY AUTOINCREMENT, grant_id TEXT NOT NULL UNIQUE,"
         "  borrower TEXT NOT NULL, bytes INTEGER NOT NULL CHECK (bytes > 0),"
         "  not_before INTEGER NOT NULL, expires INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);",
+        /* 2 -> 3: the memory layout — boot memory and a virtio-mem region (NULL/0: none). */
+        "ALTER TABLE vm ADD COLUMN base_bytes INTEGER;"
+        "ALTER TABLE vm ADD COLUMN vmem INTEGER NOT NULL DEFAULT 0;",
 };
 _Static_assert(ELEMENTSOF(migrations) == LEDGER_SCHEMA_VERSION, "one migration per schema version");
 
@@ -472,6 +475,8 @@ static int row_to_vm(sqlite3_stmt *s, struct ledger_vm *vm) {
         vm->override_set = sqlite3_column_type(s, 10) != SQLITE_NULL;
         vm->override_target_bytes = (uint64_t) sqlite3_column_int64(s, 10);
         vm->override_expires = sqlite3_column_int64(s, 11);
+        vm->base_bytes = (uint64_t) sqlite3_column_int64(s, 12);
+        vm->vmem = sqlite3_column_int64(s, 13) != 0;
         return 0;
 }
 
@@ -501,11 +506,11 @@ static int load_node(struct ledger *l, struct ledger_state *st, struct ppn_error
 
 static const char vm_columns[] =
         "name, uuid, min_bytes, max_bytes, shares, cpu_weight, vcpus, qmp, disks, qemu_args, "
-        "override_target_bytes, override_expires";
+        "override_target_bytes, override_expires, base_bytes, vmem";
 
 static int load_vms(struct ledger *l, struct ledger_state *st, struct ppn_error *err) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        char sql[256];
+        char sql[512];
         int r, rc;
 
         snprintf(sql, sizeof(sql), "SELECT %s FROM vm ORDER BY name", vm_columns);
@@ -771,12 +776,12 @@ static void bind_size(sqlite3_stmt *s, int i, uint64_t v) {
 static int write_vm(struct ledger *l, const struct ledger_vm *vm, struct ppn_error *err) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
         _cleanup_free_ char *disks = strv_to_json_text(vm->disks), *args = strv_to_json_text(vm->qemu_args);
-        char sql[256];
+        char sql[512];
         int r, rc;
 
         if (!disks || !args)
                 return -ENOMEM;
-        snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO vm (%s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", vm_columns);
+        snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO vm (%s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm_columns);
         r = prepare(l, sql, &s, err);
         if (r < 0)
                 return r;
@@ -794,6 +799,8 @@ static int write_vm(struct ledger *l, const struct ledger_vm *vm, struct ppn_err
                 sqlite3_bind_int64(s, 11, (int64_t) vm->override_target_bytes);
                 sqlite3_bind_int64(s, 12, vm->override_expires);
         }
+        bind_size(s, 13, vm->base_bytes);
+        sqlite3_bind_int(s, 14, vm->vmem);
         rc = sqlite3_step(s);
         return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "writing a VM");
 }

@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "manager.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
+#include "actuator.h"
 #include "cgroup.h"
 #include "control.h"
 #include "fleet-agent.h"
+#include "fastgrow.h"
 #include "history.h"
 #include "hostmem.h"
 #include "jsonutil.h"
@@ -43,6 +46,10 @@ struct managed_vm {
         bool in_round;
         bool ever_running;              /* adopted before: the next adoption is a reconnect */
         struct history_ring history;    /* samples for ppnctl history/plot (HISTORY_SAMPLES_MAX) */
+        enum actuator_reason vmem_reason; /* the virtio-mem actuator's last recorded reason */
+        struct fastgrow_state fast;     /* RSS samples for the fast signal */
+        int statm_fd;                   /* QEMU's /proc/PID/statm, kept open (-1: none) */
+        pid_t statm_pid;
 };
 
 struct manager {
@@ -68,6 +75,9 @@ struct manager {
         struct metrics_server *metrics; /* NULL unless [metrics] enabled */
         struct metrics_counters counters;
         struct fleet_agent *fleet;      /* NULL unless [fleet] enabled; runs off the loop */
+        sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
+        struct fastgrow_tunables fast_tun;
+        const char *proc_dir;
 };
 
 /* ---- the VM table ---- */
@@ -98,6 +108,28 @@ static struct managed_vm *find_vm(struct manager *m, const char *name) {
         return NULL;
 }
 
+/* The split of a running VM's size: base, plugged (virtio-mem), balloon; and for a virtio-mem
+ * VM the actuator's reason after the policy's. */
+static void fill_memory_split(const struct managed_vm *v, struct vm_status *s) {
+        const struct vmlink_sample *x = vmlink_last(v->link);
+        const struct actuator_plan *p = vmlink_actuator_plan(v->link);
+        uint64_t base = x->vmem ? x->base : v->entry.max_bytes;
+        size_t used;
+
+        s->base_bytes = s->plugged_bytes = s->balloon_bytes = STATUS_UNKNOWN;
+        if (vmlink_get_state(v->link) != VMLINK_RUNNING)
+                return;
+        s->base_bytes = base;
+        s->plugged_bytes = x->vmem ? x->plugged : STATUS_UNKNOWN;
+        if (x->balloon && x->actual_usec)
+                s->balloon_bytes = base > x->balloon_actual ? base - x->balloon_actual : 0;
+        if (!p)
+                return;
+        used = strlen(s->reason);
+        snprintf(s->reason + used, sizeof(s->reason) - used, "; vmem %s: %s", actuator_reason_to_string(p->reason),
+                 p->why);
+}
+
 static void fill_status(const struct managed_vm *v, struct vm_status *s) {
         const struct vmlink_sample *x = vmlink_last(v->link);
         enum vmlink_state ls = vmlink_get_state(v->link);
@@ -125,6 +157,7 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
                 snprintf(s->reason, sizeof(s->reason), "%s: %s", policy_reason_to_string(v->last.reason), v->last.why);
         else
                 snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
+        fill_memory_split(v, s);
         if (v->cg_why[0] && ls == VMLINK_RUNNING) {
                 size_t used = strlen(s->reason);
                 text_copy(s->reason + used, sizeof(s->reason) - used, "; cpu: ");
@@ -178,6 +211,7 @@ static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *w
                 place_in_cgroup(v);
                 /* A fresh start for the policy: the target in force is what the balloon holds. */
                 v->pstate = (struct policy_vm_state) { 0 };
+                v->fast = (struct fastgrow_state) { 0 };
                 v->lease_applied = false;
                 v->target = 0;
                 v->decided = false;
@@ -214,10 +248,24 @@ static void on_link_qmp_error(struct vmlink *l, const char *class, void *userdat
         metrics_count_error(&v->m->counters, class);
 }
 
+/* A virtio-mem step: recorded when it sends something or its reason changes. */
+static void on_link_actuated(struct vmlink *l, const struct actuator_plan *p, void *userdata) {
+        struct managed_vm *v = userdata;
+        const struct vmlink_sample *x = vmlink_last(l);
+
+        if (!p->set_requested && !p->set_value && p->reason == v->vmem_reason)
+                return;
+        v->vmem_reason = p->reason;
+        manager_record(v->m, v->entry.name, actuator_reason_to_string(p->reason), x->plugged,
+                       p->set_requested ? p->requested : x->requested, "virtio-mem: %s%s", p->why,
+                       p->set_value ? "; balloon value sent" : "");
+}
+
 static const struct vmlink_callbacks link_callbacks = {
         .state_changed = on_link_state,
         .sampled = on_link_sampled,
         .qmp_error = on_link_qmp_error,
+        .actuated = on_link_actuated,
 };
 
 static void link_options(const struct manager *m, struct vmlink_options *o) {
@@ -242,6 +290,7 @@ static struct managed_vm *managed_vm_free(struct managed_vm *v) {
         if (!v)
                 return NULL;
         vmlink_free(v->link);
+        closep(&v->statm_fd);
         ledger_vm_done(&v->entry);
         history_ring_done(&v->history);
         free(v);
@@ -257,6 +306,7 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
         if (!v)
                 return -ENOMEM;
         v->m = m;
+        v->statm_fd = -1;
         r = ledger_vm_copy(e, &v->entry);
         path = qmp_path_for(m, e);
         if (r < 0 || !path || history_ring_init(&v->history, HISTORY_SAMPLES_MAX) < 0) {
@@ -515,7 +565,7 @@ static void apply_decision(struct managed_vm *v, const struct policy_vm *p, cons
                 if (t != d->target)
                         log_error("%s: policy asked %" PRIu64 " below the minimum; clamped", v->entry.name, d->target);
                 v->target = t;
-                if (vmlink_set_target(v->link, t, v->entry.min_bytes) >= 0)
+                if (vmlink_set_size(v->link, t, v->entry.min_bytes) >= 0)
                         v->m->counters.balloon_commands++;
         }
         if (worth_recording(old_reason, d, first))
@@ -612,7 +662,9 @@ static void metrics_vm_of(const struct managed_vm *v, struct metrics_vm *ret) {
                 .min_bytes = st.min_bytes, .max_bytes = st.max_bytes, .target_bytes = st.target_bytes,
                 .actual_bytes = st.actual_bytes, .guest_available_bytes = st.guest_available_bytes,
                 .stats_age_usec = st.stats_age_usec, .cpu_weight = st.cpu_weight,
-                .override_active = st.override_left_usec > 0, .stuck = v->pstate.stuck_since_usec != 0,
+                .override_active = st.override_left_usec > 0,
+                .stuck = v->pstate.stuck_since_usec != 0 || (vmlink_actuator_plan(v->link) &&
+                                                             vmlink_actuator_plan(v->link)->stalled),
         };
         snprintf(ret->name, sizeof(ret->name), "%s", st.name);
         snprintf(ret->state, sizeof(ret->state), "%s", st.state);
@@ -1014,6 +1066,90 @@ static int setup_control(struct manager *m, struct ppn_error *err) {
         return control_new(m->event, &o, requests, ELEMENTSOF(requests), m, &m->control, err);
 }
 
+/* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
+
+#define FAST_PERIOD_USEC 200000
+
+/* Resident bytes of v's QEMU from PROC/PID/statm; 0 if unreadable (it exited). The file stays
+ * open between samples: a pread is a few µs, an open/read/close several times that, and at
+ * 2,000 VMs this runs 10,000 times a second. */
+static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
+        char path[64], buf[128];
+        unsigned long long size, resident;
+        ssize_t n;
+
+        if (v->statm_pid != pid) {
+                closep(&v->statm_fd);
+                snprintf(path, sizeof(path), "%s/%d/statm", v->m->proc_dir, (int) pid);
+                v->statm_fd = open(path, O_RDONLY | O_CLOEXEC);
+                v->statm_pid = pid;
+        }
+        if (v->statm_fd < 0 || (n = pread(v->statm_fd, buf, sizeof(buf) - 1, 0)) <= 0)
+                return 0;
+        buf[n] = '\0';
+        if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+                return 0;
+        return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+/* Grows v now, within what the pool has free (the policy's figure from its last round, less
+ * what fast grows took since). The policy sees it as its own growth: the target in force moves
+ * and its hold after growth applies. */
+static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, uint64_t from) {
+        struct manager *m = v->m;
+        uint64_t want = d->target > from ? d->target - from : 0;
+        uint64_t grant = m->pool.free_bytes > 0 && (uint64_t) m->pool.free_bytes < want ? (uint64_t) m->pool.free_bytes : want;
+
+        if (m->pool.free_bytes <= 0 || grant < 16 * MIB)
+                return;
+        v->target = from + grant;
+        v->pstate.last_grow_usec = now_usec();
+        m->pool.free_bytes -= (int64_t) grant;
+        if (vmlink_set_size(v->link, v->target, v->entry.min_bytes) >= 0)
+                m->counters.balloon_commands++;
+        manager_record(m, v->entry.name, "grow-fast", from, v->target, "%s; grown by %" PRIu64 " MiB before its next "
+                       "statistics", d->why, grant / MIB);
+}
+
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
+        const struct vmlink_sample *x = vmlink_last(v->link);
+        struct fastgrow_decision d;
+        pid_t pid = vmlink_pid(v->link);
+        uint64_t rss, upd = x->stats_update_sec * 1000000;
+
+        if (vmlink_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
+            v->pstate.lease_kind != POLICY_LEASE_NONE || !(rss = read_rss(v, pid)))
+                return;
+        struct fastgrow_vm in = {
+                .rss = rss, .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
+                .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
+                .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
+        };
+        if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
+                fast_grow(v, &d, in.target > in.size ? in.target : in.size);
+}
+
+static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        uint64_t now = now_usec(), real = now_realtime_usec();
+
+        if (m->cfg->fast_signal && m->lstate && m->lstate->node_ok)
+                for (size_t i = 0; i < m->n_vms; i++)
+                        fast_sample(m->vms[i], now, real);
+        sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int setup_fast_signal(struct manager *m, struct ppn_error *err) {
+        int r;
+
+        fastgrow_tunables_default(&m->fast_tun);
+        r = sd_event_add_time_relative(m->event, &m->fast_source, CLOCK_MONOTONIC, FAST_PERIOD_USEC, 10000,
+                                       on_fast_timer, m);
+        return r < 0 ? ppn_error_set(err, r, "cannot set up the fast signal's timer: %s", strerror(-r)) : 0;
+}
+
 int manager_new(struct ppn_config *cfg, const char *config_path, struct manager **ret, struct ppn_error *err) {
         _cleanup_(manager_freep) struct manager *m = calloc(1, sizeof(*m));
         int r;
@@ -1027,6 +1163,7 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
         m->pool.psi_some_avg10 = -1;
         m->meminfo_path = "/proc/meminfo";
         m->psi_path = "/proc/pressure/memory";
+        m->proc_dir = "/proc";
         if (config_path && !(m->config_path = strdup(config_path)))
                 return ppn_error_set(err, ENOMEM, "out of memory");
         r = eventlog_init(&m->events, MANAGER_EVENTS_MAX);
@@ -1051,6 +1188,8 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
                 r = setup_metrics(m, err);
         if (r >= 0)
                 r = fleet_agent_from_config(cfg, &m->fleet, err);
+        if (r >= 0)
+                r = setup_fast_signal(m, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(m);
@@ -1080,6 +1219,7 @@ struct manager *manager_free(struct manager *m) {
         ledger_close(m->ledger);
         ppn_cgroup_free(m->cg);
         sd_event_source_disable_unref(m->ledger_source);
+        sd_event_source_disable_unref(m->fast_source);
         sd_event_source_disable_unref(m->tick_source);
         sd_event_unref(m->event);
         eventlog_done(&m->events);

@@ -28,6 +28,7 @@
 #include "ppnctl.h"
 #include "qmp.h"
 #include "vm.h"
+#include "vmem.h"
 
 #define START_USAGE "start VM [--paused] [--dry-run] [--no-deflate-on-oom] [--no-free-page-reporting]"
 #define STOP_USAGE "stop VM [--timeout SECONDS]"
@@ -134,6 +135,16 @@ struct start_opts {
         bool paused, dry_run, no_deflate, no_fpr;
 };
 
+/* A virtio-mem VM starts at its reservation: base, plus what its minimum needs beyond base in
+ * whole blocks. ppnd plugs more when the guest needs it. */
+static uint64_t vmem_start_bytes(const struct ledger_vm *vm) {
+        uint64_t region = ledger_vm_region_bytes(vm), base = ledger_vm_boot_bytes(vm), want;
+        if (!region || vm->min_bytes <= base)
+                return 0;
+        want = (vm->min_bytes - base + LEDGER_VMEM_BLOCK - 1) / LEDGER_VMEM_BLOCK * LEDGER_VMEM_BLOCK;
+        return want < region ? want : region;
+}
+
 static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *vm, const struct vm_paths *p, const struct start_opts *o,
                            char ***ret_argv, struct ppn_error *err) {
         size_t n = 0;
@@ -150,7 +161,8 @@ static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *
         }
         struct vm_spec s = {
                 .qemu = g->qemu, .name = vm->name, .uuid = vm->uuid,
-                .accel = g->accel, .mem_bytes = vm->max_bytes, .vcpus = vm->vcpus,
+                .accel = g->accel, .mem_bytes = ledger_vm_boot_bytes(vm), .vcpus = vm->vcpus,
+                .vmem_bytes = ledger_vm_region_bytes(vm), .vmem_requested_bytes = vmem_start_bytes(vm),
                 .qmp_path = p->qmp, .ctl_path = p->ctl, .log_path = p->log,
                 .no_deflate_on_oom = o->no_deflate, .no_free_page_reporting = o->no_fpr,
                 .disks = disks, .n_disks = n, .extra = (const char *const *) vm->qemu_args, .paused = true,
@@ -585,12 +597,24 @@ static int probe_balloon(struct qmp *q, struct qmp_error *qe) {
         return r < 0 ? r : 1;
 }
 
+/* ", virtio-mem 'ID' (X of Y plugged)" for the first virtio-mem device (ppnd drives it), or "". */
+static void describe_vmem(struct qmp *q, char *buf, size_t len) {
+        struct vmem_device d;
+        char a[FORMAT_SIZE_MAX], b[FORMAT_SIZE_MAX];
+
+        buf[0] = '\0';
+        if (vmem_query_sync(q, 0, &d, NULL) > 0)
+                snprintf(buf, len, "; virtio-mem '%s' (%s of %s plugged): ppnd plugs and unplugs it", d.id,
+                         format_size(d.size, a, sizeof(a)), format_size(d.max_size, b, sizeof(b)));
+}
+
 static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct ledger_vm *vm, const char *qmp_path) {
         _cleanup_qmp_ struct qmp *q = NULL;
         _cleanup_(ppn_cgroup_freep) struct ppn_cgroup *cg = NULL;
         struct qmp_error qe = {};
         struct ppn_error e = {};
         _cleanup_free_ char *pair = NULL;
+        char vmem[160];
         pid_t pid;
         int balloon, r = connect_vm(qmp_path, &q, &qe);
         if (r >= 0)
@@ -599,6 +623,7 @@ static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct 
                 r = balloon = probe_balloon(q, &qe);
         if (r < 0)
                 return ctl_fail(&qe.error, r);
+        describe_vmem(q, vmem, sizeof(vmem));
         q = qmp_free(q);   /* the daemon takes the socket over */
         if ((r = open_cgroup(g, &cg, &e)) < 0 || (r = ppn_cgroup_vm_place(cg, vm->name, pid, vm->cpu_weight, &e)) < 0)
                 return ctl_fail(&e, r);
@@ -608,9 +633,9 @@ static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct 
         if ((!vm->qmp || strcmp(vm->qmp, qmp_path) != 0) &&
             (r = ledger_vm_set(l, vm->name, pairs, 1, getuid(), &e)) < 0)
                 return ctl_fail(&e, r);
-        printf("adopted %s (pid %d, weight %" PRIu32 ", QMP %s): %s\n", vm->name, (int) pid, vm->cpu_weight, qmp_path,
+        printf("adopted %s (pid %d, weight %" PRIu32 ", QMP %s): %s%s\n", vm->name, (int) pid, vm->cpu_weight, qmp_path,
                balloon ? "balloon device present" : "no balloon device: its CPU weight applies, its memory is held "
-                                                    "fixed at its boot size");
+                                                    "fixed at its boot size", vmem);
         return 0;
 }
 

@@ -10,9 +10,9 @@
 #include "ledger.h"
 #include "ppnctl.h"
 
-#define ADD_USAGE "vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] " \
+#define ADD_USAGE "vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] " \
                   "[--qmp PATH] [--disk PATH]... [--qemu-arg ARG]..."
-#define SET_USAGE "vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp disks qemu-args)"
+#define SET_USAGE "vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp disks qemu-args)"
 #define SHOW_USAGE "vm show NAME [--json]"
 #define LIST_USAGE "vm list [--json]"
 #define REMOVE_USAGE "vm remove NAME"
@@ -23,7 +23,8 @@ static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
                 { "shares", required_argument, NULL, 0 },   { "cpu-weight", required_argument, NULL, 0 },
                 { "vcpus", required_argument, NULL, 0 },    { "qmp", required_argument, NULL, 0 },
                 { "disk", required_argument, NULL, 0 },     { "qemu-arg", required_argument, NULL, 0 },
-                { "help", no_argument, NULL, 'h' },         {},
+                { "base", required_argument, NULL, 0 },     { "help", no_argument, NULL, 'h' },
+                {},
         };
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         _cleanup_ledger_ struct ledger *l = NULL;
@@ -44,6 +45,9 @@ static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
                                                argv[optind - 1]);
                 if (ledger_vm_assign(&vm, opts[idx].name, optarg, &e) < 0)
                         return ctl_usage_error("vm add", ADD_USAGE, "%s", e.msg);
+                /* --base is the boot memory; the rest up to max is the virtio-mem region. */
+                if (strcmp(opts[idx].name, "base") == 0)
+                        vm.vmem = vm.base_bytes != 0;
         }
         if (optind != argc - 1)
                 return ctl_usage_error("vm add", ADD_USAGE, "expected one NAME, got %d", argc - optind);
@@ -138,6 +142,12 @@ static void print_vm(const struct ledger_vm *vm) {
         printf("%-11s %s\n%-11s %s\n", "name", vm->name, "uuid", vm->uuid);
         printf("%-11s %s\n%-11s %s\n", "min", ctl_size((int64_t) vm->min_bytes, a, sizeof(a)), "max",
                ctl_size((int64_t) vm->max_bytes, b, sizeof(b)));
+        if (vm->vmem)
+                printf("%-11s %s boot + virtio-mem region %s\n", "memory",
+                       ctl_size((int64_t) ledger_vm_boot_bytes(vm), a, sizeof(a)),
+                       ctl_size((int64_t) ledger_vm_region_bytes(vm), b, sizeof(b)));
+        else
+                printf("%-11s %s boot, balloon only\n", "memory", ctl_size((int64_t) vm->max_bytes, a, sizeof(a)));
         printf("%-11s %" PRIu32 "\n%-11s %" PRIu32 "\n%-11s %" PRIu32 "\n", "shares", vm->shares, "cpu-weight",
                vm->cpu_weight, "vcpus", vm->vcpus);
         printf("%-11s %s\n", "qmp", vm->qmp ? vm->qmp : "-");

@@ -57,6 +57,7 @@ static void test_event_json(void **state) {
 static void test_vm_status_json(void **state) {
         struct vm_status s = {
                 .min_bytes = 256 * MIB, .max_bytes = GIB, .target_bytes = 512 * MIB, .actual_bytes = STATUS_UNKNOWN,
+                .base_bytes = 512 * MIB, .plugged_bytes = STATUS_UNKNOWN, .balloon_bytes = 0,
                 .guest_available_bytes = STATUS_UNKNOWN, .stats_age_usec = 1500000, .shares = 1000,
                 .cpu_weight = 300, .pid = 4242, .override_left_usec = 0,
         }, back;

@@ -238,8 +238,8 @@ static char *read_text(const char *path) {
         return n < 0 ? NULL : strdup(buf);
 }
 
-static json_object *qmp_ask(const struct node *n, const char *cmd) {
-        _cleanup_free_ char *sock = xprintf("%s/g" VM_CTL_SUFFIX, n->run);
+static json_object *qmp_ask_vm(const struct node *n, const char *name, const char *cmd) {
+        _cleanup_free_ char *sock = xprintf("%s/%s" VM_CTL_SUFFIX, n->run, name);
         struct qmp *q = NULL;
         struct qmp_error qe = {};
         json_object *reply = NULL;
@@ -247,6 +247,10 @@ static json_object *qmp_ask(const struct node *n, const char *cmd) {
                 fail_msg("%s on %s: %s", cmd, sock, qe.error.msg);
         qmp_free(q);
         return reply;
+}
+
+static json_object *qmp_ask(const struct node *n, const char *cmd) {
+        return qmp_ask_vm(n, "g", cmd);
 }
 
 /* ---- the node's daemon ---- */
@@ -396,6 +400,43 @@ static void test_stop_quits(void **state) {
         assert_non_null(strstr(out, "not running"));
 }
 
+/* A VM with a virtio-mem region: QEMU gets the base memory and a region of max − base, plugged at
+ * start to what the minimum needs beyond base (paused: no guest needed to read QEMU's view). */
+static void test_start_vmem(void **state) {
+        static const struct { const char *min; uint64_t requested; } cases[] = {
+                { "256M", 0 },           /* min within base: nothing plugged at start */
+                { "320M", 64 * MIB },    /* min above base: the rest plugged at start */
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *out = NULL;
+                json_object *v, *d, *x;
+                assert_int_equal(ctl(&A, NULL, "vm", "add", "vm1", "--min", cases[i].min, "--max", "1G", "--base", "256M",
+                                     NULL), 0);
+                assert_int_equal(ctl(&A, &out, "start", "vm1", "--paused", NULL), 0);
+                (void) started_pid(out);
+                json_object *sum = qmp_ask_vm(&A, "vm1", "query-memory-size-summary");
+                assert_true(json_object_object_get_ex(sum, "base-memory", &v));
+                assert_int_equal(json_object_get_int64(v), 256 * MIB);
+                json_object_put(sum);
+                json_object *devs = qmp_ask_vm(&A, "vm1", "query-memory-devices");
+                assert_int_equal(json_object_array_length(devs), 1);
+                assert_true(json_object_object_get_ex(json_object_array_get_idx(devs, 0), "data", &d));
+                assert_true(json_object_object_get_ex(d, "id", &x));
+                assert_string_equal(json_object_get_string(x), "ppn-vmem0");
+                assert_true(json_object_object_get_ex(d, "max-size", &x));
+                assert_int_equal(json_object_get_int64(x), 768 * MIB);
+                assert_true(json_object_object_get_ex(d, "requested-size", &x));
+                assert_int_equal(json_object_get_int64(x), cases[i].requested);
+                json_object_put(devs);
+                free(out);
+                out = NULL;
+                assert_int_equal(ctl(&A, &out, "stop", "vm1", "--timeout", "1", NULL), 0);
+                free(out);
+                out = NULL;
+                assert_int_equal(ctl(&A, &out, "vm", "remove", "vm1", NULL), 0);
+        }
+}
+
 /* A QEMU that fails to start: its own error text reaches the user; nothing keeps running. */
 static void test_start_failure_words(void **state) {
         _cleanup_free_ char *out = NULL;
@@ -407,7 +448,7 @@ static void test_start_failure_words(void **state) {
 }
 
 /* A QEMU someone else started (paused: no guest needed for QMP and cgroup). */
-static pid_t foreign_qemu(const char *name, bool balloon, char **ret_qmp) {
+static pid_t foreign_qemu(const char *name, bool balloon, uint64_t vmem_bytes, char **ret_qmp) {
         _cleanup_free_ char *dir = xprintf("%s/foreign-%s", top, name);
         char *qmp = xprintf("%s/qmp.sock", dir);
         _cleanup_free_ char *log = xprintf("%s/qemu.log", dir);
@@ -415,7 +456,8 @@ static pid_t foreign_qemu(const char *name, bool balloon, char **ret_qmp) {
          * ledger names it): RUNTIME/NAME.ppnctl.qmp, see docs/lifecycle.md. */
         _cleanup_free_ char *ctl_sock = xprintf("%s/%s" VM_CTL_SUFFIX, A.run, name);
         struct vm_spec s = { .name = name, .mem_bytes = 128 * MIB, .qmp_path = qmp, .ctl_path = ctl_sock, .log_path = log,
-                             .no_balloon = !balloon, .paused = true, .accel = getenv("PPN_ACCEL") };
+                             .no_balloon = !balloon, .paused = true, .accel = getenv("PPN_ACCEL"),
+                             .vmem_bytes = vmem_bytes, .vmem_requested_bytes = vmem_bytes / 2 };
         char **argv = NULL;
         struct ppn_error err = {};
         pid_t pid;
@@ -429,13 +471,16 @@ static pid_t foreign_qemu(const char *name, bool balloon, char **ret_qmp) {
 
 /* adopt: a QEMU with a balloon and one without; both put in their group, qmp recorded. */
 static void test_adopt(void **state) {
-        static const struct { const char *name; bool balloon; const char *words; } cases[] = {
-                { "ad1", true, "balloon device present" },
-                { "ad2", false, "no balloon device: its CPU weight applies, its memory is held fixed" },
+        static const struct { const char *name; bool balloon; uint64_t vmem; const char *words; } cases[] = {
+                { "ad1", true, 0, "balloon device present\n" },
+                { "ad2", false, 0, "no balloon device: its CPU weight applies, its memory is held fixed" },
+                /* A virtio-mem device of someone else's QEMU is found (paused: nothing plugged yet). */
+                { "ad3", true, 256 * MIB, "balloon device present; virtio-mem 'ppn-vmem0' (0 of 256M plugged): "
+                                          "ppnd plugs and unplugs it" },
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 _cleanup_free_ char *qmp = NULL, *out = NULL, *group = xprintf("cpu:/%s/vm-%s", A.cgparent, cases[i].name);
-                pid_t pid = foreign_qemu(cases[i].name, cases[i].balloon, &qmp);
+                pid_t pid = foreign_qemu(cases[i].name, cases[i].balloon, cases[i].vmem, &qmp);
                 assert_int_equal(ctl(&A, NULL, "vm", "add", cases[i].name, "--min", "128M", "--max", "128M",
                                      "--cpu-weight", "50", NULL), 0);
                 assert_int_equal(ctl(&A, &out, "adopt", cases[i].name, "--qmp", qmp, NULL), 0);
@@ -654,6 +699,7 @@ int main(void) {
                 cmocka_unit_test(test_marker_and_export_refused),
                 cmocka_unit_test(test_stop_quits),
                 cmocka_unit_test(test_start_failure_words),
+                cmocka_unit_test(test_start_vmem),
                 cmocka_unit_test(test_adopt),
                 cmocka_unit_test(test_move_running),
                 cmocka_unit_test(test_export_progress_on_tty),
