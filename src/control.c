@@ -466,6 +466,8 @@ struct control *control_free(struct control *c) {
         return NULL;
 }
 
+uid_t control_conn_uid(const struct control_conn *conn) { return conn->uid; }
+
 void control_conn_follow(struct control_conn *conn, unsigned topic) {
         conn->topic = topic;
         (void) conn_rearm(conn);

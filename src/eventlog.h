@@ -15,7 +15,9 @@
 #include "util.h"
 
 #define EVENT_NAME_MAX 64
-#define EVENT_KIND_MAX 16
+/* Room for the longest kind: the policy's reason names ("shrink-overcommit", 17) and the
+ * daemon's own; a kind is never cut (tests/test-eventlog.c checks every policy reason). */
+#define EVENT_KIND_MAX 32
 #define EVENT_REASON_MAX 192
 
 struct ppn_event {

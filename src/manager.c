@@ -349,7 +349,7 @@ static bool sync_vms(struct manager *m, const struct ledger_state *st) {
                         rerun |= update_vm(v, &st->vms[i]);
                 else if (managed_vm_new(m, &st->vms[i], &v) == 0) {
                         manager_record(m, v->entry.name, "added", 0, 0, "in the ledger: min %" PRIu64 " MiB, max %"
-                                       PRIu64 " MiB; QMP %s", v->entry.min_bytes / MIB, v->entry.max_bytes / MIB,
+                                       PRIu64 " MiB; %s", v->entry.min_bytes / MIB, v->entry.max_bytes / MIB,
                                        vmlink_why(v->link));
                         apply_lease(v);
                 }
@@ -769,12 +769,46 @@ static int req_status(struct control_conn *conn, json_object *req, void *userdat
         return 0;
 }
 
+/* {"vm": NAME} -> {"released": "detected" | "operator" | "none"}. Ends an override ppnd made
+ * itself when the balloon was moved outside it (nothing in the ledger holds that one). An
+ * operator lease lives in the ledger and ends there (ppnctl release clears it): it is only
+ * named. A change, so only for those who may write the ledger: root and ppnd's own uid. */
+static int req_release(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                       struct ppn_error *err) {
+        struct manager *m = userdata;
+        uid_t uid = control_conn_uid(conn);
+        const char *name = json_member_string(req, "vm"), *what = "none";
+        struct managed_vm *v;
+
+        if (uid != 0 && uid != geteuid())
+                return ppn_error_set(err, EPERM, "release: only root may end an override (it changes what "
+                                     "the controller does)");
+        if (!name)
+                return ppn_error_set(err, EINVAL, "release needs \"vm\": a VM name");
+        v = find_vm(m, name);
+        if (!v)
+                return ppn_error_set(err, ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", name);
+        if (v->pstate.lease_kind == POLICY_LEASE_DETECTED) {
+                policy_lease_clear(&v->pstate);
+                manager_record(m, name, "release", 0, 0, "override (balloon set outside ppnd) released by uid %u; "
+                               "control resumes", (unsigned) uid);
+                what = "detected";
+        } else if (v->pstate.lease_kind == POLICY_LEASE_OPERATOR)
+                what = "operator";
+        *ret = json_object_new_object();
+        if (!*ret)
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        json_object_object_add(*ret, "released", json_object_new_string(what));
+        return 0;
+}
+
 /* Sorted by name (control_new checks). */
 static const struct control_request requests[] = {
         { "events", req_events },
         { "history", req_history },
         { "ping", req_ping },
         { "pool", req_pool },
+        { "release", req_release },
         { "status", req_status },
 };
 

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "eventlog.h"
+#include "policy.h"
 #include "status.h"
 
 static void test_ring_wraps(void **state) {
@@ -54,6 +55,25 @@ static void test_event_json(void **state) {
         json_object_put(bad);
 }
 
+/* Every policy reason is an event kind, stored and sent whole (the ring once cut
+ * "shrink-overcommit" to "shrink-overcomm" while status said the whole word). */
+static void test_kinds_whole(void **state) {
+        struct eventlog l;
+
+        assert_int_equal(eventlog_init(&l, 4), 0);
+        for (int r = 0; r < _POLICY_REASON_MAX; r++) {
+                const char *kind = policy_reason_to_string((enum policy_reason) r);
+                const struct ppn_event *ev = eventlog_addf(&l, 1, "vm", kind, 0, 0, "why");
+                struct ppn_event back;
+                json_object *o = event_to_json(ev);
+                assert_string_equal(ev->kind, kind);
+                assert_int_equal(event_from_json(o, &back), 0);
+                assert_string_equal(back.kind, kind);
+                json_object_put(o);
+        }
+        eventlog_done(&l);
+}
+
 static void test_vm_status_json(void **state) {
         struct vm_status s = {
                 .min_bytes = 256 * MIB, .max_bytes = GIB, .target_bytes = 512 * MIB, .actual_bytes = STATUS_UNKNOWN,
@@ -95,6 +115,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ring_wraps),
                 cmocka_unit_test(test_event_json),
+                cmocka_unit_test(test_kinds_whole),
                 cmocka_unit_test(test_vm_status_json),
                 cmocka_unit_test(test_pool_status_json),
         };

@@ -246,5 +246,11 @@ usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300M --for 184467
 expect 2 "ppnctl balloon: '400d' is not a duration from 1s to 366d
 usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300M --for=400d
 
+# ---- a lease is whole MiB, like every size in the ledger ----
+expect 2 "ppnctl balloon: '300000001' is not a whole number of MiB (QEMU's balloon and the ledger count in MiB); e.g. 512M, 2G
+usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300000001
+expect 2 "ppnctl balloon: '1536K' is not a whole number of MiB (QEMU's balloon and the ledger count in MiB); e.g. 512M, 2G
+usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 1536K
+
 echo "1..$n"
 exit $((failed > 0))
