@@ -643,26 +643,21 @@ static int setup_metrics(struct manager *m, struct ppn_error *err) {
         return metrics_server_new(m->event, &o, &metrics_source, m, &m->metrics, err);
 }
 
-/* The VM's events since `since` (oldest first), for the marks of a plot. */
-static json_object *vm_events_json(const struct manager *m, const char *vm, uint64_t since) {
-        static const struct ppn_event *list[MANAGER_EVENTS_MAX];
-        size_t n = eventlog_since(&m->events, 0, list, MANAGER_EVENTS_MAX);
-        json_object *arr = json_object_new_array();
-
-        for (size_t i = 0; i < n; i++)
-                if (strcmp(list[i]->vm, vm) == 0 && list[i]->realtime_usec >= since)
-                        json_object_array_add(arr, event_to_json(list[i]));
-        return arr;
-}
+/* A history reply's decisions: the newest that fit this many bytes. With at most 3,600
+ * samples (about 110 bytes each at most) the reply stays under the control socket's 1 MiB
+ * reply queue, which a busy VM's 2,048 events alone could exceed (the reply was cut off). */
+#define HISTORY_EVENTS_BUDGET (512 * 1024)
 
 /* {"vm": NAME, "span_usec": N} -> {"now_usec", "since_usec", "vm": {"name", "min_bytes",
- * "max_bytes", "samples": [[time, target, actual, available, total], ...], "events": [...]}}. */
+ * "max_bytes", "samples": [[time, target, actual, available, total], ...], "events": [...],
+ * "events_omitted": N}}. */
 static int req_history(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                        struct ppn_error *err) {
         struct manager *m = userdata;
         uint64_t now = now_realtime_usec(), span = UINT64_C(600) * 1000000, since;
         const struct managed_vm *v;
-        json_object *name, *x, *o, *samples;
+        json_object *name, *x, *o, *samples, *events;
+        size_t omitted = 0;
 
         if (!json_object_object_get_ex(req, "vm", &name) || !json_object_is_type(name, json_type_string))
                 return ppn_error_set(err, EINVAL, "history needs \"vm\": a VM name");
@@ -681,7 +676,9 @@ static int req_history(struct control_conn *conn, json_object *req, void *userda
         json_object_object_add(o, "min_bytes", json_object_new_int64((int64_t) v->entry.min_bytes));
         json_object_object_add(o, "max_bytes", json_object_new_int64((int64_t) v->entry.max_bytes));
         json_object_object_add(o, "samples", samples);
-        json_object_object_add(o, "events", vm_events_json(m, v->entry.name, since));
+        events = eventlog_vm_json(&m->events, v->entry.name, since, HISTORY_EVENTS_BUDGET, &omitted);
+        json_object_object_add(o, "events", events);
+        json_object_object_add(o, "events_omitted", json_object_new_uint64(omitted));
         *ret = json_object_new_object();
         json_object_object_add(*ret, "now_usec", json_object_new_int64((int64_t) now));
         json_object_object_add(*ret, "since_usec", json_object_new_int64((int64_t) since));
