@@ -139,8 +139,8 @@ static pid_t started_pid(const char *out) {
         return pid;
 }
 
-/* The guest's command channel: TOP/guest-NAME/ctl.sock, the same path on both nodes (the
- * extra QEMU options travel with the VM). */
+/* The guest's command channel: TOP/guest-NAME/ctl.sock, the same path on both nodes (an
+ * archive never carries QEMU options: the operator of B sets them again, set_guest_args()). */
 static char *guest_dir(const char *name) { return xprintf("%s/guest-%s", top, name); }
 
 static struct testvm *attach(pid_t pid) {
@@ -203,6 +203,19 @@ static void add_vm(const struct node *n, const char *name, const char *extra_dev
                              "--qemu-arg=-no-reboot", "--qemu-arg=-device", "--qemu-arg=virtio-serial-pci",
                              "--qemu-arg=-chardev", chardev, "--qemu-arg=-device",
                              extra_device ? extra_device : "--qemu-arg=virtserialport,chardev=ctl,name=ctl", NULL), 0);
+}
+
+/* On B after an import: the test guest's QEMU options again, as B's operator would set them
+ * (import drops an archive's QEMU options and names them). */
+static void set_guest_args(const struct node *n, const char *name) {
+        const char *guest = getenv("PPN_GUEST_DIR");
+        _cleanup_free_ char *k = xprintf("qemu-arg=%s/vmlinuz", guest), *i = xprintf("qemu-arg=%s/initramfs.gz", guest);
+        _cleanup_free_ char *gdir = guest_dir(name);
+        _cleanup_free_ char *chardev = xprintf("qemu-arg=socket,id=ctl,path=%s/ctl.sock,server=on,wait=off", gdir);
+        assert_int_equal(ctl(n, NULL, "vm", "set", name, "qemu-arg=-kernel", k, "qemu-arg=-initrd", i,
+                             "qemu-arg=-append", "qemu-arg=console=ttyS0 panic=-1", "qemu-arg=-no-reboot",
+                             "qemu-arg=-device", "qemu-arg=virtio-serial-pci", "qemu-arg=-chardev", chardev,
+                             "qemu-arg=-device", "qemu-arg=virtserialport,chardev=ctl,name=ctl", NULL), 0);
 }
 
 static bool cgroup_has(pid_t pid, const char *group) {
@@ -576,7 +589,9 @@ static void test_move_import_start(void **state) {
         free(out);
         assert_int_equal(ctl(&B, NULL, "node", "set", "physical=2G", NULL), 0);
         assert_int_equal(ctl(&B, &out, "import", moved, NULL), 0);
+        assert_non_null(strstr(out, "dropped the archive's QEMU options for 'g'"));
         free(out);
+        set_guest_args(&B, "g");
         assert_int_equal(ctl(&B, &out, "import", moved, NULL), 1);   /* name clash: refused */
         assert_non_null(strstr(out, "a VM named 'g' already exists on this node"));
         free(out);
