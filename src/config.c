@@ -571,18 +571,37 @@ int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b
                 { "fleet.cert", OFF(fleet_cert) },
                 { "fleet.key", OFF(fleet_key) },
         };
+        /* Read once at start too: the control socket's limits, cgroup placement, the HTTP
+         * listener. Compared byte for byte (numbers and booleans). */
+        static const struct { const char *name; size_t off, size; } values[] = {
+                { "control.max-request", OFF(control_max_request), sizeof(a->control_max_request) },
+                { "control.idle-timeout", OFF(control_idle_timeout_usec), sizeof(a->control_idle_timeout_usec) },
+                { "cgroup.delegated", OFF(cgroup_delegated), sizeof(a->cgroup_delegated) },
+                { "metrics.enabled", OFF(metrics_enabled), sizeof(a->metrics_enabled) },
+                { "metrics.port", OFF(metrics_port), sizeof(a->metrics_port) },
+        };
         size_t used = 0;
         int n = 0;
 
         if (len)
                 buf[0] = '\0';
-        for (size_t i = 0; i < ELEMENTSOF(fixed); i++) {
-                const char *x = *(char *const *) ((const char *) a + fixed[i].off);
-                const char *y = *(char *const *) ((const char *) b + fixed[i].off);
-                if (!str_differs(x, y))
+        for (size_t i = 0; i < ELEMENTSOF(fixed) + ELEMENTSOF(values); i++) {
+                bool differs;
+                const char *name;
+                if (i < ELEMENTSOF(fixed)) {
+                        name = fixed[i].name;
+                        differs = str_differs(*(char *const *) ((const char *) a + fixed[i].off),
+                                              *(char *const *) ((const char *) b + fixed[i].off));
+                } else {
+                        size_t k = i - ELEMENTSOF(fixed);
+                        name = values[k].name;
+                        differs = memcmp((const char *) a + values[k].off, (const char *) b + values[k].off,
+                                         values[k].size) != 0;
+                }
+                if (!differs)
                         continue;
                 if (used < len)
-                        used += (size_t) snprintf(buf + used, len - used, "%s%s", n ? ", " : "", fixed[i].name);
+                        used += (size_t) snprintf(buf + used, len - used, "%s%s", n ? ", " : "", name);
                 n++;
         }
         return n;

@@ -86,6 +86,7 @@ static inline void config_freep(struct ppn_config **c) { config_free(*c); }
 
 /*
  * Names the settings that differ between a and b and can only change with a restart
- * (paths, sockets), as ", "-joined text into buf; returns the number of them.
+ * (paths, sockets, the control socket's limits, cgroup delegation, the metrics listener), as
+ * ", "-joined text into buf; returns the number of them.
  */
 int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b, char *buf, size_t len);

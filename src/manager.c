@@ -401,7 +401,7 @@ static bool sync_vms(struct manager *m, const struct ledger_state *st) {
                         rerun |= update_vm(v, &st->vms[i]);
                 else if (managed_vm_new(m, &st->vms[i], &v) == 0) {
                         manager_record(m, v->entry.name, "added", 0, 0, "in the ledger: min %" PRIu64 " MiB, max %"
-                                       PRIu64 " MiB; QMP %s", v->entry.min_bytes / MIB, v->entry.max_bytes / MIB,
+                                       PRIu64 " MiB; %s", v->entry.min_bytes / MIB, v->entry.max_bytes / MIB,
                                        vmlink_why(v->link));
                         apply_lease(v);
                 }
@@ -705,26 +705,21 @@ static int setup_metrics(struct manager *m, struct ppn_error *err) {
         return metrics_server_new(m->event, &o, &metrics_source, m, &m->metrics, err);
 }
 
-/* The VM's events since `since` (oldest first), for the marks of a plot. */
-static json_object *vm_events_json(const struct manager *m, const char *vm, uint64_t since) {
-        static const struct ppn_event *list[MANAGER_EVENTS_MAX];
-        size_t n = eventlog_since(&m->events, 0, list, MANAGER_EVENTS_MAX);
-        json_object *arr = json_object_new_array();
-
-        for (size_t i = 0; i < n; i++)
-                if (strcmp(list[i]->vm, vm) == 0 && list[i]->realtime_usec >= since)
-                        json_object_array_add(arr, event_to_json(list[i]));
-        return arr;
-}
+/* A history reply's decisions: the newest that fit this many bytes. With at most 3,600
+ * samples (about 110 bytes each at most) the reply stays under the control socket's 1 MiB
+ * reply queue, which a busy VM's 2,048 events alone could exceed (the reply was cut off). */
+#define HISTORY_EVENTS_BUDGET (512 * 1024)
 
 /* {"vm": NAME, "span_usec": N} -> {"now_usec", "since_usec", "vm": {"name", "min_bytes",
- * "max_bytes", "samples": [[time, target, actual, available, total], ...], "events": [...]}}. */
+ * "max_bytes", "samples": [[time, target, actual, available, total], ...], "events": [...],
+ * "events_omitted": N}}. */
 static int req_history(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                        struct ppn_error *err) {
         struct manager *m = userdata;
         uint64_t now = now_realtime_usec(), span = UINT64_C(600) * 1000000, since;
         const struct managed_vm *v;
-        json_object *name, *x, *o, *samples;
+        json_object *name, *x, *o, *samples, *events;
+        size_t omitted = 0;
 
         if (!json_object_object_get_ex(req, "vm", &name) || !json_object_is_type(name, json_type_string))
                 return ppn_error_set(err, EINVAL, "history needs \"vm\": a VM name");
@@ -743,7 +738,9 @@ static int req_history(struct control_conn *conn, json_object *req, void *userda
         json_object_object_add(o, "min_bytes", json_object_new_int64((int64_t) v->entry.min_bytes));
         json_object_object_add(o, "max_bytes", json_object_new_int64((int64_t) v->entry.max_bytes));
         json_object_object_add(o, "samples", samples);
-        json_object_object_add(o, "events", vm_events_json(m, v->entry.name, since));
+        events = eventlog_vm_json(&m->events, v->entry.name, since, HISTORY_EVENTS_BUDGET, &omitted);
+        json_object_object_add(o, "events", events);
+        json_object_object_add(o, "events_omitted", json_object_new_uint64(omitted));
         *ret = json_object_new_object();
         json_object_object_add(*ret, "now_usec", json_object_new_int64((int64_t) now));
         json_object_object_add(*ret, "since_usec", json_object_new_int64((int64_t) since));
@@ -840,6 +837,39 @@ static int req_fleet(struct control_conn *conn, json_object *req, void *userdata
         return *ret ? 0 : ppn_error_set(err, -ENOMEM, "out of memory");
 }
 
+/* {"vm": NAME} -> {"released": "detected" | "operator" | "none"}. Ends an override ppnd made
+ * itself when the balloon was moved outside it (nothing in the ledger holds that one). An
+ * operator lease lives in the ledger and ends there (ppnctl release clears it): it is only
+ * named. A change, so only for those who may write the ledger: root and ppnd's own uid. */
+static int req_release(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                       struct ppn_error *err) {
+        struct manager *m = userdata;
+        uid_t uid = control_conn_uid(conn);
+        const char *name = json_member_string(req, "vm"), *what = "none";
+        struct managed_vm *v;
+
+        if (uid != 0 && uid != geteuid())
+                return ppn_error_set(err, EPERM, "release: only root may end an override (it changes what "
+                                     "the controller does)");
+        if (!name)
+                return ppn_error_set(err, EINVAL, "release needs \"vm\": a VM name");
+        v = find_vm(m, name);
+        if (!v)
+                return ppn_error_set(err, ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", name);
+        if (v->pstate.lease_kind == POLICY_LEASE_DETECTED) {
+                policy_lease_clear(&v->pstate);
+                manager_record(m, name, "release", 0, 0, "override (balloon set outside ppnd) released by uid %u; "
+                               "control resumes", (unsigned) uid);
+                what = "detected";
+        } else if (v->pstate.lease_kind == POLICY_LEASE_OPERATOR)
+                what = "operator";
+        *ret = json_object_new_object();
+        if (!*ret)
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        json_object_object_add(*ret, "released", json_object_new_string(what));
+        return 0;
+}
+
 /* Sorted by name (control_new checks). */
 static const struct control_request requests[] = {
         { "events", req_events },
@@ -847,6 +877,7 @@ static const struct control_request requests[] = {
         { "history", req_history },
         { "ping", req_ping },
         { "pool", req_pool },
+        { "release", req_release },
         { "status", req_status },
 };
 

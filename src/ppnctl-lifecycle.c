@@ -71,6 +71,14 @@ static bool vm_running(const struct vm_paths *p) {
         return vm_qmp_alive(p->ctl) == 1 || vm_qmp_alive(p->qmp) == 1;
 }
 
+int ctl_vm_running(const struct ctl_globals *g, const struct ledger_vm *vm) {
+        _cleanup_(vm_paths_done) struct vm_paths p = {};
+
+        if (vm_paths_get(g, vm, &p) < 0)
+                return -ENOMEM;
+        return vm_running(&p);
+}
+
 static int open_cgroup(const struct ctl_globals *g, struct ppn_cgroup **ret, struct ppn_error *err) {
         struct ppn_cgroup_options o = { .root = g->cgroup_root, .parent = g->cgroup_parent };
         int r = ppn_cgroup_open(&o, ret, err);

@@ -108,6 +108,27 @@ static int vm_set(const struct ctl_globals *g, int argc, char **argv) {
         return r < 0 ? ctl_fail(&e, r) : CTL_OK;
 }
 
+/* A running VM's memory is in use: removing its entry would drop it from `committed` while
+ * QEMU still holds it, and later admissions would overcommit the host. */
+static int refuse_if_running(const struct ctl_globals *g, struct ledger *l, const char *name) {
+        struct ledger_vm vm = { 0 };
+        struct ppn_error e = {};
+        int r = ledger_vm_get(l, name, &vm, &e);
+
+        if (r < 0)
+                return ctl_fail(&e, r);
+        r = ctl_vm_running(g, &vm);
+        ledger_vm_done(&vm);
+        if (r < 0)
+                return ctl_fail(NULL, r);
+        if (r == 0)
+                return CTL_OK;
+        fprintf(stderr, "ppnctl: refused: vm '%s' is running (its QEMU answers on its monitor socket), so its "
+                "memory is still in use and stays committed; stop it first (ppnctl stop %s), then remove it\n",
+                name, name);
+        return CTL_FAILED;
+}
+
 static int vm_remove(const struct ctl_globals *g, int argc, char **argv) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
@@ -119,6 +140,9 @@ static int vm_remove(const struct ctl_globals *g, int argc, char **argv) {
         if (argc != 2)
                 return ctl_usage_error("vm remove", REMOVE_USAGE, "expected one NAME");
         r = ctl_open_ledger(g, true, &l);
+        if (r)
+                return r;
+        r = refuse_if_running(g, l, argv[1]);
         if (r)
                 return r;
         r = ledger_vm_remove(l, argv[1], getuid(), &e);

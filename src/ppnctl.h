@@ -109,6 +109,9 @@ int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret
  * resolved is a failure too (its reason printed). Returns 0 and *ret, or CTL_FAILED (printed). */
 struct ledger_state;
 int ctl_load_state(const struct ctl_globals *g, bool need_node, struct ledger_state **ret);
+/* 1 if the VM's QEMU answers on its QMP or ppnctl monitor socket, 0 if not, -ENOMEM. */
+struct ledger_vm;
+int ctl_vm_running(const struct ctl_globals *g, const struct ledger_vm *vm);
 /* Prints "ppnctl: <message>" and returns CTL_FAILED. */
 int ctl_fail(const struct ppn_error *err, int r);
 /* Prints "ppnctl <cmd>: <message>; usage: ppnctl <usage>" and returns CTL_USAGE. */

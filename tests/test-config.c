@@ -243,6 +243,13 @@ static void test_restart_needed(void **state) {
                                                  "[ledger]\npath = /tmp/l.db\n", &b, NULL), 0);
         assert_int_equal(config_restart_needed(a, b, buf, sizeof(buf)), 2);
         assert_string_equal(buf, "ledger.path, control.socket");
+        config_free(b);
+        /* These were once taken silently on SIGHUP ("reloaded") and kept their old values. */
+        assert_int_equal(config_load_string("b", "[metrics]\nenabled = yes\nport = 9999\n[control]\nmax-request = 8K\n"
+                                                 "idle-timeout = 9s\n[cgroup]\ndelegated = yes\n", &b, NULL), 0);
+        assert_int_equal(config_restart_needed(a, b, buf, sizeof(buf)), 5);
+        assert_string_equal(buf, "control.max-request, control.idle-timeout, cgroup.delegated, metrics.enabled, "
+                                 "metrics.port");
         assert_int_equal(config_restart_needed(a, a, buf, sizeof(buf)), 0);
         assert_string_equal(buf, "");
         config_free(a);

@@ -634,6 +634,7 @@ static void test_move_import_start(void **state) {
         free(out);
         assert_int_equal(ctl(&B, NULL, "node", "set", "physical=2G", NULL), 0);
         assert_int_equal(ctl(&B, &out, "import", moved, NULL), 0);
+        assert_non_null(strstr(out, "dropped the archive's QEMU options for 'g'"));
         free(out);
         /* The archive's QEMU options were dropped (they could reach this host): B's operator
          * gives this node's own kernel and command channel again, as a new VM would get them. */

@@ -253,11 +253,33 @@ err=$(PPN_LEDGER=$T/arc-dest.db "$PPNCTL" import "$T/arc-archive" --image-dir "$
 args=$(PPN_LEDGER=$T/arc-dest.db "$PPNCTL" vm show arc --json | json_get '["qemu_args"]')
 [ "$args" = "[]" ] || [ "$args" = "None" ] && ok "the imported entry has no QEMU options" || not_ok "imported qemu_args" "$args"
 
+# A vm entry whose name differs from the manifest's: refused, quoting both (it once printed
+# "(, )": the message was made after the entry it quotes was freed).
+cp -a "$T/arc-archive" "$T/arc-renamed"
+uuid=$(python3 - "$T/arc-renamed/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m['vm']['name'] = 'other'
+json.dump(m, open(sys.argv[1], 'w'))
+print(m['uuid'])
+PY
+)
+err=$(PPN_LEDGER=$T/arc-dest2.db "$PPNCTL" import "$T/arc-renamed" --image-dir "$T/arc-images2" 2>&1 >/dev/null); rc=$?
+[ $rc = 1 ] && [ "$err" = "ppnctl: manifest: name/uuid (arc, $uuid) differ from its vm entry (other, $uuid)" ] \
+  && ok "import of a manifest whose vm entry has another name: refused, quoting both" \
+  || not_ok "import name mismatch" "rc $rc" "$err"
+
 # ---- a lease length is bounded: a huge one used to wrap into the past ----
 expect 2 "ppnctl balloon: '18446744073709s' is not a duration from 1s to 366d (examples: 90s, 10m, 2h)
 usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300M --for 18446744073709s
 expect 2 "ppnctl balloon: '400d' is not a duration from 1s to 366d
 usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300M --for=400d
+
+# ---- a lease is whole MiB, like every size in the ledger ----
+expect 2 "ppnctl balloon: '300000001' is not a whole number of MiB (QEMU's balloon and the ledger count in MiB); e.g. 512M, 2G
+usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300000001
+expect 2 "ppnctl balloon: '1536K' is not a whole number of MiB (QEMU's balloon and the ledger count in MiB); e.g. 512M, 2G
+usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 1536K
 
 echo "1..$n"
 exit $((failed > 0))
