@@ -35,6 +35,8 @@ const char config_default_text[] =
         "binary = qemu-system-x86_64\n"
         "log-dir = /var/log/ppn\n"
         "image-dir = /var/lib/ppn/images\n"
+        "[libvirt]\n"
+        "uri =\n"
         "[metrics]\n"
         "enabled = no\n"
         "address = 127.0.0.1\n"
@@ -57,6 +59,7 @@ enum key_type {
         KEY_ACCEL,
         KEY_PROGRAM,    /* an absolute path, or a name looked up in PATH (no '/') */
         KEY_IP,         /* a numeric IPv4 or IPv6 address (no host names: no resolver at start) */
+        KEY_URI,        /* empty, or a libvirt URI: SCHEME://[HOST]/PATH[?QUERY], no spaces */
 };
 
 struct key {
@@ -96,6 +99,7 @@ static const struct key keys[] = {
         { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0, 0 },
         { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0, 0 },
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
+        { "libvirt", "uri", KEY_URI, OFF(libvirt_uri), 0, 0, 0 },
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },
         { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
         NUM("metrics", "port", KEY_UINT, metrics_port, 1, 65535),
@@ -325,6 +329,9 @@ static const char *check_text(enum key_type t, const char *v) {
         case KEY_PROGRAM:
                 return v[0] == '/' || (v[0] && !strchr(v, '/')) ? NULL
                                                                 : "must be an absolute path or a program name found in PATH";
+        case KEY_URI:
+                return !*v || (strstr(v, "://") && !strpbrk(v, " \t")) ? NULL
+                        : "must be empty (no libvirt) or a libvirt URI such as qemu:///system";
         case KEY_IP: {
                 unsigned char addr[sizeof(struct in6_addr)];
                 return inet_pton(AF_INET, v, addr) == 1 || inet_pton(AF_INET6, v, addr) == 1
@@ -522,6 +529,7 @@ int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b
                 { "cgroup.root", OFF(cgroup_root) },
                 { "cgroup.parent", OFF(cgroup_parent) },
                 { "metrics.address", OFF(metrics_address) },
+                { "libvirt.uri", OFF(libvirt_uri) },
         };
         size_t used = 0;
         int n = 0;

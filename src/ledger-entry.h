@@ -18,6 +18,7 @@
  *   cpu-weight  1–10000,  default 100      (cgroup v2 cpu.weight range and default)
  *   vcpus       1–255,    default 1
  *   qmp         absolute path, < 108 bytes (sun_path), optional
+ *   libvirt     libvirt domain name: printable ASCII, no '/', <= 200 bytes, optional; not with qmp
  *   node: physical default MemTotal of /proc/meminfo; reserve default max(512 MiB, 5% of
  *   physical rounded down to whole MiB); min floor default 128 MiB — a guest ballooned to
  *   1 MiB panicked ("System is deadlocked on memory"), so the floor is not optional.
@@ -43,6 +44,8 @@
 #define LEDGER_RESERVE_PERCENT_DEFAULT 5
 #define LEDGER_MIN_FLOOR_DEFAULT (128 * MIB)
 #define LEDGER_QMP_PATH_MAX 107
+/* libvirt refuses '/' in a domain name; ours are printable ASCII and at most this long. */
+#define LEDGER_LIBVIRT_DOMAIN_MAX 200
 
 struct ledger_vm {
         char name[LEDGER_NAME_MAX + 1];
@@ -53,6 +56,7 @@ struct ledger_vm {
         uint32_t cpu_weight;
         uint32_t vcpus;
         char *qmp;                        /* NULL when unset */
+        char *libvirt;                    /* libvirt domain name (instead of qmp); NULL when unset */
         char **disks;                     /* NULL-terminated; NULL when none */
         char **qemu_args;                 /* extra QEMU arguments, NULL-terminated; NULL when none */
         bool override_set;                /* manual target lease */

@@ -36,6 +36,8 @@ static const char *const migrations[] = {
         "  id INTEGER PRIMARY KEY AUTOINCREMENT, time_usec INTEGER NOT NULL, uid INTEGER NOT NULL,"
         "  vm TEXT, field TEXT NOT NULL, old TEXT, new TEXT);"
         "CREATE INDEX audit_vm ON audit (vm, id);",
+        /* 1 -> 2: a VM may be a libvirt domain (reached through libvirt, not a QMP socket). */
+        "ALTER TABLE vm ADD COLUMN libvirt_domain TEXT;",
 };
 _Static_assert(ELEMENTSOF(migrations) == LEDGER_SCHEMA_VERSION, "one migration per schema version");
 
@@ -463,6 +465,8 @@ static int row_to_vm(sqlite3_stmt *s, struct ledger_vm *vm) {
         vm->override_set = sqlite3_column_type(s, 10) != SQLITE_NULL;
         vm->override_target_bytes = (uint64_t) sqlite3_column_int64(s, 10);
         vm->override_expires = sqlite3_column_int64(s, 11);
+        if (col_text(s, 12) && !(vm->libvirt = strdup(col_text(s, 12))))
+                return -ENOMEM;
         return 0;
 }
 
@@ -492,7 +496,7 @@ static int load_node(struct ledger *l, struct ledger_state *st, struct ppn_error
 
 static const char vm_columns[] =
         "name, uuid, min_bytes, max_bytes, shares, cpu_weight, vcpus, qmp, disks, qemu_args, "
-        "override_target_bytes, override_expires";
+        "override_target_bytes, override_expires, libvirt_domain";
 
 static int load_vms(struct ledger *l, struct ledger_state *st, struct ppn_error *err) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
@@ -703,7 +707,7 @@ static int write_vm(struct ledger *l, const struct ledger_vm *vm, struct ppn_err
 
         if (!disks || !args)
                 return -ENOMEM;
-        snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO vm (%s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", vm_columns);
+        snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO vm (%s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", vm_columns);
         r = prepare(l, sql, &s, err);
         if (r < 0)
                 return r;
@@ -721,6 +725,7 @@ static int write_vm(struct ledger *l, const struct ledger_vm *vm, struct ppn_err
                 sqlite3_bind_int64(s, 11, (int64_t) vm->override_target_bytes);
                 sqlite3_bind_int64(s, 12, vm->override_expires);
         }
+        sqlite3_bind_text(s, 13, vm->libvirt, -1, SQLITE_STATIC);
         rc = sqlite3_step(s);
         return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "writing a VM");
 }

@@ -31,7 +31,7 @@
 
 #define START_USAGE "start VM [--paused] [--dry-run] [--no-deflate-on-oom] [--no-free-page-reporting]"
 #define STOP_USAGE "stop VM [--timeout SECONDS]"
-#define ADOPT_USAGE "adopt VM --qmp PATH"
+#define ADOPT_USAGE "adopt VM --qmp PATH | --libvirt DOMAIN"
 #define EXPORT_USAGE "export VM DIR"
 #define IMPORT_USAGE "import DIR [--image-dir DIR]"
 #define MOVE_USAGE "move VM --to DIR [--timeout SECONDS]"
@@ -614,10 +614,29 @@ static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct 
         return 0;
 }
 
+/* A libvirt domain: libvirt owns QEMU, its monitor and its cgroup; ppnd reaches it through
+ * [libvirt] uri. The entry names the domain (and no QMP socket); ppnd adopts it within a second. */
+static int adopt_libvirt(const struct ctl_globals *g, struct ledger *l, const struct ledger_vm *vm, const char *domain) {
+        struct ppn_error e = {};
+        _cleanup_free_ char *pair = NULL;
+        int r;
+
+        if (asprintf(&pair, "libvirt=%s", domain) < 0)
+                return ctl_fail(NULL, -ENOMEM);
+        const char *pairs[] = { "qmp=", pair };
+        if ((r = ledger_vm_set(l, vm->name, pairs, 2, getuid(), &e)) < 0)
+                return ctl_fail(&e, r);
+        printf("%s now names libvirt domain '%s'; ppnd adopts it through its [libvirt] uri "
+               "(balloon, statistics and cpu weight %" PRIu32 " through libvirt)\n", vm->name, domain, vm->cpu_weight);
+        return 0;
+}
+
 int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
         static const struct option opts[] = {
-                { "qmp", required_argument, NULL, 'q' }, { "help", no_argument, NULL, 'h' }, {},
+                { "qmp", required_argument, NULL, 'q' }, { "libvirt", required_argument, NULL, 'l' },
+                { "help", no_argument, NULL, 'h' }, {},
         };
+        const char *domain = NULL;
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
@@ -628,12 +647,21 @@ int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
                 if (c == 'h')
                         return printf("usage: ppnctl %s\n", ADOPT_USAGE), CTL_OK;
+                if (c == 'l') {
+                        domain = optarg;
+                        continue;
+                }
                 if (c != 'q')
                         return ctl_usage_error("adopt", ADOPT_USAGE, "unknown option '%s'", argv[optind - 1]);
                 qmp_path = optarg;
         }
-        if (optind != argc - 1 || !qmp_path)
-                return ctl_usage_error("adopt", ADOPT_USAGE, "expected one VM name and --qmp PATH");
+        if (optind != argc - 1 || !qmp_path == !domain)
+                return ctl_usage_error("adopt", ADOPT_USAGE, "expected one VM name and either --qmp PATH or --libvirt DOMAIN");
+        if (domain) {
+                if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+                        return r;
+                return adopt_libvirt(g, l, vm, domain) ? CTL_FAILED : CTL_OK;
+        }
         if (qmp_path[0] != '/')
                 return ctl_usage_error("adopt", ADOPT_USAGE, "--qmp: want an absolute path");
         if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
