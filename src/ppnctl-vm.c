@@ -229,6 +229,7 @@ static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
 
 const struct ctl_subcommand ctl_vm_commands[] = {
         { "add", vm_add, ADD_USAGE },
+        { "import-libvirt", ctl_vm_import_libvirt, IMPORT_LIBVIRT_USAGE },
         { "list", vm_list, LIST_USAGE },
         { "remove", vm_remove, REMOVE_USAGE },
         { "set", vm_set, SET_USAGE },

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "virtlink.h"
 
+#include <ctype.h>
 #include <fcntl.h>
 #include <libvirt/libvirt.h>
 #include <libvirt/virterror.h>
@@ -519,14 +520,18 @@ static void lookup(struct virtlink *l) {
         post_job(l->c, JOB_LOOKUP, l->id, l->domain, l->opts.stats_interval_sec ? l->opts.stats_interval_sec : 1);
 }
 
-static void apply_weight(struct virtlink *l) {
+bool virtlink_cpu_on_cgroup_v2(void) {
         struct ppn_cgroup_layout layout;
         _cleanup_close_ int fd = open("/sys/fs/cgroup", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        bool v2 = fd >= 0 && ppn_cgroup_detect(fd, "/sys/fs/cgroup", true, &layout, NULL) == 0 &&
-                  layout.mode == PPN_CGROUP_V2;
 
+        return fd >= 0 && ppn_cgroup_detect(fd, "/sys/fs/cgroup", true, &layout, NULL) == 0 &&
+               layout.mode == PPN_CGROUP_V2;
+}
+
+static void apply_weight(struct virtlink *l) {
         if (l->weight && l->state == VMLINK_RUNNING)
-                post_job(l->c, JOB_SET_SHARES, l->id, l->domain, virtlink_shares_for_weight(l->weight, v2));
+                post_job(l->c, JOB_SET_SHARES, l->id, l->domain,
+                         virtlink_shares_for_weight(l->weight, virtlink_cpu_on_cgroup_v2()));
 }
 
 static struct virtlink *find_link(struct virtconn *c, uint64_t id) {
@@ -883,4 +888,106 @@ uint32_t virtlink_weight_for_shares(uint64_t shares, bool cgroup_v2) {
         if (shares > 262144)
                 shares = 262144;
         return ppn_cpu_shares_to_weight((uint32_t) shares, &w) < 0 ? 100 : w;
+}
+
+/* ---- import ---- */
+
+static uint64_t domain_cpu_shares(virDomainPtr dom) {
+        _cleanup_free_ virTypedParameterPtr p = NULL;
+        uint64_t shares = 0;
+        int n = 0;
+
+        free(virDomainGetSchedulerType(dom, &n));
+        if (n <= 0 || !(p = calloc((size_t) n, sizeof(*p))) ||
+            virDomainGetSchedulerParametersFlags(dom, p, &n, VIR_DOMAIN_AFFECT_LIVE) < 0)
+                return 0;
+        for (int i = 0; i < n; i++)
+                if (strcmp(p[i].field, VIR_DOMAIN_SCHEDULER_CPU_SHARES) == 0)
+                        shares = p[i].value.ul;
+        virTypedParamsClear(p, n);
+        return shares;
+}
+
+static void describe_domain(virDomainPtr dom, struct virtlink_domain *d) {
+        virDomainMemoryStatStruct st[VIR_DOMAIN_MEMORY_STAT_NR];
+        virDomainInfo info;
+        int n;
+
+        snprintf(d->name, sizeof(d->name), "%s", virDomainGetName(dom));
+        if (virDomainGetInfo(dom, &info) == 0) {
+                d->memory_bytes = (uint64_t) info.maxMem * 1024;
+                d->current_bytes = (uint64_t) info.memory * 1024;
+        }
+        /* libvirt reports the balloon's actual size only when the domain has a balloon. */
+        n = virDomainMemoryStats(dom, st, VIR_DOMAIN_MEMORY_STAT_NR, 0);
+        for (int i = 0; i < n; i++)
+                if (st[i].tag == VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON)
+                        d->balloon = true;
+        d->cpu_shares = domain_cpu_shares(dom);
+}
+
+int virtlink_list_domains(const char *uri, struct virtlink_domain **ret, struct ppn_error *err) {
+        virConnectPtr conn;
+        virDomainPtr *doms = NULL;
+        struct virtlink_domain *list;
+        int n;
+
+        pthread_once(&libvirt_once, libvirt_init);
+        conn = virConnectOpen(uri);
+        if (!conn)
+                return ppn_error_set(err, -ECONNREFUSED, "cannot connect to libvirt at %s: %s", uri, last_error());
+        n = virConnectListAllDomains(conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+        if (n < 0) {
+                ppn_error_set(err, -EIO, "listing the domains at %s: %s", uri, last_error());
+                virConnectClose(conn);
+                return -EIO;
+        }
+        list = calloc((size_t) n + 1, sizeof(*list));
+        for (int i = 0; i < n; i++) {
+                if (list)
+                        describe_domain(doms[i], &list[i]);
+                virDomainFree(doms[i]);
+        }
+        free(doms);
+        virConnectClose(conn);
+        if (!list)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        *ret = list;
+        return n;
+}
+
+static void proposal_name(const char *domain, char *name, size_t len) {
+        size_t n = 0;
+
+        for (const char *p = domain; *p && n + 1 < len; p++) {
+                char c = (char) tolower((unsigned char) *p);
+                name[n++] = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-'
+                                    ? c : '-';
+        }
+        name[n] = '\0';
+        if (n && !isalnum((unsigned char) name[0]))
+                name[0] = 'd';
+}
+
+int virtlink_propose(const struct virtlink_domain *d, bool cgroup_v2, struct virtlink_proposal *ret) {
+        struct virtlink_proposal p = { .note = "" };
+        uint64_t floor = 128 * MIB;
+
+        proposal_name(d->name, p.name, sizeof(p.name));
+        if (!p.name[0] || strstr(p.name, ".."))
+                return -EINVAL;
+        p.max_bytes = d->memory_bytes / MIB * MIB;
+        if (d->current_bytes && d->current_bytes < d->memory_bytes)
+                p.min_bytes = d->current_bytes / MIB * MIB;
+        else {
+                p.min_bytes = p.max_bytes / 2 / MIB * MIB;
+                p.note = "currentMemory = memory: min proposed at half of it";
+        }
+        if (p.min_bytes < floor)
+                p.min_bytes = floor;
+        if (p.min_bytes > p.max_bytes)
+                p.min_bytes = p.max_bytes;
+        p.cpu_weight = d->cpu_shares ? virtlink_weight_for_shares(d->cpu_shares, cgroup_v2) : 100;
+        *ret = p;
+        return 0;
 }

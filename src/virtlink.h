@@ -77,5 +77,39 @@ int virtlink_set_cpu_weight(struct virtlink *l, uint32_t weight);
 uint64_t virtlink_shares_for_weight(uint32_t weight, bool cgroup_v2);
 /* The inverse, for import: a domain's cpu_shares as a ledger weight, clamped to 1..10000. */
 uint32_t virtlink_weight_for_shares(uint64_t shares, bool cgroup_v2);
-/* True if the cpu controller is on cgroup v2 here (mounted at root, or /sys/fs/cgroup/cpu absent). */
+/* True if the cpu controller is on cgroup v2 under /sys/fs/cgroup (what libvirt writes to). */
 bool virtlink_cpu_on_cgroup_v2(void);
+
+/* ---- import: what libvirt runs, as proposed ledger entries ---- */
+
+/* One running domain as libvirt reports it. Sizes in bytes. */
+struct virtlink_domain {
+        char name[256];
+        uint64_t memory_bytes;          /* <memory>: the boot size, the balloon's ceiling */
+        uint64_t current_bytes;         /* <currentMemory>: the balloon's size now */
+        bool balloon;                   /* a memory balloon answers */
+        uint64_t cpu_shares;            /* libvirt's cpu_shares (the kernel value, unscaled); 0 unknown */
+};
+
+/*
+ * Lists the running domains at uri (synchronously: for ppnctl, not the daemon). Returns the
+ * number of domains (>= 0) with *ret (free()), or -errno with err saying what libvirt said.
+ */
+int virtlink_list_domains(const char *uri, struct virtlink_domain **ret, struct ppn_error *err);
+
+/* A proposed ledger entry for a domain (pure). */
+struct virtlink_proposal {
+        char name[64];                  /* a valid ledger name made from the domain's */
+        uint64_t min_bytes, max_bytes;
+        uint32_t cpu_weight;
+        const char *note;               /* why a value is what it is; "" if nothing to say */
+};
+
+/*
+ * max = <memory>; min = <currentMemory> when below <memory> (what the operator sized it to),
+ * else half of <memory> (nothing could move otherwise), never below 128 MiB or above max, in
+ * whole MiB; weight = cpu_shares as the ledger weight that the kernel value means on this
+ * cgroup version (virtlink_weight_for_shares()). The name: lower-case, characters outside
+ * [a-z0-9_.-] become '-', cut to 63. Returns 0, or -EINVAL when no valid name can be made.
+ */
+int virtlink_propose(const struct virtlink_domain *d, bool cgroup_v2, struct virtlink_proposal *ret);
