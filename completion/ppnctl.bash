@@ -9,12 +9,12 @@ _ppnctl_commands='adopt balloon events export history import ledger move node pl
 declare -A _ppnctl_subcommands=(
   [ledger]='check export history import'
   [node]='set show'
-  [vm]='add list remove set show'
+  [vm]='add import-libvirt list remove set show'
 )
 
 # Options by "COMMAND" or "COMMAND SUBCOMMAND".
 declare -A _ppnctl_opts=(
-  [adopt]='--qmp --help'
+  [adopt]='--qmp --libvirt --help'
   [balloon]='--for --help'
   [events]='--follow --json --help'
   [export]='--help'
@@ -33,7 +33,8 @@ declare -A _ppnctl_opts=(
   [start]='--paused --dry-run --no-deflate-on-oom --no-free-page-reporting --help'
   [status]='--json --help'
   [stop]='--timeout --help'
-  [vm add]='--min --max --shares --cpu-weight --vcpus --qmp --disk --qemu-arg --help'
+  [vm add]='--min --max --shares --cpu-weight --vcpus --qmp --libvirt --disk --qemu-arg --help'
+  [vm import-libvirt]='--uri --apply --json --help'
   [vm list]='--json --help'
   [vm remove]='--help'
   [vm set]='--help'

@@ -61,7 +61,7 @@ expect 2 "ppnctl vm add: --min and --max are required
 $USAGE_ADD" -- vm add web --max 2G
 expect 2 "ppnctl vm set: shares '0' is not an integer in 1–100000 (default 1000)
 $USAGE_SET" -- vm set db shares=0
-expect 2 "ppnctl vm set: unknown key 'colour'; keys are min, max, shares, cpu-weight, vcpus, qmp, disks, disk, qemu-args, qemu-arg
+expect 2 "ppnctl vm set: unknown key 'colour'; keys are min, max, shares, cpu-weight, vcpus, qmp, libvirt, disks, disk, qemu-args, qemu-arg
 $USAGE_SET" -- vm set db colour=blue
 expect 2 "ppnctl vm set: 'shares' is not KEY=VALUE (e.g. min=1G)
 $USAGE_SET" -- vm set db shares
