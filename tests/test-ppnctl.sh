@@ -39,8 +39,8 @@ check "vm add cache (options after the name)" "$PPNCTL" vm add cache --min 2G --
 check "--ledger overrides PPN_LEDGER" env PPN_LEDGER=/nonexistent "$PPNCTL" --ledger "$PPN_LEDGER" vm show db
 
 # ---- golden messages and exit codes ----
-USAGE_ADD='usage: ppnctl vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH] [--disk PATH]... [--qemu-arg ARG]...'
-USAGE_SET='usage: ppnctl vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp disks qemu-args)'
+USAGE_ADD='usage: ppnctl vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]...'
+USAGE_SET='usage: ppnctl vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp libvirt disks qemu-args)'
 expect 1 "ppnctl: refused: admitting 'web' (min 2048 MiB) needs 2048 MiB but the pool has 1024 MiB available (short by 1024 MiB); biggest reservations: db 4096 MiB, cache 2048 MiB" \
   -- vm add web --min 2G --max 3G
 expect 1 "ppnctl: refused: raising the minimum of 'cache' from 2048 MiB to 3584 MiB needs 1536 MiB but the pool has 1024 MiB available (short by 512 MiB); biggest reservations: db 4096 MiB, cache 2048 MiB" \
@@ -69,10 +69,11 @@ expect 2 "ppnctl vm set: key 'min' given twice; give each key once
 $USAGE_SET" -- vm set db min=1G min=2G
 expect 2 "ppnctl vm: unknown subcommand 'frobnicate'
 usage:
-  ppnctl vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH] [--disk PATH]... [--qemu-arg ARG]...
+  ppnctl vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]...
+  ppnctl vm import-libvirt [--uri URI] [--apply] [--json]
   ppnctl vm list [--json]
   ppnctl vm remove NAME
-  ppnctl vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp disks qemu-args)
+  ppnctl vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp libvirt disks qemu-args)
   ppnctl vm show NAME [--json]" -- vm frobnicate
 expect 1 "ppnctl: ledger '$T/none.db' does not exist; check --ledger or PPN_LEDGER (a write command such as 'ppnctl node set' or 'ppnctl vm add' creates it)" \
   -- --ledger "$T/none.db" vm list
@@ -174,7 +175,7 @@ truncate -s 4096 "$T/trunc.db"
 bad_file "truncated" "$T/trunc.db" "is truncated"
 cp "$PPN_LEDGER" "$T/newer.db"
 sqlite3 "$T/newer.db" 'PRAGMA user_version = 7'
-bad_file "newer schema" "$T/newer.db" "has schema version 7 but this build knows versions up to 1; use a newer ppnctl/ppnd (the file was not modified)"
+bad_file "newer schema" "$T/newer.db" "has schema version 7 but this build knows versions up to 2; use a newer ppnctl/ppnd (the file was not modified)"
 
 # ---- concurrency: two CLI writers and a reader at once ----
 "$PPNCTL" node set physical=64G >/dev/null
