@@ -35,7 +35,7 @@ static void proposal_print(const struct virtlink_domain *d, const struct virtlin
 
 /* --apply: each proposal through the ledger's admission, like 'vm add'; a refusal is reported
  * and the others still go in. Returns the number refused. */
-static int apply(const struct ctl_globals *g, const struct virtlink_proposal *p) {
+static int apply(const struct ctl_globals *g, const struct virtlink_domain *d, const struct virtlink_proposal *p) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         struct ppn_error e = {};
@@ -46,6 +46,8 @@ static int apply(const struct ctl_globals *g, const struct virtlink_proposal *p)
         vm.min_bytes = p->min_bytes;
         vm.max_bytes = p->max_bytes;
         vm.cpu_weight = p->cpu_weight;
+        if (ledger_vm_assign(&vm, "libvirt", d->name, &e) < 0)
+                return ctl_fail(&e, -ENOMEM), 1;
         if (ctl_open_ledger(g, true, &l))
                 return 1;
         return ledger_vm_add(l, &vm, getuid(), uuid, &e) < 0 ? ctl_fail(&e, -EINVAL), 1 : 0;
@@ -100,7 +102,7 @@ int ctl_vm_import_libvirt(const struct ctl_globals *g, int argc, char **argv) {
                 else
                         proposal_print(&doms[i], &p);
                 if (do_apply)
-                        refused += apply(g, &p);
+                        refused += apply(g, &doms[i], &p);
         }
         if (json)
                 ctl_print_json(arr);

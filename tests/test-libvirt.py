@@ -23,7 +23,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppnd_harness import BUILD, HERE, MIB, Node, Tap  # noqa: E402
+from ppnd_harness import BUILD, HERE, MIB, PPNCTL, Node, Tap  # noqa: E402
 
 GUEST = os.environ.get('PPN_GUEST_DIR', os.path.join(BUILD, 'guest'))
 TESTVM = os.path.join(BUILD, 'tests', 'guest', 'testvm')
@@ -199,6 +199,24 @@ def run(t, node, lv, domains):
         rc, out = guest_exec(gdir, 'echo up', timeout=90)
         if not t.ok(rc == 0 and 'up' in out, 'domain %s boots the test guest' % d, out):
             return t.done()
+
+    # Import: both domains proposed from what libvirt reports (libvirt's default cpu_shares is
+    # the kernel default, i.e. ledger weight 100 on either cgroup version).
+    r = node.ctl('vm', 'import-libvirt', '--uri', lv.uri, '--json', check=False)
+    try:
+        props = {p['domain']: p for p in json.loads(r.stdout)}
+    except ValueError:
+        props = {}
+    t.ok(sorted(props) == domains and all(p['max_bytes'] == 512 * MIB and p['min_bytes'] == 256 * MIB and
+                                          p['cpu_weight'] == 100 and p['name'] == d for d, p in props.items()),
+         'ppnctl vm import-libvirt proposes both domains (max 512M, min 256M, weight 100)', r.stdout + r.stderr)
+    scratch = dict(os.environ, PPN_LEDGER=os.path.join(node.dir, 'import.db'), PPN_SOCKET=node.sock)
+    subprocess.run([PPNCTL, 'node', 'set', 'physical=4G'], env=scratch, capture_output=True)
+    r = subprocess.run([PPNCTL, 'vm', 'import-libvirt', '--uri', lv.uri, '--apply'], env=scratch, capture_output=True,
+                       text=True)
+    shown = subprocess.run([PPNCTL, 'vm', 'show', 'g2', '--json'], env=scratch, capture_output=True, text=True)
+    t.ok(r.returncode == 0 and '"libvirt": "g2"' in shown.stdout.replace('":"', '": "'),
+         'import-libvirt --apply adds entries that name their domain', r.stdout + r.stderr + shown.stdout)
 
     # The ledger: capacity 896 MiB for Σ max 1 GiB, so idle memory must be reclaimed.
     node.ctl('node', 'set', 'physical=1G', 'reserve=128M')
