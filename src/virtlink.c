@@ -15,9 +15,13 @@
 
 /* While libvirtd is away the thread tries again this often. */
 #define RECONNECT_MSEC 1000
-/* Keepalive: a libvirtd that stops answering (but keeps the socket) is dropped after 3 × 2 s. */
+/* Keepalive: an idle connection to a libvirtd that stops answering is dropped after 3 × 2 s. */
 #define KEEPALIVE_SEC 2
 #define KEEPALIVE_COUNT 3
+/* A call in flight this long: libvirtd is not answering (a call blocked in libvirt is not cut
+ * short by keepalive, measured). Its domains are shown absent until it answers again. libvirt's
+ * own limit on waiting for a busy QEMU monitor is 30 s; a slow answer only costs a re-adoption. */
+#define STALL_USEC (10 * 1000000ULL)
 
 /* ---- the two queues between the daemon's loop and the libvirt thread ---- */
 
@@ -66,6 +70,7 @@ struct virtconn {
         struct job *jobs, **jobs_tail;          /* under lock */
         struct msg *msgs, **msgs_tail;          /* under lock */
         bool stop;                              /* under lock */
+        uint64_t busy_since;                    /* under lock: a call in flight since, 0 = idle */
         /* The libvirt thread's own. */
         virConnectPtr conn;
         int cb_lifecycle, cb_balloon;
@@ -74,6 +79,7 @@ struct virtconn {
         /* The daemon loop's own. */
         struct virtlink *links;
         bool connected;
+        bool stalled;                           /* a call has hung for STALL_USEC */
         char why[256];
 };
 
@@ -336,7 +342,13 @@ static void on_jobs(int watch, int fd, int events, void *opaque) {
         while (list) {
                 struct job *j = list;
                 list = j->next;
+                pthread_mutex_lock(&c->lock);
+                c->busy_since = now_usec();
+                pthread_mutex_unlock(&c->lock);
                 run_job(c, j);
+                pthread_mutex_lock(&c->lock);
+                c->busy_since = 0;
+                pthread_mutex_unlock(&c->lock);
                 job_free(j);
         }
 }
@@ -513,7 +525,7 @@ static void end_sampling(struct virtlink *l) {
 }
 
 static void lookup(struct virtlink *l) {
-        if (!l->c || !l->c->connected)
+        if (!l->c || !l->c->connected || l->c->stalled)
                 return;
         if (l->state == VMLINK_ABSENT)
                 set_state(l, VMLINK_CONNECTING, "looking up domain '%s' in libvirt", l->domain);
@@ -635,6 +647,47 @@ static void dispatch(struct virtconn *c, const struct msg *m) {
         }
 }
 
+static uint64_t busy_since(struct virtconn *c) {
+        uint64_t t;
+
+        pthread_mutex_lock(&c->lock);
+        t = c->busy_since;
+        pthread_mutex_unlock(&c->lock);
+        return t;
+}
+
+/* A hung call: every domain absent (held where it is) until libvirtd answers again. */
+static void check_stall(struct virtconn *c) {
+        uint64_t since = busy_since(c), now = now_usec();
+        struct virtlink *next;
+
+        if (c->stalled || !since || now - since < STALL_USEC)
+                return;
+        c->stalled = true;
+        log_warning("libvirt: %s has not answered a call for %" PRIu64 " s; its domains are held until it does",
+                    c->uri, (now - since) / 1000000);
+        for (struct virtlink *l = c->links; l; l = next) {
+                next = l->next;
+                end_sampling(l);
+                if (l->state != VMLINK_ABSENT)
+                        set_state(l, VMLINK_ABSENT, "libvirt at %s: no answer for %" PRIu64 " s; held until it answers",
+                                  c->uri, (now - since) / 1000000);
+        }
+}
+
+static void check_unstall(struct virtconn *c) {
+        struct virtlink *next;
+
+        if (!c->stalled || busy_since(c))
+                return;
+        c->stalled = false;
+        log_info("libvirt: %s answers again", c->uri);
+        for (struct virtlink *l = c->links; l; l = next) {
+                next = l->next;
+                lookup(l);
+        }
+}
+
 static int on_replies(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         struct virtconn *c = userdata;
         struct msg *list;
@@ -652,6 +705,7 @@ static int on_replies(sd_event_source *s, int fd, uint32_t revents, void *userda
                 dispatch(c, m);
                 msg_free(m);
         }
+        check_unstall(c);
         virtconn_unref(c);
         return 0;
 }
@@ -843,6 +897,8 @@ const char *virtlink_why(const struct virtlink *l) {
 }
 
 int virtlink_sample(struct virtlink *l) {
+        if (l->c)
+                check_stall(l->c);      /* the manager samples every tick: a hang is seen within one */
         if (l->state != VMLINK_RUNNING)
                 return -ENOTCONN;
         if (l->sampling)

@@ -21,7 +21,8 @@
  * looks the domain up and goes RUNNING. Stopped/crashed/shut down/undefined: ABSENT at once
  * (the event arrives within milliseconds of `virsh destroy`). libvirtd gone (the connection's
  * close callback, or keepalive after 3 × 2 s): every link ABSENT, and back to RUNNING when the
- * connection and the domain return. A balloon-change event updates the sample's `actual` at
+ * connection and the domain return. libvirtd not answering a call for 10 s (keepalive does not
+ * cut a call in flight short): every link ABSENT, held, until the call returns. A balloon-change event updates the sample's `actual` at
  * once, so a `virsh setmem` by hand is seen like a `balloon` in QEMU's monitor.
  */
 

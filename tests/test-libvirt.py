@@ -316,6 +316,25 @@ def run(t, node, lv, domains):
          json.dumps(node.status()['g2'], indent=1))
     t.note('virsh destroy itself took %.0f ms' % ((t_cmd - t0) * 1000))
 
+    # libvirtd frozen (SIGSTOP): every libvirt call would hang, but they run on ppnd's libvirt
+    # thread, so its loop keeps answering; after 10 s without an answer its domains are held.
+    os.kill(lv.proc.pid, signal.SIGSTOP)
+    try:
+        slowest, t_end = 0.0, time.monotonic() + 4
+        while time.monotonic() < t_end:
+            _, dt = node.request('status', timeout=5)
+            slowest = max(slowest, dt)
+            time.sleep(0.1)
+        t.ok(slowest < 0.5, 'libvirtd frozen: ppnd still answers within 0.5 s (slowest %.0f ms over 4 s)'
+             % (slowest * 1000))
+        dropped = wait_for(lambda: node.status()['g1']['state'] != 'running' and node.status(), 20)
+        t.ok(bool(dropped), 'a libvirtd that does not answer for 10 s: g1 shown absent (held)',
+             json.dumps(node.status()['g1'], indent=1))
+    finally:
+        os.kill(lv.proc.pid, signal.SIGCONT)
+    back = wait_for(lambda: node.status()['g1']['state'] == 'running' and node.status(), 20)
+    t.ok(bool(back), 'libvirtd thawed: ppnd reconnects, g1 running again', json.dumps(node.status()['g1'], indent=1))
+
     # libvirtd restarted: ppnd reconnects and carries on (g1 keeps running throughout).
     lv.stop_daemon()
     t.ok(bool(wait_for(lambda: node.status()['g1']['state'] != 'running', 10, step=0.05)),
