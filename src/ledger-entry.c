@@ -194,22 +194,22 @@ static int set_vcpus(struct ledger_vm *vm, const char *v, struct ppn_error *err)
         return parse_ranged(&int_fields[2], vm, v, err);
 }
 
-static int set_qmp(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
+/* An optional text field: "" clears it. */
+static int set_text(char **field, const char *v) {
         char *copy = NULL;
         if (*v && !(copy = strdup(v)))
                 return -ENOMEM;
-        free(vm->qmp);
-        vm->qmp = copy;
+        free(*field);
+        *field = copy;
         return 0;
 }
 
+static int set_qmp(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
+        return set_text(&vm->qmp, v);
+}
+
 static int set_libvirt(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
-        char *copy = NULL;
-        if (*v && !(copy = strdup(v)))
-                return -ENOMEM;
-        free(vm->libvirt);
-        vm->libvirt = copy;
-        return 0;
+        return set_text(&vm->libvirt, v);
 }
 
 static int replace_list(char ***field, const char *v, const char *seps) {

@@ -232,8 +232,20 @@ static int read_sample(virDomainPtr dom, struct vmlink_sample *ret) {
         return 0;
 }
 
+/* A reply carrying a sample, or why there is none. */
+static void post_sample(struct virtconn *c, enum msg_kind kind, virDomainPtr dom, const struct job *j) {
+        struct msg *m = msg_new(kind, j->link_id, j->domain);
+
+        if (!m)
+                return;
+        if (read_sample(dom, &m->sample) < 0) {
+                m->rc = -EIO;
+                snprintf(m->text, sizeof(m->text), "domain '%s': memory statistics: %s", j->domain, last_error());
+        }
+        post_msg(c, m);
+}
+
 static void do_lookup(struct virtconn *c, virDomainPtr dom, const struct job *j) {
-        struct msg *m;
         int state = 0, reason = 0;
 
         if (virDomainGetState(dom, &state, &reason, 0) < 0) {
@@ -247,26 +259,11 @@ static void do_lookup(struct virtconn *c, virDomainPtr dom, const struct job *j)
         /* Guest statistics are off unless a period is set (QEMU's guest-stats-polling-interval). */
         if (virDomainSetMemoryStatsPeriod(dom, (int) j->value, VIR_DOMAIN_AFFECT_LIVE) < 0)
                 log_debug("domain '%s': cannot set the statistics period: %s", j->domain, last_error());
-        m = msg_new(MSG_LOOKUP, j->link_id, j->domain);
-        if (!m)
-                return;
-        if (read_sample(dom, &m->sample) < 0) {
-                m->rc = -EIO;
-                snprintf(m->text, sizeof(m->text), "domain '%s': memory statistics: %s", j->domain, last_error());
-        }
-        post_msg(c, m);
+        post_sample(c, MSG_LOOKUP, dom, j);
 }
 
 static void do_sample(struct virtconn *c, virDomainPtr dom, const struct job *j) {
-        struct msg *m = msg_new(MSG_SAMPLE, j->link_id, j->domain);
-
-        if (!m)
-                return;
-        if (read_sample(dom, &m->sample) < 0) {
-                m->rc = -EIO;
-                snprintf(m->text, sizeof(m->text), "domain '%s': memory statistics: %s", j->domain, last_error());
-        }
-        post_msg(c, m);
+        post_sample(c, MSG_SAMPLE, dom, j);
 }
 
 static void do_set_mem(struct virtconn *c, virDomainPtr dom, const struct job *j) {
