@@ -110,6 +110,16 @@ static int load_vm(const struct ctl_globals *g, bool write, const char *name, st
         return 0;
 }
 
+/* A libvirt domain is libvirt's to start, stop and carry: ppnctl would run a second QEMU. */
+static int refuse_libvirt(const struct ledger_vm *vm, const char *what) {
+        if (!vm->libvirt)
+                return 0;
+        fprintf(stderr, "ppnctl: %s: VM '%s' is libvirt domain '%s'; libvirt runs it, so use virsh for that "
+                "(or 'ppnctl vm set %s libvirt=' to make it a QEMU that ppnctl starts)\n", what, vm->name,
+                vm->libvirt, vm->name);
+        return CTL_FAILED;
+}
+
 /* Starting needs the VM's minimum to fit this node's pool (the ledger holds it already, but
  * the node's capacity may have been lowered since). */
 static int start_admit(const struct ledger_state *st, const struct ledger_vm *vm, struct ppn_error *err) {
@@ -229,7 +239,7 @@ int ctl_start(const struct ctl_globals *g, int argc, char **argv) {
         int r = parse_start(argc, argv, &o, &name);
         if (r >= 0)
                 return r;
-        if ((r = load_vm(g, false, name, &l, &st, &vm)))
+        if ((r = load_vm(g, false, name, &l, &st, &vm)) || (r = refuse_libvirt(vm, "start")))
                 return r;
         if (vm_paths_get(g, vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
@@ -341,7 +351,7 @@ int ctl_stop(const struct ctl_globals *g, int argc, char **argv) {
         }
         if (optind != argc - 1)
                 return ctl_usage_error("stop", STOP_USAGE, "expected one VM name");
-        if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)))
+        if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)) || (r = refuse_libvirt(vm, "stop")))
                 return r;
         return stop_vm(g, vm, timeout, false) ? CTL_FAILED : CTL_OK;
 }
@@ -396,7 +406,7 @@ int ctl_export(const struct ctl_globals *g, int argc, char **argv) {
                 return r;
         if (argc != 3)
                 return ctl_usage_error("export", EXPORT_USAGE, "expected a VM name and a directory");
-        if ((r = load_vm(g, false, argv[1], &l, &st, &vm)))
+        if ((r = load_vm(g, false, argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "export")))
                 return r;
         return export_vm(g, vm, argv[2]) ? CTL_FAILED : CTL_OK;
 }
@@ -555,7 +565,7 @@ int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
         }
         if (optind != argc - 1 || !to)
                 return ctl_usage_error("move", MOVE_USAGE, "expected one VM name and --to DIR");
-        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)) || (r = refuse_libvirt(vm, "move")))
                 return r;
         /* The entry goes only once the archive is complete and verified (export re-reads it). */
         if (stop_vm(g, vm, timeout, true) || export_vm(g, vm, to))

@@ -349,6 +349,9 @@ def run(t, node, lv, domains):
     t.ok(bool(moved), 'after the restart ppnd still moves the balloon through libvirt (ppnctl balloon g1 256M)',
          json.dumps(node.status()['g1'], indent=1))
     node.ctl('release', 'g1')
+    r = node.ctl('stop', 'g1', check=False)
+    t.ok(r.returncode == 1 and "is libvirt domain 'g1'" in r.stderr and lv.virsh('domstate', 'g1').stdout.strip() == 'running',
+         'ppnctl stop refuses a libvirt domain (virsh is its tool); the domain keeps running', r.stderr)
     r = node.ctl('status')
     t.ok('g1' in r.stdout and 'g2' in r.stdout, 'ppnctl status lists both libvirt VMs', r.stdout)
     for line in r.stdout.splitlines():
