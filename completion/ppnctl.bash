@@ -11,12 +11,12 @@ declare -A _ppnctl_subcommands=(
   [grant]='revoke'
   [ledger]='check export history import'
   [node]='id init set show'
-  [vm]='add list remove set show'
+  [vm]='add import-libvirt list remove set show'
 )
 
 # Options by "COMMAND" or "COMMAND SUBCOMMAND".
 declare -A _ppnctl_opts=(
-  [adopt]='--qmp --help'
+  [adopt]='--qmp --libvirt --help'
   [balloon]='--for --help'
   [events]='--follow --json --help'
   [export]='--help'
@@ -41,7 +41,8 @@ declare -A _ppnctl_opts=(
   [start]='--paused --dry-run --no-deflate-on-oom --no-free-page-reporting --help'
   [status]='--json --help'
   [stop]='--timeout --help'
-  [vm add]='--min --max --base --shares --cpu-weight --vcpus --qmp --disk --qemu-arg --help'
+  [vm add]='--min --max --base --shares --cpu-weight --vcpus --qmp --libvirt --disk --qemu-arg --help'
+  [vm import-libvirt]='--uri --apply --json --help'
   [vm list]='--json --help'
   [vm remove]='--help'
   [vm set]='--help'

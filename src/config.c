@@ -45,6 +45,8 @@ const char config_default_text[] =
         "lease-ttl = 15s\n"
         "republish = 60s\n"
         "threshold = 64M\n"
+        "[libvirt]\n"
+        "uri =\n"
         "[metrics]\n"
         "enabled = no\n"
         "address = 127.0.0.1\n"
@@ -69,6 +71,7 @@ enum key_type {
         KEY_IP,         /* a numeric IPv4 or IPv6 address (no host names: no resolver at start) */
         KEY_PATH_EMPTY, /* empty or an absolute path */
         KEY_URLS,       /* comma-separated http:// or https:// URLs, at least one */
+        KEY_URI,        /* empty, or a libvirt URI: SCHEME://[HOST]/PATH[?QUERY], no spaces */
 };
 
 struct key {
@@ -119,6 +122,7 @@ static const struct key keys[] = {
         NUM("fleet", "republish", KEY_DURATION, fleet_republish_usec, 1000000, 3600000000),
         NUM("fleet", "threshold", KEY_SIZE, fleet_threshold_bytes, 0, UINT64_C(1) << 40),
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
+        { "libvirt", "uri", KEY_URI, OFF(libvirt_uri), 0, 0, 0 },
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },
         { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
         NUM("metrics", "port", KEY_UINT, metrics_port, 1, 65535),
@@ -364,6 +368,9 @@ static const char *check_text(enum key_type t, const char *v) {
         case KEY_PROGRAM:
                 return v[0] == '/' || (v[0] && !strchr(v, '/')) ? NULL
                                                                 : "must be an absolute path or a program name found in PATH";
+        case KEY_URI:
+                return !*v || (strstr(v, "://") && !strpbrk(v, " \t")) ? NULL
+                        : "must be empty (no libvirt) or a libvirt URI such as qemu:///system";
         case KEY_IP: {
                 unsigned char addr[sizeof(struct in6_addr)];
                 return inet_pton(AF_INET, v, addr) == 1 || inet_pton(AF_INET6, v, addr) == 1
@@ -570,6 +577,7 @@ int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b
                 { "fleet.ca", OFF(fleet_ca) },
                 { "fleet.cert", OFF(fleet_cert) },
                 { "fleet.key", OFF(fleet_key) },
+                { "libvirt.uri", OFF(libvirt_uri) },
         };
         /* Read once at start too: the control socket's limits, cgroup placement, the HTTP
          * listener. Compared byte for byte (numbers and booleans). */

@@ -45,6 +45,8 @@ struct ppn_config {
         char *qemu_binary;              /* absolute, or a name looked up in PATH */
         char *log_dir;                  /* QEMU's stderr and serial console: LOG_DIR/NAME.log */
         char *image_dir;                /* ppnctl import puts disk images in IMAGE_DIR/NAME/ */
+        /* [libvirt] */
+        char *libvirt_uri;              /* connection for ledger entries naming a domain; "" = none */
         /* [metrics] */
         bool metrics_enabled;
         char *metrics_address;

@@ -22,6 +22,7 @@
  *               min floor, below max) and a virtio-mem region of max − base is plugged and
  *               unplugged in 2 MiB blocks; with vmem off (the default) base is unset and the
  *               guest boots with max, the balloon its only actuator
+ *   libvirt     libvirt domain name: printable ASCII, no '/', <= 200 bytes, optional; not with qmp
  *   node: physical default MemTotal of /proc/meminfo; reserve default max(512 MiB, 5% of
  *   physical rounded down to whole MiB); min floor default 128 MiB — a guest ballooned to
  *   1 MiB panicked ("System is deadlocked on memory"), so the floor is not optional.
@@ -50,6 +51,8 @@
 /* virtio-mem's block: QEMU 7.2's default for a memory-backend-ram region on x86 (2 MiB, the
  * transparent huge page size); the region and the boot memory are whole blocks. */
 #define LEDGER_VMEM_BLOCK (2 * MIB)
+/* libvirt refuses '/' in a domain name; ours are printable ASCII and at most this long. */
+#define LEDGER_LIBVIRT_DOMAIN_MAX 200
 
 struct ledger_vm {
         char name[LEDGER_NAME_MAX + 1];
@@ -62,6 +65,7 @@ struct ledger_vm {
         uint32_t cpu_weight;
         uint32_t vcpus;
         char *qmp;                        /* NULL when unset */
+        char *libvirt;                    /* libvirt domain name (instead of qmp); NULL when unset */
         char **disks;                     /* NULL-terminated; NULL when none */
         char **qemu_args;                 /* extra QEMU arguments, NULL-terminated; NULL when none */
         bool override_set;                /* manual target lease */

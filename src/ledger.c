@@ -48,6 +48,8 @@ static const char *const migrations[] = {
         /* 2 -> 3: the memory layout — boot memory and a virtio-mem region (NULL/0: none). */
         "ALTER TABLE vm ADD COLUMN base_bytes INTEGER;"
         "ALTER TABLE vm ADD COLUMN vmem INTEGER NOT NULL DEFAULT 0;",
+        /* 3 -> 4: a VM may be a libvirt domain (reached through libvirt, not a QMP socket). */
+        "ALTER TABLE vm ADD COLUMN libvirt_domain TEXT;",
 };
 _Static_assert(ELEMENTSOF(migrations) == LEDGER_SCHEMA_VERSION, "one migration per schema version");
 
@@ -477,6 +479,8 @@ static int row_to_vm(sqlite3_stmt *s, struct ledger_vm *vm) {
         vm->override_expires = sqlite3_column_int64(s, 11);
         vm->base_bytes = (uint64_t) sqlite3_column_int64(s, 12);
         vm->vmem = sqlite3_column_int64(s, 13) != 0;
+        if (col_text(s, 14) && !(vm->libvirt = strdup(col_text(s, 14))))
+                return -ENOMEM;
         return 0;
 }
 
@@ -506,7 +510,7 @@ static int load_node(struct ledger *l, struct ledger_state *st, struct ppn_error
 
 static const char vm_columns[] =
         "name, uuid, min_bytes, max_bytes, shares, cpu_weight, vcpus, qmp, disks, qemu_args, "
-        "override_target_bytes, override_expires, base_bytes, vmem";
+        "override_target_bytes, override_expires, base_bytes, vmem, libvirt_domain";
 
 static int load_vms(struct ledger *l, struct ledger_state *st, struct ppn_error *err) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
@@ -781,7 +785,7 @@ static int write_vm(struct ledger *l, const struct ledger_vm *vm, struct ppn_err
 
         if (!disks || !args)
                 return -ENOMEM;
-        snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO vm (%s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm_columns);
+        snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO vm (%s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm_columns);
         r = prepare(l, sql, &s, err);
         if (r < 0)
                 return r;
@@ -801,6 +805,7 @@ static int write_vm(struct ledger *l, const struct ledger_vm *vm, struct ppn_err
         }
         bind_size(s, 13, vm->base_bytes);
         sqlite3_bind_int(s, 14, vm->vmem);
+        sqlite3_bind_text(s, 15, vm->libvirt, -1, SQLITE_STATIC);
         rc = sqlite3_step(s);
         return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "writing a VM");
 }

@@ -41,7 +41,7 @@
 #include "ledger-entry.h"
 #include "util.h"
 
-#define LEDGER_SCHEMA_VERSION 3
+#define LEDGER_SCHEMA_VERSION 4
 
 /* Mode of a ledger file this module creates (and of its -wal and -shm, which SQLite gives the
  * main file's mode): the owner writes, its group may read, nobody else may. The umask may

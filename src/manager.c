@@ -21,7 +21,7 @@
 #include "policy.h"
 #include "pool.h"
 #include "status.h"
-#include "vmlink.h"
+#include "backend.h"
 
 enum { TOPIC_EVENTS = 1 };
 
@@ -32,7 +32,7 @@ enum { TOPIC_EVENTS = 1 };
 struct managed_vm {
         struct manager *m;
         struct ledger_vm entry;         /* the ledger's record as last loaded */
-        struct vmlink *link;
+        struct backend *link;
         struct policy_vm_state pstate;  /* the policy's memory between ticks */
         uint64_t target;                /* target in force; 0 = none yet (take actual) */
         struct policy_decision last;    /* the latest decision (reason, numbers) */
@@ -111,13 +111,13 @@ static struct managed_vm *find_vm(struct manager *m, const char *name) {
 /* The split of a running VM's size: base, plugged (virtio-mem), balloon; and for a virtio-mem
  * VM the actuator's reason after the policy's. */
 static void fill_memory_split(const struct managed_vm *v, struct vm_status *s) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
-        const struct actuator_plan *p = vmlink_actuator_plan(v->link);
+        const struct vmlink_sample *x = backend_last(v->link);
+        const struct actuator_plan *p = backend_actuator_plan(v->link);
         uint64_t base = x->vmem ? x->base : v->entry.max_bytes;
         size_t used;
 
         s->base_bytes = s->plugged_bytes = s->balloon_bytes = STATUS_UNKNOWN;
-        if (vmlink_get_state(v->link) != VMLINK_RUNNING)
+        if (backend_get_state(v->link) != VMLINK_RUNNING)
                 return;
         s->base_bytes = base;
         s->plugged_bytes = x->vmem ? x->plugged : STATUS_UNKNOWN;
@@ -131,8 +131,8 @@ static void fill_memory_split(const struct managed_vm *v, struct vm_status *s) {
 }
 
 static void fill_status(const struct managed_vm *v, struct vm_status *s) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
-        enum vmlink_state ls = vmlink_get_state(v->link);
+        const struct vmlink_sample *x = backend_last(v->link);
+        enum vmlink_state ls = backend_get_state(v->link);
         uint64_t now = now_usec();
 
         *s = (struct vm_status) {
@@ -140,7 +140,7 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
                 .target_bytes = v->target ? v->target : STATUS_UNKNOWN,
                 .actual_bytes = ls == VMLINK_RUNNING && x->actual_usec ? x->actual : STATUS_UNKNOWN,
                 .guest_available_bytes = STATUS_UNKNOWN, .stats_age_usec = STATUS_UNKNOWN,
-                .shares = v->entry.shares, .cpu_weight = v->entry.cpu_weight, .pid = vmlink_pid(v->link),
+                .shares = v->entry.shares, .cpu_weight = v->entry.cpu_weight, .pid = backend_pid(v->link),
         };
         snprintf(s->name, sizeof(s->name), "%s", v->entry.name);
         snprintf(s->state, sizeof(s->state), "%s", vmlink_state_to_string(ls));
@@ -152,11 +152,11 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
         if (v->pstate.lease_kind != POLICY_LEASE_NONE && v->pstate.lease_expiry_usec > now)
                 s->override_left_usec = v->pstate.lease_expiry_usec - now;
         if (ls != VMLINK_RUNNING)
-                snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
+                snprintf(s->reason, sizeof(s->reason), "%s", backend_why(v->link));
         else if (v->decided)
                 snprintf(s->reason, sizeof(s->reason), "%s: %s", policy_reason_to_string(v->last.reason), v->last.why);
         else
-                snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
+                snprintf(s->reason, sizeof(s->reason), "%s", backend_why(v->link));
         fill_memory_split(v, s);
         if (v->cg_why[0] && ls == VMLINK_RUNNING) {
                 size_t used = strlen(s->reason);
@@ -173,10 +173,18 @@ static bool apply_lease(struct managed_vm *v);
 static void place_in_cgroup(struct managed_vm *v) {
         struct manager *m = v->m;
         struct ppn_error err = { 0 };
-        pid_t pid = vmlink_pid(v->link);
+        pid_t pid = backend_pid(v->link);
         int r;
 
         v->placed = false;
+        r = backend_set_cpu_weight(v->link, v->entry.cpu_weight);
+        if (r != -EOPNOTSUPP) {
+                /* libvirt sets it on the domain's own cgroup (async; failures are logged there). */
+                v->placed = r >= 0;
+                v->placed_weight = v->entry.cpu_weight;
+                v->cg_why[0] = '\0';
+                return;
+        }
         if (open_cgroup(m, &err) < 0) {
                 text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
                 log_warning("%s: CPU weights unavailable: %s", v->entry.name, err.msg);
@@ -200,10 +208,10 @@ static void place_in_cgroup(struct managed_vm *v) {
 static void start_round(struct manager *m);
 static int tunables_from_config(const struct ppn_config *c, struct policy_tunables *ret, struct ppn_error *err);
 
-static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *why, void *userdata) {
+static void on_link_state(struct backend *l, enum vmlink_state old, const char *why, void *userdata) {
         struct managed_vm *v = userdata;
         struct manager *m = v->m;
-        enum vmlink_state now = vmlink_get_state(l);
+        enum vmlink_state now = backend_get_state(l);
 
         if (now == VMLINK_RUNNING) {
                 m->counters.reconnects += v->ever_running;
@@ -216,12 +224,15 @@ static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *w
                 v->target = 0;
                 v->decided = false;
                 apply_lease(v);         /* an operator lease in the ledger survives re-adoption */
-                if (v->placed)
+                if (v->placed && backend_is_libvirt(l))
+                        manager_record(m, v->entry.name, "adopt", 0, 0, "%s; cpu weight %u on the domain's cgroup",
+                                       why, v->placed_weight);
+                else if (v->placed)
                         manager_record(m, v->entry.name, "adopt", 0, 0, "%s; QEMU pid %d in cgroup vm-%s, cpu weight %u",
-                                       why, (int) vmlink_pid(l), v->entry.name, v->placed_weight);
+                                       why, (int) backend_pid(l), v->entry.name, v->placed_weight);
                 else
                         manager_record(m, v->entry.name, "adopt", 0, 0, "%s; QEMU pid %d; no cpu placement: %s", why,
-                                       (int) vmlink_pid(l), v->cg_why);
+                                       (int) backend_pid(l), v->cg_why);
                 start_round(m);
         } else if (now == VMLINK_ABSENT && old != VMLINK_ABSENT) {
                 v->placed = false;
@@ -232,7 +243,7 @@ static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *w
 
 static void decide(struct manager *m);
 
-static void on_link_sampled(struct vmlink *l, void *userdata) {
+static void on_link_sampled(struct backend *l, void *userdata) {
         struct managed_vm *v = userdata;
         struct manager *m = v->m;
 
@@ -243,15 +254,15 @@ static void on_link_sampled(struct vmlink *l, void *userdata) {
                 decide(m);
 }
 
-static void on_link_qmp_error(struct vmlink *l, const char *class, void *userdata) {
+static void on_link_qmp_error(struct backend *l, const char *class, void *userdata) {
         struct managed_vm *v = userdata;
         metrics_count_error(&v->m->counters, class);
 }
 
 /* A virtio-mem step: recorded when it sends something or its reason changes. */
-static void on_link_actuated(struct vmlink *l, const struct actuator_plan *p, void *userdata) {
+static void on_link_actuated(struct backend *l, const struct actuator_plan *p, void *userdata) {
         struct managed_vm *v = userdata;
-        const struct vmlink_sample *x = vmlink_last(l);
+        const struct vmlink_sample *x = backend_last(l);
 
         if (!p->set_requested && !p->set_value && p->reason == v->vmem_reason)
                 return;
@@ -261,10 +272,10 @@ static void on_link_actuated(struct vmlink *l, const struct actuator_plan *p, vo
                        p->set_value ? "; balloon value sent" : "");
 }
 
-static const struct vmlink_callbacks link_callbacks = {
+static const struct backend_callbacks link_callbacks = {
         .state_changed = on_link_state,
         .sampled = on_link_sampled,
-        .qmp_error = on_link_qmp_error,
+        .error = on_link_qmp_error,
         .actuated = on_link_actuated,
 };
 
@@ -289,7 +300,7 @@ static char *qmp_path_for(const struct manager *m, const struct ledger_vm *e) {
 static struct managed_vm *managed_vm_free(struct managed_vm *v) {
         if (!v)
                 return NULL;
-        vmlink_free(v->link);
+        backend_free(v->link);
         closep(&v->statm_fd);
         ledger_vm_done(&v->entry);
         history_ring_done(&v->history);
@@ -314,9 +325,10 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
                 return -ENOMEM;
         }
         link_options(m, &o);
-        /* vmlink_new() may call back (connect succeeds at once): v must be complete first. */
+        /* backend_new() may call back (connect succeeds at once): v must be complete first. */
         *ret = v;
-        r = vmlink_new(m->event, e->name, path, &o, &link_callbacks, v, &v->link);
+        r = backend_new(m->event, e->name, &(struct backend_where) { path, m->cfg->libvirt_uri, e->libvirt }, &o,
+                        &link_callbacks, v, &v->link);
         if (r < 0) {
                 *ret = managed_vm_free(v);
                 return r;
@@ -331,7 +343,8 @@ static void apply_weight(struct managed_vm *v) {
 
         if (!v->placed || v->placed_weight == v->entry.cpu_weight)
                 return;
-        if (ppn_cgroup_vm_set_weight(v->m->cg, v->entry.name, v->entry.cpu_weight, &err) < 0) {
+        if (backend_set_cpu_weight(v->link, v->entry.cpu_weight) == -EOPNOTSUPP &&
+            ppn_cgroup_vm_set_weight(v->m->cg, v->entry.name, v->entry.cpu_weight, &err) < 0) {
                 text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
                 log_warning("%s: cannot set cpu weight %u: %s", v->entry.name, v->entry.cpu_weight, err.msg);
                 return;
@@ -366,7 +379,9 @@ static bool apply_lease(struct managed_vm *v) {
 
 /* Updates one VM from its new ledger record. Returns true if the policy should run now. */
 static bool update_vm(struct managed_vm *v, const struct ledger_vm *e) {
-        bool qmp_changed = (e->qmp == NULL) != (v->entry.qmp == NULL) || (e->qmp && strcmp(e->qmp, v->entry.qmp) != 0);
+        bool qmp_changed = (e->qmp == NULL) != (v->entry.qmp == NULL) || (e->qmp && strcmp(e->qmp, v->entry.qmp) != 0) ||
+                           (e->libvirt == NULL) != (v->entry.libvirt == NULL) ||
+                           (e->libvirt && strcmp(e->libvirt, v->entry.libvirt) != 0);
         bool sizes = e->min_bytes != v->entry.min_bytes || e->max_bytes != v->entry.max_bytes ||
                      e->shares != v->entry.shares;
         struct ledger_vm copy;
@@ -381,7 +396,7 @@ static bool update_vm(struct managed_vm *v, const struct ledger_vm *e) {
         v->entry = copy;
         if (qmp_changed) {
                 _cleanup_free_ char *path = qmp_path_for(v->m, e);
-                vmlink_set_path(v->link, path);
+                backend_set_where(v->link, &(struct backend_where) { path, v->m->cfg->libvirt_uri, e->libvirt });
         }
         apply_weight(v);
         rerun = apply_lease(v);
@@ -402,7 +417,7 @@ static bool sync_vms(struct manager *m, const struct ledger_state *st) {
                 else if (managed_vm_new(m, &st->vms[i], &v) == 0) {
                         manager_record(m, v->entry.name, "added", 0, 0, "in the ledger: min %" PRIu64 " MiB, max %"
                                        PRIu64 " MiB; %s", v->entry.min_bytes / MIB, v->entry.max_bytes / MIB,
-                                       vmlink_why(v->link));
+                                       backend_why(v->link));
                         apply_lease(v);
                 }
                 next[i] = v;
@@ -466,7 +481,7 @@ static void start_round(struct manager *m) {
         if (m->round_pending > 0)
                 return;         /* the round in flight decides with the newest state */
         for (size_t i = 0; i < m->n_vms; i++)
-                if (vmlink_sample(m->vms[i]->link) == 0) {
+                if (backend_sample(m->vms[i]->link) == 0) {
                         m->vms[i]->in_round = true;
                         m->round_pending++;
                 }
@@ -489,23 +504,23 @@ static void force_round_end(struct manager *m) {
 /* Decisions are taken only for VMs the daemon has adopted and measured at least once; the
  * others still count in the sums (held where they are) but their decisions are not kept. */
 static bool decidable(const struct managed_vm *v) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
-        return vmlink_get_state(v->link) == VMLINK_RUNNING && (!x->balloon || x->actual_usec);
+        const struct vmlink_sample *x = backend_last(v->link);
+        return backend_get_state(v->link) == VMLINK_RUNNING && (!x->balloon || x->actual_usec);
 }
 
 static enum policy_driver driver_of(const struct managed_vm *v) {
         if (!decidable(v))
                 return POLICY_DRIVER_DISCONNECTED;
-        return vmlink_last(v->link)->balloon ? POLICY_DRIVER_OK : POLICY_DRIVER_NO_BALLOON;
+        return backend_last(v->link)->balloon ? POLICY_DRIVER_OK : POLICY_DRIVER_NO_BALLOON;
 }
 
 /* One VM as the policy sees it. Times on the monotonic clock; QEMU's last-update converted. */
 static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real, struct policy_vm *p) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
+        const struct vmlink_sample *x = backend_last(v->link);
         enum policy_driver d = driver_of(v);
         /* Not measured yet: QEMU may hold its whole boot size. Absent: its last target, at least
          * its reservation. */
-        uint64_t held = v->target ? v->target : vmlink_get_state(v->link) == VMLINK_ABSENT ? v->entry.min_bytes
+        uint64_t held = v->target ? v->target : backend_get_state(v->link) == VMLINK_ABSENT ? v->entry.min_bytes
                                                                                          : v->entry.max_bytes;
 
         *p = (struct policy_vm) {
@@ -559,13 +574,13 @@ static void apply_decision(struct managed_vm *v, const struct policy_vm *p, cons
         v->last = *d;
         v->decided = true;
         metrics_count_decision(&v->m->counters, d->reason);
-        if (d->apply && vmlink_get_state(v->link) == VMLINK_RUNNING) {
+        if (d->apply && backend_get_state(v->link) == VMLINK_RUNNING) {
                 /* The policy guarantees min <= target <= max; this is the last line of that defence. */
                 uint64_t t = d->target < v->entry.min_bytes ? v->entry.min_bytes : d->target;
                 if (t != d->target)
                         log_error("%s: policy asked %" PRIu64 " below the minimum; clamped", v->entry.name, d->target);
                 v->target = t;
-                if (vmlink_set_size(v->link, t, v->entry.min_bytes) >= 0)
+                if (backend_set_target(v->link, t, v->entry.min_bytes) >= 0)
                         v->m->counters.balloon_commands++;
         }
         if (worth_recording(old_reason, d, first))
@@ -582,8 +597,8 @@ static void update_pool(struct manager *m, const struct policy_node *node) {
         m->pool.n_running = 0;
         for (size_t i = 0; i < m->n_vms; i++) {
                 const struct managed_vm *v = m->vms[i];
-                const struct vmlink_sample *x = vmlink_last(v->link);
-                bool running = vmlink_get_state(v->link) == VMLINK_RUNNING;
+                const struct vmlink_sample *x = backend_last(v->link);
+                bool running = backend_get_state(v->link) == VMLINK_RUNNING;
                 pv[i] = (struct pool_vm) { .name = v->entry.name, .min_bytes = v->entry.min_bytes,
                                            .max_bytes = v->entry.max_bytes, .actual_bytes = x->actual,
                                            .actual_known = running && x->actual_usec && x->balloon };
@@ -614,7 +629,7 @@ static void record_samples(struct manager *m, uint64_t real) {
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct managed_vm *v = m->vms[i];
                 struct vm_status st;
-                const struct vmlink_sample *x = vmlink_last(v->link);
+                const struct vmlink_sample *x = backend_last(v->link);
 
                 fill_status(v, &st);
                 history_ring_add(&v->history, &(struct history_sample) {
@@ -663,8 +678,8 @@ static void metrics_vm_of(const struct managed_vm *v, struct metrics_vm *ret) {
                 .actual_bytes = st.actual_bytes, .guest_available_bytes = st.guest_available_bytes,
                 .stats_age_usec = st.stats_age_usec, .cpu_weight = st.cpu_weight,
                 .override_active = st.override_left_usec > 0,
-                .stuck = v->pstate.stuck_since_usec != 0 || (vmlink_actuator_plan(v->link) &&
-                                                             vmlink_actuator_plan(v->link)->stalled),
+                .stuck = v->pstate.stuck_since_usec != 0 || (backend_actuator_plan(v->link) &&
+                                                             backend_actuator_plan(v->link)->stalled),
         };
         snprintf(ret->name, sizeof(ret->name), "%s", st.name);
         snprintf(ret->state, sizeof(ret->state), "%s", st.state);
@@ -974,7 +989,7 @@ static void manager_reload(struct manager *m) {
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct vmlink_options o;
                 link_options(m, &o);
-                vmlink_set_options(m->vms[i]->link, &o);
+                backend_set_options(m->vms[i]->link, &o);
         }
         manager_record(m, NULL, "config", 0, 0, "reloaded %s", m->config_path);
         sd_notify(false, "READY=1");
@@ -1136,19 +1151,19 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
         v->target = from + grant;
         v->pstate.last_grow_usec = now_usec();
         m->pool.free_bytes -= (int64_t) grant;
-        if (vmlink_set_size(v->link, v->target, v->entry.min_bytes) >= 0)
+        if (backend_set_target(v->link, v->target, v->entry.min_bytes) >= 0)
                 m->counters.balloon_commands++;
         manager_record(m, v->entry.name, "grow-fast", from, v->target, "%s; grown by %" PRIu64 " MiB before its next "
                        "statistics", d->why, grant / MIB);
 }
 
 static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
+        const struct vmlink_sample *x = backend_last(v->link);
         struct fastgrow_decision d;
-        pid_t pid = vmlink_pid(v->link);
+        pid_t pid = backend_pid(v->link);
         uint64_t rss, upd = x->stats_update_sec * 1000000;
 
-        if (vmlink_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
+        if (backend_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
             v->pstate.lease_kind != POLICY_LEASE_NONE || !(rss = read_rss(v, pid)))
                 return;
         struct fastgrow_vm in = {

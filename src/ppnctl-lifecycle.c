@@ -32,7 +32,7 @@
 
 #define START_USAGE "start VM [--paused] [--dry-run] [--no-deflate-on-oom] [--no-free-page-reporting]"
 #define STOP_USAGE "stop VM [--timeout SECONDS]"
-#define ADOPT_USAGE "adopt VM --qmp PATH"
+#define ADOPT_USAGE "adopt VM --qmp PATH | --libvirt DOMAIN"
 #define EXPORT_USAGE "export VM DIR"
 #define IMPORT_USAGE "import DIR [--image-dir DIR]"
 #define MOVE_USAGE "move VM --to DIR [--timeout SECONDS]"
@@ -117,6 +117,16 @@ static int load_vm(const struct ctl_globals *g, bool write, const char *name, st
                 return CTL_FAILED;
         }
         return 0;
+}
+
+/* A libvirt domain is libvirt's to start, stop and carry: ppnctl would run a second QEMU. */
+static int refuse_libvirt(const struct ledger_vm *vm, const char *what) {
+        if (!vm->libvirt)
+                return 0;
+        fprintf(stderr, "ppnctl: %s: VM '%s' is libvirt domain '%s'; libvirt runs it, so use virsh for that "
+                "(or 'ppnctl vm set %s libvirt=' to make it a QEMU that ppnctl starts)\n", what, vm->name,
+                vm->libvirt, vm->name);
+        return CTL_FAILED;
 }
 
 /* Starting needs the VM's minimum to fit this node's pool (the ledger holds it already, but
@@ -249,7 +259,7 @@ int ctl_start(const struct ctl_globals *g, int argc, char **argv) {
         int r = parse_start(argc, argv, &o, &name);
         if (r >= 0)
                 return r;
-        if ((r = load_vm(g, false, name, &l, &st, &vm)))
+        if ((r = load_vm(g, false, name, &l, &st, &vm)) || (r = refuse_libvirt(vm, "start")))
                 return r;
         if (vm_paths_get(g, vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
@@ -361,7 +371,7 @@ int ctl_stop(const struct ctl_globals *g, int argc, char **argv) {
         }
         if (optind != argc - 1)
                 return ctl_usage_error("stop", STOP_USAGE, "expected one VM name");
-        if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)))
+        if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)) || (r = refuse_libvirt(vm, "stop")))
                 return r;
         return stop_vm(g, vm, timeout, false) ? CTL_FAILED : CTL_OK;
 }
@@ -416,7 +426,7 @@ int ctl_export(const struct ctl_globals *g, int argc, char **argv) {
                 return r;
         if (argc != 3)
                 return ctl_usage_error("export", EXPORT_USAGE, "expected a VM name and a directory");
-        if ((r = load_vm(g, false, argv[1], &l, &st, &vm)))
+        if ((r = load_vm(g, false, argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "export")))
                 return r;
         return export_vm(g, vm, argv[2]) ? CTL_FAILED : CTL_OK;
 }
@@ -575,7 +585,7 @@ int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
         }
         if (optind != argc - 1 || !to)
                 return ctl_usage_error("move", MOVE_USAGE, "expected one VM name and --to DIR");
-        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)) || (r = refuse_libvirt(vm, "move")))
                 return r;
         /* The entry goes only once the archive is complete and verified (export re-reads it). */
         if (stop_vm(g, vm, timeout, true) || export_vm(g, vm, to))
@@ -647,10 +657,29 @@ static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct 
         return 0;
 }
 
+/* A libvirt domain: libvirt owns QEMU, its monitor and its cgroup; ppnd reaches it through
+ * [libvirt] uri. The entry names the domain (and no QMP socket); ppnd adopts it within a second. */
+static int adopt_libvirt(const struct ctl_globals *g, struct ledger *l, const struct ledger_vm *vm, const char *domain) {
+        struct ppn_error e = {};
+        _cleanup_free_ char *pair = NULL;
+        int r;
+
+        if (asprintf(&pair, "libvirt=%s", domain) < 0)
+                return ctl_fail(NULL, -ENOMEM);
+        const char *pairs[] = { "qmp=", pair };
+        if ((r = ledger_vm_set(l, vm->name, pairs, 2, getuid(), &e)) < 0)
+                return ctl_fail(&e, r);
+        printf("%s now names libvirt domain '%s'; ppnd adopts it through its [libvirt] uri "
+               "(balloon, statistics and cpu weight %" PRIu32 " through libvirt)\n", vm->name, domain, vm->cpu_weight);
+        return 0;
+}
+
 int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
         static const struct option opts[] = {
-                { "qmp", required_argument, NULL, 'q' }, { "help", no_argument, NULL, 'h' }, {},
+                { "qmp", required_argument, NULL, 'q' }, { "libvirt", required_argument, NULL, 'l' },
+                { "help", no_argument, NULL, 'h' }, {},
         };
+        const char *domain = NULL;
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
@@ -661,12 +690,21 @@ int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
                 if (c == 'h')
                         return printf("usage: ppnctl %s\n", ADOPT_USAGE), CTL_OK;
+                if (c == 'l') {
+                        domain = optarg;
+                        continue;
+                }
                 if (c != 'q')
                         return ctl_usage_error("adopt", ADOPT_USAGE, "unknown option '%s'", argv[optind - 1]);
                 qmp_path = optarg;
         }
-        if (optind != argc - 1 || !qmp_path)
-                return ctl_usage_error("adopt", ADOPT_USAGE, "expected one VM name and --qmp PATH");
+        if (optind != argc - 1 || !qmp_path == !domain)
+                return ctl_usage_error("adopt", ADOPT_USAGE, "expected one VM name and either --qmp PATH or --libvirt DOMAIN");
+        if (domain) {
+                if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+                        return r;
+                return adopt_libvirt(g, l, vm, domain) ? CTL_FAILED : CTL_OK;
+        }
         if (qmp_path[0] != '/')
                 return ctl_usage_error("adopt", ADOPT_USAGE, "--qmp: want an absolute path");
         if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))

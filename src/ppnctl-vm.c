@@ -11,8 +11,8 @@
 #include "ppnctl.h"
 
 #define ADD_USAGE "vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] " \
-                  "[--qmp PATH] [--disk PATH]... [--qemu-arg ARG]..."
-#define SET_USAGE "vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp disks qemu-args)"
+                  "[--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]..."
+#define SET_USAGE "vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp libvirt disks qemu-args)"
 #define SHOW_USAGE "vm show NAME [--json]"
 #define LIST_USAGE "vm list [--json]"
 #define REMOVE_USAGE "vm remove NAME"
@@ -23,7 +23,8 @@ static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
                 { "shares", required_argument, NULL, 0 },   { "cpu-weight", required_argument, NULL, 0 },
                 { "vcpus", required_argument, NULL, 0 },    { "qmp", required_argument, NULL, 0 },
                 { "disk", required_argument, NULL, 0 },     { "qemu-arg", required_argument, NULL, 0 },
-                { "base", required_argument, NULL, 0 },     { "help", no_argument, NULL, 'h' },
+                { "base", required_argument, NULL, 0 },     { "libvirt", required_argument, NULL, 0 },
+                { "help", no_argument, NULL, 'h' },
                 {},
         };
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
@@ -175,6 +176,8 @@ static void print_vm(const struct ledger_vm *vm) {
         printf("%-11s %" PRIu32 "\n%-11s %" PRIu32 "\n%-11s %" PRIu32 "\n", "shares", vm->shares, "cpu-weight",
                vm->cpu_weight, "vcpus", vm->vcpus);
         printf("%-11s %s\n", "qmp", vm->qmp ? vm->qmp : "-");
+        if (vm->libvirt)
+                printf("%-11s %s\n", "libvirt", vm->libvirt);
         print_list("disks", vm->disks, ", ");
         print_list("qemu-args", vm->qemu_args, " ");
         if (vm->override_set) {
@@ -260,6 +263,7 @@ static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
 
 const struct ctl_subcommand ctl_vm_commands[] = {
         { "add", vm_add, ADD_USAGE },
+        { "import-libvirt", ctl_vm_import_libvirt, IMPORT_LIBVIRT_USAGE },
         { "list", vm_list, LIST_USAGE },
         { "remove", vm_remove, REMOVE_USAGE },
         { "set", vm_set, SET_USAGE },

@@ -18,7 +18,8 @@ struct ctl_command {
 
 /* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
-        { "adopt", ctl_adopt, "adopt VM --qmp PATH", "take over a QEMU started elsewhere (cgroup, ledger qmp)" },
+        { "adopt", ctl_adopt, "adopt VM --qmp PATH | --libvirt DOMAIN",
+          "take over a QEMU started elsewhere, or a libvirt domain" },
         { "balloon", ctl_balloon, "balloon VM SIZE [--for DURATION]", "hold a VM at SIZE: an override lease (refused below its minimum)" },
         { "events", ctl_events, "events [--follow] [--json]", "recent controller decisions with reasons" },
         { "export", ctl_export, "export VM DIR", "copy a stopped VM's images + manifest (sha256) to DIR" },
@@ -36,7 +37,7 @@ static const struct ctl_command commands[] = {
         { "start", ctl_start, "start VM [--paused] [--dry-run] [--no-deflate-on-oom] [--no-free-page-reporting]", "boot QEMU from the ledger entry: balloon device, cgroup and weight before the vCPUs run" },
         { "status", ctl_status, "status [--json]", "every VM: state, min, target, actual, guest available, weight, reason" },
         { "stop", ctl_stop, "stop VM [--timeout S]", "ACPI powerdown, quit after the timeout" },
-        { "vm", ctl_vm, "vm add|set|remove|show|list ...", "VM entries: min, max, shares, cpu-weight, ...", ctl_vm_commands },
+        { "vm", ctl_vm, "vm add|set|remove|show|list|import-libvirt ...", "VM entries: min, max, shares, cpu-weight, ...", ctl_vm_commands },
         {},
 };
 

@@ -41,6 +41,7 @@ struct ctl_globals {
         /* The fleet store (fleet, lend, grant). */
         const char *etcd_endpoints;     /* $PPN_ETCD_ENDPOINTS, [fleet] endpoints */
         const char *etcd_ca, *etcd_cert, *etcd_key;     /* [fleet] ca, cert, key */
+        const char *libvirt_uri;        /* $PPN_LIBVIRT_URI, [libvirt] uri ("" = none) */
 };
 
 /* Shared by the handlers and main (ppnctl-config.c). */
@@ -95,6 +96,10 @@ struct ctl_subcommand {
 /* The groups' tables, for dispatch, help and completion checks. */
 extern const struct ctl_subcommand ctl_ledger_commands[], ctl_node_commands[], ctl_vm_commands[],
         ctl_fleet_commands[], ctl_grant_commands[];
+extern const struct ctl_subcommand ctl_ledger_commands[], ctl_node_commands[], ctl_vm_commands[];
+#define IMPORT_LIBVIRT_USAGE "vm import-libvirt [--uri URI] [--apply] [--json]"
+/* ppnctl-libvirt.c */
+int ctl_vm_import_libvirt(const struct ctl_globals *g, int argc, char **argv);
 /* Prints "usage:" and one "  ppnctl USAGE" line per subcommand. */
 void ctl_print_subcommands(FILE *f, const struct ctl_subcommand *table);
 /* Prints text wrapped to 80 columns, continuation lines indented by indent spaces. */

@@ -70,6 +70,7 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_string_equal(c->image_dir, "/var/lib/ppn/images");
         assert_false(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "127.0.0.1");
+        assert_string_equal(c->libvirt_uri, "");
         assert_int_equal(c->metrics_port, 9464);
         {
                 struct policy_tunables t;
@@ -119,6 +120,7 @@ static void test_good_full(void **state) {
         assert_string_equal(c->qemu_binary, "/opt/qemu/bin/qemu-system-x86_64");
         assert_string_equal(c->log_dir, "/tmp/ppn-log");
         assert_string_equal(c->image_dir, "/srv/images");
+        assert_string_equal(c->libvirt_uri, "qemu+unix:///system?socket=/run/libvirt/libvirt-sock");
         assert_true(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "::1");
         assert_int_equal(c->metrics_port, 9100);

@@ -76,6 +76,7 @@ static void test_assign_table(void **state) {
                 { "cpu-weight=10000", 0, NULL },
                 { "vcpus=4", 0, NULL },
                 { "qmp=/run/ppn/web.qmp", 0, NULL },
+                { "libvirt=web", 0, NULL },
                 { "disks=/a.img,/b.img", 0, NULL },
                 { "qemu-args=-device virtio-rng-pci", 0, NULL },
                 { "min=abc", -EINVAL, "min 'abc' is not a size; use bytes or a number with K, M, G or T (e.g. 512M, 2G, 1048576K)" },
@@ -86,7 +87,7 @@ static void test_assign_table(void **state) {
                 { "cpu-weight=10001", -EINVAL, NULL },
                 { "cpu-weight=1x", -EINVAL, NULL },
                 { "vcpus=0", -EINVAL, NULL },
-                { "colour=blue", -ENOKEY, "unknown key 'colour'; keys are min, max, base, vmem, shares, cpu-weight, vcpus, qmp, disks, disk, qemu-args, qemu-arg" },
+                { "colour=blue", -ENOKEY, "unknown key 'colour'; keys are min, max, base, vmem, shares, cpu-weight, vcpus, qmp, libvirt, disks, disk, qemu-args, qemu-arg" },
                 { "base=512M", 0, NULL },
                 { "base=default", 0, NULL },
                 { "base=lots", -EINVAL, "base 'lots' is not a size; use bytes or a number with K, M, G or T (e.g. 512M, 2G, 1048576K)" },
@@ -705,7 +706,9 @@ static void test_newer_schema(void **state) {
         assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
         assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
         sqlite3_close(db);
-        expect_refused("has schema version 99 but this build knows versions up to 3");
+        char want[96];
+        snprintf(want, sizeof(want), "has schema version 99 but this build knows versions up to %d", LEDGER_SCHEMA_VERSION);
+        expect_refused(want);
 }
 
 static void test_foreign_sqlite(void **state) {
@@ -803,6 +806,40 @@ static void test_migrates_and_reopens(void **state) {
         sqlite3_close(db);
 }
 
+/* Schema 1 -> 2: a ledger written before libvirt domains is migrated on the next write open,
+ * its VMs kept (no domain); a domain then round-trips, and qmp with libvirt is refused. */
+static void test_migrates_libvirt_column(void **state) {
+        struct ledger *l = open_ok();
+        add_vm(l, "a", "256M", "512M");
+        ledger_close(l);
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        /* The schema just before the libvirt column (migration 3 -> 4). */
+        assert_int_equal(sqlite3_exec(db, "ALTER TABLE vm DROP COLUMN libvirt_domain; PRAGMA user_version = 3",
+                                      NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+
+        l = open_ok();
+        struct ledger_state *st = NULL;
+        struct ppn_error e = {};
+        must(ledger_load(l, &st, &e), &e);
+        assert_int_equal(st->n_vms, 1);
+        assert_null(st->vms[0].libvirt);
+        ledger_state_free(st);
+        const char *pairs[] = { "libvirt=web-dom.1" };
+        must(ledger_vm_set(l, "a", pairs, 1, 0, &e), &e);
+        must(ledger_load(l, &st, &e), &e);
+        assert_string_equal(st->vms[0].libvirt, "web-dom.1");
+        ledger_state_free(st);
+        const char *both[] = { "qmp=/run/a.qmp" };
+        assert_int_equal(ledger_vm_set(l, "a", both, 1, 0, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "a VM is reached one way"));
+        const char *slash[] = { "libvirt=a/b" };
+        assert_int_equal(ledger_vm_set(l, "a", slash, 1, 0, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "has a '/'"));
+        ledger_close(l);
+}
+
 /* A writer that holds the lock: waited out (no error), or after busy_timeout_ms our words,
  * never SQLite's "database is locked". The lock is held by another process for 300 ms. */
 static void hold_lock_in_child(unsigned ms, int *ret_pid) {
@@ -883,6 +920,7 @@ int main(void) {
                 T(test_missing_read_only),
                 T(test_migrates_and_reopens),
                 T(test_migrates_from_v1),
+                T(test_migrates_libvirt_column),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -39,8 +39,8 @@ check "vm add cache (options after the name)" "$PPNCTL" vm add cache --min 2G --
 check "--ledger overrides PPN_LEDGER" env PPN_LEDGER=/nonexistent "$PPNCTL" --ledger "$PPN_LEDGER" vm show db
 
 # ---- golden messages and exit codes ----
-USAGE_ADD='usage: ppnctl vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH] [--disk PATH]... [--qemu-arg ARG]...'
-USAGE_SET='usage: ppnctl vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp disks qemu-args)'
+USAGE_ADD='usage: ppnctl vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]...'
+USAGE_SET='usage: ppnctl vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp libvirt disks qemu-args)'
 expect 1 "ppnctl: refused: admitting 'web' (min 2048 MiB) needs 2048 MiB but the pool has 1024 MiB available (short by 1024 MiB); biggest reservations: db 4096 MiB, cache 2048 MiB" \
   -- vm add web --min 2G --max 3G
 expect 1 "ppnctl: refused: raising the minimum of 'cache' from 2048 MiB to 3584 MiB needs 1536 MiB but the pool has 1024 MiB available (short by 512 MiB); biggest reservations: db 4096 MiB, cache 2048 MiB" \
@@ -61,7 +61,7 @@ expect 2 "ppnctl vm add: --min and --max are required
 $USAGE_ADD" -- vm add web --max 2G
 expect 2 "ppnctl vm set: shares '0' is not an integer in 1–100000 (default 1000)
 $USAGE_SET" -- vm set db shares=0
-expect 2 "ppnctl vm set: unknown key 'colour'; keys are min, max, base, vmem, shares, cpu-weight, vcpus, qmp, disks, disk, qemu-args, qemu-arg
+expect 2 "ppnctl vm set: unknown key 'colour'; keys are min, max, base, vmem, shares, cpu-weight, vcpus, qmp, libvirt, disks, disk, qemu-args, qemu-arg
 $USAGE_SET" -- vm set db colour=blue
 expect 2 "ppnctl vm set: 'shares' is not KEY=VALUE (e.g. min=1G)
 $USAGE_SET" -- vm set db shares
@@ -82,10 +82,11 @@ check "vm set cache base=512M vmem=on" "$PPNCTL" vm set cache base=512M vmem=on
 check "vm set cache vmem=off base=default" "$PPNCTL" vm set cache vmem=off base=default
 expect 2 "ppnctl vm: unknown subcommand 'frobnicate'
 usage:
-  ppnctl vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH] [--disk PATH]... [--qemu-arg ARG]...
+  ppnctl vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]...
+  ppnctl vm import-libvirt [--uri URI] [--apply] [--json]
   ppnctl vm list [--json]
   ppnctl vm remove NAME
-  ppnctl vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp disks qemu-args)
+  ppnctl vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp libvirt disks qemu-args)
   ppnctl vm show NAME [--json]" -- vm frobnicate
 expect 1 "ppnctl: ledger '$T/none.db' does not exist; check --ledger or PPN_LEDGER (a write command such as 'ppnctl node set' or 'ppnctl vm add' creates it)" \
   -- --ledger "$T/none.db" vm list
@@ -187,7 +188,7 @@ truncate -s 4096 "$T/trunc.db"
 bad_file "truncated" "$T/trunc.db" "is truncated"
 cp "$PPN_LEDGER" "$T/newer.db"
 sqlite3 "$T/newer.db" 'PRAGMA user_version = 7'
-bad_file "newer schema" "$T/newer.db" "has schema version 7 but this build knows versions up to 3; use a newer ppnctl/ppnd (the file was not modified)"
+bad_file "newer schema" "$T/newer.db" "has schema version 7 but this build knows versions up to 4; use a newer ppnctl/ppnd (the file was not modified)"
 
 # ---- concurrency: two CLI writers and a reader at once ----
 "$PPNCTL" node set physical=64G >/dev/null
