@@ -9,6 +9,7 @@
 #include "cgroup.h"
 #include "control.h"
 #include "fleet-agent.h"
+#include "relocate-agent.h"
 #include "history.h"
 #include "hostmem.h"
 #include "jsonutil.h"
@@ -68,6 +69,7 @@ struct manager {
         struct metrics_server *metrics; /* NULL unless [metrics] enabled */
         struct metrics_counters counters;
         struct fleet_agent *fleet;      /* NULL unless [fleet] enabled; runs off the loop */
+        struct relocate_agent *relocate;        /* live moves into this node; likewise */
 };
 
 /* ---- the VM table ---- */
@@ -1051,6 +1053,8 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
                 r = setup_metrics(m, err);
         if (r >= 0)
                 r = fleet_agent_from_config(cfg, &m->fleet, err);
+        if (r >= 0)
+                r = relocate_agent_from_config(cfg, &m->relocate, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(m);
@@ -1070,6 +1074,7 @@ int manager_run(struct manager *m) {
 struct manager *manager_free(struct manager *m) {
         if (!m)
                 return NULL;
+        relocate_agent_free(m->relocate);
         fleet_agent_free(m->fleet);
         control_free(m->control);
         metrics_server_free(m->metrics);

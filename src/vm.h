@@ -14,6 +14,7 @@
  *        -device virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on
  *        -drive file=DISK,format=FMT,if=virtio   (one per disk)
  *        EXTRA...                                 (the operator's options, checked)
+ *        [-incoming defer]                        (a live move's destination)
  * Memory is the VM's maximum: the balloon takes it down to what the pool grants, never below
  * the minimum. The balloon options default to on: with deflate-on-oom a guest ballooned to
  * 256 MiB survived a 600 MiB allocation (it deflated itself), without it the OOM killer fired;
@@ -62,6 +63,8 @@ struct vm_spec {
         size_t n_disks;
         const char *const *extra;      /* NULL-terminated operator options, or NULL */
         bool paused;                   /* -S: vCPUs do not run until "cont" */
+        bool incoming;                 /* -incoming defer: the VM's state arrives by live
+                                        * migration (migrate-incoming names the address) */
 };
 
 /*
