@@ -61,6 +61,8 @@ void ctl_settings_resolve(struct ctl_globals *g, const struct ppn_config *cfg, c
         g->etcd_ca = cfg->fleet_ca;
         g->etcd_cert = cfg->fleet_cert;
         g->etcd_key = cfg->fleet_key;
+        g->migration_peers = cfg->migration_peers;
+        g->migration_timeout_usec = cfg->migration_timeout_usec;
         /* "auto" is the cgroup module's default root (NULL): found, v1 or v2. */
         if (strcmp(g->cgroup_root, "auto") == 0)
                 g->cgroup_root = NULL;
