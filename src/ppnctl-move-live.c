@@ -131,11 +131,6 @@ static int prepare(struct live *lv) {
                         strcmp(lv->to, lv->id.id) == 0 ? "this node" : "not trusted here");
                 return CTL_FAILED;
         }
-        if (lv->vm->qemu_args && lv->vm->qemu_args[0]) {
-                fprintf(stderr, "ppnctl: move: '%s' has extra QEMU options, which a destination does not run for "
-                        "another node; move it cold (ppnctl move %s --to DIR)\n", lv->name, lv->name);
-                return CTL_FAILED;
-        }
         if (!(lv->ctl = vm_runtime_path(lv->g->runtime_dir, lv->name, VM_CTL_SUFFIX)))
                 return ctl_fail(NULL, -ENOMEM);
         struct qmp_error qe = {};
@@ -379,7 +374,6 @@ static int report(struct live *lv, bool ok, const char *what, const char *reason
                 json_object_object_add(o, "reason", json_object_new_string(reason ? reason : ""));
                 json_object_object_add(o, "migration", relocate_progress_to_json(&lv->last));
                 ctl_print_json(o);
-                json_object_put(o);
         } else if (ok)
                 printf("\n%s (uuid %s) moved live to node %.12s in %.1f s (downtime %" PRIu64 " ms, %" PRIu64
                        " MiB sent); removed from this node's ledger\n", lv->name, lv->vm->uuid, lv->to,

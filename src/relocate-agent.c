@@ -245,6 +245,7 @@ static int launch(struct incoming *in, struct ppn_error *err) {
                 .qemu = in->a->qemu, .name = vm->name, .uuid = vm->uuid, .accel = in->a->accel,
                 .mem_bytes = vm->max_bytes, .vcpus = vm->vcpus, .qmp_path = in->qmp_in, .ctl_path = in->ctl,
                 .log_path = in->log, .disks = disks, .n_disks = n, .paused = true, .incoming = true,
+                .extra = (const char *const *) vm->qemu_args,
         };
         struct ppn_cgroup_options co = { .root = in->a->cgroup_root, .parent = in->a->cgroup_parent };
         struct qmp_error qe = {};
@@ -417,9 +418,6 @@ static int receive(struct incoming *in) {
         int64_t now = (int64_t) (now_realtime_usec() / 1000000);
         if (in->req.time < now - RELOCATE_SKEW_SEC || in->req.time > now + RELOCATE_SKEW_SEC)
                 return refuse(in, "the request's time is more than %d s from this node's clock", RELOCATE_SKEW_SEC);
-        if (in->req.vm.qemu_args && in->req.vm.qemu_args[0])
-                return refuse(in, "'%s' has extra QEMU options; this node does not run another node's options",
-                              in->req.vm.name);
         if (ledger_vm_copy(&in->req.vm, &in->entry) < 0 || paths(in) < 0)
                 return refuse(in, "out of memory");
         free(in->entry.qmp);
