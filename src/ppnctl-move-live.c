@@ -275,8 +275,15 @@ static int migrate(struct live *lv, const struct relocate_answer *a, struct ppn_
         for (;;) {
                 if ((r = call(lv, "query-migrate", NULL, &reply, err)) < 0)
                         return ppn_error_prefix(err, r, "query-migrate");
-                relocate_progress_parse(reply, &lv->last);
+                struct relocate_progress p;
+                relocate_progress_parse(reply, &p);
                 json_object_put(reply);
+                /* A failed migration reports no RAM figures: keep the last ones seen. */
+                if (p.transferred_bytes == 0 && lv->last.transferred_bytes > 0) {
+                        memcpy(lv->last.status, p.status, sizeof(p.status));
+                        memcpy(lv->last.error, p.error, sizeof(p.error));
+                } else
+                        lv->last = p;
                 show_progress(lv, &lv->last);
                 if (strcmp(lv->last.status, "completed") == 0)
                         return 0;

@@ -50,6 +50,9 @@ struct incoming {
         struct relocate_agent *a;
         struct etcd *e;
         struct relocate_request req;
+        struct ledger *l;               /* this node's ledger, for the whole move */
+        struct fleet_trusted *trusted;  /* as the ledger had them when the request came */
+        size_t n_trusted;
         struct ledger_vm entry;         /* as admitted here */
         bool admitted;
         pid_t pid;
@@ -166,16 +169,10 @@ static uint64_t lend_left(const struct ledger_state *st, const char *grant) {
 }
 
 static int admit(struct incoming *in, char *why, size_t len) {
-        _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
-        _cleanup_free_ struct fleet_trusted *t = NULL;
+        struct ledger *l = in->l;
         struct ppn_error e = {};
-        size_t n = 0;
-        int r = fleet_trusted_from_ledger(in->a->ledger_path, &in->a->id, &t, &n, &e);
-        if (r >= 0)
-                r = ledger_open(in->a->ledger_path, &(struct ledger_options) {}, &l, &e);
-        if (r >= 0)
-                r = ledger_load(l, &st, &e);
+        int r = ledger_load(l, &st, &e);
         if (r < 0) {
                 snprintf(why, len, "this node's ledger: %.400s", e.msg);
                 return r;
@@ -187,7 +184,7 @@ static int admit(struct incoming *in, char *why, size_t len) {
                         return -EEXIST;
                 }
         if (in->req.grant[0]) {
-                if ((r = check_grant(in, t, n, why, len)) < 0)
+                if ((r = check_grant(in, in->trusted, in->n_trusted, why, len)) < 0)
                         return r;
                 uint64_t left = lend_left(st, in->req.grant);
                 if (left < in->entry.min_bytes) {
@@ -208,15 +205,12 @@ static int admit(struct incoming *in, char *why, size_t len) {
 }
 
 static void release(struct incoming *in) {
-        _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
         int r;
         if (!in->admitted)
                 return;
-        r = ledger_open(in->a->ledger_path, &(struct ledger_options) {}, &l, &e);
-        if (r >= 0)
-                r = in->req.grant[0] ? ledger_vm_remove_to_grant(l, &in->entry, in->req.grant, 0, &e)
-                                     : ledger_vm_remove(l, in->entry.name, 0, &e);
+        r = in->req.grant[0] ? ledger_vm_remove_to_grant(in->l, &in->entry, in->req.grant, 0, &e)
+                             : ledger_vm_remove(in->l, in->entry.name, 0, &e);
         if (r < 0)
                 log_error("move %s: the entry of '%s' could not be removed from this node's ledger: %s; remove it with "
                           "'ppnctl vm remove %s'", in->req.move, in->entry.name, e.msg, in->entry.name);
@@ -310,20 +304,17 @@ static void kill_qemu(struct incoming *in) {
 /* The outcome already written, if any: 1 and *ret, 0 none, <0 unreadable. */
 static int read_outcome(struct incoming *in, enum relocate_outcome *ret) {
         _cleanup_free_ char *key = relocate_key(in->req.move, "outcome");
-        _cleanup_free_ struct fleet_trusted *t = NULL;
         struct etcd_range rg = {};
         struct ppn_error e = {};
         json_object *body = NULL;
         char reason[256];
-        size_t n = 0;
         int r = key ? etcd_range(in->e, key, false, &rg, &e) : -ENOMEM;
         if (r < 0 || rg.n_kvs == 0) {
                 etcd_range_done(&rg);
                 return r < 0 ? r : 0;
         }
-        r = fleet_trusted_from_ledger(in->a->ledger_path, &in->a->id, &t, &n, &e);
         /* Only the two parties may decide; anything else reads as "aborted" (never resume). */
-        if (r >= 0 && relocate_open((char *) rg.kvs[0].value, rg.kvs[0].value_len, NULL, t, n, "outcome", in->req.move,
+        if (relocate_open((char *) rg.kvs[0].value, rg.kvs[0].value_len, NULL, in->trusted, in->n_trusted, "outcome", in->req.move,
                                     &body, &e) >= 0 &&
             (strcmp(json_member_string(body, "node"), in->req.source) == 0 ||
              strcmp(json_member_string(body, "node"), in->a->id.id) == 0) &&
@@ -449,6 +440,8 @@ static int receive(struct incoming *in) {
 
 static void incoming_done(struct incoming *in) {
         qmp_free(in->q);
+        ledger_close(in->l);
+        free(in->trusted);
         ppn_cgroup_free(in->cg);
         relocate_request_done(&in->req);
         ledger_vm_done(&in->entry);
@@ -459,21 +452,43 @@ static void incoming_done(struct incoming *in) {
 }
 
 /* A request whose destination is this node; others are none of its business. */
+/* Whether the (not yet verified) request names this node: others' moves never touch the ledger. */
+static bool for_us(const struct relocate_agent *a, const struct etcd_kv *kv) {
+        json_object *env = json_tokener_parse((const char *) kv->value), *body = NULL;
+        const char *text = env && json_object_is_type(env, json_type_object) ? json_member_string(env, "body") : NULL;
+        const char *dest;
+        bool ok = text && (body = json_tokener_parse(text)) && json_object_is_type(body, json_type_object) &&
+                  (dest = json_member_string(body, "dest")) && strcmp(dest, a->id.id) == 0;
+        json_object_put(body);
+        json_object_put(env);
+        return ok;
+}
+
+static int load_trusted(struct incoming *in, struct ppn_error *err) {
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        int r = ledger_open(in->a->ledger_path, &(struct ledger_options) {}, &in->l, err);
+        if (r >= 0)
+                r = ledger_load(in->l, &st, err);
+        if (r >= 0)
+                r = fleet_trusted_convert(st->trusted, st->n_trusted, &in->a->id, &in->trusted, &in->n_trusted);
+        return r;
+}
+
 static void handle(struct relocate_agent *a, struct etcd *e, const char *move, const struct etcd_kv *kv) {
-        _cleanup_free_ struct fleet_trusted *t = NULL;
         _cleanup_(incoming_done) struct incoming in = { .a = a, .e = e };
         struct ppn_error err = {};
         json_object *body = NULL;
-        size_t n = 0;
-        int r = fleet_trusted_from_ledger(a->ledger_path, &a->id, &t, &n, &err);
+        if (kv->value_len > RELOCATE_BODY_MAX || !for_us(a, kv))
+                return;
+        int r = load_trusted(&in, &err);
         if (r >= 0)
-                r = relocate_open((char *) kv->value, kv->value_len, NULL, t, n, "request", move, &body, &err);
+                r = relocate_open((char *) kv->value, kv->value_len, NULL, in.trusted, in.n_trusted, "request", move,
+                                  &body, &err);
         if (r >= 0)
                 r = relocate_request_from_json(body, &in.req, &err);
         json_object_put(body);
         if (r < 0 || strcmp(in.req.dest, a->id.id) != 0) {
-                if (r < 0)
-                        log_debug("move %s: request ignored: %s", move, err.msg);
+                log_warning("move %s: request ignored: %s", move, r < 0 ? err.msg : "names another node");
                 return;
         }
         snprintf(in.req.move, sizeof(in.req.move), "%s", move);

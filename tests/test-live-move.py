@@ -244,7 +244,7 @@ def qemu_pid(path_part):
 
 def check_kill(t, a, b, uuid):
     a_pool0 = a.pool()
-    p = b.popen('--json', 'move', 'g', '--to', a.id, '--live', '--max-bandwidth', '1M')
+    p = b.popen('--json', 'move', 'g', '--to', a.id, '--live', '--max-bandwidth', '2M')
     dest = {}
     found = wait_for(lambda: dest.update(pid=qemu_pid(a.run + '/g.')) or dest['pid'], 60)
     t.ok(found and 'g' in a.vms(), 'B -> A: A admitted the VM and started its QEMU (pid %s)' % dest.get('pid'))
