@@ -316,8 +316,10 @@ static enum relocate_outcome settle(struct live *lv, bool completed, const char 
                 }
                 json_object_put(body);
                 body = NULL;
-                if (r != 0 && r != -ECONNREFUSED)
-                        return RELOCATE_ABORTED;   /* unreadable: never quit here on it */
+                if (r == -EPERM)
+                        return RELOCATE_ABORTED;   /* not sealed by a party: the destination reads it so too */
+                if (r < 0 && r != -ECONNREFUSED)
+                        fprintf(stderr, "ppnctl: move: the outcome cannot be read yet: %s; retrying\n", e.msg);
                 if (now_usec() >= deadline) {
                         r = put_sealed(lv, "outcome", relocate_outcome_to_json(lv->move, lv->id.id, RELOCATE_ABORTED, why),
                                        true, &e);

@@ -362,14 +362,41 @@ static int follow(struct incoming *in, struct ppn_error *err) {
         }
 }
 
-static int adopt(struct incoming *in, struct ppn_error *err) {
+/*
+ * Writes "adopted" (create-only). 0: this node decided it; -ECANCELED: the source's "aborted"
+ * came first. The VM stays paused here until that is known: a write whose reply was lost may
+ * have landed, so an etcd error is retried (reading first), never taken for a refusal.
+ */
+static int decide_adopted(struct incoming *in, struct ppn_error *err) {
         enum relocate_outcome oc;
-        int r = put_sealed(in, "outcome", relocate_outcome_to_json(in->req.move, in->a->id.id, RELOCATE_ADOPTED, ""),
-                           true, err);
-        if (r == -EEXIST && read_outcome(in, &oc) == 1 && oc == RELOCATE_ADOPTED)
-                r = 0;   /* our own write, whose reply was lost */
-        else if (r == -EEXIST)
-                return ppn_error_set(err, -ECANCELED, "the source aborted the move first");
+        for (unsigned attempt = 0;; attempt++) {
+                int r = read_outcome(in, &oc);
+                if (r == 1)
+                        return oc == RELOCATE_ADOPTED ? 0 : ppn_error_set(err, -ECANCELED, "the source aborted the move first");
+                if (r == 0) {
+                        r = put_sealed(in, "outcome", relocate_outcome_to_json(in->req.move, in->a->id.id,
+                                                                               RELOCATE_ADOPTED, ""), true, err);
+                        if (r == 0)
+                                return 0;
+                        if (r == -EEXIST)
+                                continue;
+                }
+                if (in->a->stop) {
+                        log_error("move %s: ppnd stops before the outcome is known: '%s' stays paused here (pid %d) and "
+                                  "its entry stays; read /ppn/moves/%s/outcome, then resume it here or remove it",
+                                  in->req.move, in->entry.name, (int) in->pid, in->req.move);
+                        in->pid = 0;
+                        in->admitted = false;
+                        return ppn_error_set(err, -ECANCELED, "ppnd is stopping");
+                }
+                if (attempt % 10 == 0)
+                        log_warning("move %s: the outcome cannot be written yet (%s); retrying", in->req.move, err->msg);
+                usleep(1000000);
+        }
+}
+
+static int adopt(struct incoming *in, struct ppn_error *err) {
+        int r = decide_adopted(in, err);
         if (r < 0)
                 return r;
         /* From here on the VM is this node's: the controller finds its socket and takes over. */
