@@ -34,7 +34,7 @@
 #define ADOPT_USAGE "adopt VM --qmp PATH"
 #define EXPORT_USAGE "export VM DIR"
 #define IMPORT_USAGE "import DIR [--image-dir DIR]"
-#define MOVE_USAGE "move VM --to DIR [--timeout SECONDS] | move VM --to NODE --live [--grant ID] [--json]"
+#define MOVE_USAGE "move VM --to DIR [--timeout SECONDS] | move VM --to NODE --live [--grant ID] [--max-bandwidth SIZE] [--json]"
 
 /* After "quit", QEMU exits within milliseconds; 10 s before SIGKILL covers a host under load. */
 #define QUIT_WAIT_USEC (UINT64_C(10) * 1000000)
