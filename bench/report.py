@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 
-PARTS = ['sim', 'reaction', 'reclaim', 'scale']
+PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet']
 POLICIES = ['ppnd', 'mom', 'proxmox']
 SIM_METRICS = [
     ('reclaimed', 'reclaimed GiB·s', 'higher'),
@@ -144,6 +144,9 @@ def main():
           'cpu_per_tick: ppnd CPU per 1 s control tick; latency: burst start to growth command '
           '(measured by the fake); policy_decide: the pure policy alone, same N.')
     scale_ratios(records)
+    pivot(records, 'fleet', 'Fleet scale (simulated nodes through one real etcd)',
+          'writes_per_s: capacity records written in steady state under the threshold rule; '
+          'revocation: put sent until each watcher had the event, over all watchers and revocations.')
     if not records:
         print('(no measurements)')
 

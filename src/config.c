@@ -573,6 +573,11 @@ int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b
                 { "cgroup.root", OFF(cgroup_root) },
                 { "cgroup.parent", OFF(cgroup_parent) },
                 { "metrics.address", OFF(metrics_address) },
+                { "fleet.endpoints", OFF(fleet_endpoints) },
+                { "fleet.ca", OFF(fleet_ca) },
+                { "fleet.cert", OFF(fleet_cert) },
+                { "fleet.key", OFF(fleet_key) },
+                { "fleet.migration-address", OFF(migration_address) },
         };
         size_t used = 0;
         int n = 0;

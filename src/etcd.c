@@ -74,7 +74,9 @@ static int parse_object(const char *body, size_t len, json_object **ret, struct 
         json_tokener_free(tok);
         if (!o || !json_object_is_type(o, json_type_object)) {
                 json_object_put(o);
-                return ppn_error_set(err, -EPROTO, "etcd reply is not a JSON object (%.60s)", len ? body : "empty");
+                /* body need not be NUL-terminated: quote at most its first 60 bytes. */
+                return ppn_error_set(err, -EPROTO, "etcd reply is not a JSON object (%.*s)",
+                                     len ? (int) (len < 60 ? len : 60) : 5, len ? body : "empty");
         }
         *ret = o;
         return 0;

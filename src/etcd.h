@@ -108,8 +108,9 @@ int etcd_lease_revoke(struct etcd *e, int64_t id, struct ppn_error *err);
 
 /*
  * Watches key (or the prefix) from start_revision (0 = now) and calls cb for every message
- * until cb returns non-zero (that value is returned), *stop becomes true (checked at least
- * every 250 ms; returns 0), the stream ends (-ECONNRESET) or fails. Blocks: run it in a
+ * until cb returns non-zero (that value is returned), *stop becomes true (checked by curl's
+ * progress callback, about once a second on an idle stream; returns 0), the stream ends
+ * (-ECONNRESET) or fails. Blocks: run it in a
  * thread. A stream that stays silent is detected by TCP keepalive (5 s idle, 2 s probes).
  */
 typedef int (*etcd_watch_fn)(const struct etcd_watch_msg *m, void *userdata);

@@ -87,6 +87,11 @@ int fleet_snapshot_apply(struct fleet_snapshot *s, const struct etcd_event *ev) 
                 return -ENOMEM;
         }
         memcpy(kv.value, ev->kv.value, ev->kv.value_len + 1);
+        if (!found && s->n >= FLEET_SNAPSHOT_MAX) {
+                free(kv.key);
+                free(kv.value);
+                return 0;       /* whoever floods /ppn/ does not get to fill our memory */
+        }
         if (found) {
                 entry_done(&s->v[i]);
                 s->v[i] = entry_take(&kv);

@@ -350,14 +350,15 @@ int ctl_lend(const struct ctl_globals *g, int argc, char **argv) {
         memcpy(lend.grant_id, gr.id, sizeof(lend.grant_id));
         memcpy(lend.borrower, borrower, sizeof(lend.borrower));
         r = ledger_lend_add(l, &lend, getuid(), &gr.fence, &err);
-        if (r == 0)
-                r = fleet_grant_sign(&gr, &id);
-        explicit_bzero(&id, sizeof(id));
-        if (r < 0)
+        if (r < 0) {
+                explicit_bzero(&id, sizeof(id));
                 return ctl_fail(&err, r);
-        text = fleet_grant_encode(&gr);
+        }
+        r = fleet_grant_sign(&gr, &id);
+        explicit_bzero(&id, sizeof(id));
+        text = r == 0 ? fleet_grant_encode(&gr) : NULL;
         snprintf(key, sizeof(key), FLEET_PREFIX "grants/%s", gr.id);
-        r = text ? etcd_create(e, key, text, strlen(text), 0, NULL, &err) : -ENOMEM;
+        r = text ? etcd_create(e, key, text, strlen(text), 0, NULL, &err) : ppn_error_set(&err, -ENOMEM, "out of memory");
         if (r < 0) {
                 struct ppn_error undo = {};
                 if (ledger_lend_revoke(l, gr.id, getuid(), &undo) < 0)
@@ -372,6 +373,22 @@ int ctl_lend(const struct ctl_globals *g, int argc, char **argv) {
                 printf("grant %s: %s to node %s until %" PRId64 " (fence %" PRId64 ")\n", gr.id,
                        ctl_size((int64_t) bytes, size, sizeof(size)), borrower, gr.expires, gr.fence);
         return CTL_OK;
+}
+
+/* The grant must be one of this node's active lendings: nothing is written otherwise. */
+static int active_lending(const struct ctl_globals *g, const char *grant_id) {
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        struct ppn_error err = {};
+        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int r = ctl_load_state(g, false, &st);
+
+        if (r)
+                return r;
+        for (size_t i = 0; i < st->n_lends; i++)
+                if (strcmp(st->lends[i].grant_id, grant_id) == 0 && !st->lends[i].revoked && st->lends[i].expires > now)
+                        return 0;
+        return ctl_fail(&err, ppn_error_set(&err, -ENOENT, "grant %s is not an active lending of this node "
+                                            "(only its lender revokes a grant; see 'ppnctl fleet')", grant_id));
 }
 
 static int grant_revoke(const struct ctl_globals *g, int argc, char **argv) {
@@ -390,7 +407,8 @@ static int grant_revoke(const struct ctl_globals *g, int argc, char **argv) {
         if (argc != 2 || strlen(argv[1]) != FLEET_GRANT_ID_LEN)
                 return ctl_usage_error("grant revoke", REVOKE_USAGE, "expected a grant id (%d hex digits)",
                                        FLEET_GRANT_ID_LEN);
-        if ((r = ctl_load_identity(g, &id)) || (r = ctl_open_etcd(g, &e)) || (r = ctl_open_ledger(g, true, &l)))
+        if ((r = ctl_load_identity(g, &id)) || (r = ctl_open_etcd(g, &e)) || (r = ctl_open_ledger(g, true, &l)) ||
+            (r = active_lending(g, argv[1])))
                 return r;
         memcpy(v.grant, argv[1], sizeof(v.grant));
         memcpy(v.lender, id.id, sizeof(v.lender));
@@ -400,10 +418,12 @@ static int grant_revoke(const struct ctl_globals *g, int argc, char **argv) {
         text = r == 0 ? fleet_revocation_encode(&v) : NULL;
         if (!text)
                 return ctl_fail(NULL, -ENOMEM);
-        /* etcd first: a revocation nobody sees must not free the capacity the borrower may use. */
+        /* etcd first: a revocation nobody sees must not free the capacity the borrower may use.
+         * A put, not a create: whatever someone parked at that key is replaced (only a genuine
+         * revocation counts, and writing it twice is harmless). */
         snprintf(key, sizeof(key), FLEET_PREFIX "revocations/%s", v.grant);
-        r = etcd_create(e, key, text, strlen(text), 0, NULL, &err);
-        if (r < 0 && r != -EEXIST)
+        r = etcd_put(e, key, text, strlen(text), 0, NULL, &err);
+        if (r < 0)
                 return ctl_fail(&err, r);
         r = ledger_lend_revoke(l, v.grant, getuid(), &err);
         if (r < 0)

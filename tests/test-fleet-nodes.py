@@ -239,6 +239,11 @@ def check_revocation(t, etcd, nodes, gid):
     still holds it."""
     a, b, c = nodes
     avail = a.pool()['pool_available_bytes']
+    other = b.ctl('grant', 'revoke', gid, check=False)
+    t.ok(other.returncode == 1 and 'not an active lending of this node' in other.stderr,
+         'only the lender revokes: B\'s attempt is refused, nothing written', other.stderr.strip())
+    # Junk parked at the revocation's key must not block the lender's revocation.
+    etcd.put('/ppn/revocations/' + gid, '{"junk": true}')
     t0 = time.monotonic()
     a.ctl('grant', 'revoke', gid)
     cmd = time.monotonic() - t0
