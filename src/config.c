@@ -45,6 +45,11 @@ const char config_default_text[] =
         "lease-ttl = 15s\n"
         "republish = 60s\n"
         "threshold = 64M\n"
+        "migration-address = 127.0.0.1\n"
+        "migration-port = 49152\n"
+        "migration-ports = 16\n"
+        "migration-peers = 127.0.0.1\n"
+        "migration-timeout = 10m\n"
         "[libvirt]\n"
         "uri =\n"
         "[metrics]\n"
@@ -119,6 +124,11 @@ static const struct key keys[] = {
         /* Long enough to ride out a keepalive lost to one slow round; short enough that a dead
          * node's record disappears from the fleet within seconds. */
         NUM("fleet", "lease-ttl", KEY_DURATION, fleet_lease_usec, 5000000, 300000000),
+        { "fleet", "migration-address", KEY_IP, OFF(migration_address), 0, 0, 0 },
+        { "fleet", "migration-peers", KEY_STRING, OFF(migration_peers), 0, 0, 0 },
+        NUM("fleet", "migration-port", KEY_UINT, migration_port, 1024, 65535),
+        NUM("fleet", "migration-ports", KEY_UINT, migration_ports, 1, 4096),
+        NUM("fleet", "migration-timeout", KEY_DURATION, migration_timeout_usec, 10000000, UINT64_C(86400000000)),
         NUM("fleet", "republish", KEY_DURATION, fleet_republish_usec, 1000000, 3600000000),
         NUM("fleet", "threshold", KEY_SIZE, fleet_threshold_bytes, 0, UINT64_C(1) << 40),
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
@@ -578,6 +588,7 @@ int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b
                 { "fleet.cert", OFF(fleet_cert) },
                 { "fleet.key", OFF(fleet_key) },
                 { "libvirt.uri", OFF(libvirt_uri) },
+                { "fleet.migration-address", OFF(migration_address) },
         };
         /* Read once at start too: the control socket's limits, cgroup placement, the HTTP
          * listener. Compared byte for byte (numbers and booleans). */

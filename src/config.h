@@ -60,6 +60,12 @@ struct ppn_config {
         uint64_t fleet_lease_usec;      /* TTL of the lease the capacity record lives under */
         uint64_t fleet_republish_usec;  /* rewrite the record at least this often */
         uint64_t fleet_threshold_bytes; /* ...and whenever a figure moves by more than this */
+        /* live moves (docs/relocation.md) */
+        char *migration_address;        /* this node receives migrations on this address */
+        uint64_t migration_port;        /* ...on the first free port of [port, port + ports) */
+        uint64_t migration_ports;
+        char *migration_peers;          /* comma-separated addresses this node sends to */
+        uint64_t migration_timeout_usec;/* a move not finished by then is aborted */
         /* [policy]: starts from policy_tunables_default(); override_usec is [controller]
          * override-default. Checked with policy_tunables_check() on load. */
         struct policy_tunables policy;

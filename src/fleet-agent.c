@@ -247,8 +247,8 @@ json_object *fleet_report(const struct fleet_snapshot *s, const struct fleet_vie
 }
 
 /* The ledger's hex keys as a view wants them, this node's own first; bad rows are skipped. */
-static int trusted_convert(const struct ledger_trusted *t, size_t n, const struct fleet_identity *self,
-                           struct fleet_trusted **ret, size_t *ret_n) {
+int fleet_trusted_convert(const struct ledger_trusted *t, size_t n, const struct fleet_identity *self,
+                          struct fleet_trusted **ret, size_t *ret_n) {
         struct fleet_trusted *v;
         size_t k = 0;
 
@@ -276,7 +276,7 @@ int fleet_trusted_from_ledger(const char *ledger_path, const struct fleet_identi
 
         if (r == 0)
                 r = ledger_trust_list(l, &t, &n, err);
-        return r < 0 ? r : trusted_convert(t, n, self, ret, ret_n);
+        return r < 0 ? r : fleet_trusted_convert(t, n, self, ret, ret_n);
 }
 
 /* ---- the agent ---- */
@@ -591,7 +591,7 @@ void fleet_agent_update(struct fleet_agent *a, const struct fleet_capacity *c, c
                         size_t n) {
         struct fleet_trusted *v = NULL;
         size_t k = 0;
-        bool ok = trusted_convert(t, n, &a->id, &v, &k) == 0;
+        bool ok = fleet_trusted_convert(t, n, &a->id, &v, &k) == 0;
 
         pthread_mutex_lock(&a->lock);
         if (ok) {

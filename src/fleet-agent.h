@@ -81,6 +81,10 @@ int fleet_snapshot_apply(struct fleet_snapshot *s, const struct etcd_event *ev);
  * seen by view (its self, trusted keys and clock; revocations: those in s and the view's). Pure. */
 struct json_object *fleet_report(const struct fleet_snapshot *s, const struct fleet_view *view, int64_t now_usec);
 
-/* Trusted keys as the view wants them: the ledger's list plus this node's own key. */
+/* Trusted keys as the view wants them: the ledger's list plus this node's own key. Inside ppnd,
+ * convert a snapshot's list (fleet_trusted_convert): a read-only second connection opened and
+ * closed there hid other processes' commits from the daemon's change check. */
+int fleet_trusted_convert(const struct ledger_trusted *t, size_t n, const struct fleet_identity *self,
+                          struct fleet_trusted **ret, size_t *ret_n);
 int fleet_trusted_from_ledger(const char *ledger_path, const struct fleet_identity *self,
                               struct fleet_trusted **ret, size_t *ret_n, struct ppn_error *err);

@@ -1404,3 +1404,63 @@ int ledger_lend_revoke(struct ledger *l, const char *grant_id, uid_t uid, struct
         struct revoke_args a = { grant_id, uid };
         return run_tx(l, true, lend_revoke_tx, &a, err);
 }
+
+/* ---- a VM admitted on a lending (live moves, docs/relocation.md) ---- */
+
+struct draw_args {
+        const struct ledger_vm *vm;     /* add: the entry; remove: its name and min */
+        const char *grant_id;
+        const char *borrower;
+        bool add;
+        uid_t uid;
+};
+
+/* Moves vm->min_bytes between an active lending to `borrower` and the VM's entry: the
+ * capacity held for the borrower becomes the minimum of the borrower's VM (and back). */
+static int draw_lend(struct ledger *l, const struct draw_args *a, struct ppn_error *err) {
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        char text[160];
+        int r = prepare(l, a->add ? "UPDATE fleet_lend SET bytes = bytes - ?1 WHERE grant_id = ?2 AND borrower = ?3 "
+                                    "AND revoked = 0 AND not_before <= ?4 AND expires > ?4 AND bytes >= ?1"
+                                  : "UPDATE fleet_lend SET bytes = bytes + ?1 WHERE grant_id = ?2", &s, err);
+        if (r < 0)
+                return r;
+        bind_size(s, 1, a->vm->min_bytes);
+        sqlite3_bind_text(s, 2, a->grant_id, -1, SQLITE_STATIC);
+        if (a->add) {
+                sqlite3_bind_text(s, 3, a->borrower, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(s, 4, now);
+        }
+        if ((r = step_done(l, s, "drawing on a lending", err)) < 0)
+                return r;
+        if (sqlite3_changes(l->db) == 0)
+                return ppn_error_set(err, a->add ? -ENOSPC : -ENOENT, "grant %s: no active lending to node %.12s "
+                                     "here holds %" PRIu64 " MiB more (see 'ppnctl fleet')", a->grant_id,
+                                     a->borrower ? a->borrower : "?", a->vm->min_bytes / MIB);
+        snprintf(text, sizeof(text), "%s %" PRIu64 " bytes %s vm %s", a->add ? "drew" : "returned", a->vm->min_bytes,
+                 a->add ? "for" : "from", a->vm->name);
+        return audit_row(l, a->uid, "lend", a->grant_id, text, err);
+}
+
+static int draw_tx(struct ledger *l, void *ud, struct ppn_error *err) {
+        const struct draw_args *a = ud;
+        struct write_ctx w = { .change = a->add ? change_add : change_remove,
+                               .ud = a->add ? (void *) a->vm : (void *) a->vm->name, .uid = a->uid };
+        int r = draw_lend(l, a, err);
+        return r < 0 ? r : write_tx(l, &w, err);
+}
+
+int ledger_vm_add_on_grant(struct ledger *l, const struct ledger_vm *vm, const char *grant_id, const char *borrower,
+                           uid_t uid, struct ppn_error *err) {
+        struct draw_args a = { vm, grant_id, borrower, true, uid };
+        if (!ledger_name_valid(vm->name) || !vm->uuid[0])
+                return ppn_error_set(err, -EINVAL, "a VM admitted on a lending needs a valid name and its uuid");
+        return run_tx(l, true, draw_tx, &a, err);
+}
+
+int ledger_vm_remove_to_grant(struct ledger *l, const struct ledger_vm *vm, const char *grant_id, uid_t uid,
+                              struct ppn_error *err) {
+        struct draw_args a = { vm, grant_id, NULL, false, uid };
+        return run_tx(l, true, draw_tx, &a, err);
+}

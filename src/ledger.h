@@ -169,6 +169,15 @@ int ledger_lend_add(struct ledger *l, const struct ledger_lend *lend, uid_t uid,
                     struct ppn_error *err);
 /* Marks an active lending revoked (its capacity returns to the pool). -ENOENT if none. */
 int ledger_lend_revoke(struct ledger *l, const char *grant_id, uid_t uid, struct ppn_error *err);
+/* A VM admitted on a lending (a live move from the borrower): in one transaction, its minimum
+ * is taken out of the active lending grant_id to `borrower` and the entry added, so the pool's
+ * figures do not move. -ENOSPC if the lending is not active or holds less than the minimum.
+ * ledger_vm_remove_to_grant undoes it (a move that failed): the entry goes, the lending gets
+ * the minimum back. Both audited. */
+int ledger_vm_add_on_grant(struct ledger *l, const struct ledger_vm *vm, const char *grant_id, const char *borrower,
+                           uid_t uid, struct ppn_error *err);
+int ledger_vm_remove_to_grant(struct ledger *l, const struct ledger_vm *vm, const char *grant_id, uid_t uid,
+                              struct ppn_error *err);
 /* Trusts (or re-trusts) a node's key. Audited. */
 int ledger_trust_add(struct ledger *l, const char *id, const char *public_key, uid_t uid, struct ppn_error *err);
 int ledger_trust_list(struct ledger *l, struct ledger_trusted **ret, size_t *ret_n, struct ppn_error *err);

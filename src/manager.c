@@ -12,6 +12,7 @@
 #include "control.h"
 #include "fleet-agent.h"
 #include "fastgrow.h"
+#include "relocate-agent.h"
 #include "history.h"
 #include "hostmem.h"
 #include "jsonutil.h"
@@ -78,6 +79,7 @@ struct manager {
         sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
         struct fastgrow_tunables fast_tun;
         const char *proc_dir;
+        struct relocate_agent *relocate;        /* live moves into this node; likewise */
 };
 
 /* ---- the VM table ---- */
@@ -1236,6 +1238,8 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
                 r = fleet_agent_from_config(cfg, &m->fleet, err);
         if (r >= 0)
                 r = setup_fast_signal(m, err);
+        if (r >= 0)
+                r = relocate_agent_from_config(cfg, &m->relocate, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(m);
@@ -1255,6 +1259,7 @@ int manager_run(struct manager *m) {
 struct manager *manager_free(struct manager *m) {
         if (!m)
                 return NULL;
+        relocate_agent_free(m->relocate);
         fleet_agent_free(m->fleet);
         control_free(m->control);
         metrics_server_free(m->metrics);

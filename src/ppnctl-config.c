@@ -62,6 +62,8 @@ void ctl_settings_resolve(struct ctl_globals *g, const struct ppn_config *cfg, c
         g->etcd_cert = cfg->fleet_cert;
         g->etcd_key = cfg->fleet_key;
         pick(&g->libvirt_uri, env, "PPN_LIBVIRT_URI", cfg->libvirt_uri);
+        g->migration_peers = cfg->migration_peers;
+        g->migration_timeout_usec = cfg->migration_timeout_usec;
         /* "auto" is the cgroup module's default root (NULL): found, v1 or v2. */
         if (strcmp(g->cgroup_root, "auto") == 0)
                 g->cgroup_root = NULL;

@@ -24,7 +24,7 @@
 #define LEND_USAGE "lend BORROWER SIZE --for DURATION"
 #define REVOKE_USAGE "grant revoke ID"
 
-static int load_identity(const struct ctl_globals *g, struct fleet_identity *ret) {
+int ctl_load_identity(const struct ctl_globals *g, struct fleet_identity *ret) {
         _cleanup_free_ char *path = fleet_identity_path(g->ledger);
         struct ppn_error e = {};
         int r;
@@ -35,7 +35,7 @@ static int load_identity(const struct ctl_globals *g, struct fleet_identity *ret
         return r < 0 ? ctl_fail(&e, r) : 0;
 }
 
-static int open_etcd(const struct ctl_globals *g, struct etcd **ret) {
+int ctl_open_etcd(const struct ctl_globals *g, struct etcd **ret) {
         struct etcd_options o = { .endpoints = g->etcd_endpoints, .ca = g->etcd_ca, .cert = g->etcd_cert,
                                   .key = g->etcd_key };
         struct ppn_error e = {};
@@ -88,7 +88,7 @@ int ctl_node_id(const struct ctl_globals *g, int argc, char **argv) {
                 return r;
         if (argc != 1)
                 return ctl_usage_error("node id", "node id [--json]", "unexpected argument '%s'", argv[1]);
-        r = load_identity(g, &id);
+        r = ctl_load_identity(g, &id);
         if (r)
                 return r;
         print_identity(&id, json);
@@ -134,7 +134,7 @@ static int fleet_trust(const struct ctl_globals *g, int argc, char **argv) {
         if (!fleet_id_valid(argv[1]))
                 return ctl_usage_error("fleet trust", TRUST_USAGE, "'%s' is not a node id (%d hex digits)", argv[1],
                                        FLEET_ID_LEN);
-        r = open_etcd(g, &e);
+        r = ctl_open_etcd(g, &e);
         if (r)
                 return r;
         r = fetch_public_key(e, argv[1], pub, &err);
@@ -170,10 +170,10 @@ static int report_direct(const struct ctl_globals *g, json_object **ret) {
         struct ppn_error err = {};
         size_t n = 0;
         int64_t now = (int64_t) now_realtime_usec();
-        int r = load_identity(g, &id);
+        int r = ctl_load_identity(g, &id);
 
         if (r == 0)
-                r = open_etcd(g, &e);
+                r = ctl_open_etcd(g, &e);
         if (r)
                 return r;
         r = fleet_trusted_from_ledger(g->ledger, &id, &trusted, &n, &err);
@@ -336,7 +336,7 @@ int ctl_lend(const struct ctl_globals *g, int argc, char **argv) {
 
         if (r >= 0)
                 return r;
-        if ((r = load_identity(g, &id)) || (r = is_trusted(g, &id, borrower)) || (r = open_etcd(g, &e)) ||
+        if ((r = ctl_load_identity(g, &id)) || (r = is_trusted(g, &id, borrower)) || (r = ctl_open_etcd(g, &e)) ||
             (r = ctl_open_ledger(g, true, &l)))
                 return r;
         random_hex(gr.id);
@@ -407,7 +407,7 @@ static int grant_revoke(const struct ctl_globals *g, int argc, char **argv) {
         if (argc != 2 || strlen(argv[1]) != FLEET_GRANT_ID_LEN)
                 return ctl_usage_error("grant revoke", REVOKE_USAGE, "expected a grant id (%d hex digits)",
                                        FLEET_GRANT_ID_LEN);
-        if ((r = load_identity(g, &id)) || (r = open_etcd(g, &e)) || (r = ctl_open_ledger(g, true, &l)) ||
+        if ((r = ctl_load_identity(g, &id)) || (r = ctl_open_etcd(g, &e)) || (r = ctl_open_ledger(g, true, &l)) ||
             (r = active_lending(g, argv[1])))
                 return r;
         memcpy(v.grant, argv[1], sizeof(v.grant));

@@ -35,7 +35,7 @@
 #define ADOPT_USAGE "adopt VM --qmp PATH | --libvirt DOMAIN"
 #define EXPORT_USAGE "export VM DIR"
 #define IMPORT_USAGE "import DIR [--image-dir DIR]"
-#define MOVE_USAGE "move VM --to DIR [--timeout SECONDS]"
+#define MOVE_USAGE "move VM --to DIR [--timeout SECONDS] | move VM --to NODE --live [--grant ID] [--max-bandwidth SIZE] [--json]"
 
 /* After "quit", QEMU exits within milliseconds; 10 s before SIGKILL covers a host under load. */
 #define QUIT_WAIT_USEC (UINT64_C(10) * 1000000)
@@ -571,6 +571,9 @@ int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
         const char *to = NULL;
         struct ppn_error e = {};
         int c, r;
+        for (int i = 1; i < argc; i++)
+                if (strcmp(argv[i], "--live") == 0)
+                        return ctl_move_live(g, argc, argv);
         optind = 0;
         opterr = 0;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {

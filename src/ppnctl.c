@@ -29,7 +29,7 @@ static const struct ctl_command commands[] = {
         { "import", ctl_import, "import DIR [--image-dir DIR]", "verify an archive, admit and register it here" },
         { "ledger", ctl_ledger, "ledger history [VM]|export|import FILE|check", "audit log; the ledger as JSON", ctl_ledger_commands },
         { "lend", ctl_lend, "lend BORROWER SIZE --for DURATION", "reserve SIZE of this node's pool for node BORROWER's VMs and publish a signed grant" },
-        { "move", ctl_move, "move VM --to DIR [--timeout S]", "stop + export + verify, then remove the entry" },
+        { "move", ctl_move, "move VM --to DIR [--timeout S] | move VM --to NODE --live [--grant ID] [--max-bandwidth SIZE] [--json]", "cold: stop + export + verify, then remove the entry; --live: QEMU live migration to a node" },
         { "node", ctl_node, "node set KEY=VALUE... | show | init | id", "node settings: physical, reserve, min-floor; the node's fleet identity", ctl_node_commands },
         { "plot", ctl_plot, "plot [VM...] [--since DURATION] --output FILE.svg [--input FILE.json]", "draw memory over time as an SVG: target, actual, guest use, minimum, decisions" },
         { "pool", ctl_pool, "pool [--json]", "capacity: physical, reserve, reserved min, available, committed, free" },

@@ -42,6 +42,8 @@ struct ctl_globals {
         const char *etcd_endpoints;     /* $PPN_ETCD_ENDPOINTS, [fleet] endpoints */
         const char *etcd_ca, *etcd_cert, *etcd_key;     /* [fleet] ca, cert, key */
         const char *libvirt_uri;        /* $PPN_LIBVIRT_URI, [libvirt] uri ("" = none) */
+        const char *migration_peers;    /* [fleet] migration-peers: where move --live may send */
+        uint64_t migration_timeout_usec;        /* [fleet] migration-timeout */
 };
 
 /* Shared by the handlers and main (ppnctl-config.c). */
@@ -74,6 +76,13 @@ int ctl_history(const struct ctl_globals *g, int argc, char **argv);
 int ctl_import(const struct ctl_globals *g, int argc, char **argv);
 int ctl_ledger(const struct ctl_globals *g, int argc, char **argv);
 int ctl_move(const struct ctl_globals *g, int argc, char **argv);
+int ctl_move_live(const struct ctl_globals *g, int argc, char **argv);
+/* This node's fleet key (beside the ledger) and a client of the fleet store; 0 or CTL_FAILED
+ * with the reason printed (ppnctl-fleet.c). */
+struct fleet_identity;
+struct etcd;
+int ctl_load_identity(const struct ctl_globals *g, struct fleet_identity *ret);
+int ctl_open_etcd(const struct ctl_globals *g, struct etcd **ret);
 int ctl_node(const struct ctl_globals *g, int argc, char **argv);
 int ctl_plot(const struct ctl_globals *g, int argc, char **argv);
 int ctl_pool(const struct ctl_globals *g, int argc, char **argv);

@@ -241,6 +241,10 @@ static void add_devices(struct args *a, const struct vm_spec *s) {
         }
         for (size_t i = 0; s->extra && s->extra[i]; i++)
                 add(a, "%s", s->extra[i]);
+        if (s->incoming) {
+                add(a, "-incoming");
+                add(a, "defer");
+        }
 }
 
 int vm_build_argv(const struct vm_spec *spec, char ***ret_argv, struct ppn_error *err) {

@@ -17,6 +17,7 @@
  *         -device virtio-mem-pci,id=ppn-vmem0,memdev=ppn-vmem0-mem,requested-size=REQMiB]
  *        -drive file=DISK,format=FMT,if=virtio   (one per disk)
  *        EXTRA...                                 (the operator's options, checked)
+ *        [-incoming defer]                        (a live move's destination)
  * Memory is the VM's maximum: the balloon takes it down to what the pool grants, never below
  * the minimum. With a virtio-mem region the guest boots with its base memory and the region
  * starts with REQ plugged (what the minimum needs beyond base, in whole 2 MiB blocks): ppnd
@@ -71,6 +72,8 @@ struct vm_spec {
         size_t n_disks;
         const char *const *extra;      /* NULL-terminated operator options, or NULL */
         bool paused;                   /* -S: vCPUs do not run until "cont" */
+        bool incoming;                 /* -incoming defer: the VM's state arrives by live
+                                        * migration (migrate-incoming names the address) */
 };
 
 /*
