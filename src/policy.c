@@ -52,10 +52,6 @@ void policy_tunables_default(struct policy_tunables *ret) {
                 .shrink_hold_usec = 10 * USEC_PER_SEC,
                 /* VMware's default idle memory tax. */
                 .idle_tax_pct = 75,
-                /* Page cache is a donor of last resort: a cache not seen growing for 30 s (three
-                 * shrink holds) is cold and gives first, a quarter of it per tick at most. */
-                .cache_cold_usec = 30 * USEC_PER_SEC,
-                .cache_shrink_pct = 25,
                 /* Off: targets are promises the capacity must cover (see pool_measure_reported). */
                 .free_page_reporting = false,
         };
@@ -67,9 +63,6 @@ int policy_tunables_check(const struct policy_tunables *t, struct ppn_error *err
                 return ppn_error_set(err, EINVAL, "policy: percentages must be 0..100");
         if (t->shrink_pct < 1 || t->shrink_pct > 100)
                 return ppn_error_set(err, EINVAL, "policy: shrink percentage %u outside 1..100", t->shrink_pct);
-        if (t->cache_shrink_pct < 1 || t->cache_shrink_pct > 100)
-                return ppn_error_set(err, EINVAL, "policy: page cache shrink percentage %u outside 1..100",
-                                     t->cache_shrink_pct);
         if (t->idle_tax_pct > 99)
                 return ppn_error_set(err, EINVAL, "policy: idle tax %u%% above 99%%", t->idle_tax_pct);
         if (t->min_step_bytes < MIB || t->min_step_permille > 1000)
@@ -162,11 +155,9 @@ struct vm_work {
         uint64_t t;           /* current target clamped to [min, max] */
         uint64_t use, headroom, need, ent;
         uint64_t grant;       /* bytes given from free memory this tick */
-        uint64_t cache;       /* the guest's reclaimable page cache: available − free */
-        uint64_t cap1, capc, cap2;  /* what may be taken this tick: idle free memory, idle page
-                                     * cache, the rest down to the fair share */
+        uint64_t cap1, cap2;  /* what may be taken this tick: idle tier, fair-share tier */
         bool moving_down, moving_up;  /* balloon still on its way to the target in force */
-        uint64_t taken1, takenc, taken2;
+        uint64_t taken1, taken2;
 };
 
 static void set_why(struct policy_decision *d, const char *fmt, ...) _printf_(2, 3);
@@ -202,34 +193,12 @@ static uint64_t counter_rate(uint64_t prev, uint64_t cur, uint64_t dt_usec) {
         return (uint64_t) ((unsigned __int128) (cur - prev) * USEC_PER_SEC / dt_usec);
 }
 
-/* The guest's reclaimable page cache as its balloon statistics show it: what it counts as
- * available beyond its free memory (0 when it does not say what is free). */
-static uint64_t guest_cache(const struct policy_guest_stats *st) {
-        return st->free == POLICY_STAT_UNKNOWN ? 0 : subu(st->available, st->free);
-}
-
-/* A page cache growing by a minimum step above its low mark is being read into: the time is
- * kept, and the cache counts as working set (hot) for cache_cold_usec. */
-static void track_cache(const struct policy_tunables *tun, struct policy_vm_state *s,
-                        const struct policy_guest_stats *st, bool first) {
-        uint64_t cache = guest_cache(st);
-
-        if (first || cache < s->cache_low)
-                s->cache_low = cache;
-        else if (cache >= s->cache_low + tun->min_step_bytes) {
-                s->cache_grew_usec = st->last_update_usec;
-                s->cache_low = cache;
-        }
-}
-
 /* Counter rates over the last two distinct samples; unchanged while the sample is the same. */
-static void update_rates(const struct policy_tunables *tun, struct policy_vm_state *s,
-                         const struct policy_guest_stats *st, uint64_t actual) {
+static void update_rates(struct policy_vm_state *s, const struct policy_guest_stats *st, uint64_t actual) {
         uint64_t use = subu(actual, st->available);
 
         if (st->last_update_usec <= s->prev_update_usec)
                 return;
-        track_cache(tun, s, st, s->prev_update_usec == 0);
         if (s->prev_update_usec != 0) {
                 uint64_t dt = st->last_update_usec - s->prev_update_usec;
                 s->swap_in_rate = counter_rate(s->prev_swap_in, st->swap_in, dt);
@@ -388,7 +357,6 @@ static void classify_demand(const struct policy_tunables *tun, struct vm_work *w
         w->moving_down = vm->actual >= vm->target + w->min_step;
         w->moving_up = vm->target >= vm->actual + w->min_step;
         w->use = subu(vm->actual, vm->stats.available);
-        w->cache = guest_cache(&vm->stats);
         w->headroom = pct_of(w->use, tun->headroom_pct);
         if (w->headroom < tun->headroom_bytes)
                 w->headroom = tun->headroom_bytes;
@@ -443,7 +411,7 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
         expire_lease(node, vm, &d->state);
         enum policy_reason verdict = stats_check(tun, node, vm, d);
         if (verdict == POLICY_REASON_STEADY)
-                update_rates(tun, &d->state, &vm->stats, vm->actual);
+                update_rates(&d->state, &vm->stats, vm->actual);
         bool starving = verdict == POLICY_REASON_STEADY && guest_short(tun, vm);
         if (classify_followed(node, w, starving))
                 return;
@@ -661,35 +629,6 @@ static uint64_t guest_free(const struct vm_work *w) {
         return f == POLICY_STAT_UNKNOWN ? 0 : f;
 }
 
-/* A page cache seen growing within cache_cold_usec is being read: working set (hot). */
-static bool cache_hot(const struct policy_tunables *tun, const struct policy_node *node, const struct vm_work *w) {
-        uint64_t grew = w->out->state.cache_grew_usec;
-        return grew != 0 && subu(node->now_usec, grew) < tun->cache_cold_usec;
-}
-
-/* Splits a donor's idle memory (above use + headroom) into its free part, which goes first
- * (cap1), and its page cache (capc): a cache gives after every donor's free memory, at most
- * cache_shrink_pct of it per tick, and a hot one only when the pool is urgent (node short,
- * over-committed, or a VM out of memory). */
-static void idle_caps(const struct policy_tunables *tun, const struct policy_node *node, const struct pool *p,
-                      struct vm_work *w, uint64_t idle, uint64_t step) {
-        uint64_t in_cache = idle < w->cache ? idle : w->cache;
-        uint64_t free_idle = idle - in_cache;
-        uint64_t rate = pct_of(w->cache, tun->cache_shrink_pct);
-        bool urgent = p->node_short || p->over > 0 || p->starving;
-
-        w->cap1 = (free_idle < step ? free_idle : step) / MIB * MIB;
-        if (cache_hot(tun, node, w) && !urgent)
-                return;
-        if (rate < w->min_step)
-                rate = w->min_step;
-        if (in_cache > rate)
-                in_cache = rate;
-        if (in_cache > step - w->cap1)
-                in_cache = step - w->cap1;
-        w->capc = in_cache / MIB * MIB;
-}
-
 /* What a donor may give this tick. The step is bounded to shrink_pct of its excess over its
  * entitlement (at least a minimum step): a guest is never emptied in one go. Tier 1 is idle
  * memory above use + headroom, only beyond the hysteresis band and not right after a growth
@@ -722,24 +661,16 @@ static void donor_caps(const struct policy_tunables *tun, const struct policy_no
         /* Hysteresis and the hold after growth protect against flapping, never against a VM
          * that is out of memory: with one starving, any idle memory above use + headroom goes. */
         if ((idle >= hyst || p->starving) &&
-            (urgent || w->out->state.last_grow_usec == 0 || since_grow >= tun->shrink_hold_usec)) {
-                if (p->reported)
-                        w->cap1 = (idle < step ? idle : step) / MIB * MIB;
-                else
-                        idle_caps(tun, node, p, w, idle, step);
-        }
+            (urgent || w->out->state.last_grow_usec == 0 || since_grow >= tun->shrink_hold_usec))
+                w->cap1 = (idle < step ? idle : step) / MIB * MIB;
         if (p->contended)
-                w->cap2 = step - w->cap1 - w->capc;
-}
-
-static uint64_t taken_all(const struct vm_work *w) {
-        return w->taken1 + w->takenc + w->taken2;
+                w->cap2 = step - w->cap1;
 }
 
 /* VMware's shares-per-page ratio with the idle tax: ρ = S / (P·(f + k·(1−f))), f the active
  * fraction of the pages P, k = 1/(1−τ). The lowest ρ gives first. */
 static double donor_rho(const struct vm_work *w, unsigned tax_pct) {
-        double pages = (double) subu(w->t, taken_all(w)) / (double) MIB;
+        double pages = (double) subu(w->t, w->taken1 + w->taken2) / (double) MIB;
         double f, k = 100.0 / (double) (100 - tax_pct);
 
         if (pages <= 0)
@@ -750,58 +681,32 @@ static double donor_rho(const struct vm_work *w, unsigned tax_pct) {
         return (double) w->in->shares / (pages * (f + k * (1 - f)));
 }
 
-/* The tiers a donor gives from, in the order they are asked. */
-enum tier {
-        TIER_FREE,     /* idle free memory (cap1) */
-        TIER_CACHE,    /* idle page cache (capc) */
-        TIER_FAIR,     /* down to the fair share under contention (cap2) */
-};
-
-static uint64_t *tier_taken(struct vm_work *w, enum tier tier) {
-        return tier == TIER_FREE ? &w->taken1 : tier == TIER_CACHE ? &w->takenc : &w->taken2;
-}
-
-static uint64_t tier_left(struct vm_work *w, enum tier tier) {
-        uint64_t cap = tier == TIER_FREE ? w->cap1 : tier == TIER_CACHE ? w->capc : w->cap2;
-        return cap - *tier_taken(w, tier);
-}
-
-/* Does a give before b? Page cache: the one that has not grown for longest first (a cache
- * filled once and never read again), then the lowest ρ; other tiers: the lowest ρ. */
-static bool gives_before(enum tier tier, const struct vm_work *a, double rho_a, const struct vm_work *b,
-                         double rho_b) {
-        if (tier == TIER_CACHE && a->out->state.cache_grew_usec != b->out->state.cache_grew_usec)
-                return a->out->state.cache_grew_usec < b->out->state.cache_grew_usec;
-        return rho_a < rho_b;
-}
-
-/* Takes up to want bytes from a tier, a minimum step at a time from the donor that gives
- * first (gives_before). Returns what was taken (may exceed want by less than a step: it stays
- * in the pool). */
-static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w, size_t n, enum tier tier,
-                            uint64_t want, bool starving) {
+/* Takes up to want bytes from tier (1 or 2), a minimum step at a time from the lowest ρ.
+ * Returns what was taken (may exceed want by less than a step: it stays in the pool). */
+static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w, size_t n, int tier, uint64_t want,
+                            bool starving) {
         uint64_t got = 0;
 
         while (got < want) {
                 struct vm_work *best = NULL;
                 double best_rho = 0;
                 for (size_t i = 0; i < n; i++) {
-                        uint64_t left = tier_left(&w[i], tier);
-                        if (left == 0 || (left < w[i].min_step && taken_all(&w[i]) == 0 && !starving))
+                        uint64_t left = tier == 1 ? w[i].cap1 - w[i].taken1 : w[i].cap2 - w[i].taken2;
+                        if (left == 0 || (left < w[i].min_step && w[i].taken1 + w[i].taken2 == 0 && !starving))
                                 continue;
                         double rho = donor_rho(&w[i], tun->idle_tax_pct);
-                        if (!best || gives_before(tier, &w[i], rho, best, best_rho)) {
+                        if (!best || rho < best_rho) {
                                 best = &w[i];
                                 best_rho = rho;
                         }
                 }
                 if (!best)
                         break;
-                uint64_t *taken = tier_taken(best, tier);
-                uint64_t left = tier_left(best, tier);
+                uint64_t *taken = tier == 1 ? &best->taken1 : &best->taken2;
+                uint64_t left = (tier == 1 ? best->cap1 : best->cap2) - *taken;
                 uint64_t chunk = left < best->min_step ? left : best->min_step;
                 /* The last piece may be smaller than a step if this VM already gives ≥ one. */
-                if (want - got < chunk && taken_all(best) > 0)
+                if (want - got < chunk && best->taken1 + best->taken2 > 0)
                         chunk = (want - got + MIB - 1) / MIB * MIB;
                 *taken += chunk;
                 got += chunk;
@@ -884,29 +789,23 @@ static int pool_reclaim(const struct policy_tunables *tun, const struct policy_n
         if (p->reported)
                 return want > 0 ? take_reported(tun, p, w, n, want) : 0;
         if (p->node_short) {
-                /* The node needs memory back: every donor gives its whole idle step (its page
-                 * cache at the bounded rate). */
+                /* The node needs memory back: every donor gives its whole tier-1 step. */
                 for (size_t i = 0; i < n; i++) {
                         w[i].taken1 = w[i].cap1;
-                        w[i].takenc = w[i].capc;
-                        got += w[i].cap1 + w[i].capc;
+                        got += w[i].cap1;
                 }
-        } else if (want > 0) {
-                /* Free memory anywhere before any page cache. */
-                got = take_greedy(tun, w, n, TIER_FREE, want, p->starving);
-                if (got < want)
-                        got += take_greedy(tun, w, n, TIER_CACHE, want - got, p->starving);
-        }
+        } else if (want > 0)
+                got = take_greedy(tun, w, n, 1, want, p->starving);
         want = subu(want, got);
         if (want > 0 && p->contended)
-                take_greedy(tun, w, n, TIER_FAIR, want, p->starving);
+                take_greedy(tun, w, n, 2, want, p->starving);
         return 0;
 }
 
 static enum policy_reason shrink_reason(const struct pool *p, const struct vm_work *w) {
         /* With free page reporting "over" is the host's shortfall, never Σ targets. */
         bool for_overcommit = p->over > 0 && p->deficit == 0 && !p->reported;
-        if (p->node_short && w->taken1 + w->takenc > 0)
+        if (p->node_short && w->taken1 > 0)
                 return POLICY_REASON_SHRINK_NODE;
         if (for_overcommit)
                 return POLICY_REASON_SHRINK_OVERCOMMIT;
@@ -960,7 +859,7 @@ static void idle_kept(const struct policy_node *node, const struct pool *p, stru
 static void finalize_vm(const struct policy_node *node, const struct pool *p, struct vm_work *w) {
         const struct policy_vm *vm = w->in;
         struct policy_decision *d = w->out;
-        uint64_t shrink = taken_all(w);
+        uint64_t shrink = w->taken1 + w->taken2;
 
         d->target = clampu(w->t + w->grant - shrink, vm->min, vm->max);
         d->apply = d->target != vm->target;

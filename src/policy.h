@@ -48,8 +48,6 @@ struct policy_tunables {
         uint64_t override_usec;           /* length of a lease made from a change behind our back */
         uint64_t shrink_hold_usec;        /* after growing a VM, no idle reclaim from it for this long */
         unsigned idle_tax_pct;            /* idle memory tax when choosing donors (0..99) */
-        uint64_t cache_cold_usec;         /* a page cache not seen growing for this long is cold */
-        unsigned cache_shrink_pct;        /* one tick takes at most this % of a VM's page cache */
         bool free_page_reporting;         /* guests return free memory to the host (QEMU
                                            * free-page-reporting=on): growth is paid from host
                                            * MemAvailable, Σ targets may exceed the capacity,
@@ -97,8 +95,6 @@ struct policy_vm_state {
         uint64_t major_fault_rate;   /* faults/s */
         uint64_t prev_use;           /* actual − available at the previous sample */
         uint64_t use_growth_rate;    /* bytes/s the guest's use grew between the last two (0 if it fell) */
-        uint64_t cache_low;          /* page cache (available − free) low mark since it last grew */
-        uint64_t cache_grew_usec;    /* when the page cache last grew by a minimum step (0 = never seen) */
 
         /* The balloon's progress toward the current target. */
         uint64_t set_usec;           /* when the target was set (0 = unknown: first tick) */
