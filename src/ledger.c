@@ -46,8 +46,8 @@ static const char *const migrations[] = {
         "  borrower TEXT NOT NULL, bytes INTEGER NOT NULL CHECK (bytes > 0),"
         "  not_before INTEGER NOT NULL, expires INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);",
         /* 2 -> 3: the memory layout — boot memory and a virtio-mem region (NULL/0: none). */
-        "ALTER TABLE vm ADD COLUMN base_bytes INTEGER;"
-        "ALTER TABLE vm ADD COLUMN vmem INTEGER NOT NULL DEFAULT 0;",
+        ("ALTER TABLE vm ADD COLUMN base_bytes INTEGER;"
+         "ALTER TABLE vm ADD COLUMN vmem INTEGER NOT NULL DEFAULT 0;"),
         /* 3 -> 4: a VM may be a libvirt domain (reached through libvirt, not a QMP socket). */
         "ALTER TABLE vm ADD COLUMN libvirt_domain TEXT;",
 };
