@@ -159,64 +159,51 @@ int balloon_check_target(uint64_t target, uint64_t floor, struct ppn_error *err)
 
 /* ---- commands ------------------------------------------------------------------------ */
 
+/* A QEMU device id as QEMU accepts one (a letter, then letters, digits, '-', '.', '_'): it
+ * goes into the command text as it is, so anything else is refused before sending. */
 static int check_device_id(const char *id, struct qmp_error *err) {
-        if (!*id || strlen(id) >= DEVICE_ID_MAX || strchr(id, '/'))
-                return ppn_error_set(&err->error, -EINVAL, "invalid balloon device id \"%s\"", id);
+        static const char tail[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._";
+        size_t n = strlen(id);
+        bool letter = (id[0] >= 'a' && id[0] <= 'z') || (id[0] >= 'A' && id[0] <= 'Z');
+
+        if (!letter || n >= DEVICE_ID_MAX || strspn(id, tail) != n)
+                return ppn_error_set(&err->error, -EINVAL, "invalid balloon device id \"%.*s\"", DEVICE_ID_MAX, id);
         return 0;
 }
 
-/* {"path": "/machine/peripheral/<id>", "property": property} */
-static json_object *qom_args(const char *device_id, const char *property) {
-        char path[sizeof("/machine/peripheral/") + DEVICE_ID_MAX];
-        json_object *a = json_object_new_object();
-
-        snprintf(path, sizeof(path), "/machine/peripheral/%s", device_id);
-        if (a && (json_object_object_add(a, "path", json_object_new_string(path)) < 0 ||
-                  json_object_object_add(a, "property", json_object_new_string(property)) < 0))
-                a = (json_object_put(a), NULL);
-        return a;
-}
+/* Room for the longest arguments built here: a device id and a number. */
+#define ARGS_MAX (sizeof("{\"path\":\"/machine/peripheral/\",\"property\":\"guest-stats-polling-interval\",\"value\":}") + \
+                  DEVICE_ID_MAX + 24)
 
 /* Builds the command for an operation; refuses bad arguments before anything is sent. */
-static int build_target(struct qmp *q, uint64_t target, uint64_t floor, json_object **ret,
+static int build_target(struct qmp *q, uint64_t target, uint64_t floor, char args[static ARGS_MAX],
                         struct qmp_error *err) {
-        json_object *a;
         int r = balloon_check_target(target, floor, &err->error);
 
         if (r < 0)
                 return ppn_error_prefix(&err->error, r, "%s", qmp_name(q) ?: "QMP");
-        a = json_object_new_object();
-        if (!a || json_object_object_add(a, "value", json_object_new_int64((int64_t) target)) < 0) {
-                json_object_put(a);
-                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
-        }
-        *ret = a;
+        snprintf(args, ARGS_MAX, "{\"value\":%" PRIu64 "}", target);
         return 0;
 }
 
-static int build_interval(const char *device_id, unsigned interval, json_object **ret,
+static int build_interval(const char *device_id, unsigned interval, char args[static ARGS_MAX],
                           struct qmp_error *err) {
-        json_object *a;
         int r = check_device_id(device_id, err);
 
         if (r < 0)
                 return r;
-        a = qom_args(device_id, "guest-stats-polling-interval");
-        if (!a || json_object_object_add(a, "value", json_object_new_int64(interval)) < 0) {
-                json_object_put(a);
-                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
-        }
-        *ret = a;
+        snprintf(args, ARGS_MAX, "{\"path\":\"/machine/peripheral/%s\",\"property\":\"guest-stats-polling-interval\","
+                 "\"value\":%u}", device_id, interval);
         return 0;
 }
 
-static int build_stats(const char *device_id, json_object **ret, struct qmp_error *err) {
+static int build_stats(const char *device_id, char args[static ARGS_MAX], struct qmp_error *err) {
         int r = check_device_id(device_id, err);
 
         if (r < 0)
                 return r;
-        *ret = qom_args(device_id, "guest-stats");
-        return *ret ? 0 : ppn_error_set(&err->error, -ENOMEM, "out of memory");
+        snprintf(args, ARGS_MAX, "{\"path\":\"/machine/peripheral/%s\",\"property\":\"guest-stats\"}", device_id);
+        return 0;
 }
 
 /* A decoding failure as a qmp_error naming the command and the socket. */
@@ -267,17 +254,15 @@ static void on_stats(struct qmp *q, json_object *ret, const struct qmp_error *er
 }
 
 /* Sends a built command with a heap context freed by the trampoline (called exactly once). */
-static int send_call(struct qmp *q, const char *command, json_object *args, uint64_t timeout,
+static int send_call(struct qmp *q, const char *command, const char *args, uint64_t timeout,
                      qmp_reply_fn trampoline, struct call c, struct qmp_error *err) {
         struct call *heap = malloc(sizeof(*heap));
         int r;
 
-        if (!heap) {
-                json_object_put(args);
+        if (!heap)
                 return ppn_error_set(&err->error, -ENOMEM, "out of memory");
-        }
         *heap = c;
-        r = qmp_call(q, command, args, timeout, trampoline, heap, err);
+        r = qmp_call_text(q, command, args, timeout, trampoline, heap, err);
         if (r < 0)
                 free(heap);
         return r;
@@ -286,8 +271,8 @@ static int send_call(struct qmp *q, const char *command, json_object *args, uint
 int balloon_set_target(struct qmp *q, uint64_t target, uint64_t floor, uint64_t timeout_usec,
                        balloon_done_fn fn, void *userdata, struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_target(q, target, floor, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_target(q, target, floor, args, &e);
 
         if (r >= 0)
                 r = send_call(q, "balloon", args, timeout_usec, on_done,
@@ -311,8 +296,8 @@ int balloon_enable_stats(struct qmp *q, const char *device_id, unsigned interval
                          uint64_t timeout_usec, balloon_done_fn fn, void *userdata,
                          struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, args, &e);
 
         if (r >= 0)
                 r = send_call(q, "qom-set", args, timeout_usec, on_done,
@@ -325,8 +310,8 @@ int balloon_enable_stats(struct qmp *q, const char *device_id, unsigned interval
 int balloon_read_stats(struct qmp *q, const char *device_id, uint64_t timeout_usec,
                        balloon_stats_fn fn, void *userdata, struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, args, &e);
 
         if (r >= 0)
                 r = send_call(q, "qom-get", args, timeout_usec, on_stats,
@@ -341,11 +326,11 @@ int balloon_read_stats(struct qmp *q, const char *device_id, uint64_t timeout_us
 int balloon_set_target_sync(struct qmp *q, uint64_t target, uint64_t floor, uint64_t timeout_usec,
                             struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_target(q, target, floor, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_target(q, target, floor, args, &e);
 
         if (r >= 0)
-                r = qmp_call_sync(q, "balloon", args, timeout_usec, NULL, &e);
+                r = qmp_call_sync_text(q, "balloon", args, timeout_usec, NULL, &e);
         if (r < 0 && err)
                 *err = e;
         return r;
@@ -376,11 +361,11 @@ int balloon_query_sync(struct qmp *q, uint64_t timeout_usec, uint64_t *ret_actua
 int balloon_enable_stats_sync(struct qmp *q, const char *device_id, unsigned interval_sec,
                               uint64_t timeout_usec, struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, args, &e);
 
         if (r >= 0)
-                r = qmp_call_sync(q, "qom-set", args, timeout_usec, NULL, &e);
+                r = qmp_call_sync_text(q, "qom-set", args, timeout_usec, NULL, &e);
         if (r < 0 && err)
                 *err = e;
         return r;
@@ -390,11 +375,12 @@ int balloon_read_stats_sync(struct qmp *q, const char *device_id, uint64_t timeo
                             struct balloon_stats *ret, struct qmp_error *err) {
         struct qmp_error e = { 0 };
         struct balloon_stats s;
-        json_object *args, *reply = NULL;
-        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, &args, &e);
+        json_object *reply = NULL;
+        char args[ARGS_MAX];
+        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, args, &e);
 
         if (r >= 0)
-                r = qmp_call_sync(q, "qom-get", args, timeout_usec, &reply, &e);
+                r = qmp_call_sync_text(q, "qom-get", args, timeout_usec, &reply, &e);
         if (r >= 0) {
                 r = balloon_stats_decode(reply, &s, &e.error);
                 if (r < 0)

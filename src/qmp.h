@@ -152,6 +152,12 @@ const char *qmp_event_to_name(enum qmp_event_id id);
 int qmp_call(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
              qmp_reply_fn fn, void *userdata, struct qmp_error *err);
 
+/* The same with the arguments as JSON text (an object, or NULL for none), for commands sent
+ * every tick: the text is put into the command line as it is, so it must come from the caller's
+ * own code (numbers, checked identifiers), never from outside. `command` is [a-z0-9_-]. */
+int qmp_call_text(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
+                  qmp_reply_fn fn, void *userdata, struct qmp_error *err);
+
 /* Closes the socket (if still open) and frees. Pending commands' callbacks run once with
  * -ECANCELED so they can free their userdata; they must not use q. The disconnected callback
  * is not called. May be called from inside any callback of this client. Accepts NULL. */
@@ -186,3 +192,5 @@ int qmp_connect_sync(const char *path, uint64_t timeout_usec, struct qmp **ret,
                      struct qmp_error *err);
 int qmp_call_sync(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
                   json_object **ret_reply, struct qmp_error *err);
+int qmp_call_sync_text(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
+                       json_object **ret_reply, struct qmp_error *err);

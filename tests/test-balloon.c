@@ -281,6 +281,10 @@ static void test_target_refused_before_sending(void **state) {
         assert_int_equal(balloon_set_target_sync(p->q, 100 * MIB, 384 * MIB, 0, &err), -ERANGE);
         assert_int_equal(balloon_enable_stats(p->q, "a/b", 2, 0, on_done, &o, &err), -EINVAL);
         assert_int_equal(balloon_read_stats(p->q, "", 0, on_stats, &o, &err), -EINVAL);
+        /* Ids go into the command text as they are: only what QEMU accepts as an id passes. */
+        assert_int_equal(balloon_read_stats(p->q, "b\",\"x\":\"", 0, on_stats, &o, &err), -EINVAL);
+        assert_int_equal(balloon_read_stats(p->q, "0balloon", 0, on_stats, &o, &err), -EINVAL);
+        assert_int_equal(balloon_enable_stats(p->q, "bal\\n", 2, 0, on_done, &o, &err), -EINVAL);
         assert_int_equal(qmp_pending(p->q), 0);
         assert_null(peer_read_command(p));
         assert_int_equal(o.calls, 0);

@@ -474,6 +474,37 @@ static void test_command_timeout(void **state) {
         peer_done(p);
 }
 
+/* The commands of a connection share one timer, armed for the earliest deadline: a shorter
+ * timeout sent after a longer one still fires on time, and a timer that fires for a command
+ * answered meanwhile waits for the next one instead of failing it early. */
+static void test_command_timeout_shared_timer(void **state) {
+        struct peer *p = ready_peer();
+        struct call_result answered = { 0 }, slow = { 0 }, fast = { 0 };
+        uint64_t t0, dt;
+
+        call(p, "query-status", 5 * 1000000, &slow);
+        call(p, "query-balloon", 100 * 1000, &answered);
+        json_object_put(peer_read_command(p));  /* query-status: never answered */
+        peer_answer(p, "query-balloon", "{\"actual\": 1073741824}");
+        assert_true(answered.done);
+        assert_false(answered.failed);
+        t0 = now_usec();
+        call(p, "query-kvm", 300 * 1000, &fast);
+        assert_true(peer_run_until(p, &fast.done, 4 * 1000000));
+        dt = now_usec() - t0;
+        assert_true(dt >= 300 * 1000);  /* not at the answered command's deadline */
+        assert_true(dt < 3 * 1000000);  /* nor at the slow one's */
+        assert_int_equal(fast.err.error.code, -ETIMEDOUT);
+        assert_contains(fast.err.error.msg, "query-kvm");
+        assert_contains(fast.err.error.msg, "300 ms");
+        assert_int_equal(slow.calls, 1);
+        assert_int_equal(slow.err.error.code, -ETIMEDOUT);
+        assert_contains(slow.err.error.msg, "stopped answering");
+        assert_int_equal(answered.calls, 1);
+        result_clear(&answered);
+        peer_done(p);
+}
+
 static void test_greeting_timeout(void **state) {
         struct peer p;
         uint64_t t0 = now_usec();
@@ -1121,6 +1152,7 @@ int main(void) {
 #define T(f) tests[n++] = (struct CMUnitTest) cmocka_unit_test(f)
         T(test_replies_between_events_any_order);
         T(test_command_timeout);
+        T(test_command_timeout_shared_timer);
         T(test_greeting_timeout);
         T(test_capabilities_refused);
         T(test_eof_mid_message);
