@@ -96,6 +96,19 @@ static struct managed_vm *find_vm(struct manager *m, const char *name) {
         return NULL;
 }
 
+/* The sizes `ppnctl status` shows (STATUS_UNKNOWN where nobody knows), without the text:
+ * the history takes them for every VM every round. */
+static void status_sizes(const struct managed_vm *v, uint64_t *ret_target, uint64_t *ret_actual,
+                         uint64_t *ret_available) {
+        const struct vmlink_sample *x = vmlink_last(v->link);
+        bool running = vmlink_get_state(v->link) == VMLINK_RUNNING;
+
+        *ret_target = v->target ? v->target : STATUS_UNKNOWN;
+        *ret_actual = running && x->actual_usec ? x->actual : STATUS_UNKNOWN;
+        *ret_available = running && x->stats_update_sec && x->available != VMLINK_STAT_UNKNOWN ? x->available
+                                                                                               : STATUS_UNKNOWN;
+}
+
 static void fill_status(const struct managed_vm *v, struct vm_status *s) {
         const struct vmlink_sample *x = vmlink_last(v->link);
         enum vmlink_state ls = vmlink_get_state(v->link);
@@ -103,16 +116,14 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
 
         *s = (struct vm_status) {
                 .min_bytes = v->entry.min_bytes, .max_bytes = v->entry.max_bytes,
-                .target_bytes = v->target ? v->target : STATUS_UNKNOWN,
-                .actual_bytes = ls == VMLINK_RUNNING && x->actual_usec ? x->actual : STATUS_UNKNOWN,
-                .guest_available_bytes = STATUS_UNKNOWN, .stats_age_usec = STATUS_UNKNOWN,
+                .stats_age_usec = STATUS_UNKNOWN,
                 .shares = v->entry.shares, .cpu_weight = v->entry.cpu_weight, .pid = vmlink_pid(v->link),
         };
+        status_sizes(v, &s->target_bytes, &s->actual_bytes, &s->guest_available_bytes);
         snprintf(s->name, sizeof(s->name), "%s", v->entry.name);
         snprintf(s->state, sizeof(s->state), "%s", vmlink_state_to_string(ls));
-        if (ls == VMLINK_RUNNING && x->stats_update_sec && x->available != VMLINK_STAT_UNKNOWN) {
+        if (s->guest_available_bytes != STATUS_UNKNOWN) {
                 uint64_t real = now_realtime_usec(), upd = x->stats_update_sec * 1000000;
-                s->guest_available_bytes = x->available;
                 s->stats_age_usec = real > upd ? real - upd : 0;
         }
         if (v->pstate.lease_kind != POLICY_LEASE_NONE && v->pstate.lease_expiry_usec > now)
@@ -553,18 +564,13 @@ static void update_pool(struct manager *m, const struct policy_node *node) {
 static void record_samples(struct manager *m, uint64_t real) {
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct managed_vm *v = m->vms[i];
-                struct vm_status st;
                 const struct vmlink_sample *x = vmlink_last(v->link);
+                struct history_sample h = { .realtime_usec = real };
 
-                fill_status(v, &st);
-                history_ring_add(&v->history, &(struct history_sample) {
-                        .realtime_usec = real,
-                        .target_bytes = st.target_bytes,
-                        .actual_bytes = st.actual_bytes,
-                        .guest_available_bytes = st.guest_available_bytes,
-                        .guest_total_bytes = st.guest_available_bytes != STATUS_UNKNOWN &&
-                                             x->total != VMLINK_STAT_UNKNOWN ? x->total : HISTORY_UNKNOWN,
-                });
+                status_sizes(v, &h.target_bytes, &h.actual_bytes, &h.guest_available_bytes);
+                h.guest_total_bytes = h.guest_available_bytes != STATUS_UNKNOWN && x->total != VMLINK_STAT_UNKNOWN
+                                              ? x->total : HISTORY_UNKNOWN;
+                history_ring_add(&v->history, &h);
         }
 }
 

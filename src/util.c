@@ -92,6 +92,35 @@ int parse_size(const char *s, uint64_t *ret_bytes) {
         return -EINVAL;
 }
 
+/* n in decimal at buf (room for 20 digits); returns the end. */
+static char *put_uint(char *buf, uint64_t n) {
+        char tmp[20];
+        size_t k = 0;
+
+        do
+                tmp[k++] = (char) ('0' + n % 10);
+        while ((n /= 10) > 0);
+        while (k > 0)
+                *buf++ = tmp[--k];
+        return buf;
+}
+
+/* bytes/unit with one decimal, rounded as printf("%.1f") rounds the exact quotient (to nearest,
+ * ties to even), without floating point: the policy formats sizes for every VM every tick. */
+static void put_tenths(char *buf, size_t len, uint64_t bytes, unsigned shift, char unit) {
+        uint64_t u = UINT64_C(1) << shift, tenths = (bytes * 10) >> shift, rem = (bytes * 10) & (u - 1);
+        char tmp[32], *e;
+
+        if (rem > u / 2 || (rem == u / 2 && (tenths & 1)))
+                tenths++;
+        e = put_uint(tmp, tenths / 10);
+        *e++ = '.';
+        *e++ = (char) ('0' + tenths % 10);
+        *e++ = unit;
+        *e = '\0';
+        snprintf(buf, len, "%s", tmp);
+}
+
 char *format_size(uint64_t bytes, char *buf, size_t len) {
         static const char units[] = "KMGT";
 
@@ -101,6 +130,8 @@ char *format_size(uint64_t bytes, char *buf, size_t len) {
                         continue;
                 if (bytes % unit == 0)
                         snprintf(buf, len, "%" PRIu64 "%c", bytes / unit, units[i]);
+                else if (((bytes * 10) % unit == 0 || bytes >= 10 * unit) && bytes < (UINT64_C(1) << 59))
+                        put_tenths(buf, len, bytes, (unsigned) (10 * (i + 1)), units[i]);
                 else if ((bytes * 10) % unit == 0 || bytes >= 10 * unit)
                         snprintf(buf, len, "%.1f%c", (double) bytes / (double) unit, units[i]);
                 else
