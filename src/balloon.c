@@ -4,6 +4,8 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "jsonutil.h"
+
 /* QEMU's "not reported" (virtio-balloon's stats start at -1 as uint64). */
 #define STAT_UNKNOWN UINT64_MAX
 /* "/machine/peripheral/" + a device id: QEMU ids are short; 64 bytes is plenty. */
@@ -94,6 +96,85 @@ int balloon_stats_decode(json_object *reply, struct balloon_stats *ret, struct p
                         return r;
         }
         /* Never reported: whatever numbers are there mean nothing. */
+        if (s.last_update == 0) {
+                memset(s.value, 0, sizeof(s.value));
+                s.known = 0;
+        }
+        *ret = s;
+        return 0;
+}
+
+static int stat_by_name(const char *name, size_t len) {
+        for (size_t i = 0; i < ELEMENTSOF(stat_table); i++)
+                if (json_scan_key_is(name, len, stat_table[i].name))
+                        return (int) stat_table[i].stat;
+        return -1;
+}
+
+/* Unknown stats seen in one report, to tell a repeated name (json-c keeps one of them). */
+#define EXTRA_NAMES_MAX 8
+
+/* The "stats" object: the same reading as decode_one_stat() for each member. */
+static int scan_stats(struct json_scan *js, struct balloon_stats *s) {
+        struct { const char *name; size_t len; } extra[EXTRA_NAMES_MAX];
+        uint32_t seen = 0;
+        const char *name;
+        bool first = true;
+        size_t len;
+        uint64_t n;
+        int k, st;
+
+        if (!json_scan_char(js, '{'))
+                return -EAGAIN;
+        while ((k = json_scan_member(js, &first, &name, &len)) == 1) {
+                if (!json_scan_uint(js, &n))
+                        return -EAGAIN;
+                st = stat_by_name(name, len);
+                if (st < 0) {
+                        if (s->n_extra >= EXTRA_NAMES_MAX)
+                                return -EAGAIN;
+                        for (unsigned i = 0; i < s->n_extra; i++)
+                                if (extra[i].len == len && memcmp(extra[i].name, name, len) == 0)
+                                        return -EAGAIN;
+                        extra[s->n_extra].name = name;
+                        extra[s->n_extra++].len = len;
+                        continue;
+                }
+                if (seen & (1u << st))
+                        return -EAGAIN;
+                seen |= 1u << st;
+                if (n != STAT_UNKNOWN) {
+                        s->value[st] = n;
+                        s->known |= 1u << st;
+                }
+        }
+        return k == 0 ? 0 : -EAGAIN;
+}
+
+int balloon_stats_decode_text(const char *text, size_t len, struct balloon_stats *ret) {
+        struct json_scan js = { text, text + len };
+        struct balloon_stats s = { 0 };
+        bool first = true, have_stats = false, have_update = false;
+        const char *key;
+        size_t klen;
+        int k;
+
+        if (!json_scan_char(&js, '{'))
+                return -EAGAIN;
+        while ((k = json_scan_member(&js, &first, &key, &klen)) == 1) {
+                if (!have_stats && json_scan_key_is(key, klen, "stats")) {
+                        if (scan_stats(&js, &s) < 0)
+                                return -EAGAIN;
+                        have_stats = true;
+                } else if (!have_update && json_scan_key_is(key, klen, "last-update")) {
+                        if (!json_scan_uint(&js, &s.last_update))
+                                return -EAGAIN;
+                        have_update = true;
+                } else
+                        return -EAGAIN;
+        }
+        if (k < 0 || !have_stats || !have_update || !json_scan_end(&js))
+                return -EAGAIN;
         if (s.last_update == 0) {
                 memset(s.value, 0, sizeof(s.value));
                 s.known = 0;
@@ -253,16 +334,54 @@ static void on_stats(struct qmp *q, json_object *ret, const struct qmp_error *er
         free(c);
 }
 
+/* The fast decoders (qmp_fast_fn): the same outcome as the trampolines above, or -EAGAIN
+ * having done nothing. */
+static int on_done_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct call *c = userdata;
+        c->done(q, NULL, c->userdata);
+        free(c);
+        return 0;
+}
+
+static int on_actual_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct json_scan js = { ret, ret + len };
+        struct call *c = userdata;
+        const char *key;
+        size_t klen;
+        bool first = true;
+        uint64_t actual;
+
+        /* Exactly {"actual": N}: anything more or else takes the general way. */
+        if (!json_scan_char(&js, '{') || json_scan_member(&js, &first, &key, &klen) != 1 ||
+            !json_scan_key_is(key, klen, "actual") || !json_scan_uint(&js, &actual) ||
+            json_scan_member(&js, &first, &key, &klen) != 0 || !json_scan_end(&js))
+                return -EAGAIN;
+        c->actual(q, actual, NULL, c->userdata);
+        free(c);
+        return 0;
+}
+
+static int on_stats_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct call *c = userdata;
+        struct balloon_stats s;
+
+        if (balloon_stats_decode_text(ret, len, &s) < 0)
+                return -EAGAIN;
+        c->stats(q, &s, NULL, c->userdata);
+        free(c);
+        return 0;
+}
+
 /* Sends a built command with a heap context freed by the trampoline (called exactly once). */
 static int send_call(struct qmp *q, const char *command, const char *args, uint64_t timeout,
-                     qmp_reply_fn trampoline, struct call c, struct qmp_error *err) {
+                     qmp_reply_fn trampoline, qmp_fast_fn fast, struct call c, struct qmp_error *err) {
         struct call *heap = malloc(sizeof(*heap));
         int r;
 
         if (!heap)
                 return ppn_error_set(&err->error, -ENOMEM, "out of memory");
         *heap = c;
-        r = qmp_call_text(q, command, args, timeout, trampoline, heap, err);
+        r = qmp_call_fast(q, command, args, timeout, trampoline, fast, heap, err);
         if (r < 0)
                 free(heap);
         return r;
@@ -275,7 +394,7 @@ int balloon_set_target(struct qmp *q, uint64_t target, uint64_t floor, uint64_t 
         int r = build_target(q, target, floor, args, &e);
 
         if (r >= 0)
-                r = send_call(q, "balloon", args, timeout_usec, on_done,
+                r = send_call(q, "balloon", args, timeout_usec, on_done, on_done_fast,
                               (struct call) { .done = fn, .userdata = userdata }, &e);
         if (r < 0 && err)
                 *err = e;
@@ -285,7 +404,7 @@ int balloon_set_target(struct qmp *q, uint64_t target, uint64_t floor, uint64_t 
 int balloon_query(struct qmp *q, uint64_t timeout_usec, balloon_actual_fn fn, void *userdata,
                   struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        int r = send_call(q, "query-balloon", NULL, timeout_usec, on_actual,
+        int r = send_call(q, "query-balloon", NULL, timeout_usec, on_actual, on_actual_fast,
                           (struct call) { .actual = fn, .userdata = userdata }, &e);
         if (r < 0 && err)
                 *err = e;
@@ -300,7 +419,7 @@ int balloon_enable_stats(struct qmp *q, const char *device_id, unsigned interval
         int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, args, &e);
 
         if (r >= 0)
-                r = send_call(q, "qom-set", args, timeout_usec, on_done,
+                r = send_call(q, "qom-set", args, timeout_usec, on_done, on_done_fast,
                               (struct call) { .done = fn, .userdata = userdata }, &e);
         if (r < 0 && err)
                 *err = e;
@@ -314,7 +433,7 @@ int balloon_read_stats(struct qmp *q, const char *device_id, uint64_t timeout_us
         int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, args, &e);
 
         if (r >= 0)
-                r = send_call(q, "qom-get", args, timeout_usec, on_stats,
+                r = send_call(q, "qom-get", args, timeout_usec, on_stats, on_stats_fast,
                               (struct call) { .stats = fn, .userdata = userdata }, &e);
         if (r < 0 && err)
                 *err = e;

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 const char *json_member_string(json_object *o, const char *key) {
         json_object *v;
@@ -56,4 +57,115 @@ int json_member_uint64(json_object *o, const char *key, uint64_t *ret) {
                 return -EINVAL;
         *ret = json_object_get_uint64(v);
         return 0;
+}
+
+/* ---- the strict subset scanner ---- */
+
+void json_scan_ws(struct json_scan *s) {
+        while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+                s->p++;
+}
+
+bool json_scan_char(struct json_scan *s, char c) {
+        json_scan_ws(s);
+        if (s->p >= s->end || *s->p != c)
+                return false;
+        s->p++;
+        return true;
+}
+
+bool json_scan_string(struct json_scan *s, const char **ret, size_t *ret_len) {
+        const char *start;
+
+        if (!json_scan_char(s, '"'))
+                return false;
+        start = s->p;
+        while (s->p < s->end && *s->p != '"') {
+                if (*s->p < 0x20 || *s->p > 0x7e || *s->p == '\\')
+                        return false;
+                s->p++;
+        }
+        if (s->p >= s->end)
+                return false;
+        *ret = start;
+        *ret_len = (size_t) (s->p - start);
+        s->p++;
+        return true;
+}
+
+bool json_scan_uint(struct json_scan *s, uint64_t *ret) {
+        const char *start;
+        uint64_t v = 0;
+
+        json_scan_ws(s);
+        start = s->p;
+        while (s->p < s->end && *s->p >= '0' && *s->p <= '9') {
+                unsigned d = (unsigned) (*s->p - '0');
+                if (v > (UINT64_MAX - d) / 10)
+                        return false;
+                v = v * 10 + d;
+                s->p++;
+        }
+        /* No digits, a leading zero, or a fraction/exponent next: not in the subset. */
+        if (s->p == start || (*start == '0' && s->p - start > 1) ||
+            (s->p < s->end && (*s->p == '.' || *s->p == 'e' || *s->p == 'E')))
+                return false;
+        if (s->p >= s->end)
+                return false;   /* a number at the very end may still be growing */
+        *ret = v;
+        return true;
+}
+
+static bool scan_value(struct json_scan *s, unsigned depth) {
+        const char *key;
+        size_t len;
+        uint64_t n;
+        bool first = true;
+        int r;
+
+        json_scan_ws(s);
+        if (s->p >= s->end)
+                return false;
+        if (*s->p == '"')
+                return json_scan_string(s, &key, &len);
+        if (*s->p != '{')
+                return json_scan_uint(s, &n);
+        if (depth >= JSON_SCAN_DEPTH)
+                return false;
+        s->p++;
+        while ((r = json_scan_member(s, &first, &key, &len)) == 1)
+                if (!scan_value(s, depth + 1))
+                        return false;
+        return r == 0;
+}
+
+bool json_scan_value(struct json_scan *s) {
+        return scan_value(s, 1);
+}
+
+int json_scan_member(struct json_scan *s, bool *first, const char **ret_key, size_t *ret_len) {
+        if (*first && json_scan_char(s, '}'))
+                return 0;
+        if (!*first) {
+                json_scan_ws(s);
+                if (s->p < s->end && *s->p == '}') {
+                        s->p++;
+                        return 0;
+                }
+                if (!json_scan_char(s, ','))
+                        return -1;
+        }
+        *first = false;
+        if (!json_scan_string(s, ret_key, ret_len) || !json_scan_char(s, ':'))
+                return -1;
+        return 1;
+}
+
+bool json_scan_key_is(const char *key, size_t len, const char *name) {
+        return strlen(name) == len && memcmp(key, name, len) == 0;
+}
+
+bool json_scan_end(struct json_scan *s) {
+        json_scan_ws(s);
+        return s->p == s->end;
 }

@@ -33,6 +33,7 @@ struct pending {
         uint64_t timeout_usec;
         uint64_t deadline_usec;  /* monotonic: sent + timeout */
         qmp_reply_fn fn;
+        qmp_fast_fn fast;        /* optional decoder of a plain reply's text */
         void *userdata;
 };
 
@@ -560,7 +561,7 @@ static int build_command(const char *command, const char *args_json, uint64_t id
 
 /* Queues a command whatever the state (used for qmp_capabilities before ready). */
 static int send_command(struct qmp *q, const char *command, const char *args_json,
-                        uint64_t timeout_usec, qmp_reply_fn fn, void *userdata) {
+                        uint64_t timeout_usec, qmp_reply_fn fn, qmp_fast_fn fast, void *userdata) {
         _cleanup_free_ struct pending *p = calloc(1, sizeof(*p));
         _cleanup_free_ char *text = NULL;
         struct pending **pp;
@@ -569,7 +570,7 @@ static int send_command(struct qmp *q, const char *command, const char *args_jso
 
         if (!p)
                 return -ENOMEM;
-        *p = (struct pending) { .q = q, .id = q->next_id++, .fn = fn, .userdata = userdata,
+        *p = (struct pending) { .q = q, .id = q->next_id++, .fn = fn, .fast = fast, .userdata = userdata,
                                 .timeout_usec = timeout_usec ?: QMP_TIMEOUT_DEFAULT_USEC };
         p->deadline_usec = now_usec() + p->timeout_usec;
         snprintf(p->command, sizeof(p->command), "%s", command);
@@ -608,6 +609,11 @@ int qmp_call(struct qmp *q, const char *command, json_object *args, uint64_t tim
 
 int qmp_call_text(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
                   qmp_reply_fn fn, void *userdata, struct qmp_error *err) {
+        return qmp_call_fast(q, command, args_json, timeout_usec, fn, NULL, userdata, err);
+}
+
+int qmp_call_fast(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
+                  qmp_reply_fn fn, qmp_fast_fn fast, void *userdata, struct qmp_error *err) {
         int r;
 
         if (!q || !command_name_ok(command))
@@ -616,7 +622,7 @@ int qmp_call_text(struct qmp *q, const char *command, const char *args_json, uin
         if (q->state != STATE_READY)
                 return qerr_set(err, -ENOTCONN, "%s: the QMP connection to %s is %s", command,
                                 q->name, q->state == STATE_CLOSED ? "closed" : "not ready yet");
-        r = send_command(q, command, args_json, timeout_usec, fn, userdata);
+        r = send_command(q, command, args_json, timeout_usec, fn, fast, userdata);
         if (r < 0)
                 return qerr_set(err, r, "%s: cannot queue the command for %s: %s", command,
                                 q->name, strerror(-r));
@@ -681,7 +687,7 @@ static int on_greeting(struct qmp *q, json_object *msg, json_object *value,
         snprintf(q->version.package, sizeof(q->version.package), "%s", package ?: "");
         q->have_version = true;
         q->state = STATE_NEGOTIATING;
-        r = send_command(q, "qmp_capabilities", NULL, q->connect_timeout_usec, on_capabilities, NULL);
+        r = send_command(q, "qmp_capabilities", NULL, q->connect_timeout_usec, on_capabilities, NULL, NULL);
         if (r < 0)
                 return qerr_set(reason, r, "cannot send qmp_capabilities to %s", q->name);
         return 0;
@@ -823,10 +829,87 @@ static void fail_oversized(struct qmp *q) {
         qmp_disconnect(q, &e);
 }
 
+/*
+ * The fast path for the replies sent every tick. At a message boundary, a plain success reply
+ * {"return": VALUE, "id": N} (those two members only) that lies wholly in the buffer and in
+ * jsonutil's strict subset goes to the command's qmp_fast_fn with VALUE's text, without json-c.
+ * Anything else, or a decoder that declines, returns 0 having changed nothing: json-c then
+ * parses the same bytes and the message takes the general way (handle_message()).
+ * Returns the bytes used (leading whitespace included), or 0.
+ */
+static size_t fast_reply(struct qmp *q, const char *p, size_t n) {
+        struct json_scan s = { p, p + n };
+        const char *key, *value = NULL, *value_end = NULL;
+        struct pending **where, *pd;
+        bool first = true, have_id = false;
+        uint64_t id = 0;
+        size_t len, used;
+        int k;
+
+        if (q->state != STATE_READY || !json_scan_char(&s, '{'))
+                return 0;
+        while ((k = json_scan_member(&s, &first, &key, &len)) == 1) {
+                if (!value && json_scan_key_is(key, len, "return")) {
+                        json_scan_ws(&s);
+                        value = s.p;
+                        if (!json_scan_value(&s))
+                                return 0;
+                        value_end = s.p;
+                } else if (!have_id && json_scan_key_is(key, len, "id")) {
+                        if (!json_scan_uint(&s, &id))
+                                return 0;
+                        have_id = true;
+                } else
+                        return 0;
+        }
+        used = (size_t) (s.p - p);
+        if (k < 0 || !value || !have_id || q->msg_bytes + used > QMP_MESSAGE_MAX)
+                return 0;
+        for (where = &q->pending; *where && (*where)->id != id; where = &(*where)->next)
+                ;
+        pd = *where;
+        if (!pd || !pd->fast)
+                return 0;
+        if (log_get_max_level() >= LOG_DEBUG)
+                log_debug("qmp %s <- %.*s", q->name, (int) used, p);
+        /* Unlinked while it runs (it may free the client, which fails what is still pending);
+         * a decoder that declines has done nothing, so the command goes back where it was. */
+        *where = pd->next;
+        if (pd->fast(q, value, (size_t) (value_end - value), pd->userdata) < 0) {
+                pd->next = *where;
+                *where = pd;
+                return 0;
+        }
+        pending_free(pd);
+        q->msg_bytes = 0;
+        return used;
+}
+
+static bool all_blank(const char *p, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
+                        return false;
+        return true;
+}
+
 /* Feeds bytes to the tokener; every complete message is handled in order. Never feeds more
  * than one byte past QMP_MESSAGE_MAX, so a huge message costs at most that much memory. */
 static void feed(struct qmp *q, const char *p, size_t n) {
         while (n > 0 && q->state != STATE_CLOSED) {
+                if (!q->mid_message) {
+                        size_t used = fast_reply(q, p, n);
+                        if (used) {
+                                p += used;
+                                n -= used;
+                                continue;
+                        }
+                        /* Blanks between messages: json-c would only skip them (the "\r\n"
+                         * after a fast reply); counted toward the size limit all the same. */
+                        if (all_blank(p, n) && q->msg_bytes + n <= QMP_MESSAGE_MAX) {
+                                q->msg_bytes += n;
+                                return;
+                        }
+                }
                 size_t len = MIN(n, QMP_MESSAGE_MAX - q->msg_bytes + 1), used;
                 json_object *msg = json_tokener_parse_ex(q->tok, p, (int) len);
                 enum json_tokener_error jerr = json_tokener_get_error(q->tok);

@@ -158,6 +158,17 @@ int qmp_call(struct qmp *q, const char *command, json_object *args, uint64_t tim
 int qmp_call_text(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
                   qmp_reply_fn fn, void *userdata, struct qmp_error *err);
 
+/*
+ * A decoder for the commands sent every tick: the text of a successful reply's "return" value,
+ * when the reply is plain ({"return": ..., "id": N}) and lies in jsonutil's strict subset (see
+ * json_scan). It returns 0 after doing exactly what the command's qmp_reply_fn would have done
+ * with that reply (the qmp_reply_fn is then not called), or a negative value having done nothing
+ * at all: then json-c parses the reply and the qmp_reply_fn gets it as usual.
+ */
+typedef int (*qmp_fast_fn)(struct qmp *q, const char *ret_json, size_t len, void *userdata);
+int qmp_call_fast(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
+                  qmp_reply_fn fn, qmp_fast_fn fast, void *userdata, struct qmp_error *err);
+
 /* Closes the socket (if still open) and frees. Pending commands' callbacks run once with
  * -ECANCELED so they can free their userdata; they must not use q. The disconnected callback
  * is not called. May be called from inside any callback of this client. Accepts NULL. */

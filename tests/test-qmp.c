@@ -442,6 +442,114 @@ static void test_replies_between_events_any_order(void **state) {
         peer_done(p);
 }
 
+/* ---- the fast path for plain replies (qmp_call_fast) ---- */
+
+struct fast_call {
+        struct call_result r;      /* first: on_result() takes this struct */
+        unsigned fast_calls;
+        bool decline, free_client;
+        char text[256];
+};
+
+static int on_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct fast_call *f = userdata;
+
+        f->fast_calls++;
+        snprintf(f->text, sizeof(f->text), "%.*s", (int) len, ret);
+        if (f->decline)
+                return -EAGAIN;
+        if (f->free_client)
+                qmp_free(q);
+        return 0;
+}
+
+static uint64_t call_fast(struct peer *p, const char *execute, struct fast_call *f) {
+        json_object *cmd;
+        uint64_t id;
+
+        assert_int_equal(qmp_call_fast(p->q, execute, NULL, 0, on_result, on_fast, f, NULL), 0);
+        cmd = peer_read_command(p);
+        assert_non_null(cmd);
+        id = json_object_get_uint64(json_object_object_get(cmd, "id"));
+        json_object_put(cmd);
+        return id;
+}
+
+/* A plain reply in the subset goes to the fast decoder alone, with the text of its value; one
+ * the decoder declines, or that is not plain, goes through json-c to the reply callback. */
+static void test_fast_replies(void **state) {
+        struct peer *p = ready_peer();
+        struct fast_call a = { 0 }, b = { 0 }, c = { 0 }, d = { 0 };
+        char buf[1024];
+        uint64_t ia, ib, ic, id;
+
+        ia = call_fast(p, "query-balloon", &a);
+        b.decline = true;
+        ib = call_fast(p, "query-balloon", &b);
+        ic = call_fast(p, "query-balloon", &c);
+        id = call_fast(p, "query-balloon", &d);
+        snprintf(buf, sizeof(buf),
+                 "{\"return\": {\"actual\": 805306368}, \"id\": %" PRIu64 "}\r\n"
+                 "{\"id\": %" PRIu64 ", \"return\": {\"actual\": 5}}\r\n"
+                 "{\"event\": \"BALLOON_CHANGE\", \"data\": {\"actual\": 7}, "
+                 "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n"
+                 "{\"return\": {\"actual\": 6}, \"id\": %" PRIu64 ", \"extra\": true}\r\n"
+                 "{\"return\": {\"actual\": \"\\u0036\"}, \"id\": %" PRIu64 "}\r\n", ia, ib, ic, id);
+        peer_write(p, buf, strlen(buf));
+        /* a: fast, exactly its value's text; the reply callback is not called. */
+        assert_int_equal(a.fast_calls, 1);
+        assert_string_equal(a.text, "{\"actual\": 805306368}");
+        assert_int_equal(a.r.calls, 0);
+        /* b: declined, then parsed by json-c and given to the reply callback. */
+        assert_int_equal(b.fast_calls, 1);
+        assert_int_equal(b.r.calls, 1);
+        assert_int_equal(json_object_get_uint64(json_object_object_get(b.r.ret, "actual")), 5);
+        /* c (another member) and d (an escape) are not plain: json-c alone. */
+        assert_int_equal(c.fast_calls, 0);
+        assert_int_equal(c.r.calls, 1);
+        assert_int_equal(d.fast_calls, 0);
+        assert_int_equal(d.r.calls, 1);
+        assert_string_equal(json_object_get_string(json_object_object_get(d.r.ret, "actual")), "6");
+        assert_int_equal(p->n_events, 1);
+        assert_int_equal(qmp_pending(p->q), 0);
+        assert_int_equal(p->n_disconnected, 0);
+        result_clear(&b.r);
+        result_clear(&c.r);
+        result_clear(&d.r);
+        peer_done(p);
+}
+
+/* A reply split over two reads goes through json-c; one the decoder frees the client from
+ * fails the other commands once, with -ECANCELED, and is itself answered once. */
+static void test_fast_split_and_free(void **state) {
+        struct peer *p = ready_peer();
+        struct fast_call a = { 0 }, b = { 0 }, c = { 0 };
+        char buf[256];
+        uint64_t ia, ib;
+        size_t n;
+
+        ia = call_fast(p, "query-balloon", &a);
+        n = (size_t) snprintf(buf, sizeof(buf), "{\"return\": {\"actual\": 1}, \"id\": %" PRIu64 "}\r\n", ia);
+        peer_write(p, buf, 10);
+        peer_write(p, buf + 10, n - 10);
+        assert_int_equal(a.fast_calls, 0);
+        assert_int_equal(a.r.calls, 1);
+        assert_false(a.r.failed);
+        b.free_client = true;
+        ib = call_fast(p, "query-balloon", &b);
+        (void) call_fast(p, "query-status", &c);
+        n = (size_t) snprintf(buf, sizeof(buf), "{\"return\": {}, \"id\": %" PRIu64 "}\r\n", ib);
+        peer_write(p, buf, n);
+        p->q = NULL;    /* freed by on_fast */
+        assert_int_equal(b.fast_calls, 1);
+        assert_int_equal(b.r.calls, 0);
+        assert_int_equal(c.fast_calls, 0);
+        assert_int_equal(c.r.calls, 1);
+        assert_int_equal(c.r.err.error.code, -ECANCELED);
+        result_clear(&a.r);
+        peer_done(p);
+}
+
 /* A peer that stops answering: the command fails after its own timeout, then the connection. */
 static void test_command_timeout(void **state) {
         struct peer *p = ready_peer();
@@ -1152,6 +1260,8 @@ int main(void) {
 #define T(f) tests[n++] = (struct CMUnitTest) cmocka_unit_test(f)
         T(test_replies_between_events_any_order);
         T(test_command_timeout);
+        T(test_fast_replies);
+        T(test_fast_split_and_free);
         T(test_command_timeout_shared_timer);
         T(test_greeting_timeout);
         T(test_capabilities_refused);
