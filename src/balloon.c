@@ -14,20 +14,22 @@
 /* ---- pure decoding ------------------------------------------------------------------- */
 
 /* Sorted by name for bsearch; the unit tests check every stat is found. */
+#define STAT(name, stat) { name, sizeof(name) - 1, stat }
 static const struct stat_name {
         const char *name;
+        size_t len;
         enum balloon_stat stat;
 } stat_table[] = {
-        { "stat-available-memory", BALLOON_STAT_AVAILABLE_MEMORY },
-        { "stat-disk-caches", BALLOON_STAT_DISK_CACHES },
-        { "stat-free-memory", BALLOON_STAT_FREE_MEMORY },
-        { "stat-htlb-pgalloc", BALLOON_STAT_HTLB_PGALLOC },
-        { "stat-htlb-pgfail", BALLOON_STAT_HTLB_PGFAIL },
-        { "stat-major-faults", BALLOON_STAT_MAJOR_FAULTS },
-        { "stat-minor-faults", BALLOON_STAT_MINOR_FAULTS },
-        { "stat-swap-in", BALLOON_STAT_SWAP_IN },
-        { "stat-swap-out", BALLOON_STAT_SWAP_OUT },
-        { "stat-total-memory", BALLOON_STAT_TOTAL_MEMORY },
+        STAT("stat-available-memory", BALLOON_STAT_AVAILABLE_MEMORY),
+        STAT("stat-disk-caches", BALLOON_STAT_DISK_CACHES),
+        STAT("stat-free-memory", BALLOON_STAT_FREE_MEMORY),
+        STAT("stat-htlb-pgalloc", BALLOON_STAT_HTLB_PGALLOC),
+        STAT("stat-htlb-pgfail", BALLOON_STAT_HTLB_PGFAIL),
+        STAT("stat-major-faults", BALLOON_STAT_MAJOR_FAULTS),
+        STAT("stat-minor-faults", BALLOON_STAT_MINOR_FAULTS),
+        STAT("stat-swap-in", BALLOON_STAT_SWAP_IN),
+        STAT("stat-swap-out", BALLOON_STAT_SWAP_OUT),
+        STAT("stat-total-memory", BALLOON_STAT_TOTAL_MEMORY),
 };
 
 static int cmp_stat(const void *key, const void *elem) {
@@ -106,7 +108,7 @@ int balloon_stats_decode(json_object *reply, struct balloon_stats *ret, struct p
 
 static int stat_by_name(const char *name, size_t len) {
         for (size_t i = 0; i < ELEMENTSOF(stat_table); i++)
-                if (json_scan_key_is(name, len, stat_table[i].name))
+                if (stat_table[i].len == len && memcmp(stat_table[i].name, name, len) == 0)
                         return (int) stat_table[i].stat;
         return -1;
 }

@@ -75,21 +75,20 @@ bool json_scan_char(struct json_scan *s, char c) {
 }
 
 bool json_scan_string(struct json_scan *s, const char **ret, size_t *ret_len) {
-        const char *start;
+        const char *start, *close;
 
         if (!json_scan_char(s, '"'))
                 return false;
         start = s->p;
-        while (s->p < s->end && *s->p != '"') {
-                if (*s->p < 0x20 || *s->p > 0x7e || *s->p == '\\')
-                        return false;
-                s->p++;
-        }
-        if (s->p >= s->end)
+        close = memchr(start, '"', (size_t) (s->end - start));
+        if (!close)
                 return false;
+        for (const char *c = start; c < close; c++)
+                if ((unsigned char) (*c - 0x20) > 0x7e - 0x20 || *c == '\\')
+                        return false;
         *ret = start;
-        *ret_len = (size_t) (s->p - start);
-        s->p++;
+        *ret_len = (size_t) (close - start);
+        s->p = close + 1;
         return true;
 }
 

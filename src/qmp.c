@@ -542,20 +542,27 @@ static bool command_name_ok(const char *command) {
         return true;
 }
 
-/* The command's line: {"execute":C,"arguments":A,"id":N}\n (json-c's plain form, built by
- * hand: building and printing a json-c object per command cost more than the reply's parse). */
+/* The command's line: {"execute":C,"arguments":A,"id":N}\n (json-c's plain form, put together
+ * by hand: building and printing a json-c object per command cost as much as the reply's parse). */
 static int build_command(const char *command, const char *args_json, uint64_t id, char **ret,
                          size_t *ret_len) {
-        int n;
+        size_t lc = strlen(command), la = args_json ? strlen(args_json) : 0;
+        char *text = malloc(sizeof("{\"execute\":\"\",\"arguments\":,\"id\":}\n") + lc + la + 20), *e = text;
 
-        if (args_json)
-                n = asprintf(ret, "{\"execute\":\"%s\",\"arguments\":%s,\"id\":%" PRIu64 "}\n", command,
-                             args_json, id);
-        else
-                n = asprintf(ret, "{\"execute\":\"%s\",\"id\":%" PRIu64 "}\n", command, id);
-        if (n < 0)
+        if (!text)
                 return -ENOMEM;
-        *ret_len = (size_t) n;
+        e = mempcpy(e, "{\"execute\":\"", 12);
+        e = mempcpy(e, command, lc);
+        if (args_json) {
+                e = mempcpy(e, "\",\"arguments\":", 14);
+                e = mempcpy(e, args_json, la);
+                e = mempcpy(e, ",\"id\":", 6);
+        } else
+                e = mempcpy(e, "\",\"id\":", 7);
+        e += snprintf(e, 21, "%" PRIu64, id);
+        e = mempcpy(e, "}\n", 3);
+        *ret = text;
+        *ret_len = (size_t) (e - text) - 1;
         return 0;
 }
 
