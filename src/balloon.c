@@ -339,7 +339,11 @@ static void on_stats(struct qmp *q, json_object *ret, const struct qmp_error *er
 /* The fast decoders (qmp_fast_fn): the same outcome as the trampolines above, or -EAGAIN
  * having done nothing. */
 static int on_done_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct json_scan js = { ret, ret + len };
         struct call *c = userdata;
+
+        if (!json_scan_value(&js) || !json_scan_end(&js))
+                return -EAGAIN;
         c->done(q, NULL, c->userdata);
         free(c);
         return 0;

@@ -92,27 +92,41 @@ bool json_scan_string(struct json_scan *s, const char **ret, size_t *ret_len) {
         return true;
 }
 
+/* Digits [p, e) as an unsigned number: no leading zero, at most 2^64-1. */
+static bool digits_value(const char *p, const char *e, uint64_t *ret) {
+        size_t n = (size_t) (e - p);
+        uint64_t v = 0;
+
+        if (n == 0 || n > 20 || (*p == '0' && n > 1))
+                return false;
+        /* 20 digits fit only up to 2^64-1 = 18446744073709551615 (same length: compare as text). */
+        if (n == 20 && memcmp(p, "18446744073709551615", 20) > 0)
+                return false;
+        for (; p < e; p++)
+                v = v * 10 + (uint64_t) (*p - '0');
+        *ret = v;
+        return true;
+}
+
 bool json_scan_uint(struct json_scan *s, uint64_t *ret) {
         const char *start;
-        uint64_t v = 0;
 
         json_scan_ws(s);
         start = s->p;
-        while (s->p < s->end && *s->p >= '0' && *s->p <= '9') {
-                unsigned d = (unsigned) (*s->p - '0');
-                if (v > (UINT64_MAX - d) / 10)
-                        return false;
-                v = v * 10 + d;
+        while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
                 s->p++;
-        }
-        /* No digits, a leading zero, or a fraction/exponent next: not in the subset. */
-        if (s->p == start || (*start == '0' && s->p - start > 1) ||
-            (s->p < s->end && (*s->p == '.' || *s->p == 'e' || *s->p == 'E')))
+        /* A fraction/exponent next, or the text ending (the number may still be growing): not
+         * in the subset. */
+        if (s->p >= s->end || *s->p == '.' || *s->p == 'e' || *s->p == 'E')
                 return false;
-        if (s->p >= s->end)
-                return false;   /* a number at the very end may still be growing */
-        *ret = v;
-        return true;
+        return digits_value(start, s->p, ret);
+}
+
+bool json_scan_digits(const char *p, const char *e, uint64_t *ret) {
+        for (const char *c = p; c < e; c++)
+                if (*c < '0' || *c > '9')
+                        return false;
+        return digits_value(p, e, ret);
 }
 
 static bool scan_value(struct json_scan *s, unsigned depth) {

@@ -53,6 +53,8 @@ bool json_scan_char(struct json_scan *s, char c);
 /* A string: *ret points into the text (not terminated), *ret_len bytes. */
 bool json_scan_string(struct json_scan *s, const char **ret, size_t *ret_len);
 bool json_scan_uint(struct json_scan *s, uint64_t *ret);
+/* The text [p, e) as such a number, wholly. */
+bool json_scan_digits(const char *p, const char *e, uint64_t *ret);
 /* Skips one value of the subset. */
 bool json_scan_value(struct json_scan *s);
 /* Walks an object: call first with *first = true right after json_scan_char(s, '{'). Returns

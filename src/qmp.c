@@ -838,39 +838,72 @@ static void fail_oversized(struct qmp *q) {
 
 /*
  * The fast path for the replies sent every tick. At a message boundary, a plain success reply
- * {"return": VALUE, "id": N} (those two members only) that lies wholly in the buffer and in
- * jsonutil's strict subset goes to the command's qmp_fast_fn with VALUE's text, without json-c.
- * Anything else, or a decoder that declines, returns 0 having changed nothing: json-c then
- * parses the same bytes and the message takes the general way (handle_message()).
- * Returns the bytes used (leading whitespace included), or 0.
+ * {"return": VALUE, "id": N} (those two members only) that lies wholly in the buffer goes to
+ * the command's qmp_fast_fn with VALUE's text, without json-c. QEMU writes the members in this
+ * order and ends each message with "\r\n", so the id is read backwards from the end of the line
+ * and VALUE is not scanned here: the decoder reads it, wholly and in the strict subset
+ * (jsonutil.h), or declines; then the message is exactly {"return": VALUE, "id": N}. Anything
+ * else (members in another order, no line end yet, a decoder that declines) returns 0 having
+ * changed nothing: json-c then parses the same bytes and the message takes the general way.
+ * Returns the bytes used (leading blanks and the line end included), or 0.
  */
+static bool is_blank(char c) {
+        return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Reads `, "id": N }` backwards from the last byte before the line end; *ret_end is where the
+ * value before it ends. */
+static bool id_before(const char *start, const char *e, uint64_t *ret_id, const char **ret_end) {
+        const char *digits_end;
+
+        while (e > start && is_blank(e[-1]))
+                e--;
+        if (e == start || *--e != '}')
+                return false;
+        while (e > start && is_blank(e[-1]))
+                e--;
+        digits_end = e;
+        while (e > start && e[-1] >= '0' && e[-1] <= '9')
+                e--;
+        if (!json_scan_digits(e, digits_end, ret_id))
+                return false;
+        while (e > start && is_blank(e[-1]))
+                e--;
+        if (e == start || *--e != ':')
+                return false;
+        while (e > start && is_blank(e[-1]))
+                e--;
+        if (e - start < 4 || memcmp(e - 4, "\"id\"", 4) != 0)
+                return false;
+        e -= 4;
+        while (e > start && is_blank(e[-1]))
+                e--;
+        if (e == start || *--e != ',')
+                return false;
+        while (e > start && is_blank(e[-1]))
+                e--;
+        *ret_end = e;
+        return true;
+}
+
 static size_t fast_reply(struct qmp *q, const char *p, size_t n) {
         struct json_scan s = { p, p + n };
-        const char *key, *value = NULL, *value_end = NULL;
+        const char *key, *value, *value_end, *nl;
         struct pending **where, *pd;
-        bool first = true, have_id = false;
-        uint64_t id = 0;
+        bool first = true;
+        uint64_t id;
         size_t len, used;
-        int k;
 
-        if (q->state != STATE_READY || !json_scan_char(&s, '{'))
+        if (q->state != STATE_READY || !json_scan_char(&s, '{') ||
+            json_scan_member(&s, &first, &key, &len) != 1 || !json_scan_key_is(key, len, "return"))
                 return 0;
-        while ((k = json_scan_member(&s, &first, &key, &len)) == 1) {
-                if (!value && json_scan_key_is(key, len, "return")) {
-                        json_scan_ws(&s);
-                        value = s.p;
-                        if (!json_scan_value(&s))
-                                return 0;
-                        value_end = s.p;
-                } else if (!have_id && json_scan_key_is(key, len, "id")) {
-                        if (!json_scan_uint(&s, &id))
-                                return 0;
-                        have_id = true;
-                } else
-                        return 0;
-        }
-        used = (size_t) (s.p - p);
-        if (k < 0 || !value || !have_id || q->msg_bytes + used > QMP_MESSAGE_MAX)
+        json_scan_ws(&s);
+        value = s.p;
+        nl = memchr(value, '\n', (size_t) (s.end - value));
+        if (!nl || !id_before(value, nl, &id, &value_end) || value_end == value)
+                return 0;
+        used = (size_t) (nl + 1 - p);
+        if (q->msg_bytes + used > QMP_MESSAGE_MAX)
                 return 0;
         for (where = &q->pending; *where && (*where)->id != id; where = &(*where)->next)
                 ;
@@ -878,7 +911,7 @@ static size_t fast_reply(struct qmp *q, const char *p, size_t n) {
         if (!pd || !pd->fast)
                 return 0;
         if (log_get_max_level() >= LOG_DEBUG)
-                log_debug("qmp %s <- %.*s", q->name, (int) used, p);
+                log_debug("qmp %s <- %.*s", q->name, (int) (nl - p), p);
         /* Unlinked while it runs (it may free the client, which fails what is still pending);
          * a decoder that declines has done nothing, so the command goes back where it was. */
         *where = pd->next;
@@ -894,7 +927,7 @@ static size_t fast_reply(struct qmp *q, const char *p, size_t n) {
 
 static bool all_blank(const char *p, size_t n) {
         for (size_t i = 0; i < n; i++)
-                if (p[i] != ' ' && p[i] != '\t' && p[i] != '\r' && p[i] != '\n')
+                if (!is_blank(p[i]))
                         return false;
         return true;
 }

@@ -159,11 +159,12 @@ int qmp_call_text(struct qmp *q, const char *command, const char *args_json, uin
                   qmp_reply_fn fn, void *userdata, struct qmp_error *err);
 
 /*
- * A decoder for the commands sent every tick: the text of a successful reply's "return" value,
- * when the reply is plain ({"return": ..., "id": N}) and lies in jsonutil's strict subset (see
- * json_scan). It returns 0 after doing exactly what the command's qmp_reply_fn would have done
- * with that reply (the qmp_reply_fn is then not called), or a negative value having done nothing
- * at all: then json-c parses the reply and the qmp_reply_fn gets it as usual.
+ * A decoder for the commands sent every tick: the text that stands where a plain reply's value
+ * is ({"return": VALUE, "id": N}, on one line). The text is NOT checked: the decoder must read
+ * it wholly as one value of jsonutil's strict subset (json_scan_*, ending with json_scan_end())
+ * and decline otherwise. It returns 0 after doing exactly what the command's qmp_reply_fn would
+ * have done with that reply (the qmp_reply_fn is then not called), or a negative value having
+ * done nothing at all: then json-c parses the reply and the qmp_reply_fn gets it as usual.
  */
 typedef int (*qmp_fast_fn)(struct qmp *q, const char *ret_json, size_t len, void *userdata);
 int qmp_call_fast(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
