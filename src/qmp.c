@@ -69,6 +69,7 @@ struct qmp {
                 void *userdata;
         } handlers[_QMP_EVENT_MAX];
 
+        unsigned corked;         /* qmp_cork() depth: commands queue, nothing is sent */
         bool have_version;
         struct qmp_version version;
 };
@@ -430,11 +431,27 @@ static int out_append(struct qmp *q, const char *s, size_t len) {
         memcpy(n + q->out_len, s, len);
         q->out = n;
         q->out_len += len;
+        if (q->corked)
+                return 0;       /* qmp_uncork() sends */
         if (was_empty && q->fd >= 0)
                 send_now(q);
         if (q->out_pos == q->out_len)
                 q->out_pos = q->out_len = 0;
         return update_io_events(q);
+}
+
+void qmp_cork(struct qmp *q) {
+        if (q)
+                q->corked++;
+}
+
+void qmp_uncork(struct qmp *q) {
+        if (!q || q->corked == 0 || --q->corked > 0 || q->fd < 0 || q->out_pos == q->out_len)
+                return;
+        send_now(q);
+        if (q->out_pos == q->out_len)
+                q->out_pos = q->out_len = 0;
+        (void) update_io_events(q);    /* what did not fit waits for EPOLLOUT */
 }
 
 static void on_writable(struct qmp *q) {

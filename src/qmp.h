@@ -170,6 +170,12 @@ typedef int (*qmp_fast_fn)(struct qmp *q, const char *ret_json, size_t len, void
 int qmp_call_fast(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
                   qmp_reply_fn fn, qmp_fast_fn fast, void *userdata, struct qmp_error *err);
 
+/* Commands queued between qmp_cork() and qmp_uncork() go out in one write: a VM's commands of
+ * one round cost one send(2) instead of one each. Nests; a queue that does not fit in the
+ * socket waits for it to become writable, as always. */
+void qmp_cork(struct qmp *q);
+void qmp_uncork(struct qmp *q);
+
 /* Closes the socket (if still open) and frees. Pending commands' callbacks run once with
  * -ECANCELED so they can free their userdata; they must not use q. The disconnected callback
  * is not called. May be called from inside any callback of this client. Accepts NULL. */

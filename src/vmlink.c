@@ -344,11 +344,13 @@ int vmlink_sample(struct vmlink *l) {
                 return -ENOTCONN;
         if (l->round_pending)
                 return -EBUSY;
+        qmp_cork(l->qmp);
         if (actual_needed(l) && balloon_query(l->qmp, l->opts.timeout_usec, on_actual, l, NULL) == 0)
                 l->round_pending++;
         if (l->balloon_id[0] && stats_needed(l) &&
             balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
                 l->round_pending++;
+        qmp_uncork(l->qmp);
         return l->round_pending ? 0 : 1;
 }
 

@@ -560,6 +560,32 @@ static void test_fast_split_and_free(void **state) {
         peer_done(p);
 }
 
+/* Corked commands are queued, not written, until the last qmp_uncork(); then all go out. */
+static void test_cork(void **state) {
+        struct peer *p = ready_peer();
+        struct call_result a = { 0 }, b = { 0 };
+        json_object *ca, *cb;
+
+        qmp_cork(p->q);
+        qmp_cork(p->q);
+        call(p, "query-balloon", 0, &a);
+        call(p, "query-status", 0, &b);
+        assert_null(peer_read_command(p));      /* the loop ran: still nothing written */
+        qmp_uncork(p->q);
+        assert_null(peer_read_command(p));
+        qmp_uncork(p->q);
+        ca = peer_read_command(p);
+        cb = peer_read_command(p);
+        assert_non_null(ca);
+        assert_non_null(cb);
+        assert_string_equal(json_object_get_string(json_object_object_get(ca, "execute")), "query-balloon");
+        assert_string_equal(json_object_get_string(json_object_object_get(cb, "execute")), "query-status");
+        qmp_uncork(p->q);                       /* unbalanced: ignored */
+        json_object_put(ca);
+        json_object_put(cb);
+        peer_done(p);
+}
+
 /* A peer that stops answering: the command fails after its own timeout, then the connection. */
 static void test_command_timeout(void **state) {
         struct peer *p = ready_peer();
@@ -1270,6 +1296,7 @@ int main(void) {
 #define T(f) tests[n++] = (struct CMUnitTest) cmocka_unit_test(f)
         T(test_replies_between_events_any_order);
         T(test_command_timeout);
+        T(test_cork);
         T(test_fast_replies);
         T(test_fast_split_and_free);
         T(test_command_timeout_shared_timer);
