@@ -30,9 +30,19 @@ struct mom_guest {
         bool valid;                /* the guest reported mem_unused: MOM skips it otherwise */
 };
 
+/* The two host thresholds of the rules (fractions of MemTotal). Defaults: 0.20 and 0.05. */
+struct mom_thresholds {
+        double pressure;           /* host free below this: shrink guests */
+        double critical;           /* at or below this: guest free share goes negative */
+};
+extern const struct mom_thresholds mom_default_thresholds;
+
 /* One policy run for one guest. Returns the new balloon target (bytes), or 0 when MOM would
  * not call the controller ("change not big enough", not ballooned, invalid stats). */
 uint64_t mom_decide(double host_free_pct, const struct mom_guest *g);
+/* The same with other host thresholds (the simulator's "matched" variant). */
+uint64_t mom_decide_with(const struct mom_thresholds *th, double host_free_pct,
+                         const struct mom_guest *g);
 
 /* A fixed-length sample history with MOM's StatAvg (mean of what it holds). */
 struct mom_history {

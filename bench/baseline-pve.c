@@ -10,8 +10,12 @@
 #define PVE_DEFAULT_SHARES 1000
 
 int64_t pve_goal(uint64_t memtotal, uint64_t memavailable) {
+        return pve_goal_pct(memtotal, memavailable, PVE_TARGET_PCT);
+}
+
+int64_t pve_goal_pct(uint64_t memtotal, uint64_t memavailable, double target_pct) {
         int64_t used = (int64_t) memtotal - (int64_t) memavailable;
-        return (int64_t) ((double) memtotal * PVE_TARGET_PCT / 100.0) - used;
+        return (int64_t) ((double) memtotal * target_pct / 100.0) - used;
 }
 
 /* The working state of one compute_alg1 call: res[] with "defined" flags (perl hash). */

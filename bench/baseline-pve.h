@@ -33,6 +33,8 @@ struct pve_vm {
 
 /* pvestatd's goal from host /proc/meminfo. */
 int64_t pve_goal(uint64_t memtotal, uint64_t memavailable);
+/* The same with another ballooning-target (percent of MemTotal; the default is 80). */
+int64_t pve_goal_pct(uint64_t memtotal, uint64_t memavailable, double target_pct);
 
 /* compute_alg1. ret_targets[i] = new balloon size for VM i, or 0 = no entry in the result.
  * pvestatd then sends `balloon` for every entry different from the current actual.

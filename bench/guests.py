@@ -1,14 +1,15 @@
 #!/usr/bin/env python3
 """Reaction and reclaim with a real guest (issue 7, parts 1 and 2).
 
-    bench/guests.py reaction|reclaim OUT.jsonl
+    bench/guests.py reaction|reclaim|vmem OUT.jsonl
 
 env: PPND, PPNCTL, TESTVM (default build/...), PPN_GUEST_DIR (build/guest),
-     BENCH_REPS (5), REACTION_PAST_MIB (256)
+     BENCH_REPS (5), REACTION_PAST_MIB (256), REACTION_VARIANTS ("plain deflate-on-oom"),
+     FAST_SIGNAL (yes: ppnd's [controller] fast-signal; "no" measures without it)
 
-The guest is the project's test guest (tests/guest) booted with the testvm CLI under TCG, with
-a second QMP monitor (qmp2.sock) from which this script measures: QEMU allows one client per
-monitor and ppnd holds the first. Every measurement is also taken as a floor on the same guest
+The guest is the project's test guest (tests/guest) booted with the testvm CLI under TCG with
+free page reporting on, as `ppnctl start` boots a VM, and a second QMP monitor (qmp2.sock)
+from which this script measures: QEMU allows one client per monitor and ppnd holds the first. Every measurement is also taken as a floor on the same guest
 in the same run, by driving the balloon directly, so results can be read as ratios.
 
 reaction: run twice, with a plain balloon and with deflate-on-oom (the guest may then take
@@ -21,11 +22,18 @@ reaction: run twice, with a plain balloon and with deflate-on-oom (the guest may
   OOM kills in the guest console ("Killed process"). The allocation is made in 64 MiB
   programs back to back, as fast as the guest can (one large malloc is refused by the guest's
   overcommit heuristic once the balloon has shrunk MemTotal).
-reclaim: a 2 GiB guest allocates and frees 1.5 GiB (QEMU RSS stays high), then the node is
-  declared short of memory (ppnd's host-low mark raised above MemAvailable with SIGHUP, as if
+reclaim: a 2 GiB guest (free page reporting and deflate-on-oom on, `ppnctl start`'s defaults)
+  allocates and frees 1.5 GiB (reporting then returns most of it to the host by itself: the
+  QEMU RSS columns show how much), then the node is declared short of memory (ppnd's host-low mark raised above MemAvailable with SIGHUP, as if
   the host ran low). Reclaim = until actual settles (and until 90 % of the reclaim is done),
   QEMU RSS before/after. Floor = a direct `balloon` to the same final size from the same
   state (re-created after ppnd has stopped).
+vmem: the two actuators on the same guest in the same run, driven directly over QMP (the
+  mechanisms' own speed, the floor under any controller): a guest with 1536 MiB of base memory
+  and a 1536 MiB virtio-mem region touches 1 GiB and frees it, then gives it back (a) by the
+  balloon (value 1536 -> 512 MiB) and (b) by unplugging (1 GiB plugged -> 0), and takes it again
+  (deflate vs plug). GiB/s per repetition (median, min-max), the QEMU RSS that left the host,
+  and the per-repetition ratio virtio-mem / balloon.
 """
 import json
 import os
@@ -45,6 +53,8 @@ PPNCTL = os.environ.get('PPNCTL', os.path.join(ROOT, 'build/src/ppnctl'))
 TESTVM = os.environ.get('TESTVM', os.path.join(ROOT, 'build/tests/guest/testvm'))
 REPS = int(os.environ.get('BENCH_REPS', '5'))
 PAST_MIB = int(os.environ.get('REACTION_PAST_MIB', '256'))
+VARIANTS = os.environ.get('REACTION_VARIANTS', 'plain deflate-on-oom').split()
+FAST_SIGNAL = os.environ.get('FAST_SIGNAL', 'yes')
 MIB = 1 << 20
 STATS_INTERVAL_S = 1.0   # ppnd's default [controller] stats-interval
 
@@ -93,18 +103,34 @@ class Qmp:
 
 
 class Guest:
-    def __init__(self, work, mem_mib, deflate_on_oom=False):
-        self.dir = os.path.join(work, 'vm')
+    """A test guest booted with the testvm CLI, as `ppnctl start` boots a VM: virtio-balloon
+    with free page reporting on (and deflate-on-oom when asked). disk: a raw image attached
+    read-only on virtio-blk. region_mib: a virtio-mem region of that size beside the boot memory.
+    wait=False returns at once; call wait_ready() later (to boot several guests at the same time)."""
+
+    def __init__(self, work, mem_mib, deflate_on_oom=False, name='vm', disk=None, wait=True, region_mib=0):
+        self.name = name
+        self.dir = os.path.join(work, name)
         os.makedirs(self.dir)
         extra = ('-chardev socket,id=mon2,path=%s/qmp2.sock,server=on,wait=off '
                  '-mon chardev=mon2,mode=control' % self.dir)
-        self.log = open(os.path.join(work, 'testvm.log'), 'w')
-        args = [TESTVM, 'boot', self.dir, '--mem', str(mem_mib), '--extra', extra]
+        if disk:
+            extra += ' -drive file=%s,if=virtio,format=raw,readonly=on' % disk
+        if region_mib:
+            extra += (' -m %dM,maxmem=%dM,slots=1 -object memory-backend-ram,id=ppn-vmem0-mem,size=%dM '
+                      '-device virtio-mem-pci,id=ppn-vmem0,memdev=ppn-vmem0-mem,requested-size=0'
+                      % (mem_mib, mem_mib + region_mib, region_mib))
+        self.log = open(os.path.join(work, name + '-testvm.log'), 'w')
+        args = [TESTVM, 'boot', self.dir, '--mem', str(mem_mib), '--free-page-reporting', '--extra', extra]
         if deflate_on_oom:
             args.append('--deflate-on-oom')
         self.p = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout=180):
         ready = os.path.join(self.dir, 'ready')
-        deadline = time.time() + 120
+        deadline = time.time() + timeout
         while not os.path.exists(ready):
             if self.p.poll() is not None or time.time() > deadline:
                 raise RuntimeError('guest did not boot (see %s)' % self.log.name)
@@ -156,16 +182,22 @@ class Guest:
 
 
 class Daemon:
-    def __init__(self, work, guest, physical, reserve, min_mib, max_mib):
+    """ppnd with its own ledger, config and control socket in work. vms: [(name, guest,
+    min_mib, max_mib)]."""
+
+    def __init__(self, work, vms, physical, reserve, extra_config=''):
         self.work = work
+        self.extra_config = extra_config
+        self.names = [v[0] for v in vms]
         self.ledger = os.path.join(work, 'ledger.db')
         self.sock = os.path.join(work, 'run', 'ppnd.sock')
         self.conf = os.path.join(work, 'ppnd.conf')
         os.makedirs(os.path.join(work, 'run'), exist_ok=True)
         os.makedirs(os.path.join(work, 'no-cgroup'), exist_ok=True)
         self.ctl('node', 'set', 'physical=%s' % physical, 'reserve=%s' % reserve)
-        self.ctl('vm', 'add', 'g', '--min', '%dM' % min_mib, '--max', '%dM' % max_mib,
-                 '--qmp', guest.qmp_path)
+        for name, guest, min_mib, max_mib in vms:
+            self.ctl('vm', 'add', name, '--min', '%dM' % min_mib, '--max', '%dM' % max_mib,
+                     '--qmp', guest.qmp_path)
         self.write_config('')
         self.log = open(os.path.join(work, 'ppnd.log'), 'w')
         self.p = subprocess.Popen([PPND, '--config', self.conf], stdout=self.log, stderr=subprocess.STDOUT)
@@ -173,8 +205,9 @@ class Daemon:
     def write_config(self, policy):
         with open(self.conf, 'w') as f:
             f.write('[daemon]\nlog-level = info\nruntime-dir = %s/run\n[ledger]\npath = %s\n'
-                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n[policy]\n%s'
-                    % (self.work, self.ledger, self.sock, self.work, policy))
+                    '[control]\nsocket = %s\n[cgroup]\nroot = %s/no-cgroup\n[controller]\nfast-signal = %s\n'
+                    '%s[policy]\n%s' % (self.work, self.ledger, self.sock, self.work, FAST_SIGNAL,
+                                         self.extra_config, policy))
 
     def ctl(self, *args, check=True):
         r = subprocess.run([PPNCTL, '--ledger', self.ledger, '--socket', self.sock] + list(args),
@@ -193,11 +226,12 @@ class Daemon:
     def wait_running(self, timeout=60):
         t0 = time.time()
         while time.time() - t0 < timeout:
-            v = self.status().get('g')
-            if v and v.get('state') == 'running' and v.get('guest_available_bytes') is not None:
-                return v
+            st = self.status()
+            if all(st.get(n, {}).get('state') == 'running' and st[n].get('guest_available_bytes') is not None
+                   for n in self.names):
+                return st
             time.sleep(0.2)
-        raise RuntimeError('ppnd did not adopt the guest (see %s)' % self.log.name)
+        raise RuntimeError('ppnd did not adopt the guests (see %s)' % self.log.name)
 
     def stop(self):
         self.p.terminate()
@@ -258,7 +292,7 @@ def raw_deflate(g, low, dist):
 
 
 def reaction(out, work):
-    for variant in ('plain', 'deflate-on-oom'):
+    for variant in VARIANTS:
         sub = os.path.join(work, variant)
         os.makedirs(sub)
         reaction_one(out, sub, variant)
@@ -280,7 +314,7 @@ def reaction_one(out, work, variant):
             dt, chunks, _ = timed_hog(g, 'ref%d' % i, min(ref_mib, 512))
             free_times.append(dt)
             stop_hog(g, 'ref%d' % i, chunks)
-        d = Daemon(work, g, '4G', '256M', 256, 1024)
+        d = Daemon(work, [('g', g, 256, 1024)], '4G', '256M')
         d.wait_running()
         reactions, hogs, ooms0 = [], [], g.oom_kills()
         failed = failed_alloc = 0
@@ -328,6 +362,7 @@ def reaction_one(out, work, variant):
             'ratio', mib=PAST_MIB, guest=variant)
         rec(out, P, 'oom_kills', ooms, 'count', mib=PAST_MIB, guest=variant)
         rec(out, P, 'alloc_failed', failed_alloc, 'count', mib=PAST_MIB, guest=variant)
+        rec(out, P, 'fast_signal', FAST_SIGNAL, 'config', mib=PAST_MIB, guest=variant)
     finally:
         if d:
             d.stop()
@@ -359,12 +394,12 @@ def use_and_free(g, name, mib):
 
 
 def reclaim(out, work):
-    g = Guest(work, 2048)
+    g = Guest(work, 2048, deflate_on_oom=True)   # as `ppnctl start` boots it
     d = None
     P = 'reclaim'
     try:
         use_and_free(g, 'r', 1536)
-        d = Daemon(work, g, '4G', '256M', 256, 2048)
+        d = Daemon(work, [('g', g, 256, 2048)], '4G', '256M')
         d.wait_running()
         time.sleep(3)
         rss0, a0 = g.rss_mib(), g.q.actual()
@@ -405,12 +440,92 @@ def reclaim(out, work):
         g.stop()
 
 
+def plugged(g):
+    return [d for d in g.q.cmd('query-memory-devices') if d['type'] == 'virtio-mem'][0]['data']['size']
+
+
+def wait_plugged(g, pred, timeout=60):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if pred(plugged(g)):
+            return time.monotonic() - t0
+        time.sleep(0.01)
+    return None
+
+
+def request(g, mib):
+    g.q.cmd('qom-set', path='/machine/peripheral/ppn-vmem0', property='requested-size', value=mib * MIB)
+
+
+def gibps(seconds, mib=1024):
+    return round(mib / 1024.0 / seconds, 3) if seconds else None
+
+
+def touch_and_free(g, name):
+    """1 GiB touched in the guest and freed: resident on the host, free in the guest."""
+    use_and_free(g, name, 1024)
+    for k in range(1024 // CHUNK_MIB):
+        g.exec('guest-work stop %s_%d' % (name, k))
+
+
+def vmem_one(g, i):
+    """One repetition from base 1536 MiB, nothing plugged, balloon empty."""
+    r = {}
+    touch_and_free(g, 'b%d' % i)
+    rss0 = g.rss_mib()
+    t0 = time.monotonic()
+    g.q.cmd('balloon', value=512 * MIB)
+    dt, _ = g.wait_actual(lambda a: a <= 513 * MIB, timeout=120)
+    r['balloon_reclaim'] = dt if dt is not None else time.monotonic() - t0
+    r['balloon_rss_freed'] = rss0 - g.rss_mib()
+    g.q.cmd('balloon', value=1536 * MIB)
+    dt, _ = g.wait_actual(lambda a: a >= 1535 * MIB, timeout=120)
+    r['balloon_grow'] = dt
+    # The same gigabyte through virtio-mem: the guest's size goes 1536 -> 2560 -> 1536 MiB.
+    t0 = time.monotonic()
+    request(g, 1024)
+    r['vmem_grow'] = wait_plugged(g, lambda p: p >= 1024 * MIB)
+    touch_and_free(g, 'v%d' % i)
+    rss0 = g.rss_mib()
+    request(g, 0)
+    r['vmem_reclaim'] = wait_plugged(g, lambda p: p == 0, timeout=120)
+    r['vmem_rss_freed'] = rss0 - g.rss_mib()
+    say('vmem %d: balloon reclaim %.2f s (RSS -%.0f MiB), grow %s s; virtio-mem reclaim %s s (RSS -%.0f MiB), '
+        'plug %s s' % (i, r['balloon_reclaim'], r['balloon_rss_freed'], r['balloon_grow'], r['vmem_reclaim'],
+                       r['vmem_rss_freed'], r['vmem_grow']))
+    return r
+
+
+def vmem(out, work):
+    g = Guest(work, 1536, deflate_on_oom=True, region_mib=1536)
+    P = 'vmem'
+    try:
+        g.exec('guest-work status x')
+        reps = [vmem_one(g, i) for i in range(REPS)]
+        for key in ('balloon_reclaim', 'vmem_reclaim', 'balloon_grow', 'vmem_grow'):
+            vals = [gibps(r[key]) for r in reps if r[key]]
+            if vals:
+                rec(out, P, key + '_gibps_median', statistics.median(vals), 'GiB/s', min=min(vals), max=max(vals))
+        for key in ('balloon_rss_freed', 'vmem_rss_freed'):
+            vals = [r[key] for r in reps]
+            rec(out, P, key + '_median', round(statistics.median(vals)), 'MiB', min=round(min(vals)), max=round(max(vals)))
+        ratios = [r['balloon_reclaim'] / r['vmem_reclaim'] for r in reps if r['vmem_reclaim']]
+        if ratios:
+            rec(out, P, 'reclaim_vmem_over_balloon_median', round(statistics.median(ratios), 2), 'ratio',
+                min=round(min(ratios), 2), max=round(max(ratios), 2))
+        rec(out, P, 'repetitions', REPS, 'count')
+        rec(out, P, 'oom_kills', g.oom_kills(), 'count')
+        rec(out, P, 'loadavg', open('/proc/loadavg').read().split()[0], 'load')
+    finally:
+        g.stop()
+
+
 def main():
     part, path = sys.argv[1], sys.argv[2]
     work = tempfile.mkdtemp(prefix='ppn-bench-%s.' % part)
     try:
         with open(path, 'w') as out:
-            {'reaction': reaction, 'reclaim': reclaim}[part](out, work)
+            {'reaction': reaction, 'reclaim': reclaim, 'vmem': vmem}[part](out, work)
     finally:
         if os.environ.get('PPN_KEEP_BENCH_DIR'):
             say('kept ' + work)

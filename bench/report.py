@@ -4,24 +4,33 @@
     bench/report.py OUT_DIR RESULTS_JSON
 
 OUT_DIR holds one JSON-lines file per part (sim.jsonl, scale.jsonl, reaction.jsonl,
-reclaim.jsonl); every line is one measurement with its unit. Parts not run are left out.
+reclaim.jsonl, overcommit.jsonl, vmem.jsonl, fleet.jsonl); every line is one measurement with its unit. Parts not run are left out.
 """
 import datetime
 import json
 import os
+import statistics
 import subprocess
 import sys
 
-PARTS = ['sim', 'reaction', 'reclaim', 'scale']
-POLICIES = ['ppnd', 'mom', 'proxmox']
+PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet', 'overcommit', 'vmem']
+POLICIES = ['none', 'ppnd', 'ppnd-fpr', 'ppnd-10s', 'mom', 'mom-matched', 'mom-vdsm', 'mom-vdsm-matched',
+            'proxmox', 'proxmox-matched', 'hyperv', 'xen', 'chromeos', 'chromeos-matched', 'tmo']
 SIM_METRICS = [
-    ('reclaimed', 'reclaimed GiB·s', 'higher'),
-    ('pressure', 'pressure VM·s', 'lower'),
-    ('oom_events', 'OOM events', 'lower'),
-    ('host_overrun', 'host overrun s', 'lower'),
-    ('commands', 'balloon cmds', 'lower'),
-    ('free_4g', 'free 4 GiB s', 'lower'),
+    ('footprint', 'footprint GiB·min'),
+    ('host_overrun', 'host overrun s'),
+    ('pressure', 'pressure VM·s'),
+    ('oom_episodes', 'OOM episodes'),
+    ('oom_time', 'OOM s'),
+    ('slowdown', 'worst slowdown ×'),
+    ('commands', 'balloon cmds'),
+    ('free_4g', 'free 4 GiB s'),
 ]
+# The targets, per family, on medians: ppnd's host overrun and OOM episodes <= every
+# baseline's, pressure <= 0.5 x the best baseline's, footprint <= the best baseline's.
+TARGETS = [('host_overrun', 'min', 1.0), ('oom_episodes', 'min', 1.0),
+           ('pressure', 'min', 0.5), ('footprint', 'min', 1.0)]
+BASELINES = [p for p in POLICIES if not p.startswith('ppnd')]
 
 
 def load(out_dir):
@@ -51,34 +60,76 @@ def ratio(a, b):
     return '%.2f×' % (a / b)
 
 
+def median(vals):
+    """Median of the seeds; None (never) sorts last."""
+    vs = sorted(vals, key=lambda v: (v is None, v if v is not None else 0))
+    n = len(vs)
+    if n % 2:
+        return vs[n // 2]
+    a, b = vs[n // 2 - 1], vs[n // 2]
+    return None if a is None or b is None else (a + b) / 2
+
+
+def spread(vals):
+    known = [v for v in vals if v is not None]
+    lo = fmt(min(known)) if known else 'never'
+    hi = 'never' if any(v is None for v in vals) else fmt(max(known))
+    return '%s [%s–%s]' % (fmt(median(vals)), lo, hi)
+
+
+def family_of(trace):
+    return trace.rsplit('-s', 1)[0]
+
+
+def sim_collect(records):
+    """{family: {policy: {metric: [value per seed]}}}, seeds in trace-name order."""
+    fam = {}
+    for r in sorted((r for r in records if r['part'] == 'sim'), key=lambda r: r['trace']):
+        (fam.setdefault(family_of(r['trace']), {}).setdefault(r['policy'], {})
+            .setdefault(r['metric'], []).append(r['value']))
+    return fam
+
+
+def target_check(pols, ppnd):
+    """Which of the targets the medians of ppnd (one configuration) meet on one family."""
+    out = []
+    for key, _, factor in TARGETS:
+        if key not in pols.get(ppnd, {}):
+            continue
+        ours = median(pols[ppnd][key])
+        best, who = min((median(pols[b][key]), b) for b in BASELINES if b in pols and key in pols[b])
+        ok = ours <= factor * best + 1e-9
+        out.append('%s %s (%s; best baseline %s, %s%s)' % (
+            key, 'met' if ok else 'MISSED', fmt(ours), who, fmt(best),
+            '' if factor == 1.0 else ', target %s× it' % factor))
+    return out
+
+
 def sim_tables(records):
-    sim = {}
-    for r in records:
-        if r['part'] == 'sim':
-            sim.setdefault(r['trace'], {}).setdefault(r['policy'], {})[r['metric']] = r['value']
-    if not sim:
+    fam = sim_collect(records)
+    if not fam:
         return
     print('### Policy comparison (simulator, bench/sim)\n')
-    cols = [m for m in SIM_METRICS if any(m[0] in p for t in sim.values() for p in t.values())]
-    print('| trace | policy | ' + ' | '.join(c[1] for c in cols) + ' |')
-    print('|---|---|' + '---:|' * len(cols))
-    for trace in sorted(sim):
+    print('Per trace family: median [min–max] over seeds 1..8 (each seed one trace). '
+          'Lower is better in every column.\n')
+    for family in sorted(fam):
+        pols = fam[family]
+        cols = [m for m in SIM_METRICS if any(m[0] in p and any(v is not None for v in p[m[0]])
+                                              for p in pols.values())]
+        nseeds = max(len(v) for p in pols.values() for v in p.values())
+        print('#### %s (%d seeds)\n' % (family, nseeds))
+        print('| policy | ' + ' | '.join(c[1] for c in cols) + ' |')
+        print('|---|' + '---:|' * len(cols))
         for pol in POLICIES:
-            vals = sim[trace].get(pol, {})
-            cells = [fmt(vals[c[0]]) if c[0] in vals else '' for c in cols]
-            print('| %s | %s | %s |' % (trace, pol, ' | '.join(cells)))
-    print('\nRatios, baseline ÷ ppnd, summed over all traces (pressure, OOM, overrun, commands: '
-          '> 1 = ppnd better; reclaimed: < 1 = ppnd reclaimed more):\n')
-    print('| metric | MOM ÷ ppnd | Proxmox ÷ ppnd |')
-    print('|---|---:|---:|')
-    for key, label, _ in cols:
-        tot = {}
-        for pol in POLICIES:
-            vals = [sim[t].get(pol, {}).get(key) for t in sim if key in sim[t].get(pol, {})]
-            tot[pol] = None if any(v is None for v in vals) else sum(vals)
-        print('| %s | %s | %s |' % (label, ratio(tot['mom'], tot['ppnd']),
-                                     ratio(tot['proxmox'], tot['ppnd'])))
-    print()
+            if pol not in pols:
+                continue
+            cells = [spread(pols[pol][c[0]]) if c[0] in pols[pol] else '' for c in cols]
+            print('| %s | %s |' % (pol, ' | '.join(cells)))
+        print()
+        for ppnd in ('ppnd', 'ppnd-fpr'):
+            if ppnd in pols:
+                print('Targets, %s (medians): %s.  ' % (ppnd, '; '.join(target_check(pols, ppnd))))
+        print()
 
 
 def pivot(records, part, title, note=''):
@@ -102,6 +153,87 @@ def pivot(records, part, title, note=''):
     for key, vals in table.items():
         cells = [str(k) for k in key] + [fmt(vals[m]) if m in vals else '' for m in metrics]
         print('| ' + ' | '.join(cells) + ' |')
+    print()
+
+
+OC_ARMS = ['none', 'mom', 'pve', 'ppnd']
+OC_COLUMNS = [  # (metric, workload, label)
+    ('footprint', None, 'Σ RSS GiB·min'),
+    ('mean_rss', None, 'mean Σ RSS MiB'),
+    ('workloads_end', None, 'run s'),
+    ('above_capacity', None, 'above capacity s'),
+    ('peak_rss', None, 'peak Σ RSS MiB'),
+    ('oom_kills', None, 'guest OOM kills'),
+    ('slowdown', 'reader', 'reader slowdown ×'),
+    ('slowdown', 'burst', 'burst slowdown ×'),
+    ('finished', 'reader', 'reader finished'),
+    ('finished', 'burst', 'burst finished'),
+    ('balloon_commands', None, 'balloon cmds'),
+    ('loadavg_start', None, 'load'),
+]
+
+
+def med_range(vals):
+    """'median (min–max)' of the values measured; a value missing in some run is named."""
+    have = [v for v in vals if v is not None]
+    if not have:
+        return 'never' if vals else ''
+    med = statistics.median(have)
+    text = fmt(float(med)) if len(have) == 1 else '%s (%s–%s)' % (fmt(float(med)), fmt(float(min(have))),
+                                                                   fmt(float(max(have))))
+    missing = len(vals) - len(have)
+    return text + (' [%d never]' % missing if missing else '')
+
+
+def overcommit_tables(records):
+    """Per arm: median (min–max) over the repetitions, then every run; and the issue's targets
+    for each arm, each against the no-controller arm's median."""
+    rows = [r for r in records if r['part'] == 'overcommit' and 'arm' in r]
+    if not rows:
+        return
+    conf = {r['metric']: r['value'] for r in records if r['part'] == 'overcommit' and 'arm' not in r}
+    runs = {}
+    for r in rows:
+        runs.setdefault(r['arm'], {}).setdefault(r['rep'], {})[(r['metric'], r.get('workload'))] = r['value']
+    arms = [a for a in OC_ARMS if a in runs]
+    print('### Overcommit (3 real guests, TCG)\n')
+    print('Capacity %s MiB for Σ QEMU RSS, Σ max %s MiB; %s repetitions; median (min–max). Slowdown = '
+          'busy time over the no-controller median (memory to spare).\n'
+          % (conf.get('capacity', '?'), conf.get('sum_max', '?'), conf.get('repetitions', '?')))
+    print('| arm | ' + ' | '.join(c[2] for c in OC_COLUMNS) + ' |')
+    print('|---|' + '---:|' * len(OC_COLUMNS))
+    for arm in arms:
+        reps = runs[arm]
+        cells = [med_range([reps[k].get((m, w)) for k in sorted(reps)]) for m, w, _ in OC_COLUMNS]
+        print('| %s | %s |' % (arm, ' | '.join(cells)))
+    print('\nEvery run:\n')
+    print('| arm | rep | ' + ' | '.join(c[2] for c in OC_COLUMNS) + ' |')
+    print('|---|---:|' + '---:|' * len(OC_COLUMNS))
+    for arm in arms:
+        for rep in sorted(runs[arm]):
+            v = runs[arm][rep]
+            cells = [fmt(v.get((m, w))) if (m, w) in v else '' for m, w, _ in OC_COLUMNS]
+            print('| %s | %d | %s |' % (arm, rep, ' | '.join(cells)))
+    none = runs.get('none')
+    if not none:
+        print()
+        return
+    ref = statistics.median([r[('footprint', None)] for r in none.values()])
+    print('\nTargets (0 OOM kills, 0 s above capacity, slowdown ≤ 1.2× for each workload, footprint '
+          '≤ 0.7× no controller), medians:\n')
+    print('| arm | footprint ÷ none | OOM kills | above capacity s | worst slowdown × | all met |')
+    print('|---|---:|---:|---:|---:|---|')
+    for arm in arms:
+        reps = runs[arm].values()
+        fp = statistics.median([r[('footprint', None)] for r in reps]) / ref if ref else None
+        oom = statistics.median([r[('oom_kills', None)] for r in reps])
+        above = statistics.median([r[('above_capacity', None)] for r in reps])
+        slows = [statistics.median([r.get(('slowdown', w)) or float('inf') for r in reps]) for w in ('reader', 'burst')]
+        worst = max(slows)
+        met = fp is not None and fp <= 0.7 and oom == 0 and above == 0 and worst <= 1.2
+        print('| %s | %s | %s | %s | %s | %s |' % (arm, '%.2f×' % fp if fp is not None else '—', fmt(float(oom)),
+                                                  fmt(float(above)), 'never' if worst == float('inf') else '%.2f' % worst,
+                                                  'yes' if met else 'no'))
     print()
 
 
@@ -140,10 +272,17 @@ def main():
           'target; floor = stats interval + raw deflate of the same distance, same guest, same run.')
     pivot(records, 'reclaim', 'Reclaim (real guest, TCG)',
           'Floor = one direct balloon command to the same final size from the same state.')
+    pivot(records, 'vmem', 'virtio-mem vs balloon (real guest, TCG, direct QMP)',
+          '1 GiB touched, freed and given back by the balloon and by unplugging, then taken again '
+          '(deflate vs plug); same guest, same run; min-max over the repetitions.')
     pivot(records, 'scale', 'Scale (ppnd against fake QMP peers)',
           'cpu_per_tick: ppnd CPU per 1 s control tick; latency: burst start to growth command '
           '(measured by the fake); policy_decide: the pure policy alone, same N.')
     scale_ratios(records)
+    pivot(records, 'fleet', 'Fleet scale (simulated nodes through one real etcd)',
+          'writes_per_s: capacity records written in steady state under the threshold rule; '
+          'revocation: put sent until each watcher had the event, over all watchers and revocations.')
+    overcommit_tables(records)
     if not records:
         print('(no measurements)')
 

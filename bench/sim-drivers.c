@@ -2,10 +2,15 @@
 #include "sim-drivers.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
+#include "baseline-chromeos.h"
+#include "baseline-hyperv.h"
 #include "baseline-mom.h"
 #include "baseline-pve.h"
+#include "baseline-tmo.h"
+#include "baseline-xen.h"
 #include "policy.h"
 
 #define SEC 1000000ULL
@@ -14,6 +19,7 @@
 
 struct ours {
         struct policy_tunables t;
+        uint64_t *target;          /* the target in force (ppnd's own record) */
         struct policy_vm_state *st;
         struct policy_vm *vms;
         struct policy_decision *dec;
@@ -23,31 +29,37 @@ static void ours_stop(void *ctx) {
         struct ours *o = ctx;
         if (!o)
                 return;
+        free(o->target);
         free(o->st);
         free(o->vms);
         free(o->dec);
         free(o);
 }
 
-static void *ours_start(const struct sim *s) {
+static void *ours_start(const struct sim *s, bool matched) {
         struct ours *o = calloc(1, sizeof *o);
         if (!o)
                 return NULL;
         policy_tunables_default(&o->t);
+        o->t.free_page_reporting = matched;
+        o->target = calloc(s->n, sizeof *o->target);
         o->st = calloc(s->n, sizeof *o->st);
         o->vms = calloc(s->n, sizeof *o->vms);
         o->dec = calloc(s->n, sizeof *o->dec);
-        if (!o->st || !o->vms || !o->dec) {
+        if (!o->target || !o->st || !o->vms || !o->dec) {
                 ours_stop(o);
                 return NULL;
         }
+        for (size_t i = 0; i < s->n; i++)
+                o->target[i] = s->g[i].target;
         return o;
 }
 
-static struct policy_vm ours_vm(const struct sim_guest *g, const struct policy_vm_state *st) {
+static struct policy_vm ours_vm(const struct sim_guest *g, uint64_t target,
+                                const struct policy_vm_state *st) {
         return (struct policy_vm) {
                 .name = g->spec->name, .min = g->spec->min, .max = g->spec->max,
-                .shares = g->spec->shares, .target = g->target, .actual = g->actual,
+                .shares = g->spec->shares, .target = target, .actual = g->actual,
                 .driver = POLICY_DRIVER_OK,
                 .stats = {
                         .available = g->pub_usec ? g->pub_available : POLICY_STAT_UNKNOWN,
@@ -64,7 +76,7 @@ static struct policy_vm ours_vm(const struct sim_guest *g, const struct policy_v
 static int ours_tick(void *ctx, struct sim *s) {
         struct ours *o = ctx;
         for (size_t i = 0; i < s->n; i++)
-                o->vms[i] = ours_vm(&s->g[i], &o->st[i]);
+                o->vms[i] = ours_vm(&s->g[i], o->target[i], &o->st[i]);
         struct policy_node node = {
                 .now_usec = s->now_usec, .physical = s->trace->physical,
                 .reserve = s->trace->reserve, .host_available = sim_host_available(s),
@@ -75,10 +87,9 @@ static int ours_tick(void *ctx, struct sim *s) {
                 return r;
         for (size_t i = 0; i < s->n; i++) {
                 o->st[i] = o->dec[i].state;
+                o->target[i] = o->dec[i].target;
                 if (o->dec[i].apply)
                         sim_set_target(s, i, o->dec[i].target);
-                else
-                        s->g[i].target = o->dec[i].target;
         }
         return 0;
 }
@@ -86,6 +97,7 @@ static int ours_tick(void *ctx, struct sim *s) {
 /* ---- oVirt MOM ---- */
 
 struct mom {
+        struct mom_thresholds th;
         struct mom_history host_free;
         struct mom_history *cur, *unused;
 };
@@ -99,10 +111,22 @@ static void mom_stop(void *ctx) {
         free(m);
 }
 
-static void *mom_start(const struct sim *s) {
+/* ppnd's host low mark: max(256 MiB, 5 % of physical) (policy_tunables_default). */
+static double host_low_frac(const struct sim *s) {
+        double low = fmax(256.0 * MIB, 0.05 * (double) s->trace->physical);
+        return low / (double) s->trace->physical;
+}
+
+static void *mom_start(const struct sim *s, bool matched) {
         struct mom *m = calloc(1, sizeof *m);
         if (!m)
                 return NULL;
+        m->th = mom_default_thresholds;
+        if (matched)
+                m->th = (struct mom_thresholds) {
+                        .pressure = (double) s->trace->reserve / (double) s->trace->physical,
+                        .critical = host_low_frac(s),
+                };
         m->cur = calloc(s->n, sizeof *m->cur);
         m->unused = calloc(s->n, sizeof *m->unused);
         if (!m->cur || !m->unused) {
@@ -135,7 +159,7 @@ static int mom_tick(void *ctx, struct sim *s) {
                         .balloon_max = g->spec->max, .avg_cur = mom_history_avg(&m->cur[i]),
                         .avg_unused = mom_history_avg(&m->unused[i]), .valid = m->cur[i].n > 0,
                 };
-                uint64_t target = mom_decide(host_free_pct, &mg);
+                uint64_t target = mom_decide_with(&m->th, host_free_pct, &mg);
                 if (target)
                         sim_set_target(s, i, target);
         }
@@ -144,12 +168,24 @@ static int mom_tick(void *ctx, struct sim *s) {
 
 /* ---- Proxmox VE ---- */
 
-static void *pve_start(const struct sim *s) {
-        return calloc(s->n + 1, sizeof(struct pve_vm));
+struct pve {
+        double target_pct;
+        struct pve_vm vms[];
+};
+
+static void *pve_start(const struct sim *s, bool matched) {
+        struct pve *p = calloc(1, sizeof *p + (s->n + 1) * sizeof(struct pve_vm));
+        if (!p)
+                return NULL;
+        p->target_pct = matched ? 100.0 * (double) (s->trace->physical - s->trace->reserve) /
+                                  (double) s->trace->physical
+                                : PVE_TARGET_PCT;
+        return p;
 }
 
 static int pve_tick(void *ctx, struct sim *s) {
-        struct pve_vm *vms = ctx;
+        struct pve *p = ctx;
+        struct pve_vm *vms = p->vms;
         _cleanup_free_ int64_t *res = calloc(s->n + 1, sizeof *res);
         if (!res)
                 return -ENOMEM;
@@ -162,7 +198,7 @@ static int pve_tick(void *ctx, struct sim *s) {
                         .shares = (unsigned) g->spec->shares,
                 };
         }
-        int64_t goal = pve_goal(s->trace->physical, sim_host_available(s));
+        int64_t goal = pve_goal_pct(s->trace->physical, sim_host_available(s), p->target_pct);
         int r = pve_compute_alg1(vms, s->n, goal, PVE_MAXCHANGE, res);
         if (r < 0)
                 return r;
@@ -172,10 +208,155 @@ static int pve_tick(void *ctx, struct sim *s) {
         return 0;
 }
 
+/* ---- no controller: every VM at its maximum ---- */
+
+static void *none_start(const struct sim *s, bool matched) {
+        (void) s;
+        (void) matched;
+        return calloc(1, 1);
+}
+
+static int none_tick(void *ctx, struct sim *s) {
+        (void) ctx;
+        (void) s;
+        return 0;
+}
+
+/* ---- Hyper-V-style buffer ---- */
+
+static void *per_vm_start(const struct sim *s, size_t size) {
+        return calloc(s->n + 1, size);
+}
+
+static void *hv_start(const struct sim *s, bool matched) {
+        (void) matched;
+        return per_vm_start(s, sizeof(uint64_t));
+}
+
+/* Sends target i when it differs from the last one by at least ppnd's minimum step (the
+ * same "no tiny commands" rule for every policy that has none of its own). */
+static void send_if_changed(struct sim *s, size_t i, uint64_t target) {
+        const struct sim_guest *g = &s->g[i];
+        uint64_t step = g->spec->max / 100 > 16 * MIB ? g->spec->max / 100 : 16 * MIB;
+        uint64_t d = target > g->target ? target - g->target : g->target - target;
+        if (d >= step || (target != g->target && (target == g->spec->min || target == g->spec->max)))
+                sim_set_target(s, i, target);
+}
+
+static int hv_tick(void *ctx, struct sim *s) {
+        uint64_t *targets = ctx;
+        _cleanup_free_ struct hv_vm *vms = calloc(s->n + 1, sizeof *vms);
+        if (!vms)
+                return -ENOMEM;
+        for (size_t i = 0; i < s->n; i++) {
+                const struct sim_guest *g = &s->g[i];
+                uint64_t committed = g->pub_usec && g->actual > g->pub_available ?
+                                     g->actual - g->pub_available : g->actual;
+                vms[i] = (struct hv_vm) { .min = g->spec->min, .max = g->spec->max,
+                                          .committed = committed, .weight = 5000 };
+        }
+        hv_targets(vms, s->n, s->trace->physical - s->trace->reserve, HV_BUFFER_PCT, targets);
+        for (size_t i = 0; i < s->n; i++)
+                send_if_changed(s, i, targets[i]);
+        return 0;
+}
+
+/* ---- Xen squeezed ---- */
+
+static int xen_tick(void *ctx, struct sim *s) {
+        uint64_t *targets = ctx;
+        _cleanup_free_ uint64_t *mins = calloc(2 * s->n + 1, sizeof *mins);
+        if (!mins)
+                return -ENOMEM;
+        uint64_t *maxes = mins + s->n;
+        for (size_t i = 0; i < s->n; i++) {
+                mins[i] = s->g[i].spec->min;
+                maxes[i] = s->g[i].spec->max;
+        }
+        xen_targets(mins, maxes, s->n, s->trace->physical - s->trace->reserve, targets);
+        for (size_t i = 0; i < s->n; i++)
+                if (targets[i] != s->g[i].target)
+                        sim_set_target(s, i, targets[i]);
+        return 0;
+}
+
+/* ---- ChromeOS vm_concierge-style ---- */
+
+struct cros {
+        uint64_t critical;
+        struct cros_state st[];
+};
+
+static void *cros_start(const struct sim *s, bool matched) {
+        struct cros *c = calloc(1, sizeof *c + (s->n + 1) * sizeof(struct cros_state));
+        if (!c)
+                return NULL;
+        c->critical = matched ? s->trace->reserve
+                              : s->trace->physical / 1000 * CROS_HOST_CRITICAL_PERMILLE;
+        return c;
+}
+
+static int cros_tick(void *ctx, struct sim *s) {
+        struct cros *c = ctx;
+        struct cros_host h = { .now_usec = s->now_usec, .available = sim_host_available(s),
+                               .critical = c->critical, .n_vms = s->n };
+        for (size_t i = 0; i < s->n; i++) {
+                const struct sim_guest *g = &s->g[i];
+                if (!g->pub_usec)
+                        continue;
+                struct cros_vm v = { .min = g->spec->min, .max = g->spec->max, .target = g->target,
+                                     .actual = g->actual, .guest_available = g->pub_available };
+                uint64_t target = cros_decide(&h, &v, &c->st[i]);
+                if (target)
+                        sim_set_target(s, i, target);
+        }
+        return 0;
+}
+
+/* ---- TMO / Senpai-style ---- */
+
+static void *tmo_start(const struct sim *s, bool matched) {
+        (void) matched;
+        return per_vm_start(s, sizeof(struct tmo_state));
+}
+
+static int tmo_drive(void *ctx, struct sim *s) {
+        struct tmo_state *st = ctx;
+        for (size_t i = 0; i < s->n; i++) {
+                const struct sim_guest *g = &s->g[i];
+                if (!g->pub_usec)
+                        continue;
+                uint64_t limit = tmo_tick(&st[i], g->pub_stall_usec, g->actual, g->spec->min,
+                                          g->spec->max);
+                if (limit != g->target)
+                        sim_set_target(s, i, limit);
+        }
+        return 0;
+}
+
+#define MOM_VDSM_POLICY_USEC (15 * SEC)
+
 const struct sim_driver sim_drivers[] = {
-        { "ppnd", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop },
+        { "none", 10 * SEC, 10 * SEC, 0, none_start, NULL, none_tick, free, false },
+        { "ppnd", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, false },
+        { "ppnd-10s", 10 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, false },
+        { "ppnd-fpr", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, true },
         { "mom", MOM_POLICY_USEC, MOM_SAMPLE_USEC, MOM_SAMPLE_USEC, mom_start, mom_sample,
-          mom_tick, mom_stop },
-        { "proxmox", PVE_CYCLE_USEC, PVE_STATS_USEC, 0, pve_start, NULL, pve_tick, free },
+          mom_tick, mom_stop, false },
+        { "mom-matched", MOM_POLICY_USEC, MOM_SAMPLE_USEC, MOM_SAMPLE_USEC, mom_start, mom_sample,
+          mom_tick, mom_stop, true },
+        { "mom-vdsm", MOM_VDSM_POLICY_USEC, MOM_SAMPLE_USEC, MOM_SAMPLE_USEC, mom_start,
+          mom_sample, mom_tick, mom_stop, false },
+        { "mom-vdsm-matched", MOM_VDSM_POLICY_USEC, MOM_SAMPLE_USEC, MOM_SAMPLE_USEC, mom_start,
+          mom_sample, mom_tick, mom_stop, true },
+        { "proxmox", PVE_CYCLE_USEC, PVE_STATS_USEC, 0, pve_start, NULL, pve_tick, free, false },
+        { "proxmox-matched", PVE_CYCLE_USEC, PVE_STATS_USEC, 0, pve_start, NULL, pve_tick, free,
+          true },
+        { "hyperv", HV_TICK_USEC, 1 * SEC, 0, hv_start, NULL, hv_tick, free, false },
+        { "xen", XEN_TICK_USEC, XEN_TICK_USEC, 0, hv_start, NULL, xen_tick, free, false },
+        { "chromeos", CROS_TICK_USEC, CROS_TICK_USEC, 0, cros_start, NULL, cros_tick, free, false },
+        { "chromeos-matched", CROS_TICK_USEC, CROS_TICK_USEC, 0, cros_start, NULL, cros_tick, free,
+          true },
+        { "tmo", TMO_TICK_USEC, 1 * SEC, 0, tmo_start, NULL, tmo_drive, free, false },
 };
 const size_t sim_n_drivers = ELEMENTSOF(sim_drivers);

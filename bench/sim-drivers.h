@@ -2,16 +2,28 @@
 #pragma once
 
 /*
- * The policies the simulator compares, each on its own cadence, reading only what it would
- * read on a real node:
- *   ppnd     our policy (src/policy.c, the same function the daemon calls), every 1 s,
- *            guest stats every 1 s, host MemAvailable now
- *   mom      oVirt MOM's default rules (bench/baseline-mom.c), policy every 10 s over
- *            10-sample averages taken every 5 s, guest stats every 5 s
- *   proxmox  Proxmox VE's auto-ballooning (bench/baseline-pve.c), every 10 s, guest stats
- *            every 2 s
+ * The policies the simulator compares, each on its own cadence and defaults, reading only
+ * what it would read on a real node (every guest has free page reporting and deflate-on-oom):
+ *   none               no controller: every VM stays at its maximum (the realistic default)
+ *   ppnd               our policy (src/policy.c, the function the daemon calls), every 1 s,
+ *                      guest stats every 1 s, host MemAvailable now
+ *   ppnd-fpr           the same with free_page_reporting on ([policy] free-page-reporting)
+ *   ppnd-10s           the default at a 10 s tick (ablation: what the 1 s tick buys)
+ *   mom, mom-vdsm      oVirt MOM's default rules (bench/baseline-mom.c): policy every 10 s
+ *                      (standalone MOM) or 15 s (vdsm's), 10-sample averages taken every 5 s
+ *   proxmox            Proxmox VE's auto-ballooning (bench/baseline-pve.c), every 10 s, stats 2 s
+ *   hyperv             Hyper-V-style committed + 20 % buffer (bench/baseline-hyperv.c), every 1 s
+ *   xen                Xen squeezed's equal fraction of each range (bench/baseline-xen.c), 10 s
+ *   chromeos           vm_concierge-style midpoint of guest and host slack, stall detection,
+ *                      direction blocking (bench/baseline-chromeos.c), every 5 s
+ *   tmo                TMO/Senpai-style stall-driven probing (bench/baseline-tmo.c), every 1 s
+ * "-matched": the same policy with its host thresholds set to ppnd's: MOM's pressure mark at
+ * the node's reserve and its critical mark at ppnd's host low mark, Proxmox's target at
+ * physical − reserve, ChromeOS's host critical level at the reserve. Hyper-V and Xen size
+ * against capacity = physical − reserve already, as ppnd does.
  */
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -22,10 +34,11 @@ struct sim_driver {
         uint64_t tick_usec;        /* policy cadence */
         uint64_t stats_usec;       /* guest statistics interval */
         uint64_t sample_usec;      /* monitor sampling (0 = none) */
-        void *(*start)(const struct sim *s);
+        void *(*start)(const struct sim *s, bool matched);
         void (*sample)(void *ctx, const struct sim *s);
         int (*tick)(void *ctx, struct sim *s);
         void (*stop)(void *ctx);
+        bool matched;              /* baselines: the matched variant; ppnd: free_page_reporting */
 };
 
 extern const struct sim_driver sim_drivers[];

@@ -11,20 +11,35 @@
 static uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 static uint64_t max_u64(uint64_t a, uint64_t b) { return a > b ? a : b; }
 
-/* Recomputes the guest's memory split from actual and ws (see the header). */
-static void guest_split(struct sim_guest *g) {
+/* What the guest's anonymous memory needs beyond what it can hold at all (RAM + swap). */
+static uint64_t oom_shortfall(const struct sim_guest *g) {
+        uint64_t need = SIM_KERNEL + g->ws, room = g->actual + SIM_SWAP;
+        return need > room ? need - room : 0;
+}
+
+/* The page cache after this step's evictions and reads (see the header). */
+static uint64_t next_cache(const struct sim_guest *g, uint64_t room, uint64_t io, double dt) {
+        uint64_t hot = g->spec->cache, cache = min_u64(g->cache, room);
+        cache = max_u64(cache, min_u64(hot, room));
+        uint64_t grown = cache + (uint64_t) ((double) io * dt);
+        uint64_t limit = min_u64(room, max_u64(cache, hot + g->spec->files));
+        return min_u64(grown, limit);
+}
+
+/* Recomputes the guest's memory split from actual, ws and this step's file reads. */
+static void guest_split(struct sim_guest *g, uint64_t io, double dt) {
         uint64_t usable = g->actual > SIM_KERNEL ? g->actual - SIM_KERNEL : 0;
         g->resident = min_u64(g->ws, usable);
-        g->swapped = g->ws - g->resident;
+        g->swapped = min_u64(g->ws - g->resident, SIM_SWAP);
         g->available = usable - g->resident;
-        g->cache = min_u64(g->spec->cache, g->available);
+        g->cache = next_cache(g, g->available, io, dt);
         g->free = g->available - g->cache;
         uint64_t in_use = SIM_KERNEL + g->resident + g->cache;
         g->touched = min_u64(max_u64(g->touched, in_use), g->actual);
 }
 
 int sim_init(struct sim *s, const struct trace *t) {
-        *s = (struct sim) { .trace = t, .n = t->n_vms };
+        *s = (struct sim) { .trace = t, .n = t->n_vms, .reporting = true, .deflate_on_oom = true };
         s->g = calloc(t->n_vms, sizeof *s->g);
         if (!s->g)
                 return -ENOMEM;
@@ -33,7 +48,7 @@ int sim_init(struct sim *s, const struct trace *t) {
                 g->spec = &t->vms[i];
                 g->actual = g->target = g->spec->init;
                 g->ws = trace_ws(t, i, 0);
-                guest_split(g);
+                guest_split(g, 0, 0);
         }
         s->m.min_host_available = INFINITY;
         return 0;
@@ -51,7 +66,7 @@ static uint64_t inflate_floor(const struct sim_guest *g) {
 }
 
 static void move_balloon(struct sim_guest *g, double dt) {
-        if (g->target < g->actual) {
+        if (g->target < g->actual && g->inflating) {
                 uint64_t step = (uint64_t) ceil(SIM_INFLATE_RATE * dt);
                 uint64_t to = g->actual - min_u64(step, g->actual - g->target);
                 uint64_t floor = inflate_floor(g);
@@ -60,17 +75,46 @@ static void move_balloon(struct sim_guest *g, double dt) {
                 g->actual = to;
                 /* Pages in the balloon are discarded by QEMU: the host gets them back. */
                 g->touched = min_u64(g->touched, g->actual);
+                if (g->actual == g->target)
+                        g->inflating = false;
         } else if (g->target > g->actual) {
                 uint64_t step = (uint64_t) ceil(SIM_DEFLATE_RATE * dt);
                 g->actual += min_u64(step, g->target - g->actual);
         }
 }
 
+/* deflate-on-oom: the guest takes pages back from its balloon instead of killing. */
+static void deflate_on_oom(struct sim_guest *g, double dt) {
+        uint64_t short_by = oom_shortfall(g);
+        g->deflating_oom = false;
+        if (!short_by || g->actual >= g->spec->max)
+                return;
+        uint64_t step = min_u64((uint64_t) ceil(SIM_OOM_DEFLATE_RATE * dt), g->spec->max - g->actual);
+        g->actual += min_u64(step, short_by);
+        g->oom_deflated += min_u64(step, short_by);
+        g->inflating = false;
+        g->deflating_oom = true;
+}
+
 static void count_faults(struct sim_guest *g, double dt) {
+        uint64_t hot = g->spec->cache, missing = hot - min_u64(hot, g->cache);
         double swap_in = (double) g->swapped * SIM_SWAP_TOUCH * dt;
-        double refault = (double) (g->spec->cache - g->cache) * SIM_REFAULT * dt;
+        double refault = (double) missing * SIM_REFAULT * dt;
         g->swap_in += swap_in;
         g->major_faults += (swap_in + refault) / SIM_PAGE;
+}
+
+/* This step's stall of the guest's workload, before the host's share (a fraction ≤ 1). */
+static double guest_stall(const struct sim_guest *g) {
+        if (g->oom || g->deflating_oom)
+                return 1.0;
+        double s = 0;
+        if (g->ws > 0)
+                s += SIM_THRASH * (double) g->swapped / (double) g->ws;
+        uint64_t hot = g->spec->cache, missing = hot - min_u64(hot, g->cache);
+        if (missing)
+                s += SIM_THRASH * (double) missing / (double) (g->ws + hot);
+        return s;
 }
 
 static void count_guest(struct sim *s, struct sim_guest *g, double dt) {
@@ -78,29 +122,57 @@ static void count_guest(struct sim *s, struct sim_guest *g, double dt) {
         if (g->available < low || g->swapped > 0)
                 s->m.pressure_s += dt;
         s->m.reclaimed_gib_s += (double) (g->spec->max - g->actual) / GIB * dt;
-        bool oom = g->ws + SIM_KERNEL > g->actual + SIM_SWAP;
-        if (oom && (!g->oom || s->now_usec >= g->oom_next_usec)) {
-                s->m.oom_events++;
-                g->oom_next_usec = s->now_usec + SIM_OOM_REPEAT_USEC;
-        }
+        s->m.footprint_gib_min += (double) g->touched / GIB * dt / 60.0;
+        bool oom = oom_shortfall(g) > 0 && !g->deflating_oom;
+        if (oom && !g->oom)
+                s->m.oom_episodes++;
+        if (oom)
+                s->m.oom_s += dt;
         g->oom = oom;
+}
+
+/* Free page reporting: the free memory the guest touched goes back in ≥ 2 MiB blocks. */
+static void report_free_pages(struct sim_guest *g) {
+        uint64_t in_use = SIM_KERNEL + g->resident + g->cache;
+        if (g->touched > in_use)
+                g->touched = in_use + (uint64_t) ((double) (g->touched - in_use) * (1 - SIM_REPORT_SHARE));
+}
+
+static void step_guest(struct sim *s, size_t i, size_t sec, double dt) {
+        struct sim_guest *g = &s->g[i];
+        g->ws = trace_ws(s->trace, i, sec);
+        move_balloon(g, dt);
+        if (s->deflate_on_oom)
+                deflate_on_oom(g, dt);
+        else
+                g->deflating_oom = false;
+        guest_split(g, trace_io(s->trace, i, sec), dt);
+        if (s->reporting && s->now_usec % SIM_REPORT_USEC == 0)
+                report_free_pages(g);
+        count_faults(g, dt);
+        count_guest(s, g, dt);
 }
 
 void sim_step(struct sim *s) {
         double dt = SIM_STEP_USEC / USEC;
         s->now_usec += SIM_STEP_USEC;
         size_t sec = (size_t) (s->now_usec / 1000000ULL);
+        for (size_t i = 0; i < s->n; i++)
+                step_guest(s, i, sec, dt);
+        uint64_t used = sim_host_used(s);
+        double avail = (double) s->trace->physical - (double) used;
+        double host_share = 0;
+        if (avail < 0) {
+                s->m.host_overrun_s += dt;
+                s->m.host_swap_gib_s += -avail / GIB * dt;
+                host_share = SIM_THRASH * -avail / (double) (used - s->trace->base);
+        }
         for (size_t i = 0; i < s->n; i++) {
                 struct sim_guest *g = &s->g[i];
-                g->ws = trace_ws(s->trace, i, sec);
-                move_balloon(g, dt);
-                guest_split(g);
-                count_faults(g, dt);
-                count_guest(s, g, dt);
+                double own = fmin(1.0, guest_stall(g));
+                g->guest_stall_s += own * dt;
+                g->stall_s += fmin(1.0, own + host_share) * dt;
         }
-        double avail = (double) s->trace->physical - (double) sim_host_used(s);
-        if (avail < 0)
-                s->m.host_overrun_s += dt;
         if (avail < s->m.min_host_available)
                 s->m.min_host_available = avail;
 }
@@ -110,8 +182,10 @@ void sim_publish(struct sim *s, size_t i) {
         g->pub_available = g->available;
         g->pub_free = g->free;
         g->pub_total = g->actual;
+        g->pub_cache = g->cache;
         g->pub_swap_in = (uint64_t) g->swap_in;
         g->pub_major_faults = (uint64_t) g->major_faults;
+        g->pub_stall_usec = (uint64_t) (g->guest_stall_s * USEC);
         g->pub_usec = s->now_usec ? s->now_usec : 1;
 }
 
@@ -129,5 +203,15 @@ uint64_t sim_host_available(const struct sim *s) {
 
 void sim_set_target(struct sim *s, size_t i, uint64_t target) {
         s->g[i].target = target;
+        s->g[i].inflating = target < s->g[i].actual;
         s->m.commands++;
+}
+
+double sim_slowdown_max(const struct sim *s) {
+        double t = (double) s->now_usec / USEC, worst = 1.0;
+        for (size_t i = 0; i < s->n && t > 0; i++) {
+                double work = fmax(t - s->g[i].stall_s, t / 100.0);
+                worst = fmax(worst, t / work);
+        }
+        return worst;
 }

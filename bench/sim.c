@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * ppn-sim: replays guest-demand traces through our policy and the two baselines and prints
+ * ppn-sim: replays guest-demand traces through our policy and the baselines and prints
  * one JSON record per measurement (JSON lines) on stdout:
  *   {"part":"sim","trace":T,"policy":P,"metric":M,"value":V,"unit":U}
  *
  *   ppn-sim TRACE.csv...
+ *   ppn-sim --policies      (the policies compared, one per line)
  *   ppn-sim --decide N      (the policy's own cost per tick for N VMs; see decide_cost)
  *
  * The model is bench/sim-model.h, the policies bench/sim-drivers.h. Events within a step:
@@ -94,7 +95,7 @@ static int run_one(const struct trace *t, const struct sim_driver *d) {
         int r = sim_init(&s, t);
         if (r < 0)
                 return r;
-        void *ctx = d->start(&s);
+        void *ctx = d->start(&s, d->matched);
         if (!ctx) {
                 sim_done(&s);
                 return -ENOMEM;
@@ -113,10 +114,13 @@ static int run_one(const struct trace *t, const struct sim_driver *d) {
         }
         d->stop(ctx);
         if (r >= 0) {
-                emit(t->name, d->name, "reclaimed", s.m.reclaimed_gib_s, "GiB*s");
-                emit(t->name, d->name, "pressure", s.m.pressure_s, "VM*s");
-                emit(t->name, d->name, "oom_events", s.m.oom_events, "count");
+                emit(t->name, d->name, "footprint", s.m.footprint_gib_min, "GiB*min");
                 emit(t->name, d->name, "host_overrun", s.m.host_overrun_s, "s");
+                emit(t->name, d->name, "host_swap", s.m.host_swap_gib_s, "GiB*s");
+                emit(t->name, d->name, "pressure", s.m.pressure_s, "VM*s");
+                emit(t->name, d->name, "oom_episodes", s.m.oom_episodes, "count");
+                emit(t->name, d->name, "oom_time", s.m.oom_s, "s");
+                emit(t->name, d->name, "slowdown", sim_slowdown_max(&s), "ratio");
                 emit(t->name, d->name, "commands", s.m.commands, "count");
                 if (f.idle >= 0 && f.busy >= 0)
                         emit(t->name, d->name, "free_4g", f.seconds, "s");
@@ -165,6 +169,11 @@ static int decide_cost(size_t n) {
 }
 
 int main(int argc, char **argv) {
+        if (argc == 2 && strcmp(argv[1], "--policies") == 0) {
+                for (size_t d = 0; d < sim_n_drivers; d++)
+                        puts(sim_drivers[d].name);
+                return 0;
+        }
         if (argc == 3 && strcmp(argv[1], "--decide") == 0) {
                 uint64_t n;
                 if (parse_u64(argv[2], &n) < 0 || n == 0 || n > 100000)
@@ -172,7 +181,7 @@ int main(int argc, char **argv) {
                 return decide_cost((size_t) n) < 0 ? 1 : 0;
         }
         if (argc < 2) {
-                fprintf(stderr, "usage: ppn-sim TRACE.csv... | ppn-sim --decide N\n");
+                fprintf(stderr, "usage: ppn-sim TRACE.csv... | ppn-sim --policies | ppn-sim --decide N\n");
                 return 2;
         }
         for (int a = 1; a < argc; a++) {

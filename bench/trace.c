@@ -13,6 +13,7 @@ struct trace *trace_free(struct trace *t) {
                 return NULL;
         free(t->vms);
         free(t->ws_mib);
+        free(t->io_mib);
         free(t);
         return NULL;
 }
@@ -68,6 +69,8 @@ static int parse_vm(struct trace *t, const char *line) {
             field_u64(line, "init_mib", MIB, &v->init) < 0 ||
             v->min > v->max || v->init > v->max || v->init < v->min)
                 return -EINVAL;
+        if (strstr(line, " files_mib=") && field_u64(line, "files_mib", MIB, &v->files) < 0)
+                return -EINVAL;
         t->n_vms++;
         return 0;
 }
@@ -79,6 +82,10 @@ static int parse_row(struct trace *t, const char *line) {
         if (!ws)
                 return -ENOMEM;
         t->ws_mib = ws;
+        uint32_t *io = realloc(t->io_mib, (t->seconds + 1) * t->n_vms * sizeof *io);
+        if (!io)
+                return -ENOMEM;
+        t->io_mib = io;
         char *end;
         errno = 0;
         unsigned long s = strtoul(line, &end, 10);
@@ -87,10 +94,18 @@ static int parse_row(struct trace *t, const char *line) {
         for (size_t i = 0; i < t->n_vms; i++) {
                 if (*end != ',')
                         return -EINVAL;
-                unsigned long v = strtoul(end + 1, &end, 10);
-                if (v > UINT32_MAX)
+                const char *cell = end + 1;
+                unsigned long v = strtoul(cell, &end, 10), r = 0;
+                if (end == cell || v > UINT32_MAX)
                         return -EINVAL;
+                if (*end == ':') {
+                        cell = end + 1;
+                        r = strtoul(cell, &end, 10);
+                        if (end == cell || r > UINT32_MAX)
+                                return -EINVAL;
+                }
                 ws[t->seconds * t->n_vms + i] = (uint32_t) v;
+                io[t->seconds * t->n_vms + i] = (uint32_t) r;
         }
         if (*end && *end != '\n')
                 return -EINVAL;
@@ -149,4 +164,12 @@ uint64_t trace_ws(const struct trace *t, size_t i, size_t s) {
         if (s >= t->seconds)
                 s = t->seconds - 1;
         return (uint64_t) t->ws_mib[s * t->n_vms + i] * MIB;
+}
+
+uint64_t trace_io(const struct trace *t, size_t i, size_t s) {
+        if (!t->io_mib)
+                return 0;
+        if (s >= t->seconds)
+                s = t->seconds - 1;
+        return (uint64_t) t->io_mib[s * t->n_vms + i] * MIB;
 }

@@ -4,27 +4,35 @@
 # `ppnctl --help` and every `ppnctl COMMAND [SUBCOMMAND] --help`.
 
 _ppnctl_global_opts='--config --ledger --socket --json --bytes --help --version'
-_ppnctl_commands='adopt balloon events export history import ledger move node plot pool release start status stop vm'
+_ppnctl_commands='adopt balloon events export fleet grant history import ledger lend move node plot pool release start status stop vm'
 
 declare -A _ppnctl_subcommands=(
+  [fleet]='list trust'
+  [grant]='revoke'
   [ledger]='check export history import'
-  [node]='set show'
-  [vm]='add list remove set show'
+  [node]='id init set show'
+  [vm]='add import-libvirt list remove set show'
 )
 
 # Options by "COMMAND" or "COMMAND SUBCOMMAND".
 declare -A _ppnctl_opts=(
-  [adopt]='--qmp --help'
+  [adopt]='--qmp --libvirt --help'
   [balloon]='--for --help'
   [events]='--follow --json --help'
   [export]='--help'
+  [fleet list]='--json --help'
+  [fleet trust]='--help'
+  [grant revoke]='--help'
   [history]='--since --json --help'
   [import]='--image-dir --help'
   [ledger check]='--help'
   [ledger export]='--help'
   [ledger history]='--json --help'
   [ledger import]='--replace --help'
-  [move]='--to --timeout --help'
+  [lend]='--for --help'
+  [move]='--to --timeout --live --grant --max-bandwidth --json --help'
+  [node id]='--json --help'
+  [node init]='--help'
   [node set]='--help'
   [node show]='--json --help'
   [plot]='--since --output --input --help'
@@ -33,7 +41,8 @@ declare -A _ppnctl_opts=(
   [start]='--paused --dry-run --no-deflate-on-oom --no-free-page-reporting --help'
   [status]='--json --help'
   [stop]='--timeout --help'
-  [vm add]='--min --max --shares --cpu-weight --vcpus --qmp --disk --qemu-arg --help'
+  [vm add]='--min --max --base --shares --cpu-weight --vcpus --qmp --libvirt --disk --qemu-arg --help'
+  [vm import-libvirt]='--uri --apply --json --help'
   [vm list]='--json --help'
   [vm remove]='--help'
   [vm set]='--help'
@@ -43,7 +52,7 @@ declare -A _ppnctl_opts=(
 # KEY= words for the KEY=VALUE commands.
 declare -A _ppnctl_keys=(
   [node set]='physical= reserve= min-floor='
-  [vm set]='min= max= shares= cpu-weight= vcpus= qmp= disks= qemu-args='
+  [vm set]='min= max= base= vmem= shares= cpu-weight= vcpus= qmp= disks= qemu-args='
 )
 
 # Commands whose first operand is a VM name.
@@ -66,13 +75,13 @@ _ppnctl() {
 
   case $prev in
     --config|--ledger|--socket|--output|-o|--input) COMPREPLY=($(compgen -f -- "$cur")); return ;;
-    --min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qemu-arg) return ;;
+    --min|--max|--base|--for|--since|--shares|--cpu-weight|--vcpus|--qemu-arg) return ;;
     --qmp|--disk) COMPREPLY=($(compgen -f -- "$cur")); return ;;
   esac
   for ((i = 1; i < COMP_CWORD; i++)); do
     local w=${COMP_WORDS[i]}
     case $w in
-      --config|--ledger|--socket|--output|-o|--input|--min|--max|--for|--since|--shares|--cpu-weight|--vcpus|--qmp|--disk|--qemu-arg)
+      --config|--ledger|--socket|--output|-o|--input|--min|--max|--base|--for|--since|--shares|--cpu-weight|--vcpus|--qmp|--disk|--qemu-arg)
         ((i++)) ;;
       -*) ;;
       *)

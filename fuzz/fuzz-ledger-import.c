@@ -102,7 +102,12 @@ static void copy_template(void) {
         struct stat st;
 
         CHECK(in >= 0 && out >= 0 && fstat(in, &st) == 0);
-        CHECK(sendfile(out, in, NULL, (size_t) st.st_size) == st.st_size);
+        /* sendfile() may copy less than asked when a signal arrives (libFuzzer's timeout alarm,
+         * on a loaded machine): continue until all is copied. */
+        for (off_t done = 0; done < st.st_size;) {
+                ssize_t n = sendfile(out, in, &done, (size_t) (st.st_size - done));
+                CHECK(n > 0 || (n < 0 && errno == EINTR));
+        }
         close(in);
         close(out);
 }

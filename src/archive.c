@@ -407,11 +407,15 @@ static int pass_run(struct pass *p) {
         return 0;
 }
 
-/* Opens a source read-only; O_NOATIME where allowed, so even atime is left alone. */
-static int open_source(const char *path, struct stat *st) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOATIME);
+/* Opens a source read-only, relative to dirfd (AT_FDCWD for a path); O_NOATIME where allowed,
+ * so even atime is left alone. The file is checked through the descriptor that is then read:
+ * what was checked is what is hashed and copied. nofollow: a symbolic link is refused (-ELOOP)
+ * rather than followed (an archive's own files). */
+static int open_source_at(int dirfd, const char *path, bool nofollow, struct stat *st) {
+        int flags = O_RDONLY | O_CLOEXEC | (nofollow ? O_NOFOLLOW : 0);
+        int fd = openat(dirfd, path, flags | O_NOATIME);
         if (fd < 0 && errno == EPERM)
-                fd = open(path, O_RDONLY | O_CLOEXEC);
+                fd = openat(dirfd, path, flags);
         if (fd < 0)
                 return -errno;
         if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
@@ -422,23 +426,27 @@ static int open_source(const char *path, struct stat *st) {
         return fd;
 }
 
+static int open_source(const char *path, struct stat *st) {
+        return open_source_at(AT_FDCWD, path, false, st);
+}
+
 static int source_error(struct ppn_error *err, const char *path, int r) {
         if (r == -EINVAL)
                 return ppn_error_set(err, r, "%s: not a regular file", path);
+        if (r == -ELOOP)
+                return ppn_error_set(err, -EBADMSG, "%s: a symbolic link, not a regular file (an archive holds its "
+                                     "images themselves); copy the archive again", path);
         return ppn_error_set(err, r, "%s: %s", path, strerror(-r));
 }
 
-int archive_hash_file(const char *path, archive_progress_fn progress, void *userdata,
-                      char ret_hex[ARCHIVE_SHA256_HEX + 1], uint64_t *ret_size, struct ppn_error *err) {
-        struct stat st;
-        _cleanup_close_ int fd = open_source(path, &st);
+/* Hashes the open file fd of size bytes (path only names it in messages). */
+static int hash_fd(int fd, uint64_t size, const char *path, archive_progress_fn progress, void *userdata,
+                   char ret_hex[ARCHIVE_SHA256_HEX + 1], struct ppn_error *err) {
         _cleanup_free_ char *buf = malloc(ARCHIVE_CHUNK);
         uint8_t digest[SHA256_DIGEST_SIZE];
-        if (fd < 0)
-                return source_error(err, path, fd);
         if (!buf)
                 return ppn_error_set(err, -ENOMEM, "out of memory");
-        struct pass p = { .fd = fd, .out = -1, .file = path, .size = (uint64_t) st.st_size, .buf = buf,
+        struct pass p = { .fd = fd, .out = -1, .file = path, .size = size, .buf = buf,
                           .progress = progress, .userdata = userdata };
         sha256_init(&p.sha);
         int r = pass_run(&p);
@@ -446,9 +454,19 @@ int archive_hash_file(const char *path, archive_progress_fn progress, void *user
                 return ppn_error_set(err, r, "%s: read failed: %s", path, strerror(-r));
         sha256_digest(&p.sha, SHA256_DIGEST_SIZE, digest);
         hex(digest, sizeof(digest), ret_hex);
-        if (ret_size)
-                *ret_size = p.size;
         return 0;
+}
+
+int archive_hash_file(const char *path, archive_progress_fn progress, void *userdata,
+                      char ret_hex[ARCHIVE_SHA256_HEX + 1], uint64_t *ret_size, struct ppn_error *err) {
+        struct stat st;
+        _cleanup_close_ int fd = open_source(path, &st);
+        if (fd < 0)
+                return source_error(err, path, fd);
+        int r = hash_fd(fd, (uint64_t) st.st_size, path, progress, userdata, ret_hex, err);
+        if (r >= 0 && ret_size)
+                *ret_size = (uint64_t) st.st_size;
+        return r;
 }
 
 static int copy_into(struct pass *p, int out) {
@@ -461,20 +479,18 @@ static int copy_into(struct pass *p, int out) {
         return r;
 }
 
-int archive_copy_file(const char *src, int dst_dirfd, const char *dst_name, archive_progress_fn progress,
-                      void *userdata, struct archive_copy_result *ret, struct ppn_error *err) {
-        struct stat st;
-        _cleanup_close_ int fd = open_source(src, &st);
+/* Copies the open file fd of size bytes (src only names it in messages) to a new dst_name. */
+static int copy_fd(int fd, uint64_t size, const char *src, int dst_dirfd, const char *dst_name,
+                   archive_progress_fn progress, void *userdata, struct archive_copy_result *ret,
+                   struct ppn_error *err) {
         _cleanup_free_ char *buf = malloc(ARCHIVE_CHUNK);
         uint8_t digest[SHA256_DIGEST_SIZE];
-        if (fd < 0)
-                return source_error(err, src, fd);
         if (!buf)
                 return ppn_error_set(err, -ENOMEM, "out of memory");
         _cleanup_close_ int out = openat(dst_dirfd, dst_name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (out < 0)
                 return ppn_error_set(err, -errno, "%s: cannot create: %s", dst_name, strerror(errno));
-        struct pass p = { .fd = fd, .out = out, .file = dst_name, .size = (uint64_t) st.st_size, .buf = buf,
+        struct pass p = { .fd = fd, .out = out, .file = dst_name, .size = size, .buf = buf,
                           .progress = progress, .userdata = userdata };
         sha256_init(&p.sha);
         int r = copy_into(&p, out);
@@ -491,22 +507,37 @@ int archive_copy_file(const char *src, int dst_dirfd, const char *dst_name, arch
         return 0;
 }
 
-static int verify_one(int dfd, const char *dir, const struct archive_disk *d, archive_progress_fn progress,
-                      void *userdata, struct ppn_error *err) {
-        char got[ARCHIVE_SHA256_HEX + 1], path[PATH_MAX];
+int archive_copy_file(const char *src, int dst_dirfd, const char *dst_name, archive_progress_fn progress,
+                      void *userdata, struct archive_copy_result *ret, struct ppn_error *err) {
         struct stat st;
-        uint64_t size;
-        if (fstatat(dfd, d->file, &st, AT_SYMLINK_NOFOLLOW) < 0)
-                return ppn_error_set(err, -errno, "%s: %s: the archive is incomplete; copy it again from the source",
-                                     d->file, errno == ENOENT ? "missing" : strerror(errno));
-        if (!S_ISREG(st.st_mode))
-                return ppn_error_set(err, -EBADMSG, "%s: not a regular file", d->file);
+        _cleanup_close_ int fd = open_source(src, &st);
+        if (fd < 0)
+                return source_error(err, src, fd);
+        return copy_fd(fd, (uint64_t) st.st_size, src, dst_dirfd, dst_name, progress, userdata, ret, err);
+}
+
+/* Opens an archive's own file: in dfd, never through a symbolic link, a regular file. */
+static int open_member(int dfd, const char *file, struct stat *st, struct ppn_error *err) {
+        int fd = open_source_at(dfd, file, true, st);
+        if (fd == -ENOENT)
+                return ppn_error_set(err, fd, "%s: missing: the archive is incomplete; copy it again from the source",
+                                     file);
+        if (fd == -EINVAL)
+                return ppn_error_set(err, -EBADMSG, "%s: not a regular file", file);
+        return fd < 0 ? source_error(err, file, fd) : fd;
+}
+
+static int verify_one(int dfd, const struct archive_disk *d, archive_progress_fn progress, void *userdata,
+                      struct ppn_error *err) {
+        char got[ARCHIVE_SHA256_HEX + 1];
+        struct stat st;
+        _cleanup_close_ int fd = open_member(dfd, d->file, &st, err);
+        if (fd < 0)
+                return fd;
         if ((uint64_t) st.st_size != d->size)
                 return ppn_error_set(err, -EBADMSG, "%s: size %jd, manifest says %ju (truncated or altered copy); "
                                      "copy the archive again", d->file, (intmax_t) st.st_size, (uintmax_t) d->size);
-        if (snprintf(path, sizeof(path), "%s/%s", dir, d->file) >= (int) sizeof(path))
-                return ppn_error_set(err, -ENAMETOOLONG, "%s/%s: path too long", dir, d->file);
-        int r = archive_hash_file(path, progress, userdata, got, &size, err);
+        int r = hash_fd(fd, d->size, d->file, progress, userdata, got, err);
         if (r < 0)
                 return r;
         if (strcmp(got, d->sha256) != 0)
@@ -522,7 +553,7 @@ int archive_verify(const char *dir, const struct archive_manifest *m, archive_pr
         if (dfd < 0)
                 return ppn_error_set(err, -errno, "%s: %s", dir, strerror(errno));
         for (size_t i = 0; i < m->n_disks; i++) {
-                int r = verify_one(dfd, dir, &m->disks[i], progress, userdata, err);
+                int r = verify_one(dfd, &m->disks[i], progress, userdata, err);
                 if (r < 0)
                         return ppn_error_prefix(err, r, "%s", dir);
         }
@@ -641,20 +672,27 @@ int archive_export(const char *dir, const char *name, const char *uuid, json_obj
         return r;
 }
 
+/* Each image is opened once (no symbolic link followed) and hashed as it is copied: what is
+ * installed is what matched the manifest, whatever happened to the archive since it was
+ * verified. */
 static int install_copies(const char *dir, const struct archive_manifest *m, int tfd, const char *tmp,
                           archive_progress_fn progress, void *userdata, struct ppn_error *err) {
+        _cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (dfd < 0)
+                return ppn_error_set(err, -errno, "%s: %s", dir, strerror(errno));
         for (size_t i = 0; i < m->n_disks; i++) {
                 const struct archive_disk *d = &m->disks[i];
-                char src[PATH_MAX];
                 struct archive_copy_result c;
-                if (snprintf(src, sizeof(src), "%s/%s", dir, d->file) >= (int) sizeof(src))
-                        return ppn_error_set(err, -ENAMETOOLONG, "%s/%s: path too long", dir, d->file);
-                int r = archive_copy_file(src, tfd, d->file, progress, userdata, &c, err);
+                struct stat st;
+                _cleanup_close_ int fd = open_member(dfd, d->file, &st, err);
+                if (fd < 0)
+                        return ppn_error_prefix(err, fd, "%s", dir);
+                int r = copy_fd(fd, (uint64_t) st.st_size, d->file, tfd, d->file, progress, userdata, &c, err);
                 if (r < 0)
                         return r;
                 if (c.size != d->size || strcmp(c.sha256, d->sha256) != 0)
-                        return ppn_error_set(err, -EBADMSG, "%s: changed while being installed (sha256 or size "
-                                             "differs from the manifest); nothing was installed", src);
+                        return ppn_error_set(err, -EBADMSG, "%s/%s: changed while being installed (sha256 or size "
+                                             "differs from the manifest); nothing was installed", dir, d->file);
         }
         if (fsync(tfd) < 0)
                 return ppn_error_set(err, -errno, "%s: fsync: %s", tmp, strerror(errno));

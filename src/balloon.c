@@ -8,8 +8,6 @@
 
 /* QEMU's "not reported" (virtio-balloon's stats start at -1 as uint64). */
 #define STAT_UNKNOWN UINT64_MAX
-/* "/machine/peripheral/" + a device id: QEMU ids are short; 64 bytes is plenty. */
-#define DEVICE_ID_MAX 64
 
 /* ---- pure decoding ------------------------------------------------------------------- */
 
@@ -249,14 +247,14 @@ static int check_device_id(const char *id, struct qmp_error *err) {
         size_t n = strlen(id);
         bool letter = (id[0] >= 'a' && id[0] <= 'z') || (id[0] >= 'A' && id[0] <= 'Z');
 
-        if (!letter || n >= DEVICE_ID_MAX || strspn(id, tail) != n)
-                return ppn_error_set(&err->error, -EINVAL, "invalid balloon device id \"%.*s\"", DEVICE_ID_MAX, id);
+        if (!letter || n >= QMP_DEVICE_ID_MAX || strspn(id, tail) != n)
+                return ppn_error_set(&err->error, -EINVAL, "invalid balloon device id \"%.*s\"", QMP_DEVICE_ID_MAX, id);
         return 0;
 }
 
 /* Room for the longest arguments built here: a device id and a number. */
 #define ARGS_MAX (sizeof("{\"path\":\"/machine/peripheral/\",\"property\":\"guest-stats-polling-interval\",\"value\":}") + \
-                  DEVICE_ID_MAX + 24)
+                  QMP_DEVICE_ID_MAX + 24)
 
 /* Builds the command for an operation; refuses bad arguments before anything is sent. */
 static int build_target(struct qmp *q, uint64_t target, uint64_t floor, char args[static ARGS_MAX],
@@ -289,12 +287,6 @@ static int build_stats(const char *device_id, char args[static ARGS_MAX], struct
         return 0;
 }
 
-/* A decoding failure as a qmp_error naming the command and the socket. */
-static void decode_failed(struct qmp *q, const char *command, struct qmp_error *e) {
-        e->class[0] = e->desc[0] = '\0';
-        ppn_error_prefix(&e->error, -EBADMSG, "%s on %s", command, qmp_name(q) ?: "QMP");
-}
-
 /* ---- asynchronous -------------------------------------------------------------------- */
 
 struct call {
@@ -316,7 +308,7 @@ static void on_actual(struct qmp *q, json_object *ret, const struct qmp_error *e
         uint64_t actual = 0;
 
         if (!err && balloon_actual_decode(ret, &actual, &e.error) < 0) {
-                decode_failed(q, "query-balloon", &e);
+                qmp_error_bad_reply(q, "query-balloon", &e);
                 err = &e;
         }
         c->actual(q, err ? 0 : actual, err, c->userdata);
@@ -329,7 +321,7 @@ static void on_stats(struct qmp *q, json_object *ret, const struct qmp_error *er
         struct balloon_stats s = { 0 };
 
         if (!err && balloon_stats_decode(ret, &s, &e.error) < 0) {
-                decode_failed(q, "qom-get guest-stats", &e);
+                qmp_error_bad_reply(q, "qom-get guest-stats", &e);
                 err = &e;
         }
         c->stats(q, err ? NULL : &s, err, c->userdata);
@@ -471,7 +463,7 @@ int balloon_query_sync(struct qmp *q, uint64_t timeout_usec, uint64_t *ret_actua
         if (r >= 0) {
                 r = balloon_actual_decode(reply, &actual, &e.error);
                 if (r < 0)
-                        decode_failed(q, "query-balloon", &e);
+                        qmp_error_bad_reply(q, "query-balloon", &e);
                 json_object_put(reply);
         }
         if (r < 0) {
@@ -509,7 +501,7 @@ int balloon_read_stats_sync(struct qmp *q, const char *device_id, uint64_t timeo
         if (r >= 0) {
                 r = balloon_stats_decode(reply, &s, &e.error);
                 if (r < 0)
-                        decode_failed(q, "qom-get guest-stats", &e);
+                        qmp_error_bad_reply(q, "qom-get guest-stats", &e);
                 json_object_put(reply);
         }
         if (r < 0) {

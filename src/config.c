@@ -30,11 +30,28 @@ const char config_default_text[] =
         "tick = 1s\n"
         "override-default = 10m\n"
         "qmp-retry-max = 5s\n"
+        "fast-signal = yes\n"
         "[qemu]\n"
         "accel = kvm\n"
         "binary = qemu-system-x86_64\n"
         "log-dir = /var/log/ppn\n"
         "image-dir = /var/lib/ppn/images\n"
+        "[fleet]\n"
+        "enabled = no\n"
+        "endpoints = http://127.0.0.1:2379\n"
+        "ca =\n"
+        "cert =\n"
+        "key =\n"
+        "lease-ttl = 15s\n"
+        "republish = 60s\n"
+        "threshold = 64M\n"
+        "migration-address = 127.0.0.1\n"
+        "migration-port = 49152\n"
+        "migration-ports = 16\n"
+        "migration-peers = 127.0.0.1\n"
+        "migration-timeout = 10m\n"
+        "[libvirt]\n"
+        "uri =\n"
         "[metrics]\n"
         "enabled = no\n"
         "address = 127.0.0.1\n"
@@ -57,6 +74,9 @@ enum key_type {
         KEY_ACCEL,
         KEY_PROGRAM,    /* an absolute path, or a name looked up in PATH (no '/') */
         KEY_IP,         /* a numeric IPv4 or IPv6 address (no host names: no resolver at start) */
+        KEY_PATH_EMPTY, /* empty or an absolute path */
+        KEY_URLS,       /* comma-separated http:// or https:// URLs, at least one */
+        KEY_URI,        /* empty, or a libvirt URI: SCHEME://[HOST]/PATH[?QUERY], no spaces */
 };
 
 struct key {
@@ -88,6 +108,7 @@ static const struct key keys[] = {
         /* 256 B fits every request ppnctl sends; 1 MiB bounds what one client can make us hold. */
         NUM("control", "max-request", KEY_SIZE, control_max_request, 256, 1 << 20),
         { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0, 0 },
+        { "controller", "fast-signal", KEY_BOOL, OFF(fast_signal), 0, 0, 0 },
         NUM("controller", "override-default", KEY_DURATION, override_usec, 1000000, UINT64_C(30) * 86400000000),
         NUM("controller", "qmp-retry-max", KEY_DURATION, qmp_retry_max_usec, 100000, UINT64_C(300000000)),
         /* QEMU's balloon stats interval is whole seconds; 1 s is the floor, 1 h is plenty. */
@@ -95,10 +116,27 @@ static const struct key keys[] = {
         NUM("controller", "tick", KEY_DURATION, tick_usec, 100000, 60000000),
         { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0, 0 },
         { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0, 0 },
+        { "fleet", "ca", KEY_PATH_EMPTY, OFF(fleet_ca), 0, 0, 0 },
+        { "fleet", "cert", KEY_PATH_EMPTY, OFF(fleet_cert), 0, 0, 0 },
+        { "fleet", "enabled", KEY_BOOL, OFF(fleet_enabled), 0, 0, 0 },
+        { "fleet", "endpoints", KEY_URLS, OFF(fleet_endpoints), 0, 0, 0 },
+        { "fleet", "key", KEY_PATH_EMPTY, OFF(fleet_key), 0, 0, 0 },
+        /* Long enough to ride out a keepalive lost to one slow round; short enough that a dead
+         * node's record disappears from the fleet within seconds. */
+        NUM("fleet", "lease-ttl", KEY_DURATION, fleet_lease_usec, 5000000, 300000000),
+        { "fleet", "migration-address", KEY_IP, OFF(migration_address), 0, 0, 0 },
+        { "fleet", "migration-peers", KEY_STRING, OFF(migration_peers), 0, 0, 0 },
+        NUM("fleet", "migration-port", KEY_UINT, migration_port, 1024, 65535),
+        NUM("fleet", "migration-ports", KEY_UINT, migration_ports, 1, 4096),
+        NUM("fleet", "migration-timeout", KEY_DURATION, migration_timeout_usec, 10000000, UINT64_C(86400000000)),
+        NUM("fleet", "republish", KEY_DURATION, fleet_republish_usec, 1000000, 3600000000),
+        NUM("fleet", "threshold", KEY_SIZE, fleet_threshold_bytes, 0, UINT64_C(1) << 40),
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
+        { "libvirt", "uri", KEY_URI, OFF(libvirt_uri), 0, 0, 0 },
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },
         { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
         NUM("metrics", "port", KEY_UINT, metrics_port, 1, 65535),
+        { "policy", "free-page-reporting", KEY_BOOL, OFF(policy.free_page_reporting), 0, 0, 0 },
         POLICY_SIZE("grow-step", grow_step_bytes),
         POLICY_UINT("grow-step-percent", grow_step_pct, 100),
         POLICY_SIZE("headroom", headroom_bytes),
@@ -309,6 +347,21 @@ static int parse_bool(const char *v, bool *ret) {
         return -EINVAL;
 }
 
+static bool urls_ok(const char *v) {
+        size_t n = 0;
+        for (const char *s = v; *s;) {
+                size_t len = strcspn(s, ",");
+                if (!((len > 7 && strncmp(s, "http://", 7) == 0) || (len > 8 && strncmp(s, "https://", 8) == 0)))
+                        return false;
+                for (size_t i = 0; i < len; i++)
+                        if ((unsigned char) s[i] <= ' ' || s[i] == '?' || s[i] == '#')
+                                return false;
+                n++;
+                s += len + (s[len] == ',');
+        }
+        return n > 0 && n <= 16 && v[strlen(v) - 1] != ',';
+}
+
 /* Validates a text value; returns NULL if fine, else why not. */
 static const char *check_text(enum key_type t, const char *v) {
         switch (t) {
@@ -325,12 +378,20 @@ static const char *check_text(enum key_type t, const char *v) {
         case KEY_PROGRAM:
                 return v[0] == '/' || (v[0] && !strchr(v, '/')) ? NULL
                                                                 : "must be an absolute path or a program name found in PATH";
+        case KEY_URI:
+                return !*v || (strstr(v, "://") && !strpbrk(v, " \t")) ? NULL
+                        : "must be empty (no libvirt) or a libvirt URI such as qemu:///system";
         case KEY_IP: {
                 unsigned char addr[sizeof(struct in6_addr)];
                 return inet_pton(AF_INET, v, addr) == 1 || inet_pton(AF_INET6, v, addr) == 1
                                ? NULL
                                : "is not a numeric IP address; use e.g. 127.0.0.1 or ::1";
         }
+        case KEY_PATH_EMPTY:
+                return !*v || v[0] == '/' ? NULL : "must be empty or an absolute path";
+        case KEY_URLS:
+                return urls_ok(v) ? NULL : "must be comma-separated http:// or https:// URLs "
+                                           "(example: http://10.0.0.1:2379,http://10.0.0.2:2379)";
         default:
                 return NULL;
         }
@@ -522,19 +583,44 @@ int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b
                 { "cgroup.root", OFF(cgroup_root) },
                 { "cgroup.parent", OFF(cgroup_parent) },
                 { "metrics.address", OFF(metrics_address) },
+                { "fleet.endpoints", OFF(fleet_endpoints) },
+                { "fleet.ca", OFF(fleet_ca) },
+                { "fleet.cert", OFF(fleet_cert) },
+                { "fleet.key", OFF(fleet_key) },
+                { "libvirt.uri", OFF(libvirt_uri) },
+                { "fleet.migration-address", OFF(migration_address) },
+        };
+        /* Read once at start too: the control socket's limits, cgroup placement, the HTTP
+         * listener. Compared byte for byte (numbers and booleans). */
+        static const struct { const char *name; size_t off, size; } values[] = {
+                { "control.max-request", OFF(control_max_request), sizeof(a->control_max_request) },
+                { "control.idle-timeout", OFF(control_idle_timeout_usec), sizeof(a->control_idle_timeout_usec) },
+                { "cgroup.delegated", OFF(cgroup_delegated), sizeof(a->cgroup_delegated) },
+                { "metrics.enabled", OFF(metrics_enabled), sizeof(a->metrics_enabled) },
+                { "metrics.port", OFF(metrics_port), sizeof(a->metrics_port) },
         };
         size_t used = 0;
         int n = 0;
 
         if (len)
                 buf[0] = '\0';
-        for (size_t i = 0; i < ELEMENTSOF(fixed); i++) {
-                const char *x = *(char *const *) ((const char *) a + fixed[i].off);
-                const char *y = *(char *const *) ((const char *) b + fixed[i].off);
-                if (!str_differs(x, y))
+        for (size_t i = 0; i < ELEMENTSOF(fixed) + ELEMENTSOF(values); i++) {
+                bool differs;
+                const char *name;
+                if (i < ELEMENTSOF(fixed)) {
+                        name = fixed[i].name;
+                        differs = str_differs(*(char *const *) ((const char *) a + fixed[i].off),
+                                              *(char *const *) ((const char *) b + fixed[i].off));
+                } else {
+                        size_t k = i - ELEMENTSOF(fixed);
+                        name = values[k].name;
+                        differs = memcmp((const char *) a + values[k].off, (const char *) b + values[k].off,
+                                         values[k].size) != 0;
+                }
+                if (!differs)
                         continue;
                 if (used < len)
-                        used += (size_t) snprintf(buf + used, len - used, "%s%s", n ? ", " : "", fixed[i].name);
+                        used += (size_t) snprintf(buf + used, len - used, "%s%s", n ? ", " : "", name);
                 n++;
         }
         return n;

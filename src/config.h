@@ -38,16 +38,34 @@ struct ppn_config {
         uint64_t tick_usec;             /* controller period */
         uint64_t override_usec;         /* default override lease (ppnctl balloon, QMP changes) */
         uint64_t qmp_retry_max_usec;    /* reconnect backoff ceiling while a QMP socket is absent */
+        bool fast_signal;               /* sample QEMU RSS every 200 ms and grow on bursts (fastgrow.h) */
         /* [qemu] */
         /* Used by ppnctl start|stop|adopt|import|move, which launch and carry VMs. */
         char *accel;                    /* "tcg" or "kvm" */
         char *qemu_binary;              /* absolute, or a name looked up in PATH */
         char *log_dir;                  /* QEMU's stderr and serial console: LOG_DIR/NAME.log */
         char *image_dir;                /* ppnctl import puts disk images in IMAGE_DIR/NAME/ */
+        /* [libvirt] */
+        char *libvirt_uri;              /* connection for ledger entries naming a domain; "" = none */
         /* [metrics] */
         bool metrics_enabled;
         char *metrics_address;
         uint64_t metrics_port;
+        /* [fleet]: the etcd store other nodes and orchestrators read (docs/fleet.md) */
+        bool fleet_enabled;
+        char *fleet_endpoints;          /* comma-separated http(s):// URLs, tried in turn */
+        char *fleet_ca;                 /* "" = the system's CAs */
+        char *fleet_cert;               /* client certificate, "" = none */
+        char *fleet_key;                /* its private key */
+        uint64_t fleet_lease_usec;      /* TTL of the lease the capacity record lives under */
+        uint64_t fleet_republish_usec;  /* rewrite the record at least this often */
+        uint64_t fleet_threshold_bytes; /* ...and whenever a figure moves by more than this */
+        /* live moves (docs/relocation.md) */
+        char *migration_address;        /* this node receives migrations on this address */
+        uint64_t migration_port;        /* ...on the first free port of [port, port + ports) */
+        uint64_t migration_ports;
+        char *migration_peers;          /* comma-separated addresses this node sends to */
+        uint64_t migration_timeout_usec;/* a move not finished by then is aborted */
         /* [policy]: starts from policy_tunables_default(); override_usec is [controller]
          * override-default. Checked with policy_tunables_check() on load. */
         struct policy_tunables policy;
@@ -76,6 +94,7 @@ static inline void config_freep(struct ppn_config **c) { config_free(*c); }
 
 /*
  * Names the settings that differ between a and b and can only change with a restart
- * (paths, sockets), as ", "-joined text into buf; returns the number of them.
+ * (paths, sockets, the control socket's limits, cgroup delegation, the metrics listener), as
+ * ", "-joined text into buf; returns the number of them.
  */
 int config_restart_needed(const struct ppn_config *a, const struct ppn_config *b, char *buf, size_t len);

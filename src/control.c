@@ -204,6 +204,17 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
         if (r < 0)
                 goto fail;
         r = conn_send(conn, reply);
+        if (r == -ENOBUFS && conn->out_len == 0) {
+                /* The reply alone is more than the queue takes: say so rather than close
+                 * without a word (the client would see a reply cut off). */
+                size_t size = strlen(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+                char msg[160];
+                snprintf(msg, sizeof(msg), "reply too large (%zu bytes; the limit is %u): ask for less",
+                         size, CONTROL_MAX_QUEUED);
+                log_warning("control: uid %u: the reply to '%s' was not sent: %s", (unsigned) conn->uid,
+                            entry->name, msg);
+                r = send_error(conn, msg);
+        }
         json_object_put(reply);
         json_object_put(req);
         json_tokener_free(tok);
@@ -465,6 +476,8 @@ struct control *control_free(struct control *c) {
         free(c);
         return NULL;
 }
+
+uid_t control_conn_uid(const struct control_conn *conn) { return conn->uid; }
 
 void control_conn_follow(struct control_conn *conn, unsigned topic) {
         conn->topic = topic;

@@ -58,6 +58,9 @@ int control_new(sd_event *event, const struct control_options *opts, const struc
 /* Closes every connection, removes the socket file if it is still ours. Accepts NULL. */
 struct control *control_free(struct control *c);
 
+/* The peer's uid (SO_PEERCRED at accept): a handler that changes something checks it. */
+uid_t control_conn_uid(const struct control_conn *conn);
+
 /* Keeps conn open after the reply and subscribes it to topic (a small integer > 0). */
 void control_conn_follow(struct control_conn *conn, unsigned topic);
 

@@ -71,6 +71,38 @@ size_t eventlog_since(const struct eventlog *l, uint64_t after_seq, const struct
         return n;
 }
 
+json_object *eventlog_vm_json(const struct eventlog *l, const char *vm, uint64_t since_usec, size_t budget,
+                             size_t *ret_omitted) {
+        json_object *arr = json_object_new_array();
+        size_t used = 2, omitted = 0, first = l->count;   /* "[]" */
+
+        if (!arr)
+                return NULL;
+        /* Newest first, to find where the budget ends; then added oldest first. */
+        for (size_t i = l->count; i-- > 0;) {
+                const struct ppn_event *ev = &l->ring[(l->head + i) % l->capacity];
+                if (strcmp(ev->vm, vm) != 0 || ev->realtime_usec < since_usec)
+                        continue;
+                json_object *o = event_to_json(ev);
+                size_t len = o ? strlen(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN)) + 1 : 0;
+                json_object_put(o);
+                if (omitted || !o || used + len > budget) {
+                        omitted++;
+                        continue;
+                }
+                used += len;
+                first = i;
+        }
+        for (size_t i = first; i < l->count; i++) {
+                const struct ppn_event *ev = &l->ring[(l->head + i) % l->capacity];
+                if (strcmp(ev->vm, vm) == 0 && ev->realtime_usec >= since_usec)
+                        json_object_array_add(arr, event_to_json(ev));
+        }
+        if (ret_omitted)
+                *ret_omitted = omitted;
+        return arr;
+}
+
 json_object *event_to_json(const struct ppn_event *ev) {
         json_object *o = json_object_new_object();
 

@@ -15,7 +15,9 @@
 #include "util.h"
 
 #define EVENT_NAME_MAX 64
-#define EVENT_KIND_MAX 16
+/* Room for the longest kind: the policy's reason names ("shrink-overcommit", 17) and the
+ * daemon's own; a kind is never cut (tests/test-eventlog.c checks every policy reason). */
+#define EVENT_KIND_MAX 32
 #define EVENT_REASON_MAX 192
 
 struct ppn_event {
@@ -57,6 +59,14 @@ const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec
  * many were written to out[] (pointers into the ring, valid until the next add).
  */
 size_t eventlog_since(const struct eventlog *l, uint64_t after_seq, const struct ppn_event **out, size_t max);
+
+/*
+ * One VM's events at or after since_usec as a JSON array (oldest first) of at most budget bytes
+ * of plain JSON: the newest that fit; *ret_omitted (may be NULL) counts the older ones left
+ * out. A control reply must fit the socket's reply queue (ppnctl history of a busy VM).
+ */
+json_object *eventlog_vm_json(const struct eventlog *l, const char *vm, uint64_t since_usec, size_t budget,
+                             size_t *ret_omitted);
 
 json_object *event_to_json(const struct ppn_event *ev);
 /* 0, or -EINVAL if a required member is missing or has the wrong type. */

@@ -9,7 +9,8 @@
 #include "pool.h"
 
 const char *const ledger_vm_fields[] = {
-        "uuid", "min", "max", "shares", "cpu-weight", "vcpus", "qmp", "disks", "qemu-args", "override", NULL,
+        "uuid", "min", "max", "shares", "cpu-weight", "vcpus", "qmp", "disks", "qemu-args", "override", "base", "vmem",
+        "libvirt", NULL,
 };
 
 /* ---- string lists (NULL-terminated) ---- */
@@ -88,6 +89,7 @@ void ledger_vm_done(struct ledger_vm *vm) {
         if (!vm)
                 return;
         free(vm->qmp);
+        free(vm->libvirt);
         strv_free(vm->disks);
         strv_free(vm->qemu_args);
         *vm = (struct ledger_vm) {};
@@ -106,9 +108,9 @@ static int strv_copy(char **src, char ***ret) {
 
 int ledger_vm_copy(const struct ledger_vm *src, struct ledger_vm *ret) {
         struct ledger_vm c = *src;
-        c.qmp = NULL;
+        c.qmp = c.libvirt = NULL;
         c.disks = c.qemu_args = NULL;
-        if ((src->qmp && !(c.qmp = strdup(src->qmp))) || strv_copy(src->disks, &c.disks) < 0 ||
+        if ((src->qmp && !(c.qmp = strdup(src->qmp))) || (src->libvirt && !(c.libvirt = strdup(src->libvirt))) || strv_copy(src->disks, &c.disks) < 0 ||
             strv_copy(src->qemu_args, &c.qemu_args) < 0) {
                 ledger_vm_done(&c);
                 return -ENOMEM;
@@ -183,6 +185,19 @@ static int set_min(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
 static int set_max(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
         return parse_vm_size("max", v, &vm->max_bytes, err);
 }
+static int set_base(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
+        if (strcmp(v, "default") == 0) {
+                vm->base_bytes = 0;
+                return 0;
+        }
+        return parse_vm_size("base", v, &vm->base_bytes, err);
+}
+static int set_vmem(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
+        if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+                return ppn_error_set(err, -EINVAL, "vmem '%s' is neither on nor off", v);
+        vm->vmem = strcmp(v, "on") == 0;
+        return 0;
+}
 static int set_shares(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
         return parse_ranged(&int_fields[0], vm, v, err);
 }
@@ -193,13 +208,22 @@ static int set_vcpus(struct ledger_vm *vm, const char *v, struct ppn_error *err)
         return parse_ranged(&int_fields[2], vm, v, err);
 }
 
-static int set_qmp(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
+/* An optional text field: "" clears it. */
+static int set_text(char **field, const char *v) {
         char *copy = NULL;
         if (*v && !(copy = strdup(v)))
                 return -ENOMEM;
-        free(vm->qmp);
-        vm->qmp = copy;
+        free(*field);
+        *field = copy;
         return 0;
+}
+
+static int set_qmp(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
+        return set_text(&vm->qmp, v);
+}
+
+static int set_libvirt(struct ledger_vm *vm, const char *v, struct ppn_error *err) {
+        return set_text(&vm->libvirt, v);
 }
 
 static int replace_list(char ***field, const char *v, const char *seps) {
@@ -231,9 +255,11 @@ static const struct {
         const char *key;
         int (*assign)(struct ledger_vm *vm, const char *value, struct ppn_error *err);
 } vm_keys[] = {
+        { "base", set_base },
         { "cpu-weight", set_cpu_weight },
         { "disk", add_disk },
         { "disks", set_disks },
+        { "libvirt", set_libvirt },
         { "max", set_max },
         { "min", set_min },
         { "qemu-arg", add_qemu_arg },
@@ -241,14 +267,15 @@ static const struct {
         { "qmp", set_qmp },
         { "shares", set_shares },
         { "vcpus", set_vcpus },
+        { "vmem", set_vmem },
 };
 
 int ledger_vm_assign(struct ledger_vm *vm, const char *key, const char *value, struct ppn_error *err) {
         for (size_t i = 0; i < ELEMENTSOF(vm_keys); i++)
                 if (strcmp(key, vm_keys[i].key) == 0)
                         return vm_keys[i].assign(vm, value, err);
-        return ppn_error_set(err, -ENOKEY, "unknown key '%s'; keys are min, max, shares, cpu-weight, "
-                             "vcpus, qmp, disks, disk, qemu-args, qemu-arg", key);
+        return ppn_error_set(err, -ENOKEY, "unknown key '%s'; keys are min, max, base, vmem, shares, "
+                             "cpu-weight, vcpus, qmp, libvirt, disks, disk, qemu-args, qemu-arg", key);
 }
 
 static int split_pair(const char *pair, char *key, size_t keylen, const char **ret_value,
@@ -320,6 +347,67 @@ static int validate_sizes(const struct ledger_vm *vm, const struct ledger_node *
         return 0;
 }
 
+uint64_t ledger_vm_boot_bytes(const struct ledger_vm *vm) {
+        return vm->vmem && vm->base_bytes ? vm->base_bytes : vm->max_bytes;
+}
+
+uint64_t ledger_vm_region_bytes(const struct ledger_vm *vm) {
+        return vm->vmem && vm->base_bytes && vm->base_bytes < vm->max_bytes ? vm->max_bytes - vm->base_bytes : 0;
+}
+
+/* Boot memory and the virtio-mem region. The boot memory must carry the guest kernel on its own
+ * (hot-plugged memory is onlined movable, unusable for kernel allocations), hence the floor. */
+static int validate_layout(const struct ledger_vm *vm, const struct ledger_node *node, struct ppn_error *err) {
+        uint64_t floor = node ? node->min_floor_bytes : LEDGER_MIN_FLOOR_DEFAULT;
+        char a[POOL_MIB_MAX], b[POOL_MIB_MAX];
+
+        if (!vm->vmem) {
+                if (vm->base_bytes && vm->base_bytes != vm->max_bytes)
+                        return ppn_error_set(err, -EINVAL, "vm '%s': base %s applies only with a virtio-mem region; "
+                                             "give vmem=on, or unset it with base=default", vm->name,
+                                             pool_format_mib((int64_t) vm->base_bytes, a, sizeof(a)));
+                return 0;
+        }
+        if (!vm->base_bytes)
+                return ppn_error_set(err, -EINVAL, "vm '%s': vmem=on needs the boot memory: give base=SIZE "
+                                     "(e.g. base=512M; the region is max − base)", vm->name);
+        if (vm->base_bytes >= vm->max_bytes)
+                return ppn_error_set(err, -EINVAL, "vm '%s': base %s leaves no virtio-mem region below max %s; "
+                                     "lower base or raise max", vm->name,
+                                     pool_format_mib((int64_t) vm->base_bytes, a, sizeof(a)),
+                                     pool_format_mib((int64_t) vm->max_bytes, b, sizeof(b)));
+        if (vm->base_bytes % LEDGER_VMEM_BLOCK || vm->max_bytes % LEDGER_VMEM_BLOCK)
+                return ppn_error_set(err, -EINVAL, "vm '%s': with vmem=on, base and max must be whole 2 MiB "
+                                     "blocks (virtio-mem's block size), e.g. base=512M max=4G", vm->name);
+        if (vm->base_bytes < floor)
+                return ppn_error_set(err, -EINVAL, "vm '%s': base %s is below the node's safe floor %s: the "
+                                     "boot memory alone must carry the guest kernel (plugged memory is "
+                                     "movable); raise base", vm->name,
+                                     pool_format_mib((int64_t) vm->base_bytes, a, sizeof(a)),
+                                     pool_format_mib((int64_t) floor, b, sizeof(b)));
+        return 0;
+}
+
+/* A domain name as libvirt accepts it (no '/'), printable and bounded so messages stay sane. */
+static int validate_libvirt(const struct ledger_vm *vm, struct ppn_error *err) {
+        const char *d = vm->libvirt;
+
+        if (!d)
+                return 0;
+        if (vm->qmp)
+                return ppn_error_set(err, -EINVAL, "vm '%s': both qmp '%s' and libvirt domain '%s'; a VM is reached "
+                                     "one way: clear one (qmp= or libvirt=)", vm->name, vm->qmp, d);
+        if (strlen(d) > LEDGER_LIBVIRT_DOMAIN_MAX)
+                return ppn_error_set(err, -EINVAL, "vm '%s': libvirt domain name longer than %d bytes", vm->name,
+                                     LEDGER_LIBVIRT_DOMAIN_MAX);
+        for (const char *p = d; *p; p++)
+                if (*p == '/' || *p <= ' ' || *p > '~')
+                        return ppn_error_set(err, -EINVAL, "vm '%s': libvirt domain name '%s' has a '/', a space or a "
+                                             "character outside printable ASCII; give the name `virsh list` shows",
+                                             vm->name, d);
+        return 0;
+}
+
 static int validate_override(const struct ledger_vm *vm, struct ppn_error *err) {
         char t[POOL_MIB_MAX], a[POOL_MIB_MAX], b[POOL_MIB_MAX];
         if (!vm->override_set ||
@@ -345,11 +433,16 @@ int ledger_vm_validate(const struct ledger_vm *vm, const struct ledger_node *nod
         if (r < 0)
                 return r;
         r = validate_ints(vm, err);
+        if (r == 0)
+                r = validate_layout(vm, node, err);
         if (r < 0)
                 return r;
         if (vm->qmp && (vm->qmp[0] != '/' || strlen(vm->qmp) > LEDGER_QMP_PATH_MAX))
                 return ppn_error_set(err, -EINVAL, "vm '%s': qmp '%s' must be an absolute path of at most "
                                      "%d bytes (a Unix socket address)", vm->name, vm->qmp, LEDGER_QMP_PATH_MAX);
+        r = validate_libvirt(vm, err);
+        if (r < 0)
+                return r;
         for (size_t i = 0; vm->disks && vm->disks[i]; i++)
                 if (vm->disks[i][0] != '/')
                         return ppn_error_set(err, -EINVAL, "vm '%s': disk '%s' must be an absolute path",
@@ -405,6 +498,8 @@ char *ledger_vm_field_text(const struct ledger_vm *vm, const char *field) {
                 return vm->uuid[0] ? strdup(vm->uuid) : NULL;
         if (strcmp(field, "qmp") == 0)
                 return vm->qmp ? strdup(vm->qmp) : NULL;
+        if (strcmp(field, "libvirt") == 0)
+                return vm->libvirt ? strdup(vm->libvirt) : NULL;
         if (strcmp(field, "disks") == 0)
                 return vm->disks ? strv_join(vm->disks, ",") : NULL;
         if (strcmp(field, "qemu-args") == 0)
@@ -424,6 +519,15 @@ char *ledger_vm_field_text(const struct ledger_vm *vm, const char *field) {
                 snprintf(buf, sizeof(buf), "%" PRIu32, vm->cpu_weight);
         else if (strcmp(field, "vcpus") == 0)
                 snprintf(buf, sizeof(buf), "%" PRIu32, vm->vcpus);
+        else if (strcmp(field, "base") == 0) {
+                if (!vm->base_bytes)
+                        return NULL;
+                snprintf(buf, sizeof(buf), "%" PRIu64, vm->base_bytes);
+        } else if (strcmp(field, "vmem") == 0) {
+                if (!vm->vmem)   /* off is the default: unset, so entries without a region audit as before */
+                        return NULL;
+                snprintf(buf, sizeof(buf), "on");
+        }
         else
                 return NULL;
         return strdup(buf);
@@ -473,6 +577,7 @@ struct json_object *ledger_vm_to_json(const struct ledger_vm *vm) {
         json_object_object_add(o, "cpu_weight", json_object_new_int64(vm->cpu_weight));
         json_object_object_add(o, "vcpus", json_object_new_int64(vm->vcpus));
         json_object_object_add(o, "qmp", vm->qmp ? json_object_new_string(vm->qmp) : NULL);
+        json_object_object_add(o, "libvirt", vm->libvirt ? json_object_new_string(vm->libvirt) : NULL);
         json_object_object_add(o, "disks", strv_to_json(vm->disks));
         json_object_object_add(o, "qemu_args", strv_to_json(vm->qemu_args));
         if (vm->override_set) {
@@ -481,6 +586,8 @@ struct json_object *ledger_vm_to_json(const struct ledger_vm *vm) {
                 json_object_object_add(ov, "expires", json_object_new_int64(vm->override_expires));
         }
         json_object_object_add(o, "override", ov);
+        json_object_object_add(o, "base_bytes", vm->base_bytes ? json_object_new_int64((int64_t) vm->base_bytes) : NULL);
+        json_object_object_add(o, "vmem", json_object_new_boolean(vm->vmem));
         return o;
 }
 
@@ -569,14 +676,30 @@ static int vm_json_field(struct ledger_vm *vm, const char *key, struct json_obje
                 r = json_str(v, key, 4096, &s, err);
                 return r < 0 ? r : set_qmp(vm, s, err);
         }
+        if (strcmp(key, "libvirt") == 0) {
+                if (json_object_is_type(v, json_type_null))
+                        return set_libvirt(vm, "", err);
+                r = json_str(v, key, LEDGER_LIBVIRT_DOMAIN_MAX, &s, err);
+                return r < 0 ? r : set_libvirt(vm, s, err);
+        }
         if (strcmp(key, "disks") == 0)
                 return json_strv(v, key, &vm->disks, err);
         if (strcmp(key, "qemu_args") == 0)
                 return json_strv(v, key, &vm->qemu_args, err);
         if (strcmp(key, "override") == 0)
                 return json_override(v, vm, err);
+        if (strcmp(key, "base_bytes") == 0) {
+                vm->base_bytes = 0;
+                return json_object_is_type(v, json_type_null) ? 0 : json_u64(v, key, LEDGER_SIZE_MAX, &vm->base_bytes, err);
+        }
+        if (strcmp(key, "vmem") == 0) {
+                if (!json_object_is_type(v, json_type_boolean))
+                        return ppn_error_set(err, -EINVAL, "vmem: expected true or false");
+                vm->vmem = json_object_get_boolean(v);
+                return 0;
+        }
         return ppn_error_set(err, -EINVAL, "%s: unknown key (known: name, uuid, min_bytes, max_bytes, "
-                             "shares, cpu_weight, vcpus, qmp, disks, qemu_args, override)", key);
+                             "shares, cpu_weight, vcpus, qmp, libvirt, disks, qemu_args, override, base_bytes, vmem)", key);
 }
 
 int ledger_vm_from_json(struct json_object *o, struct ledger_vm *ret, struct ppn_error *err) {

@@ -18,6 +18,11 @@
  *   cpu-weight  1–10000,  default 100      (cgroup v2 cpu.weight range and default)
  *   vcpus       1–255,    default 1
  *   qmp         absolute path, < 108 bytes (sun_path), optional
+ *   base, vmem  with vmem on, the guest boots with `base` (whole 2 MiB blocks, at least the node's
+ *               min floor, below max) and a virtio-mem region of max − base is plugged and
+ *               unplugged in 2 MiB blocks; with vmem off (the default) base is unset and the
+ *               guest boots with max, the balloon its only actuator
+ *   libvirt     libvirt domain name: printable ASCII, no '/', <= 200 bytes, optional; not with qmp
  *   node: physical default MemTotal of /proc/meminfo; reserve default max(512 MiB, 5% of
  *   physical rounded down to whole MiB); min floor default 128 MiB — a guest ballooned to
  *   1 MiB panicked ("System is deadlocked on memory"), so the floor is not optional.
@@ -43,16 +48,24 @@
 #define LEDGER_RESERVE_PERCENT_DEFAULT 5
 #define LEDGER_MIN_FLOOR_DEFAULT (128 * MIB)
 #define LEDGER_QMP_PATH_MAX 107
+/* virtio-mem's block: QEMU 7.2's default for a memory-backend-ram region on x86 (2 MiB, the
+ * transparent huge page size); the region and the boot memory are whole blocks. */
+#define LEDGER_VMEM_BLOCK (2 * MIB)
+/* libvirt refuses '/' in a domain name; ours are printable ASCII and at most this long. */
+#define LEDGER_LIBVIRT_DOMAIN_MAX 200
 
 struct ledger_vm {
         char name[LEDGER_NAME_MAX + 1];
         char uuid[LEDGER_UUID_LEN + 1];   /* RFC 4122 v4 text, set once at add */
         uint64_t min_bytes;               /* balloon minimum: the VM's reservation */
-        uint64_t max_bytes;               /* boot size (-m) */
+        uint64_t max_bytes;               /* the most the guest can have: boot size, or base + region */
+        uint64_t base_bytes;              /* boot memory with vmem; 0 = unset (= max, no region) */
+        bool vmem;                        /* a virtio-mem region of max − base */
         uint32_t shares;
         uint32_t cpu_weight;
         uint32_t vcpus;
         char *qmp;                        /* NULL when unset */
+        char *libvirt;                    /* libvirt domain name (instead of qmp); NULL when unset */
         char **disks;                     /* NULL-terminated; NULL when none */
         char **qemu_args;                 /* extra QEMU arguments, NULL-terminated; NULL when none */
         bool override_set;                /* manual target lease */
@@ -87,7 +100,8 @@ int ledger_vm_copy(const struct ledger_vm *src, struct ledger_vm *ret);
 bool ledger_name_valid(const char *name);
 
 /*
- * Applies one setting to *vm (pure). Keys: min, max, shares, cpu-weight, vcpus, qmp,
+ * Applies one setting to *vm (pure). Keys: min, max, base (a size, or "default" to unset),
+ * vmem (on|off), shares, cpu-weight, vcpus, qmp,
  * disks (comma-separated list, replaces; empty clears), disk (appends one path),
  * qemu-args (space-separated list, replaces; empty clears), qemu-arg (appends one).
  * Returns 0, -ENOKEY for an unknown key, -EINVAL for a value that does not parse (err says
@@ -115,15 +129,21 @@ int ledger_parse_meminfo_total(const char *text, uint64_t *ret_bytes);
  * Returns a malloc'd string or NULL; *ret_set false when the field has no value. */
 char *ledger_vm_field_text(const struct ledger_vm *vm, const char *field);
 /* Fields in audit order (NULL-terminated): uuid, min, max, shares, cpu-weight, vcpus, qmp,
- * disks, qemu-args, override. */
+ * disks, qemu-args, override, base, vmem. */
 extern const char *const ledger_vm_fields[];
+
+/* The boot memory QEMU gets (-m): base with vmem on, else max. And the virtio-mem region's size
+ * (max − base with vmem on, else 0). */
+uint64_t ledger_vm_boot_bytes(const struct ledger_vm *vm);
+uint64_t ledger_vm_region_bytes(const struct ledger_vm *vm);
 
 /* Writes an RFC 4122 version 4 uuid (36 chars + NUL) from 16 random bytes. */
 void ledger_uuid_format(const uint8_t random[16], char ret[LEDGER_UUID_LEN + 1]);
 bool ledger_uuid_valid(const char *s);
 
 /* JSON (json-c). Sizes in bytes; keys: name, uuid, min_bytes, max_bytes, shares, cpu_weight,
- * vcpus, qmp, disks, qemu_args, override {target_bytes, expires} or null. */
+ * vcpus, qmp, disks, qemu_args, override {target_bytes, expires} or null, base_bytes (null when
+ * unset), vmem (boolean). An entry without base_bytes/vmem (an older export) has vmem off. */
 struct json_object;
 struct json_object *ledger_vm_to_json(const struct ledger_vm *vm);
 /* Fills *ret from an object (ledger_vm_init defaults for absent keys; name required).

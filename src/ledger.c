@@ -36,6 +36,20 @@ static const char *const migrations[] = {
         "  id INTEGER PRIMARY KEY AUTOINCREMENT, time_usec INTEGER NOT NULL, uid INTEGER NOT NULL,"
         "  vm TEXT, field TEXT NOT NULL, old TEXT, new TEXT);"
         "CREATE INDEX audit_vm ON audit (vm, id);",
+        /* 1 -> 2: the fleet (docs/fleet.md). Nodes whose keys the operator confirmed, and the
+         * capacity this node lends: fence is never reused (AUTOINCREMENT), so a grant's fence
+         * names exactly one lending. */
+        "CREATE TABLE fleet_trust ("
+        "  id TEXT PRIMARY KEY, public_key TEXT NOT NULL, added_usec INTEGER NOT NULL);"
+        "CREATE TABLE fleet_lend ("
+        "  fence INTEGER PRIMARY KEY AUTOINCREMENT, grant_id TEXT NOT NULL UNIQUE,"
+        "  borrower TEXT NOT NULL, bytes INTEGER NOT NULL CHECK (bytes > 0),"
+        "  not_before INTEGER NOT NULL, expires INTEGER NOT NULL, revoked INTEGER NOT NULL DEFAULT 0);",
+        /* 2 -> 3: the memory layout — boot memory and a virtio-mem region (NULL/0: none). */
+        "ALTER TABLE vm ADD COLUMN base_bytes INTEGER;"
+        "ALTER TABLE vm ADD COLUMN vmem INTEGER NOT NULL DEFAULT 0;",
+        /* 3 -> 4: a VM may be a libvirt domain (reached through libvirt, not a QMP socket). */
+        "ALTER TABLE vm ADD COLUMN libvirt_domain TEXT;",
 };
 _Static_assert(ELEMENTSOF(migrations) == LEDGER_SCHEMA_VERSION, "one migration per schema version");
 
@@ -463,6 +477,10 @@ static int row_to_vm(sqlite3_stmt *s, struct ledger_vm *vm) {
         vm->override_set = sqlite3_column_type(s, 10) != SQLITE_NULL;
         vm->override_target_bytes = (uint64_t) sqlite3_column_int64(s, 10);
         vm->override_expires = sqlite3_column_int64(s, 11);
+        vm->base_bytes = (uint64_t) sqlite3_column_int64(s, 12);
+        vm->vmem = sqlite3_column_int64(s, 13) != 0;
+        if (col_text(s, 14) && !(vm->libvirt = strdup(col_text(s, 14))))
+                return -ENOMEM;
         return 0;
 }
 
@@ -492,11 +510,11 @@ static int load_node(struct ledger *l, struct ledger_state *st, struct ppn_error
 
 static const char vm_columns[] =
         "name, uuid, min_bytes, max_bytes, shares, cpu_weight, vcpus, qmp, disks, qemu_args, "
-        "override_target_bytes, override_expires";
+        "override_target_bytes, override_expires, base_bytes, vmem, libvirt_domain";
 
 static int load_vms(struct ledger *l, struct ledger_state *st, struct ppn_error *err) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        char sql[256];
+        char sql[512];
         int r, rc;
 
         snprintf(sql, sizeof(sql), "SELECT %s FROM vm ORDER BY name", vm_columns);
@@ -518,11 +536,63 @@ static int load_vms(struct ledger *l, struct ledger_state *st, struct ppn_error 
 struct ledger_state *ledger_state_free(struct ledger_state *s) {
         if (!s)
                 return NULL;
+        free(s->lends);
+        free(s->trusted);
         for (size_t i = 0; i < s->n_vms; i++)
                 ledger_vm_done(&s->vms[i]);
         free(s->vms);
         free(s);
         return NULL;
+}
+
+static int load_lends(struct ledger *l, struct ledger_state *st, struct ppn_error *err) {
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int r = prepare(l, "SELECT fence, grant_id, borrower, bytes, not_before, expires, revoked FROM fleet_lend "
+                        "ORDER BY fence", &s, err), rc;
+
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                struct ledger_lend *n = realloc(st->lends, (st->n_lends + 1) * sizeof(*n)), *x;
+                if (!n)
+                        return -ENOMEM;
+                st->lends = n;
+                x = &st->lends[st->n_lends++];
+                *x = (struct ledger_lend) { .fence = sqlite3_column_int64(s, 0),
+                                            .bytes = (uint64_t) sqlite3_column_int64(s, 3),
+                                            .not_before = sqlite3_column_int64(s, 4),
+                                            .expires = sqlite3_column_int64(s, 5),
+                                            .revoked = sqlite3_column_int64(s, 6) != 0 };
+                snprintf(x->grant_id, sizeof(x->grant_id), "%s", col_text(s, 1) ? col_text(s, 1) : "");
+                snprintf(x->borrower, sizeof(x->borrower), "%s", col_text(s, 2) ? col_text(s, 2) : "");
+        }
+        return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "reading lendings");
+}
+
+static int load_trusted(struct ledger *l, struct ledger_trusted **ret, size_t *ret_n, struct ppn_error *err) {
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int r = prepare(l, "SELECT id, public_key FROM fleet_trust ORDER BY id", &s, err), rc;
+
+        if (r < 0)
+                return r;
+        while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+                struct ledger_trusted *n = realloc(*ret, (*ret_n + 1) * sizeof(*n)), *x;
+                if (!n)
+                        return -ENOMEM;
+                *ret = n;
+                x = &n[(*ret_n)++];
+                snprintf(x->id, sizeof(x->id), "%s", col_text(s, 0) ? col_text(s, 0) : "");
+                snprintf(x->public_key, sizeof(x->public_key), "%s", col_text(s, 1) ? col_text(s, 1) : "");
+        }
+        return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "reading trusted nodes");
+}
+
+uint64_t ledger_state_lent(const struct ledger_state *st, int64_t now) {
+        uint64_t sum = 0;
+        for (size_t i = 0; i < st->n_lends; i++)
+                if (!st->lends[i].revoked && st->lends[i].expires > now)
+                        sum += st->lends[i].bytes;
+        return sum;
 }
 
 static int load_locked(struct ledger *l, struct ledger_state **ret, struct ppn_error *err) {
@@ -534,6 +604,10 @@ static int load_locked(struct ledger *l, struct ledger_state **ret, struct ppn_e
         r = load_node(l, st, err);
         if (r == 0)
                 r = load_vms(l, st, err);
+        if (r == 0)
+                r = load_lends(l, st, err);
+        if (r == 0)
+                r = load_trusted(l, &st->trusted, &st->n_trusted, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(st);
@@ -606,6 +680,13 @@ static int state_copy(const struct ledger_state *src, struct ledger_state **ret)
         *c = *src;
         c->vms = NULL;
         c->n_vms = 0;
+        c->lends = NULL;
+        c->trusted = NULL;      /* writes never change trust through the state */
+        c->n_trusted = 0;
+        if (src->n_lends && !(c->lends = malloc(src->n_lends * sizeof(*c->lends))))
+                return -ENOMEM;
+        if (src->n_lends)
+                memcpy(c->lends, src->lends, src->n_lends * sizeof(*c->lends));
         if (src->n_vms && !(c->vms = calloc(src->n_vms, sizeof(*c->vms))))
                 return -ENOMEM;
         for (; c->n_vms < src->n_vms; c->n_vms++)
@@ -644,8 +725,9 @@ static int check_after(struct ledger *l, const struct ledger_state *before, stru
         _cleanup_free_ struct pool_vm *pb = ledger_state_pool_vms(before), *pa = ledger_state_pool_vms(after);
         if (!pb || !pa)
                 return -ENOMEM;
-        struct pool_node nb = { before->node.physical_bytes, before->node.reserve_bytes };
-        struct pool_node na = { after->node.physical_bytes, after->node.reserve_bytes };
+        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        struct pool_node nb = { before->node.physical_bytes, before->node.reserve_bytes, ledger_state_lent(before, now) };
+        struct pool_node na = { after->node.physical_bytes, after->node.reserve_bytes, ledger_state_lent(after, now) };
         if (!before->node_ok)
                 nb = (struct pool_node) {};   /* unknown capacity before: any change that fits is fine */
         return pool_admit(&nb, pb, before->n_vms, &na, pa, after->n_vms, what, err);
@@ -698,12 +780,12 @@ static void bind_size(sqlite3_stmt *s, int i, uint64_t v) {
 static int write_vm(struct ledger *l, const struct ledger_vm *vm, struct ppn_error *err) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
         _cleanup_free_ char *disks = strv_to_json_text(vm->disks), *args = strv_to_json_text(vm->qemu_args);
-        char sql[256];
+        char sql[512];
         int r, rc;
 
         if (!disks || !args)
                 return -ENOMEM;
-        snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO vm (%s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", vm_columns);
+        snprintf(sql, sizeof(sql), "INSERT OR REPLACE INTO vm (%s) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", vm_columns);
         r = prepare(l, sql, &s, err);
         if (r < 0)
                 return r;
@@ -721,6 +803,9 @@ static int write_vm(struct ledger *l, const struct ledger_vm *vm, struct ppn_err
                 sqlite3_bind_int64(s, 11, (int64_t) vm->override_target_bytes);
                 sqlite3_bind_int64(s, 12, vm->override_expires);
         }
+        bind_size(s, 13, vm->base_bytes);
+        sqlite3_bind_int(s, 14, vm->vmem);
+        sqlite3_bind_text(s, 15, vm->libvirt, -1, SQLITE_STATIC);
         rc = sqlite3_step(s);
         return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, "writing a VM");
 }
@@ -1173,4 +1258,209 @@ int ledger_history(struct ledger *l, const char *vm, struct ledger_audit **ret, 
         *ret = h.rows;
         *ret_n = h.n;
         return 0;
+}
+
+/* ---- the fleet: trusted node keys and lendings (schema 2) ---- */
+
+static int audit_row(struct ledger *l, uid_t uid, const char *field, const char *old, const char *new,
+                     struct ppn_error *err) {
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        struct write_ctx w = { .uid = uid };
+        int r = prepare(l, "INSERT INTO audit (time_usec, uid, vm, field, old, new) VALUES (?,?,?,?,?,?)", &s, err);
+        if (r < 0)
+                return r;
+        w.audit = s;
+        return audit(l, &w, NULL, field, old, new, err);
+}
+
+static int step_done(struct ledger *l, sqlite3_stmt *s, const char *what, struct ppn_error *err) {
+        int rc = sqlite3_step(s);
+        return rc == SQLITE_DONE ? 0 : sql_error(l, rc, err, what);
+}
+
+struct trust_args { const char *id, *public_key; uid_t uid; };
+
+static int trust_tx(struct ledger *l, void *ud, struct ppn_error *err) {
+        struct trust_args *a = ud;
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int r = prepare(l, "INSERT OR REPLACE INTO fleet_trust (id, public_key, added_usec) VALUES (?,?,?)", &s, err);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(s, 1, a->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, a->public_key, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, (int64_t) now_realtime_usec());
+        r = step_done(l, s, "recording a trusted node", err);
+        return r < 0 ? r : audit_row(l, a->uid, "fleet-trust", NULL, a->id, err);
+}
+
+int ledger_trust_add(struct ledger *l, const char *id, const char *public_key, uid_t uid, struct ppn_error *err) {
+        struct trust_args a = { id, public_key, uid };
+        return run_tx(l, true, trust_tx, &a, err);
+}
+
+struct trust_list { struct ledger_trusted *v; size_t n; };
+
+static int trust_list_tx(struct ledger *l, void *ud, struct ppn_error *err) {
+        struct trust_list *t = ud;
+        free(t->v);     /* a retried attempt starts over */
+        *t = (struct trust_list) {};
+        return load_trusted(l, &t->v, &t->n, err);
+}
+
+int ledger_trust_list(struct ledger *l, struct ledger_trusted **ret, size_t *ret_n, struct ppn_error *err) {
+        struct trust_list t = {};
+        int r = run_tx(l, false, trust_list_tx, &t, err);
+        if (r < 0) {
+                free(t.v);
+                return r;
+        }
+        *ret = t.v;
+        *ret_n = t.n;
+        return 0;
+}
+
+struct lend_args { const struct ledger_lend *lend; uid_t uid; int64_t fence; };
+
+static int insert_lend(struct ledger *l, const struct ledger_lend *x, int64_t *ret_fence, struct ppn_error *err) {
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int r = prepare(l, "INSERT INTO fleet_lend (grant_id, borrower, bytes, not_before, expires) VALUES (?,?,?,?,?)",
+                        &s, err);
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(s, 1, x->grant_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(s, 2, x->borrower, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(s, 3, (int64_t) x->bytes);
+        sqlite3_bind_int64(s, 4, x->not_before);
+        sqlite3_bind_int64(s, 5, x->expires);
+        r = step_done(l, s, "recording a lending", err);
+        if (r == 0)
+                *ret_fence = sqlite3_last_insert_rowid(l->db);
+        return r;
+}
+
+/* Admission sees the lending as capacity taken from the pool, exactly as a VM's minimum. */
+static int lend_tx(struct ledger *l, void *ud, struct ppn_error *err) {
+        struct lend_args *a = ud;
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        char what[128], size[FORMAT_SIZE_MAX], text[256];
+        int r = load_locked(l, &st, err);
+
+        if (r < 0)
+                return r;
+        if (!st->node_ok)
+                return ppn_error_set(err, -EINVAL, "cannot lend: %s", st->node_error);
+        _cleanup_free_ struct pool_vm *pv = ledger_state_pool_vms(st);
+        if (!pv)
+                return -ENOMEM;
+        struct pool_node nb = { st->node.physical_bytes, st->node.reserve_bytes, ledger_state_lent(st, now) };
+        struct pool_node na = nb;
+        na.lent_bytes += a->lend->bytes;
+        snprintf(what, sizeof(what), "lending %s to node %.12s", format_size(a->lend->bytes, size, sizeof(size)),
+                 a->lend->borrower);
+        r = pool_admit(&nb, pv, st->n_vms, &na, pv, st->n_vms, what, err);
+        if (r == 0)
+                r = insert_lend(l, a->lend, &a->fence, err);
+        if (r < 0)
+                return r;
+        snprintf(text, sizeof(text), "grant %s: %" PRIu64 " bytes to %s from %" PRId64 " until %" PRId64 ", fence %" PRId64,
+                 a->lend->grant_id, a->lend->bytes, a->lend->borrower, a->lend->not_before, a->lend->expires, a->fence);
+        return audit_row(l, a->uid, "lend", NULL, text, err);
+}
+
+int ledger_lend_add(struct ledger *l, const struct ledger_lend *lend, uid_t uid, int64_t *ret_fence,
+                    struct ppn_error *err) {
+        struct lend_args a = { lend, uid, 0 };
+        int r;
+
+        if (lend->bytes == 0 || lend->bytes > LEDGER_SIZE_MAX || lend->expires <= lend->not_before)
+                return ppn_error_set(err, -EINVAL, "a lending needs a size up to 1 PiB and an expiry after its start");
+        r = run_tx(l, true, lend_tx, &a, err);
+        if (r == 0)
+                *ret_fence = a.fence;
+        return r;
+}
+
+struct revoke_args { const char *grant_id; uid_t uid; };
+
+static int lend_revoke_tx(struct ledger *l, void *ud, struct ppn_error *err) {
+        struct revoke_args *a = ud;
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int r = prepare(l, "UPDATE fleet_lend SET revoked = 1 WHERE grant_id = ? AND revoked = 0", &s, err);
+
+        if (r < 0)
+                return r;
+        sqlite3_bind_text(s, 1, a->grant_id, -1, SQLITE_STATIC);
+        r = step_done(l, s, "revoking a lending", err);
+        if (r < 0)
+                return r;
+        if (sqlite3_changes(l->db) == 0)
+                return ppn_error_set(err, -ENOENT, "no active lending with grant id %s in this node's ledger; "
+                                     "see 'ppnctl fleet'", a->grant_id);
+        return audit_row(l, a->uid, "lend", a->grant_id, "revoked", err);
+}
+
+int ledger_lend_revoke(struct ledger *l, const char *grant_id, uid_t uid, struct ppn_error *err) {
+        struct revoke_args a = { grant_id, uid };
+        return run_tx(l, true, lend_revoke_tx, &a, err);
+}
+
+/* ---- a VM admitted on a lending (live moves, docs/relocation.md) ---- */
+
+struct draw_args {
+        const struct ledger_vm *vm;     /* add: the entry; remove: its name and min */
+        const char *grant_id;
+        const char *borrower;
+        bool add;
+        uid_t uid;
+};
+
+/* Moves vm->min_bytes between an active lending to `borrower` and the VM's entry: the
+ * capacity held for the borrower becomes the minimum of the borrower's VM (and back). */
+static int draw_lend(struct ledger *l, const struct draw_args *a, struct ppn_error *err) {
+        _cleanup_stmt_ sqlite3_stmt *s = NULL;
+        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        char text[160];
+        int r = prepare(l, a->add ? "UPDATE fleet_lend SET bytes = bytes - ?1 WHERE grant_id = ?2 AND borrower = ?3 "
+                                    "AND revoked = 0 AND not_before <= ?4 AND expires > ?4 AND bytes >= ?1"
+                                  : "UPDATE fleet_lend SET bytes = bytes + ?1 WHERE grant_id = ?2", &s, err);
+        if (r < 0)
+                return r;
+        bind_size(s, 1, a->vm->min_bytes);
+        sqlite3_bind_text(s, 2, a->grant_id, -1, SQLITE_STATIC);
+        if (a->add) {
+                sqlite3_bind_text(s, 3, a->borrower, -1, SQLITE_STATIC);
+                sqlite3_bind_int64(s, 4, now);
+        }
+        if ((r = step_done(l, s, "drawing on a lending", err)) < 0)
+                return r;
+        if (sqlite3_changes(l->db) == 0)
+                return ppn_error_set(err, a->add ? -ENOSPC : -ENOENT, "grant %s: no active lending to node %.12s "
+                                     "here holds %" PRIu64 " MiB more (see 'ppnctl fleet')", a->grant_id,
+                                     a->borrower ? a->borrower : "?", a->vm->min_bytes / MIB);
+        snprintf(text, sizeof(text), "%s %" PRIu64 " bytes %s vm %s", a->add ? "drew" : "returned", a->vm->min_bytes,
+                 a->add ? "for" : "from", a->vm->name);
+        return audit_row(l, a->uid, "lend", a->grant_id, text, err);
+}
+
+static int draw_tx(struct ledger *l, void *ud, struct ppn_error *err) {
+        const struct draw_args *a = ud;
+        struct write_ctx w = { .change = a->add ? change_add : change_remove,
+                               .ud = a->add ? (void *) a->vm : (void *) a->vm->name, .uid = a->uid };
+        int r = draw_lend(l, a, err);
+        return r < 0 ? r : write_tx(l, &w, err);
+}
+
+int ledger_vm_add_on_grant(struct ledger *l, const struct ledger_vm *vm, const char *grant_id, const char *borrower,
+                           uid_t uid, struct ppn_error *err) {
+        struct draw_args a = { vm, grant_id, borrower, true, uid };
+        if (!ledger_name_valid(vm->name) || !vm->uuid[0])
+                return ppn_error_set(err, -EINVAL, "a VM admitted on a lending needs a valid name and its uuid");
+        return run_tx(l, true, draw_tx, &a, err);
+}
+
+int ledger_vm_remove_to_grant(struct ledger *l, const struct ledger_vm *vm, const char *grant_id, uid_t uid,
+                              struct ppn_error *err) {
+        struct draw_args a = { vm, grant_id, NULL, false, uid };
+        return run_tx(l, true, draw_tx, &a, err);
 }

@@ -41,7 +41,7 @@
 #include "ledger-entry.h"
 #include "util.h"
 
-#define LEDGER_SCHEMA_VERSION 1
+#define LEDGER_SCHEMA_VERSION 4
 
 /* Mode of a ledger file this module creates (and of its -wal and -shm, which SQLite gives the
  * main file's mode): the owner writes, its group may read, nobody else may. The umask may
@@ -63,6 +63,22 @@ struct ledger *ledger_close(struct ledger *l);
 static inline void ledger_closep(struct ledger **l) { ledger_close(*l); }
 #define _cleanup_ledger_ _cleanup_(ledger_closep)
 
+/* Capacity this node lends (docs/fleet.md): held for a borrower's VMs, counted by admission. */
+struct ledger_lend {
+        int64_t fence;                          /* never reused: names this lending in its grant */
+        char grant_id[33];
+        char borrower[33];
+        uint64_t bytes;
+        int64_t not_before, expires;            /* unix seconds */
+        bool revoked;
+};
+
+/* A node whose public key the operator confirmed (ppnctl fleet trust). Hex text. */
+struct ledger_trusted {
+        char id[33];
+        char public_key[65];
+};
+
 /* A consistent snapshot of the whole ledger (one read transaction), VMs sorted by name. */
 struct ledger_state {
         struct ledger_node_settings settings;   /* as stored (0 = default) */
@@ -71,6 +87,10 @@ struct ledger_state {
         char node_error[512];                   /* why not, when !node_ok */
         struct ledger_vm *vms;
         size_t n_vms;
+        struct ledger_lend *lends;              /* every lending ever recorded, by fence */
+        size_t n_lends;
+        struct ledger_trusted *trusted;         /* nodes paired with this one, by id */
+        size_t n_trusted;
 };
 int ledger_load(struct ledger *l, struct ledger_state **ret, struct ppn_error *err);
 struct ledger_state *ledger_state_free(struct ledger_state *s);
@@ -138,3 +158,26 @@ int ledger_changed(struct ledger *l);
 
 /* PRAGMA integrity_check: 0 if "ok", -EPROTO with the first problem in err. */
 int ledger_integrity_check(struct ledger *l, struct ppn_error *err);
+
+/* ---- the fleet (schema 2) ---- */
+
+/* Σ bytes of lendings neither revoked nor expired at `now` (unix seconds). */
+uint64_t ledger_state_lent(const struct ledger_state *st, int64_t now);
+/* Records a lending after admitting it (pool_available must cover it, as for a VM's minimum);
+ * *ret_fence is its fence. -ENOSPC with the shortfall named if the pool cannot. Audited. */
+int ledger_lend_add(struct ledger *l, const struct ledger_lend *lend, uid_t uid, int64_t *ret_fence,
+                    struct ppn_error *err);
+/* Marks an active lending revoked (its capacity returns to the pool). -ENOENT if none. */
+int ledger_lend_revoke(struct ledger *l, const char *grant_id, uid_t uid, struct ppn_error *err);
+/* A VM admitted on a lending (a live move from the borrower): in one transaction, its minimum
+ * is taken out of the active lending grant_id to `borrower` and the entry added, so the pool's
+ * figures do not move. -ENOSPC if the lending is not active or holds less than the minimum.
+ * ledger_vm_remove_to_grant undoes it (a move that failed): the entry goes, the lending gets
+ * the minimum back. Both audited. */
+int ledger_vm_add_on_grant(struct ledger *l, const struct ledger_vm *vm, const char *grant_id, const char *borrower,
+                           uid_t uid, struct ppn_error *err);
+int ledger_vm_remove_to_grant(struct ledger *l, const struct ledger_vm *vm, const char *grant_id, uid_t uid,
+                              struct ppn_error *err);
+/* Trusts (or re-trusts) a node's key. Audited. */
+int ledger_trust_add(struct ledger *l, const char *id, const char *public_key, uid_t uid, struct ppn_error *err);
+int ledger_trust_list(struct ledger *l, struct ledger_trusted **ret, size_t *ret_n, struct ppn_error *err);

@@ -1,13 +1,18 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "manager.h"
 
+#include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
 #include <string.h>
 #include <systemd/sd-daemon.h>
 
+#include "actuator.h"
 #include "cgroup.h"
 #include "control.h"
+#include "fleet-agent.h"
+#include "fastgrow.h"
+#include "relocate-agent.h"
 #include "history.h"
 #include "hostmem.h"
 #include "jsonutil.h"
@@ -17,7 +22,7 @@
 #include "policy.h"
 #include "pool.h"
 #include "status.h"
-#include "vmlink.h"
+#include "backend.h"
 
 enum { TOPIC_EVENTS = 1 };
 
@@ -28,7 +33,7 @@ enum { TOPIC_EVENTS = 1 };
 struct managed_vm {
         struct manager *m;
         struct ledger_vm entry;         /* the ledger's record as last loaded */
-        struct vmlink *link;
+        struct backend *link;
         struct policy_vm_state pstate;  /* the policy's memory between ticks */
         uint64_t target;                /* target in force; 0 = none yet (take actual) */
         struct policy_decision last;    /* the latest decision (reason, numbers) */
@@ -42,6 +47,10 @@ struct managed_vm {
         bool in_round;
         bool ever_running;              /* adopted before: the next adoption is a reconnect */
         struct history_ring history;    /* samples for ppnctl history/plot (HISTORY_SAMPLES_MAX) */
+        enum actuator_reason vmem_reason; /* the virtio-mem actuator's last recorded reason */
+        struct fastgrow_state fast;     /* RSS samples for the fast signal */
+        int statm_fd;                   /* QEMU's /proc/PID/statm, kept open (-1: none) */
+        pid_t statm_pid;
 };
 
 struct manager {
@@ -71,6 +80,11 @@ struct manager {
         struct policy_vm *round_vms;
         struct policy_decision *round_decisions;
         size_t round_cap;
+        struct fleet_agent *fleet;      /* NULL unless [fleet] enabled; runs off the loop */
+        sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
+        struct fastgrow_tunables fast_tun;
+        const char *proc_dir;
+        struct relocate_agent *relocate;        /* live moves into this node; likewise */
 };
 
 /* ---- the VM table ---- */
@@ -105,8 +119,8 @@ static struct managed_vm *find_vm(struct manager *m, const char *name) {
  * the history takes them for every VM every round. */
 static void status_sizes(const struct managed_vm *v, uint64_t *ret_target, uint64_t *ret_actual,
                          uint64_t *ret_available) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
-        bool running = vmlink_get_state(v->link) == VMLINK_RUNNING;
+        const struct vmlink_sample *x = backend_last(v->link);
+        bool running = backend_get_state(v->link) == VMLINK_RUNNING;
 
         *ret_target = v->target ? v->target : STATUS_UNKNOWN;
         *ret_actual = running && x->actual_usec ? x->actual : STATUS_UNKNOWN;
@@ -114,15 +128,37 @@ static void status_sizes(const struct managed_vm *v, uint64_t *ret_target, uint6
                                                                                                : STATUS_UNKNOWN;
 }
 
+/* The split of a running VM's size: base, plugged (virtio-mem), balloon; and for a virtio-mem
+ * VM the actuator's reason after the policy's. */
+static void fill_memory_split(const struct managed_vm *v, struct vm_status *s) {
+        const struct vmlink_sample *x = backend_last(v->link);
+        const struct actuator_plan *p = backend_actuator_plan(v->link);
+        uint64_t base = x->vmem ? x->base : v->entry.max_bytes;
+        size_t used;
+
+        s->base_bytes = s->plugged_bytes = s->balloon_bytes = STATUS_UNKNOWN;
+        if (backend_get_state(v->link) != VMLINK_RUNNING)
+                return;
+        s->base_bytes = base;
+        s->plugged_bytes = x->vmem ? x->plugged : STATUS_UNKNOWN;
+        if (x->balloon && x->actual_usec)
+                s->balloon_bytes = base > x->balloon_actual ? base - x->balloon_actual : 0;
+        if (!p)
+                return;
+        used = strlen(s->reason);
+        snprintf(s->reason + used, sizeof(s->reason) - used, "; vmem %s: %s", actuator_reason_to_string(p->reason),
+                 p->why);
+}
+
 static void fill_status(const struct managed_vm *v, struct vm_status *s) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
-        enum vmlink_state ls = vmlink_get_state(v->link);
+        const struct vmlink_sample *x = backend_last(v->link);
+        enum vmlink_state ls = backend_get_state(v->link);
         uint64_t now = now_usec();
 
         *s = (struct vm_status) {
                 .min_bytes = v->entry.min_bytes, .max_bytes = v->entry.max_bytes,
                 .stats_age_usec = STATUS_UNKNOWN,
-                .shares = v->entry.shares, .cpu_weight = v->entry.cpu_weight, .pid = vmlink_pid(v->link),
+                .shares = v->entry.shares, .cpu_weight = v->entry.cpu_weight, .pid = backend_pid(v->link),
         };
         status_sizes(v, &s->target_bytes, &s->actual_bytes, &s->guest_available_bytes);
         snprintf(s->name, sizeof(s->name), "%s", v->entry.name);
@@ -134,11 +170,12 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
         if (v->pstate.lease_kind != POLICY_LEASE_NONE && v->pstate.lease_expiry_usec > now)
                 s->override_left_usec = v->pstate.lease_expiry_usec - now;
         if (ls != VMLINK_RUNNING)
-                snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
+                snprintf(s->reason, sizeof(s->reason), "%s", backend_why(v->link));
         else if (v->decided)
                 snprintf(s->reason, sizeof(s->reason), "%s: %s", policy_reason_to_string(v->last.reason), v->last.why);
         else
-                snprintf(s->reason, sizeof(s->reason), "%s", vmlink_why(v->link));
+                snprintf(s->reason, sizeof(s->reason), "%s", backend_why(v->link));
+        fill_memory_split(v, s);
         if (v->cg_why[0] && ls == VMLINK_RUNNING) {
                 size_t used = strlen(s->reason);
                 text_copy(s->reason + used, sizeof(s->reason) - used, "; cpu: ");
@@ -154,10 +191,18 @@ static bool apply_lease(struct managed_vm *v);
 static void place_in_cgroup(struct managed_vm *v) {
         struct manager *m = v->m;
         struct ppn_error err = { 0 };
-        pid_t pid = vmlink_pid(v->link);
+        pid_t pid = backend_pid(v->link);
         int r;
 
         v->placed = false;
+        r = backend_set_cpu_weight(v->link, v->entry.cpu_weight);
+        if (r != -EOPNOTSUPP) {
+                /* libvirt sets it on the domain's own cgroup (async; failures are logged there). */
+                v->placed = r >= 0;
+                v->placed_weight = v->entry.cpu_weight;
+                v->cg_why[0] = '\0';
+                return;
+        }
         if (open_cgroup(m, &err) < 0) {
                 text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
                 log_warning("%s: CPU weights unavailable: %s", v->entry.name, err.msg);
@@ -181,10 +226,10 @@ static void place_in_cgroup(struct managed_vm *v) {
 static void start_round(struct manager *m);
 static int tunables_from_config(const struct ppn_config *c, struct policy_tunables *ret, struct ppn_error *err);
 
-static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *why, void *userdata) {
+static void on_link_state(struct backend *l, enum vmlink_state old, const char *why, void *userdata) {
         struct managed_vm *v = userdata;
         struct manager *m = v->m;
-        enum vmlink_state now = vmlink_get_state(l);
+        enum vmlink_state now = backend_get_state(l);
 
         if (now == VMLINK_RUNNING) {
                 m->counters.reconnects += v->ever_running;
@@ -192,16 +237,20 @@ static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *w
                 place_in_cgroup(v);
                 /* A fresh start for the policy: the target in force is what the balloon holds. */
                 v->pstate = (struct policy_vm_state) { 0 };
+                v->fast = (struct fastgrow_state) { 0 };
                 v->lease_applied = false;
                 v->target = 0;
                 v->decided = false;
                 apply_lease(v);         /* an operator lease in the ledger survives re-adoption */
-                if (v->placed)
+                if (v->placed && backend_is_libvirt(l))
+                        manager_record(m, v->entry.name, "adopt", 0, 0, "%s; cpu weight %u on the domain's cgroup",
+                                       why, v->placed_weight);
+                else if (v->placed)
                         manager_record(m, v->entry.name, "adopt", 0, 0, "%s; QEMU pid %d in cgroup vm-%s, cpu weight %u",
-                                       why, (int) vmlink_pid(l), v->entry.name, v->placed_weight);
+                                       why, (int) backend_pid(l), v->entry.name, v->placed_weight);
                 else
                         manager_record(m, v->entry.name, "adopt", 0, 0, "%s; QEMU pid %d; no cpu placement: %s", why,
-                                       (int) vmlink_pid(l), v->cg_why);
+                                       (int) backend_pid(l), v->cg_why);
                 start_round(m);
         } else if (now == VMLINK_ABSENT && old != VMLINK_ABSENT) {
                 v->placed = false;
@@ -212,7 +261,7 @@ static void on_link_state(struct vmlink *l, enum vmlink_state old, const char *w
 
 static void decide(struct manager *m);
 
-static void on_link_sampled(struct vmlink *l, void *userdata) {
+static void on_link_sampled(struct backend *l, void *userdata) {
         struct managed_vm *v = userdata;
         struct manager *m = v->m;
 
@@ -223,15 +272,29 @@ static void on_link_sampled(struct vmlink *l, void *userdata) {
                 decide(m);
 }
 
-static void on_link_qmp_error(struct vmlink *l, const char *class, void *userdata) {
+static void on_link_qmp_error(struct backend *l, const char *class, void *userdata) {
         struct managed_vm *v = userdata;
         metrics_count_error(&v->m->counters, class);
 }
 
-static const struct vmlink_callbacks link_callbacks = {
+/* A virtio-mem step: recorded when it sends something or its reason changes. */
+static void on_link_actuated(struct backend *l, const struct actuator_plan *p, void *userdata) {
+        struct managed_vm *v = userdata;
+        const struct vmlink_sample *x = backend_last(l);
+
+        if (!p->set_requested && !p->set_value && p->reason == v->vmem_reason)
+                return;
+        v->vmem_reason = p->reason;
+        manager_record(v->m, v->entry.name, actuator_reason_to_string(p->reason), x->plugged,
+                       p->set_requested ? p->requested : x->requested, "virtio-mem: %s%s", p->why,
+                       p->set_value ? "; balloon value sent" : "");
+}
+
+static const struct backend_callbacks link_callbacks = {
         .state_changed = on_link_state,
         .sampled = on_link_sampled,
-        .qmp_error = on_link_qmp_error,
+        .error = on_link_qmp_error,
+        .actuated = on_link_actuated,
 };
 
 static void link_options(const struct manager *m, struct vmlink_options *o) {
@@ -255,7 +318,8 @@ static char *qmp_path_for(const struct manager *m, const struct ledger_vm *e) {
 static struct managed_vm *managed_vm_free(struct managed_vm *v) {
         if (!v)
                 return NULL;
-        vmlink_free(v->link);
+        backend_free(v->link);
+        closep(&v->statm_fd);
         ledger_vm_done(&v->entry);
         history_ring_done(&v->history);
         free(v);
@@ -271,6 +335,7 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
         if (!v)
                 return -ENOMEM;
         v->m = m;
+        v->statm_fd = -1;
         r = ledger_vm_copy(e, &v->entry);
         path = qmp_path_for(m, e);
         if (r < 0 || !path || history_ring_init(&v->history, HISTORY_SAMPLES_MAX) < 0) {
@@ -278,9 +343,10 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
                 return -ENOMEM;
         }
         link_options(m, &o);
-        /* vmlink_new() may call back (connect succeeds at once): v must be complete first. */
+        /* backend_new() may call back (connect succeeds at once): v must be complete first. */
         *ret = v;
-        r = vmlink_new(m->event, e->name, path, &o, &link_callbacks, v, &v->link);
+        r = backend_new(m->event, e->name, &(struct backend_where) { path, m->cfg->libvirt_uri, e->libvirt }, &o,
+                        &link_callbacks, v, &v->link);
         if (r < 0) {
                 *ret = managed_vm_free(v);
                 return r;
@@ -295,7 +361,8 @@ static void apply_weight(struct managed_vm *v) {
 
         if (!v->placed || v->placed_weight == v->entry.cpu_weight)
                 return;
-        if (ppn_cgroup_vm_set_weight(v->m->cg, v->entry.name, v->entry.cpu_weight, &err) < 0) {
+        if (backend_set_cpu_weight(v->link, v->entry.cpu_weight) == -EOPNOTSUPP &&
+            ppn_cgroup_vm_set_weight(v->m->cg, v->entry.name, v->entry.cpu_weight, &err) < 0) {
                 text_copy(v->cg_why, sizeof(v->cg_why), err.msg);
                 log_warning("%s: cannot set cpu weight %u: %s", v->entry.name, v->entry.cpu_weight, err.msg);
                 return;
@@ -330,7 +397,9 @@ static bool apply_lease(struct managed_vm *v) {
 
 /* Updates one VM from its new ledger record. Returns true if the policy should run now. */
 static bool update_vm(struct managed_vm *v, const struct ledger_vm *e) {
-        bool qmp_changed = (e->qmp == NULL) != (v->entry.qmp == NULL) || (e->qmp && strcmp(e->qmp, v->entry.qmp) != 0);
+        bool qmp_changed = (e->qmp == NULL) != (v->entry.qmp == NULL) || (e->qmp && strcmp(e->qmp, v->entry.qmp) != 0) ||
+                           (e->libvirt == NULL) != (v->entry.libvirt == NULL) ||
+                           (e->libvirt && strcmp(e->libvirt, v->entry.libvirt) != 0);
         bool sizes = e->min_bytes != v->entry.min_bytes || e->max_bytes != v->entry.max_bytes ||
                      e->shares != v->entry.shares;
         struct ledger_vm copy;
@@ -345,7 +414,7 @@ static bool update_vm(struct managed_vm *v, const struct ledger_vm *e) {
         v->entry = copy;
         if (qmp_changed) {
                 _cleanup_free_ char *path = qmp_path_for(v->m, e);
-                vmlink_set_path(v->link, path);
+                backend_set_where(v->link, &(struct backend_where) { path, v->m->cfg->libvirt_uri, e->libvirt });
         }
         apply_weight(v);
         rerun = apply_lease(v);
@@ -365,8 +434,8 @@ static bool sync_vms(struct manager *m, const struct ledger_state *st) {
                         rerun |= update_vm(v, &st->vms[i]);
                 else if (managed_vm_new(m, &st->vms[i], &v) == 0) {
                         manager_record(m, v->entry.name, "added", 0, 0, "in the ledger: min %" PRIu64 " MiB, max %"
-                                       PRIu64 " MiB; QMP %s", v->entry.min_bytes / MIB, v->entry.max_bytes / MIB,
-                                       vmlink_why(v->link));
+                                       PRIu64 " MiB; %s", v->entry.min_bytes / MIB, v->entry.max_bytes / MIB,
+                                       backend_why(v->link));
                         apply_lease(v);
                 }
                 next[i] = v;
@@ -430,7 +499,7 @@ static void start_round(struct manager *m) {
         if (m->round_pending > 0)
                 return;         /* the round in flight decides with the newest state */
         for (size_t i = 0; i < m->n_vms; i++)
-                if (vmlink_sample(m->vms[i]->link) == 0) {
+                if (backend_sample(m->vms[i]->link) == 0) {
                         m->vms[i]->in_round = true;
                         m->round_pending++;
                 }
@@ -453,23 +522,23 @@ static void force_round_end(struct manager *m) {
 /* Decisions are taken only for VMs the daemon has adopted and measured at least once; the
  * others still count in the sums (held where they are) but their decisions are not kept. */
 static bool decidable(const struct managed_vm *v) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
-        return vmlink_get_state(v->link) == VMLINK_RUNNING && (!x->balloon || x->actual_usec);
+        const struct vmlink_sample *x = backend_last(v->link);
+        return backend_get_state(v->link) == VMLINK_RUNNING && (!x->balloon || x->actual_usec);
 }
 
 static enum policy_driver driver_of(const struct managed_vm *v) {
         if (!decidable(v))
                 return POLICY_DRIVER_DISCONNECTED;
-        return vmlink_last(v->link)->balloon ? POLICY_DRIVER_OK : POLICY_DRIVER_NO_BALLOON;
+        return backend_last(v->link)->balloon ? POLICY_DRIVER_OK : POLICY_DRIVER_NO_BALLOON;
 }
 
 /* One VM as the policy sees it. Times on the monotonic clock; QEMU's last-update converted. */
 static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real, struct policy_vm *p) {
-        const struct vmlink_sample *x = vmlink_last(v->link);
+        const struct vmlink_sample *x = backend_last(v->link);
         enum policy_driver d = driver_of(v);
         /* Not measured yet: QEMU may hold its whole boot size. Absent: its last target, at least
          * its reservation. */
-        uint64_t held = v->target ? v->target : vmlink_get_state(v->link) == VMLINK_ABSENT ? v->entry.min_bytes
+        uint64_t held = v->target ? v->target : backend_get_state(v->link) == VMLINK_ABSENT ? v->entry.min_bytes
                                                                                          : v->entry.max_bytes;
 
         *p = (struct policy_vm) {
@@ -523,13 +592,13 @@ static void apply_decision(struct managed_vm *v, const struct policy_vm *p, cons
         v->last = *d;
         v->decided = true;
         metrics_count_decision(&v->m->counters, d->reason);
-        if (d->apply && vmlink_get_state(v->link) == VMLINK_RUNNING) {
+        if (d->apply && backend_get_state(v->link) == VMLINK_RUNNING) {
                 /* The policy guarantees min <= target <= max; this is the last line of that defence. */
                 uint64_t t = d->target < v->entry.min_bytes ? v->entry.min_bytes : d->target;
                 if (t != d->target)
                         log_error("%s: policy asked %" PRIu64 " below the minimum; clamped", v->entry.name, d->target);
                 v->target = t;
-                if (vmlink_set_target(v->link, t, v->entry.min_bytes) >= 0)
+                if (backend_set_target(v->link, t, v->entry.min_bytes) >= 0)
                         v->m->counters.balloon_commands++;
         }
         if (worth_recording(old_reason, d, first))
@@ -546,14 +615,15 @@ static void update_pool(struct manager *m, const struct policy_node *node) {
         m->pool.n_running = 0;
         for (size_t i = 0; i < m->n_vms; i++) {
                 const struct managed_vm *v = m->vms[i];
-                const struct vmlink_sample *x = vmlink_last(v->link);
-                bool running = vmlink_get_state(v->link) == VMLINK_RUNNING;
+                const struct vmlink_sample *x = backend_last(v->link);
+                bool running = backend_get_state(v->link) == VMLINK_RUNNING;
                 pv[i] = (struct pool_vm) { .name = v->entry.name, .min_bytes = v->entry.min_bytes,
                                            .max_bytes = v->entry.max_bytes, .actual_bytes = x->actual,
                                            .actual_known = running && x->actual_usec && x->balloon };
                 m->pool.n_running += running;
         }
-        pool_compute(&(struct pool_node) { node->physical, node->reserve }, pv, m->n_vms, &f);
+        uint64_t lent = m->lstate ? ledger_state_lent(m->lstate, (int64_t) (now_realtime_usec() / 1000000)) : 0;
+        pool_compute(&(struct pool_node) { node->physical, node->reserve, lent }, pv, m->n_vms, &f);
         m->pool.physical_bytes = f.physical_bytes;
         m->pool.reserve_bytes = f.reserve_bytes;
         m->pool.reserved_min_bytes = f.reserved_min_bytes;
@@ -563,13 +633,20 @@ static void update_pool(struct manager *m, const struct policy_node *node) {
         m->pool.n_vms = m->n_vms;
         m->pool.host_available_bytes = node->host_available_known ? node->host_available : STATUS_UNKNOWN;
         m->pool.psi_some_avg10 = node->psi_known ? node->psi_some_avg10 : -1;
+        if (m->fleet)
+                fleet_agent_update(m->fleet, &(struct fleet_capacity) {
+                        .physical_bytes = f.physical_bytes, .reserve_bytes = f.reserve_bytes,
+                        .reserved_min_bytes = f.reserved_min_bytes, .lent_bytes = f.lent_bytes,
+                        .pool_available_bytes = f.pool_available_bytes, .committed_bytes = f.committed_bytes,
+                        .free_bytes = f.free_bytes, .psi_some_avg10 = m->pool.psi_some_avg10, .n_vms = m->n_vms },
+                        m->lstate ? m->lstate->trusted : NULL, m->lstate ? m->lstate->n_trusted : 0);
 }
 
 /* One history sample per VM and round; what is unknown (a VM not running) is kept as such. */
 static void record_samples(struct manager *m, uint64_t real) {
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct managed_vm *v = m->vms[i];
-                const struct vmlink_sample *x = vmlink_last(v->link);
+                const struct vmlink_sample *x = backend_last(v->link);
                 struct history_sample h = { .realtime_usec = real };
 
                 status_sizes(v, &h.target_bytes, &h.actual_bytes, &h.guest_available_bytes);
@@ -633,7 +710,9 @@ static void metrics_vm_of(const struct managed_vm *v, struct metrics_vm *ret) {
                 .min_bytes = st.min_bytes, .max_bytes = st.max_bytes, .target_bytes = st.target_bytes,
                 .actual_bytes = st.actual_bytes, .guest_available_bytes = st.guest_available_bytes,
                 .stats_age_usec = st.stats_age_usec, .cpu_weight = st.cpu_weight,
-                .override_active = st.override_left_usec > 0, .stuck = v->pstate.stuck_since_usec != 0,
+                .override_active = st.override_left_usec > 0,
+                .stuck = v->pstate.stuck_since_usec != 0 || (backend_actuator_plan(v->link) &&
+                                                             backend_actuator_plan(v->link)->stalled),
         };
         snprintf(ret->name, sizeof(ret->name), "%s", st.name);
         snprintf(ret->state, sizeof(ret->state), "%s", st.state);
@@ -674,26 +753,21 @@ static int setup_metrics(struct manager *m, struct ppn_error *err) {
         return metrics_server_new(m->event, &o, &metrics_source, m, &m->metrics, err);
 }
 
-/* The VM's events since `since` (oldest first), for the marks of a plot. */
-static json_object *vm_events_json(const struct manager *m, const char *vm, uint64_t since) {
-        static const struct ppn_event *list[MANAGER_EVENTS_MAX];
-        size_t n = eventlog_since(&m->events, 0, list, MANAGER_EVENTS_MAX);
-        json_object *arr = json_object_new_array();
-
-        for (size_t i = 0; i < n; i++)
-                if (strcmp(list[i]->vm, vm) == 0 && list[i]->realtime_usec >= since)
-                        json_object_array_add(arr, event_to_json(list[i]));
-        return arr;
-}
+/* A history reply's decisions: the newest that fit this many bytes. With at most 3,600
+ * samples (about 110 bytes each at most) the reply stays under the control socket's 1 MiB
+ * reply queue, which a busy VM's 2,048 events alone could exceed (the reply was cut off). */
+#define HISTORY_EVENTS_BUDGET (512 * 1024)
 
 /* {"vm": NAME, "span_usec": N} -> {"now_usec", "since_usec", "vm": {"name", "min_bytes",
- * "max_bytes", "samples": [[time, target, actual, available, total], ...], "events": [...]}}. */
+ * "max_bytes", "samples": [[time, target, actual, available, total], ...], "events": [...],
+ * "events_omitted": N}}. */
 static int req_history(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                        struct ppn_error *err) {
         struct manager *m = userdata;
         uint64_t now = now_realtime_usec(), span = UINT64_C(600) * 1000000, since;
         const struct managed_vm *v;
-        json_object *name, *x, *o, *samples;
+        json_object *name, *x, *o, *samples, *events;
+        size_t omitted = 0;
 
         if (!json_object_object_get_ex(req, "vm", &name) || !json_object_is_type(name, json_type_string))
                 return ppn_error_set(err, EINVAL, "history needs \"vm\": a VM name");
@@ -712,7 +786,9 @@ static int req_history(struct control_conn *conn, json_object *req, void *userda
         json_object_object_add(o, "min_bytes", json_object_new_int64((int64_t) v->entry.min_bytes));
         json_object_object_add(o, "max_bytes", json_object_new_int64((int64_t) v->entry.max_bytes));
         json_object_object_add(o, "samples", samples);
-        json_object_object_add(o, "events", vm_events_json(m, v->entry.name, since));
+        events = eventlog_vm_json(&m->events, v->entry.name, since, HISTORY_EVENTS_BUDGET, &omitted);
+        json_object_object_add(o, "events", events);
+        json_object_object_add(o, "events_omitted", json_object_new_uint64(omitted));
         *ret = json_object_new_object();
         json_object_object_add(*ret, "now_usec", json_object_new_int64((int64_t) now));
         json_object_object_add(*ret, "since_usec", json_object_new_int64((int64_t) since));
@@ -800,12 +876,56 @@ static int req_status(struct control_conn *conn, json_object *req, void *userdat
         return 0;
 }
 
+static int req_fleet(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                     struct ppn_error *err) {
+        struct manager *m = userdata;
+        if (!m->fleet)
+                return ppn_error_set(err, -ENOTSUP, "the fleet is not enabled on this node ([fleet] enabled = no)");
+        *ret = fleet_agent_report(m->fleet);
+        return *ret ? 0 : ppn_error_set(err, -ENOMEM, "out of memory");
+}
+
+/* {"vm": NAME} -> {"released": "detected" | "operator" | "none"}. Ends an override ppnd made
+ * itself when the balloon was moved outside it (nothing in the ledger holds that one). An
+ * operator lease lives in the ledger and ends there (ppnctl release clears it): it is only
+ * named. A change, so only for those who may write the ledger: root and ppnd's own uid. */
+static int req_release(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                       struct ppn_error *err) {
+        struct manager *m = userdata;
+        uid_t uid = control_conn_uid(conn);
+        const char *name = json_member_string(req, "vm"), *what = "none";
+        struct managed_vm *v;
+
+        if (uid != 0 && uid != geteuid())
+                return ppn_error_set(err, EPERM, "release: only root may end an override (it changes what "
+                                     "the controller does)");
+        if (!name)
+                return ppn_error_set(err, EINVAL, "release needs \"vm\": a VM name");
+        v = find_vm(m, name);
+        if (!v)
+                return ppn_error_set(err, ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", name);
+        if (v->pstate.lease_kind == POLICY_LEASE_DETECTED) {
+                policy_lease_clear(&v->pstate);
+                manager_record(m, name, "release", 0, 0, "override (balloon set outside ppnd) released by uid %u; "
+                               "control resumes", (unsigned) uid);
+                what = "detected";
+        } else if (v->pstate.lease_kind == POLICY_LEASE_OPERATOR)
+                what = "operator";
+        *ret = json_object_new_object();
+        if (!*ret)
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        json_object_object_add(*ret, "released", json_object_new_string(what));
+        return 0;
+}
+
 /* Sorted by name (control_new checks). */
 static const struct control_request requests[] = {
         { "events", req_events },
+        { "fleet", req_fleet },
         { "history", req_history },
         { "ping", req_ping },
         { "pool", req_pool },
+        { "release", req_release },
         { "status", req_status },
 };
 
@@ -902,7 +1022,7 @@ static void manager_reload(struct manager *m) {
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct vmlink_options o;
                 link_options(m, &o);
-                vmlink_set_options(m->vms[i]->link, &o);
+                backend_set_options(m->vms[i]->link, &o);
         }
         manager_record(m, NULL, "config", 0, 0, "reloaded %s", m->config_path);
         sd_notify(false, "READY=1");
@@ -1025,6 +1145,90 @@ static int setup_control(struct manager *m, struct ppn_error *err) {
         return control_new(m->event, &o, requests, ELEMENTSOF(requests), m, &m->control, err);
 }
 
+/* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
+
+#define FAST_PERIOD_USEC 200000
+
+/* Resident bytes of v's QEMU from PROC/PID/statm; 0 if unreadable (it exited). The file stays
+ * open between samples: a pread is a few µs, an open/read/close several times that, and at
+ * 2,000 VMs this runs 10,000 times a second. */
+static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
+        char path[64], buf[128];
+        unsigned long long size, resident;
+        ssize_t n;
+
+        if (v->statm_pid != pid) {
+                closep(&v->statm_fd);
+                snprintf(path, sizeof(path), "%s/%d/statm", v->m->proc_dir, (int) pid);
+                v->statm_fd = open(path, O_RDONLY | O_CLOEXEC);
+                v->statm_pid = pid;
+        }
+        if (v->statm_fd < 0 || (n = pread(v->statm_fd, buf, sizeof(buf) - 1, 0)) <= 0)
+                return 0;
+        buf[n] = '\0';
+        if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+                return 0;
+        return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+/* Grows v now, within what the pool has free (the policy's figure from its last round, less
+ * what fast grows took since). The policy sees it as its own growth: the target in force moves
+ * and its hold after growth applies. */
+static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, uint64_t from) {
+        struct manager *m = v->m;
+        uint64_t want = d->target > from ? d->target - from : 0;
+        uint64_t grant = m->pool.free_bytes > 0 && (uint64_t) m->pool.free_bytes < want ? (uint64_t) m->pool.free_bytes : want;
+
+        if (m->pool.free_bytes <= 0 || grant < 16 * MIB)
+                return;
+        v->target = from + grant;
+        v->pstate.last_grow_usec = now_usec();
+        m->pool.free_bytes -= (int64_t) grant;
+        if (backend_set_target(v->link, v->target, v->entry.min_bytes) >= 0)
+                m->counters.balloon_commands++;
+        manager_record(m, v->entry.name, "grow-fast", from, v->target, "%s; grown by %" PRIu64 " MiB before its next "
+                       "statistics", d->why, grant / MIB);
+}
+
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
+        const struct vmlink_sample *x = backend_last(v->link);
+        struct fastgrow_decision d;
+        pid_t pid = backend_pid(v->link);
+        uint64_t rss, upd = x->stats_update_sec * 1000000;
+
+        if (backend_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
+            v->pstate.lease_kind != POLICY_LEASE_NONE || !(rss = read_rss(v, pid)))
+                return;
+        struct fastgrow_vm in = {
+                .rss = rss, .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
+                .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
+                .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
+        };
+        if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
+                fast_grow(v, &d, in.target > in.size ? in.target : in.size);
+}
+
+static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        uint64_t now = now_usec(), real = now_realtime_usec();
+
+        if (m->cfg->fast_signal && m->lstate && m->lstate->node_ok)
+                for (size_t i = 0; i < m->n_vms; i++)
+                        fast_sample(m->vms[i], now, real);
+        sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int setup_fast_signal(struct manager *m, struct ppn_error *err) {
+        int r;
+
+        fastgrow_tunables_default(&m->fast_tun);
+        r = sd_event_add_time_relative(m->event, &m->fast_source, CLOCK_MONOTONIC, FAST_PERIOD_USEC, 10000,
+                                       on_fast_timer, m);
+        return r < 0 ? ppn_error_set(err, r, "cannot set up the fast signal's timer: %s", strerror(-r)) : 0;
+}
+
 int manager_new(struct ppn_config *cfg, const char *config_path, struct manager **ret, struct ppn_error *err) {
         _cleanup_(manager_freep) struct manager *m = calloc(1, sizeof(*m));
         int r;
@@ -1038,6 +1242,7 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
         m->pool.psi_some_avg10 = -1;
         m->meminfo_path = "/proc/meminfo";
         m->psi_path = "/proc/pressure/memory";
+        m->proc_dir = "/proc";
         if (config_path && !(m->config_path = strdup(config_path)))
                 return ppn_error_set(err, ENOMEM, "out of memory");
         r = eventlog_init(&m->events, MANAGER_EVENTS_MAX);
@@ -1060,6 +1265,12 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
                 r = setup_ledger(m, err);
         if (r >= 0)
                 r = setup_metrics(m, err);
+        if (r >= 0)
+                r = fleet_agent_from_config(cfg, &m->fleet, err);
+        if (r >= 0)
+                r = setup_fast_signal(m, err);
+        if (r >= 0)
+                r = relocate_agent_from_config(cfg, &m->relocate, err);
         if (r < 0)
                 return r;
         *ret = TAKE_PTR(m);
@@ -1079,6 +1290,8 @@ int manager_run(struct manager *m) {
 struct manager *manager_free(struct manager *m) {
         if (!m)
                 return NULL;
+        relocate_agent_free(m->relocate);
+        fleet_agent_free(m->fleet);
         control_free(m->control);
         metrics_server_free(m->metrics);
         for (size_t i = 0; i < m->n_vms; i++)
@@ -1088,6 +1301,7 @@ struct manager *manager_free(struct manager *m) {
         ledger_close(m->ledger);
         ppn_cgroup_free(m->cg);
         sd_event_source_disable_unref(m->ledger_source);
+        sd_event_source_disable_unref(m->fast_source);
         sd_event_source_disable_unref(m->tick_source);
         sd_event_unref(m->event);
         eventlog_done(&m->events);

@@ -3,9 +3,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int read_value(int fd, int *ret) {
@@ -22,6 +25,28 @@ static int read_value(int fd, int *ret) {
                 return -EBADMSG;
         *ret = (int) v;
         return 0;
+}
+
+/* CAP_SYS_RESOURCE in the effective set (capget(2); libcap is not needed for one bit). */
+static bool have_sys_resource(void) {
+        struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+        struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {};
+
+        return syscall(SYS_capget, &h, d) == 0 && (d[CAP_TO_INDEX(CAP_SYS_RESOURCE)].effective &
+                                                   CAP_TO_MASK(CAP_SYS_RESOURCE));
+}
+
+/* Why the kernel said EACCES, from what this process really is. */
+static const char *refusal_why(void) {
+        if (have_sys_resource())
+                return " (refused although ppnd has CAP_SYS_RESOURCE: a user namespace that does not own "
+                       "this process? ppnd stays as likely an OOM victim as any process)";
+        if (geteuid() == 0)
+                return " (ppnd runs as root, but CAP_SYS_RESOURCE is not in its effective capabilities: the "
+                       "container or the service's capability bounding set removed it; ppnd stays as likely "
+                       "an OOM victim as any process)";
+        return " (ppnd is not root and lacks CAP_SYS_RESOURCE; ppnd stays as likely an OOM victim as any "
+               "process)";
 }
 
 int oomguard_apply(const char *path, int value, int *ret_value, struct ppn_error *err) {
@@ -43,10 +68,11 @@ int oomguard_apply(const char *path, int value, int *ret_value, struct ppn_error
                 return 0;
         }
         len = snprintf(text, sizeof(text), "%d\n", value);
-        if (pwrite(fd, text, (size_t) len, 0) != len)
-                return ppn_error_set(err, -errno, "cannot lower %s from %d to %d: %m%s", path, cur, value,
-                                     errno == EACCES ? " (needs root or CAP_SYS_RESOURCE; ppnd stays "
-                                                       "as likely an OOM victim as any process)" : "");
+        if (pwrite(fd, text, (size_t) len, 0) != len) {
+                int e = errno;
+                return ppn_error_set(err, -e, "cannot lower %s from %d to %d: %s%s", path, cur, value, strerror(e),
+                                     e == EACCES ? refusal_why() : "");
+        }
         if (ret_value)
                 *ret_value = value;
         return 0;

@@ -23,7 +23,8 @@
  * Writes `value` (-1000..1000) to path (normally "/proc/self/oom_score_adj"; a parameter so
  * tests use a file) unless it already holds a value at or below it (a supervisor such as
  * systemd's OOMScoreAdjust= may have set a lower one: it is kept). Lowering needs
- * CAP_SYS_RESOURCE: without it the kernel answers EACCES, returned with words that say so.
+ * CAP_SYS_RESOURCE: without it the kernel answers EACCES, returned with words that say why
+ * (not root, or root without the capability, or refused despite it).
  * Returns 0 (set or kept; *ret_value, may be NULL, gets the value in force), or -errno.
  */
 int oomguard_apply(const char *path, int value, int *ret_value, struct ppn_error *err);

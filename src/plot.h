@@ -16,12 +16,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "eventlog.h"
 #include "history.h"
 
 struct plot_mark {
         uint64_t realtime_usec;
         uint64_t to_bytes;              /* the target it set; 0: an event without a size */
-        char kind[16];
+        char kind[EVENT_KIND_MAX];
         char reason[192];
 };
 

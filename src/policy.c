@@ -52,6 +52,8 @@ void policy_tunables_default(struct policy_tunables *ret) {
                 .shrink_hold_usec = 10 * USEC_PER_SEC,
                 /* VMware's default idle memory tax. */
                 .idle_tax_pct = 75,
+                /* Off: targets are promises the capacity must cover (see pool_measure_reported). */
+                .free_page_reporting = false,
         };
 }
 
@@ -484,10 +486,26 @@ struct pool {
         uint64_t deficit, granted, over, reclaim;
         bool node_short, contended, psi_high, host_avail_low;
         bool starving;          /* a VM under pressure still misses memory after the pool's grant */
+        bool reported;          /* free page reporting: free memory is the host's (pool_measure_reported) */
+        uint64_t host_avail;    /* host MemAvailable (reported mode) */
 };
 
 static uint64_t work_target(const struct vm_work *w) {
         return w->pinned ? w->out->target : w->t;
+}
+
+/* With free page reporting, memory a guest holds free is back on the host within seconds: a
+ * target above use costs the host nothing until the guest touches it. So growth is paid from
+ * what the host really has — MemAvailable above the low mark — and Σ targets above the
+ * capacity is no reason to reclaim (reported_over); memory is taken back when the node is
+ * short or a VM waits (take_reported). */
+static void pool_measure_reported(const struct policy_tunables *tun, const struct policy_node *node,
+                                  struct pool *p) {
+        if (!tun->free_page_reporting || !node->host_available_known)
+                return;
+        p->reported = true;
+        p->host_avail = node->host_available;
+        p->free = subu(node->host_available, p->host_low);
 }
 
 static void pool_measure(const struct policy_tunables *tun, const struct policy_node *node,
@@ -511,6 +529,13 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
         }
         p->psi_high = node->psi_known && node->psi_some_avg10 > tun->psi_some_threshold;
         p->node_short = p->host_avail_low || p->psi_high;
+        pool_measure_reported(tun, node, p);
+}
+
+/* With free page reporting the node is over only when the host is short, by what brings host
+ * MemAvailable back to the growth mark (twice the low mark); Σ targets does not matter. */
+static uint64_t reported_over(const struct pool *p) {
+        return p->node_short ? subu(2 * p->host_low, p->host_avail) : 0;
 }
 
 /* Entitlements: what the pool left after pinned VMs is water-filled by shares over
@@ -587,7 +612,7 @@ static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
                         p->deficit += shortfall;
                 p->starving |= pressure;
         }
-        p->over = subu(p->sum_targets + p->granted, p->capacity);
+        p->over = p->reported ? reported_over(p) : subu(p->sum_targets + p->granted, p->capacity);
         p->reclaim = p->deficit + p->over;
         return 0;
 }
@@ -596,6 +621,12 @@ static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
  * at least a minimum step, so a target just set to use + headroom does not flap. */
 static uint64_t hysteresis(const struct vm_work *w) {
         return w->headroom / 2 > w->min_step ? w->headroom / 2 : w->min_step;
+}
+
+/* The guest's free memory (MemFree), 0 when it does not say. */
+static uint64_t guest_free(const struct vm_work *w) {
+        uint64_t f = w->in->stats.free;
+        return f == POLICY_STAT_UNKNOWN ? 0 : f;
 }
 
 /* What a donor may give this tick. The step is bounded to shrink_pct of its excess over its
@@ -616,6 +647,10 @@ static void donor_caps(const struct policy_tunables *tun, const struct policy_no
                 return;
         if (step < w->min_step)
                 step = w->min_step;
+        /* With free page reporting the guest's free memory comes first and frees nothing on
+         * the host: the step bounds what comes after it. */
+        if (p->reported)
+                step = guest_free(w) + pct_of(subu(excess, guest_free(w)), tun->shrink_pct);
         /* Another VM is out of memory: a donor above its fair share gives down to it at once
          * (the balloon's speed is the only bound), not half its excess a tick. */
         if (p->starving && p->contended)
@@ -679,12 +714,80 @@ static uint64_t take_greedy(const struct policy_tunables *tun, struct vm_work *w
         return got;
 }
 
+struct by_rho {
+        double rho;
+        size_t i;
+};
+
+static int by_rho_cmp(const void *a, const void *b) {
+        const struct by_rho *x = a, *y = b;
+        if (x->rho != y->rho)
+                return x->rho < y->rho ? -1 : 1;
+        return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* What a donor yields to the host if its balloon takes `take` bytes: nothing for the guest's
+ * free memory (free page reporting returned it already), the rest — page cache pushed out,
+ * or anonymous memory pushed to swap — in full. */
+static uint64_t host_yield(const struct vm_work *w, uint64_t take) {
+        return subu(take, guest_free(w));
+}
+
+/* One pass over the donors, lowest ρ first, each allowed up to its tier-1 cap (tier 1) or
+ * both caps (tier 2): a donor gives what covers want (host bytes), never more than its cap.
+ * Returns the host bytes still wanted. */
+static uint64_t reported_pass(struct vm_work *w, const struct by_rho *order, size_t n, int tier,
+                              uint64_t want) {
+        for (size_t k = 0; k < n && want > 0; k++) {
+                struct vm_work *d = &w[order[k].i];
+                uint64_t cap = tier == 1 ? d->cap1 : d->cap1 + d->cap2;
+                uint64_t had = d->taken1 + d->taken2;
+                uint64_t more = subu(host_yield(d, cap), host_yield(d, had));
+                uint64_t take = cap;
+                if (more == 0)
+                        continue;
+                if (more > want) {
+                        /* The free memory (or what was taken already), then want more. */
+                        uint64_t base = had > guest_free(d) ? had : guest_free(d);
+                        take = (base + want + MIB - 1) / MIB * MIB;
+                        if (take > cap)
+                                take = cap;
+                        more = want;
+                }
+                d->taken1 = take < d->cap1 ? take : d->cap1;
+                d->taken2 = take - d->taken1;
+                want -= more;
+        }
+        return want;
+}
+
+/* Free page reporting: shrinking a balloon over free memory frees nothing on the host, so the
+ * pool asks donors, lowest ρ first, for their free memory plus what covers want in host bytes:
+ * idle memory first (page cache a guest can drop), then, under contention, down to fair
+ * shares. What no donor can cover waits for the next tick. */
+static int take_reported(const struct policy_tunables *tun, const struct pool *p, struct vm_work *w,
+                         size_t n, uint64_t want) {
+        _cleanup_free_ struct by_rho *order = calloc(n ? n : 1, sizeof(*order));
+
+        if (!order)
+                return -ENOMEM;
+        for (size_t i = 0; i < n; i++)
+                order[i] = (struct by_rho) { .rho = donor_rho(&w[i], tun->idle_tax_pct), .i = i };
+        qsort(order, n, sizeof(*order), by_rho_cmp);
+        want = reported_pass(w, order, n, 1, want);
+        if (want > 0 && p->contended)
+                reported_pass(w, order, n, 2, want);
+        return 0;
+}
+
 static int pool_reclaim(const struct policy_tunables *tun, const struct policy_node *node,
                         struct vm_work *w, size_t n, struct pool *p) {
         uint64_t want = p->reclaim, got = 0;
 
         for (size_t i = 0; i < n; i++)
                 donor_caps(tun, node, p, &w[i]);
+        if (p->reported)
+                return want > 0 ? take_reported(tun, p, w, n, want) : 0;
         if (p->node_short) {
                 /* The node needs memory back: every donor gives its whole tier-1 step. */
                 for (size_t i = 0; i < n; i++) {
@@ -700,7 +803,8 @@ static int pool_reclaim(const struct policy_tunables *tun, const struct policy_n
 }
 
 static enum policy_reason shrink_reason(const struct pool *p, const struct vm_work *w) {
-        bool for_overcommit = p->over > 0 && p->deficit == 0;
+        /* With free page reporting "over" is the host's shortfall, never Σ targets. */
+        bool for_overcommit = p->over > 0 && p->deficit == 0 && !p->reported;
         if (p->node_short && w->taken1 > 0)
                 return POLICY_REASON_SHRINK_NODE;
         if (for_overcommit)

@@ -48,6 +48,10 @@ struct policy_tunables {
         uint64_t override_usec;           /* length of a lease made from a change behind our back */
         uint64_t shrink_hold_usec;        /* after growing a VM, no idle reclaim from it for this long */
         unsigned idle_tax_pct;            /* idle memory tax when choosing donors (0..99) */
+        bool free_page_reporting;         /* guests return free memory to the host (QEMU
+                                           * free-page-reporting=on): growth is paid from host
+                                           * MemAvailable, Σ targets may exceed the capacity,
+                                           * reclaim only when the node is short or a VM waits */
 };
 
 /* Fills the documented defaults. */

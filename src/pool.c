@@ -34,7 +34,7 @@ static int64_t clamp(int64_t cap, uint64_t minus) {
 }
 
 static int64_t available(const struct pool_node *node, const struct pool_vm *vms, size_t n) {
-        return clamp(capacity(node), sum_min(vms, n));
+        return clamp(capacity(node), sat_add(sum_min(vms, n), node->lent_bytes));
 }
 
 void pool_compute(const struct pool_node *node, const struct pool_vm *vms, size_t n_vms,
@@ -43,6 +43,8 @@ void pool_compute(const struct pool_node *node, const struct pool_vm *vms, size_
                 .physical_bytes = node->physical_bytes,
                 .reserve_bytes = node->reserve_bytes,
                 .reserved_min_bytes = sum_min(vms, n_vms),
+                .lent_bytes = node->lent_bytes,
+                .committed_bytes = node->lent_bytes,
                 .pool_available_bytes = available(node, vms, n_vms),
                 .n_vms = n_vms,
         };

@@ -8,8 +8,10 @@
  *
  *   capacity       = physical − reserve
  *   reserved_min   = Σ min over all VMs
- *   pool_available = capacity − reserved_min        (invariant: never driven below 0)
- *   committed      = Σ actual, counting a VM whose actual is unknown at its max (its boot
+ *   lent           = Σ bytes of this node's active lending grants (docs/fleet.md): capacity
+ *                    held for another node's VMs, so local VMs cannot take it
+ *   pool_available = capacity − reserved_min − lent (invariant: never driven below 0)
+ *   committed      = lent + Σ actual, counting a VM whose actual is unknown at its max (its boot
  *                    size: the most it can hold, so the figure never flatters the node)
  *   free           = capacity − committed           (negative when the node is overcommitted)
  */
@@ -23,6 +25,7 @@
 struct pool_node {
         uint64_t physical_bytes;
         uint64_t reserve_bytes;
+        uint64_t lent_bytes;    /* held for borrowers (0 when the node lends nothing) */
 };
 
 struct pool_vm {
@@ -37,6 +40,7 @@ struct pool_figures {
         uint64_t physical_bytes;
         uint64_t reserve_bytes;
         uint64_t reserved_min_bytes;
+        uint64_t lent_bytes;
         int64_t pool_available_bytes;
         uint64_t committed_bytes;
         int64_t free_bytes;

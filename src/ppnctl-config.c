@@ -57,6 +57,13 @@ void ctl_settings_resolve(struct ctl_globals *g, const struct ppn_config *cfg, c
         pick(&g->qemu, env, "PPN_QEMU", cfg->qemu_binary);
         pick(&g->cgroup_root, env, "PPN_CGROUP_ROOT", cfg->cgroup_root);
         pick(&g->cgroup_parent, env, "PPN_CGROUP_PARENT", cfg->cgroup_parent);
+        pick(&g->etcd_endpoints, env, "PPN_ETCD_ENDPOINTS", cfg->fleet_endpoints);
+        g->etcd_ca = cfg->fleet_ca;
+        g->etcd_cert = cfg->fleet_cert;
+        g->etcd_key = cfg->fleet_key;
+        pick(&g->libvirt_uri, env, "PPN_LIBVIRT_URI", cfg->libvirt_uri);
+        g->migration_peers = cfg->migration_peers;
+        g->migration_timeout_usec = cfg->migration_timeout_usec;
         /* "auto" is the cgroup module's default root (NULL): found, v1 or v2. */
         if (strcmp(g->cgroup_root, "auto") == 0)
                 g->cgroup_root = NULL;

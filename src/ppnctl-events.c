@@ -19,7 +19,7 @@ static void print_event(const struct ppn_event *ev, bool json) {
                 return;
         }
         strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S", localtime_r(&t, &tm));
-        printf("%s.%03u %-12s %-16s", when, (unsigned) (ev->realtime_usec / 1000 % 1000), ev->vm[0] ? ev->vm : "-",
+        printf("%s.%03u %-12s %-17s", when, (unsigned) (ev->realtime_usec / 1000 % 1000), ev->vm[0] ? ev->vm : "-",
                ev->kind);
         if (ev->from_bytes || ev->to_bytes)
                 printf(" %s -> %s", ctl_size((int64_t) ev->from_bytes, from, sizeof(from)),

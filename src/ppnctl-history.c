@@ -40,6 +40,7 @@ struct hist_vm {
         size_t n_samples;
         struct plot_mark *marks;
         size_t n_marks;
+        uint64_t marks_omitted;         /* older decisions ppnd left out of its reply */
 };
 
 struct hist_doc {
@@ -247,6 +248,8 @@ static int decode_vm(json_object *o, struct hist_vm *vm) {
                 if (history_sample_from_json(json_object_array_get_idx(samples, i), &vm->samples[i]) < 0)
                         return -EINVAL;
         vm->n_samples = n;
+        if (json_object_object_get_ex(o, "events_omitted", NULL) && get_u64(o, "events_omitted", &vm->marks_omitted) < 0)
+                return -EINVAL;
         return decode_marks(events, vm);
 }
 
@@ -305,6 +308,9 @@ static void print_vm_history(const struct hist_vm *vm) {
         printf("%s: min %s, max %s; %zu samples, %zu decisions (times UTC; unchanged samples folded)\n", vm->name,
                ctl_size((int64_t) vm->min_bytes, a, sizeof(a)), ctl_size((int64_t) vm->max_bytes, b, sizeof(b)),
                vm->n_samples, vm->n_marks);
+        if (vm->marks_omitted)
+                printf("(%" PRIu64 " older decisions left out: the daemon's reply is bounded; ask for a shorter "
+                       "--since)\n", vm->marks_omitted);
         printf("%s%-8s  %11s %11s %11s %11s%s\n", ctl_sgr(stdout, CTL_SGR_BOLD), "TIME", "TARGET", "ACTUAL", "AVAILABLE",
                "USE", ctl_sgr(stdout, CTL_SGR_RESET));
         for (size_t i = 0; i < vm->n_samples; i++) {

@@ -28,13 +28,14 @@
 #include "ppnctl.h"
 #include "qmp.h"
 #include "vm.h"
+#include "vmem.h"
 
 #define START_USAGE "start VM [--paused] [--dry-run] [--no-deflate-on-oom] [--no-free-page-reporting]"
 #define STOP_USAGE "stop VM [--timeout SECONDS]"
-#define ADOPT_USAGE "adopt VM --qmp PATH"
+#define ADOPT_USAGE "adopt VM --qmp PATH | --libvirt DOMAIN"
 #define EXPORT_USAGE "export VM DIR"
 #define IMPORT_USAGE "import DIR [--image-dir DIR]"
-#define MOVE_USAGE "move VM --to DIR [--timeout SECONDS]"
+#define MOVE_USAGE "move VM --to DIR [--timeout SECONDS] | move VM --to NODE --live [--grant ID] [--max-bandwidth SIZE] [--json]"
 
 /* After "quit", QEMU exits within milliseconds; 10 s before SIGKILL covers a host under load. */
 #define QUIT_WAIT_USEC (UINT64_C(10) * 1000000)
@@ -68,6 +69,14 @@ static int vm_paths_get(const struct ctl_globals *g, const struct ledger_vm *vm,
 /* 1 if the VM's QEMU answers on either socket. */
 static bool vm_running(const struct vm_paths *p) {
         return vm_qmp_alive(p->ctl) == 1 || vm_qmp_alive(p->qmp) == 1;
+}
+
+int ctl_vm_running(const struct ctl_globals *g, const struct ledger_vm *vm) {
+        _cleanup_(vm_paths_done) struct vm_paths p = {};
+
+        if (vm_paths_get(g, vm, &p) < 0)
+                return -ENOMEM;
+        return vm_running(&p);
 }
 
 static int open_cgroup(const struct ctl_globals *g, struct ppn_cgroup **ret, struct ppn_error *err) {
@@ -110,6 +119,16 @@ static int load_vm(const struct ctl_globals *g, bool write, const char *name, st
         return 0;
 }
 
+/* A libvirt domain is libvirt's to start, stop and carry: ppnctl would run a second QEMU. */
+static int refuse_libvirt(const struct ledger_vm *vm, const char *what) {
+        if (!vm->libvirt)
+                return 0;
+        fprintf(stderr, "ppnctl: %s: VM '%s' is libvirt domain '%s'; libvirt runs it, so use virsh for that "
+                "(or 'ppnctl vm set %s libvirt=' to make it a QEMU that ppnctl starts)\n", what, vm->name,
+                vm->libvirt, vm->name);
+        return CTL_FAILED;
+}
+
 /* Starting needs the VM's minimum to fit this node's pool (the ledger holds it already, but
  * the node's capacity may have been lowered since). */
 static int start_admit(const struct ledger_state *st, const struct ledger_vm *vm, struct ppn_error *err) {
@@ -134,6 +153,16 @@ struct start_opts {
         bool paused, dry_run, no_deflate, no_fpr;
 };
 
+/* A virtio-mem VM starts at its reservation: base, plus what its minimum needs beyond base in
+ * whole blocks. ppnd plugs more when the guest needs it. */
+static uint64_t vmem_start_bytes(const struct ledger_vm *vm) {
+        uint64_t region = ledger_vm_region_bytes(vm), base = ledger_vm_boot_bytes(vm), want;
+        if (!region || vm->min_bytes <= base)
+                return 0;
+        want = (vm->min_bytes - base + LEDGER_VMEM_BLOCK - 1) / LEDGER_VMEM_BLOCK * LEDGER_VMEM_BLOCK;
+        return want < region ? want : region;
+}
+
 static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *vm, const struct vm_paths *p, const struct start_opts *o,
                            char ***ret_argv, struct ppn_error *err) {
         size_t n = 0;
@@ -150,7 +179,8 @@ static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *
         }
         struct vm_spec s = {
                 .qemu = g->qemu, .name = vm->name, .uuid = vm->uuid,
-                .accel = g->accel, .mem_bytes = vm->max_bytes, .vcpus = vm->vcpus,
+                .accel = g->accel, .mem_bytes = ledger_vm_boot_bytes(vm), .vcpus = vm->vcpus,
+                .vmem_bytes = ledger_vm_region_bytes(vm), .vmem_requested_bytes = vmem_start_bytes(vm),
                 .qmp_path = p->qmp, .ctl_path = p->ctl, .log_path = p->log,
                 .no_deflate_on_oom = o->no_deflate, .no_free_page_reporting = o->no_fpr,
                 .disks = disks, .n_disks = n, .extra = (const char *const *) vm->qemu_args, .paused = true,
@@ -229,7 +259,7 @@ int ctl_start(const struct ctl_globals *g, int argc, char **argv) {
         int r = parse_start(argc, argv, &o, &name);
         if (r >= 0)
                 return r;
-        if ((r = load_vm(g, false, name, &l, &st, &vm)))
+        if ((r = load_vm(g, false, name, &l, &st, &vm)) || (r = refuse_libvirt(vm, "start")))
                 return r;
         if (vm_paths_get(g, vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
@@ -341,7 +371,7 @@ int ctl_stop(const struct ctl_globals *g, int argc, char **argv) {
         }
         if (optind != argc - 1)
                 return ctl_usage_error("stop", STOP_USAGE, "expected one VM name");
-        if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)))
+        if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)) || (r = refuse_libvirt(vm, "stop")))
                 return r;
         return stop_vm(g, vm, timeout, false) ? CTL_FAILED : CTL_OK;
 }
@@ -396,7 +426,7 @@ int ctl_export(const struct ctl_globals *g, int argc, char **argv) {
                 return r;
         if (argc != 3)
                 return ctl_usage_error("export", EXPORT_USAGE, "expected a VM name and a directory");
-        if ((r = load_vm(g, false, argv[1], &l, &st, &vm)))
+        if ((r = load_vm(g, false, argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "export")))
                 return r;
         return export_vm(g, vm, argv[2]) ? CTL_FAILED : CTL_OK;
 }
@@ -541,6 +571,9 @@ int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
         const char *to = NULL;
         struct ppn_error e = {};
         int c, r;
+        for (int i = 1; i < argc; i++)
+                if (strcmp(argv[i], "--live") == 0)
+                        return ctl_move_live(g, argc, argv);
         optind = 0;
         opterr = 0;
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -555,7 +588,7 @@ int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
         }
         if (optind != argc - 1 || !to)
                 return ctl_usage_error("move", MOVE_USAGE, "expected one VM name and --to DIR");
-        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)) || (r = refuse_libvirt(vm, "move")))
                 return r;
         /* The entry goes only once the archive is complete and verified (export re-reads it). */
         if (stop_vm(g, vm, timeout, true) || export_vm(g, vm, to))
@@ -585,12 +618,24 @@ static int probe_balloon(struct qmp *q, struct qmp_error *qe) {
         return r < 0 ? r : 1;
 }
 
+/* ", virtio-mem 'ID' (X of Y plugged)" for the first virtio-mem device (ppnd drives it), or "". */
+static void describe_vmem(struct qmp *q, char *buf, size_t len) {
+        struct vmem_device d;
+        char a[FORMAT_SIZE_MAX], b[FORMAT_SIZE_MAX];
+
+        buf[0] = '\0';
+        if (vmem_query_sync(q, 0, &d, NULL) > 0)
+                snprintf(buf, len, "; virtio-mem '%s' (%s of %s plugged): ppnd plugs and unplugs it", d.id,
+                         format_size(d.size, a, sizeof(a)), format_size(d.max_size, b, sizeof(b)));
+}
+
 static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct ledger_vm *vm, const char *qmp_path) {
         _cleanup_qmp_ struct qmp *q = NULL;
         _cleanup_(ppn_cgroup_freep) struct ppn_cgroup *cg = NULL;
         struct qmp_error qe = {};
         struct ppn_error e = {};
         _cleanup_free_ char *pair = NULL;
+        char vmem[160];
         pid_t pid;
         int balloon, r = connect_vm(qmp_path, &q, &qe);
         if (r >= 0)
@@ -599,6 +644,7 @@ static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct 
                 r = balloon = probe_balloon(q, &qe);
         if (r < 0)
                 return ctl_fail(&qe.error, r);
+        describe_vmem(q, vmem, sizeof(vmem));
         q = qmp_free(q);   /* the daemon takes the socket over */
         if ((r = open_cgroup(g, &cg, &e)) < 0 || (r = ppn_cgroup_vm_place(cg, vm->name, pid, vm->cpu_weight, &e)) < 0)
                 return ctl_fail(&e, r);
@@ -608,16 +654,35 @@ static int adopt_vm(const struct ctl_globals *g, struct ledger *l, const struct 
         if ((!vm->qmp || strcmp(vm->qmp, qmp_path) != 0) &&
             (r = ledger_vm_set(l, vm->name, pairs, 1, getuid(), &e)) < 0)
                 return ctl_fail(&e, r);
-        printf("adopted %s (pid %d, weight %" PRIu32 ", QMP %s): %s\n", vm->name, (int) pid, vm->cpu_weight, qmp_path,
+        printf("adopted %s (pid %d, weight %" PRIu32 ", QMP %s): %s%s\n", vm->name, (int) pid, vm->cpu_weight, qmp_path,
                balloon ? "balloon device present" : "no balloon device: its CPU weight applies, its memory is held "
-                                                    "fixed at its boot size");
+                                                    "fixed at its boot size", vmem);
+        return 0;
+}
+
+/* A libvirt domain: libvirt owns QEMU, its monitor and its cgroup; ppnd reaches it through
+ * [libvirt] uri. The entry names the domain (and no QMP socket); ppnd adopts it within a second. */
+static int adopt_libvirt(const struct ctl_globals *g, struct ledger *l, const struct ledger_vm *vm, const char *domain) {
+        struct ppn_error e = {};
+        _cleanup_free_ char *pair = NULL;
+        int r;
+
+        if (asprintf(&pair, "libvirt=%s", domain) < 0)
+                return ctl_fail(NULL, -ENOMEM);
+        const char *pairs[] = { "qmp=", pair };
+        if ((r = ledger_vm_set(l, vm->name, pairs, 2, getuid(), &e)) < 0)
+                return ctl_fail(&e, r);
+        printf("%s now names libvirt domain '%s'; ppnd adopts it through its [libvirt] uri "
+               "(balloon, statistics and cpu weight %" PRIu32 " through libvirt)\n", vm->name, domain, vm->cpu_weight);
         return 0;
 }
 
 int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
         static const struct option opts[] = {
-                { "qmp", required_argument, NULL, 'q' }, { "help", no_argument, NULL, 'h' }, {},
+                { "qmp", required_argument, NULL, 'q' }, { "libvirt", required_argument, NULL, 'l' },
+                { "help", no_argument, NULL, 'h' }, {},
         };
+        const char *domain = NULL;
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
@@ -628,12 +693,21 @@ int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
         while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
                 if (c == 'h')
                         return printf("usage: ppnctl %s\n", ADOPT_USAGE), CTL_OK;
+                if (c == 'l') {
+                        domain = optarg;
+                        continue;
+                }
                 if (c != 'q')
                         return ctl_usage_error("adopt", ADOPT_USAGE, "unknown option '%s'", argv[optind - 1]);
                 qmp_path = optarg;
         }
-        if (optind != argc - 1 || !qmp_path)
-                return ctl_usage_error("adopt", ADOPT_USAGE, "expected one VM name and --qmp PATH");
+        if (optind != argc - 1 || !qmp_path == !domain)
+                return ctl_usage_error("adopt", ADOPT_USAGE, "expected one VM name and either --qmp PATH or --libvirt DOMAIN");
+        if (domain) {
+                if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+                        return r;
+                return adopt_libvirt(g, l, vm, domain) ? CTL_FAILED : CTL_OK;
+        }
         if (qmp_path[0] != '/')
                 return ctl_usage_error("adopt", ADOPT_USAGE, "--qmp: want an absolute path");
         if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))

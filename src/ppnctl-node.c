@@ -59,6 +59,8 @@ static int node_show(const struct ctl_globals *g, int argc, char **argv) {
 }
 
 const struct ctl_subcommand ctl_node_commands[] = {
+        { "id", ctl_node_id, "node id [--json]" },
+        { "init", ctl_node_init, "node init" },
         { "set", node_set, SET_USAGE },
         { "show", node_show, SHOW_USAGE },
         {},

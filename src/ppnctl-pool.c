@@ -86,7 +86,9 @@ int ctl_pool(const struct ctl_globals *g, int argc, char **argv) {
         vms = ledger_state_pool_vms(st);
         if (!vms)
                 return ctl_fail(NULL, -ENOMEM);
-        pool_compute(&(struct pool_node) { st->node.physical_bytes, st->node.reserve_bytes }, vms, st->n_vms, &f);
+        pool_compute(&(struct pool_node) { st->node.physical_bytes, st->node.reserve_bytes,
+                                           ledger_state_lent(st, (int64_t) (now_realtime_usec() / 1000000)) },
+                     vms, st->n_vms, &f);
         if (json)
                 ctl_print_json(figures_json(&f, false));
         else

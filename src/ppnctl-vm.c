@@ -10,9 +10,9 @@
 #include "ledger.h"
 #include "ppnctl.h"
 
-#define ADD_USAGE "vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] " \
-                  "[--qmp PATH] [--disk PATH]... [--qemu-arg ARG]..."
-#define SET_USAGE "vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp disks qemu-args)"
+#define ADD_USAGE "vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] " \
+                  "[--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]..."
+#define SET_USAGE "vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp libvirt disks qemu-args)"
 #define SHOW_USAGE "vm show NAME [--json]"
 #define LIST_USAGE "vm list [--json]"
 #define REMOVE_USAGE "vm remove NAME"
@@ -23,7 +23,9 @@ static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
                 { "shares", required_argument, NULL, 0 },   { "cpu-weight", required_argument, NULL, 0 },
                 { "vcpus", required_argument, NULL, 0 },    { "qmp", required_argument, NULL, 0 },
                 { "disk", required_argument, NULL, 0 },     { "qemu-arg", required_argument, NULL, 0 },
-                { "help", no_argument, NULL, 'h' },         {},
+                { "base", required_argument, NULL, 0 },     { "libvirt", required_argument, NULL, 0 },
+                { "help", no_argument, NULL, 'h' },
+                {},
         };
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         _cleanup_ledger_ struct ledger *l = NULL;
@@ -44,6 +46,9 @@ static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
                                                argv[optind - 1]);
                 if (ledger_vm_assign(&vm, opts[idx].name, optarg, &e) < 0)
                         return ctl_usage_error("vm add", ADD_USAGE, "%s", e.msg);
+                /* --base is the boot memory; the rest up to max is the virtio-mem region. */
+                if (strcmp(opts[idx].name, "base") == 0)
+                        vm.vmem = vm.base_bytes != 0;
         }
         if (optind != argc - 1)
                 return ctl_usage_error("vm add", ADD_USAGE, "expected one NAME, got %d", argc - optind);
@@ -104,6 +109,27 @@ static int vm_set(const struct ctl_globals *g, int argc, char **argv) {
         return r < 0 ? ctl_fail(&e, r) : CTL_OK;
 }
 
+/* A running VM's memory is in use: removing its entry would drop it from `committed` while
+ * QEMU still holds it, and later admissions would overcommit the host. */
+static int refuse_if_running(const struct ctl_globals *g, struct ledger *l, const char *name) {
+        struct ledger_vm vm = { 0 };
+        struct ppn_error e = {};
+        int r = ledger_vm_get(l, name, &vm, &e);
+
+        if (r < 0)
+                return ctl_fail(&e, r);
+        r = ctl_vm_running(g, &vm);
+        ledger_vm_done(&vm);
+        if (r < 0)
+                return ctl_fail(NULL, r);
+        if (r == 0)
+                return CTL_OK;
+        fprintf(stderr, "ppnctl: refused: vm '%s' is running (its QEMU answers on its monitor socket), so its "
+                "memory is still in use and stays committed; stop it first (ppnctl stop %s), then remove it\n",
+                name, name);
+        return CTL_FAILED;
+}
+
 static int vm_remove(const struct ctl_globals *g, int argc, char **argv) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
@@ -115,6 +141,9 @@ static int vm_remove(const struct ctl_globals *g, int argc, char **argv) {
         if (argc != 2)
                 return ctl_usage_error("vm remove", REMOVE_USAGE, "expected one NAME");
         r = ctl_open_ledger(g, true, &l);
+        if (r)
+                return r;
+        r = refuse_if_running(g, l, argv[1]);
         if (r)
                 return r;
         r = ledger_vm_remove(l, argv[1], getuid(), &e);
@@ -138,9 +167,17 @@ static void print_vm(const struct ledger_vm *vm) {
         printf("%-11s %s\n%-11s %s\n", "name", vm->name, "uuid", vm->uuid);
         printf("%-11s %s\n%-11s %s\n", "min", ctl_size((int64_t) vm->min_bytes, a, sizeof(a)), "max",
                ctl_size((int64_t) vm->max_bytes, b, sizeof(b)));
+        if (vm->vmem)
+                printf("%-11s %s boot + virtio-mem region %s\n", "memory",
+                       ctl_size((int64_t) ledger_vm_boot_bytes(vm), a, sizeof(a)),
+                       ctl_size((int64_t) ledger_vm_region_bytes(vm), b, sizeof(b)));
+        else
+                printf("%-11s %s boot, balloon only\n", "memory", ctl_size((int64_t) vm->max_bytes, a, sizeof(a)));
         printf("%-11s %" PRIu32 "\n%-11s %" PRIu32 "\n%-11s %" PRIu32 "\n", "shares", vm->shares, "cpu-weight",
                vm->cpu_weight, "vcpus", vm->vcpus);
         printf("%-11s %s\n", "qmp", vm->qmp ? vm->qmp : "-");
+        if (vm->libvirt)
+                printf("%-11s %s\n", "libvirt", vm->libvirt);
         print_list("disks", vm->disks, ", ");
         print_list("qemu-args", vm->qemu_args, " ");
         if (vm->override_set) {
@@ -226,6 +263,7 @@ static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
 
 const struct ctl_subcommand ctl_vm_commands[] = {
         { "add", vm_add, ADD_USAGE },
+        { "import-libvirt", ctl_vm_import_libvirt, IMPORT_LIBVIRT_USAGE },
         { "list", vm_list, LIST_USAGE },
         { "remove", vm_remove, REMOVE_USAGE },
         { "set", vm_set, SET_USAGE },

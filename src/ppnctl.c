@@ -18,22 +18,26 @@ struct ctl_command {
 
 /* Keep sorted by name; usage() is generated from this table. */
 static const struct ctl_command commands[] = {
-        { "adopt", ctl_adopt, "adopt VM --qmp PATH", "take over a QEMU started elsewhere (cgroup, ledger qmp)" },
+        { "adopt", ctl_adopt, "adopt VM --qmp PATH | --libvirt DOMAIN",
+          "take over a QEMU started elsewhere, or a libvirt domain" },
         { "balloon", ctl_balloon, "balloon VM SIZE [--for DURATION]", "hold a VM at SIZE: an override lease (refused below its minimum)" },
         { "events", ctl_events, "events [--follow] [--json]", "recent controller decisions with reasons" },
         { "export", ctl_export, "export VM DIR", "copy a stopped VM's images + manifest (sha256) to DIR" },
+        { "fleet", ctl_fleet, "fleet [list] [--json] | trust ID FINGERPRINT", "the fleet in etcd: nodes, their capacity and staleness, grants as this node judges them; pair with a node", ctl_fleet_commands },
+        { "grant", ctl_grant, "grant revoke ID", "revoke a grant this node made (signed; every node drops it)", ctl_grant_commands },
         { "history", ctl_history, "history VM [--since DURATION] [--json]", "a VM's recent samples (target, actual, guest available) and decisions" },
         { "import", ctl_import, "import DIR [--image-dir DIR]", "verify an archive, admit and register it here" },
         { "ledger", ctl_ledger, "ledger history [VM]|export|import FILE|check", "audit log; the ledger as JSON", ctl_ledger_commands },
-        { "move", ctl_move, "move VM --to DIR [--timeout S]", "stop + export + verify, then remove the entry" },
-        { "node", ctl_node, "node set KEY=VALUE... | show", "node settings: physical, reserve, min-floor", ctl_node_commands },
+        { "lend", ctl_lend, "lend BORROWER SIZE --for DURATION", "reserve SIZE of this node's pool for node BORROWER's VMs and publish a signed grant" },
+        { "move", ctl_move, "move VM --to DIR [--timeout S] | move VM --to NODE --live [--grant ID] [--max-bandwidth SIZE] [--json]", "cold: stop + export + verify, then remove the entry; --live: QEMU live migration to a node" },
+        { "node", ctl_node, "node set KEY=VALUE... | show | init | id", "node settings: physical, reserve, min-floor; the node's fleet identity", ctl_node_commands },
         { "plot", ctl_plot, "plot [VM...] [--since DURATION] --output FILE.svg [--input FILE.json]", "draw memory over time as an SVG: target, actual, guest use, minimum, decisions" },
         { "pool", ctl_pool, "pool [--json]", "capacity: physical, reserve, reserved min, available, committed, free" },
         { "release", ctl_release, "release VM", "end a VM's override lease: the controller resumes" },
         { "start", ctl_start, "start VM [--paused] [--dry-run] [--no-deflate-on-oom] [--no-free-page-reporting]", "boot QEMU from the ledger entry: balloon device, cgroup and weight before the vCPUs run" },
         { "status", ctl_status, "status [--json]", "every VM: state, min, target, actual, guest available, weight, reason" },
         { "stop", ctl_stop, "stop VM [--timeout S]", "ACPI powerdown, quit after the timeout" },
-        { "vm", ctl_vm, "vm add|set|remove|show|list ...", "VM entries: min, max, shares, cpu-weight, ...", ctl_vm_commands },
+        { "vm", ctl_vm, "vm add|set|remove|show|list|import-libvirt ...", "VM entries: min, max, shares, cpu-weight, ...", ctl_vm_commands },
         {},
 };
 

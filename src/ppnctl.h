@@ -38,6 +38,12 @@ struct ctl_globals {
         const char *qemu;               /* $PPN_QEMU, [qemu] binary */
         const char *cgroup_root;        /* $PPN_CGROUP_ROOT, [cgroup] root; NULL = auto */
         const char *cgroup_parent;      /* $PPN_CGROUP_PARENT, [cgroup] parent */
+        /* The fleet store (fleet, lend, grant). */
+        const char *etcd_endpoints;     /* $PPN_ETCD_ENDPOINTS, [fleet] endpoints */
+        const char *etcd_ca, *etcd_cert, *etcd_key;     /* [fleet] ca, cert, key */
+        const char *libvirt_uri;        /* $PPN_LIBVIRT_URI, [libvirt] uri ("" = none) */
+        const char *migration_peers;    /* [fleet] migration-peers: where move --live may send */
+        uint64_t migration_timeout_usec;        /* [fleet] migration-timeout */
 };
 
 /* Shared by the handlers and main (ppnctl-config.c). */
@@ -61,10 +67,22 @@ int ctl_adopt(const struct ctl_globals *g, int argc, char **argv);
 int ctl_balloon(const struct ctl_globals *g, int argc, char **argv);
 int ctl_events(const struct ctl_globals *g, int argc, char **argv);
 int ctl_export(const struct ctl_globals *g, int argc, char **argv);
+int ctl_fleet(const struct ctl_globals *g, int argc, char **argv);
+int ctl_grant(const struct ctl_globals *g, int argc, char **argv);
+int ctl_lend(const struct ctl_globals *g, int argc, char **argv);
+int ctl_node_id(const struct ctl_globals *g, int argc, char **argv);
+int ctl_node_init(const struct ctl_globals *g, int argc, char **argv);
 int ctl_history(const struct ctl_globals *g, int argc, char **argv);
 int ctl_import(const struct ctl_globals *g, int argc, char **argv);
 int ctl_ledger(const struct ctl_globals *g, int argc, char **argv);
 int ctl_move(const struct ctl_globals *g, int argc, char **argv);
+int ctl_move_live(const struct ctl_globals *g, int argc, char **argv);
+/* This node's fleet key (beside the ledger) and a client of the fleet store; 0 or CTL_FAILED
+ * with the reason printed (ppnctl-fleet.c). */
+struct fleet_identity;
+struct etcd;
+int ctl_load_identity(const struct ctl_globals *g, struct fleet_identity *ret);
+int ctl_open_etcd(const struct ctl_globals *g, struct etcd **ret);
 int ctl_node(const struct ctl_globals *g, int argc, char **argv);
 int ctl_plot(const struct ctl_globals *g, int argc, char **argv);
 int ctl_pool(const struct ctl_globals *g, int argc, char **argv);
@@ -85,7 +103,12 @@ struct ctl_subcommand {
         const char *usage;
 };
 /* The groups' tables, for dispatch, help and completion checks. */
+extern const struct ctl_subcommand ctl_ledger_commands[], ctl_node_commands[], ctl_vm_commands[],
+        ctl_fleet_commands[], ctl_grant_commands[];
 extern const struct ctl_subcommand ctl_ledger_commands[], ctl_node_commands[], ctl_vm_commands[];
+#define IMPORT_LIBVIRT_USAGE "vm import-libvirt [--uri URI] [--apply] [--json]"
+/* ppnctl-libvirt.c */
+int ctl_vm_import_libvirt(const struct ctl_globals *g, int argc, char **argv);
 /* Prints "usage:" and one "  ppnctl USAGE" line per subcommand. */
 void ctl_print_subcommands(FILE *f, const struct ctl_subcommand *table);
 /* Prints text wrapped to 80 columns, continuation lines indented by indent spaces. */
@@ -100,6 +123,9 @@ int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret
  * resolved is a failure too (its reason printed). Returns 0 and *ret, or CTL_FAILED (printed). */
 struct ledger_state;
 int ctl_load_state(const struct ctl_globals *g, bool need_node, struct ledger_state **ret);
+/* 1 if the VM's QEMU answers on its QMP or ppnctl monitor socket, 0 if not, -ENOMEM. */
+struct ledger_vm;
+int ctl_vm_running(const struct ctl_globals *g, const struct ledger_vm *vm);
 /* Prints "ppnctl: <message>" and returns CTL_FAILED. */
 int ctl_fail(const struct ppn_error *err, int r);
 /* Prints "ppnctl <cmd>: <message>; usage: ppnctl <usage>" and returns CTL_USAGE. */

@@ -1142,6 +1142,41 @@ int qmp_connect(sd_event *e, const char *path, uint64_t timeout_usec,
 /* ---- queries --------------------------------------------------------------------------- */
 
 const char *qmp_name(const struct qmp *q) { return q ? q->name : NULL; }
+
+int qmp_call_with(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
+                  qmp_reply_fn fn, const void *ctx, size_t size, struct qmp_error *err) {
+        void *heap = malloc(size);
+        int r;
+
+        if (!heap) {
+                json_object_put(args);
+                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
+        }
+        memcpy(heap, ctx, size);
+        r = qmp_call(q, command, args, timeout_usec, fn, heap, err);
+        if (r < 0)
+                free(heap);
+        return r;
+}
+
+json_object *qmp_qom_args(const char *device_id, const char *property, json_object *value) {
+        char path[sizeof("/machine/peripheral/") + QMP_DEVICE_ID_MAX];
+        json_object *a = json_object_new_object();
+
+        snprintf(path, sizeof(path), "/machine/peripheral/%s", device_id);
+        if (!a || json_object_object_add(a, "path", json_object_new_string(path)) < 0 ||
+            json_object_object_add(a, "property", json_object_new_string(property)) < 0 ||
+            (value && json_object_object_add(a, "value", value) < 0)) {
+                json_object_put(a);
+                return NULL;
+        }
+        return a;
+}
+
+void qmp_error_bad_reply(struct qmp *q, const char *command, struct qmp_error *e) {
+        e->class[0] = e->desc[0] = '\0';
+        ppn_error_prefix(&e->error, -EBADMSG, "%s on %s", command, qmp_name(q) ?: "QMP");
+}
 bool qmp_is_ready(const struct qmp *q) { return q && q->state == STATE_READY; }
 
 int qmp_qemu_version(const struct qmp *q, struct qmp_version *ret) {

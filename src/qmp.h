@@ -176,6 +176,21 @@ int qmp_call_fast(struct qmp *q, const char *command, const char *args_json, uin
 void qmp_cork(struct qmp *q);
 void qmp_uncork(struct qmp *q);
 
+/* qmp_call() with a heap copy of ctx (size bytes) as fn's userdata, for wrappers that translate
+ * replies (balloon, vmem): fn runs exactly once and must free(userdata). Same returns. */
+int qmp_call_with(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
+                  qmp_reply_fn fn, const void *ctx, size_t size, struct qmp_error *err);
+
+/* {"path": "/machine/peripheral/ID", "property": PROPERTY[, "value": VALUE]}: the arguments of
+ * qom-get/qom-set on a device. Consumes value (may be NULL). NULL on ENOMEM. The caller checks
+ * the id (QMP_DEVICE_ID_MAX). */
+#define QMP_DEVICE_ID_MAX 64
+json_object *qmp_qom_args(const char *device_id, const char *property, json_object *value);
+
+/* Makes e a decoding failure of `command` on q's socket: -EBADMSG, no QEMU class, the words
+ * already in e->error prefixed with the command and the socket. */
+void qmp_error_bad_reply(struct qmp *q, const char *command, struct qmp_error *e);
+
 /* Closes the socket (if still open) and frees. Pending commands' callbacks run once with
  * -ECANCELED so they can free their userdata; they must not use q. The disconnected callback
  * is not called. May be called from inside any callback of this client. Accepts NULL. */

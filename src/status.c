@@ -37,6 +37,9 @@ json_object *vm_status_to_json(const struct vm_status *s) {
         json_object_object_add(o, "max_bytes", json_object_new_uint64(s->max_bytes));
         json_object_object_add(o, "target_bytes", size_or_null(s->target_bytes));
         json_object_object_add(o, "actual_bytes", size_or_null(s->actual_bytes));
+        json_object_object_add(o, "base_bytes", size_or_null(s->base_bytes));
+        json_object_object_add(o, "plugged_bytes", size_or_null(s->plugged_bytes));
+        json_object_object_add(o, "balloon_bytes", size_or_null(s->balloon_bytes));
         json_object_object_add(o, "guest_available_bytes", size_or_null(s->guest_available_bytes));
         json_object_object_add(o, "stats_age_usec", size_or_null(s->stats_age_usec));
         json_object_object_add(o, "shares", json_object_new_uint64(s->shares));
@@ -55,6 +58,8 @@ int vm_status_from_json(json_object *o, struct vm_status *ret) {
             json_member_text(o, "state", s.state, sizeof(s.state)) < 0 ||
             get_size(o, "min_bytes", &s.min_bytes) < 0 || get_size(o, "max_bytes", &s.max_bytes) < 0 ||
             get_size(o, "target_bytes", &s.target_bytes) < 0 || get_size(o, "actual_bytes", &s.actual_bytes) < 0 ||
+            get_size(o, "base_bytes", &s.base_bytes) < 0 || get_size(o, "plugged_bytes", &s.plugged_bytes) < 0 ||
+            get_size(o, "balloon_bytes", &s.balloon_bytes) < 0 ||
             get_size(o, "guest_available_bytes", &s.guest_available_bytes) < 0 ||
             get_size(o, "stats_age_usec", &s.stats_age_usec) < 0 || get_size(o, "shares", &s.shares) < 0 ||
             get_size(o, "cpu_weight", &s.cpu_weight) < 0 || json_member_int64(o, "pid", &s.pid) < 0 ||

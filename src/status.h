@@ -19,7 +19,11 @@ struct vm_status {
         char state[16];                 /* "running", "connecting", "absent", "error" */
         uint64_t min_bytes, max_bytes;
         uint64_t target_bytes;          /* STATUS_UNKNOWN until the daemon has set or read one */
-        uint64_t actual_bytes;          /* balloon actual, STATUS_UNKNOWN while not connected */
+        uint64_t actual_bytes;          /* the guest's size (base + plugged − balloon), STATUS_UNKNOWN
+                                         * while not connected */
+        uint64_t base_bytes;            /* the split, STATUS_UNKNOWN where unknown: boot memory, */
+        uint64_t plugged_bytes;         /* virtio-mem plugged (unknown without virtio-mem), */
+        uint64_t balloon_bytes;         /* and what the balloon holds */
         uint64_t guest_available_bytes; /* from guest statistics; STATUS_UNKNOWN if none */
         uint64_t stats_age_usec;        /* age of the guest statistics; STATUS_UNKNOWN if none */
         uint64_t shares;

@@ -6,7 +6,7 @@
  * caller, size parsing/formatting, and one read loop. No other I/O except the fd/FILE
  * destructors.
  *
- * Conventions (see STYLE.md): functions return -errno; out-parameters are ret_*, last, and are
+ * Conventions (docs/design.md): functions return -errno; out-parameters are ret_*, last, and are
  * written only on success; destructors accept NULL.
  */
 

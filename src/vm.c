@@ -151,6 +151,10 @@ static int check_spec(const struct vm_spec *s, struct ppn_error *err) {
         if (s->mem_bytes < MIB || s->mem_bytes % MIB)
                 return ppn_error_set(err, -EINVAL, "%s: memory %" PRIu64 " bytes is not a whole number of MiB",
                                      s->name, s->mem_bytes);
+        if (s->vmem_bytes % (2 * MIB) || s->vmem_requested_bytes % (2 * MIB) || s->vmem_requested_bytes > s->vmem_bytes)
+                return ppn_error_set(err, -EINVAL, "%s: virtio-mem region %" PRIu64 " bytes (requested %" PRIu64
+                                     ") is not whole 2 MiB blocks, or less than requested", s->name, s->vmem_bytes,
+                                     s->vmem_requested_bytes);
         if (!s->qmp_path || s->qmp_path[0] != '/' || has_control(s->qmp_path) ||
             strlen(s->qmp_path) >= sizeof(((struct sockaddr_un *) NULL)->sun_path))
                 return ppn_error_set(err, -EINVAL, "%s: QMP socket path must be absolute and < 108 bytes", s->name);
@@ -185,7 +189,10 @@ static void add_base(struct args *a, const struct vm_spec *s) {
         add(a, "-accel");
         add(a, "%s", s->accel ? s->accel : VM_ACCEL_DEFAULT);
         add(a, "-m");
-        add(a, "%" PRIu64 "M", s->mem_bytes / MIB);
+        if (s->vmem_bytes)
+                add(a, "%" PRIu64 "M,maxmem=%" PRIu64 "M,slots=1", s->mem_bytes / MIB, (s->mem_bytes + s->vmem_bytes) / MIB);
+        else
+                add(a, "%" PRIu64 "M", s->mem_bytes / MIB);
         add(a, "-smp");
         add(a, "%u", s->vcpus ? s->vcpus : 1);
         add(a, "-nodefaults");
@@ -216,6 +223,13 @@ static void add_devices(struct args *a, const struct vm_spec *s) {
                 add(a, "virtio-balloon-pci,id=%s,deflate-on-oom=%s,free-page-reporting=%s", VM_BALLOON_ID,
                     s->no_deflate_on_oom ? "off" : "on", s->no_free_page_reporting ? "off" : "on");
         }
+        if (s->vmem_bytes) {
+                add(a, "-object");
+                add(a, "memory-backend-ram,id=%s,size=%" PRIu64 "M", VM_VMEM_MEMDEV_ID, s->vmem_bytes / MIB);
+                add(a, "-device");
+                add(a, "virtio-mem-pci,id=%s,memdev=%s,requested-size=%" PRIu64 "M", VM_VMEM_ID, VM_VMEM_MEMDEV_ID,
+                    s->vmem_requested_bytes / MIB);
+        }
         for (size_t i = 0; i < s->n_disks; i++) {
                 _cleanup_free_ char *path = vm_qemu_escape(s->disks[i].path);
                 if (!path) {
@@ -227,6 +241,10 @@ static void add_devices(struct args *a, const struct vm_spec *s) {
         }
         for (size_t i = 0; s->extra && s->extra[i]; i++)
                 add(a, "%s", s->extra[i]);
+        if (s->incoming) {
+                add(a, "-incoming");
+                add(a, "defer");
+        }
 }
 
 int vm_build_argv(const struct vm_spec *spec, char ***ret_argv, struct ppn_error *err) {

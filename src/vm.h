@@ -7,15 +7,21 @@
  *
  * The command line (in this order, every value comma-escaped for QEMU's option parser):
  *   QEMU -name guest=NAME -uuid UUID -accel ACCEL -m MAXMiB -smp VCPUS
+ *        (with a virtio-mem region: -m BASEMiB,maxmem=MAXMiB,slots=1)
  *        -nodefaults -no-user-config -display none [-S]
  *        -chardev socket,id=ppn-qmp,path=QMP,server=on,wait=off -mon chardev=ppn-qmp,mode=control
  *        [-chardev socket,id=ppn-ctl,path=CTL,server=on,wait=off -mon chardev=ppn-ctl,mode=control]
  *        -chardev file,id=ppn-console,path=LOG,append=on -serial chardev:ppn-console
  *        -device virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on
+ *        [-object memory-backend-ram,id=ppn-vmem0-mem,size=REGIONMiB
+ *         -device virtio-mem-pci,id=ppn-vmem0,memdev=ppn-vmem0-mem,requested-size=REQMiB]
  *        -drive file=DISK,format=FMT,if=virtio   (one per disk)
  *        EXTRA...                                 (the operator's options, checked)
+ *        [-incoming defer]                        (a live move's destination)
  * Memory is the VM's maximum: the balloon takes it down to what the pool grants, never below
- * the minimum. The balloon options default to on: with deflate-on-oom a guest ballooned to
+ * the minimum. With a virtio-mem region the guest boots with its base memory and the region
+ * starts with REQ plugged (what the minimum needs beyond base, in whole 2 MiB blocks): ppnd
+ * plugs more on demand. The balloon options default to on: with deflate-on-oom a guest ballooned to
  * 256 MiB survived a 600 MiB allocation (it deflated itself), without it the OOM killer fired;
  * free-page-reporting returned a guest's freed 800 MiB to the host within 5 s.
  *
@@ -35,6 +41,8 @@
 #define VM_ACCEL_DEFAULT "kvm"   /* production hosts; tests and the demo export PPN_ACCEL=tcg */
 #define VM_QEMU_DEFAULT "qemu-system-x86_64"
 #define VM_BALLOON_ID "balloon0"
+#define VM_VMEM_ID "ppn-vmem0"             /* QOM path /machine/peripheral/ppn-vmem0 */
+#define VM_VMEM_MEMDEV_ID "ppn-vmem0-mem"
 /* Under TCG on 2 shared cores QEMU binds its QMP socket ~0.1 s after exec; 30 s allows for a
  * loaded machine and slow storage without hanging an operator forever. */
 #define VM_LAUNCH_TIMEOUT_USEC (UINT64_C(30) * 1000000)
@@ -50,7 +58,9 @@ struct vm_spec {
         const char *name;
         const char *uuid;              /* NULL: no -uuid */
         const char *accel;             /* NULL = VM_ACCEL_DEFAULT */
-        uint64_t mem_bytes;            /* -m; whole MiB */
+        uint64_t mem_bytes;            /* -m; whole MiB: the boot memory */
+        uint64_t vmem_bytes;           /* virtio-mem region (maxmem = mem + this); 0 = none; whole 2 MiB */
+        uint64_t vmem_requested_bytes; /* plugged at start, ≤ vmem_bytes, whole 2 MiB */
         unsigned vcpus;                /* 0 = 1 */
         const char *qmp_path;          /* the ledger's socket: the daemon's */
         const char *ctl_path;          /* a second QMP monitor for ppnctl (QEMU serves one client
@@ -62,6 +72,8 @@ struct vm_spec {
         size_t n_disks;
         const char *const *extra;      /* NULL-terminated operator options, or NULL */
         bool paused;                   /* -S: vCPUs do not run until "cont" */
+        bool incoming;                 /* -incoming defer: the VM's state arrives by live
+                                        * migration (migrate-incoming names the address) */
 };
 
 /*

@@ -3,9 +3,12 @@
 
 #include <string.h>
 
+#include "actuator.h"
 #include "balloon.h"
+#include "jsonutil.h"
 #include "log.h"
 #include "qmp.h"
+#include "vmem.h"
 
 /* First reconnect after 100 ms: QEMU's socket accepts ~0.1 s after it starts. */
 #define RETRY_START_USEC 100000
@@ -30,6 +33,13 @@ struct vmlink {
         bool actual_news;               /* a BALLOON_CHANGE came since the last query-balloon */
         struct vmlink_sample last;
         char why[256];
+        /* virtio-mem (last.vmem): the device, the size wanted and the actuator between steps. */
+        struct vmem_device vdev;
+        uint64_t goal, goal_min;        /* vmlink_set_size(); 0 = none yet */
+        struct actuator_tunables tun;
+        struct actuator_state act;
+        struct actuator_plan plan;
+        bool planned;
 };
 
 static const char *const state_names[] = {
@@ -56,6 +66,10 @@ static void set_state(struct vmlink *l, enum vmlink_state s, const char *fmt, ..
 }
 
 static int try_connect(struct vmlink *l);
+static void probe_vmem(struct vmlink *l);
+static void step(struct vmlink *l);
+static void on_size_change(struct qmp *q, const struct qmp_event *ev, void *userdata);
+static void on_target(struct qmp *q, const struct qmp_error *err, void *userdata);
 
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         struct vmlink *l = userdata;
@@ -86,6 +100,10 @@ static void drop(struct vmlink *l, bool retry) {
         l->balloon_id[0] = '\0';
         l->last.actual_usec = 0;
         l->last.stats_usec = 0;
+        l->last.vmem = false;
+        l->goal = 0;
+        l->act = (struct actuator_state) { 0 };
+        l->planned = false;
         if (retry)
                 schedule_retry(l);
 }
@@ -129,6 +147,51 @@ static void enable_stats(struct vmlink *l) {
                 set_state(l, VMLINK_RUNNING, "adopted; guest statistics not enabled");
 }
 
+static void use_vmem(struct vmlink *l, const struct vmem_device *d) {
+        l->vdev = *d;
+        l->last.plugged = d->size;
+        l->last.requested = d->requested;
+        l->last.region = d->max_size;
+        l->last.block = d->block_size;
+}
+
+static void on_summary(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+        uint64_t base;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        count_error(l, err);
+        /* Without the boot memory the layout is unknown: drive the balloon alone. */
+        if (!err && json_member_uint64(ret, "base-memory", &base) == 0 && base > 0) {
+                l->last.base = base;
+                l->last.vmem = true;
+                log_debug("%s: virtio-mem '%s': %" PRIu64 " MiB of %" PRIu64 " MiB plugged, block %" PRIu64 " KiB, "
+                          "base %" PRIu64 " MiB", l->name, l->vdev.id, l->vdev.size / MIB, l->vdev.max_size / MIB,
+                          l->vdev.block_size / 1024, base / MIB);
+        }
+        enable_stats(l);
+}
+
+/* Adoption: the first virtio-mem device, then the boot memory it adds to. */
+static void on_vmem_probe(struct qmp *q, const struct vmem_device *dev, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        count_error(l, err);
+        if (err || !dev || qmp_call(q, "query-memory-size-summary", NULL, l->opts.timeout_usec, on_summary, l, NULL) < 0) {
+                enable_stats(l);
+                return;
+        }
+        use_vmem(l, dev);
+}
+
+static void probe_vmem(struct vmlink *l) {
+        if (vmem_query(l->qmp, l->opts.timeout_usec, on_vmem_probe, l, NULL) < 0)
+                enable_stats(l);
+}
+
 /* qom-list /machine/peripheral: the first child whose type names a virtio balloon. */
 static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
         struct vmlink *l = userdata;
@@ -146,7 +209,12 @@ static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_err
                 }
         }
         l->last.balloon = l->balloon_id[0] != '\0';
-        enable_stats(l);
+        probe_vmem(l);
+}
+
+/* The VM's size: the balloon's actual plus what virtio-mem has plugged. */
+static void update_actual(struct vmlink *l) {
+        l->last.actual = l->last.balloon_actual + (l->last.vmem ? l->last.plugged : 0);
 }
 
 /* QEMU tells every change of the balloon's actual (the guest's progress, a deflate-on-oom, a
@@ -161,9 +229,10 @@ static void on_balloon_change(struct qmp *q, const struct qmp_event *ev, void *u
                 l->actual_news = true;
                 return;
         }
-        l->last.actual = actual;
+        l->last.balloon_actual = actual;
         l->last.actual_usec = now_usec();
         l->actual_news = true;
+        update_actual(l);
 }
 
 static void on_ready(struct qmp *q, void *userdata) {
@@ -172,6 +241,7 @@ static void on_ready(struct qmp *q, void *userdata) {
 
         l->backoff_usec = 0;
         (void) qmp_set_event_handler(q, QMP_EVENT_BALLOON_CHANGE, on_balloon_change, l);
+        qmp_set_event_handler(q, QMP_EVENT_MEMORY_DEVICE_SIZE_CHANGE, on_size_change, l);
         json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
         if (qmp_call(q, "qom-list", args, l->opts.timeout_usec, on_peripherals, l, NULL) < 0)
                 enable_stats(l);
@@ -206,6 +276,7 @@ int vmlink_new(sd_event *e, const char *name, const char *qmp_path, const struct
                 return -ENOMEM;
         }
         l->event = sd_event_ref(e);
+        actuator_tunables_default(&l->tun);
         l->opts = *o;
         if (cb)
                 l->cb = *cb;
@@ -258,9 +329,21 @@ pid_t vmlink_pid(const struct vmlink *l) { return l->state == VMLINK_ABSENT ? 0 
 const struct vmlink_sample *vmlink_last(const struct vmlink *l) { return &l->last; }
 const char *vmlink_why(const struct vmlink *l) { return l->why; }
 
+/* The guest's size: what the balloon leaves of base, plus what is plugged. */
 static void round_done(struct vmlink *l) {
-        if (l->round_pending > 0 && --l->round_pending == 0 && l->cb.sampled)
-                l->cb.sampled(l, l->userdata);
+        if (l->round_pending > 0 && --l->round_pending == 0) {
+                update_actual(l);
+                /* Adopted mid-resize (ppnd restarted): hold the size the guest has now, with the real
+                 * plugged size, until the policy decides; a resize left running would look like a
+                 * change made outside ppnd. */
+                if (l->last.vmem && !l->goal && l->last.actual_usec && l->last.actual) {
+                        l->goal = l->last.actual;
+                        l->goal_min = 0;
+                }
+                step(l);
+                if (l->cb.sampled)
+                        l->cb.sampled(l, l->userdata);
+        }
 }
 
 static void on_actual(struct qmp *q, uint64_t actual, const struct qmp_error *err, void *userdata) {
@@ -273,9 +356,10 @@ static void on_actual(struct qmp *q, uint64_t actual, const struct qmp_error *er
                 l->last.balloon = false;        /* DeviceNotActive */
         else if (!err) {
                 l->last.balloon = true;
-                l->last.actual = actual;
+                l->last.balloon_actual = actual;
                 l->last.actual_usec = now_usec();
                 l->actual_news = false;
+                update_actual(l);
         } else
                 log_debug("%s: query-balloon failed: %s", l->name, err->error.msg);
         round_done(l);
@@ -319,7 +403,8 @@ static bool actual_needed(const struct vmlink *l) {
 
         if (!x->balloon || !x->actual_usec || l->actual_news)
                 return true;
-        off = x->actual > l->target_sent ? x->actual - l->target_sent : l->target_sent - x->actual;
+        off = x->balloon_actual > l->target_sent ? x->balloon_actual - l->target_sent
+                                                 : l->target_sent - x->balloon_actual;
         return l->target_sent && off >= BALLOON_PAGE;
 }
 
@@ -339,6 +424,20 @@ static bool stats_needed(const struct vmlink *l) {
         return now_realtime_usec() >= (x->stats_update_sec + l->opts.stats_interval_sec) * 1000000;
 }
 
+static void on_vmem_sample(struct qmp *q, const struct vmem_device *dev, const struct qmp_error *err,
+                           void *userdata) {
+        struct vmlink *l = userdata;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        count_error(l, err);
+        if (dev)
+                use_vmem(l, dev);
+        else if (err)
+                log_debug("%s: query-memory-devices failed: %s", l->name, err->error.msg);
+        round_done(l);
+}
+
 int vmlink_sample(struct vmlink *l) {
         if (l->state != VMLINK_RUNNING || !l->qmp)
                 return -ENOTCONN;
@@ -349,6 +448,8 @@ int vmlink_sample(struct vmlink *l) {
                 l->round_pending++;
         if (l->balloon_id[0] && stats_needed(l) &&
             balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
+                l->round_pending++;
+        if (l->last.vmem && vmem_query(l->qmp, l->opts.timeout_usec, on_vmem_sample, l, NULL) == 0)
                 l->round_pending++;
         qmp_uncork(l->qmp);
         return l->round_pending ? 0 : 1;
@@ -375,4 +476,76 @@ int vmlink_set_target(struct vmlink *l, uint64_t bytes, uint64_t floor_bytes) {
         if (r < 0)
                 log_warning("%s: balloon target %" PRIu64 " not sent: %s", l->name, bytes, err.error.msg);
         return r;
+}
+
+/* ---- virtio-mem: the actuator's steps ---- */
+
+static void on_vmem_request(struct qmp *q, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+
+        count_error(l, err);
+        if (err && err->error.code != -ECANCELED)
+                log_warning("%s: virtio-mem requested-size not set: %s", l->name, err->error.msg);
+}
+
+/* QEMU's events are rate-limited (1/s) and may show an intermediate size: a hint between
+ * rounds, acted on at once; the next round's poll has the truth. */
+static void on_size_change(struct qmp *q, const struct qmp_event *ev, void *userdata) {
+        struct vmlink *l = userdata;
+        char id[VMEM_ID_MAX];
+        uint64_t size;
+
+        if (!l->last.vmem || vmem_event_size(ev, id, sizeof(id), &size) < 0 || strcmp(id, l->vdev.id) != 0 ||
+            size > l->vdev.max_size)
+                return;
+        l->last.plugged = l->vdev.size = size;
+        update_actual(l);
+        step(l);
+}
+
+/* Plans one step toward the goal from the latest readings and sends what it says. */
+static void step(struct vmlink *l) {
+        struct actuator_plan p;
+        struct qmp_error err = { 0 };
+        struct actuator_vm vm = {
+                .base = l->last.base, .region = l->vdev.max_size, .block = l->vdev.block_size,
+                .min = l->goal_min, .plugged = l->last.plugged, .requested = l->vdev.requested,
+                .balloon_actual = l->last.balloon ? l->last.balloon_actual : l->last.base, .balloon = l->last.balloon,
+        };
+
+        if (!l->last.vmem || !l->goal || !l->qmp || l->state != VMLINK_RUNNING ||
+            (l->last.balloon && !l->last.actual_usec))
+                return;
+        if (actuator_plan(&l->tun, &vm, l->goal, now_usec(), &l->act, &p) < 0)
+                return;
+        l->act = p.state;
+        if (p.set_requested && vmem_set_requested(l->qmp, &l->vdev, p.requested, l->opts.timeout_usec,
+                                                  on_vmem_request, l, &err) == 0)
+                l->vdev.requested = l->last.requested = p.requested;
+        else if (p.set_requested)
+                log_warning("%s: virtio-mem request %" PRIu64 " not sent: %s", l->name, p.requested, err.error.msg);
+        if (p.set_value && balloon_set_target(l->qmp, p.value, p.floor < p.value ? p.floor : p.value,
+                                              l->opts.timeout_usec, on_target, l, &err) < 0)
+                log_warning("%s: balloon value %" PRIu64 " not sent: %s", l->name, p.value, err.error.msg);
+        else if (p.set_value)
+                l->target_sent = p.value;       /* actual_needed() polls until it is reached */
+        l->plan = p;
+        l->planned = true;
+        if (l->cb.actuated)
+                l->cb.actuated(l, &p, l->userdata);
+}
+
+int vmlink_set_size(struct vmlink *l, uint64_t bytes, uint64_t min_bytes) {
+        if (!l->last.vmem)
+                return vmlink_set_target(l, bytes, min_bytes);
+        if (l->state != VMLINK_RUNNING || !l->qmp)
+                return -ENOTCONN;
+        l->goal = bytes;
+        l->goal_min = min_bytes;
+        step(l);
+        return 0;
+}
+
+const struct actuator_plan *vmlink_actuator_plan(const struct vmlink *l) {
+        return l->last.vmem && l->planned ? &l->plan : NULL;
 }

@@ -11,6 +11,13 @@
  * and doubles up to retry_max, so a VM that starts is adopted within that ceiling. QEMU's exit
  * closes the socket: the link notices at once (EOF/HUP), goes ABSENT and starts retrying.
  *
+ * A QEMU with a virtio-mem device (the first one query-memory-devices lists, whatever its id: a
+ * QEMU started elsewhere is adopted too) is probed at adoption (its block size and region, and
+ * the boot memory from query-memory-size-summary) and polled in every sampling round; its
+ * MEMORY_DEVICE_SIZE_CHANGE events update the plugged size between rounds. For such a VM,
+ * vmlink_set_size() hands targets to the actuator (actuator.h), which is stepped after every
+ * round and event: plug/unplug requests and balloon moves, with reasons.
+ *
  * The QEMU pid comes from the socket's peer credentials (SO_PEERCRED, qmp_peer_pid()): the
  * kernel records the pid of the process that created the listening socket's connection end,
  * i.e. QEMU itself. It is never read from a pidfile or the ledger, so it cannot be stale or forged
@@ -37,7 +44,13 @@ const char *vmlink_state_to_string(enum vmlink_state s);
 /* The latest readings. Sizes in bytes; VMLINK_STAT_UNKNOWN where QEMU/the guest gave none. */
 struct vmlink_sample {
         bool balloon;                   /* a balloon device answers (false: DeviceNotActive/none) */
-        uint64_t actual;                /* query-balloon actual; valid if actual_usec != 0 */
+        uint64_t actual;                /* the guest's size: balloon actual + plugged; valid if
+                                         * actual_usec != 0 */
+        uint64_t balloon_actual;        /* query-balloon actual: base − what the balloon holds */
+        bool vmem;                      /* a virtio-mem device answers */
+        uint64_t base;                  /* boot memory (query-memory-size-summary), 0 if unknown */
+        uint64_t plugged, requested;    /* virtio-mem size and requested-size */
+        uint64_t region, block;         /* its max-size and block-size */
         uint64_t actual_usec;           /* monotonic time of that reply */
         uint64_t available, free, total;
         uint64_t swap_in, swap_out, major_faults;
@@ -46,6 +59,7 @@ struct vmlink_sample {
 };
 
 struct vmlink;
+struct actuator_plan;
 
 struct vmlink_callbacks {
         /* The state changed; why is one line for the operator. */
@@ -55,6 +69,8 @@ struct vmlink_callbacks {
         /* A QMP command failed (optional; for metrics): QEMU's error class ("DeviceNotActive",
          * "GenericError", ...), or "timeout", or "transport" (connection lost, bad reply). */
         void (*qmp_error)(struct vmlink *l, const char *class, void *userdata);
+        /* The actuator took a step for a virtio-mem VM (optional; plan->reason says which). */
+        void (*actuated)(struct vmlink *l, const struct actuator_plan *plan, void *userdata);
 };
 
 struct vmlink_options {
@@ -95,3 +111,10 @@ int vmlink_sample(struct vmlink *l);
 /* Sends a balloon target (bytes; QEMU's "balloon" value = the guest size wanted). A target
  * below floor_bytes (the VM's minimum) is refused (-ERANGE) and never sent. */
 int vmlink_set_target(struct vmlink *l, uint64_t bytes, uint64_t floor_bytes);
+
+/* The guest size wanted, for any VM: with a virtio-mem device the actuator plans plug/unplug and
+ * balloon moves toward it (never below min_bytes at any step); without one it is
+ * vmlink_set_target(bytes, min_bytes). 0 or -errno. */
+int vmlink_set_size(struct vmlink *l, uint64_t bytes, uint64_t min_bytes);
+/* The actuator's latest plan for a virtio-mem VM, or NULL (none yet, or no virtio-mem). */
+const struct actuator_plan *vmlink_actuator_plan(const struct vmlink *l);

@@ -18,6 +18,10 @@ Behaviours (--mode):
   flood     like good, and writes BALLOON_CHANGE and unknown events as fast as the socket takes.
   hostile   like good, but its guest statistics lie: huge, zero, flapping every second,
             claiming pressure forever (cycling through those every --hostile-period s).
+
+--outside-balloon S:BYTES: S seconds after start the balloon moves to BYTES as if another
+monitor client had set it (real QEMU serves a second -qmp monitor, as ppnctl start gives it;
+this fake serves one), announced with QEMU's BALLOON_CHANGE event.
 """
 import argparse
 import json
@@ -38,6 +42,21 @@ class Guest:
         self.actual = a.max
         self.t0 = time.monotonic()
         self.events = 0    # events written (flood)
+        self.outside = None
+        if a.outside_balloon:
+            at, size = a.outside_balloon.split(':')
+            self.outside = (self.t0 + float(at), int(size))
+
+    def outside_change(self):
+        """The balloon set by someone else, once: the event to send, or b''."""
+        if not self.outside or time.monotonic() < self.outside[0]:
+            return b''
+        self.actual = self.outside[1]
+        self.outside = None
+        log(self.a, 'outside %d' % self.actual)
+        ts = time.time()
+        return (json.dumps({'timestamp': {'seconds': int(ts), 'microseconds': 0},
+                            'event': 'BALLOON_CHANGE', 'data': {'actual': self.actual}}) + '\r\n').encode()
 
     def stats(self):
         a, now = self.a, time.monotonic() - self.t0
@@ -111,7 +130,9 @@ def serve(a, conn, guest):
             sel.register(conn, want)
         except KeyError:
             sel.modify(conn, want)
-        for _, ev in sel.select(timeout=1.0):
+        if a.mode != 'silent' and a.mode != 'half':
+            out += guest.outside_change()
+        for _, ev in sel.select(timeout=0.1 if guest.outside else 1.0):
             if ev & selectors.EVENT_READ:
                 data = conn.recv(65536)
                 if not data:
@@ -158,6 +179,7 @@ def main():
     p.add_argument('--answer', type=int, default=3)
     p.add_argument('--hostile-period', type=float, default=2.0)
     p.add_argument('--log')
+    p.add_argument('--outside-balloon', metavar='S:BYTES')
     a = p.parse_args()
     try:
         os.unlink(a.socket)

@@ -11,7 +11,8 @@ the outsider can neither read (status, events, pool, vm list, ledger export, his
 change anything (vm set, vm remove, balloon, node set, ledger import), each refused with exit 1
 and a reason, and the ledger is byte-for-byte the same export with no audit row of the
 outsider; with the socket file opened to everyone (0666), ppnd itself still refuses the
-outsider by its peer credentials (SO_PEERCRED) and logs it; the member can use status.
+outsider by its peer credentials (SO_PEERCRED) and logs it; the member can use status but not
+the release request (root only).
 Requests that are oversized or malformed get an {"error": ...} reply and are logged; a peer
 refused 40 times in a row does not flood the log (at most 10 notices per 10 s).
 """
@@ -116,6 +117,10 @@ def main():
         os.chmod(node.sock, 0o660)
         r = node.ctl('status', check=False, user=member)
         t.ok(r.returncode == 0, 'member: ppnctl status exit 0', r.stderr.strip()[:200])
+        # The one request that changes something is root's, as the ledger is.
+        reply = raw_as(member, node, '{"request": "release", "vm": "web"}\n')
+        t.ok('only root may end an override' in reply and '"released"' not in reply,
+             'member: the release request is refused', reply[:200])
 
         big, _ = node.request('status', raw=b'{"request": "status", "pad": "' + b'x' * 8192 + b'"}\n')
         t.ok('error' in big and 'too large' in big['error'], 'an oversized request: error reply',

@@ -336,6 +336,30 @@ static void test_install(void **state) {
         free(parent);
 }
 
+/* An archive's image replaced by a symbolic link (to a file with the very same content, so a
+ * checksum cannot tell) after it was verified: install opens each image once, without
+ * following links, and refuses; it once copied whatever the link pointed to. Verify refuses
+ * it too. */
+static void test_install_refuses_symlink(void **state) {
+        struct fixture *f = *state;
+        struct archive_manifest m;
+        struct ppn_error err = {};
+        char **paths = NULL, *dest = join(f->dir, "images-web"), *img = join(f->archive, "disk-1.img");
+
+        assert_int_equal(archive_manifest_read(f->archive, &m, NULL), 0);
+        assert_int_equal(archive_verify(f->archive, &m, NULL, NULL, NULL), 0);
+        assert_int_equal(unlink(img), 0);
+        assert_int_equal(symlink(f->src2, img), 0);     /* the exported source: identical bytes */
+        assert_int_equal(archive_install(f->archive, &m, dest, NULL, NULL, &paths, &err), -EBADMSG);
+        assert_non_null(strstr(err.msg, "disk-1.img: a symbolic link, not a regular file"));
+        assert_null(paths);
+        assert_int_equal(access(dest, F_OK), -1);
+        expect_verify_error(f->archive, -EBADMSG, "disk-1.img: a symbolic link");
+        archive_manifest_done(&m);
+        free(dest);
+        free(img);
+}
+
 static void test_manifest_bad(void **state) {
         static const struct { const char *json, *words; } cases[] = {
                 { "[]", "not a JSON object" },
@@ -397,6 +421,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_verify_missing, setup_export, teardown_export),
                 cmocka_unit_test_setup_teardown(test_export_refuses_nonempty, setup_export, teardown_export),
                 cmocka_unit_test_setup_teardown(test_install, setup_export, teardown_export),
+                cmocka_unit_test_setup_teardown(test_install_refuses_symlink, setup_export, teardown_export),
                 cmocka_unit_test(test_manifest_bad),
                 cmocka_unit_test(test_manifest_read_errors),
         };

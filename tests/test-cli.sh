@@ -48,7 +48,7 @@ for c in $commands; do
   else
     not_ok "ppnctl $c --help" "exit $rc, $w columns" "$(head -3 "$T/out" "$T/err")"
   fi
-  for sub in $(sed -n "s/^  ppnctl $c \([a-z]*\).*/\1/p" "$T/out"); do
+  for sub in $(sed -n "s/^  ppnctl $c \([a-z-]*\).*/\1/p" "$T/out"); do
     "$PPNCTL" "$c" "$sub" --help >"$T/sout" 2>"$T/serr"; rc=$?
     w=$(width <"$T/sout")
     if [ $rc = 0 ] && [ ! -s "$T/serr" ] && grep -q "^usage: ppnctl $c $sub" "$T/sout" && [ "$w" -le 80 ]; then

@@ -46,6 +46,7 @@ static void assert_tunables_equal(const struct policy_tunables *a, const struct 
         assert_int_equal(a->override_usec, b->override_usec);
         assert_int_equal(a->shrink_hold_usec, b->shrink_hold_usec);
         assert_int_equal(a->idle_tax_pct, b->idle_tax_pct);
+        assert_int_equal(a->free_page_reporting, b->free_page_reporting);
 }
 
 static void assert_defaults(const struct ppn_config *c) {
@@ -69,6 +70,7 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_string_equal(c->image_dir, "/var/lib/ppn/images");
         assert_false(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "127.0.0.1");
+        assert_string_equal(c->libvirt_uri, "");
         assert_int_equal(c->metrics_port, 9464);
         {
                 struct policy_tunables t;
@@ -118,6 +120,7 @@ static void test_good_full(void **state) {
         assert_string_equal(c->qemu_binary, "/opt/qemu/bin/qemu-system-x86_64");
         assert_string_equal(c->log_dir, "/tmp/ppn-log");
         assert_string_equal(c->image_dir, "/srv/images");
+        assert_string_equal(c->libvirt_uri, "qemu+unix:///system?socket=/run/libvirt/libvirt-sock");
         assert_true(c->metrics_enabled);
         assert_string_equal(c->metrics_address, "::1");
         assert_int_equal(c->metrics_port, 9100);
@@ -140,6 +143,7 @@ static void test_good_full(void **state) {
         assert_int_equal(c->policy.stuck_retry_usec, 120000000);
         assert_int_equal(c->policy.shrink_hold_usec, 15000000);
         assert_int_equal(c->policy.idle_tax_pct, 50);
+        assert_true(c->policy.free_page_reporting);
         /* The lease length the policy uses for changes made behind its back is [controller]'s. */
         assert_int_equal(c->policy.override_usec, 90000000);
         config_free(c);
@@ -241,6 +245,13 @@ static void test_restart_needed(void **state) {
                                                  "[ledger]\npath = /tmp/l.db\n", &b, NULL), 0);
         assert_int_equal(config_restart_needed(a, b, buf, sizeof(buf)), 2);
         assert_string_equal(buf, "ledger.path, control.socket");
+        config_free(b);
+        /* These were once taken silently on SIGHUP ("reloaded") and kept their old values. */
+        assert_int_equal(config_load_string("b", "[metrics]\nenabled = yes\nport = 9999\n[control]\nmax-request = 8K\n"
+                                                 "idle-timeout = 9s\n[cgroup]\ndelegated = yes\n", &b, NULL), 0);
+        assert_int_equal(config_restart_needed(a, b, buf, sizeof(buf)), 5);
+        assert_string_equal(buf, "control.max-request, control.idle-timeout, cgroup.delegated, metrics.enabled, "
+                                 "metrics.port");
         assert_int_equal(config_restart_needed(a, a, buf, sizeof(buf)), 0);
         assert_string_equal(buf, "");
         config_free(a);

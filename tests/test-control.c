@@ -41,7 +41,23 @@ static int h_follow(struct control_conn *conn, json_object *req, void *userdata,
         return 0;
 }
 
+/* A reply larger than the 1 MiB reply queue (a busy VM's history once was). */
+static int h_big(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                 struct ppn_error *err) {
+        size_t n = 2u << 20;
+        char *text = malloc(n + 1);
+
+        assert_non_null(text);
+        memset(text, 'x', n);
+        text[n] = '\0';
+        *ret = json_object_new_object();
+        json_object_object_add(*ret, "text", json_object_new_string(text));
+        free(text);
+        return 0;
+}
+
 static const struct control_request table[] = {
+        { "big", h_big },
         { "echo", h_echo },
         { "fail", h_fail },
         { "follow", h_follow },
@@ -283,6 +299,22 @@ static void test_peer_credentials(void **state) {
         assert_int_equal(nobody_ping(f), 0);
 }
 
+/* A reply too large for the queue is answered with an error that says so, and the connection
+ * stays usable; it was closed without a word (the client saw a reply cut off). */
+static void test_reply_too_large(void **state) {
+        struct fixture *f = *state;
+        int fd = client(f);
+        const char *line;
+
+        say(fd, "{\"request\":\"big\"}\n");
+        line = read_line(f, fd);
+        assert_non_null(line);
+        assert_non_null(strstr(line, "reply too large (2097163 bytes; the limit is 1048576): ask for less"));
+        say(fd, "{\"request\":\"echo\"}\n");
+        assert_string_equal(read_line(f, fd), "{\"request\":\"echo\"}");
+        close(fd);
+}
+
 /* Runs the loop for about ms milliseconds. */
 static void run_for(struct fixture *f, unsigned ms) {
         uint64_t end = now_usec() + (uint64_t) ms * 1000;
@@ -421,6 +453,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_unsorted_table, setup, teardown),
                 cmocka_unit_test(test_peer_rule),
                 cmocka_unit_test_setup_teardown(test_peer_credentials, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reply_too_large, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_idle_timeout_rearmed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_root_reserved, setup, teardown),

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "eventlog.h"
+#include "policy.h"
 #include "status.h"
 
 static void test_ring_wraps(void **state) {
@@ -54,9 +55,68 @@ static void test_event_json(void **state) {
         json_object_put(bad);
 }
 
+/* Every policy reason is an event kind, stored and sent whole (the ring once cut
+ * "shrink-overcommit" to "shrink-overcomm" while status said the whole word). */
+static void test_kinds_whole(void **state) {
+        struct eventlog l;
+
+        assert_int_equal(eventlog_init(&l, 4), 0);
+        for (int r = 0; r < _POLICY_REASON_MAX; r++) {
+                const char *kind = policy_reason_to_string((enum policy_reason) r);
+                const struct ppn_event *ev = eventlog_addf(&l, 1, "vm", kind, 0, 0, "why");
+                struct ppn_event back;
+                json_object *o = event_to_json(ev);
+                assert_string_equal(ev->kind, kind);
+                assert_int_equal(event_from_json(o, &back), 0);
+                assert_string_equal(back.kind, kind);
+                json_object_put(o);
+        }
+        eventlog_done(&l);
+}
+
+/* A busy VM's events for a history reply: the newest that fit the budget, oldest first, the
+ * rest counted; other VMs' events and those before `since` never included. Full, the ring of
+ * 2,048 events with long reasons is ~850 KB of JSON, which with the samples overflowed the
+ * control socket's 1 MiB reply queue. */
+static void test_vm_json_bounded(void **state) {
+        struct eventlog l;
+        json_object *arr;
+        size_t omitted = 99, n;
+        char reason[EVENT_REASON_MAX];
+
+        memset(reason, 'r', sizeof(reason) - 1);
+        reason[sizeof(reason) - 1] = '\0';
+        assert_int_equal(eventlog_init(&l, 2048), 0);
+        for (int i = 1; i <= 2048; i++)
+                eventlog_addf(&l, (uint64_t) i, i % 512 == 0 ? "other" : "web", "shrink-overcommit", GIB, GIB, "%d %s",
+                              i, reason);
+        arr = eventlog_vm_json(&l, "web", 0, 512 * 1024, &omitted);
+        n = json_object_array_length(arr);
+        assert_true(strlen(json_object_to_json_string_ext(arr, JSON_C_TO_STRING_PLAIN)) <= 512 * 1024);
+        assert_true(n > 1000 && n < 2044);
+        assert_int_equal(n + omitted, 2044);
+        assert_int_equal(json_object_get_uint64(json_object_object_get(json_object_array_get_idx(arr, n - 1), "seq")),
+                         2047);
+        for (size_t i = 1; i < n; i++)
+                assert_true(json_object_get_uint64(json_object_object_get(json_object_array_get_idx(arr, i), "seq")) >
+                            json_object_get_uint64(json_object_object_get(json_object_array_get_idx(arr, i - 1), "seq")));
+        json_object_put(arr);
+        /* Everything fits: nothing omitted; since drops the older ones. */
+        arr = eventlog_vm_json(&l, "other", 1000, 512 * 1024, &omitted);
+        assert_int_equal(json_object_array_length(arr), 3);
+        assert_int_equal(omitted, 0);
+        json_object_put(arr);
+        arr = eventlog_vm_json(&l, "web", 0, 10, &omitted);
+        assert_int_equal(json_object_array_length(arr), 0);
+        assert_int_equal(omitted, 2044);
+        json_object_put(arr);
+        eventlog_done(&l);
+}
+
 static void test_vm_status_json(void **state) {
         struct vm_status s = {
                 .min_bytes = 256 * MIB, .max_bytes = GIB, .target_bytes = 512 * MIB, .actual_bytes = STATUS_UNKNOWN,
+                .base_bytes = 512 * MIB, .plugged_bytes = STATUS_UNKNOWN, .balloon_bytes = 0,
                 .guest_available_bytes = STATUS_UNKNOWN, .stats_age_usec = 1500000, .shares = 1000,
                 .cpu_weight = 300, .pid = 4242, .override_left_usec = 0,
         }, back;
@@ -95,6 +155,8 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ring_wraps),
                 cmocka_unit_test(test_event_json),
+                cmocka_unit_test(test_kinds_whole),
+                cmocka_unit_test(test_vm_json_bounded),
                 cmocka_unit_test(test_vm_status_json),
                 cmocka_unit_test(test_pool_status_json),
         };

@@ -111,6 +111,58 @@ static void test_one_workload_per_name(void **state) {
         assert_int_equal(gw(out, sizeof(out), "stop d"), 0);
 }
 
+/* Polls "status NAME" until the workload has exited; returns its last line. */
+static void wait_exited(const char *name, char *out, size_t len) {
+        for (int i = 0; i < 500; i++) {
+                assert_int_equal(gw(out, len, "status %s", name), 0);
+                if (strstr(out, "(exited)"))
+                        return;
+                usleep(20000);
+        }
+        fail_msg("%s did not finish in 10 s: %s", name, out);
+}
+
+static void test_reader_reads_every_pass(void **state) {
+        char out[1024], file[512], cmd[600];
+        snprintf(file, sizeof(file), "%s/data", work_dir);
+        snprintf(cmd, sizeof(cmd), "head -c 3145728 /dev/urandom >%s", file);
+        assert_int_equal(system(cmd), 0);
+        assert_int_equal(gw(out, sizeof(out), "read r 3 50 %s", file), 0);
+        assert_non_null(strstr(out, "read r: 3 passes over "));
+        wait_exited("r", out, sizeof(out));
+        assert_non_null(strstr(out, "r: done: busy "));
+        /* Three passes of 3 MiB each, 50 ms apart: total ≥ 100 ms of pauses, busy < total. */
+        long busy = atol(strstr(out, "busy ") + 5), total = atol(strstr(out, "total ") + 6);
+        assert_true(total >= 100 && busy <= total);
+        char log[512];
+        snprintf(log, sizeof(log), "grep -c '^pass [123]: 3 MiB in ' %s/r.log | grep -qx 3", work_dir);
+        assert_int_equal(system(log), 0);
+        assert_int_equal(gw(out, sizeof(out), "read n 1 0 %s/none", work_dir), 1);
+        assert_non_null(strstr(out, "cannot read"));
+}
+
+static void test_burst_allocates_each_time(void **state) {
+        char out[1024], log[512];
+        assert_int_equal(gw(out, sizeof(out), "burst b 2 20 1000 50"), 0);
+        assert_non_null(strstr(out, "burst b: 2 x 20 MiB (pid "));
+        long pid = atol(strstr(out, "pid ") + 4);
+        /* Once the first burst is logged, its 20 MiB are touched and held for 1 s. */
+        snprintf(log, sizeof(log), "grep -q '^burst 1: ' %s/b.log", work_dir);
+        for (int i = 0; i < 500 && system(log) != 0; i++)
+                usleep(10000);
+        assert_true(rss_kib(pid) >= 20 * 1024);
+        wait_exited("b", out, sizeof(out));
+        assert_non_null(strstr(out, "b: done: busy "));
+        long total = atol(strstr(out, "total ") + 6);
+        assert_true(total >= 2050);  /* two holds of 1 s and a gap of 50 ms */
+        snprintf(log, sizeof(log), "grep -c '^burst [12]: 20 MiB in ' %s/b.log | grep -qx 2", work_dir);
+        assert_int_equal(system(log), 0);
+        for (const char *bad = "burst x 0 1 1 1\0burst x 1 1 1\0read x 1 -1 f\0"; *bad; bad += strlen(bad) + 1) {
+                assert_int_equal(gw(out, sizeof(out), "%s", bad), 1);
+                assert_non_null(strstr(out, "usage: "));
+        }
+}
+
 static int teardown(void **state) {
         char cmd[128];
         snprintf(cmd, sizeof(cmd), "rm -rf %s", work_dir);
@@ -123,6 +175,8 @@ int main(int argc, char **argv) {
                 cmocka_unit_test(test_spinner_reports_cpu),
                 cmocka_unit_test(test_misuse),
                 cmocka_unit_test(test_one_workload_per_name),
+                cmocka_unit_test(test_reader_reads_every_pass),
+                cmocka_unit_test(test_burst_allocates_each_time),
         };
         if (argc != 2 || !mkdtemp(work_dir)) {
                 fprintf(stderr, "usage: %s PATH-TO-guest-work\n", argv[0]);

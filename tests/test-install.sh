@@ -175,7 +175,7 @@ else
 fi
 # Subcommands: the usage lines of `ppnctl GROUP --help`.
 for group in "${!_ppnctl_subcommands[@]}"; do
-  subs=$("$PPNCTL" "$group" --help | sed -n "s/^  ppnctl $group \([a-z]*\).*/\1/p" | sort -u)
+  subs=$("$PPNCTL" "$group" --help | sed -n "s/^  ppnctl $group \([a-z-]*\).*/\1/p" | sort -u)
   if [ "$(echo ${_ppnctl_subcommands[$group]} | tr ' ' '\n' | sort)" = "$subs" ]; then
     ok "completion: subcommands of $group"
   else

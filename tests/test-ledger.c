@@ -76,6 +76,7 @@ static void test_assign_table(void **state) {
                 { "cpu-weight=10000", 0, NULL },
                 { "vcpus=4", 0, NULL },
                 { "qmp=/run/ppn/web.qmp", 0, NULL },
+                { "libvirt=web", 0, NULL },
                 { "disks=/a.img,/b.img", 0, NULL },
                 { "qemu-args=-device virtio-rng-pci", 0, NULL },
                 { "min=abc", -EINVAL, "min 'abc' is not a size; use bytes or a number with K, M, G or T (e.g. 512M, 2G, 1048576K)" },
@@ -86,7 +87,13 @@ static void test_assign_table(void **state) {
                 { "cpu-weight=10001", -EINVAL, NULL },
                 { "cpu-weight=1x", -EINVAL, NULL },
                 { "vcpus=0", -EINVAL, NULL },
-                { "colour=blue", -ENOKEY, "unknown key 'colour'; keys are min, max, shares, cpu-weight, vcpus, qmp, disks, disk, qemu-args, qemu-arg" },
+                { "colour=blue", -ENOKEY, "unknown key 'colour'; keys are min, max, base, vmem, shares, cpu-weight, vcpus, qmp, libvirt, disks, disk, qemu-args, qemu-arg" },
+                { "base=512M", 0, NULL },
+                { "base=default", 0, NULL },
+                { "base=lots", -EINVAL, "base 'lots' is not a size; use bytes or a number with K, M, G or T (e.g. 512M, 2G, 1048576K)" },
+                { "vmem=on", 0, NULL },
+                { "vmem=off", 0, NULL },
+                { "vmem=yes", -EINVAL, "vmem 'yes' is neither on nor off" },
                 { "min", -EINVAL, "'min' is not KEY=VALUE (e.g. min=1G)" },
                 { "=1G", -EINVAL, NULL },
         };
@@ -138,6 +145,23 @@ static void test_name_table(void **state) {
                         fail_msg("name '%s': want %s", cases[i].name, cases[i].ok ? "valid" : "invalid");
 }
 
+/* Case i: a VM "web" from up to n KEY=VALUE pairs, validated against node; r and the message
+ * as wanted. *ret is the entry (ledger_vm_done() it); returns r. */
+static int validate_case(size_t i, const char *const *pairs, size_t n, const struct ledger_node *node, int want_r,
+                         const char *want_msg, struct ledger_vm *ret) {
+        struct ppn_error e = {};
+        ledger_vm_init(ret);
+        strcpy(ret->name, "web");
+        for (size_t j = 0; j < n && pairs[j]; j++)
+                assert_int_equal(ledger_vm_assign_pair(ret, pairs[j], &e), 0);
+        int r = ledger_vm_validate(ret, node, &e);
+        if (r != want_r)
+                fail_msg("case %zu: r=%d want %d (%s)", i, r, want_r, e.msg);
+        if (want_msg)
+                assert_string_equal(e.msg, want_msg);
+        return r;
+}
+
 static void test_validate_table(void **state) {
         static const struct ledger_node node = { 16 * GIB, GIB, 128 * MIB };
         static const struct {
@@ -161,16 +185,44 @@ static void test_validate_table(void **state) {
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 struct ledger_vm vm;
-                struct ppn_error e = {};
-                ledger_vm_init(&vm);
-                strcpy(vm.name, "web");
-                for (size_t j = 0; j < 3 && cases[i].pairs[j]; j++)
-                        assert_int_equal(ledger_vm_assign_pair(&vm, cases[i].pairs[j], &e), 0);
-                int r = ledger_vm_validate(&vm, &node, &e);
-                if (r != cases[i].r)
-                        fail_msg("case %zu: r=%d want %d (%s)", i, r, cases[i].r, e.msg);
-                if (cases[i].msg)
-                        assert_string_equal(e.msg, cases[i].msg);
+                validate_case(i, cases[i].pairs, 3, &node, cases[i].r, cases[i].msg, &vm);
+                ledger_vm_done(&vm);
+        }
+}
+
+/* The memory layout: boot memory (base) and a virtio-mem region up to max. */
+static void test_validate_layout_table(void **state) {
+        static const struct ledger_node node = { 16 * GIB, GIB, 128 * MIB };
+        static const struct {
+                const char *pairs[4];
+                int r;
+                const char *msg;
+                uint64_t boot, region;
+        } cases[] = {
+                { { "min=1G", "max=4G", "base=512M", "vmem=on" }, 0, NULL, 512 * MIB, 3584 * MIB },
+                { { "min=1G", "max=4G" }, 0, NULL, 4 * GIB, 0 },
+                { { "min=1G", "max=4G", "base=4G" }, 0, NULL, 4 * GIB, 0 },   /* base = max: no region */
+                { { "min=1G", "max=4G", "base=512M" }, -EINVAL,
+                  "vm 'web': base 512 MiB applies only with a virtio-mem region; give vmem=on, or unset it with base=default" },
+                { { "min=1G", "max=4G", "vmem=on" }, -EINVAL,
+                  "vm 'web': vmem=on needs the boot memory: give base=SIZE (e.g. base=512M; the region is max − base)" },
+                { { "min=1G", "max=4G", "base=4G", "vmem=on" }, -EINVAL,
+                  "vm 'web': base 4096 MiB leaves no virtio-mem region below max 4096 MiB; lower base or raise max" },
+                { { "min=1G", "max=4G", "base=513M", "vmem=on" }, -EINVAL,
+                  "vm 'web': with vmem=on, base and max must be whole 2 MiB blocks (virtio-mem's block size), e.g. base=512M max=4G" },
+                { { "min=1G", "max=4097M", "base=512M", "vmem=on" }, -EINVAL, NULL },
+                { { "min=128M", "max=4G", "base=64M", "vmem=on" }, -EINVAL,
+                  "vm 'web': base 64 MiB is below the node's safe floor 128 MiB: the boot memory alone must carry the "
+                  "guest kernel (plugged memory is movable); raise base" },
+                /* min above the boot memory is fine: the region holds the rest. */
+                { { "min=2G", "max=4G", "base=256M", "vmem=on" }, 0, NULL, 256 * MIB, 3840 * MIB },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                struct ledger_vm vm;
+                if (validate_case(i, cases[i].pairs, 4, &node, cases[i].r, cases[i].msg, &vm) == 0) {
+                        assert_int_equal(ledger_vm_boot_bytes(&vm), cases[i].boot);
+                        assert_int_equal(ledger_vm_region_bytes(&vm), cases[i].region);
+                }
                 ledger_vm_done(&vm);
         }
 }
@@ -654,7 +706,9 @@ static void test_newer_schema(void **state) {
         assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
         assert_int_equal(sqlite3_exec(db, "PRAGMA user_version = 99", NULL, NULL, NULL), SQLITE_OK);
         sqlite3_close(db);
-        expect_refused("has schema version 99 but this build knows versions up to 1");
+        char want[96];
+        snprintf(want, sizeof(want), "has schema version 99 but this build knows versions up to %d", LEDGER_SCHEMA_VERSION);
+        expect_refused(want);
 }
 
 static void test_foreign_sqlite(void **state) {
@@ -672,6 +726,62 @@ static void test_missing_read_only(void **state) {
         assert_int_equal(ledger_open(path, &o, &l, &e), -ENOENT);
         assert_non_null(strstr(e.msg, "does not exist"));
         assert_int_equal(access(path, F_OK), -1);   /* not created */
+}
+
+/* A ledger written by the schema-1 build (its exact DDL and a row): opened, it is migrated in
+ * place, keeps its VM (vmem off, no base), audits nothing, and takes a layout afterwards. */
+static void test_migrates_from_v1(void **state) {
+        static const char v1[] =
+                "CREATE TABLE node (id INTEGER PRIMARY KEY CHECK (id = 1), physical_bytes INTEGER, reserve_bytes INTEGER, min_floor_bytes INTEGER);"
+                "INSERT INTO node (id, physical_bytes, reserve_bytes) VALUES (1, 17179869184, 1073741824);"
+                "CREATE TABLE vm (name TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, min_bytes INTEGER NOT NULL, max_bytes INTEGER NOT NULL,"
+                "  shares INTEGER NOT NULL, cpu_weight INTEGER NOT NULL, vcpus INTEGER NOT NULL, qmp TEXT, disks TEXT NOT NULL DEFAULT '[]',"
+                "  qemu_args TEXT NOT NULL DEFAULT '[]', override_target_bytes INTEGER, override_expires INTEGER);"
+                "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time_usec INTEGER NOT NULL, uid INTEGER NOT NULL,"
+                "  vm TEXT, field TEXT NOT NULL, old TEXT, new TEXT);"
+                "CREATE INDEX audit_vm ON audit (vm, id);"
+                "INSERT INTO vm (name, uuid, min_bytes, max_bytes, shares, cpu_weight, vcpus) VALUES"
+                "  ('old', '0b5b0a58-2f5e-4d0b-9a55-6a3f8b1c2d3e', 1073741824, 4294967296, 1000, 100, 1);"
+                "PRAGMA user_version = 1;";
+        struct ledger_audit *a = NULL;
+        struct ledger_vm vm;
+        struct ppn_error e = {};
+        size_t n = 0;
+        sqlite3 *db;
+
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db, v1, NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+        struct ledger *l = open_ok();
+        must(ledger_vm_get(l, "old", &vm, &e), &e);
+        assert_false(vm.vmem);
+        assert_int_equal(vm.base_bytes, 0);
+        assert_int_equal(ledger_vm_boot_bytes(&vm), 4 * GIB);
+        ledger_vm_done(&vm);
+        must(ledger_history(l, NULL, &a, &n, &e), &e);
+        assert_int_equal(n, 0);
+        ledger_audit_free(a, n);
+        const char *pairs[] = { "base=1G", "vmem=on" };
+        must(ledger_vm_set(l, "old", pairs, 2, 4242, &e), &e);
+        must(ledger_vm_get(l, "old", &vm, &e), &e);
+        assert_true(vm.vmem);
+        assert_int_equal(vm.base_bytes, GIB);
+        assert_int_equal(ledger_vm_region_bytes(&vm), 3 * GIB);
+        ledger_vm_done(&vm);
+        must(ledger_history(l, "old", &a, &n, &e), &e);
+        assert_int_equal(n, 2);
+        assert_string_equal(a[0].field, "base");
+        assert_null(a[0].old_value);
+        assert_string_equal(a[0].new_value, "1073741824");
+        assert_string_equal(a[1].field, "vmem");
+        assert_null(a[1].old_value);
+        assert_string_equal(a[1].new_value, "on");
+        ledger_audit_free(a, n);
+        /* Refused: vmem off with a base left; nothing changes. */
+        const char *off[] = { "vmem=off" };
+        assert_int_equal(ledger_vm_set(l, "old", off, 1, 4242, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "applies only with a virtio-mem region"));
+        ledger_close(l);
 }
 
 static void test_migrates_and_reopens(void **state) {
@@ -694,6 +804,40 @@ static void test_migrates_and_reopens(void **state) {
         assert_string_equal((const char *) sqlite3_column_text(s, 0), "wal");
         sqlite3_finalize(s);
         sqlite3_close(db);
+}
+
+/* Schema 1 -> 2: a ledger written before libvirt domains is migrated on the next write open,
+ * its VMs kept (no domain); a domain then round-trips, and qmp with libvirt is refused. */
+static void test_migrates_libvirt_column(void **state) {
+        struct ledger *l = open_ok();
+        add_vm(l, "a", "256M", "512M");
+        ledger_close(l);
+        sqlite3 *db;
+        assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+        /* The schema just before the libvirt column (migration 3 -> 4). */
+        assert_int_equal(sqlite3_exec(db, "ALTER TABLE vm DROP COLUMN libvirt_domain; PRAGMA user_version = 3",
+                                      NULL, NULL, NULL), SQLITE_OK);
+        sqlite3_close(db);
+
+        l = open_ok();
+        struct ledger_state *st = NULL;
+        struct ppn_error e = {};
+        must(ledger_load(l, &st, &e), &e);
+        assert_int_equal(st->n_vms, 1);
+        assert_null(st->vms[0].libvirt);
+        ledger_state_free(st);
+        const char *pairs[] = { "libvirt=web-dom.1" };
+        must(ledger_vm_set(l, "a", pairs, 1, 0, &e), &e);
+        must(ledger_load(l, &st, &e), &e);
+        assert_string_equal(st->vms[0].libvirt, "web-dom.1");
+        ledger_state_free(st);
+        const char *both[] = { "qmp=/run/a.qmp" };
+        assert_int_equal(ledger_vm_set(l, "a", both, 1, 0, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "a VM is reached one way"));
+        const char *slash[] = { "libvirt=a/b" };
+        assert_int_equal(ledger_vm_set(l, "a", slash, 1, 0, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "has a '/'"));
+        ledger_close(l);
 }
 
 /* A writer that holds the lock: waited out (no error), or after busy_timeout_ms our words,
@@ -754,6 +898,7 @@ int main(void) {
                 cmocka_unit_test(test_assign_values),
                 cmocka_unit_test(test_name_table),
                 cmocka_unit_test(test_validate_table),
+                cmocka_unit_test(test_validate_layout_table),
                 cmocka_unit_test(test_validate_ranges_and_override),
                 cmocka_unit_test(test_node_defaults),
                 cmocka_unit_test(test_uuid),
@@ -774,6 +919,8 @@ int main(void) {
                 T(test_foreign_sqlite),
                 T(test_missing_read_only),
                 T(test_migrates_and_reopens),
+                T(test_migrates_from_v1),
+                T(test_migrates_libvirt_column),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

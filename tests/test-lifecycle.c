@@ -139,8 +139,8 @@ static pid_t started_pid(const char *out) {
         return pid;
 }
 
-/* The guest's command channel: TOP/guest-NAME/ctl.sock, the same path on both nodes (the
- * extra QEMU options travel with the VM). */
+/* The guest's command channel: TOP/guest-NAME/ctl.sock, the same path on both nodes (an
+ * import drops the archive's QEMU options; the test gives them again on the destination). */
 static char *guest_dir(const char *name) { return xprintf("%s/guest-%s", top, name); }
 
 static struct testvm *attach(pid_t pid) {
@@ -205,6 +205,19 @@ static void add_vm(const struct node *n, const char *name, const char *extra_dev
                              extra_device ? extra_device : "--qemu-arg=virtserialport,chardev=ctl,name=ctl", NULL), 0);
 }
 
+/* Gives VM NAME on node n the test guest's QEMU options again with 'vm set' (after an import,
+ * which drops them). */
+static void set_guest_args(const struct node *n, const char *name) {
+        const char *guest = getenv("PPN_GUEST_DIR");
+        _cleanup_free_ char *k = xprintf("qemu-arg=%s/vmlinuz", guest), *i = xprintf("qemu-arg=%s/initramfs.gz", guest);
+        _cleanup_free_ char *gdir = guest_dir(name);
+        _cleanup_free_ char *chardev = xprintf("qemu-arg=socket,id=ctl,path=%s/ctl.sock,server=on,wait=off", gdir);
+        assert_int_equal(ctl(n, NULL, "vm", "set", name, "qemu-arg=-kernel", k, "qemu-arg=-initrd", i,
+                             "qemu-arg=-append", "qemu-arg=console=ttyS0 panic=-1", "qemu-arg=-no-reboot",
+                             "qemu-arg=-device", "qemu-arg=virtio-serial-pci", "qemu-arg=-chardev", chardev,
+                             "qemu-arg=-device", "qemu-arg=virtserialport,chardev=ctl,name=ctl", NULL), 0);
+}
+
 static bool cgroup_has(pid_t pid, const char *group) {
         _cleanup_free_ char *path = xprintf("/proc/%d/cgroup", (int) pid);
         _cleanup_fclose_ FILE *f = fopen(path, "re");
@@ -225,8 +238,8 @@ static char *read_text(const char *path) {
         return n < 0 ? NULL : strdup(buf);
 }
 
-static json_object *qmp_ask(const struct node *n, const char *cmd) {
-        _cleanup_free_ char *sock = xprintf("%s/g" VM_CTL_SUFFIX, n->run);
+static json_object *qmp_ask_vm(const struct node *n, const char *name, const char *cmd) {
+        _cleanup_free_ char *sock = xprintf("%s/%s" VM_CTL_SUFFIX, n->run, name);
         struct qmp *q = NULL;
         struct qmp_error qe = {};
         json_object *reply = NULL;
@@ -234,6 +247,10 @@ static json_object *qmp_ask(const struct node *n, const char *cmd) {
                 fail_msg("%s on %s: %s", cmd, sock, qe.error.msg);
         qmp_free(q);
         return reply;
+}
+
+static json_object *qmp_ask(const struct node *n, const char *cmd) {
+        return qmp_ask_vm(n, "g", cmd);
 }
 
 /* ---- the node's daemon ---- */
@@ -383,6 +400,43 @@ static void test_stop_quits(void **state) {
         assert_non_null(strstr(out, "not running"));
 }
 
+/* A VM with a virtio-mem region: QEMU gets the base memory and a region of max − base, plugged at
+ * start to what the minimum needs beyond base (paused: no guest needed to read QEMU's view). */
+static void test_start_vmem(void **state) {
+        static const struct { const char *min; uint64_t requested; } cases[] = {
+                { "256M", 0 },           /* min within base: nothing plugged at start */
+                { "320M", 64 * MIB },    /* min above base: the rest plugged at start */
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                _cleanup_free_ char *out = NULL;
+                json_object *v, *d, *x;
+                assert_int_equal(ctl(&A, NULL, "vm", "add", "vm1", "--min", cases[i].min, "--max", "1G", "--base", "256M",
+                                     NULL), 0);
+                assert_int_equal(ctl(&A, &out, "start", "vm1", "--paused", NULL), 0);
+                (void) started_pid(out);
+                json_object *sum = qmp_ask_vm(&A, "vm1", "query-memory-size-summary");
+                assert_true(json_object_object_get_ex(sum, "base-memory", &v));
+                assert_int_equal(json_object_get_int64(v), 256 * MIB);
+                json_object_put(sum);
+                json_object *devs = qmp_ask_vm(&A, "vm1", "query-memory-devices");
+                assert_int_equal(json_object_array_length(devs), 1);
+                assert_true(json_object_object_get_ex(json_object_array_get_idx(devs, 0), "data", &d));
+                assert_true(json_object_object_get_ex(d, "id", &x));
+                assert_string_equal(json_object_get_string(x), "ppn-vmem0");
+                assert_true(json_object_object_get_ex(d, "max-size", &x));
+                assert_int_equal(json_object_get_int64(x), 768 * MIB);
+                assert_true(json_object_object_get_ex(d, "requested-size", &x));
+                assert_int_equal(json_object_get_int64(x), cases[i].requested);
+                json_object_put(devs);
+                free(out);
+                out = NULL;
+                assert_int_equal(ctl(&A, &out, "stop", "vm1", "--timeout", "1", NULL), 0);
+                free(out);
+                out = NULL;
+                assert_int_equal(ctl(&A, &out, "vm", "remove", "vm1", NULL), 0);
+        }
+}
+
 /* A QEMU that fails to start: its own error text reaches the user; nothing keeps running. */
 static void test_start_failure_words(void **state) {
         _cleanup_free_ char *out = NULL;
@@ -394,7 +448,7 @@ static void test_start_failure_words(void **state) {
 }
 
 /* A QEMU someone else started (paused: no guest needed for QMP and cgroup). */
-static pid_t foreign_qemu(const char *name, bool balloon, char **ret_qmp) {
+static pid_t foreign_qemu(const char *name, bool balloon, uint64_t vmem_bytes, char **ret_qmp) {
         _cleanup_free_ char *dir = xprintf("%s/foreign-%s", top, name);
         char *qmp = xprintf("%s/qmp.sock", dir);
         _cleanup_free_ char *log = xprintf("%s/qemu.log", dir);
@@ -402,7 +456,8 @@ static pid_t foreign_qemu(const char *name, bool balloon, char **ret_qmp) {
          * ledger names it): RUNTIME/NAME.ppnctl.qmp, see docs/lifecycle.md. */
         _cleanup_free_ char *ctl_sock = xprintf("%s/%s" VM_CTL_SUFFIX, A.run, name);
         struct vm_spec s = { .name = name, .mem_bytes = 128 * MIB, .qmp_path = qmp, .ctl_path = ctl_sock, .log_path = log,
-                             .no_balloon = !balloon, .paused = true, .accel = getenv("PPN_ACCEL") };
+                             .no_balloon = !balloon, .paused = true, .accel = getenv("PPN_ACCEL"),
+                             .vmem_bytes = vmem_bytes, .vmem_requested_bytes = vmem_bytes / 2 };
         char **argv = NULL;
         struct ppn_error err = {};
         pid_t pid;
@@ -416,13 +471,16 @@ static pid_t foreign_qemu(const char *name, bool balloon, char **ret_qmp) {
 
 /* adopt: a QEMU with a balloon and one without; both put in their group, qmp recorded. */
 static void test_adopt(void **state) {
-        static const struct { const char *name; bool balloon; const char *words; } cases[] = {
-                { "ad1", true, "balloon device present" },
-                { "ad2", false, "no balloon device: its CPU weight applies, its memory is held fixed" },
+        static const struct { const char *name; bool balloon; uint64_t vmem; const char *words; } cases[] = {
+                { "ad1", true, 0, "balloon device present\n" },
+                { "ad2", false, 0, "no balloon device: its CPU weight applies, its memory is held fixed" },
+                /* A virtio-mem device of someone else's QEMU is found (paused: nothing plugged yet). */
+                { "ad3", true, 256 * MIB, "balloon device present; virtio-mem 'ppn-vmem0' (0 of 256M plugged): "
+                                          "ppnd plugs and unplugs it" },
         };
         for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
                 _cleanup_free_ char *qmp = NULL, *out = NULL, *group = xprintf("cpu:/%s/vm-%s", A.cgparent, cases[i].name);
-                pid_t pid = foreign_qemu(cases[i].name, cases[i].balloon, &qmp);
+                pid_t pid = foreign_qemu(cases[i].name, cases[i].balloon, cases[i].vmem, &qmp);
                 assert_int_equal(ctl(&A, NULL, "vm", "add", cases[i].name, "--min", "128M", "--max", "128M",
                                      "--cpu-weight", "50", NULL), 0);
                 assert_int_equal(ctl(&A, &out, "adopt", cases[i].name, "--qmp", qmp, NULL), 0);
@@ -576,7 +634,14 @@ static void test_move_import_start(void **state) {
         free(out);
         assert_int_equal(ctl(&B, NULL, "node", "set", "physical=2G", NULL), 0);
         assert_int_equal(ctl(&B, &out, "import", moved, NULL), 0);
+        assert_non_null(strstr(out, "dropped the archive's QEMU options for 'g'"));
         free(out);
+        /* The archive's QEMU options were dropped (they could reach this host): B's operator
+         * gives this node's own kernel and command channel again, as a new VM would get them. */
+        assert_int_equal(ctl(&B, &out, "vm", "show", "g", "--json", NULL), 0);
+        assert_null(strstr(out, "vmlinuz"));
+        free(out);
+        set_guest_args(&B, "g");
         assert_int_equal(ctl(&B, &out, "import", moved, NULL), 1);   /* name clash: refused */
         assert_non_null(strstr(out, "a VM named 'g' already exists on this node"));
         free(out);
@@ -635,6 +700,7 @@ int main(void) {
                 cmocka_unit_test(test_marker_and_export_refused),
                 cmocka_unit_test(test_stop_quits),
                 cmocka_unit_test(test_start_failure_words),
+                cmocka_unit_test(test_start_vmem),
                 cmocka_unit_test(test_adopt),
                 cmocka_unit_test(test_move_running),
                 cmocka_unit_test(test_export_progress_on_tty),

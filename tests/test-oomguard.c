@@ -9,7 +9,9 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <linux/capability.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -92,10 +94,22 @@ static bool can_lower(void) {
         return eff & (1ull << 24);
 }
 
+/* Removes CAP_SYS_RESOURCE from this process's effective set, as a container or a unit's
+ * bounding set leaves root. */
+static int drop_sys_resource(void) {
+        struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+        struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {};
+
+        if (syscall(SYS_capget, &h, d) < 0)
+                return -errno;
+        d[CAP_TO_INDEX(CAP_SYS_RESOURCE)].effective &= ~CAP_TO_MASK(CAP_SYS_RESOURCE);
+        return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
+}
+
 /* The real file, in a child (the change is for life): with CAP_SYS_RESOURCE it is lowered;
  * without it (an unprivileged user, or a container without the capability) the kernel refuses
  * and the words say why. */
-static int in_child(uid_t uid, bool privileged) {
+static int in_child(uid_t uid, bool privileged, bool drop) {
         pid_t pid = fork();
         int status;
 
@@ -110,9 +124,15 @@ static int in_child(uid_t uid, bool privileged) {
                  * /proc/self files are its own. */
                 if (uid && (setuid(uid) < 0 || prctl(PR_SET_DUMPABLE, 1) < 0))
                         _exit(10);
+                if (drop && drop_sys_resource() < 0)
+                        _exit(14);
                 r = oomguard_apply("/proc/self/oom_score_adj", OOMGUARD_SCORE_ADJ, &v, &e);
+                /* The words say what this process is: root without the capability was once told
+                 * it "needs root or CAP_SYS_RESOURCE". */
                 if (!privileged)
-                        _exit(r == -EACCES && strstr(e.msg, "CAP_SYS_RESOURCE") ? 0 : 11);
+                        _exit(r == -EACCES && strstr(e.msg, uid ? "ppnd is not root and lacks CAP_SYS_RESOURCE"
+                                                                : "runs as root, but CAP_SYS_RESOURCE is not in its "
+                                                                  "effective capabilities") ? 0 : 11);
                 f = fopen("/proc/self/oom_score_adj", "re");
                 if (r < 0 || !f || !fgets(buf, sizeof(buf), f))
                         _exit(12);
@@ -127,13 +147,20 @@ static void test_proc_root(void **state) {
                 skip();
         if (!can_lower())
                 print_message("# no CAP_SYS_RESOURCE here (container): checking the refusal\n");
-        assert_int_equal(in_child(0, can_lower()), 0);
+        assert_int_equal(in_child(0, can_lower(), false), 0);
+}
+
+/* Root with the capability taken away (whatever this host allows): refused, and told so. */
+static void test_proc_root_without_cap(void **state) {
+        if (geteuid() != 0)
+                skip();
+        assert_int_equal(in_child(0, false, true), 0);
 }
 
 static void test_proc_unprivileged(void **state) {
         if (geteuid() != 0)
                 skip();
-        assert_int_equal(in_child(65534, false), 0);
+        assert_int_equal(in_child(65534, false, false), 0);
 }
 
 int main(void) {
@@ -142,6 +169,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_keeps_lower, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_input, setup, teardown),
                 cmocka_unit_test(test_proc_root),
+                cmocka_unit_test(test_proc_root_without_cap),
                 cmocka_unit_test(test_proc_unprivileged),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

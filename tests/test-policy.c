@@ -875,9 +875,78 @@ static void test_property_random(void **state) {
                 check_random_snapshot();
 }
 
+/* ---- free page reporting (tunable free_page_reporting) ---- */
+
+/* Two 4 GiB VMs on capacity 7 GiB (Σ targets 8 GiB), each using 1 GiB with 3 GiB available.
+ * Without reporting the pool shrinks them to fit the capacity; with it, free memory is the
+ * host's already: nothing to do while the host is not short. */
+static void test_reporting_overcommit_is_no_reason(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[2] = { vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB),
+                                   vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB) };
+        struct policy_decision d[2];
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_true(d[0].apply || d[1].apply);
+        assert_true(d[0].reason == POLICY_REASON_SHRINK_OVERCOMMIT || d[1].reason == POLICY_REASON_SHRINK_OVERCOMMIT);
+        tun.free_page_reporting = true;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        for (size_t i = 0; i < 2; i++) {
+                assert_false(d[i].apply);
+                assert_int_equal(d[i].target, 4 * GIB);
+                assert_int_equal(d[i].reason, POLICY_REASON_STEADY);
+        }
+}
+
+/* The same node, VM 0 (max 6 GiB) under pressure at 20 MiB available: it needs +1 GiB (25 %
+ * of 4 GiB). Without reporting nothing is free (capacity 7 − committed 8): it waits. With
+ * reporting growth is paid from host MemAvailable above the low mark (6 GiB − 409.6 MiB). */
+static void test_reporting_growth_from_host(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[2] = { vm_settled(1 * GIB, 6 * GIB, 4 * GIB, 20 * MIB),
+                                   vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB) };
+        struct policy_decision d[2];
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_WAIT_MEMORY);
+        tun.free_page_reporting = true;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_GROW_PRESSURE);
+        assert_int_equal(d[0].target, 5 * GIB);
+        assert_true(d[0].apply);
+        assert_false(d[1].apply);
+}
+
+/* The host is short: MemAvailable 300 MiB < the low mark 409.6 MiB (5 % of 8 GiB). The pool
+ * wants the host back at twice the mark: 819.2 − 300 = 519.2 MiB. The donor (4 GiB, use
+ * 1 GiB, MemFree 1.5 GiB, the rest of its 3 GiB available is page cache) gives its free memory,
+ * which frees nothing on the host, plus 519.2 MiB of cache: 2055.2 → 2056 MiB (whole MiB), so
+ * its target is 4096 − 2056 = 2040 MiB. Without reporting every donor gives half its excess
+ * over use + headroom (1 GiB + 128 MiB): 4096 − (4096 − 1152)/2 = 2624 MiB. */
+static void test_reporting_short_host_takes_cache(void **state) {
+        struct policy_node node = node_default();
+        node.host_available = 300 * MIB;
+        struct policy_vm vm[1] = { vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB) };
+        struct policy_decision d[1];
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_SHRINK_NODE);
+        assert_int_equal(d[0].target, 2624 * MIB);
+        tun.free_page_reporting = true;
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_SHRINK_NODE);
+        assert_int_equal(d[0].target, 2040 * MIB);
+        assert_true(d[0].apply);
+        /* A guest that says nothing about its free memory (MemFree unknown) is taken for all
+         * cache: it gives the 519.2 MiB alone → 520 MiB, target 3576 MiB. */
+        vm[0].stats.free = U;
+        assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
+        assert_int_equal(d[0].target, 3576 * MIB);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup(test_rules_table, setup),
+                cmocka_unit_test_setup(test_reporting_overcommit_is_no_reason, setup),
+                cmocka_unit_test_setup(test_reporting_growth_from_host, setup),
+                cmocka_unit_test_setup(test_reporting_short_host_takes_cache, setup),
                 cmocka_unit_test_setup(test_idle_tax_matters, setup),
                 cmocka_unit_test_setup(test_summary, setup),
                 cmocka_unit_test_setup(test_liar_free_memory, setup),

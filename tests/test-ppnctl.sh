@@ -39,8 +39,8 @@ check "vm add cache (options after the name)" "$PPNCTL" vm add cache --min 2G --
 check "--ledger overrides PPN_LEDGER" env PPN_LEDGER=/nonexistent "$PPNCTL" --ledger "$PPN_LEDGER" vm show db
 
 # ---- golden messages and exit codes ----
-USAGE_ADD='usage: ppnctl vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH] [--disk PATH]... [--qemu-arg ARG]...'
-USAGE_SET='usage: ppnctl vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp disks qemu-args)'
+USAGE_ADD='usage: ppnctl vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]...'
+USAGE_SET='usage: ppnctl vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp libvirt disks qemu-args)'
 expect 1 "ppnctl: refused: admitting 'web' (min 2048 MiB) needs 2048 MiB but the pool has 1024 MiB available (short by 1024 MiB); biggest reservations: db 4096 MiB, cache 2048 MiB" \
   -- vm add web --min 2G --max 3G
 expect 1 "ppnctl: refused: raising the minimum of 'cache' from 2048 MiB to 3584 MiB needs 1536 MiB but the pool has 1024 MiB available (short by 512 MiB); biggest reservations: db 4096 MiB, cache 2048 MiB" \
@@ -61,18 +61,32 @@ expect 2 "ppnctl vm add: --min and --max are required
 $USAGE_ADD" -- vm add web --max 2G
 expect 2 "ppnctl vm set: shares '0' is not an integer in 1–100000 (default 1000)
 $USAGE_SET" -- vm set db shares=0
-expect 2 "ppnctl vm set: unknown key 'colour'; keys are min, max, shares, cpu-weight, vcpus, qmp, disks, disk, qemu-args, qemu-arg
+expect 2 "ppnctl vm set: unknown key 'colour'; keys are min, max, base, vmem, shares, cpu-weight, vcpus, qmp, libvirt, disks, disk, qemu-args, qemu-arg
 $USAGE_SET" -- vm set db colour=blue
 expect 2 "ppnctl vm set: 'shares' is not KEY=VALUE (e.g. min=1G)
 $USAGE_SET" -- vm set db shares
 expect 2 "ppnctl vm set: key 'min' given twice; give each key once
 $USAGE_SET" -- vm set db min=1G min=2G
+# The memory layout: boot memory plus a virtio-mem region up to max.
+expect 1 "ppnctl: vm 'lay': base 4096 MiB leaves no virtio-mem region below max 4096 MiB; lower base or raise max" \
+  -- vm add lay --min 256M --max 4G --base 4G
+expect 1 "ppnctl: vm 'cache': base 512 MiB applies only with a virtio-mem region; give vmem=on, or unset it with base=default" \
+  -- vm set cache base=512M
+expect 2 "ppnctl vm set: vmem 'yes' is neither on nor off
+$USAGE_SET" -- vm set cache vmem=yes
+check "vm set cache base=512M vmem=on" "$PPNCTL" vm set cache base=512M vmem=on
+[ "$("$PPNCTL" vm show cache | grep '^memory')" = "memory      512M boot + virtio-mem region 2.5G" ] \
+  && ok "vm show: the layout" || not_ok "vm show: the layout" "got: $("$PPNCTL" vm show cache | grep '^memory')"
+[ "$("$PPNCTL" vm show cache --json | json_get '["base_bytes"], d["vmem"]')" = "(536870912, True)" ] \
+  && ok "vm show --json: base_bytes, vmem" || not_ok "vm show --json: base_bytes, vmem"
+check "vm set cache vmem=off base=default" "$PPNCTL" vm set cache vmem=off base=default
 expect 2 "ppnctl vm: unknown subcommand 'frobnicate'
 usage:
-  ppnctl vm add NAME --min SIZE --max SIZE [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH] [--disk PATH]... [--qemu-arg ARG]...
+  ppnctl vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] [--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]...
+  ppnctl vm import-libvirt [--uri URI] [--apply] [--json]
   ppnctl vm list [--json]
   ppnctl vm remove NAME
-  ppnctl vm set NAME KEY=VALUE... (keys: min max shares cpu-weight vcpus qmp disks qemu-args)
+  ppnctl vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp libvirt disks qemu-args)
   ppnctl vm show NAME [--json]" -- vm frobnicate
 expect 1 "ppnctl: ledger '$T/none.db' does not exist; check --ledger or PPN_LEDGER (a write command such as 'ppnctl node set' or 'ppnctl vm add' creates it)" \
   -- --ledger "$T/none.db" vm list
@@ -83,7 +97,7 @@ out=$("$PPNCTL" vm show cache --json)
 [ "$(echo "$out" | json_get '["min_bytes"]')" = 2147483648 ] && [ "$(echo "$out" | json_get '["max_bytes"]')" = 3221225472 ] \
   && ok "refused vm set left cache unchanged" || not_ok "refused vm set left cache unchanged" "$out"
 
-# ---- pool --json keys (DESIGN.md "Interfaces") ----
+# ---- pool --json keys (the documented keys, README and ppnctl(8)) ----
 pool=$("$PPNCTL" pool --json)
 want='8589934592 1073741824 6442450944 1073741824 9663676416 -2147483648'
 got=$(echo "$pool" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(*[d[k] for k in ("physical_bytes","reserve_bytes","reserved_min_bytes","pool_available_bytes","committed_bytes","free_bytes")])')
@@ -174,7 +188,7 @@ truncate -s 4096 "$T/trunc.db"
 bad_file "truncated" "$T/trunc.db" "is truncated"
 cp "$PPN_LEDGER" "$T/newer.db"
 sqlite3 "$T/newer.db" 'PRAGMA user_version = 7'
-bad_file "newer schema" "$T/newer.db" "has schema version 7 but this build knows versions up to 1; use a newer ppnctl/ppnd (the file was not modified)"
+bad_file "newer schema" "$T/newer.db" "has schema version 7 but this build knows versions up to 4; use a newer ppnctl/ppnd (the file was not modified)"
 
 # ---- concurrency: two CLI writers and a reader at once ----
 "$PPNCTL" node set physical=64G >/dev/null
@@ -240,11 +254,33 @@ err=$(PPN_LEDGER=$T/arc-dest.db "$PPNCTL" import "$T/arc-archive" --image-dir "$
 args=$(PPN_LEDGER=$T/arc-dest.db "$PPNCTL" vm show arc --json | json_get '["qemu_args"]')
 [ "$args" = "[]" ] || [ "$args" = "None" ] && ok "the imported entry has no QEMU options" || not_ok "imported qemu_args" "$args"
 
+# A vm entry whose name differs from the manifest's: refused, quoting both (it once printed
+# "(, )": the message was made after the entry it quotes was freed).
+cp -a "$T/arc-archive" "$T/arc-renamed"
+uuid=$(python3 - "$T/arc-renamed/manifest.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m['vm']['name'] = 'other'
+json.dump(m, open(sys.argv[1], 'w'))
+print(m['uuid'])
+PY
+)
+err=$(PPN_LEDGER=$T/arc-dest2.db "$PPNCTL" import "$T/arc-renamed" --image-dir "$T/arc-images2" 2>&1 >/dev/null); rc=$?
+[ $rc = 1 ] && [ "$err" = "ppnctl: manifest: name/uuid (arc, $uuid) differ from its vm entry (other, $uuid)" ] \
+  && ok "import of a manifest whose vm entry has another name: refused, quoting both" \
+  || not_ok "import name mismatch" "rc $rc" "$err"
+
 # ---- a lease length is bounded: a huge one used to wrap into the past ----
 expect 2 "ppnctl balloon: '18446744073709s' is not a duration from 1s to 366d (examples: 90s, 10m, 2h)
 usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300M --for 18446744073709s
 expect 2 "ppnctl balloon: '400d' is not a duration from 1s to 366d
 usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300M --for=400d
+
+# ---- a lease is whole MiB, like every size in the ledger ----
+expect 2 "ppnctl balloon: '300000001' is not a whole number of MiB (QEMU's balloon and the ledger count in MiB); e.g. 512M, 2G
+usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 300000001
+expect 2 "ppnctl balloon: '1536K' is not a whole number of MiB (QEMU's balloon and the ledger count in MiB); e.g. 512M, 2G
+usage: ppnctl balloon VM SIZE [--for DURATION]" -- balloon arc 1536K
 
 echo "1..$n"
 exit $((failed > 0))

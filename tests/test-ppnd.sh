@@ -58,6 +58,18 @@ for _ in $(seq 40); do grep -q '"kind":"config"' "$T/follow" && break; sleep 0.0
 grep -q '"kind":"config"' "$T/follow"; ok $? "events --follow streams the SIGHUP reload as it happens"
 kill "$FPID" 2>/dev/null; wait "$FPID" 2>/dev/null
 
+# Settings read only at start: a reload that changes them must say a restart is needed (it once
+# logged "reloaded" and silently kept the old values).
+cp "$T/ppnd.conf" "$T/ppnd.conf.orig"
+printf '[metrics]\nport = 9999\n' >>"$T/ppnd.conf"
+sed -i 's/^idle-timeout = 1s$/idle-timeout = 1s\nmax-request = 8K/' "$T/ppnd.conf"
+kill -HUP "$PID"
+for _ in $(seq 40); do grep -q 'takes effect only after a restart' "$T/ppnd.log" && break; sleep 0.05; done
+grep -q 'reload: control.max-request, metrics.port changed; it takes effect only after a restart' "$T/ppnd.log"; rc=$?
+ok $rc "SIGHUP: [control] max-request and [metrics] port changes are named as needing a restart"
+[ $rc = 0 ] || grep reload "$T/ppnd.log" >&2
+cp "$T/ppnd.conf.orig" "$T/ppnd.conf"
+
 # One control request's reply line (raw JSON), sent by hand.
 ask() { python3 -c 'import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode()+b"\n"); print(s.makefile().readline().strip())' "$S" "$1"; }
 ask '{"request":"events","follow":"no"}' | grep -q '"follow\\" must be true or false'

@@ -57,6 +57,29 @@ static void test_build_full(void **state) {
         free(line);
 }
 
+/* A virtio-mem region: -m BASE,maxmem,slots, the backend and the device beside the balloon. */
+static void test_build_vmem(void **state) {
+        struct vm_spec s = base_spec();
+        struct ppn_error err = {};
+        char **argv = NULL;
+        s.mem_bytes = 512 * MIB;
+        s.vmem_bytes = 3584 * MIB;
+        s.vmem_requested_bytes = 512 * MIB;
+        char *line = joined(&s);
+        assert_non_null(strstr(line, " -m 512M,maxmem=4096M,slots=1 -smp 2 "));
+        assert_non_null(strstr(line, "-device virtio-balloon-pci,id=balloon0,deflate-on-oom=on,free-page-reporting=on "
+                                     "-object memory-backend-ram,id=ppn-vmem0-mem,size=3584M "
+                                     "-device virtio-mem-pci,id=ppn-vmem0,memdev=ppn-vmem0-mem,requested-size=512M "));
+        free(line);
+        s.vmem_requested_bytes = 4096 * MIB;   /* more than the region */
+        assert_int_equal(vm_build_argv(&s, &argv, &err), -EINVAL);
+        assert_non_null(strstr(err.msg, "not whole 2 MiB blocks, or less than requested"));
+        s.vmem_requested_bytes = 0;
+        s.vmem_bytes = 3 * MIB;                /* not whole blocks */
+        assert_int_equal(vm_build_argv(&s, &argv, &err), -EINVAL);
+        assert_null(argv);
+}
+
 static void test_build_balloon_settings(void **state) {
         struct vm_spec s = base_spec();
         s.no_deflate_on_oom = true;
@@ -265,6 +288,7 @@ static void test_launch_paused(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_build_full),
+                cmocka_unit_test(test_build_vmem),
                 cmocka_unit_test(test_build_balloon_settings),
                 cmocka_unit_test(test_build_extra_table),
                 cmocka_unit_test(test_build_bad_spec),

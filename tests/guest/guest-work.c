@@ -12,6 +12,17 @@
  *   guest-work stop NAME                    SIGTERM, wait for the exit, print its last log line
  *                                           (a spinner reports its loops and CPU seconds)
  *   guest-work pid NAME | status NAME       print the pid | the last log line
+ *   guest-work read NAME PASSES PAUSE_MS FILE
+ *                                           read FILE whole PASSES times, PAUSE_MS apart
+ *                                           (through the page cache: a file that stays cached
+ *                                           reads fast); logs each pass
+ *   guest-work burst NAME COUNT MIB HOLD_MS GAP_MS
+ *                                           COUNT times: allocate and touch MIB MiB (in 16 MiB
+ *                                           maps), hold HOLD_MS, free, wait GAP_MS
+ *
+ * read and burst return at once and end by themselves; their last log line is
+ * "done: busy B ms, total T ms" (busy: reading, or allocating and touching; total: from start
+ * to end with the pauses), which `status NAME` prints.
  *
  * --cgroup DIR: the workload moves itself into DIR (cgroup v2 or v1) before it starts.
  * Exit status: 0 on success, 1 on failure (with a line on stderr saying why).
@@ -19,6 +30,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -37,6 +49,11 @@
 #define PROGRESS_MIB 64
 
 static const char *work_dir = "/run/work";
+/* The parameters of read and burst (one workload per process: set before spawn()). */
+static struct {
+        unsigned long passes, count, mib, pause_ms, hold_ms, gap_ms;
+        const char *file;
+} job;
 static volatile sig_atomic_t got_term, got_usr1;
 
 static int fail(const char *fmt, ...) {
@@ -242,6 +259,126 @@ static int spin_main(const char *name, unsigned long unused, int ready_fd) {
         return 0;
 }
 
+/* Sleeps ms milliseconds unless SIGTERM arrives; returns false if it did. */
+static bool pause_ms(unsigned long ms) {
+        struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (long) (ms % 1000) * 1000000L };
+        while (!got_term && nanosleep(&ts, &ts) < 0 && errno == EINTR)
+                ;
+        return !got_term;
+}
+
+static void on_term_only(void) {
+        struct sigaction sa = { .sa_handler = on_signal };
+        sigaction(SIGTERM, &sa, NULL);
+        signal(SIGUSR1, SIG_IGN);
+}
+
+static int done(double busy_s, double t0) {
+        say("done: busy %.0f ms, total %.0f ms", busy_s * 1000, (now_s() - t0) * 1000);
+        return 0;
+}
+
+/* One pass over the file; returns MiB read or -errno. */
+static long read_pass(const char *file) {
+        static char buf[1 << 20];
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        long total = 0;
+        ssize_t n;
+        while ((n = read(fd, buf, sizeof(buf))) > 0)
+                total += n;
+        int e = n < 0 ? -errno : 0;
+        close(fd);
+        return e < 0 ? e : total / (long) MIB_BYTES;
+}
+
+static int read_main(const char *name, unsigned long unused, int ready_fd) {
+        on_term_only();
+        if (access(job.file, R_OK) < 0) {
+                dprintf(ready_fd, "-read %s: cannot read %s: %s\n", name, job.file, strerror(errno));
+                return 1;
+        }
+        dprintf(ready_fd, "+read %s: %lu passes over %s (pid %d)\n", name, job.passes, job.file, (int) getpid());
+        close(ready_fd);
+        double t0 = now_s(), busy = 0;
+        for (unsigned long k = 0; k < job.passes; k++) {
+                if (k > 0 && !pause_ms(job.pause_ms))
+                        break;
+                double t = now_s();
+                long mib = read_pass(job.file);
+                if (mib < 0) {
+                        say("pass %lu: %s", k + 1, strerror((int) -mib));
+                        return 1;
+                }
+                busy += now_s() - t;
+                say("pass %lu: %ld MiB in %.0f ms", k + 1, mib, (now_s() - t) * 1000);
+        }
+        if (got_term) {
+                say("stopped");
+                return 0;
+        }
+        return done(busy, t0);
+}
+
+#define BURST_MAP_MIB 16UL
+
+/* Maps and touches mib MiB in BURST_MAP_MIB pieces (one large map is refused by the guest's
+ * overcommit heuristic once a balloon has shrunk MemTotal). Returns the number of maps made. */
+static size_t burst_alloc(char **maps, unsigned long mib) {
+        size_t n = 0;
+        for (unsigned long done_mib = 0; done_mib < mib && !got_term; done_mib += BURST_MAP_MIB) {
+                unsigned long m = mib - done_mib < BURST_MAP_MIB ? mib - done_mib : BURST_MAP_MIB;
+                char *p = mmap(NULL, m * MIB_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (p == MAP_FAILED)
+                        break;
+                for (unsigned long off = 0; off < m * MIB_BYTES; off += PAGE)
+                        p[off] = (char) (off / PAGE + 1);
+                maps[n++] = p;
+        }
+        return n;
+}
+
+static void burst_free(char **maps, size_t n, unsigned long mib) {
+        for (size_t i = 0; i < n; i++) {
+                unsigned long m = i + 1 < n || mib % BURST_MAP_MIB == 0 ? BURST_MAP_MIB : mib % BURST_MAP_MIB;
+                munmap(maps[i], m * MIB_BYTES);
+        }
+}
+
+static int burst_main(const char *name, unsigned long unused, int ready_fd) {
+        size_t nmaps = (job.mib + BURST_MAP_MIB - 1) / BURST_MAP_MIB;
+        char **maps = calloc(nmaps, sizeof(*maps));
+        on_term_only();
+        if (!maps) {
+                dprintf(ready_fd, "-burst %s: out of memory\n", name);
+                return 1;
+        }
+        dprintf(ready_fd, "+burst %s: %lu x %lu MiB (pid %d)\n", name, job.count, job.mib, (int) getpid());
+        close(ready_fd);
+        double t0 = now_s(), busy = 0;
+        for (unsigned long k = 0; k < job.count && !got_term; k++) {
+                if (k > 0 && !pause_ms(job.gap_ms))
+                        break;
+                double t = now_s();
+                size_t n = burst_alloc(maps, job.mib);
+                busy += now_s() - t;
+                if (n < nmaps && !got_term) {
+                        say("burst %lu: mmap: %s", k + 1, strerror(errno));
+                        return 1;
+                }
+                say("burst %lu: %lu MiB in %.0f ms", k + 1, job.mib, (now_s() - t) * 1000);
+                pause_ms(job.hold_ms);
+                burst_free(maps, n, job.mib);
+        }
+        free(maps);
+        if (got_term) {
+                say("stopped");
+                return 0;
+        }
+        return done(busy, t0);
+}
+
 /* Sends sig to NAME, then waits up to timeout_s for a log line containing want (or exit). */
 static int signal_and_wait(const char *name, int sig, const char *want, double timeout_s) {
         char line[512];
@@ -287,6 +424,33 @@ static int cmd_spin(int argc, char **argv, const char *cgroup) {
         return spawn(argv[0], 0, cgroup, spin_main);
 }
 
+/* A count or duration: 0..limit (0 only if zero_ok). */
+static int parse_num(const char *s, unsigned long limit, bool zero_ok, unsigned long *ret) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(s, &end, 10);
+        if (errno || end == s || *end || *s == '-' || v > limit || (v == 0 && !zero_ok))
+                return -EINVAL;
+        *ret = v;
+        return 0;
+}
+
+static int cmd_read(int argc, char **argv, const char *cgroup) {
+        if (argc != 4 || parse_num(argv[1], 1000000, false, &job.passes) < 0 ||
+            parse_num(argv[2], 3600000, true, &job.pause_ms) < 0)
+                return fail("usage: read NAME PASSES PAUSE_MS FILE (PASSES: 1..1000000, PAUSE_MS: 0..3600000)");
+        job.file = argv[3];
+        return spawn(argv[0], 0, cgroup, read_main);
+}
+
+static int cmd_burst(int argc, char **argv, const char *cgroup) {
+        if (argc != 5 || parse_num(argv[1], 1000000, false, &job.count) < 0 || parse_mib(argv[2], &job.mib) < 0 ||
+            parse_num(argv[3], 3600000, true, &job.hold_ms) < 0 || parse_num(argv[4], 3600000, true, &job.gap_ms) < 0)
+                return fail("usage: burst NAME COUNT MIB HOLD_MS GAP_MS (COUNT: 1..1000000, MIB: 1..16777216, "
+                            "HOLD_MS and GAP_MS: 0..3600000)");
+        return spawn(argv[0], 0, cgroup, burst_main);
+}
+
 static int cmd_free(int argc, char **argv, const char *cgroup) {
         char line[512];
         if (argc != 1)
@@ -330,6 +494,8 @@ static const struct {
         { "stop", cmd_stop, "stop NAME" },
         { "pid", cmd_pid, "pid NAME" },
         { "status", cmd_status, "status NAME" },
+        { "read", cmd_read, "read NAME PASSES PAUSE_MS FILE [--cgroup DIR]" },
+        { "burst", cmd_burst, "burst NAME COUNT MIB HOLD_MS GAP_MS [--cgroup DIR]" },
 };
 
 static int usage(void) {
