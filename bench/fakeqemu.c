@@ -20,6 +20,9 @@
  * (default: max).
  * available = actual − use, free = 70 % of available, total = actual; swap-in and major
  * faults grow while use does not fit. last-update advances on the polling interval.
+ * Like QEMU, it sends BALLOON_CHANGE {"actual"} to the negotiated connection when the actual
+ * moves (looked at every 50 ms, i.e. the guest reports its progress in steps), at most once a
+ * second: the first change at once, later ones as the latest value when the second is over.
  *
  *   ppn-fakeqemu --dir DIR --count N [--prefix vm] [--max SIZE] [--use-pct P]
  *                [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
@@ -75,6 +78,11 @@ struct vm {
         double counted_at;          /* time the counters were last advanced */
         double answered_burst;      /* start of the last burst a growth answered */
         double armed_at;            /* stats enabled by the client (0 = not yet) */
+        struct conn *conn;          /* the negotiated connection events go to, or NULL */
+        uint64_t reported;          /* the actual as the guest last reported it */
+        double ev_next;             /* BALLOON_CHANGE throttle: no event before this time */
+        bool ev_pending;            /* a change waits for the throttle */
+        bool moving;                /* actual != target, or an event pending */
 };
 
 /* Epoll tags: listening sockets and connections share the data pointer, told apart here. */
@@ -222,6 +230,7 @@ static json_object *cmd_balloon(struct conn *c, json_object *args) {
         if (t > c->vm->target)
                 vm_note_growth(c->vm, now);
         vm_set_target(c->vm, t, now);
+        c->vm->moving = true;
         return return_reply(NULL);
 }
 
@@ -282,6 +291,7 @@ static json_object *cmd_qom_get(struct conn *c, json_object *args) {
 
 static json_object *cmd_capabilities(struct conn *c, json_object *args) {
         c->negotiated = true;
+        c->vm->conn = c;
         return return_reply(NULL);
 }
 
@@ -332,8 +342,7 @@ static int conn_flush(struct conn *c) {
         return 0;
 }
 
-static int conn_send(struct conn *c, json_object *msg) {
-        const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
+static int conn_send_text(struct conn *c, const char *s) {
         size_t n = strlen(s);
         if (c->out_len + n + 2 > c->out_cap) {
                 size_t cap = (c->out_len + n + 2) * 2;
@@ -349,7 +358,13 @@ static int conn_send(struct conn *c, json_object *msg) {
         return conn_flush(c);
 }
 
+static int conn_send(struct conn *c, json_object *msg) {
+        return conn_send_text(c, json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN));
+}
+
 static void conn_free(int ep, struct conn *c) {
+        if (c->vm && c->vm->conn == c)
+                c->vm->conn = NULL;
         if (c->pprev) {
                 *c->pprev = c->next;
                 if (c->next)
@@ -526,10 +541,56 @@ static void on_event(int ep, struct tagged *t, uint32_t events) {
         epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
 }
 
-static void serve(int ep) {
+/* BALLOON_CHANGE as QEMU sends it, to the VM's negotiated connection. */
+static void send_balloon_change(int ep, struct vm *v, double now) {
+        struct timespec ts;
+        char line[256];
+        json_object *n;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(line, sizeof line, "{\"timestamp\": {\"seconds\": %lld, \"microseconds\": %ld}, "
+                 "\"event\": \"BALLOON_CHANGE\", \"data\": {\"actual\": %llu}}", (long long) ts.tv_sec,
+                 ts.tv_nsec / 1000, (unsigned long long) v->reported);
+        v->ev_next = now + 1.0;
+        v->ev_pending = false;
+        int64_t k = json_object_object_get_ex(served, "event BALLOON_CHANGE", &n) ? json_object_get_int64(n) : 0;
+        json_object_object_add(served, "event BALLOON_CHANGE", json_object_new_int64(k + 1));
+        if (conn_send_text(v->conn, line) < 0)
+                return;     /* the connection's next read notices */
+        struct epoll_event ev = { .events = EPOLLIN | (v->conn->out_len ? EPOLLOUT : 0), .data.ptr = &v->conn->tag };
+        epoll_ctl(ep, EPOLL_CTL_MOD, v->conn->fd, &ev);
+}
+
+/* The guest reports its balloon's progress; QEMU passes it on, throttled to 1/s. */
+static void report_balloons(int ep, struct vm *vms, unsigned count) {
+        double now = mono();
+        for (unsigned i = 0; i < count; i++) {
+                struct vm *v = &vms[i];
+                if (!v->moving)
+                        continue;
+                uint64_t a = (uint64_t) vm_actual(v, now);
+                if (a != v->reported) {
+                        v->reported = a;
+                        v->ev_pending = true;
+                }
+                if (v->ev_pending && now >= v->ev_next && v->conn)
+                        send_balloon_change(ep, v, now);
+                v->moving = v->ev_pending || a != v->target;
+        }
+}
+
+#define REPORT_EVERY_S 0.05
+
+static void serve(int ep, struct vm *vms, unsigned count) {
         struct epoll_event evs[64];
+        double next_report = mono();
         for (;;) {
-                int n = epoll_wait(ep, evs, ELEMENTSOF(evs), -1);
+                double now = mono();
+                if (now >= next_report) {
+                        report_balloons(ep, vms, count);
+                        next_report = now + REPORT_EVERY_S;
+                }
+                int n = epoll_wait(ep, evs, ELEMENTSOF(evs), (int) ((next_report - now) * 1000) + 1);
                 if (n < 0 && errno != EINTR)
                         return;
                 for (int i = 0; i < n; i++) {
@@ -559,7 +620,7 @@ int main(int argc, char **argv) {
         for (unsigned i = 0; i < O.count; i++) {
                 vms[i] = (struct vm) { .idx = i, .max = O.max, .actual_at = (double) O.init,
                                        .t_at = now, .target = O.init, .counted_at = now,
-                                       .answered_burst = -1,
+                                       .answered_burst = -1, .reported = O.init,
                                        .phase = 2 * M_PI * i / O.count };
                 int r = listen_vm(ep, &vms[i], &tags[i]);
                 if (r < 0) {
@@ -569,7 +630,7 @@ int main(int argc, char **argv) {
         }
         printf("ready %u\n", O.count);
         fflush(stdout);
-        serve(ep);
+        serve(ep, vms, O.count);
         for (unsigned i = 0; i < O.count; i++)
                 unlink(vms[i].path);
         json_object *res = json_object_new_object(), *lat = json_object_new_array();

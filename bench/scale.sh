@@ -2,7 +2,10 @@
 # Scale: ppnd managing N VMs whose QMP sockets are served by bench/fakeqemu.c (one process;
 # 2,000 guests cannot boot on this machine). For each N: CPU time per control tick, daemon
 # RSS, open fds, time to adopt all VMs, and decision latency (burst start -> growth command,
-# measured by the fake). One JSON record per measurement, appended to OUT.
+# measured by the fake); the same CPU split into user and kernel time (/proc/PID/stat) and the
+# fake's own CPU per VM and tick (it answers at once: real QEMU costs more); then, with ticks
+# still running, `ppnctl status` timed STATUS_RUNS times (wall clock of the whole command, as
+# the operator sees it). One JSON record per measurement, appended to OUT.
 #
 #   bench/scale.sh OUT.jsonl        env: SCALE_SIZES="10 100 1000 2000", SCALE_WINDOW=40 (s),
 #                                        PPND, PPNCTL, FAKEQEMU (default: build/...)
@@ -22,6 +25,7 @@ PPNCTL=${PPNCTL:-build/src/ppnctl}
 FAKEQEMU=${FAKEQEMU:-build/bench/ppn-fakeqemu}
 SIZES=${SCALE_SIZES:-10 100 1000 2000}
 WINDOW=${SCALE_WINDOW:-40}
+STATUS_RUNS=${SCALE_STATUS_RUNS:-100}
 
 say() { printf '==> %s\n' "$*" >&2; }
 rec() { printf '{"part":"scale","vms":%d,"metric":"%s","value":%s,"unit":"%s"}\n' "$1" "$2" "$3" "$4" >>"$OUT"; }
@@ -37,6 +41,20 @@ trap cleanup EXIT
 
 # CPU time on the CPU in ns (schedstat: exact, unlike the 10 ms ticks of /proc/PID/stat).
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
+# utime and stime in clock ticks (for the user/kernel split only).
+cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
+
+# STATUS_RUNS runs of `ppnctl status`, 0.1 s apart; prints each one's wall time in ms.
+status_times() {  # DIR
+  local i t0 t1
+  for ((i = 0; i < STATUS_RUNS; i++)); do
+    t0=$(date +%s%N)
+    "$PPNCTL" --socket "$1/run/ppnd.sock" status >/dev/null
+    t1=$(date +%s%N)
+    echo $(((t1 - t0) / 1000))
+    sleep 0.1
+  done | awk '{printf "%.1f\n", $1 / 1000}'
+}
 
 ledger_json() {  # N DIR
   python3 - "$1" "$2" <<'EOF'
@@ -104,10 +122,12 @@ one_size() {
   local adopt
   adopt=$(wait_running "$n" "$DIR")
   sleep 5
-  local c0 c1
-  c0=$(cpu_ns "$PPND_PID")
+  local c0 c1 f0 f1 s0 s1 load
+  c0=$(cpu_ns "$PPND_PID") f0=$(cpu_ns "$FAKE_PID") s0=$(cpu_split "$PPND_PID")
   sleep "$WINDOW"
-  c1=$(cpu_ns "$PPND_PID")
+  c1=$(cpu_ns "$PPND_PID") f1=$(cpu_ns "$FAKE_PID") s1=$(cpu_split "$PPND_PID")
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  status_times "$DIR" >"$DIR/status.ms"
   local rss fds
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$PPND_PID/status")
   fds=$(ls "/proc/$PPND_PID/fd" | wc -l)
@@ -117,7 +137,16 @@ one_size() {
   # The tick is 1 s (ppnd's default): CPU per tick = CPU seconds per wall second.
   rec "$n" cpu_per_tick "$(awk -v d=$((c1 - c0)) -v w="$WINDOW" 'BEGIN{printf "%.3f", d / 1e6 / w}')" ms
   rec "$n" cpu_per_vm_tick "$(awk -v d=$((c1 - c0)) -v w="$WINDOW" -v n="$n" 'BEGIN{printf "%.2f", d / 1e3 / w / n}')" us
+  rec "$n" fake_cpu_per_vm_tick "$(awk -v d=$((f1 - f0)) -v w="$WINDOW" -v n="$n" 'BEGIN{printf "%.2f", d / 1e3 / w / n}')" us
+  rec "$n" kernel_share "$(echo "$s0 $s1" | awk '{u = $3 - $1; k = $4 - $2; printf "%.0f", u + k ? 100 * k / (u + k) : 0}')" '%'
+  rec "$n" loadavg "$load" load
   rec "$n" rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" MiB
+  sort -n "$DIR/status.ms" | awk -v n="$n" '{v[NR] = $1} END {
+    i50 = int((NR - 1) * 0.50) + 1; i99 = int((NR - 1) * 0.99) + 1
+    printf "{\"part\":\"scale\",\"vms\":%d,\"metric\":\"status_p50\",\"value\":%s,\"unit\":\"ms\"}\n", n, v[i50]
+    printf "{\"part\":\"scale\",\"vms\":%d,\"metric\":\"status_p99\",\"value\":%s,\"unit\":\"ms\"}\n", n, v[i99]
+    printf "{\"part\":\"scale\",\"vms\":%d,\"metric\":\"status_max\",\"value\":%s,\"unit\":\"ms\"}\n", n, v[NR]
+  }' >>"$OUT"
   rec "$n" fds "$fds" count
   tail -1 "$DIR/fake.out" | python3 -c '
 import json, sys
@@ -132,6 +161,9 @@ if lat:
     rec("latency_p95", lat[min(len(lat) - 1, int(len(lat) * 0.95))], "ms")
     rec("latency_max", lat[-1], "ms")
 rec("balloon_cmds", d["served"].get("balloon", 0), "count")
+rec("query_balloon_cmds", d["served"].get("query-balloon", 0), "count")
+rec("stats_cmds", d["served"].get("qom-get", 0), "count")
+rec("balloon_events", d["served"].get("event BALLOON_CHANGE", 0), "count")
 ' "$n" >>"$OUT"
   rm -rf "$DIR"; DIR=''
 }

@@ -4,26 +4,30 @@
 #include <inttypes.h>
 #include <string.h>
 
+#include "jsonutil.h"
+
 /* QEMU's "not reported" (virtio-balloon's stats start at -1 as uint64). */
 #define STAT_UNKNOWN UINT64_MAX
 
 /* ---- pure decoding ------------------------------------------------------------------- */
 
 /* Sorted by name for bsearch; the unit tests check every stat is found. */
+#define STAT(name, stat) { name, sizeof(name) - 1, stat }
 static const struct stat_name {
         const char *name;
+        size_t len;
         enum balloon_stat stat;
 } stat_table[] = {
-        { "stat-available-memory", BALLOON_STAT_AVAILABLE_MEMORY },
-        { "stat-disk-caches", BALLOON_STAT_DISK_CACHES },
-        { "stat-free-memory", BALLOON_STAT_FREE_MEMORY },
-        { "stat-htlb-pgalloc", BALLOON_STAT_HTLB_PGALLOC },
-        { "stat-htlb-pgfail", BALLOON_STAT_HTLB_PGFAIL },
-        { "stat-major-faults", BALLOON_STAT_MAJOR_FAULTS },
-        { "stat-minor-faults", BALLOON_STAT_MINOR_FAULTS },
-        { "stat-swap-in", BALLOON_STAT_SWAP_IN },
-        { "stat-swap-out", BALLOON_STAT_SWAP_OUT },
-        { "stat-total-memory", BALLOON_STAT_TOTAL_MEMORY },
+        STAT("stat-available-memory", BALLOON_STAT_AVAILABLE_MEMORY),
+        STAT("stat-disk-caches", BALLOON_STAT_DISK_CACHES),
+        STAT("stat-free-memory", BALLOON_STAT_FREE_MEMORY),
+        STAT("stat-htlb-pgalloc", BALLOON_STAT_HTLB_PGALLOC),
+        STAT("stat-htlb-pgfail", BALLOON_STAT_HTLB_PGFAIL),
+        STAT("stat-major-faults", BALLOON_STAT_MAJOR_FAULTS),
+        STAT("stat-minor-faults", BALLOON_STAT_MINOR_FAULTS),
+        STAT("stat-swap-in", BALLOON_STAT_SWAP_IN),
+        STAT("stat-swap-out", BALLOON_STAT_SWAP_OUT),
+        STAT("stat-total-memory", BALLOON_STAT_TOTAL_MEMORY),
 };
 
 static int cmp_stat(const void *key, const void *elem) {
@@ -100,6 +104,85 @@ int balloon_stats_decode(json_object *reply, struct balloon_stats *ret, struct p
         return 0;
 }
 
+static int stat_by_name(const char *name, size_t len) {
+        for (size_t i = 0; i < ELEMENTSOF(stat_table); i++)
+                if (stat_table[i].len == len && memcmp(stat_table[i].name, name, len) == 0)
+                        return (int) stat_table[i].stat;
+        return -1;
+}
+
+/* Unknown stats seen in one report, to tell a repeated name (json-c keeps one of them). */
+#define EXTRA_NAMES_MAX 8
+
+/* The "stats" object: the same reading as decode_one_stat() for each member. */
+static int scan_stats(struct json_scan *js, struct balloon_stats *s) {
+        struct { const char *name; size_t len; } extra[EXTRA_NAMES_MAX];
+        uint32_t seen = 0;
+        const char *name;
+        bool first = true;
+        size_t len;
+        uint64_t n;
+        int k, st;
+
+        if (!json_scan_char(js, '{'))
+                return -EAGAIN;
+        while ((k = json_scan_member(js, &first, &name, &len)) == 1) {
+                if (!json_scan_uint(js, &n))
+                        return -EAGAIN;
+                st = stat_by_name(name, len);
+                if (st < 0) {
+                        if (s->n_extra >= EXTRA_NAMES_MAX)
+                                return -EAGAIN;
+                        for (unsigned i = 0; i < s->n_extra; i++)
+                                if (extra[i].len == len && memcmp(extra[i].name, name, len) == 0)
+                                        return -EAGAIN;
+                        extra[s->n_extra].name = name;
+                        extra[s->n_extra++].len = len;
+                        continue;
+                }
+                if (seen & (1u << st))
+                        return -EAGAIN;
+                seen |= 1u << st;
+                if (n != STAT_UNKNOWN) {
+                        s->value[st] = n;
+                        s->known |= 1u << st;
+                }
+        }
+        return k == 0 ? 0 : -EAGAIN;
+}
+
+int balloon_stats_decode_text(const char *text, size_t len, struct balloon_stats *ret) {
+        struct json_scan js = { text, text + len };
+        struct balloon_stats s = { 0 };
+        bool first = true, have_stats = false, have_update = false;
+        const char *key;
+        size_t klen;
+        int k;
+
+        if (!json_scan_char(&js, '{'))
+                return -EAGAIN;
+        while ((k = json_scan_member(&js, &first, &key, &klen)) == 1) {
+                if (!have_stats && json_scan_key_is(key, klen, "stats")) {
+                        if (scan_stats(&js, &s) < 0)
+                                return -EAGAIN;
+                        have_stats = true;
+                } else if (!have_update && json_scan_key_is(key, klen, "last-update")) {
+                        if (!json_scan_uint(&js, &s.last_update))
+                                return -EAGAIN;
+                        have_update = true;
+                } else
+                        return -EAGAIN;
+        }
+        if (k < 0 || !have_stats || !have_update || !json_scan_end(&js))
+                return -EAGAIN;
+        if (s.last_update == 0) {
+                memset(s.value, 0, sizeof(s.value));
+                s.known = 0;
+        }
+        *ret = s;
+        return 0;
+}
+
 int balloon_stats_parse(const char *text, size_t len, struct balloon_stats *ret,
                         struct ppn_error *err) {
         struct json_tokener *tok;
@@ -157,52 +240,51 @@ int balloon_check_target(uint64_t target, uint64_t floor, struct ppn_error *err)
 
 /* ---- commands ------------------------------------------------------------------------ */
 
+/* A QEMU device id as QEMU accepts one (a letter, then letters, digits, '-', '.', '_'): it
+ * goes into the command text as it is, so anything else is refused before sending. */
 static int check_device_id(const char *id, struct qmp_error *err) {
-        if (!*id || strlen(id) >= QMP_DEVICE_ID_MAX || strchr(id, '/'))
-                return ppn_error_set(&err->error, -EINVAL, "invalid balloon device id \"%s\"", id);
+        static const char tail[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._";
+        size_t n = strlen(id);
+        bool letter = (id[0] >= 'a' && id[0] <= 'z') || (id[0] >= 'A' && id[0] <= 'Z');
+
+        if (!letter || n >= QMP_DEVICE_ID_MAX || strspn(id, tail) != n)
+                return ppn_error_set(&err->error, -EINVAL, "invalid balloon device id \"%.*s\"", QMP_DEVICE_ID_MAX, id);
         return 0;
 }
 
+/* Room for the longest arguments built here: a device id and a number. */
+#define ARGS_MAX (sizeof("{\"path\":\"/machine/peripheral/\",\"property\":\"guest-stats-polling-interval\",\"value\":}") + \
+                  QMP_DEVICE_ID_MAX + 24)
+
 /* Builds the command for an operation; refuses bad arguments before anything is sent. */
-static int build_target(struct qmp *q, uint64_t target, uint64_t floor, json_object **ret,
+static int build_target(struct qmp *q, uint64_t target, uint64_t floor, char args[static ARGS_MAX],
                         struct qmp_error *err) {
-        json_object *a;
         int r = balloon_check_target(target, floor, &err->error);
 
         if (r < 0)
                 return ppn_error_prefix(&err->error, r, "%s", qmp_name(q) ?: "QMP");
-        a = json_object_new_object();
-        if (!a || json_object_object_add(a, "value", json_object_new_int64((int64_t) target)) < 0) {
-                json_object_put(a);
-                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
-        }
-        *ret = a;
+        snprintf(args, ARGS_MAX, "{\"value\":%" PRIu64 "}", target);
         return 0;
 }
 
-static int build_interval(const char *device_id, unsigned interval, json_object **ret,
+static int build_interval(const char *device_id, unsigned interval, char args[static ARGS_MAX],
                           struct qmp_error *err) {
-        json_object *a;
         int r = check_device_id(device_id, err);
 
         if (r < 0)
                 return r;
-        a = qmp_qom_args(device_id, "guest-stats-polling-interval", NULL);
-        if (!a || json_object_object_add(a, "value", json_object_new_int64(interval)) < 0) {
-                json_object_put(a);
-                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
-        }
-        *ret = a;
+        snprintf(args, ARGS_MAX, "{\"path\":\"/machine/peripheral/%s\",\"property\":\"guest-stats-polling-interval\","
+                 "\"value\":%u}", device_id, interval);
         return 0;
 }
 
-static int build_stats(const char *device_id, json_object **ret, struct qmp_error *err) {
+static int build_stats(const char *device_id, char args[static ARGS_MAX], struct qmp_error *err) {
         int r = check_device_id(device_id, err);
 
         if (r < 0)
                 return r;
-        *ret = qmp_qom_args(device_id, "guest-stats", NULL);
-        return *ret ? 0 : ppn_error_set(&err->error, -ENOMEM, "out of memory");
+        snprintf(args, ARGS_MAX, "{\"path\":\"/machine/peripheral/%s\",\"property\":\"guest-stats\"}", device_id);
+        return 0;
 }
 
 /* ---- asynchronous -------------------------------------------------------------------- */
@@ -246,20 +328,71 @@ static void on_stats(struct qmp *q, json_object *ret, const struct qmp_error *er
         free(c);
 }
 
-/* Sends a built command with a heap copy of the context, freed by the trampoline. */
-static int send_call(struct qmp *q, const char *command, json_object *args, uint64_t timeout,
-                     qmp_reply_fn trampoline, struct call c, struct qmp_error *err) {
-        return qmp_call_with(q, command, args, timeout, trampoline, &c, sizeof(c), err);
+/* The fast decoders (qmp_fast_fn): the same outcome as the trampolines above, or -EAGAIN
+ * having done nothing. */
+static int on_done_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct json_scan js = { ret, ret + len };
+        struct call *c = userdata;
+
+        if (!json_scan_value(&js) || !json_scan_end(&js))
+                return -EAGAIN;
+        c->done(q, NULL, c->userdata);
+        free(c);
+        return 0;
+}
+
+static int on_actual_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct json_scan js = { ret, ret + len };
+        struct call *c = userdata;
+        const char *key;
+        size_t klen;
+        bool first = true;
+        uint64_t actual;
+
+        /* Exactly {"actual": N}: anything more or else takes the general way. */
+        if (!json_scan_char(&js, '{') || json_scan_member(&js, &first, &key, &klen) != 1 ||
+            !json_scan_key_is(key, klen, "actual") || !json_scan_uint(&js, &actual) ||
+            json_scan_member(&js, &first, &key, &klen) != 0 || !json_scan_end(&js))
+                return -EAGAIN;
+        c->actual(q, actual, NULL, c->userdata);
+        free(c);
+        return 0;
+}
+
+static int on_stats_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct call *c = userdata;
+        struct balloon_stats s;
+
+        if (balloon_stats_decode_text(ret, len, &s) < 0)
+                return -EAGAIN;
+        c->stats(q, &s, NULL, c->userdata);
+        free(c);
+        return 0;
+}
+
+/* Sends a built command with a heap context freed by the trampoline (called exactly once). */
+static int send_call(struct qmp *q, const char *command, const char *args, uint64_t timeout,
+                     qmp_reply_fn trampoline, qmp_fast_fn fast, struct call c, struct qmp_error *err) {
+        struct call *heap = malloc(sizeof(*heap));
+        int r;
+
+        if (!heap)
+                return ppn_error_set(&err->error, -ENOMEM, "out of memory");
+        *heap = c;
+        r = qmp_call_fast(q, command, args, timeout, trampoline, fast, heap, err);
+        if (r < 0)
+                free(heap);
+        return r;
 }
 
 int balloon_set_target(struct qmp *q, uint64_t target, uint64_t floor, uint64_t timeout_usec,
                        balloon_done_fn fn, void *userdata, struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_target(q, target, floor, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_target(q, target, floor, args, &e);
 
         if (r >= 0)
-                r = send_call(q, "balloon", args, timeout_usec, on_done,
+                r = send_call(q, "balloon", args, timeout_usec, on_done, on_done_fast,
                               (struct call) { .done = fn, .userdata = userdata }, &e);
         if (r < 0 && err)
                 *err = e;
@@ -269,7 +402,7 @@ int balloon_set_target(struct qmp *q, uint64_t target, uint64_t floor, uint64_t 
 int balloon_query(struct qmp *q, uint64_t timeout_usec, balloon_actual_fn fn, void *userdata,
                   struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        int r = send_call(q, "query-balloon", NULL, timeout_usec, on_actual,
+        int r = send_call(q, "query-balloon", NULL, timeout_usec, on_actual, on_actual_fast,
                           (struct call) { .actual = fn, .userdata = userdata }, &e);
         if (r < 0 && err)
                 *err = e;
@@ -280,11 +413,11 @@ int balloon_enable_stats(struct qmp *q, const char *device_id, unsigned interval
                          uint64_t timeout_usec, balloon_done_fn fn, void *userdata,
                          struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, args, &e);
 
         if (r >= 0)
-                r = send_call(q, "qom-set", args, timeout_usec, on_done,
+                r = send_call(q, "qom-set", args, timeout_usec, on_done, on_done_fast,
                               (struct call) { .done = fn, .userdata = userdata }, &e);
         if (r < 0 && err)
                 *err = e;
@@ -294,11 +427,11 @@ int balloon_enable_stats(struct qmp *q, const char *device_id, unsigned interval
 int balloon_read_stats(struct qmp *q, const char *device_id, uint64_t timeout_usec,
                        balloon_stats_fn fn, void *userdata, struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, args, &e);
 
         if (r >= 0)
-                r = send_call(q, "qom-get", args, timeout_usec, on_stats,
+                r = send_call(q, "qom-get", args, timeout_usec, on_stats, on_stats_fast,
                               (struct call) { .stats = fn, .userdata = userdata }, &e);
         if (r < 0 && err)
                 *err = e;
@@ -310,11 +443,11 @@ int balloon_read_stats(struct qmp *q, const char *device_id, uint64_t timeout_us
 int balloon_set_target_sync(struct qmp *q, uint64_t target, uint64_t floor, uint64_t timeout_usec,
                             struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_target(q, target, floor, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_target(q, target, floor, args, &e);
 
         if (r >= 0)
-                r = qmp_call_sync(q, "balloon", args, timeout_usec, NULL, &e);
+                r = qmp_call_sync_text(q, "balloon", args, timeout_usec, NULL, &e);
         if (r < 0 && err)
                 *err = e;
         return r;
@@ -345,11 +478,11 @@ int balloon_query_sync(struct qmp *q, uint64_t timeout_usec, uint64_t *ret_actua
 int balloon_enable_stats_sync(struct qmp *q, const char *device_id, unsigned interval_sec,
                               uint64_t timeout_usec, struct qmp_error *err) {
         struct qmp_error e = { 0 };
-        json_object *args;
-        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, &args, &e);
+        char args[ARGS_MAX];
+        int r = build_interval(device_id ?: BALLOON_DEVICE_DEFAULT, interval_sec, args, &e);
 
         if (r >= 0)
-                r = qmp_call_sync(q, "qom-set", args, timeout_usec, NULL, &e);
+                r = qmp_call_sync_text(q, "qom-set", args, timeout_usec, NULL, &e);
         if (r < 0 && err)
                 *err = e;
         return r;
@@ -359,11 +492,12 @@ int balloon_read_stats_sync(struct qmp *q, const char *device_id, uint64_t timeo
                             struct balloon_stats *ret, struct qmp_error *err) {
         struct qmp_error e = { 0 };
         struct balloon_stats s;
-        json_object *args, *reply = NULL;
-        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, &args, &e);
+        json_object *reply = NULL;
+        char args[ARGS_MAX];
+        int r = build_stats(device_id ?: BALLOON_DEVICE_DEFAULT, args, &e);
 
         if (r >= 0)
-                r = qmp_call_sync(q, "qom-get", args, timeout_usec, &reply, &e);
+                r = qmp_call_sync_text(q, "qom-get", args, timeout_usec, &reply, &e);
         if (r >= 0) {
                 r = balloon_stats_decode(reply, &s, &e.error);
                 if (r < 0)

@@ -77,6 +77,11 @@ const char *balloon_stat_to_name(enum balloon_stat stat);
  * Both write *ret only on success.
  */
 int balloon_stats_decode(json_object *reply, struct balloon_stats *ret, struct ppn_error *err);
+/* The same decoding from the text of the reply's "return" value, without json-c, for text in
+ * jsonutil's strict subset with nothing unusual in it (stats and last-update only, no name
+ * twice, at most 8 unknown stats). Returns 0 with the result balloon_stats_decode() gives, or
+ * -EAGAIN (*ret untouched): then balloon_stats_decode() decides. */
+int balloon_stats_decode_text(const char *text, size_t len, struct balloon_stats *ret);
 int balloon_stats_parse(const char *text, size_t len, struct balloon_stats *ret,
                         struct ppn_error *err);
 /* query-balloon's "return" {"actual": N} -> bytes. 0 or -EBADMSG. */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <string.h>
 
 const char *json_member_string(json_object *o, const char *key) {
         json_object *v;
@@ -56,4 +57,128 @@ int json_member_uint64(json_object *o, const char *key, uint64_t *ret) {
                 return -EINVAL;
         *ret = json_object_get_uint64(v);
         return 0;
+}
+
+/* ---- the strict subset scanner ---- */
+
+void json_scan_ws(struct json_scan *s) {
+        while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+                s->p++;
+}
+
+bool json_scan_char(struct json_scan *s, char c) {
+        json_scan_ws(s);
+        if (s->p >= s->end || *s->p != c)
+                return false;
+        s->p++;
+        return true;
+}
+
+bool json_scan_string(struct json_scan *s, const char **ret, size_t *ret_len) {
+        const char *start, *close;
+
+        if (!json_scan_char(s, '"'))
+                return false;
+        start = s->p;
+        close = memchr(start, '"', (size_t) (s->end - start));
+        if (!close)
+                return false;
+        for (const char *c = start; c < close; c++)
+                if ((unsigned char) (*c - 0x20) > 0x7e - 0x20 || *c == '\\')
+                        return false;
+        *ret = start;
+        *ret_len = (size_t) (close - start);
+        s->p = close + 1;
+        return true;
+}
+
+/* Digits [p, e) as an unsigned number: no leading zero, at most 2^64-1. */
+static bool digits_value(const char *p, const char *e, uint64_t *ret) {
+        size_t n = (size_t) (e - p);
+        uint64_t v = 0;
+
+        if (n == 0 || n > 20 || (*p == '0' && n > 1))
+                return false;
+        /* 20 digits fit only up to 2^64-1 = 18446744073709551615 (same length: compare as text). */
+        if (n == 20 && memcmp(p, "18446744073709551615", 20) > 0)
+                return false;
+        for (; p < e; p++)
+                v = v * 10 + (uint64_t) (*p - '0');
+        *ret = v;
+        return true;
+}
+
+bool json_scan_uint(struct json_scan *s, uint64_t *ret) {
+        const char *start;
+
+        json_scan_ws(s);
+        start = s->p;
+        while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
+                s->p++;
+        /* A fraction/exponent next, or the text ending (the number may still be growing): not
+         * in the subset. */
+        if (s->p >= s->end || *s->p == '.' || *s->p == 'e' || *s->p == 'E')
+                return false;
+        return digits_value(start, s->p, ret);
+}
+
+bool json_scan_digits(const char *p, const char *e, uint64_t *ret) {
+        for (const char *c = p; c < e; c++)
+                if (*c < '0' || *c > '9')
+                        return false;
+        return digits_value(p, e, ret);
+}
+
+static bool scan_value(struct json_scan *s, unsigned depth) {
+        const char *key;
+        size_t len;
+        uint64_t n;
+        bool first = true;
+        int r;
+
+        json_scan_ws(s);
+        if (s->p >= s->end)
+                return false;
+        if (*s->p == '"')
+                return json_scan_string(s, &key, &len);
+        if (*s->p != '{')
+                return json_scan_uint(s, &n);
+        if (depth >= JSON_SCAN_DEPTH)
+                return false;
+        s->p++;
+        while ((r = json_scan_member(s, &first, &key, &len)) == 1)
+                if (!scan_value(s, depth + 1))
+                        return false;
+        return r == 0;
+}
+
+bool json_scan_value(struct json_scan *s) {
+        return scan_value(s, 1);
+}
+
+int json_scan_member(struct json_scan *s, bool *first, const char **ret_key, size_t *ret_len) {
+        if (*first && json_scan_char(s, '}'))
+                return 0;
+        if (!*first) {
+                json_scan_ws(s);
+                if (s->p < s->end && *s->p == '}') {
+                        s->p++;
+                        return 0;
+                }
+                if (!json_scan_char(s, ','))
+                        return -1;
+        }
+        *first = false;
+        if (!json_scan_string(s, ret_key, ret_len) || !json_scan_char(s, ':'))
+                return -1;
+        return 1;
+}
+
+bool json_scan_key_is(const char *key, size_t len, const char *name) {
+        return strlen(name) == len && memcmp(key, name, len) == 0;
+}
+
+bool json_scan_end(struct json_scan *s) {
+        json_scan_ws(s);
+        return s->p == s->end;
 }

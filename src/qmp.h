@@ -152,6 +152,30 @@ const char *qmp_event_to_name(enum qmp_event_id id);
 int qmp_call(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
              qmp_reply_fn fn, void *userdata, struct qmp_error *err);
 
+/* The same with the arguments as JSON text (an object, or NULL for none), for commands sent
+ * every tick: the text is put into the command line as it is, so it must come from the caller's
+ * own code (numbers, checked identifiers), never from outside. `command` is [a-z0-9_-]. */
+int qmp_call_text(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
+                  qmp_reply_fn fn, void *userdata, struct qmp_error *err);
+
+/*
+ * A decoder for the commands sent every tick: the text that stands where a plain reply's value
+ * is ({"return": VALUE, "id": N}, on one line). The text is NOT checked: the decoder must read
+ * it wholly as one value of jsonutil's strict subset (json_scan_*, ending with json_scan_end())
+ * and decline otherwise. It returns 0 after doing exactly what the command's qmp_reply_fn would
+ * have done with that reply (the qmp_reply_fn is then not called), or a negative value having
+ * done nothing at all: then json-c parses the reply and the qmp_reply_fn gets it as usual.
+ */
+typedef int (*qmp_fast_fn)(struct qmp *q, const char *ret_json, size_t len, void *userdata);
+int qmp_call_fast(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
+                  qmp_reply_fn fn, qmp_fast_fn fast, void *userdata, struct qmp_error *err);
+
+/* Commands queued between qmp_cork() and qmp_uncork() go out in one write: a VM's commands of
+ * one round cost one send(2) instead of one each. Nests; a queue that does not fit in the
+ * socket waits for it to become writable, as always. */
+void qmp_cork(struct qmp *q);
+void qmp_uncork(struct qmp *q);
+
 /* qmp_call() with a heap copy of ctx (size bytes) as fn's userdata, for wrappers that translate
  * replies (balloon, vmem): fn runs exactly once and must free(userdata). Same returns. */
 int qmp_call_with(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
@@ -201,3 +225,5 @@ int qmp_connect_sync(const char *path, uint64_t timeout_usec, struct qmp **ret,
                      struct qmp_error *err);
 int qmp_call_sync(struct qmp *q, const char *command, json_object *args, uint64_t timeout_usec,
                   json_object **ret_reply, struct qmp_error *err);
+int qmp_call_sync_text(struct qmp *q, const char *command, const char *args_json, uint64_t timeout_usec,
+                       json_object **ret_reply, struct qmp_error *err);

@@ -92,22 +92,70 @@ int parse_size(const char *s, uint64_t *ret_bytes) {
         return -EINVAL;
 }
 
+/* n in decimal at buf (room for 20 digits); returns the end. */
+static char *put_uint(char *buf, uint64_t n) {
+        char tmp[20];
+        size_t k = 0;
+
+        do
+                tmp[k++] = (char) ('0' + n % 10);
+        while ((n /= 10) > 0);
+        while (k > 0)
+                *buf++ = tmp[--k];
+        return buf;
+}
+
+/* Copies text of n bytes into buf as snprintf() would (cut to len - 1, terminated). */
+static void put_text(char *buf, size_t len, const char *text, size_t n) {
+        if (len == 0)
+                return;
+        if (n > len - 1)
+                n = len - 1;
+        memcpy(buf, text, n);
+        buf[n] = '\0';
+}
+
+/* bytes/unit with one decimal, rounded as printf("%.1f") rounds the exact quotient (to nearest,
+ * ties to even), without floating point or printf: the policy formats sizes for every VM every
+ * tick. With tenths = false, the whole number byt/unit. */
+static void put_size(char *buf, size_t len, uint64_t bytes, unsigned shift, char unit, bool tenths) {
+        uint64_t u = UINT64_C(1) << shift, t = (bytes * 10) >> shift, rem = (bytes * 10) & (u - 1);
+        char tmp[32], *e;
+
+        if (!tenths) {
+                e = put_uint(tmp, bytes >> shift);
+                *e++ = unit;
+                put_text(buf, len, tmp, (size_t) (e - tmp));
+                return;
+        }
+        if (rem > u / 2 || (rem == u / 2 && (t & 1)))
+                t++;
+        e = put_uint(tmp, t / 10);
+        *e++ = '.';
+        *e++ = (char) ('0' + t % 10);
+        *e++ = unit;
+        put_text(buf, len, tmp, (size_t) (e - tmp));
+}
+
 char *format_size(uint64_t bytes, char *buf, size_t len) {
         static const char units[] = "KMGT";
+        char tmp[24];
 
         for (int i = 3; i >= 0; i--) {
                 uint64_t unit = UINT64_C(1) << (10 * (i + 1));
                 if (bytes < unit)
                         continue;
                 if (bytes % unit == 0)
-                        snprintf(buf, len, "%" PRIu64 "%c", bytes / unit, units[i]);
+                        put_size(buf, len, bytes, (unsigned) (10 * (i + 1)), units[i], false);
+                else if (((bytes * 10) % unit == 0 || bytes >= 10 * unit) && bytes < (UINT64_C(1) << 59))
+                        put_size(buf, len, bytes, (unsigned) (10 * (i + 1)), units[i], true);
                 else if ((bytes * 10) % unit == 0 || bytes >= 10 * unit)
                         snprintf(buf, len, "%.1f%c", (double) bytes / (double) unit, units[i]);
                 else
                         continue;
                 return buf;
         }
-        snprintf(buf, len, "%" PRIu64, bytes);
+        put_text(buf, len, tmp, (size_t) (put_uint(tmp, bytes) - tmp));
         return buf;
 }
 

@@ -12,6 +12,8 @@
 
 /* First reconnect after 100 ms: QEMU's socket accepts ~0.1 s after it starts. */
 #define RETRY_START_USEC 100000
+/* QEMU sets the balloon in 4 KiB pages: an actual this close to the target has arrived. */
+#define BALLOON_PAGE 4096
 
 struct vmlink {
         sd_event *event;
@@ -27,6 +29,8 @@ struct vmlink {
         uint64_t backoff_usec;
         char balloon_id[64];            /* the balloon's device id under /machine/peripheral, "" if none */
         unsigned round_pending;         /* replies still due in this sampling round */
+        uint64_t target_sent;           /* the last balloon target sent; 0 = none on this connection */
+        bool actual_news;               /* a BALLOON_CHANGE came since the last query-balloon */
         struct vmlink_sample last;
         char why[256];
         /* virtio-mem (last.vmem): the device, the size wanted and the actuator between steps. */
@@ -91,6 +95,8 @@ static void drop(struct vmlink *l, bool retry) {
         l->qmp = qmp_free(l->qmp);
         l->pid = 0;
         l->round_pending = 0;
+        l->target_sent = 0;
+        l->actual_news = false;
         l->balloon_id[0] = '\0';
         l->last.actual_usec = 0;
         l->last.stats_usec = 0;
@@ -206,11 +212,35 @@ static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_err
         probe_vmem(l);
 }
 
+/* The VM's size: the balloon's actual plus what virtio-mem has plugged. */
+static void update_actual(struct vmlink *l) {
+        l->last.actual = l->last.balloon_actual + (l->last.vmem ? l->last.plugged : 0);
+}
+
+/* QEMU tells every change of the balloon's actual (the guest's progress, a deflate-on-oom, a
+ * target set by someone else), at most once a second: the latest value after that second.
+ * The value is kept; whether to ask query-balloon as well is vmlink_sample()'s call. */
+static void on_balloon_change(struct qmp *q, const struct qmp_event *ev, void *userdata) {
+        struct vmlink *l = userdata;
+        uint64_t actual;
+
+        if (balloon_event_actual(ev, &actual) < 0) {
+                log_debug("%s: BALLOON_CHANGE without a valid actual; asking query-balloon", l->name);
+                l->actual_news = true;
+                return;
+        }
+        l->last.balloon_actual = actual;
+        l->last.actual_usec = now_usec();
+        l->actual_news = true;
+        update_actual(l);
+}
+
 static void on_ready(struct qmp *q, void *userdata) {
         struct vmlink *l = userdata;
         json_object *args = json_object_new_object();
 
         l->backoff_usec = 0;
+        (void) qmp_set_event_handler(q, QMP_EVENT_BALLOON_CHANGE, on_balloon_change, l);
         qmp_set_event_handler(q, QMP_EVENT_MEMORY_DEVICE_SIZE_CHANGE, on_size_change, l);
         json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
         if (qmp_call(q, "qom-list", args, l->opts.timeout_usec, on_peripherals, l, NULL) < 0)
@@ -300,10 +330,6 @@ const struct vmlink_sample *vmlink_last(const struct vmlink *l) { return &l->las
 const char *vmlink_why(const struct vmlink *l) { return l->why; }
 
 /* The guest's size: what the balloon leaves of base, plus what is plugged. */
-static void update_actual(struct vmlink *l) {
-        l->last.actual = l->last.balloon_actual + (l->last.vmem ? l->last.plugged : 0);
-}
-
 static void round_done(struct vmlink *l) {
         if (l->round_pending > 0 && --l->round_pending == 0) {
                 update_actual(l);
@@ -332,6 +358,7 @@ static void on_actual(struct qmp *q, uint64_t actual, const struct qmp_error *er
                 l->last.balloon = true;
                 l->last.balloon_actual = actual;
                 l->last.actual_usec = now_usec();
+                l->actual_news = false;
                 update_actual(l);
         } else
                 log_debug("%s: query-balloon failed: %s", l->name, err->error.msg);
@@ -364,6 +391,39 @@ static void on_stats(struct qmp *q, const struct balloon_stats *st, const struct
         round_done(l);
 }
 
+/*
+ * query-balloon is needed unless QEMU's events already tell the truth: the balloon answered
+ * before, no BALLOON_CHANGE came since (its value may be an intermediate one: the event is
+ * rate-limited and the guest moves in steps), and the last target sent has been reached. A
+ * balloon on its way is polled every round, as before events were used.
+ */
+static bool actual_needed(const struct vmlink *l) {
+        const struct vmlink_sample *x = &l->last;
+        uint64_t off;
+
+        if (!x->balloon || !x->actual_usec || l->actual_news)
+                return true;
+        off = x->balloon_actual > l->target_sent ? x->balloon_actual - l->target_sent
+                                                 : l->target_sent - x->balloon_actual;
+        return l->target_sent && off >= BALLOON_PAGE;
+}
+
+/*
+ * The guest's statistics change only when it reports, every stats interval: QEMU stamps each
+ * report with last-update (whole seconds) and the next report comes an interval after it at
+ * the earliest. With a known report newer than one interval of monotonic time ago (so a clock
+ * step cannot freeze the readings), asking before last-update + interval returns the same
+ * numbers. At the default interval (1 s) and tick (1 s) this asks every round.
+ */
+static bool stats_needed(const struct vmlink *l) {
+        const struct vmlink_sample *x = &l->last;
+        uint64_t interval = l->opts.stats_interval_sec * 1000000;
+
+        if (!x->stats_usec || !x->stats_update_sec || now_usec() - x->stats_usec >= interval)
+                return true;
+        return now_realtime_usec() >= (x->stats_update_sec + l->opts.stats_interval_sec) * 1000000;
+}
+
 static void on_vmem_sample(struct qmp *q, const struct vmem_device *dev, const struct qmp_error *err,
                            void *userdata) {
         struct vmlink *l = userdata;
@@ -383,13 +443,16 @@ int vmlink_sample(struct vmlink *l) {
                 return -ENOTCONN;
         if (l->round_pending)
                 return -EBUSY;
-        if (balloon_query(l->qmp, l->opts.timeout_usec, on_actual, l, NULL) == 0)
+        qmp_cork(l->qmp);
+        if (actual_needed(l) && balloon_query(l->qmp, l->opts.timeout_usec, on_actual, l, NULL) == 0)
                 l->round_pending++;
-        if (l->balloon_id[0] && balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
+        if (l->balloon_id[0] && stats_needed(l) &&
+            balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
                 l->round_pending++;
         if (l->last.vmem && vmem_query(l->qmp, l->opts.timeout_usec, on_vmem_sample, l, NULL) == 0)
                 l->round_pending++;
-        return l->round_pending ? 0 : -ENOTCONN;
+        qmp_uncork(l->qmp);
+        return l->round_pending ? 0 : 1;
 }
 
 static void on_target(struct qmp *q, const struct qmp_error *err, void *userdata) {
@@ -408,6 +471,8 @@ int vmlink_set_target(struct vmlink *l, uint64_t bytes, uint64_t floor_bytes) {
                 return -ENOTCONN;
         /* balloon_set_target() refuses 0 and anything below the floor before sending. */
         r = balloon_set_target(l->qmp, bytes, floor_bytes, l->opts.timeout_usec, on_target, l, &err);
+        if (r >= 0)
+                l->target_sent = bytes;
         if (r < 0)
                 log_warning("%s: balloon target %" PRIu64 " not sent: %s", l->name, bytes, err.error.msg);
         return r;
@@ -462,6 +527,8 @@ static void step(struct vmlink *l) {
         if (p.set_value && balloon_set_target(l->qmp, p.value, p.floor < p.value ? p.floor : p.value,
                                               l->opts.timeout_usec, on_target, l, &err) < 0)
                 log_warning("%s: balloon value %" PRIu64 " not sent: %s", l->name, p.value, err.error.msg);
+        else if (p.set_value)
+                l->target_sent = p.value;       /* actual_needed() polls until it is reached */
         l->plan = p;
         l->planned = true;
         if (l->cb.actuated)

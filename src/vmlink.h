@@ -98,8 +98,13 @@ const struct vmlink_sample *vmlink_last(const struct vmlink *l);
 const char *vmlink_why(const struct vmlink *l);
 
 /*
- * Starts a sampling round: query-balloon and the guest statistics. cb->sampled runs when both
- * replies are in. Returns 0, -ENOTCONN when not RUNNING, -EBUSY while a round is in flight.
+ * Starts a sampling round: query-balloon and the guest statistics, each only when it can tell
+ * something new. The balloon's actual also arrives by QEMU's BALLOON_CHANGE event; query-balloon
+ * is asked after such an event, while the last target sent is not reached, and whenever the
+ * actual is not known. The statistics are asked unless the guest's next report cannot be due
+ * yet (stats interval longer than the tick). cb->sampled runs when the replies are in. Returns
+ * 0 (a round started), 1 (nothing to ask: the last readings are current; no callback),
+ * -ENOTCONN when not RUNNING, -EBUSY while a round is in flight.
  */
 int vmlink_sample(struct vmlink *l);
 

@@ -60,6 +60,11 @@ static void test_stats_recorded_unknown(void **state) {
         json_object_put(reply);
 }
 
+static bool stats_equal(const struct balloon_stats *a, const struct balloon_stats *b) {
+        return memcmp(a->value, b->value, sizeof(a->value)) == 0 && a->known == b->known &&
+               a->last_update == b->last_update && a->n_extra == b->n_extra;
+}
+
 /* A real guest (recorded in guest.qmp): the driver reports at start, and after polling is on. */
 static void test_stats_recorded_real(void **state) {
         struct transcript t;
@@ -68,7 +73,8 @@ static void test_stats_recorded_real(void **state) {
         transcript_load("guest.qmp", &t);
         for (size_t i = 0; i < t.n; i++) {
                 json_object *msg, *ret;
-                struct balloon_stats s;
+                struct balloon_stats s, fast;
+                const char *raw, *raw_end;
                 uint64_t total, free_mem, avail;
 
                 if (t.lines[i].dir != '<' || !strstr(t.lines[i].text, "last-update"))
@@ -76,6 +82,12 @@ static void test_stats_recorded_real(void **state) {
                 msg = json_tokener_parse(t.lines[i].text);
                 ret = json_object_object_get(msg, "return");
                 assert_int_equal(balloon_stats_decode(ret, &s, NULL), 0);
+                /* QEMU's own text (the "return" value, as sent) is in the fast decoder's subset. */
+                raw = strstr(t.lines[i].text, "{\"stats\"");
+                raw_end = raw ? strstr(raw, ", \"id\"") : NULL;
+                assert_non_null(raw_end);
+                assert_int_equal(balloon_stats_decode_text(raw, (size_t) (raw_end - raw), &fast), 0);
+                assert_true(stats_equal(&fast, &s));
                 assert_true(s.last_update > 1700000000); /* a real Unix time */
                 assert_int_equal(s.known, (1u << _BALLOON_STAT_MAX) - 1);
                 assert_int_equal(balloon_stats_get(&s, BALLOON_STAT_TOTAL_MEMORY, &total), 0);
@@ -137,18 +149,41 @@ static const struct stats_case {
         { "not JSON", "{\"stats\": ", -EBADMSG, 0, 0, 0 },
         { "trailing bytes", "{\"stats\": {}, \"last-update\": 5} x", -EBADMSG, 0, 0, 0 },
         { "empty", "", -EBADMSG, 0, 0, 0 },
+        /* For the fast decoder: json-c's reading of what it leaves to json-c. */
+        { "a stat twice", "{\"stats\": {\"stat-free-memory\": 1, \"stat-free-memory\": 2}, \"last-update\": 5}",
+          0, 1u << BALLOON_STAT_FREE_MEMORY, 2, 0 },
+        { "an unknown stat twice", "{\"stats\": {\"stat-x\": 1, \"stat-x\": 2}, \"last-update\": 5}", 0, 0, 0, 1 },
+        { "an escaped name", "{\"stats\": {\"stat-free\\u002dmemory\": 9}, \"last-update\": 5}",
+          0, 1u << BALLOON_STAT_FREE_MEMORY, 9, 0 },
+        { "another member", "{\"stats\": {}, \"last-update\": 5, \"x\": 1}", 0, 0, 0, 0 },
+        { "blanks everywhere", " {\r\n\"stats\"\t: { \"stat-free-memory\" : 3 } ,\"last-update\":5 } ", 0,
+          1u << BALLOON_STAT_FREE_MEMORY, 3, 0 },
+        { "a leading zero", "{\"stats\": {\"stat-free-memory\": 03}, \"last-update\": 5}", -EBADMSG, 0, 0, 0 },
 };
 
+/* Cases balloon_stats_decode_text() must decode itself (the others it may leave to json-c). */
+#define FAST_CASES 9
+
 static void test_stats_table(void **state) {
+        unsigned n_fast = 0;
+
         for (size_t i = 0; i < ELEMENTSOF(stats_cases); i++) {
                 const struct stats_case *c = &stats_cases[i];
                 struct balloon_stats s = { .known = 0xdead };
                 struct ppn_error err = { 0 };
                 uint64_t v = 0;
                 int r = balloon_stats_parse(c->json, strlen(c->json), &s, &err);
+                struct balloon_stats fast = { .known = 0xbeef };
 
                 if (r != c->r)
                         fail_msg("%s: got %d (%s), want %d", c->name, r, err.msg, c->r);
+                /* The fast decoder agrees with json-c's, or declines and touches nothing. */
+                if (balloon_stats_decode_text(c->json, strlen(c->json), &fast) == 0) {
+                        if (r != 0 || !stats_equal(&fast, &s))
+                                fail_msg("%s: the fast decoder differs from json-c's", c->name);
+                        n_fast++;
+                } else
+                        assert_int_equal(fast.known, 0xbeef);
                 if (r < 0) {
                         assert_int_equal(s.known, 0xdead); /* untouched */
                         assert_contains(err.msg, "guest-stats");
@@ -164,6 +199,7 @@ static void test_stats_table(void **state) {
                         if (!(s.known & (1u << k)))
                                 assert_int_equal(s.value[k], 0);
         }
+        assert_int_equal(n_fast, FAST_CASES);
 }
 
 /* Every stat name decodes to its own stat: the sorted name table is complete and in order. */
@@ -281,6 +317,10 @@ static void test_target_refused_before_sending(void **state) {
         assert_int_equal(balloon_set_target_sync(p->q, 100 * MIB, 384 * MIB, 0, &err), -ERANGE);
         assert_int_equal(balloon_enable_stats(p->q, "a/b", 2, 0, on_done, &o, &err), -EINVAL);
         assert_int_equal(balloon_read_stats(p->q, "", 0, on_stats, &o, &err), -EINVAL);
+        /* Ids go into the command text as they are: only what QEMU accepts as an id passes. */
+        assert_int_equal(balloon_read_stats(p->q, "b\",\"x\":\"", 0, on_stats, &o, &err), -EINVAL);
+        assert_int_equal(balloon_read_stats(p->q, "0balloon", 0, on_stats, &o, &err), -EINVAL);
+        assert_int_equal(balloon_enable_stats(p->q, "bal\\n", 2, 0, on_done, &o, &err), -EINVAL);
         assert_int_equal(qmp_pending(p->q), 0);
         assert_null(peer_read_command(p));
         assert_int_equal(o.calls, 0);

@@ -18,6 +18,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include "jsonutil.h"
 #include "qmp-peer.h"
 #include "qmp.h"
 #include "util.h"
@@ -442,6 +443,149 @@ static void test_replies_between_events_any_order(void **state) {
         peer_done(p);
 }
 
+/* ---- the fast path for plain replies (qmp_call_fast) ---- */
+
+struct fast_call {
+        struct call_result r;      /* first: on_result() takes this struct */
+        unsigned fast_calls;
+        bool decline, free_client;
+        char text[256];
+};
+
+/* As qmp_fast_fn asks: reads the text wholly in the subset, or declines. */
+static int on_fast(struct qmp *q, const char *ret, size_t len, void *userdata) {
+        struct json_scan js = { ret, ret + len };
+        struct fast_call *f = userdata;
+
+        f->fast_calls++;
+        snprintf(f->text, sizeof(f->text), "%.*s", (int) len, ret);
+        if (f->decline || !json_scan_value(&js) || !json_scan_end(&js))
+                return -EAGAIN;
+        if (f->free_client)
+                qmp_free(q);
+        return 0;
+}
+
+static uint64_t call_fast(struct peer *p, const char *execute, struct fast_call *f) {
+        json_object *cmd;
+        uint64_t id;
+
+        assert_int_equal(qmp_call_fast(p->q, execute, NULL, 0, on_result, on_fast, f, NULL), 0);
+        cmd = peer_read_command(p);
+        assert_non_null(cmd);
+        id = json_object_get_uint64(json_object_object_get(cmd, "id"));
+        json_object_put(cmd);
+        return id;
+}
+
+/* A plain reply in the subset goes to the fast decoder alone, with the text of its value; one
+ * the decoder declines, or that is not plain, goes through json-c to the reply callback. */
+static void test_fast_replies(void **state) {
+        struct peer *p = ready_peer();
+        struct fast_call a = { 0 }, b = { 0 }, c = { 0 }, d = { 0 }, e = { 0 };
+        char buf[1024];
+        uint64_t ia, ib, ic, id, ie;
+
+        ia = call_fast(p, "query-balloon", &a);
+        b.decline = true;
+        ib = call_fast(p, "query-balloon", &b);
+        ic = call_fast(p, "query-balloon", &c);
+        id = call_fast(p, "query-balloon", &d);
+        ie = call_fast(p, "query-balloon", &e);
+        snprintf(buf, sizeof(buf),
+                 "{\"return\": {\"actual\": 805306368}, \"id\": %" PRIu64 "}\r\n"
+                 "{\"return\": {\"actual\": 5},\"id\":%" PRIu64 " }\n"
+                 "{\"event\": \"BALLOON_CHANGE\", \"data\": {\"actual\": 7}, "
+                 "\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}}\r\n"
+                 "{\"return\": {\"actual\": 6}, \"id\": %" PRIu64 ", \"extra\": true}\r\n"
+                 "{\"return\": {\"actual\": \"\\u0036\"}, \"id\": %" PRIu64 "}\r\n"
+                 "{\"id\": %" PRIu64 ", \"return\": {\"actual\": 8}}\r\n", ia, ib, ic, id, ie);
+        peer_write(p, buf, strlen(buf));
+        /* a: fast, exactly its value's text; the reply callback is not called. */
+        assert_int_equal(a.fast_calls, 1);
+        assert_string_equal(a.text, "{\"actual\": 805306368}");
+        assert_int_equal(a.r.calls, 0);
+        /* b: declined, then parsed by json-c and given to the reply callback. */
+        assert_int_equal(b.fast_calls, 1);
+        assert_int_equal(b.r.calls, 1);
+        assert_int_equal(json_object_get_uint64(json_object_object_get(b.r.ret, "actual")), 5);
+        /* c (another member) and e (id first) are not plain: json-c alone; d's value has an
+         * escape: its decoder declines it. */
+        assert_int_equal(e.fast_calls, 0);
+        assert_int_equal(e.r.calls, 1);
+        assert_int_equal(json_object_get_uint64(json_object_object_get(e.r.ret, "actual")), 8);
+        assert_int_equal(c.fast_calls, 0);
+        assert_int_equal(c.r.calls, 1);
+        assert_int_equal(d.fast_calls, 1);
+        assert_int_equal(d.r.calls, 1);
+        assert_string_equal(json_object_get_string(json_object_object_get(d.r.ret, "actual")), "6");
+        assert_int_equal(p->n_events, 1);
+        assert_int_equal(qmp_pending(p->q), 0);
+        assert_int_equal(p->n_disconnected, 0);
+        result_clear(&b.r);
+        result_clear(&c.r);
+        result_clear(&d.r);
+        result_clear(&e.r);
+        peer_done(p);
+}
+
+/* A reply split over two reads goes through json-c; one the decoder frees the client from
+ * fails the other commands once, with -ECANCELED, and is itself answered once. */
+static void test_fast_split_and_free(void **state) {
+        struct peer *p = ready_peer();
+        struct fast_call a = { 0 }, b = { 0 }, c = { 0 };
+        char buf[256];
+        uint64_t ia, ib;
+        size_t n;
+
+        ia = call_fast(p, "query-balloon", &a);
+        n = (size_t) snprintf(buf, sizeof(buf), "{\"return\": {\"actual\": 1}, \"id\": %" PRIu64 "}\r\n", ia);
+        peer_write(p, buf, 10);
+        peer_write(p, buf + 10, n - 10);
+        assert_int_equal(a.fast_calls, 0);
+        assert_int_equal(a.r.calls, 1);
+        assert_false(a.r.failed);
+        b.free_client = true;
+        ib = call_fast(p, "query-balloon", &b);
+        (void) call_fast(p, "query-status", &c);
+        n = (size_t) snprintf(buf, sizeof(buf), "{\"return\": {}, \"id\": %" PRIu64 "}\r\n", ib);
+        peer_write(p, buf, n);
+        p->q = NULL;    /* freed by on_fast */
+        assert_int_equal(b.fast_calls, 1);
+        assert_int_equal(b.r.calls, 0);
+        assert_int_equal(c.fast_calls, 0);
+        assert_int_equal(c.r.calls, 1);
+        assert_int_equal(c.r.err.error.code, -ECANCELED);
+        result_clear(&a.r);
+        peer_done(p);
+}
+
+/* Corked commands are queued, not written, until the last qmp_uncork(); then all go out. */
+static void test_cork(void **state) {
+        struct peer *p = ready_peer();
+        struct call_result a = { 0 }, b = { 0 };
+        json_object *ca, *cb;
+
+        qmp_cork(p->q);
+        qmp_cork(p->q);
+        call(p, "query-balloon", 0, &a);
+        call(p, "query-status", 0, &b);
+        assert_null(peer_read_command(p));      /* the loop ran: still nothing written */
+        qmp_uncork(p->q);
+        assert_null(peer_read_command(p));
+        qmp_uncork(p->q);
+        ca = peer_read_command(p);
+        cb = peer_read_command(p);
+        assert_non_null(ca);
+        assert_non_null(cb);
+        assert_string_equal(json_object_get_string(json_object_object_get(ca, "execute")), "query-balloon");
+        assert_string_equal(json_object_get_string(json_object_object_get(cb, "execute")), "query-status");
+        qmp_uncork(p->q);                       /* unbalanced: ignored */
+        json_object_put(ca);
+        json_object_put(cb);
+        peer_done(p);
+}
+
 /* A peer that stops answering: the command fails after its own timeout, then the connection. */
 static void test_command_timeout(void **state) {
         struct peer *p = ready_peer();
@@ -471,6 +615,37 @@ static void test_command_timeout(void **state) {
         peer_pump(p);
         assert_int_equal(fast.calls, 1);
         assert_int_equal(slow.calls, 1);
+        peer_done(p);
+}
+
+/* The commands of a connection share one timer, armed for the earliest deadline: a shorter
+ * timeout sent after a longer one still fires on time, and a timer that fires for a command
+ * answered meanwhile waits for the next one instead of failing it early. */
+static void test_command_timeout_shared_timer(void **state) {
+        struct peer *p = ready_peer();
+        struct call_result answered = { 0 }, slow = { 0 }, fast = { 0 };
+        uint64_t t0, dt;
+
+        call(p, "query-status", 5 * 1000000, &slow);
+        call(p, "query-balloon", 100 * 1000, &answered);
+        json_object_put(peer_read_command(p));  /* query-status: never answered */
+        peer_answer(p, "query-balloon", "{\"actual\": 1073741824}");
+        assert_true(answered.done);
+        assert_false(answered.failed);
+        t0 = now_usec();
+        call(p, "query-kvm", 300 * 1000, &fast);
+        assert_true(peer_run_until(p, &fast.done, 4 * 1000000));
+        dt = now_usec() - t0;
+        assert_true(dt >= 300 * 1000);  /* not at the answered command's deadline */
+        assert_true(dt < 3 * 1000000);  /* nor at the slow one's */
+        assert_int_equal(fast.err.error.code, -ETIMEDOUT);
+        assert_contains(fast.err.error.msg, "query-kvm");
+        assert_contains(fast.err.error.msg, "300 ms");
+        assert_int_equal(slow.calls, 1);
+        assert_int_equal(slow.err.error.code, -ETIMEDOUT);
+        assert_contains(slow.err.error.msg, "stopped answering");
+        assert_int_equal(answered.calls, 1);
+        result_clear(&answered);
         peer_done(p);
 }
 
@@ -1124,6 +1299,10 @@ int main(void) {
 #define T(f) tests[n++] = (struct CMUnitTest) cmocka_unit_test(f)
         T(test_replies_between_events_any_order);
         T(test_command_timeout);
+        T(test_cork);
+        T(test_fast_replies);
+        T(test_fast_split_and_free);
+        T(test_command_timeout_shared_timer);
         T(test_greeting_timeout);
         T(test_capabilities_refused);
         T(test_eof_mid_message);

@@ -86,6 +86,12 @@ static void test_format_size(void **state) {
         assert_string_equal(format_size(512 * MIB, buf, sizeof(buf)), "512M");
         assert_string_equal(format_size(3 * GIB / 2, buf, sizeof(buf)), "1.5G");
         assert_string_equal(format_size(2 * GIB, buf, sizeof(buf)), "2G");
+        /* One decimal, rounded to nearest (integer arithmetic, as printf("%.1f") rounds). */
+        assert_string_equal(format_size(GIB + GIB / 3, buf, sizeof(buf)), "1365.3M");
+        assert_string_equal(format_size(GIB + GIB * 2 / 3, buf, sizeof(buf)), "1706.7M");
+        assert_string_equal(format_size(10 * GIB + 1, buf, sizeof(buf)), "10.0G");
+        assert_string_equal(format_size(20 * GIB - 1, buf, sizeof(buf)), "20.0G");
+        assert_string_equal(format_size(UINT64_MAX, buf, sizeof(buf)), "16777216.0T");
         assert_string_equal(format_size(1000, buf, sizeof(buf)), "1000");
         assert_string_equal(format_size(0, buf, sizeof(buf)), "0");
 }

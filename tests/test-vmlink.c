@@ -29,6 +29,9 @@ struct fake {
         bool has_balloon;
         int64_t stats_interval;         /* from qom-set */
         int64_t target;                 /* from balloon */
+        uint64_t actual;                /* query-balloon answers this */
+        uint64_t last_update;           /* guest-stats last-update */
+        unsigned n_query, n_stats;      /* query-balloon and qom-get guest-stats served */
         unsigned n_state_changes, n_sampled;
         enum vmlink_state last_state;
 };
@@ -56,16 +59,22 @@ static void fake_command(struct fake *f, json_object *cmd) {
                 assert_true(json_object_object_get_ex(args, "value", &v));
                 f->stats_interval = json_object_get_int64(v);
                 fake_reply(f, id, "\"return\": {}");
-        } else if (strcmp(name, "query-balloon") == 0)
-                fake_reply(f, id, f->has_balloon ? "\"return\": {\"actual\": 805306368}" :
+        } else if (strcmp(name, "query-balloon") == 0) {
+                char ret[128];
+                snprintf(ret, sizeof(ret), "\"return\": {\"actual\": %" PRIu64 "}", f->actual);
+                f->n_query++;
+                fake_reply(f, id, f->has_balloon ? ret :
                            "\"error\": {\"class\": \"DeviceNotActive\", \"desc\": \"No balloon device has been activated\"}");
-        else if (strcmp(name, "qom-get") == 0)
-                fake_reply(f, id, "\"return\": {\"stats\": {\"stat-available-memory\": 419430400, "
-                           "\"stat-free-memory\": 314572800, \"stat-total-memory\": 805306368, \"stat-swap-in\": 0, "
-                           "\"stat-swap-out\": 0, \"stat-major-faults\": 7, \"stat-minor-faults\": 1000, "
-                           "\"stat-disk-caches\": 18446744073709551615, \"stat-htlb-pgalloc\": 0, "
-                           "\"stat-htlb-pgfail\": 0}, \"last-update\": 1795946222}");
-        else if (strcmp(name, "balloon") == 0) {
+        } else if (strcmp(name, "qom-get") == 0) {
+                char ret[1024];
+                snprintf(ret, sizeof(ret), "\"return\": {\"stats\": {\"stat-available-memory\": 419430400, "
+                         "\"stat-free-memory\": 314572800, \"stat-total-memory\": 805306368, \"stat-swap-in\": 0, "
+                         "\"stat-swap-out\": 0, \"stat-major-faults\": 7, \"stat-minor-faults\": 1000, "
+                         "\"stat-disk-caches\": 18446744073709551615, \"stat-htlb-pgalloc\": 0, "
+                         "\"stat-htlb-pgfail\": 0}, \"last-update\": %" PRIu64 "}", f->last_update);
+                f->n_stats++;
+                fake_reply(f, id, ret);
+        } else if (strcmp(name, "balloon") == 0) {
                 assert_true(json_object_object_get_ex(args, "value", &v));
                 f->target = json_object_get_int64(v);
                 fake_reply(f, id, "\"return\": {}");
@@ -164,6 +173,8 @@ static int setup(void **state) {
         snprintf(f->path, sizeof(f->path), "%s/qmp.sock", f->dir);
         f->lfd = f->cfd = -1;
         f->has_balloon = true;
+        f->actual = 768 * MIB;
+        f->last_update = 1795946222;
         assert_int_equal(sd_event_new(&f->e), 0);
         *state = f;
         return 0;
@@ -233,6 +244,72 @@ static void test_sample_and_target(void **state) {
         vmlink_free(l);
 }
 
+/* One sampling round; returns vmlink_sample()'s answer after the replies are in. */
+static int sample_round(struct fake *f, struct vmlink *l) {
+        unsigned before = f->n_sampled;
+        int r = vmlink_sample(l);
+
+        for (int i = 0; r == 0 && i < 100 && f->n_sampled == before; i++)
+                sd_event_run(f->e, 10000);
+        if (r == 0)
+                assert_int_equal(f->n_sampled, before + 1);
+        return r;
+}
+
+static void fake_balloon_change(struct fake *f, struct vmlink *l, uint64_t actual) {
+        char line[256];
+        int n = snprintf(line, sizeof(line), "{\"timestamp\": {\"seconds\": 1795946222, \"microseconds\": 5}, "
+                         "\"event\": \"BALLOON_CHANGE\", \"data\": {\"actual\": %" PRIu64 "}}\r\n", actual);
+        assert_int_equal(send(f->cfd, line, (size_t) n, MSG_NOSIGNAL), n);
+        for (int i = 0; i < 5; i++)
+                sd_event_run(f->e, 10000);
+}
+
+/* query-balloon only when QEMU's events cannot tell: after a BALLOON_CHANGE (its value may be
+ * an intermediate one), while a target sent is not reached, never for a balloon at rest. The
+ * statistics only once the guest's next report can be due. */
+static void test_events_spare_queries(void **state) {
+        struct fake *f = *state;
+        struct vmlink *l = NULL;
+
+        fake_start(f);
+        assert_int_equal(vmlink_new(f->e, "vm1", f->path, &opts, &cbs, f, &l), 0);
+        assert_true(run_until_state(f, l, VMLINK_RUNNING, 2000) >= 0);
+        assert_int_equal(sample_round(f, l), 0);
+        assert_int_equal(f->n_query, 1);
+        assert_int_equal(f->n_stats, 1);
+        /* At rest: the actual is known, nothing moved it; the (old) statistics are asked again. */
+        assert_int_equal(sample_round(f, l), 0);
+        assert_int_equal(f->n_query, 1);
+        assert_int_equal(f->n_stats, 2);
+        /* The guest moved the balloon itself: the event's value at once, the truth next round. */
+        fake_balloon_change(f, l, 700 * MIB);
+        assert_int_equal(vmlink_last(l)->actual, 700 * MIB);
+        f->actual = 640 * MIB;
+        assert_int_equal(sample_round(f, l), 0);
+        assert_int_equal(f->n_query, 2);
+        assert_int_equal(vmlink_last(l)->actual, 640 * MIB);
+        assert_int_equal(sample_round(f, l), 0);
+        assert_int_equal(f->n_query, 2);
+        /* A target on its way is polled every round until the actual is there. */
+        assert_int_equal(vmlink_set_target(l, 512 * MIB, 256 * MIB), 0);
+        assert_int_equal(sample_round(f, l), 0);
+        assert_int_equal(sample_round(f, l), 0);
+        assert_int_equal(f->n_query, 4);
+        f->actual = 512 * MIB;
+        assert_int_equal(sample_round(f, l), 0);
+        assert_int_equal(f->n_query, 5);
+        assert_int_equal(vmlink_last(l)->actual, 512 * MIB);
+        /* Fresh statistics (interval 2 s): the next report cannot be due yet, nothing to ask. */
+        f->last_update = now_realtime_usec() / 1000000;
+        assert_int_equal(sample_round(f, l), 0);
+        assert_int_equal(f->n_stats, 8);
+        assert_int_equal(sample_round(f, l), 1);
+        assert_int_equal(f->n_stats, 8);
+        assert_int_equal(f->n_query, 5);
+        vmlink_free(l);
+}
+
 static void test_exit_noticed_and_readopted(void **state) {
         struct fake *f = *state;
         struct vmlink *l = NULL;
@@ -296,6 +373,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_absent_then_adopted, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_sample_and_target, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_events_spare_queries, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_exit_noticed_and_readopted, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_no_balloon, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_path_change, setup, teardown),
