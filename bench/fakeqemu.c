@@ -4,7 +4,7 @@
  *
  * It stands in for QEMU because 2,000 guests cannot boot on a 2-core test machine; it is not
  * a QEMU model beyond what ppnd sees through QMP. It serves, on one Unix socket per VM
- * (DIR/PREFIXNNNN.sock), the subset of QMP the daemon uses (notes/qemu-facts.md, QEMU 7.2):
+ * (DIR/PREFIXNNNN.sock), the subset of QMP the daemon uses (QEMU 7.2, docs/design.md):
  *   greeting {"QMP": {"version": ..., "capabilities": ["oob"]}}, qmp_capabilities (required
  *   first), query-status, query-balloon, balloon {value} (0 is refused as QEMU does; above
  *   RAM is capped), qom-list /machine/peripheral (one child "balloon0" of type
