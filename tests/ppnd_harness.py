@@ -38,6 +38,11 @@ class Tap:
             self.failed += 1
         return cond
 
+    def skip(self, what, why):
+        """A case whose precondition the run could not establish: counted as skipped, not passed."""
+        self.n += 1
+        print('ok %d - %s # SKIP %s' % (self.n, what, why), flush=True)
+
     def note(self, text):
         print('# ' + text, flush=True)
 

@@ -177,7 +177,7 @@ def main():
         sampler.start()
         time.sleep(6)   # settle: an idle guest at its minimum area
         for phase in (lambda: growth(tap, node, vmdir, sampler), lambda: reclaim(tap, node, vmdir, pid, q),
-                      lambda: restart(tap, node, vmdir, q), lambda: stall(tap, node, vmdir, q, sampler)):
+                      lambda: restart(tap, node, vmdir, q), lambda: stall(tap, node, vmdir, q, sampler, info['console'])):
             n = ooms(info['console'])
             phase()
             tap.note('OOM kills in the guest during this phase: %d' % (ooms(info['console']) - n))
@@ -267,8 +267,9 @@ def restart(tap, node, vmdir, q):
     node.ctl('release', 'g')
 
 
-def stall(tap, node, vmdir, q, sampler):
+def stall(tap, node, vmdir, q, sampler, console):
     # Grow, then fill the guest: blocks cannot be offlined without room to move pages to.
+    kills = ooms(console)
     hog(vmdir, 's')
     wait(lambda: q.plugged() >= 600 * MIB, 30, 0.2)
     time.sleep(3)
@@ -276,8 +277,15 @@ def stall(tap, node, vmdir, q, sampler):
     node.ctl('balloon', 'g', '512M', '--for', '2m')
     ev = wait(lambda: [e for e in events_since(node, seq) if e['vm'] == 'g' and e['kind'] == 'unplug-stalled'], 45, 0.2)
     g = node.status()['g']
-    tap.ok(ev and 'unplug-stalled' in g['reason'] or ev,
-           'an unplug the guest cannot serve stalls and falls back to the balloon', ev and ev[0]['reason'])
+    what = 'an unplug the guest cannot serve stalls and falls back to the balloon'
+    if not ev and ooms(console) > kills:
+        # The guest's OOM killer ended the program that pins the memory (while it filled the
+        # guest, or before the unplug had stalled for 5 s): the blocks became free and the unplug
+        # went through, so this run never had an unplug that could stall. Not a pass, not a
+        # failure: the skip is printed with the reason.
+        tap.skip(what, 'the guest OOM-killed the pinning program before the unplug could stall')
+    else:
+        tap.ok(ev and 'unplug-stalled' in g['reason'] or ev, what, ev and ev[0]['reason'])
     tap.note('status reason: %s' % g['reason'])
     node.ctl('release', 'g')
     unhog(vmdir, 's')
