@@ -233,6 +233,30 @@ class Daemon:
             time.sleep(0.2)
         raise RuntimeError('ppnd did not adopt the guests (see %s)' % self.log.name)
 
+    def events(self, after=0):
+        """ppnd's events after sequence `after` (the control protocol's 'events' request)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(10)
+            s.connect(self.sock)
+            s.sendall((json.dumps({'request': 'events', 'after': after, 'limit': 2000}) + '\n').encode())
+            buf = b''
+            while not buf.endswith(b'\n'):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return json.loads(buf)
+
+    def last_seq(self):
+        return self.events(1 << 62)['last_seq']
+
+    def first_growth(self, after):
+        """The first event after sequence `after` that grew a VM (fast signal or policy)."""
+        for e in self.events(after)['events']:
+            if e['seq'] > after and e['kind'] in ('grow-fast', 'grow-pressure', 'grow-headroom', 'guest-deflated'):
+                return e
+        return None
+
     def stop(self):
         self.p.terminate()
         try:
@@ -317,6 +341,7 @@ def reaction_one(out, work, variant):
         d = Daemon(work, [('g', g, 256, 1024)], '4G', '256M')
         d.wait_running()
         reactions, hogs, ooms0 = [], [], g.oom_kills()
+        decisions, arrivals = [], []
         failed = failed_alloc = 0
         for i in range(REPS):
             d.ctl('balloon', 'g', '%dM' % (low // MIB), '--for', '4s')
@@ -326,7 +351,8 @@ def reaction_one(out, work, variant):
             avail = available_mib(g)
             size = avail + PAST_MIB
             res = {}
-            t0 = time.monotonic()
+            seq = d.last_seq()
+            t0, t0_real = time.monotonic(), time.time()
             th = threading.Thread(target=lambda: res.update(zip(('t', 'chunks', 'rc'),
                                                                 timed_hog(g, 'h%d' % i, size))))
             th.start()
@@ -337,9 +363,18 @@ def reaction_one(out, work, variant):
             else:
                 reactions.append(dt)
             hogs.append(res.get('t', 0))
-            say('reaction %s %d: start %d MiB, allocating %d MiB: %s s, allocation took %.2f s (rc %s)'
-                % (variant, i, start // MIB, size, '%.2f' % dt if dt is not None else 'never', res.get('t', 0),
-                   res.get('rc')))
+            # Where the time went: ppnd's first growth decision (its event's wall-clock time)
+            # after the allocation's start, and the balloon's arrival after that decision.
+            grow = d.first_growth(seq)
+            decided = grow['time_usec'] / 1e6 - t0_real if grow else None
+            if decided is not None:
+                decisions.append(decided)
+                if dt is not None:
+                    arrivals.append(dt - decided)
+            say('reaction %s %d: start %d MiB, allocating %d MiB: %s s (decided %s s by %s), allocation took '
+                '%.2f s (rc %s)' % (variant, i, start // MIB, size, '%.2f' % dt if dt is not None else 'never',
+                                    '%.2f' % decided if decided is not None else 'never',
+                                    grow['kind'] if grow else '-', res.get('t', 0), res.get('rc')))
             if res.get('rc'):
                 failed_alloc += 1
             stop_hog(g, 'h%d' % i, res.get('chunks', 0))
@@ -354,6 +389,14 @@ def reaction_one(out, work, variant):
             rec(out, P, 'reaction_median', round(med * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
             rec(out, P, 'reaction_max', round(max(reactions) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
             rec(out, P, 'reaction_over_floor', round(med / floor, 2), 'ratio', mib=PAST_MIB, guest=variant)
+            rec(out, P, 'reaction_min', round(min(reactions) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+        if decisions:
+            rec(out, P, 'decision_median', round(statistics.median(decisions) * 1000, 1), 'ms', mib=PAST_MIB,
+                guest=variant, min=round(min(decisions) * 1000, 1), max=round(max(decisions) * 1000, 1))
+        if arrivals:
+            rec(out, P, 'arrival_median', round(statistics.median(arrivals) * 1000, 1), 'ms', mib=PAST_MIB,
+                guest=variant, min=round(min(arrivals) * 1000, 1), max=round(max(arrivals) * 1000, 1))
+        rec(out, P, 'loadavg', open('/proc/loadavg').read().split()[0], 'load', mib=PAST_MIB, guest=variant)
         rec(out, P, 'not_reached_60s', failed, 'count', mib=PAST_MIB, guest=variant)
         rec(out, P, 'repetitions', REPS, 'count', mib=PAST_MIB, guest=variant)
         rec(out, P, 'alloc_median_ppnd', round(statistics.median(hogs) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
