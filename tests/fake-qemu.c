@@ -977,8 +977,7 @@ int fake_qemu_dispatch(struct fake_qemu *f, int timeout_ms) {
         return n;
 }
 
-const struct fake_qemu_vm_state *fake_qemu_vm_state(const struct fake_qemu_vm *vm) {
-        struct fake_qemu_vm *v = (struct fake_qemu_vm *) vm;
+const struct fake_qemu_vm_state *fake_qemu_vm_state(struct fake_qemu_vm *v) {
         v->st.actual = (uint64_t) vm_actual(v, mono());
         return &v->st;
 }

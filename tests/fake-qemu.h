@@ -113,7 +113,7 @@ void fake_qemu_remove(struct fake_qemu_vm *vm);
 int fake_qemu_fd(const struct fake_qemu *f);
 int fake_qemu_dispatch(struct fake_qemu *f, int timeout_ms);
 
-const struct fake_qemu_vm_state *fake_qemu_vm_state(const struct fake_qemu_vm *vm);
+const struct fake_qemu_vm_state *fake_qemu_vm_state(struct fake_qemu_vm *vm);
 /* The balloon is at actual now, without an event (the guest has not reported it yet). */
 void fake_qemu_vm_set_actual(struct fake_qemu_vm *vm, uint64_t actual);
 /* The balloon is at actual now and the guest reports it: BALLOON_CHANGE goes out at once. */
