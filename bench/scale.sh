@@ -28,6 +28,10 @@ WINDOW=${SCALE_WINDOW:-40}
 STATUS_RUNS=${SCALE_STATUS_RUNS:-100}
 
 say() { printf '==> %s\n' "$*" >&2; }
+if [ ! -x "$FAKEQEMU" ]; then
+  say "scale: no fake QEMU at $FAKEQEMU (it is built with the tests: meson -Dtests=true)"
+  exit 1
+fi
 rec() { printf '{"part":"scale","vms":%d,"metric":"%s","value":%s,"unit":"%s"}\n' "$1" "$2" "$3" "$4" >>"$OUT"; }
 
 DIR='' FAKE_PID='' PPND_PID=''
