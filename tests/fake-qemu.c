@@ -489,6 +489,8 @@ static int conn_flush(struct conn *c) {
 }
 
 static int conn_append(struct conn *c, const char *s, size_t n) {
+        if (n == 0)
+                return 0;
         if (c->out_len + n > c->out_cap) {
                 size_t cap = (c->out_len + n) * 2;
                 char *p = realloc(c->out, cap);
