@@ -74,6 +74,16 @@ static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real
                 uint64_t age = real > x->stats_update_sec * 1000000 ? real - x->stats_update_sec * 1000000 : 0;
                 p->stats.last_update_usec = mono > age ? mono - age : 1;
         }
+        /* A virtio-mem VM whose blocks are still moving is making progress, whatever its size did
+         * this round: the actuator judges a stalled unplug itself (5 s without a block released:
+         * unplug-stalled, then the balloon), and the policy's own stuck clock (also 5 s) starts
+         * only after that. Both clocks ran from the same moment and raced: the policy, when it
+         * came first, fixed the target at the size and cancelled the unplug (no fallback); in the
+         * same round, it undid the fallback the actuator had just sent. */
+        const struct actuator_plan *ap = backend_actuator_plan(v->link);
+        if (ap && !ap->stalled && (ap->reason == ACTUATOR_UNPLUG || ap->reason == ACTUATOR_DEFLATE_FIRST ||
+                                   ap->reason == ACTUATOR_PLUG))
+                p->state.progress_usec = mono;
 }
 
 static void read_host(struct manager *m, struct policy_node *n) {
