@@ -17,7 +17,8 @@
  *   rate       = RSS growth over the last window_usec (bytes/s);
  *   spent      = RSS now − RSS when the latest statistics were seen: memory touched since;
  *   left       = the guest's available memory in those statistics − spent − rate × lookahead.
- *   grow when  rate ≥ burst and left < margin, the VM is below its max, no growth of ours is
+ *   grow when  rate ≥ burst (burst / 2 once spent > available − margin: nothing left whatever the
+ *              pace) and left < margin, the VM is below its max, no growth of ours is
  *              still arriving (target > size + margin), and not already grown on these
  *              statistics (one fast grow per statistics sample: the next one shows its effect).
  *   new target = size + max(step, rate × 2 × lookahead), at most max.

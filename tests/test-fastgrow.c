@@ -58,6 +58,10 @@ static void test_table(void **state) {
                   { 238 * MIB, 190 * MIB, 50 * MIB, GIB, 2 * GIB, 4 * GIB }, -1, 0 },
                 { "near max: capped at max",
                   { 238 * MIB, 190 * MIB, 50 * MIB, 3900 * MIB, 3900 * MIB, 4 * GIB }, 200, 4 * GIB },
+                { "a slow allocation (40 MiB/s) with nothing left beyond the margin: grown at 200 ms by 256 MiB",
+                  { 238 * MIB, 40 * MIB, 30 * MIB, GIB, GIB, 4 * GIB }, 200, GIB + 256 * MIB },
+                { "the same pace with 150 MiB available: nothing within 1 s (more than the margin still left)",
+                  { 238 * MIB, 40 * MIB, 150 * MIB, GIB, GIB, 4 * GIB }, -1, 0 },
                 { "a burst from little available: the step is at least 256 MiB",
                   { 238 * MIB, 70 * MIB, 20 * MIB, GIB, GIB, 4 * GIB }, 200, GIB + 256 * MIB },
         };
