@@ -42,6 +42,7 @@ static void *ours_start(const struct sim *s, bool matched) {
                 return NULL;
         policy_tunables_default(&o->t);
         o->t.free_page_reporting = matched;
+        if (getenv("PPN_SIM_NOREREAD")) o->t.reread_window_usec = 0; /* TEMP before/after */
         o->target = calloc(s->n, sizeof *o->target);
         o->st = calloc(s->n, sizeof *o->st);
         o->vms = calloc(s->n, sizeof *o->vms);
@@ -69,6 +70,7 @@ static struct policy_vm ours_vm(const struct sim_guest *g, uint64_t target,
                         .major_faults = g->pub_major_faults,
                         .last_update_usec = g->pub_usec,
                 },
+                .disk_read = (uint64_t) g->disk_read,
                 .state = *st,
         };
 }
