@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "baseline-chromeos.h"
 #include "baseline-hyperv.h"
@@ -92,6 +94,8 @@ static int ours_tick(void *ctx, struct sim *s) {
                 o->target[i] = o->dec[i].target;
                 if (o->dec[i].apply)
                         sim_set_target(s, i, o->dec[i].target);
+                if (getenv("DBGRR") && (o->dec[i].apply || s->now_usec % 30000000 == 0) && !strncmp(s->g[i].spec->name, getenv("DBGRR"), 4))
+                        fprintf(stderr, "%llu %s %s ws=%llu cut=%llu str=%llu rd=%.0f: %s\n", (unsigned long long)(s->now_usec/1000000), s->g[i].spec->name, policy_reason_to_string(o->dec[i].reason), (unsigned long long)(o->dec[i].cache_ws/MIB), (unsigned long long)(o->st[i].cut_bytes/MIB), (unsigned long long)(o->st[i].streamer_until_usec/1000000), s->g[i].disk_read/MIB, o->dec[i].why);
         }
         return 0;
 }

@@ -352,6 +352,12 @@ static bool classify_stuck(const struct policy_tunables *tun, const struct polic
         return true;
 }
 
+/* The guest's free memory (MemFree), 0 when it does not say. */
+static uint64_t guest_free(const struct vm_work *w) {
+        uint64_t f = w->in->stats.free;
+        return f == POLICY_STAT_UNKNOWN ? 0 : f;
+}
+
 /* The guest's page cache as its statistics show it: available − free (0 when unknown). */
 static uint64_t guest_cache(const struct policy_vm *vm) {
         if (vm->stats.free == POLICY_STAT_UNKNOWN || vm->stats.available == POLICY_STAT_UNKNOWN)
@@ -379,6 +385,11 @@ static void reread_update(const struct policy_tunables *tun, const struct policy
                 return;
         }
         if (s->cache_ws > 0) {
+                /* Judged from the moment the guest has the memory: reads while the give-back
+                 * waits for donors say nothing about it. */
+                uint64_t use = subu(vm->actual, vm->stats.available);
+                if (vm->actual + w->min_step < use + s->cache_ws)
+                        s->ws_read_base = rd;
                 if (subu(rd, s->ws_read_base) > s->ws_allowance) {
                         s->cache_ws = 0;
                         s->cut_bytes = s->cut_usec = 0;
@@ -400,7 +411,7 @@ static void reread_update(const struct policy_tunables *tun, const struct policy
                         s->cut_bytes -= back;
                         s->cut_read_base = rd;
                         s->ws_read_base = rd;
-                        s->ws_allowance = guest_cache(vm) + s->cache_ws;
+                        s->ws_allowance = 2 * s->cache_ws;
                         s->ws_usec = now;
                         if (s->cut_bytes == 0)
                                 s->cut_usec = 0;
@@ -408,8 +419,9 @@ static void reread_update(const struct policy_tunables *tun, const struct policy
         }
 }
 
-/* A shrink of `bytes` took page cache (at most the cache the guest had): remembered, so that
- * reading it back from the disk can be told apart (reread_update). */
+/* A shrink of `bytes` took page cache: the guest gives its free memory first, then cache, so
+ * what goes beyond its free memory, at most the cache it had. Remembered, so that reading it
+ * back from the disk can be told apart (reread_update). */
 static void reread_cut(const struct policy_tunables *tun, const struct policy_node *node, struct vm_work *w,
                        uint64_t bytes) {
         struct policy_vm_state *s = &w->out->state;
@@ -418,9 +430,12 @@ static void reread_cut(const struct policy_tunables *tun, const struct policy_no
         if (tun->reread_window_usec == 0 || w->in->disk_read == POLICY_STAT_UNKNOWN ||
             node->now_usec < s->streamer_until_usec || cache == 0)
                 return;
+        uint64_t cut = subu(bytes, guest_free(w));
+        if (cut == 0)
+                return;
         if (s->cut_usec == 0)
                 s->cut_read_base = w->in->disk_read;
-        s->cut_bytes += bytes < cache ? bytes : cache;
+        s->cut_bytes += cut < cache ? cut : cache;
         s->cut_usec = node->now_usec;
 }
 
@@ -703,11 +718,6 @@ static uint64_t hysteresis(const struct vm_work *w) {
         return w->headroom / 2 > w->min_step ? w->headroom / 2 : w->min_step;
 }
 
-/* The guest's free memory (MemFree), 0 when it does not say. */
-static uint64_t guest_free(const struct vm_work *w) {
-        uint64_t f = w->in->stats.free;
-        return f == POLICY_STAT_UNKNOWN ? 0 : f;
-}
 
 /* What a donor may give this tick. The step is bounded to shrink_pct of its excess over its
  * entitlement (at least a minimum step): a guest is never emptied in one go. Tier 1 is idle

@@ -941,6 +941,162 @@ static void test_reporting_short_host_takes_cache(void **state) {
         assert_int_equal(d[0].target, 3576 * MIB);
 }
 
+/* Re-read cache (docs/policy.md). A 2 GiB VM (min 256 MiB, minimum step 21 MiB) at 600 MiB,
+ * available 200 MiB of which 150 MiB page cache (MemFree 50 MiB): use 400 MiB, headroom 128 MiB.
+ * Earlier shrinks took 300 MiB of its cache 10 s ago, when its disks had served 1000 MiB. */
+static struct policy_vm vm_cut(uint64_t disk_read) {
+        struct policy_vm v = vm_settled(256 * MIB, 2 * GIB, 600 * MIB, 200 * MIB);
+        v.stats.free = 50 * MIB;
+        v.disk_read = disk_read;
+        v.state.cut_bytes = 300 * MIB;
+        v.state.cut_read_base = 1000 * MIB;
+        v.state.cut_usec = NOW - 10 * SEC;
+        return v;
+}
+
+static void decide1(struct policy_vm *v, struct policy_decision *d) {
+        struct policy_node node = node_default();
+        assert_int_equal(policy_decide(&tun, &node, v, 1, d, NULL), 0);
+}
+
+static void test_reread_give_back(void **state) {
+        struct policy_vm v = vm_cut(1200 * MIB);
+        struct policy_decision d;
+
+        /* It read 200 MiB back since the cut (of 300): 200 MiB of cache is demand. need = 400 +
+         * 128 + 200 = 728 MiB: +128 MiB from free memory; 100 MiB of the cut still tracked. */
+        decide1(&v, &d);
+        assert_int_equal(d.reason, POLICY_REASON_GROW_HEADROOM);
+        assert_int_equal(d.target, 728 * MIB);
+        assert_int_equal(d.cache_ws, 200 * MIB);
+        assert_int_equal(d.need, 728 * MIB);
+        assert_int_equal(d.state.cut_bytes, 100 * MIB);
+        assert_int_equal(d.state.cut_read_base, 1200 * MIB);
+        assert_int_equal(d.state.ws_read_base, 1200 * MIB);
+        assert_int_equal(d.state.ws_allowance, 400 * MIB);
+        assert_non_null(strstr(d.why, "re-read cache 200M"));
+
+        /* Read back beyond the cut (900 MiB): only the 300 MiB cut is given back. */
+        v = vm_cut(1900 * MIB);
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 300 * MIB);
+        assert_int_equal(d.target, 828 * MIB);
+        assert_int_equal(d.state.cut_bytes, 0);
+        assert_int_equal(d.state.cut_usec, 0);
+
+        /* 10 MiB read back is below the minimum step: nothing yet, the cut stays tracked. */
+        v = vm_cut(1010 * MIB);
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 0);
+        assert_int_equal(d.target, 600 * MIB);
+        assert_int_equal(d.state.cut_bytes, 300 * MIB);
+
+        /* The cut is older than the window (60 s): forgotten, nothing given. */
+        v = vm_cut(1200 * MIB);
+        v.state.cut_usec = NOW - 61 * SEC;
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 0);
+        assert_int_equal(d.state.cut_bytes, 0);
+
+        /* Marked a read-once reader 290 s ago: no give-back before the mark ends. */
+        v = vm_cut(1200 * MIB);
+        v.state.streamer_until_usec = NOW + 10 * SEC;
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 0);
+
+        /* No block counters (libvirt, or query-blockstats failed): the rule is off. */
+        v = vm_cut(U);
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 0);
+        assert_int_equal(d.state.cut_bytes, 0);
+        v = vm_cut(1200 * MIB);
+        tun.reread_window_usec = 0;
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 0);
+}
+
+/* A give-back of 200 MiB at 2000 MiB read, allowance 400 MiB (twice what was given). */
+static struct policy_vm vm_given(uint64_t disk_read) {
+        struct policy_vm v = vm_settled(256 * MIB, 2 * GIB, 728 * MIB, 328 * MIB);
+        v.stats.free = 50 * MIB;
+        v.disk_read = disk_read;
+        v.state.cache_ws = 200 * MIB;
+        v.state.ws_read_base = 2000 * MIB;
+        v.state.ws_allowance = 400 * MIB;
+        v.state.ws_usec = NOW - 20 * SEC;
+        return v;
+}
+
+static void test_reread_experiment(void **state) {
+        struct policy_vm v = vm_given(2399 * MIB);
+        struct policy_decision d;
+
+        /* 399 MiB read since: within the allowance, kept (use 400 + 128 + 200 = target). */
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 200 * MIB);
+        assert_int_equal(d.need, 728 * MIB);
+        assert_int_equal(d.reason, POLICY_REASON_STEADY);
+
+        /* 401 MiB: the cache did not keep its reads off the disk (a stream): withdrawn, and no
+         * give-back for the hold time (300 s). Its 200 MiB is idle again: need 528 MiB. */
+        v = vm_given(2401 * MIB);
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 0);
+        assert_int_equal(d.need, 528 * MIB);
+        assert_int_equal(d.state.streamer_until_usec, NOW + 300 * SEC);
+
+        /* Not delivered yet (actual 500 MiB < use 400 + 200 − a step: donors still giving):
+         * reads meanwhile do not count, the experiment starts when the memory is there. */
+        v = vm_given(2401 * MIB);
+        v.target = v.actual = v.stats.total = v.state.set_target = v.state.actual_at_set = 500 * MIB;
+        v.stats.available = 100 * MIB;
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 200 * MIB);
+        assert_int_equal(d.state.ws_read_base, 2401 * MIB);
+        assert_int_equal(d.reason, POLICY_REASON_GROW_HEADROOM);
+        assert_int_equal(d.target, 728 * MIB);
+
+        /* A give-back that worked is tested again after the hold time. */
+        v = vm_given(2100 * MIB);
+        v.state.ws_usec = NOW - 300 * SEC;
+        decide1(&v, &d);
+        assert_int_equal(d.cache_ws, 0);
+        assert_int_equal(d.state.streamer_until_usec, 0);
+}
+
+/* A shrink records the page cache it took: what goes beyond the guest's free memory, at most
+ * its cache. The node is short (MemAvailable 300 MiB < 409.6 MiB): a 2 GiB VM with 1.5 GiB
+ * available, 200 MiB of it free, gives half its idle memory: use 512 + headroom 128 = 640 MiB,
+ * (2048 − 640) / 2 = 704 MiB → target 1344 MiB; the cache cut is 704 − 200 = 504 MiB. */
+static void test_reread_cut_recorded(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm v = vm_settled(256 * MIB, 2 * GIB, 2 * GIB, 1536 * MIB);
+        struct policy_decision d;
+
+        node.host_available = 300 * MIB;
+        v.stats.free = 200 * MIB;
+        v.disk_read = 5000 * MIB;
+        assert_int_equal(policy_decide(&tun, &node, &v, 1, &d, NULL), 0);
+        assert_int_equal(d.reason, POLICY_REASON_SHRINK_NODE);
+        assert_int_equal(d.target, 1344 * MIB);
+        assert_int_equal(d.state.cut_bytes, 504 * MIB);
+        assert_int_equal(d.state.cut_read_base, 5000 * MIB);
+        assert_int_equal(d.state.cut_usec, NOW);
+
+        /* All of it free memory (MemFree 1 GiB ≥ 704 MiB): no cache was cut. */
+        v.stats.free = 1 * GIB;
+        assert_int_equal(policy_decide(&tun, &node, &v, 1, &d, NULL), 0);
+        assert_int_equal(d.target, 1344 * MIB);
+        assert_int_equal(d.state.cut_bytes, 0);
+        assert_int_equal(d.state.cut_usec, 0);
+
+        /* Without block counters nothing is recorded. */
+        v.stats.free = 200 * MIB;
+        v.disk_read = U;
+        assert_int_equal(policy_decide(&tun, &node, &v, 1, &d, NULL), 0);
+        assert_int_equal(d.state.cut_bytes, 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup(test_rules_table, setup),
@@ -960,6 +1116,9 @@ int main(void) {
                 cmocka_unit_test_setup(test_starving_under_override, setup),
                 cmocka_unit_test_setup(test_tunables_and_names, setup),
                 cmocka_unit_test_setup(test_property_random, setup),
+                cmocka_unit_test_setup(test_reread_give_back, setup),
+                cmocka_unit_test_setup(test_reread_experiment, setup),
+                cmocka_unit_test_setup(test_reread_cut_recorded, setup),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }
