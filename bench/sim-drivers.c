@@ -4,8 +4,6 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
-#include <stdio.h>
-#include <string.h>
 
 #include "baseline-chromeos.h"
 #include "baseline-hyperv.h"
@@ -44,7 +42,6 @@ static void *ours_start(const struct sim *s, bool matched) {
                 return NULL;
         policy_tunables_default(&o->t);
         o->t.free_page_reporting = matched;
-        if (getenv("PPN_SIM_NOREREAD")) o->t.reread_window_usec = 0; /* TEMP before/after */
         o->target = calloc(s->n, sizeof *o->target);
         o->st = calloc(s->n, sizeof *o->st);
         o->vms = calloc(s->n, sizeof *o->vms);
@@ -94,8 +91,6 @@ static int ours_tick(void *ctx, struct sim *s) {
                 o->target[i] = o->dec[i].target;
                 if (o->dec[i].apply)
                         sim_set_target(s, i, o->dec[i].target);
-                if (getenv("DBGRR") && (o->dec[i].apply || s->now_usec % 30000000 == 0) && !strncmp(s->g[i].spec->name, getenv("DBGRR"), 4))
-                        fprintf(stderr, "%llu %s %s ws=%llu cut=%llu str=%llu rd=%.0f: %s\n", (unsigned long long)(s->now_usec/1000000), s->g[i].spec->name, policy_reason_to_string(o->dec[i].reason), (unsigned long long)(o->dec[i].cache_ws/MIB), (unsigned long long)(o->st[i].cut_bytes/MIB), (unsigned long long)(o->st[i].streamer_until_usec/1000000), s->g[i].disk_read/MIB, o->dec[i].why);
         }
         return 0;
 }
