@@ -9,8 +9,7 @@
  *   first), query-status, query-balloon, balloon {value} (0 is refused as QEMU does; above
  *   RAM is capped), qom-list /machine/peripheral (one child "balloon0" of type
  *   child<virtio-balloon-pci>), qom-set/qom-get guest-stats-polling-interval, qom-get
- *   guest-stats (every stat 2^64-1 and last-update 0 until polling is enabled),
- *   query-blockstats (no block devices: an empty list).
+ *   guest-stats (every stat 2^64-1 and last-update 0 until polling is enabled).
  * Anything else gets CommandNotFound. "id" is echoed.
  *
  * The balloon's actual moves toward the target over time: 0.5 GiB/s inflating, 2 GiB/s
@@ -290,10 +289,6 @@ static json_object *cmd_qom_get(struct conn *c, json_object *args) {
         return error_reply("GenericError", "Property not supported by this fake");
 }
 
-static json_object *cmd_query_blockstats(struct conn *c, json_object *args) {
-        return return_reply(json_object_new_array());
-}
-
 static json_object *cmd_capabilities(struct conn *c, json_object *args) {
         c->negotiated = true;
         c->vm->conn = c;
@@ -311,7 +306,6 @@ static const struct command {
         { "qom-list", cmd_qom_list },
         { "qom-set", cmd_qom_set },
         { "qom-get", cmd_qom_get },
-        { "query-blockstats", cmd_query_blockstats },
 };
 
 static json_object *dispatch(struct conn *c, json_object *msg) {

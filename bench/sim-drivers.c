@@ -69,7 +69,6 @@ static struct policy_vm ours_vm(const struct sim_guest *g, uint64_t target,
                         .major_faults = g->pub_major_faults,
                         .last_update_usec = g->pub_usec,
                 },
-                .disk_read = (uint64_t) g->disk_read,
                 .state = *st,
         };
 }

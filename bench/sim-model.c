@@ -32,11 +32,7 @@ static void guest_split(struct sim_guest *g, uint64_t io, double dt) {
         g->resident = min_u64(g->ws, usable);
         g->swapped = min_u64(g->ws - g->resident, SIM_SWAP);
         g->available = usable - g->resident;
-        uint64_t hot = g->spec->cache, kept = min_u64(hot, min_u64(g->cache, g->available));
         g->cache = next_cache(g, g->available, io, dt);
-        /* From the disk: what the programs read, and the re-read files coming back. */
-        uint64_t hot_now = min_u64(hot, g->cache);
-        g->disk_read += (double) io * dt + (double) (hot_now > kept ? hot_now - kept : 0);
         g->free = g->available - g->cache;
         uint64_t in_use = SIM_KERNEL + g->resident + g->cache;
         g->touched = min_u64(max_u64(g->touched, in_use), g->actual);
@@ -106,7 +102,6 @@ static void count_faults(struct sim_guest *g, double dt) {
         double refault = (double) missing * SIM_REFAULT * dt;
         g->swap_in += swap_in;
         g->major_faults += (swap_in + refault) / SIM_PAGE;
-        g->disk_read += refault;
 }
 
 /* This step's stall of the guest's workload, before the host's share (a fraction ≤ 1). */

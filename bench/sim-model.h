@@ -20,9 +20,6 @@
  *             first (before any anonymous page goes to swap); nothing else does.
  *   available = usable − resident                  (cache is reclaimable: MemAvailable)
  *   free      = available − cache                  (MemFree: what MOM and Proxmox read)
- *   disk_read what the guest read from its disk: the programs' reads (IO of the trace), the
- *             hot files filled back into the cache when room appears, and the refaults of
- *             hot files that do not fit (SIM_REFAULT of what is missing per second)
  *
  * Host footprint of a guest ("touched"): what it holds touched — kernel + resident + cache,
  * plus memory it touched and freed that free page reporting has not returned yet. Every
@@ -92,8 +89,6 @@ struct sim_guest {
         uint64_t ws, resident, swapped, cache, available, free;
         uint64_t oom_deflated;                  /* bytes deflate-on-oom took back, cumulative */
         double swap_in, major_faults;           /* cumulative, bytes / count */
-        double disk_read;                       /* bytes read from its disk, cumulative: QEMU's
-                                                 * block counters, which the host reads at any time */
         double stall_s;                         /* cumulative */
         double guest_stall_s;                   /* the part the guest sees (not the host's swap) */
         /* Last published statistics (what a policy may read). */

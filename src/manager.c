@@ -552,7 +552,6 @@ static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real
                 .available = x->available, .free = x->free, .total = x->total, .swap_in = x->swap_in,
                 .swap_out = x->swap_out, .major_faults = x->major_faults,
         };
-        p->disk_read = d == POLICY_DRIVER_OK ? x->disk_read : POLICY_STAT_UNKNOWN;
         if (d == POLICY_DRIVER_OK && x->stats_usec && x->stats_update_sec) {
                 uint64_t age = real > x->stats_update_sec * 1000000 ? real - x->stats_update_sec * 1000000 : 0;
                 p->stats.last_update_usec = mono > age ? mono - age : 1;

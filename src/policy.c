@@ -54,12 +54,6 @@ void policy_tunables_default(struct policy_tunables *ret) {
                 .idle_tax_pct = 75,
                 /* Off: targets are promises the capacity must cover (see pool_measure_reported). */
                 .free_page_reporting = false,
-                /* A re-read file comes back from the disk within a pass; a cache not read back
-                 * within a minute is not much of a working set. */
-                .reread_window_usec = 60 * USEC_PER_SEC,
-                /* A give-back is tested again after 5 minutes: a job that stopped re-reading
-                 * does not keep its cache forever. */
-                .reread_hold_usec = 300 * USEC_PER_SEC,
         };
 }
 
@@ -352,95 +346,8 @@ static bool classify_stuck(const struct policy_tunables *tun, const struct polic
         return true;
 }
 
-/* The guest's free memory (MemFree), 0 when it does not say. */
-static uint64_t guest_free(const struct vm_work *w) {
-        uint64_t f = w->in->stats.free;
-        return f == POLICY_STAT_UNKNOWN ? 0 : f;
-}
-
-/* The guest's page cache as its statistics show it: available − free (0 when unknown). */
-static uint64_t guest_cache(const struct policy_vm *vm) {
-        if (vm->stats.free == POLICY_STAT_UNKNOWN || vm->stats.available == POLICY_STAT_UNKNOWN)
-                return 0;
-        return subu(vm->stats.available, vm->stats.free);
-}
-
-/*
- * Re-read cache, from a host-side signal: the bytes QEMU read from the VM's disks. Page cache
- * our shrinks took (cut) and that the VM then reads back from its disk within the window was
- * a working set: what it read back, up to the cut, is given back as demand (cache_ws joins
- * the need), a minimum step at least at a time. The give-back is an experiment: once the VM
- * has read more from its disk than its whole cache could then hold (its cache + cache_ws),
- * the cache is not keeping its reads off the disk — a read-once stream (a backup, a log
- * scan) — and the give-back is withdrawn; the VM is not given cache back again for the hold
- * time. A give-back that worked is kept for the hold time, then tested again by the next cut.
- */
-static void reread_update(const struct policy_tunables *tun, const struct policy_node *node, struct vm_work *w) {
-        const struct policy_vm *vm = w->in;
-        struct policy_vm_state *s = &w->out->state;
-        uint64_t now = node->now_usec, rd = vm->disk_read;
-
-        if (tun->reread_window_usec == 0 || rd == POLICY_STAT_UNKNOWN) {
-                s->cut_bytes = s->cut_usec = s->cache_ws = 0;
-                return;
-        }
-        if (s->cache_ws > 0) {
-                /* Judged from the moment the guest has the memory: reads while the give-back
-                 * waits for donors say nothing about it. */
-                uint64_t use = subu(vm->actual, vm->stats.available);
-                if (vm->actual + w->min_step < use + s->cache_ws)
-                        s->ws_read_base = rd;
-                if (subu(rd, s->ws_read_base) > s->ws_allowance) {
-                        s->cache_ws = 0;
-                        s->cut_bytes = s->cut_usec = 0;
-                        s->streamer_until_usec = now + tun->reread_hold_usec;
-                } else if (subu(now, s->ws_usec) >= tun->reread_hold_usec)
-                        s->cache_ws = 0;
-        }
-        if (s->cut_usec != 0 && subu(now, s->cut_usec) > tun->reread_window_usec)
-                s->cut_bytes = s->cut_usec = 0;
-        if (s->cut_usec != 0 && now >= s->streamer_until_usec) {
-                uint64_t back = subu(rd, s->cut_read_base);
-                if (back > s->cut_bytes)
-                        back = s->cut_bytes;
-                back = back / MIB * MIB;
-                if (back >= w->min_step) {
-                        s->cache_ws += back;
-                        if (s->cache_ws > vm->max)
-                                s->cache_ws = vm->max;
-                        s->cut_bytes -= back;
-                        s->cut_read_base = rd;
-                        s->ws_read_base = rd;
-                        s->ws_allowance = 2 * s->cache_ws;
-                        s->ws_usec = now;
-                        if (s->cut_bytes == 0)
-                                s->cut_usec = 0;
-                }
-        }
-}
-
-/* A shrink of `bytes` took page cache: the guest gives its free memory first, then cache, so
- * what goes beyond its free memory, at most the cache it had. Remembered, so that reading it
- * back from the disk can be told apart (reread_update). */
-static void reread_cut(const struct policy_tunables *tun, const struct policy_node *node, struct vm_work *w,
-                       uint64_t bytes) {
-        struct policy_vm_state *s = &w->out->state;
-        uint64_t cache = guest_cache(w->in);
-
-        if (tun->reread_window_usec == 0 || w->in->disk_read == POLICY_STAT_UNKNOWN ||
-            node->now_usec < s->streamer_until_usec || cache == 0)
-                return;
-        uint64_t cut = subu(bytes, guest_free(w));
-        if (cut == 0)
-                return;
-        if (s->cut_usec == 0)
-                s->cut_read_base = w->in->disk_read;
-        s->cut_bytes += cut < cache ? cut : cache;
-        s->cut_usec = node->now_usec;
-}
-
 /* Use, headroom, pressure and need of a VM whose statistics are usable. */
-static void classify_demand(const struct policy_tunables *tun, const struct policy_node *node, struct vm_work *w) {
+static void classify_demand(const struct policy_tunables *tun, struct vm_work *w) {
         const struct policy_vm *vm = w->in;
         const struct policy_vm_state *s = &w->out->state;
         struct policy_decision *d = w->out;
@@ -456,9 +363,7 @@ static void classify_demand(const struct policy_tunables *tun, const struct poli
         d->pressure = guest_short(tun, vm) ||
                 (tun->swap_in_burst > 0 && s->swap_in_rate >= tun->swap_in_burst) ||
                 (tun->major_fault_burst > 0 && s->major_fault_rate >= tun->major_fault_burst);
-        reread_update(tun, node, w);
-        d->cache_ws = w->out->state.cache_ws;
-        w->need = w->use + w->headroom + d->cache_ws;
+        w->need = w->use + w->headroom;
         if (d->pressure) {
                 uint64_t step = pct_of(w->t, tun->grow_step_pct);
                 uint64_t seen = (uint64_t) ((unsigned __int128) s->use_growth_rate * GROW_LOOKAHEAD_USEC / USEC_PER_SEC);
@@ -524,7 +429,7 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
         }
         if (verdict != POLICY_REASON_STEADY)
                 return pin(w, w->t, verdict);
-        classify_demand(tun, node, w);
+        classify_demand(tun, w);
 }
 
 
@@ -718,6 +623,11 @@ static uint64_t hysteresis(const struct vm_work *w) {
         return w->headroom / 2 > w->min_step ? w->headroom / 2 : w->min_step;
 }
 
+/* The guest's free memory (MemFree), 0 when it does not say. */
+static uint64_t guest_free(const struct vm_work *w) {
+        uint64_t f = w->in->stats.free;
+        return f == POLICY_STAT_UNKNOWN ? 0 : f;
+}
 
 /* What a donor may give this tick. The step is bounded to shrink_pct of its excess over its
  * entitlement (at least a minimum step): a guest is never emptied in one go. Tier 1 is idle
@@ -946,8 +856,7 @@ static void idle_kept(const struct policy_node *node, const struct pool *p, stru
         }
 }
 
-static void finalize_vm(const struct policy_tunables *tun, const struct policy_node *node, const struct pool *p,
-                        struct vm_work *w) {
+static void finalize_vm(const struct policy_node *node, const struct pool *p, struct vm_work *w) {
         const struct policy_vm *vm = w->in;
         struct policy_decision *d = w->out;
         uint64_t shrink = w->taken1 + w->taken2;
@@ -961,14 +870,10 @@ static void finalize_vm(const struct policy_tunables *tun, const struct policy_n
                         set_why(d, "guest pressure (available %s, swap-in %s/s, %" PRIu64 " major faults/s): %s → %s",
                                 SZ(vm->stats.available), SZ(d->state.swap_in_rate), d->state.major_fault_rate,
                                 SZ(vm->target), SZ(d->target));
-                else if (d->cache_ws > 0)
-                        set_why(d, "use %s + headroom %s + re-read cache %s above target: %s → %s",
-                                SZ(w->use), SZ(w->headroom), SZ(d->cache_ws), SZ(vm->target), SZ(d->target));
                 else
                         set_why(d, "use %s + headroom %s above target: %s → %s",
                                 SZ(w->use), SZ(w->headroom), SZ(vm->target), SZ(d->target));
         } else if (shrink > 0) {
-                reread_cut(tun, node, w, shrink);
                 d->reason = shrink_reason(p, w);
                 why_shrink(node, p, w);
         } else if (is_grower(w)) {
@@ -1041,7 +946,7 @@ int policy_decide(const struct policy_tunables *tun, const struct policy_node *n
                 return r;
         for (size_t i = 0; i < n; i++) {
                 if (!w[i].pinned)
-                        finalize_vm(tun, node, &p, &w[i]);
+                        finalize_vm(node, &p, &w[i]);
                 if (decisions[i].apply)
                         progress_reset(&decisions[i].state, node->now_usec, decisions[i].target, vms[i].actual);
         }

@@ -48,9 +48,6 @@ struct policy_tunables {
         uint64_t override_usec;           /* length of a lease made from a change behind our back */
         uint64_t shrink_hold_usec;        /* after growing a VM, no idle reclaim from it for this long */
         unsigned idle_tax_pct;            /* idle memory tax when choosing donors (0..99) */
-        uint64_t reread_window_usec;      /* cache we cut and the VM read back from its disk within
-                                           * this long is given back as demand (0 = rule off) */
-        uint64_t reread_hold_usec;        /* a give-back is kept this long, then tested again */
         bool free_page_reporting;         /* guests return free memory to the host (QEMU
                                            * free-page-reporting=on): growth is paid from host
                                            * MemAvailable, Σ targets may exceed the capacity,
@@ -109,17 +106,6 @@ struct policy_vm_state {
         uint64_t stuck_actual;       /* actual when found stuck; moving off it un-sticks */
         uint64_t last_grow_usec;     /* last time the policy grew this VM */
 
-        /* Re-read page cache (docs/policy.md, "Re-read cache"): page cache our shrinks took,
-         * the disk reads that followed, and cache given back as demand after them. */
-        uint64_t cut_bytes;          /* page cache taken by our shrinks since cut_read_base */
-        uint64_t cut_read_base;      /* disk_read at the first of those cuts */
-        uint64_t cut_usec;           /* time of the latest cut; 0 = none tracked */
-        uint64_t cache_ws;           /* page cache counted in the need: a re-read working set */
-        uint64_t ws_read_base;       /* disk_read when cache_ws was given */
-        uint64_t ws_allowance;       /* disk reads after which the give-back failed */
-        uint64_t ws_usec;            /* when cache_ws was given */
-        uint64_t streamer_until_usec;/* read-once reader: no give-back before this time */
-
         /* Override lease. */
         enum policy_lease_kind lease_kind;
         uint64_t lease_target;       /* operator: the size asked; detected: the actual followed */
@@ -136,9 +122,6 @@ struct policy_vm {
         uint64_t actual;             /* query-balloon actual */
         enum policy_driver driver;
         struct policy_guest_stats stats;
-        /* Bytes QEMU read from the VM's block devices (Σ rd_bytes of query-blockstats),
-         * cumulative, read by the host each tick; POLICY_STAT_UNKNOWN when not read. */
-        uint64_t disk_read;
         struct policy_vm_state state;
 };
 
@@ -194,7 +177,6 @@ struct policy_decision {
         uint64_t need;               /* use + headroom (+ a growth step under pressure), in [min, max] */
         uint64_t fair_share;         /* entitlement under contention (= need when uncontended) */
         bool pressure;
-        uint64_t cache_ws;           /* re-read page cache counted in need (state.cache_ws) */
         struct policy_vm_state state; /* store back */
 };
 

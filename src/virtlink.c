@@ -197,8 +197,6 @@ static void sample_from_stats(const virDomainMemoryStatStruct *st, int n, struct
         *s = (struct vmlink_sample) {
                 .available = VMLINK_STAT_UNKNOWN, .free = VMLINK_STAT_UNKNOWN, .total = VMLINK_STAT_UNKNOWN,
                 .swap_in = VMLINK_STAT_UNKNOWN, .swap_out = VMLINK_STAT_UNKNOWN, .major_faults = VMLINK_STAT_UNKNOWN,
-                /* Not read through libvirt (yet): the re-read cache rule stays off for the VM. */
-                .disk_read = VMLINK_STAT_UNKNOWN,
         };
         for (int i = 0; i < n; i++) {
                 uint64_t v = st[i].val;

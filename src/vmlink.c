@@ -5,7 +5,6 @@
 
 #include "actuator.h"
 #include "balloon.h"
-#include "blockstats.h"
 #include "jsonutil.h"
 #include "log.h"
 #include "qmp.h"
@@ -101,7 +100,6 @@ static void drop(struct vmlink *l, bool retry) {
         l->balloon_id[0] = '\0';
         l->last.actual_usec = 0;
         l->last.stats_usec = 0;
-        l->last.disk_read = VMLINK_STAT_UNKNOWN;
         l->last.vmem = false;
         l->goal = 0;
         l->act = (struct actuator_state) { 0 };
@@ -283,7 +281,6 @@ int vmlink_new(sd_event *e, const char *name, const char *qmp_path, const struct
         if (cb)
                 l->cb = *cb;
         l->userdata = userdata;
-        l->last.disk_read = VMLINK_STAT_UNKNOWN;
         snprintf(l->why, sizeof(l->why), "%s", qmp_path ? "not connected yet" : "no QMP socket in the ledger");
         *ret = l;
         (void) try_connect(l);
@@ -418,18 +415,6 @@ static bool actual_needed(const struct vmlink *l) {
  * step cannot freeze the readings), asking before last-update + interval returns the same
  * numbers. At the default interval (1 s) and tick (1 s) this asks every round.
  */
-static void on_blockstats(struct qmp *q, uint64_t read_bytes, const struct qmp_error *err, void *userdata) {
-        struct vmlink *l = userdata;
-
-        if (err && err->error.code == -ECANCELED)
-                return;
-        count_error(l, err);
-        l->last.disk_read = err ? VMLINK_STAT_UNKNOWN : read_bytes;
-        if (err)
-                log_debug("%s: query-blockstats failed: %s", l->name, err->error.msg);
-        round_done(l);
-}
-
 static bool stats_needed(const struct vmlink *l) {
         const struct vmlink_sample *x = &l->last;
         uint64_t interval = l->opts.stats_interval_sec * 1000000;
@@ -461,12 +446,9 @@ int vmlink_sample(struct vmlink *l) {
         qmp_cork(l->qmp);
         if (actual_needed(l) && balloon_query(l->qmp, l->opts.timeout_usec, on_actual, l, NULL) == 0)
                 l->round_pending++;
-        if (l->balloon_id[0] && stats_needed(l)) {
-                if (balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
-                        l->round_pending++;
-                if (blockstats_query(l->qmp, l->opts.timeout_usec, on_blockstats, l, NULL) == 0)
-                        l->round_pending++;
-        }
+        if (l->balloon_id[0] && stats_needed(l) &&
+            balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
+                l->round_pending++;
         if (l->last.vmem && vmem_query(l->qmp, l->opts.timeout_usec, on_vmem_sample, l, NULL) == 0)
                 l->round_pending++;
         qmp_uncork(l->qmp);

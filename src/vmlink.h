@@ -56,8 +56,6 @@ struct vmlink_sample {
         uint64_t swap_in, swap_out, major_faults;
         uint64_t stats_update_sec;      /* guest-stats last-update: wall clock seconds, 0 = never */
         uint64_t stats_usec;            /* monotonic time the stats were read; 0 = never */
-        uint64_t disk_read;             /* Σ rd_bytes of query-blockstats (read with the stats),
-                                         * VMLINK_STAT_UNKNOWN until read or when it failed */
 };
 
 struct vmlink;
@@ -101,7 +99,7 @@ const char *vmlink_why(const struct vmlink *l);
 
 /*
  * Starts a sampling round: query-balloon and the guest statistics, each only when it can tell
- * something new; with the statistics, query-blockstats (what QEMU read from the VM's disks). The balloon's actual also arrives by QEMU's BALLOON_CHANGE event; query-balloon
+ * something new. The balloon's actual also arrives by QEMU's BALLOON_CHANGE event; query-balloon
  * is asked after such an event, while the last target sent is not reached, and whenever the
  * actual is not known. The statistics are asked unless the guest's next report cannot be due
  * yet (stats interval longer than the tick). cb->sampled runs when the replies are in. Returns

@@ -102,8 +102,6 @@ def answer(a, guest, cmd):
         ret = {}
     elif name == 'qom-get' and args.get('property') == 'guest-stats':
         ret = guest.stats()
-    elif name == 'query-blockstats':
-        ret = []
     else:
         ret = {}
     out = {'return': ret}

@@ -32,8 +32,6 @@ struct fake {
         uint64_t actual;                /* query-balloon answers this */
         uint64_t last_update;           /* guest-stats last-update */
         unsigned n_query, n_stats;      /* query-balloon and qom-get guest-stats served */
-        unsigned n_blockstats;          /* query-blockstats served */
-        uint64_t disk_read;             /* query-blockstats answers this as rd_bytes */
         unsigned n_state_changes, n_sampled;
         enum vmlink_state last_state;
 };
@@ -75,12 +73,6 @@ static void fake_command(struct fake *f, json_object *cmd) {
                          "\"stat-disk-caches\": 18446744073709551615, \"stat-htlb-pgalloc\": 0, "
                          "\"stat-htlb-pgfail\": 0}, \"last-update\": %" PRIu64 "}", f->last_update);
                 f->n_stats++;
-                fake_reply(f, id, ret);
-        } else if (strcmp(name, "query-blockstats") == 0) {
-                char ret[256];
-                snprintf(ret, sizeof(ret), "\"return\": [{\"device\": \"\", \"qdev\": \"disk0\", \"stats\": "
-                         "{\"rd_bytes\": %" PRIu64 ", \"wr_bytes\": 0}}]", f->disk_read);
-                f->n_blockstats++;
                 fake_reply(f, id, ret);
         } else if (strcmp(name, "balloon") == 0) {
                 assert_true(json_object_object_get_ex(args, "value", &v));
@@ -235,8 +227,6 @@ static void test_sample_and_target(void **state) {
                 sd_event_run(f->e, 10000);
         assert_int_equal(f->n_sampled, 1);
         x = vmlink_last(l);
-        assert_int_equal(f->n_blockstats, 1);   /* read with the statistics */
-        assert_int_equal(x->disk_read, 0);
         assert_int_equal(x->actual, 768 * MIB);
         assert_true(x->actual_usec > 0);
         assert_int_equal(x->available, 400 * MIB);
