@@ -96,7 +96,7 @@ static int status_all(struct vm_status *out, size_t max, size_t *ret_n, struct p
         json_object *reply = NULL, *vms, *p;
         size_t n;
 
-        if (ctl_client_call(T.socket, "status", NULL, &reply, NULL) < 0)
+        if (control_client_call(T.socket, "status", NULL, &reply, NULL) < 0)
                 return -1;
         if (!json_object_object_get_ex(reply, "vms", &vms) || !json_object_object_get_ex(reply, "pool", &p)) {
                 json_object_put(reply);
@@ -131,7 +131,7 @@ static uint64_t last_event_seq(void) {
         json_object *reply = NULL, *v;
         uint64_t seq = 0;
 
-        if (ctl_client_call(T.socket, "events", NULL, &reply, NULL) == 0 &&
+        if (control_client_call(T.socket, "events", NULL, &reply, NULL) == 0 &&
             json_object_object_get_ex(reply, "last_seq", &v))
                 seq = json_object_get_uint64(v);
         json_object_put(reply);
@@ -145,7 +145,7 @@ static int wait_event(uint64_t after, const char *prefix, const char *vm, unsign
         while (now_usec() - t0 < timeout_ms * 1000ULL) {
                 json_object *args = json_object_new_object(), *reply = NULL, *list;
                 json_object_object_add(args, "after", json_object_new_uint64(after));
-                if (ctl_client_call(T.socket, "events", args, &reply, NULL) == 0 &&
+                if (control_client_call(T.socket, "events", args, &reply, NULL) == 0 &&
                     json_object_object_get_ex(reply, "events", &list))
                         for (size_t i = 0; i < json_object_array_length(list); i++) {
                                 struct ppn_event ev;
@@ -179,7 +179,7 @@ static void daemon_start(void) {
         T.ppnd = pid;
         for (int i = 0; i < 200; i++) {
                 json_object *r = NULL;
-                if (ctl_client_call(T.socket, "ping", NULL, &r, NULL) == 0) {
+                if (control_client_call(T.socket, "ping", NULL, &r, NULL) == 0) {
                         json_object_put(r);
                         return;
                 }
