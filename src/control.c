@@ -18,7 +18,7 @@
  * not flood the journal: at most 10 such lines per 10 s; the rest are counted, and the count
  * is logged once the next window opens. */
 #define NOTICE_BURST 10
-#define NOTICE_WINDOW_USEC (UINT64_C(10) * 1000000)
+#define NOTICE_WINDOW_USEC (10 * USEC_PER_SEC)
 
 
 struct control_conn {
@@ -186,17 +186,17 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
                 return -ENOMEM;
         req = json_tokener_parse_ex(tok, line, (int) len);
         if (!req || json_tokener_get_error(tok) != json_tokener_success || tok->char_offset != (int) len) {
-                ppn_error_set(&err, EINVAL, "request is not one JSON object");
+                ppn_error_set(&err, -EINVAL, "request is not one JSON object");
                 goto fail;
         }
         if (!json_object_is_type(req, json_type_object) || !json_object_object_get_ex(req, "request", &name) ||
             !json_object_is_type(name, json_type_string)) {
-                ppn_error_set(&err, EINVAL, "request must be an object with a \"request\" string");
+                ppn_error_set(&err, -EINVAL, "request must be an object with a \"request\" string");
                 goto fail;
         }
         entry = bsearch(json_object_get_string(name), c->table, c->n_table, sizeof(*c->table), cmp_request);
         if (!entry) {
-                ppn_error_set(&err, EOPNOTSUPP, "unknown request '%.64s'", json_object_get_string(name));
+                ppn_error_set(&err, -EOPNOTSUPP, "unknown request '%.64s'", json_object_get_string(name));
                 goto fail;
         }
         malformed = false;
@@ -296,7 +296,7 @@ static int on_conn_idle(sd_event_source *s, uint64_t usec, void *userdata) {
         struct control_conn *conn = userdata;
 
         log_debug("control: uid %u sent no complete request for %" PRIu64 " ms; connection closed",
-                  (unsigned) conn->uid, conn->ctl->opts.idle_timeout_usec / 1000);
+                  (unsigned) conn->uid, conn->ctl->opts.idle_timeout_usec / USEC_PER_MSEC);
         (void) send_error(conn, "idle timeout: no complete request in time; connection closed");
         conn_free(conn);
         return 0;
@@ -362,14 +362,14 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, struct pp
         _cleanup_close_ int fd = -1;
 
         if (lstat(path, &st) < 0)
-                return errno == ENOENT ? 0 : ppn_error_set(err, errno, "cannot stat control socket %s: %m", path);
+                return errno == ENOENT ? 0 : ppn_error_set(err, -errno, "cannot stat control socket %s: %m", path);
         if (!S_ISSOCK(st.st_mode))
-                return ppn_error_set(err, EEXIST, "%s exists and is not a socket; remove it or set [control] socket", path);
+                return ppn_error_set(err, -EEXIST, "%s exists and is not a socket; remove it or set [control] socket", path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd >= 0 && connect(fd, (const struct sockaddr *) sa, sizeof(*sa)) == 0)
-                return ppn_error_set(err, EADDRINUSE, "another ppnd is listening on %s; stop it first", path);
+                return ppn_error_set(err, -EADDRINUSE, "another ppnd is listening on %s; stop it first", path);
         if (unlink(path) < 0 && errno != ENOENT)
-                return ppn_error_set(err, errno, "cannot remove stale socket %s: %m", path);
+                return ppn_error_set(err, -errno, "cannot remove stale socket %s: %m", path);
         return 0;
 }
 
@@ -384,7 +384,7 @@ static int make_parent(const char *path, struct ppn_error *err) {
                 return 0;
         *slash = '\0';
         if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                return ppn_error_set(err, errno, "cannot create directory %s for the control socket: %m", dir);
+                return ppn_error_set(err, -errno, "cannot create directory %s for the control socket: %m", dir);
         return 0;
 }
 
@@ -395,7 +395,7 @@ static int listen_socket(struct control *c, struct ppn_error *err) {
         int r;
 
         if (strlen(c->path) >= sizeof(sa.sun_path))
-                return ppn_error_set(err, ENAMETOOLONG, "control socket path %s is longer than %zu bytes",
+                return ppn_error_set(err, -ENAMETOOLONG, "control socket path %s is longer than %zu bytes",
                                      c->path, sizeof(sa.sun_path) - 1);
         memcpy(sa.sun_path, c->path, strlen(c->path));
         r = make_parent(c->path, err);
@@ -405,22 +405,22 @@ static int listen_socket(struct control *c, struct ppn_error *err) {
                 return r;
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
-                return ppn_error_set(err, errno, "cannot create control socket: %m");
+                return ppn_error_set(err, -errno, "cannot create control socket: %m");
         /* No window in which the socket exists with a wider mode than 0660. */
         old = umask(0117);
         r = bind(c->fd, (const struct sockaddr *) &sa, sizeof(sa));
         umask(old);
         if (r < 0)
-                return ppn_error_set(err, errno, "cannot bind control socket %s: %m", c->path);
+                return ppn_error_set(err, -errno, "cannot bind control socket %s: %m", c->path);
         if (c->opts.group != (gid_t) -1 && chown(c->path, (uid_t) -1, c->opts.group) < 0)
-                return ppn_error_set(err, errno, "cannot give control socket %s to group %u: %m",
+                return ppn_error_set(err, -errno, "cannot give control socket %s to group %u: %m",
                                      c->path, (unsigned) c->opts.group);
         if (chmod(c->path, 0660) < 0 || stat(c->path, &st) < 0)
-                return ppn_error_set(err, errno, "cannot set mode of control socket %s: %m", c->path);
+                return ppn_error_set(err, -errno, "cannot set mode of control socket %s: %m", c->path);
         c->dev = st.st_dev;
         c->ino = st.st_ino;
         if (listen(c->fd, 16) < 0)
-                return ppn_error_set(err, errno, "cannot listen on control socket %s: %m", c->path);
+                return ppn_error_set(err, -errno, "cannot listen on control socket %s: %m", c->path);
         return 0;
 }
 
@@ -431,7 +431,7 @@ int control_new(sd_event *event, const struct control_options *opts, const struc
 
         for (size_t i = 1; i < n_table; i++)
                 if (strcmp(table[i - 1].name, table[i].name) >= 0)
-                        return ppn_error_set(err, EINVAL, "control request table not sorted at '%s'", table[i].name);
+                        return ppn_error_set(err, -EINVAL, "control request table not sorted at '%s'", table[i].name);
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;

@@ -14,9 +14,6 @@
 
 #include "jsonutil.h"
 
-static void json_putp(json_object **o) { json_object_put(*o); }
-#define _cleanup_json_ _cleanup_(json_putp)
-
 /* ---- hex and names ---- */
 
 void fleet_hex(const uint8_t *data, size_t len, char *ret) {
@@ -291,7 +288,7 @@ const char *fleet_should_publish(const struct fleet_capacity *last, uint64_t las
             fabs(last->psi_some_avg10 - now->psi_some_avg10) > rule->psi_points)
                 return snprintf(buf, len, "host PSI moved"), buf;
         if (now_usec - last_usec >= rule->republish_usec)
-                return snprintf(buf, len, "%" PRIu64 " s since the last write", (now_usec - last_usec) / 1000000), buf;
+                return snprintf(buf, len, "%" PRIu64 " s since the last write", (now_usec - last_usec) / USEC_PER_SEC), buf;
         return NULL;
 }
 

@@ -182,3 +182,78 @@ bool json_scan_end(struct json_scan *s) {
         json_scan_ws(s);
         return s->p == s->end;
 }
+
+json_object *json_size_or_null(uint64_t v, uint64_t unknown) {
+        return v == unknown ? NULL : json_object_new_uint64(v);
+}
+
+static json_object *field_to_json(const struct json_field *f, const char *p) {
+        switch (f->kind) {
+        case JSON_KIND_TEXT:
+                return json_object_new_string(p);
+        case JSON_KIND_U64:
+                return json_object_new_uint64(*(const uint64_t *) (const void *) p);
+        case JSON_KIND_SIZE:
+                return json_size_or_null(*(const uint64_t *) (const void *) p, UINT64_MAX);
+        case JSON_KIND_I64:
+                return json_object_new_int64(*(const int64_t *) (const void *) p);
+        case JSON_KIND_PERCENT: {
+                double d = *(const double *) (const void *) p;
+                return d < 0 ? NULL : json_object_new_double(d);
+        }
+        }
+        return NULL;
+}
+
+json_object *json_from_fields(const struct json_field *f, size_t n, const void *p) {
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                json_object_object_add(o, f[i].key, field_to_json(&f[i], (const char *) p + f[i].offset));
+        return o;
+}
+
+/* An integer member that may be null (UINT64_MAX). */
+static int get_size(json_object *o, const char *key, uint64_t *ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v))
+                return -EINVAL;
+        if (!v)
+                return *ret = UINT64_MAX, 0;
+        if (!json_object_is_type(v, json_type_int))
+                return -EINVAL;
+        *ret = json_object_get_uint64(v);
+        return 0;
+}
+
+static int field_from_json(json_object *o, const struct json_field *f, char *p) {
+        json_object *v;
+
+        switch (f->kind) {
+        case JSON_KIND_TEXT:
+                return json_member_text(o, f->key, p, f->size);
+        case JSON_KIND_U64:
+        case JSON_KIND_SIZE:
+                return get_size(o, f->key, (uint64_t *) (void *) p);
+        case JSON_KIND_I64:
+                return json_member_int64(o, f->key, (int64_t *) (void *) p);
+        case JSON_KIND_PERCENT:
+                if (!json_object_object_get_ex(o, f->key, &v))
+                        return -EINVAL;
+                *(double *) (void *) p = v ? json_object_get_double(v) : -1;
+                return 0;
+        }
+        return -EINVAL;
+}
+
+int json_to_fields(json_object *o, const struct json_field *f, size_t n, void *p) {
+        if (!json_object_is_type(o, json_type_object))
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (field_from_json(o, &f[i], (char *) p + f[i].offset) < 0)
+                        return -EINVAL;
+        return 0;
+}

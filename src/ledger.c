@@ -111,7 +111,7 @@ static int pragma_int(struct ledger *l, const char *sql, int64_t *ret, struct pp
 static void backoff(unsigned attempt) {
         /* 1–16 ms growing with attempts, jittered so two waiters do not collide in step. */
         unsigned ms = 1u + (unsigned) (rand() % (int) (attempt < 4 ? 1u << attempt : 16u));
-        struct timespec ts = { 0, (long) ms * 1000000L };
+        struct timespec ts = { 0, (long) ms * (long) NSEC_PER_MSEC };
         nanosleep(&ts, NULL);
 }
 
@@ -120,7 +120,7 @@ typedef int (*tx_fn)(struct ledger *l, void *ud, struct ppn_error *err);
 /* Runs fn inside BEGIN IMMEDIATE (write) or BEGIN (read) ... COMMIT, retrying the whole
  * transaction while it fails with -EBUSY, up to busy_timeout_ms. */
 static int run_tx(struct ledger *l, bool write, tx_fn fn, void *ud, struct ppn_error *err) {
-        uint64_t deadline = now_usec() + (uint64_t) l->busy_timeout_ms * 1000;
+        uint64_t deadline = now_usec() + (uint64_t) l->busy_timeout_ms * USEC_PER_MSEC;
         for (unsigned attempt = 0;; attempt++) {
                 int r = exec(l, write ? "BEGIN IMMEDIATE" : "BEGIN", err);
                 if (r == 0) {
@@ -725,7 +725,7 @@ static int check_after(struct ledger *l, const struct ledger_state *before, stru
         _cleanup_free_ struct pool_vm *pb = ledger_state_pool_vms(before), *pa = ledger_state_pool_vms(after);
         if (!pb || !pa)
                 return -ENOMEM;
-        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         struct pool_node nb = { before->node.physical_bytes, before->node.reserve_bytes, ledger_state_lent(before, now) };
         struct pool_node na = { after->node.physical_bytes, after->node.reserve_bytes, ledger_state_lent(after, now) };
         if (!before->node_ok)
@@ -966,7 +966,7 @@ static int change_set(struct ledger_state *st, void *ud, char *what, size_t len,
         uint64_t old_min = vm->min_bytes;
         /* An expired lease binds nothing: it is cleared here (audited with the change) so it
          * cannot refuse a new min or max. */
-        if (vm->override_set && vm->override_expires <= (int64_t) (now_realtime_usec() / 1000000)) {
+        if (vm->override_set && vm->override_expires <= (int64_t) (now_realtime_usec() / USEC_PER_SEC)) {
                 vm->override_set = false;
                 vm->override_target_bytes = 0;
                 vm->override_expires = 0;
@@ -1342,7 +1342,7 @@ static int insert_lend(struct ledger *l, const struct ledger_lend *x, int64_t *r
 static int lend_tx(struct ledger *l, void *ud, struct ppn_error *err) {
         struct lend_args *a = ud;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
-        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         char what[128], size[FORMAT_SIZE_MAX], text[256];
         int r = load_locked(l, &st, err);
 
@@ -1419,7 +1419,7 @@ struct draw_args {
  * capacity held for the borrower becomes the minimum of the borrower's VM (and back). */
 static int draw_lend(struct ledger *l, const struct draw_args *a, struct ppn_error *err) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         char text[160];
         int r = prepare(l, a->add ? "UPDATE fleet_lend SET bytes = bytes - ?1 WHERE grant_id = ?2 AND borrower = ?3 "
                                     "AND revoked = 0 AND not_before <= ?4 AND expires > ?4 AND bytes >= ?1"

@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define USEC_PER_SEC UINT64_C(1000000)
-
 /* QEMU's last-update has whole-second resolution: a sample may look up to 1 s "in the future"
  * after the caller's clock conversion. Beyond 2 s it is nonsense. */
 #define FUTURE_SLACK_USEC (2 * USEC_PER_SEC)
@@ -60,19 +58,19 @@ void policy_tunables_default(struct policy_tunables *ret) {
 int policy_tunables_check(const struct policy_tunables *t, struct ppn_error *err) {
         if (t->headroom_pct > 100 || t->pressure_available_pct > 100 || t->grow_step_pct > 100 ||
             t->host_low_pct > 100)
-                return ppn_error_set(err, EINVAL, "policy: percentages must be 0..100");
+                return ppn_error_set(err, -EINVAL, "policy: percentages must be 0..100");
         if (t->shrink_pct < 1 || t->shrink_pct > 100)
-                return ppn_error_set(err, EINVAL, "policy: shrink percentage %u outside 1..100", t->shrink_pct);
+                return ppn_error_set(err, -EINVAL, "policy: shrink percentage %u outside 1..100", t->shrink_pct);
         if (t->idle_tax_pct > 99)
-                return ppn_error_set(err, EINVAL, "policy: idle tax %u%% above 99%%", t->idle_tax_pct);
+                return ppn_error_set(err, -EINVAL, "policy: idle tax %u%% above 99%%", t->idle_tax_pct);
         if (t->min_step_bytes < MIB || t->min_step_permille > 1000)
-                return ppn_error_set(err, EINVAL, "policy: minimum step must be ≥ 1 MiB and ≤ 1000‰");
+                return ppn_error_set(err, -EINVAL, "policy: minimum step must be ≥ 1 MiB and ≤ 1000‰");
         if (t->grow_step_bytes < t->min_step_bytes)
-                return ppn_error_set(err, EINVAL, "policy: growth step below the minimum step");
+                return ppn_error_set(err, -EINVAL, "policy: growth step below the minimum step");
         if (!(t->psi_some_threshold >= 0 && t->psi_some_threshold <= 100))
-                return ppn_error_set(err, EINVAL, "policy: PSI threshold outside 0..100");
+                return ppn_error_set(err, -EINVAL, "policy: PSI threshold outside 0..100");
         if (t->stale_usec == 0 || t->stuck_usec == 0 || t->override_usec == 0)
-                return ppn_error_set(err, EINVAL, "policy: stale, stuck and override times must be > 0");
+                return ppn_error_set(err, -EINVAL, "policy: stale, stuck and override times must be > 0");
         return 0;
 }
 

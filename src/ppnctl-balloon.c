@@ -118,7 +118,7 @@ static const char *release_in_ppnd(const struct ctl_globals *g, const char *name
                 return NULL;
         }
         json_object_object_add(args, "vm", json_object_new_string(name));
-        r = ctl_client_call(g->socket, "release", args, &reply, err);
+        r = control_client_call(g->socket, "release", args, &reply, err);
         json_object_put(args);
         if (r < 0)
                 return NULL;

@@ -43,13 +43,13 @@ static int print_list(json_object *list, bool json) {
 }
 
 /* Streams {"event": ...} lines until the daemon goes away or the user interrupts. */
-static int follow(struct ctl_client *c, bool json) {
+static int follow(struct control_client *c, bool json) {
         struct ppn_error err = { 0 };
 
         for (;;) {
                 json_object *msg = NULL, *ev;
                 struct ppn_event e;
-                if (ctl_client_read(c, -1, &msg, &err) < 0) {
+                if (control_client_read(c, -1, &msg, &err) < 0) {
                         fprintf(stderr, "ppnctl: %s\n", err.msg);
                         return CTL_FAILED;
                 }
@@ -62,7 +62,7 @@ static int follow(struct ctl_client *c, bool json) {
 }
 
 int ctl_events(const struct ctl_globals *g, int argc, char **argv) {
-        _cleanup_(ctl_client_freep) struct ctl_client *c = NULL;
+        _cleanup_(control_client_freep) struct control_client *c = NULL;
         struct ppn_error err = { 0 };
         json_object *req, *reply = NULL, *list;
         bool json = g->json, follow_ = false;
@@ -81,11 +81,11 @@ int ctl_events(const struct ctl_globals *g, int argc, char **argv) {
         req = json_object_new_object();
         json_object_object_add(req, "request", json_object_new_string("events"));
         json_object_object_add(req, "follow", json_object_new_boolean(follow_));
-        r = ctl_client_connect(g->socket, &c, &err);
+        r = control_client_connect(g->socket, &c, &err);
         if (r >= 0)
-                r = ctl_client_send(c, req, &err);
+                r = control_client_send(c, req, &err);
         if (r >= 0)
-                r = ctl_client_read(c, 10000, &reply, &err);
+                r = control_client_read(c, 10000, &reply, &err);
         json_object_put(req);
         if (r < 0) {
                 fprintf(stderr, "ppnctl: %s\n", err.msg);

@@ -236,7 +236,7 @@ static int fleet_list(const struct ctl_globals *g, int argc, char **argv) {
                 return r;
         if (argc > 2 || (argc == 2 && strcmp(argv[1], "list") != 0))
                 return ctl_usage_error("fleet", LIST_USAGE, "unexpected argument '%s'", argv[1]);
-        if (ctl_client_call(g->socket, "fleet", NULL, &report, NULL) == 0)
+        if (control_client_call(g->socket, "fleet", NULL, &report, NULL) == 0)
                 json_object_object_add(report, "source", json_object_new_string("ppnd"));
         else {
                 json_object_put(report);

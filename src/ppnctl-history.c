@@ -97,7 +97,7 @@ static int parse_args(const char *cmd, const char *usage, bool plot, int argc, c
 /* The VM names ppnd manages, from its status. */
 static int vm_names(const char *socket, json_object **ret, struct ppn_error *err) {
         json_object *reply = NULL, *vms, *names = json_object_new_array();
-        int r = ctl_client_call(socket, "status", NULL, &reply, err);
+        int r = control_client_call(socket, "status", NULL, &reply, err);
 
         if (r < 0) {
                 json_object_put(names);
@@ -145,7 +145,7 @@ static int fetch_vm(const char *socket, const char *name, uint64_t span, json_ob
 
         json_object_object_add(args, "vm", json_object_new_string(name));
         json_object_object_add(args, "span_usec", json_object_new_int64((int64_t) span));
-        r = ctl_client_call(socket, "history", args, &reply, err);
+        r = control_client_call(socket, "history", args, &reply, err);
         json_object_put(args);
         if (r < 0)
                 return r;

@@ -46,7 +46,7 @@ static struct json_object *figures_json(const struct pool_figures *f, bool live)
 static int pool_from_daemon(const struct ctl_globals *g, struct pool_figures *ret) {
         json_object *reply = NULL;
         struct pool_status p;
-        int r = ctl_client_call(g->socket, "pool", NULL, &reply, NULL);
+        int r = control_client_call(g->socket, "pool", NULL, &reply, NULL);
 
         if (r >= 0)
                 r = pool_status_from_json(reply, &p);

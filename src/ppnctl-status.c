@@ -112,7 +112,7 @@ int ctl_status(const struct ctl_globals *g, int argc, char **argv) {
                         return CTL_USAGE;
                 }
         }
-        if (ctl_client_call(g->socket, "status", NULL, &reply, &err) < 0) {
+        if (control_client_call(g->socket, "status", NULL, &reply, &err) < 0) {
                 fprintf(stderr, "ppnctl: %s\n", err.msg);
                 return CTL_FAILED;
         }

@@ -28,7 +28,7 @@
 #include "vm.h"
 
 #define SEEN_MAX 256
-#define CGROUP_REMOVE_USEC (UINT64_C(5) * 1000000)
+#define CGROUP_REMOVE_USEC (5 * USEC_PER_SEC)
 
 struct relocate_agent {
         struct fleet_identity id;
@@ -139,7 +139,7 @@ static int check_grant(struct incoming *in, const struct fleet_trusted *t, size_
                         n_revs++;
         if (r >= 0 && (r = fleet_grant_decode((char *) g.kvs[0].value, g.kvs[0].value_len, &grant, &e)) >= 0) {
                 struct fleet_view view = { .self = in->req.source, .trusted = t, .n_trusted = n, .revocations = revs,
-                                           .n_revocations = n_revs, .now = (int64_t) (now_realtime_usec() / 1000000) };
+                                           .n_revocations = n_revs, .now = (int64_t) (now_realtime_usec() / USEC_PER_SEC) };
                 fleet_grant_check(&grant, in->req.grant, g.kvs[0].version, &view, &c);
         }
         etcd_range_done(&g);
@@ -258,7 +258,7 @@ static int launch(struct incoming *in, struct ppn_error *err) {
 
 static int call(struct incoming *in, const char *cmd, json_object *args, json_object **ret, struct ppn_error *err) {
         struct qmp_error qe = {};
-        int r = qmp_call_sync(in->q, cmd, args, 5 * 1000000, ret, &qe);
+        int r = qmp_call_sync(in->q, cmd, args, 5 * USEC_PER_SEC, ret, &qe);
         if (r < 0)
                 *err = qe.error;
         return r;
@@ -289,7 +289,7 @@ static void kill_qemu(struct incoming *in) {
         in->q = qmp_free(in->q);
         if (in->pid > 0) {
                 kill(in->pid, SIGKILL);
-                vm_wait_exit(in->pid, 10 * 1000000);
+                vm_wait_exit(in->pid, 10 * USEC_PER_SEC);
                 waitpid(in->pid, NULL, WNOHANG);
                 in->pid = 0;
         }
@@ -391,7 +391,7 @@ static int decide_adopted(struct incoming *in, struct ppn_error *err) {
                 }
                 if (attempt % 10 == 0)
                         log_warning("move %s: the outcome cannot be written yet (%s); retrying", in->req.move, err->msg);
-                usleep(1000000);
+                usleep(USEC_PER_SEC);
         }
 }
 
@@ -433,7 +433,7 @@ static int receive(struct incoming *in) {
         char why[512];
         struct relocate_answer ans = { .ok = true };
         struct ppn_error e = {};
-        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         if (in->req.time < now - RELOCATE_SKEW_SEC || in->req.time > now + RELOCATE_SKEW_SEC)
                 return refuse(in, "the request's time is more than %d s from this node's clock", RELOCATE_SKEW_SEC);
         if (ledger_vm_copy(&in->req.vm, &in->entry) < 0 || paths(in) < 0)

@@ -417,11 +417,11 @@ static bool actual_needed(const struct vmlink *l) {
  */
 static bool stats_needed(const struct vmlink *l) {
         const struct vmlink_sample *x = &l->last;
-        uint64_t interval = l->opts.stats_interval_sec * 1000000;
+        uint64_t interval = l->opts.stats_interval_sec * USEC_PER_SEC;
 
         if (!x->stats_usec || !x->stats_update_sec || now_usec() - x->stats_usec >= interval)
                 return true;
-        return now_realtime_usec() >= (x->stats_update_sec + l->opts.stats_interval_sec) * 1000000;
+        return now_realtime_usec() >= (x->stats_update_sec + l->opts.stats_interval_sec) * USEC_PER_SEC;
 }
 
 static void on_vmem_sample(struct qmp *q, const struct vmem_device *dev, const struct qmp_error *err,

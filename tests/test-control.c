@@ -31,7 +31,7 @@ static int h_echo(struct control_conn *conn, json_object *req, void *userdata, j
 
 static int h_fail(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                   struct ppn_error *err) {
-        return ppn_error_set(err, ENOENT, "no VM named 'x'; see ppnctl vm list");
+        return ppn_error_set(err, -ENOENT, "no VM named 'x'; see ppnctl vm list");
 }
 
 static int h_follow(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
