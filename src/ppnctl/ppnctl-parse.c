@@ -69,7 +69,7 @@ static void print_option(const char *name, char short_name, const char *arg, con
                 putchar('\n');
                 col = 0;
         }
-        printf("%*s", OPTION_HELP_COL - col, "");
+        printf("%*s", OPTION_HELP_COL - 1 - col, "");   /* ctl_print_wrapped() puts the last space */
         ctl_print_wrapped(stdout, help, OPTION_HELP_COL, OPTION_HELP_COL);
 }
 
