@@ -33,23 +33,25 @@ static void proposal_print(const struct virtlink_domain *d, const struct virtlin
 }
 
 /* --apply: each proposal through the ledger's admission, like 'vm add'; a refusal is reported
- * and the others still go in. Returns the number refused. */
+ * and the others still go in. Returns 0 or a negative result (printed). */
 static int apply(const struct ctl_globals *g, const struct virtlink_domain *d, const struct virtlink_proposal *p) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         struct ppn_error e = {};
         char uuid[LEDGER_UUID_LEN + 1];
+        int r;
 
         ledger_vm_init(&vm);
         snprintf(vm.name, sizeof(vm.name), "%s", p->name);
         vm.min_bytes = p->min_bytes;
         vm.max_bytes = p->max_bytes;
         vm.cpu_weight = p->cpu_weight;
-        if (ledger_vm_assign(&vm, "libvirt", d->name, &e) < 0)
-                return ctl_fail(&e, -ENOMEM), 1;
-        if (ctl_open_ledger(g, true, &l))
-                return 1;
-        return ledger_vm_add(l, &vm, getuid(), uuid, &e) < 0 ? ctl_fail(&e, -EINVAL), 1 : 0;
+        if ((r = ledger_vm_assign(&vm, "libvirt", d->name, &e)) < 0)
+                return ctl_fail(&e, r);
+        if ((r = ctl_open_ledger(g, true, &l)) < 0)
+                return r;
+        r = ledger_vm_add(l, &vm, getuid(), uuid, &e);
+        return r < 0 ? ctl_fail(&e, r) : 0;
 }
 
 int ctl_vm_import_libvirt(const struct ctl_globals *g, const struct ctl_args *args) {
@@ -82,7 +84,7 @@ int ctl_vm_import_libvirt(const struct ctl_globals *g, const struct ctl_args *ar
                 else
                         proposal_print(&doms[i], &p);
                 if (do_apply)
-                        refused += apply(g, &doms[i], &p);
+                        refused += apply(g, &doms[i], &p) < 0;
         }
         if (json)
                 ctl_print_json(arr);

@@ -336,7 +336,7 @@ int ctl_stop(const struct ctl_globals *g, const struct ctl_args *args) {
                 return r;
         if ((r = load_vm(g, false, args->argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "stop")))
                 return r;
-        return stop_vm(g, vm, timeout, false) ? CTL_ERR_FAILED : CTL_OK;
+        return stop_vm(g, vm, timeout, false);
 }
 
 /* Rate-limited progress on a terminal: one line rewritten at most 5 times a second. */
@@ -387,7 +387,7 @@ int ctl_export(const struct ctl_globals *g, const struct ctl_args *args) {
 
         if ((r = load_vm(g, false, args->argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "export")))
                 return r;
-        return export_vm(g, vm, args->argv[2]) ? CTL_ERR_FAILED : CTL_OK;
+        return export_vm(g, vm, args->argv[2]);
 }
 
 /* The entry the archive carries, checked against its manifest and made local to this node. */
@@ -538,8 +538,8 @@ int ctl_move(const struct ctl_globals *g, const struct ctl_args *args) {
         if ((r = load_vm(g, true, name, &l, &st, &vm)) || (r = refuse_libvirt(vm, "move")))
                 return r;
         /* The entry goes only once the archive is complete and verified (export re-reads it). */
-        if (stop_vm(g, vm, timeout, true) || export_vm(g, vm, to))
-                return CTL_ERR_FAILED;
+        if ((r = stop_vm(g, vm, timeout, true)) < 0 || (r = export_vm(g, vm, to)) < 0)
+                return r;
         /* Removed only if nobody changed it during the stop and export: the archive holds the
          * entry as it was loaded, and a 'vm set' made meanwhile must not vanish with it. */
         if ((r = ledger_vm_remove_unchanged(l, vm, getuid(), &e)) == -ESTALE) {
@@ -636,11 +636,11 @@ int ctl_adopt(const struct ctl_globals *g, const struct ctl_args *args) {
         if (domain) {
                 if ((r = load_vm(g, true, name, &l, &st, &vm)))
                         return r;
-                return adopt_libvirt(g, l, vm, domain) ? CTL_ERR_FAILED : CTL_OK;
+                return adopt_libvirt(g, l, vm, domain);
         }
         if (qmp_path[0] != '/')
                 return ctl_usage_error(args, "--qmp: want an absolute path");
         if ((r = load_vm(g, true, name, &l, &st, &vm)))
                 return r;
-        return adopt_vm(g, l, vm, qmp_path) ? CTL_ERR_FAILED : CTL_OK;
+        return adopt_vm(g, l, vm, qmp_path);
 }

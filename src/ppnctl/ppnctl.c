@@ -81,7 +81,7 @@ const struct ctl_command ctl_commands[] = {
           .options = (const struct ctl_option[]) {
                   { "since", 0, "DURATION", "how far back, at least 1s " DURATION_EXAMPLES "; default 30m" },
                   { "output", 'o', "FILE.svg", "where the SVG goes (required)" },
-                  { "input", 0, "FILE.json", "draw a saved 'ppnctl history VM --json' instead of asking ppnd" },
+                  { "input", 0, "FILE.json", "draw a saved history document (see ppnctl(8)) instead of asking ppnd" },
                   {} },
           .max_args = -1 },
         { .name = "pool", .run = ctl_pool, .usage = "pool [--json]",
