@@ -512,8 +512,6 @@ static int check_move_kind(const struct ctl_args *args, bool live) {
                 if (strcmp(o, "to") != 0 && strcmp(o, "live") != 0 && live == (strcmp(o, "timeout") == 0))
                         return ctl_usage_error(args, "--%s applies only %s --live", o, live ? "without" : "with");
         }
-        if (args->json && !live)
-                return ctl_usage_error(args, "--json applies only with --live");
         if (!ctl_arg(args, "to"))
                 return ctl_usage_error(args, live ? "expected one VM name and --to NODE" :
                                                     "expected one VM name and --to DIR");

@@ -174,13 +174,27 @@ static int check_count(const struct ctl_args *a) {
         return 0;
 }
 
+/* "--help" or "-h" anywhere before "--", not as another option's value ("--qemu-arg -h"). */
+static bool wants_help(int argc, char **argv, const struct ctl_args *a) {
+        const struct ctl_option *o;
+        const char *eq;
+
+        for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
+                if (is_help(argv[i]))
+                        return true;
+                o = argv[i][0] == '-' ? find_option(a->cmd, argv[i], &eq) : NULL;
+                if (o && o->arg && !eq)
+                        i++;
+        }
+        return false;
+}
+
 /* Options and operands of a command (not a group); the operands end up in argv[1..]. */
 static int parse_options(int argc, char **argv, struct ctl_args *a) {
         int out = 1, r;
 
-        for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
-                if (is_help(argv[i]))
-                        return a->help = true, 0;
+        if (wants_help(argc, argv, a))
+                return a->help = true, 0;
         for (int i = 1; i < argc; i++) {
                 if (strcmp(argv[i], "--") == 0) {
                         while (++i < argc)
