@@ -9,7 +9,7 @@
 /* Column where an option's help starts in `ppnctl COMMAND --help`. */
 #define OPTION_HELP_COL 26
 
-static bool is_help(const char *w) {
+bool ctl_is_help(const char *w) {
         return strcmp(w, "--help") == 0 || strcmp(w, "-h") == 0;
 }
 
@@ -180,7 +180,7 @@ static bool wants_help(int argc, char **argv, const struct ctl_args *a) {
         const char *eq;
 
         for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-                if (is_help(argv[i]))
+                if (ctl_is_help(argv[i]))
                         return true;
                 o = argv[i][0] == '-' ? find_option(a->cmd, argv[i], &eq) : NULL;
                 if (o && o->arg && !eq)
@@ -239,7 +239,7 @@ int ctl_parse(const struct ctl_command *c, bool json, int argc, char **argv, str
         snprintf(a->name, sizeof(a->name), "%s", c->name);
         if (!c->subcommands)
                 return parse_options(argc, argv, a);
-        if (argc >= 2 && is_help(argv[1]))
+        if (argc >= 2 && ctl_is_help(argv[1]))
                 return a->help = true, 0;
         if (argc >= 2 && (sub = find_command(c->subcommands, argv[1])))
                 return subcommand(c, sub, argc - 1, argv + 1, a);

@@ -141,10 +141,6 @@ static void usage(FILE *f) {
         fprintf(f, "\nexit status: 0 success, 1 refused or failed, 2 usage error\n");
 }
 
-static bool is_help(const char *a) {
-        return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0;
-}
-
 /* "--NAME VALUE" or "--NAME=VALUE" for the options with a value; 1 if a matched, 0 if not,
  * CTL_ERR_USAGE (printed) if its value is missing. */
 static int option_value(const char *name, int argc, char **argv, int *i, const char **ret) {
@@ -181,7 +177,7 @@ static int parse_global(int argc, char **argv, int *i, struct globals *o) {
 
         if (strcmp(a, "--version") == 0)
                 return printf("ppnctl %s\n", PPN_VERSION), o->done = true, CTL_OK;
-        if (is_help(a))
+        if (ctl_is_help(a))
                 return usage(stdout), o->done = true, CTL_OK;
         if (strcmp(a, "--json") == 0)
                 return o->g.json = true, CTL_OK;

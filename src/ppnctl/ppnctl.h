@@ -129,6 +129,8 @@ int ctl_parse(const struct ctl_command *c, bool json, int argc, char **argv, str
 void ctl_help(const struct ctl_command *c);
 /* The top-level command of that name, or NULL. */
 const struct ctl_command *ctl_find_command(const char *name);
+/* Whether w asks for help: "--help" or "-h". */
+bool ctl_is_help(const char *w);
 /* The last value of option name (without "--"), or NULL if not given. */
 const char *ctl_arg(const struct ctl_args *a, const char *name);
 /* Whether option name was given. */
