@@ -50,8 +50,8 @@ static int node_show(const struct ctl_globals *g, const struct ctl_args *args) {
 const struct ctl_command ctl_node_commands[] = {
         { .name = "id", .run = ctl_node_id, .usage = "node id [--json]",
           .help = "this node's fleet id and key fingerprint", .json = true },
-        { .name = "init", .run = ctl_node_init, .usage = "node init",
-          .help = "create this node's fleet key (beside the ledger) if it has none" },
+        { .name = "init", .run = ctl_node_init, .usage = "node init [--json]",
+          .help = "create this node's fleet key (beside the ledger) if it has none", .json = true },
         { .name = "set", .run = node_set, .usage = "node set KEY=VALUE...",
           .note = "(keys: physical reserve min-floor; value SIZE or 'default')",
           .help = "change node settings, in one transaction (refused if a reservation breaks)",
