@@ -16,7 +16,7 @@ into guest memory (tmpfs) and onto the disk.
      B, A's ledger has no entry, A's pool is as before
 Failures, each B -> A with the stream capped so that it is still running when the fault comes,
 each ending with the VM running on B, nothing for it on A and both ledgers as before:
-  - a timeout: B's [fleet] migration-timeout (6 s) passes: B cancels the migration;
+  - a timeout: B's [fleet] migration-timeout (10 s, the least it takes) passes: B cancels the migration;
   - a network cut: iptables drops every packet to and from A's migration ports on 127.0.0.1
     (the stream stalls as on a cut link: nothing fails, TCP just retransmits) until B gives up
     after RELOCATE_STALL_USEC (20 s) without progress;
@@ -312,7 +312,7 @@ def check_aborted(t, a, b, uuid, a_pool0, p, what, want_reason, timeout=180):
 
 def check_timeout(t, a, b, uuid):
     a_pool0 = a.pool()
-    set_timeout(b, '6s')
+    set_timeout(b, '10s')
     try:
         p, _ = start_failing_move(t, a, b, 'timeout', '1M')
         check_aborted(t, a, b, uuid, a_pool0, p, 'timeout', 'migration-timeout')
