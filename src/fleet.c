@@ -71,11 +71,7 @@ void fleet_key_names(const uint8_t pub[FLEET_KEY_SIZE], char ret_id[FLEET_ID_LEN
 /* ---- the key file: "ppn-node-key-v1 <hex private key>\n", mode 0600 ---- */
 
 char *fleet_identity_path(const char *ledger_path) {
-        const char *slash = strrchr(ledger_path, '/');
-        char *p = NULL;
-        int n = slash ? asprintf(&p, "%.*s/%s", (int) (slash - ledger_path), ledger_path, FLEET_KEY_FILE)
-                      : asprintf(&p, "%s", FLEET_KEY_FILE);
-        return n < 0 ? NULL : p;
+        return path_beside(ledger_path, FLEET_KEY_FILE);
 }
 
 static void identity_from_priv(const uint8_t priv[FLEET_KEY_SIZE], struct fleet_identity *ret) {

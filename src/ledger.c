@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +15,9 @@
 
 struct ledger {
         sqlite3 *db;
+        dev_t dev;                      /* of the file, while registered in open_files */
+        ino_t ino;
+        bool registered;
         char *path;
         char *meminfo_path;
         unsigned busy_timeout_ms;
@@ -328,6 +332,62 @@ static int create_private(const char *path, struct ppn_error *err) {
         return 0;
 }
 
+/*
+ * The ledger files this process has open. close(2) of ANY descriptor of a file drops every
+ * POSIX lock the process holds on it, SQLite's included: check_header()'s open/close while
+ * another connection of this process (ppnd's, beside its live-move thread's) holds the file
+ * would let another process take the last-connection lock and delete -wal and -shm under it,
+ * after which this process reads a stale index and reports the ledger damaged (seen in
+ * bench/live.py: a node's ppnd after receiving, sending and receiving a VM again). So a file
+ * already open here is not read raw again: it was checked when it was opened.
+ */
+static pthread_mutex_t open_files_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { dev_t dev; ino_t ino; unsigned n; } open_files[16];
+
+static bool open_files_has(dev_t dev, ino_t ino) {
+        bool found = false;
+        pthread_mutex_lock(&open_files_lock);
+        for (size_t i = 0; i < ELEMENTSOF(open_files) && !found; i++)
+                found = open_files[i].n > 0 && open_files[i].dev == dev && open_files[i].ino == ino;
+        pthread_mutex_unlock(&open_files_lock);
+        return found;
+}
+
+/* Counts l's file as open here (or not, when the table is full: then only its checks repeat). */
+static void open_files_add(struct ledger *l, const struct stat *st) {
+        size_t free_slot = ELEMENTSOF(open_files);
+        pthread_mutex_lock(&open_files_lock);
+        for (size_t i = 0; i < ELEMENTSOF(open_files) && !l->registered; i++) {
+                if (open_files[i].n > 0 && open_files[i].dev == st->st_dev && open_files[i].ino == st->st_ino) {
+                        open_files[i].n++;
+                        l->registered = true;
+                } else if (open_files[i].n == 0 && free_slot == ELEMENTSOF(open_files))
+                        free_slot = i;
+        }
+        if (!l->registered && free_slot < ELEMENTSOF(open_files)) {
+                open_files[free_slot].dev = st->st_dev;
+                open_files[free_slot].ino = st->st_ino;
+                open_files[free_slot].n = 1;
+                l->registered = true;
+        }
+        l->dev = st->st_dev;
+        l->ino = st->st_ino;
+        pthread_mutex_unlock(&open_files_lock);
+}
+
+static void open_files_remove(struct ledger *l) {
+        if (!l->registered)
+                return;
+        pthread_mutex_lock(&open_files_lock);
+        for (size_t i = 0; i < ELEMENTSOF(open_files); i++)
+                if (open_files[i].n > 0 && open_files[i].dev == l->dev && open_files[i].ino == l->ino) {
+                        open_files[i].n--;
+                        break;
+                }
+        pthread_mutex_unlock(&open_files_lock);
+        l->registered = false;
+}
+
 int ledger_open(const char *path, const struct ledger_options *opts, struct ledger **ret,
                 struct ppn_error *err) {
         struct ledger_options o = opts ? *opts : (struct ledger_options) {};
@@ -354,9 +414,12 @@ int ledger_open(const char *path, const struct ledger_options *opts, struct ledg
         else if (!exists)
                 r = create_private(path, err);
         else
-                r = st.st_size > 0 ? check_header(path, (uint64_t) st.st_size, err) : 0;
+                r = st.st_size > 0 && !open_files_has(st.st_dev, st.st_ino) ?
+                    check_header(path, (uint64_t) st.st_size, err) : 0;
         if (r == 0)
                 r = open_db(l, o.read_only, false, err);
+        if (r == 0 && stat(path, &st) == 0)
+                open_files_add(l, &st);
         if (r == 0)
                 r = setup(l, o.read_only, err);
         if (r == 0)
@@ -373,6 +436,7 @@ struct ledger *ledger_close(struct ledger *l) {
         if (!l)
                 return NULL;
         sqlite3_close_v2(l->db);
+        open_files_remove(l);
         free(l->path);
         free(l->meminfo_path);
         free(l);

@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
@@ -163,6 +164,13 @@ static uint64_t clock_usec(clockid_t id) {
         struct timespec ts;
         clock_gettime(id, &ts);
         return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+char *path_beside(const char *path, const char *name) {
+        const char *slash = strrchr(path, '/');
+        char *p = NULL;
+        int n = slash ? asprintf(&p, "%.*s/%s", (int) (slash - path), path, name) : asprintf(&p, "%s", name);
+        return n < 0 ? NULL : p;
 }
 
 uint64_t now_usec(void) { return clock_usec(CLOCK_MONOTONIC); }

@@ -72,6 +72,9 @@ char *format_size(uint64_t bytes, char *buf, size_t len);
 /* Parses a decimal unsigned integer, whole string. 0 or -EINVAL/-ERANGE. */
 int parse_u64(const char *s, uint64_t *ret);
 
+/* NAME in the folder of PATH ("dir/file" -> "dir/NAME", "file" -> "NAME"). NULL on -ENOMEM. */
+char *path_beside(const char *path, const char *name);
+
 /* Monotonic clock in microseconds (CLOCK_MONOTONIC); wall clock in microseconds. */
 uint64_t now_usec(void);
 uint64_t now_realtime_usec(void);

@@ -239,7 +239,7 @@ static void show_progress(const struct live *lv, const struct relocate_progress 
 
 /* Starts the migration and follows it: 0 completed (the VM stopped here), <0 failed. */
 static int migrate(struct live *lv, const struct relocate_answer *a, struct ppn_error *err) {
-        uint64_t deadline = now_usec() + lv->g->migration_timeout_usec;
+        uint64_t deadline = now_usec() + lv->g->migration_timeout_usec, moved = now_usec(), sent = 0;
         json_object *args = json_object_new_object(), *reply = NULL;
         char uri[128];
         int r = 0;
@@ -273,6 +273,15 @@ static int migrate(struct live *lv, const struct relocate_answer *a, struct ppn_
                 if (now_usec() > deadline) {
                         call(lv, "migrate_cancel", NULL, NULL, err);
                         return ppn_error_set(err, -ETIMEDOUT, "not finished within [fleet] migration-timeout: cancelled");
+                }
+                /* A cut network shows only as a stream that no longer moves (TCP retries for minutes). */
+                if (lv->last.transferred_bytes != sent) {
+                        sent = lv->last.transferred_bytes;
+                        moved = now_usec();
+                } else if (now_usec() - moved > RELOCATE_STALL_USEC) {
+                        call(lv, "migrate_cancel", NULL, NULL, err);
+                        return ppn_error_set(err, -ETIMEDOUT, "no migration traffic for %" PRIu64 " s (network cut, or "
+                                             "the destination stopped): cancelled", RELOCATE_STALL_USEC / USEC_PER_SEC);
                 }
                 usleep(POLL_USEC);
         }
