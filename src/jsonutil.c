@@ -2,6 +2,8 @@
 #include "jsonutil.h"
 
 #include <errno.h>
+#include <json-c/printbuf.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -181,4 +183,55 @@ bool json_scan_key_is(const char *key, size_t len, const char *name) {
 bool json_scan_end(struct json_scan *s) {
         json_scan_ws(s);
         return s->p == s->end;
+}
+
+void json_write_string(FILE *f, const char *s) {
+        fputc_unlocked('"', f);
+        while (*s) {
+                size_t n = 0;
+                while (s[n] && s[n] != '"' && s[n] != '\\' && (unsigned char) s[n] >= 0x20)
+                        n++;
+                fwrite_unlocked(s, 1, n, f);
+                s += n;
+                if (!*s)
+                        break;
+                if (*s == '"' || *s == '\\')
+                        fprintf(f, "\\%c", *s);
+                else if (*s == '\n')
+                        fputs_unlocked("\\n", f);
+                else
+                        fprintf(f, "\\u%04x", (unsigned char) *s);
+                s++;
+        }
+        fputc_unlocked('"', f);
+}
+
+void json_write_uint(FILE *f, uint64_t v) {
+        char buf[24], *p = buf + sizeof(buf);
+
+        do
+                *--p = (char) ('0' + v % 10);
+        while (v /= 10);
+        fwrite_unlocked(p, 1, (size_t) (buf + sizeof(buf) - p), f);
+}
+
+static int raw_serialize(json_object *o, struct printbuf *pb, int level, int flags) {
+        const char *text = json_object_get_userdata(o);
+
+        return printbuf_memappend(pb, text, (int) strlen(text));
+}
+
+static void raw_free(json_object *o, void *userdata) {
+        free(userdata);
+}
+
+json_object *json_object_new_raw(char *text) {
+        json_object *o = json_object_new_object();
+
+        if (!o) {
+                free(text);
+                return NULL;
+        }
+        json_object_set_serializer(o, raw_serialize, text, raw_free);
+        return o;
 }

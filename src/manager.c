@@ -150,10 +150,10 @@ static void fill_memory_split(const struct managed_vm *v, struct vm_status *s) {
                  p->why);
 }
 
-static void fill_status(const struct managed_vm *v, struct vm_status *s) {
+/* now and real: the monotonic and wall clocks, read once by the caller for all VMs. */
+static void fill_status(const struct managed_vm *v, uint64_t now, uint64_t real, struct vm_status *s) {
         const struct vmlink_sample *x = backend_last(v->link);
         enum vmlink_state ls = backend_get_state(v->link);
-        uint64_t now = now_usec();
 
         *s = (struct vm_status) {
                 .min_bytes = v->entry.min_bytes, .max_bytes = v->entry.max_bytes,
@@ -164,7 +164,7 @@ static void fill_status(const struct managed_vm *v, struct vm_status *s) {
         snprintf(s->name, sizeof(s->name), "%s", v->entry.name);
         snprintf(s->state, sizeof(s->state), "%s", vmlink_state_to_string(ls));
         if (s->guest_available_bytes != STATUS_UNKNOWN) {
-                uint64_t real = now_realtime_usec(), upd = x->stats_update_sec * 1000000;
+                uint64_t upd = x->stats_update_sec * 1000000;
                 s->stats_age_usec = real > upd ? real - upd : 0;
         }
         if (v->pstate.lease_kind != POLICY_LEASE_NONE && v->pstate.lease_expiry_usec > now)
@@ -705,7 +705,7 @@ static void decide(struct manager *m) {
 static void metrics_vm_of(const struct managed_vm *v, struct metrics_vm *ret) {
         struct vm_status st;
 
-        fill_status(v, &st);
+        fill_status(v, now_usec(), now_realtime_usec(), &st);
         *ret = (struct metrics_vm) {
                 .min_bytes = st.min_bytes, .max_bytes = st.max_bytes, .target_bytes = st.target_bytes,
                 .actual_bytes = st.actual_bytes, .guest_available_bytes = st.guest_available_bytes,
@@ -855,20 +855,38 @@ static int req_pool(struct control_conn *conn, json_object *req, void *userdata,
         return 0;
 }
 
+/* {"vms": [...], "pool": {...}}. The VMs' array is written as text (vm_status_write): built
+ * as json-c objects it took ~100 ms of the loop at 2,000 VMs. */
 static int req_status(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                       struct ppn_error *err) {
         struct manager *m = userdata;
-        json_object *o = json_object_new_object(), *arr = json_object_new_array();
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        json_object *o, *arr;
+        uint64_t now = now_usec(), real = now_realtime_usec();
 
+        if (!f)
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        fputc('[', f);
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct vm_status st;
+                fill_status(m->vms[i], now, real, &st);
+                if (i)
+                        fputc(',', f);
+                vm_status_write(&st, f);
+        }
+        fputc(']', f);
+        if (fclose(f) != 0) {
+                free(text);
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        }
+        arr = json_object_new_raw(text);
+        o = json_object_new_object();
         if (!o || !arr) {
                 json_object_put(o);
                 json_object_put(arr);
                 return ppn_error_set(err, ENOMEM, "out of memory");
-        }
-        for (size_t i = 0; i < m->n_vms; i++) {
-                struct vm_status st;
-                fill_status(m->vms[i], &st);
-                json_object_array_add(arr, vm_status_to_json(&st));
         }
         json_object_object_add(o, "vms", arr);
         json_object_object_add(o, "pool", pool_status_to_json(&m->pool));

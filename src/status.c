@@ -2,6 +2,7 @@
 #include "status.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,28 +27,41 @@ static int get_size(json_object *o, const char *key, uint64_t *ret) {
         return 0;
 }
 
-json_object *vm_status_to_json(const struct vm_status *s) {
-        json_object *o = json_object_new_object();
+/* `,"key":N`, or `,"key":null` for STATUS_UNKNOWN when nullable. */
+static void write_member(FILE *f, const char *key, uint64_t v, bool nullable) {
+        fputs_unlocked(",\"", f);
+        fputs_unlocked(key, f);
+        fputs_unlocked("\":", f);
+        if (nullable && v == STATUS_UNKNOWN)
+                fputs_unlocked("null", f);
+        else
+                json_write_uint(f, v);
+}
 
-        if (!o)
-                return NULL;
-        json_object_object_add(o, "name", json_object_new_string(s->name));
-        json_object_object_add(o, "state", json_object_new_string(s->state));
-        json_object_object_add(o, "min_bytes", json_object_new_uint64(s->min_bytes));
-        json_object_object_add(o, "max_bytes", json_object_new_uint64(s->max_bytes));
-        json_object_object_add(o, "target_bytes", size_or_null(s->target_bytes));
-        json_object_object_add(o, "actual_bytes", size_or_null(s->actual_bytes));
-        json_object_object_add(o, "base_bytes", size_or_null(s->base_bytes));
-        json_object_object_add(o, "plugged_bytes", size_or_null(s->plugged_bytes));
-        json_object_object_add(o, "balloon_bytes", size_or_null(s->balloon_bytes));
-        json_object_object_add(o, "guest_available_bytes", size_or_null(s->guest_available_bytes));
-        json_object_object_add(o, "stats_age_usec", size_or_null(s->stats_age_usec));
-        json_object_object_add(o, "shares", json_object_new_uint64(s->shares));
-        json_object_object_add(o, "cpu_weight", json_object_new_uint64(s->cpu_weight));
-        json_object_object_add(o, "pid", json_object_new_int64(s->pid));
-        json_object_object_add(o, "override_left_usec", json_object_new_uint64(s->override_left_usec));
-        json_object_object_add(o, "reason", json_object_new_string(s->reason));
-        return o;
+void vm_status_write(const struct vm_status *s, FILE *f) {
+        fputs_unlocked("{\"name\":", f);
+        json_write_string(f, s->name);
+        fputs_unlocked(",\"state\":", f);
+        json_write_string(f, s->state);
+        write_member(f, "min_bytes", s->min_bytes, false);
+        write_member(f, "max_bytes", s->max_bytes, false);
+        write_member(f, "target_bytes", s->target_bytes, true);
+        write_member(f, "actual_bytes", s->actual_bytes, true);
+        write_member(f, "base_bytes", s->base_bytes, true);
+        write_member(f, "plugged_bytes", s->plugged_bytes, true);
+        write_member(f, "balloon_bytes", s->balloon_bytes, true);
+        write_member(f, "guest_available_bytes", s->guest_available_bytes, true);
+        write_member(f, "stats_age_usec", s->stats_age_usec, true);
+        write_member(f, "shares", s->shares, false);
+        write_member(f, "cpu_weight", s->cpu_weight, false);
+        if (s->pid < 0)
+                fprintf(f, ",\"pid\":%" PRId64, s->pid);
+        else
+                write_member(f, "pid", (uint64_t) s->pid, false);
+        write_member(f, "override_left_usec", s->override_left_usec, false);
+        fputs_unlocked(",\"reason\":", f);
+        json_write_string(f, s->reason);
+        fputc_unlocked('}', f);
 }
 
 int vm_status_from_json(json_object *o, struct vm_status *ret) {
