@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Scale: ppnd managing N VMs whose QMP sockets are served by bench/fakeqemu.c (one process;
-# 2,000 guests cannot boot on this machine). For each N: CPU time per control tick, daemon
+# Scale: ppnd managing N VMs whose QMP sockets are served by the fake QEMU (tests/fake-qemu.c,
+# one process for all N; it stands in for QEMU because 2,000 guests cannot boot on this machine). For each N: CPU time per control tick, daemon
 # RSS, open fds, time to adopt all VMs, and decision latency (burst start -> growth command,
 # measured by the fake); the same CPU split into user and kernel time (/proc/PID/stat) and the
 # fake's own CPU per VM and tick (it answers at once: real QEMU costs more); then, with ticks
@@ -22,12 +22,16 @@ OUT=$1
 cd "$(dirname "$0")/.."
 PPND=${PPND:-build/src/ppnd}
 PPNCTL=${PPNCTL:-build/src/ppnctl}
-FAKEQEMU=${FAKEQEMU:-build/bench/ppn-fakeqemu}
+FAKEQEMU=${FAKEQEMU:-build/tests/fake-qemu}
 SIZES=${SCALE_SIZES:-10 100 1000 2000}
 WINDOW=${SCALE_WINDOW:-40}
 STATUS_RUNS=${SCALE_STATUS_RUNS:-100}
 
 say() { printf '==> %s\n' "$*" >&2; }
+if [ ! -x "$FAKEQEMU" ]; then
+  say "scale: no fake QEMU at $FAKEQEMU (it is built with the tests: meson -Dtests=true)"
+  exit 1
+fi
 rec() { printf '{"part":"scale","vms":%d,"metric":"%s","value":%s,"unit":"%s"}\n' "$1" "$2" "$3" "$4" >>"$OUT"; }
 
 DIR='' FAKE_PID='' PPND_PID=''

@@ -9,7 +9,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 
@@ -18,7 +17,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.environ.get('PPN_BUILD_ROOT', os.path.join(HERE, '..', 'build'))
 PPND = os.path.join(BUILD, 'src', 'ppnd')
 PPNCTL = os.path.join(BUILD, 'src', 'ppnctl')
-FAKE = os.path.join(HERE, 'fake-qemu.py')
+FAKE = os.path.join(BUILD, 'tests', 'fake-qemu')
+
+# The fake QEMU's behaviours by the names the tests use (tests/fake-qemu.h): a monitor that
+# misbehaves, or a guest whose statistics lie; the balloon follows a target at once.
+MODES = {
+    'good': ['--monitor', 'good'],
+    'silent': ['--monitor', 'silent'],
+    'half': ['--monitor', 'half'],
+    'stall': ['--monitor', 'stall'],
+    'flood': ['--monitor', 'flood'],
+    'hostile': ['--monitor', 'good', '--stats', 'hostile'],
+}
 
 
 class Tap:
@@ -86,16 +96,20 @@ class Node:
             raise RuntimeError('ppnctl %s: %s' % (' '.join(args), r.stderr.strip()))
         return r
 
-    def add_vm(self, name, mode, min_='512M', max_='2G', **fake_args):
+    def add_vm(self, name, mode, min_='512M', max_='2G', demand_flip=False, **fake_args):
+        """A VM in the ledger and its QEMU: the fake (tests/fake-qemu.c) in `mode` (MODES),
+        a guest of max_ whose balloon follows at once; fake_args are its options (available,
+        answer, hostile_period, outside_balloon); demand_flip: pressure and idle alternate."""
         path = os.path.join(self.run, name + '.qmp')
         log = os.path.join(self.dir, name + '.log')
         self.ctl('vm', 'add', name, '--min', min_, '--max', max_, '--qmp', path)
-        argv = [sys.executable, FAKE, path, '--mode', mode, '--log', log,
-                '--max', str(parse_size(max_))]
+        argv = [FAKE, '--socket', path, '--log', log, '--max', str(parse_size(max_)),
+                '--balloon', 'instant', '--stats', 'available'] + MODES[mode]
+        if demand_flip:
+            argv += ['--stats', 'flip']
         for k, v in fake_args.items():
-            flag = '--' + k.replace('_', '-')
-            argv += [flag] if v is True else [flag, str(v)]
-        p = subprocess.Popen(argv)
+            argv += ['--' + k.replace('_', '-'), str(v)]
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         self.fakes[name] = (p, log)
         for _ in range(100):
             if os.path.exists(path):

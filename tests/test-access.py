@@ -65,6 +65,8 @@ def main():
     node = Node(control_group=group, open_dirs=True)
     try:
         node.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+        # A running VM for the requests to act on: the fake QEMU (tests/fake-qemu.c) stands in
+        # for it, as what is tested is the socket and the ledger, not a guest.
         node.add_vm('web', 'good')
         if not t.ok(node.start(), 'ppnd starts with [control] group = %s' % group):
             return t.done()

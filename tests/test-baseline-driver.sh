@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# bench/ppn-baseline (the MOM and Proxmox ports driving guests over QMP) against
-# bench/ppn-fakeqemu, which stands in for QEMU here because a real guest's statistics and
-# balloon cannot be set to a known state in a fast test (the overcommit benchmark drives real
-# guests). One decision per run (--once), checked against the numbers the tools' rules give.
-# TAP output. Usage: test-baseline-driver.sh PPN-BASELINE PPN-FAKEQEMU
+# bench/ppn-baseline (the MOM and Proxmox ports driving guests over QMP) against the fake
+# QEMU (tests/fake-qemu.c), which stands in for two QEMUs here because a real guest's
+# statistics and balloon cannot be set to a known state in a fast test (the overcommit
+# benchmark drives real guests). One decision per run (--once), checked against the numbers
+# the tools' rules give. TAP output. Usage: test-baseline-driver.sh PPN-BASELINE FAKE-QEMU
 set -u
 BASE=$1 FAKE=$2
 T=$(mktemp -d /tmp/test-baseline-driver-XXXXXX)

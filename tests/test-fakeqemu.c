@@ -1,10 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The scale benchmark's fake QEMU (bench/fakeqemu.c), driven through the project's own QMP
- * client and balloon module — the code ppnd uses — so the fake is known to speak what the
- * daemon expects: greeting and negotiation, query-balloon, balloon (with QEMU's refusal of
- * 0 and its cap at RAM), qom-list, stats unknown until polling is enabled, actual moving
- * toward the target over time, unknown commands refused, sockets removed on SIGTERM.
+ * The fake QEMU program (tests/fake-qemu-main.c, the one fake of tests/fake-qemu.h), driven
+ * through the project's own QMP client and balloon module — the code ppnd uses — so the fake
+ * is known to speak what the daemon expects: greeting and negotiation, query-balloon, balloon
+ * (with QEMU's refusal of 0 and its cap at RAM), qom-list, stats unknown until polling is
+ * enabled, actual moving toward the target over time, unknown commands refused, sockets
+ * removed on SIGTERM; its greeting is the recorded one; without a balloon it refuses as QEMU
+ * does; its silent, half and stalling monitors misbehave as the fault tests need. Here the
+ * fake stands in for the scale benchmark's many QEMUs (and, one at a time, for the QEMUs of
+ * the fault tests).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -40,7 +44,7 @@ static void sock_path(unsigned i, char *buf, size_t len) {
 static int setup(void **state) {
         const char *build = getenv("PPN_BUILD_ROOT");
         char exe[512], line[64];
-        snprintf(exe, sizeof exe, "%s/bench/ppn-fakeqemu", build ? build : "build");
+        snprintf(exe, sizeof exe, "%s/tests/fake-qemu", build ? build : "build");
         strcpy(F.dir, "/tmp/ppn-fakeqemu-test.XXXXXX");
         assert_non_null(mkdtemp(F.dir));
         int p[2];
@@ -144,13 +148,105 @@ static void test_qom_list_names_the_balloon(void **state) {
         json_object *args = json_object_new_object(), *reply = NULL;
         json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
         assert_int_equal(qmp_call_sync(q, "qom-list", args, TIMEOUT, &reply, &e), 0);
-        assert_int_equal(json_object_array_length(reply), 1);
-        json_object *name, *type, *el = json_object_array_get_idx(reply, 0);
+        /* QEMU's recorded answer (adoption.qmp): the "type" property, then the balloon. */
+        assert_int_equal(json_object_array_length(reply), 2);
+        json_object *name, *type, *el = json_object_array_get_idx(reply, 1);
         assert_true(json_object_object_get_ex(el, "name", &name));
         assert_true(json_object_object_get_ex(el, "type", &type));
         assert_string_equal(json_object_get_string(name), "balloon0");
         assert_non_null(strstr(json_object_get_string(type), "virtio-balloon"));
         json_object_put(reply);
+}
+
+/* A second fake with one VM on DIR/one.sock and the given options; returns its pid. */
+static pid_t spawn_one(const char *opt1, const char *opt2, const char *opt3) {
+        const char *build = getenv("PPN_BUILD_ROOT");
+        char exe[512], path[128];
+        snprintf(exe, sizeof exe, "%s/tests/fake-qemu", build ? build : "build");
+        snprintf(path, sizeof path, "%s/one.sock", F.dir);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+                if (!freopen("/dev/null", "w", stdout))
+                        _exit(127);
+                execl(exe, exe, "--socket", path, "--max", "1G", opt1, opt2, opt3, (char *) NULL);
+                _exit(127);
+        }
+        struct stat st;
+        for (int i = 0; i < 200 && stat(path, &st) < 0; i++)
+                usleep(10000);
+        usleep(20000);
+        return pid;
+}
+
+static void stop_one(pid_t pid) {
+        kill(pid, SIGTERM);
+        assert_int_equal(waitpid(pid, NULL, 0), pid);
+}
+
+/* The greeting is QEMU 7.2's, as recorded (tests/fixtures/qmp/), not one of the fake's own. */
+static void test_greeting_is_recorded(void **state) {
+        _cleanup_(qmp_freep) struct qmp *q = connect_vm(0);
+        struct qmp_version v;
+        assert_int_equal(qmp_qemu_version(q, &v), 0);
+        assert_int_equal(v.minor, 2);
+        assert_int_equal(v.micro, 22);
+        assert_string_equal(v.package, "Debian 1:7.2+dfsg-7+deb12u18+b3");
+}
+
+/* Without a balloon device: QEMU's recorded refusals, and no balloon among the peripherals. */
+static void test_no_balloon(void **state) {
+        pid_t pid = spawn_one("--no-balloon", NULL, NULL);
+        char path[128];
+        struct qmp *q = NULL;
+        struct qmp_error e = {};
+        uint64_t actual;
+        json_object *args = json_object_new_object(), *reply = NULL;
+        snprintf(path, sizeof path, "%s/one.sock", F.dir);
+        assert_int_equal(qmp_connect_sync(path, TIMEOUT, &q, &e), 0);
+        assert_true(balloon_query_sync(q, TIMEOUT, &actual, &e) < 0);
+        assert_true(qmp_error_has_class(&e, "DeviceNotActive"));
+        e = (struct qmp_error) {};
+        assert_true(balloon_set_target_sync(q, 512 * MIB, 64 * MIB, TIMEOUT, &e) < 0);
+        assert_true(qmp_error_has_class(&e, "DeviceNotActive"));
+        e = (struct qmp_error) {};
+        json_object_object_add(args, "path", json_object_new_string("/machine/peripheral"));
+        assert_int_equal(qmp_call_sync(q, "qom-list", args, TIMEOUT, &reply, &e), 0);
+        assert_int_equal(json_object_array_length(reply), 1);
+        json_object_put(reply);
+        struct balloon_stats s;
+        assert_true(balloon_read_stats_sync(q, "balloon0", TIMEOUT, &s, &e) < 0);
+        assert_true(qmp_error_has_class(&e, "DeviceNotFound"));
+        assert_non_null(strstr(e.desc, "/machine/peripheral/balloon0"));
+        qmp_free(q);
+        stop_one(pid);
+}
+
+/* The misbehaving monitors: no greeting, half a greeting, answers that stop. */
+static void test_misbehaving_monitors(void **state) {
+        char path[128];
+        struct qmp *q = NULL;
+        struct qmp_error e = {};
+        uint64_t actual;
+        snprintf(path, sizeof path, "%s/one.sock", F.dir);
+        const char *const modes[] = { "silent", "half" };
+        for (size_t i = 0; i < ELEMENTSOF(modes); i++) {
+                pid_t pid = spawn_one("--monitor", modes[i], NULL);
+                e = (struct qmp_error) {};
+                assert_true(qmp_connect_sync(path, 300000, &q, &e) < 0);
+                assert_null(q);
+                stop_one(pid);
+        }
+        /* stall, answering 3: capabilities, two queries, then nothing. */
+        pid_t pid = spawn_one("--monitor", "stall", "--answer=3");
+        e = (struct qmp_error) {};
+        assert_int_equal(qmp_connect_sync(path, TIMEOUT, &q, &e), 0);
+        assert_int_equal(balloon_query_sync(q, TIMEOUT, &actual, &e), 0);
+        assert_int_equal(actual, 1 * GIB);
+        assert_int_equal(balloon_query_sync(q, TIMEOUT, &actual, &e), 0);
+        assert_int_equal(balloon_query_sync(q, 300000, &actual, &e), -ETIMEDOUT);
+        qmp_free(q);
+        stop_one(pid);
 }
 
 /* Last: SIGTERM removes every socket and reports the commands served. */
@@ -174,6 +270,9 @@ int main(void) {
                 cmocka_unit_test(test_zero_and_unknown_refused),
                 cmocka_unit_test(test_stats_unknown_until_enabled),
                 cmocka_unit_test(test_qom_list_names_the_balloon),
+                cmocka_unit_test(test_greeting_is_recorded),
+                cmocka_unit_test(test_no_balloon),
+                cmocka_unit_test(test_misbehaving_monitors),
                 cmocka_unit_test(test_sigterm_cleans_up),
         };
         return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """ppnd against broken QEMU monitors and a lying guest (TAP).
 
-Six VMs in the ledger, each behind tests/fake-qemu.py (a stand-in for a broken QEMU: real
-QEMU cannot be made to stall mid-line or flood on demand): a good one, one that accepts and
+Six VMs in the ledger, each behind the fake QEMU (tests/fake-qemu.c; it stands in for a broken
+QEMU and a lying guest: real QEMU cannot be made to stall mid-line or flood on demand, nor a
+real guest to report impossible statistics): a good one, one that accepts and
 never answers, one that stops half-way through its greeting, one that stops answering after
 adoption, one that floods events, and one whose guest statistics lie (huge, zero, flapping,
 pressure forever). For 12 s the control socket is asked for status every 100 ms.

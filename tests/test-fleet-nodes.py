@@ -327,6 +327,8 @@ def main():
         stranger = os.path.join(stranger_dir, 'node.key')
         subprocess.run([h.PPNCTL, '--ledger', os.path.join(stranger_dir, 'ledger.db'), 'node', 'init'],
                        capture_output=True, check=True)
+        # Node A runs one VM so that its capacity and a revocation have a guest to act on: the
+        # fake QEMU (tests/fake-qemu.c) stands in for it, as a real guest adds nothing here.
         nodes[0].add_vm('web', 'good', min_='512M', max_='2G', available=1024 * h.MIB)
         for n in nodes:
             t.ok(n.start(), 'ppnd %s starts' % n.name)

@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Overrides and removal against ppnd with a QEMU stand-in (TAP; tests/fake-qemu.py).
+"""Overrides and removal against ppnd with a QEMU stand-in (TAP; the fake QEMU, tests/fake-qemu.c).
 
-A VM whose balloon is moved outside ppnd gets an override ppnd makes itself (the fake moves its
-balloon as a second monitor client of a real QEMU would: the fake serves one client only).
+The fake stands in for a QEMU whose balloon someone else moves at a chosen moment (a second
+monitor client of a real QEMU; the fake serves one client, as each QEMU monitor does) and for a
+QEMU that is killed while ppnd watches it; no guest needs to boot for either.
+A VM whose balloon is moved outside ppnd gets an override ppnd makes itself.
 Proven: `ppnctl release VM` really ends that override (status shows none, a "release" event
 says so) although nothing of it is in the ledger; `release` with nothing to release says so and
 exits 1; `ppnctl vm remove` of a VM whose QEMU runs is refused (exit 1) and its memory stays

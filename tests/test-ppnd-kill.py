@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """ppnd SIGKILLed at random moments during rebalancing, 20 times, and restarted (TAP).
 
-Four VMs behind tests/fake-qemu.py in 'good' mode with demand flipping every second between
-pressure and idle, on a node whose capacity (5 GiB) is below the sum of their maxima (8 GiB):
+Four VMs behind the fake QEMU (tests/fake-qemu.c; it stands in for four guests whose demand
+flips every second between pressure and idle, which real guests under TCG cannot do 20 times
+in a test's time) in 'good' mode, on a node whose capacity (5 GiB) is below the sum of their maxima (8 GiB):
 the controller is moving balloons all the time. ppnd is killed with SIGKILL 0.2-1.5 s after
 it has adopted every VM (random, seeded and printed), then restarted.
 

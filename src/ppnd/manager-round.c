@@ -1,0 +1,512 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The controller round (sample, decide, apply), the fast signal, and the loop: ticks, signals,
+ * reload, and the manager's life from manager_new() to manager_free(). */
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <systemd/sd-daemon.h>
+
+#include "hostmem.h"
+#include "log.h"
+#include "manager-internal.h"
+#include "pool.h"
+
+/* ---- the controller round: sample every running VM, then decide and apply ---- */
+
+void start_round(struct manager *m) {
+        if (m->round_pending > 0)
+                return;         /* the round in flight decides with the newest state */
+        for (size_t i = 0; i < m->n_vms; i++)
+                if (backend_sample(m->vms[i]->link) == 0) {
+                        m->vms[i]->in_round = true;
+                        m->round_pending++;
+                }
+        if (m->round_pending == 0)
+                decide(m);
+}
+
+/* A round still unfinished after a whole tick (a QMP command hanging until its 5 s timeout)
+ * must not stall the others: decide with what has arrived. */
+static void force_round_end(struct manager *m) {
+        if (m->round_pending == 0)
+                return;
+        log_debug("round unfinished after a tick (%u VMs pending); deciding without them", m->round_pending);
+        for (size_t i = 0; i < m->n_vms; i++)
+                m->vms[i]->in_round = false;
+        m->round_pending = 0;
+        decide(m);
+}
+
+/* Decisions are taken only for VMs the daemon has adopted and measured at least once; the
+ * others still count in the sums (held where they are) but their decisions are not kept. */
+static bool decidable(const struct managed_vm *v) {
+        const struct vmlink_sample *x = backend_last(v->link);
+        return backend_get_state(v->link) == VMLINK_RUNNING && (!x->balloon || x->actual_usec);
+}
+
+static enum policy_driver driver_of(const struct managed_vm *v) {
+        if (!decidable(v))
+                return POLICY_DRIVER_DISCONNECTED;
+        return backend_last(v->link)->balloon ? POLICY_DRIVER_OK : POLICY_DRIVER_NO_BALLOON;
+}
+
+/* One VM as the policy sees it. Times on the monotonic clock; QEMU's last-update converted. */
+static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real, struct policy_vm *p) {
+        const struct vmlink_sample *x = backend_last(v->link);
+        enum policy_driver d = driver_of(v);
+        /* Not measured yet: QEMU may hold its whole boot size. Absent: its last target, at least
+         * its reservation. */
+        uint64_t held = v->target ? v->target : backend_get_state(v->link) == VMLINK_ABSENT ? v->entry.min_bytes
+                                                                                         : v->entry.max_bytes;
+
+        *p = (struct policy_vm) {
+                .name = v->entry.name, .min = v->entry.min_bytes, .max = v->entry.max_bytes,
+                .shares = v->entry.shares, .driver = d, .state = v->pstate,
+        };
+        /* An absent VM keeps its last target (its reservation at least) in the sums. */
+        p->actual = d == POLICY_DRIVER_OK && x->actual_usec ? x->actual : d == POLICY_DRIVER_NO_BALLOON ? v->entry.max_bytes : held;
+        p->target = v->target ? v->target : p->actual;
+        p->stats = (struct policy_guest_stats) {
+                .available = x->available, .free = x->free, .total = x->total, .swap_in = x->swap_in,
+                .swap_out = x->swap_out, .major_faults = x->major_faults,
+        };
+        if (d == POLICY_DRIVER_OK && x->stats_usec && x->stats_update_sec) {
+                uint64_t age = real > x->stats_update_sec * 1000000 ? real - x->stats_update_sec * 1000000 : 0;
+                p->stats.last_update_usec = mono > age ? mono - age : 1;
+        }
+}
+
+static void read_host(struct manager *m, struct policy_node *n) {
+        struct hostmem_meminfo mi;
+        struct hostmem_psi psi;
+
+        if (hostmem_read_meminfo(m->meminfo_path, &mi, NULL) == 0) {
+                n->host_available = mi.available;
+                n->host_available_known = true;
+        }
+        if (hostmem_read_psi(m->psi_path, &psi, NULL) > 0 && psi.some.valid) {
+                n->psi_some_avg10 = psi.some.avg10;
+                n->psi_known = true;
+        }
+}
+
+static bool worth_recording(enum policy_reason old, const struct policy_decision *d, bool first) {
+        if (d->apply)
+                return true;
+        if (!first && old == d->reason)
+                return false;
+        return d->reason != POLICY_REASON_STEADY && d->reason != POLICY_REASON_SMALL_CHANGE;
+}
+
+/* p is the policy's input for this VM: its target in force is where a change starts from (the
+ * balloon's actual right after adoption, when ppnd has not set a target yet). */
+static void apply_decision(struct managed_vm *v, const struct policy_vm *p, const struct policy_decision *d) {
+        uint64_t old = p->target;
+        bool first = !v->decided;
+        enum policy_reason old_reason = v->last.reason;
+
+        v->pstate = d->state;
+        v->target = d->target;
+        v->last = *d;
+        v->decided = true;
+        metrics_count_decision(&v->m->counters, d->reason);
+        if (d->apply && backend_get_state(v->link) == VMLINK_RUNNING) {
+                /* The policy guarantees min <= target <= max; this is the last line of that defence. */
+                uint64_t t = d->target < v->entry.min_bytes ? v->entry.min_bytes : d->target;
+                if (t != d->target)
+                        log_error("%s: policy asked %" PRIu64 " below the minimum; clamped", v->entry.name, d->target);
+                v->target = t;
+                if (backend_set_target(v->link, t, v->entry.min_bytes) >= 0)
+                        v->m->counters.balloon_commands++;
+        }
+        if (worth_recording(old_reason, d, first))
+                manager_record(v->m, v->entry.name, policy_reason_to_string(d->reason), d->apply ? old : 0,
+                               d->apply ? v->target : 0, "%s", d->why);
+}
+
+static void update_pool(struct manager *m, const struct policy_node *node) {
+        _cleanup_free_ struct pool_vm *pv = calloc(m->n_vms + 1, sizeof(*pv));
+        struct pool_figures f;
+
+        if (!pv)
+                return;
+        m->pool.n_running = 0;
+        for (size_t i = 0; i < m->n_vms; i++) {
+                const struct managed_vm *v = m->vms[i];
+                const struct vmlink_sample *x = backend_last(v->link);
+                bool running = backend_get_state(v->link) == VMLINK_RUNNING;
+                pv[i] = (struct pool_vm) { .name = v->entry.name, .min_bytes = v->entry.min_bytes,
+                                           .max_bytes = v->entry.max_bytes, .actual_bytes = x->actual,
+                                           .actual_known = running && x->actual_usec && x->balloon };
+                m->pool.n_running += running;
+        }
+        uint64_t lent = m->lstate ? ledger_state_lent(m->lstate, (int64_t) (now_realtime_usec() / 1000000)) : 0;
+        pool_compute(&(struct pool_node) { node->physical, node->reserve, lent }, pv, m->n_vms, &f);
+        m->pool.physical_bytes = f.physical_bytes;
+        m->pool.reserve_bytes = f.reserve_bytes;
+        m->pool.reserved_min_bytes = f.reserved_min_bytes;
+        m->pool.pool_available_bytes = f.pool_available_bytes;
+        m->pool.committed_bytes = f.committed_bytes;
+        m->pool.free_bytes = f.free_bytes;
+        m->pool.n_vms = m->n_vms;
+        m->pool.host_available_bytes = node->host_available_known ? node->host_available : STATUS_UNKNOWN;
+        m->pool.psi_some_avg10 = node->psi_known ? node->psi_some_avg10 : -1;
+        if (m->fleet)
+                fleet_agent_update(m->fleet, &(struct fleet_capacity) {
+                        .physical_bytes = f.physical_bytes, .reserve_bytes = f.reserve_bytes,
+                        .reserved_min_bytes = f.reserved_min_bytes, .lent_bytes = f.lent_bytes,
+                        .pool_available_bytes = f.pool_available_bytes, .committed_bytes = f.committed_bytes,
+                        .free_bytes = f.free_bytes, .psi_some_avg10 = m->pool.psi_some_avg10, .n_vms = m->n_vms },
+                        m->lstate ? m->lstate->trusted : NULL, m->lstate ? m->lstate->n_trusted : 0);
+}
+
+/* One history sample per VM and round; what is unknown (a VM not running) is kept as such. */
+static void record_samples(struct manager *m, uint64_t real) {
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct managed_vm *v = m->vms[i];
+                const struct vmlink_sample *x = backend_last(v->link);
+                struct history_sample h = { .realtime_usec = real };
+
+                status_sizes(v, &h.target_bytes, &h.actual_bytes, &h.guest_available_bytes);
+                h.guest_total_bytes = h.guest_available_bytes != STATUS_UNKNOWN && x->total != VMLINK_STAT_UNKNOWN
+                                              ? x->total : HISTORY_UNKNOWN;
+                history_ring_add(&v->history, &h);
+        }
+}
+
+/* Room for the policy's arrays for n VMs, zeroed as calloc() gave them. */
+static int round_arrays(struct manager *m, size_t n) {
+        if (n + 1 > m->round_cap) {
+                size_t cap = (n + 1) * 2;
+                struct policy_vm *pv = reallocarray(m->round_vms, cap, sizeof(*pv));
+                if (pv)
+                        m->round_vms = pv;
+                struct policy_decision *d = pv ? reallocarray(m->round_decisions, cap, sizeof(*d)) : NULL;
+                if (!d)
+                        return -ENOMEM;
+                m->round_decisions = d;
+                m->round_cap = cap;
+        }
+        memset(m->round_vms, 0, (n + 1) * sizeof(*m->round_vms));
+        memset(m->round_decisions, 0, (n + 1) * sizeof(*m->round_decisions));
+        return 0;
+}
+
+void decide(struct manager *m) {
+        struct policy_node node = { .now_usec = now_usec() };
+        uint64_t real = now_realtime_usec();
+        struct policy_vm *pv;
+        struct policy_decision *d;
+
+        if (!m->lstate || round_arrays(m, m->n_vms) < 0)
+                return;
+        pv = m->round_vms;
+        d = m->round_decisions;
+        if (m->lstate->node_ok) {
+                node.physical = m->lstate->node.physical_bytes;
+                node.reserve = m->lstate->node.reserve_bytes;
+        }
+        read_host(m, &node);
+        for (size_t i = 0; i < m->n_vms; i++)
+                snapshot_vm(m->vms[i], node.now_usec, real, &pv[i]);
+        update_pool(m, &node);
+        /* Without node settings there is no capacity to keep within: hold everything. */
+        if (!m->lstate->node_ok || policy_decide(&m->tunables, &node, pv, m->n_vms, d, NULL) < 0)
+                return;
+        for (size_t i = 0; i < m->n_vms; i++)
+                if (pv[i].driver != POLICY_DRIVER_DISCONNECTED)
+                        apply_decision(m->vms[i], &pv[i], &d[i]);
+        record_samples(m, real);
+}
+
+/* ---- the loop ---- */
+
+static void notify_status(struct manager *m) {
+        char line[128];
+
+        char free_[FORMAT_SIZE_MAX];
+
+        snprintf(line, sizeof(line), "%zu VMs, %" PRIu64 " running; pool free %s%s", m->n_vms, m->pool.n_running,
+                 m->pool.free_bytes < 0 ? "-" : "",
+                 format_size((uint64_t) (m->pool.free_bytes < 0 ? -m->pool.free_bytes : m->pool.free_bytes), free_, sizeof(free_)));
+        if (strcmp(line, m->last_status) == 0)
+                return;
+        snprintf(m->last_status, sizeof(m->last_status), "%s", line);
+        sd_notifyf(false, "STATUS=%s", line);
+}
+
+static void manager_tick(struct manager *m) {
+        m->ticks++;
+        force_round_end(m);
+        start_round(m);
+        notify_status(m);
+}
+
+static int on_tick(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        int r;
+
+        manager_tick(m);
+        r = sd_event_source_set_time_relative(s, m->cfg->tick_usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return log_error_errno(r, "cannot re-arm the controller tick: %m");
+        return 0;
+}
+static int tunables_from_config(const struct ppn_config *c, struct policy_tunables *ret, struct ppn_error *err);
+
+/* Applies what can change live; names what needs a restart. Keeps the old config on problems. */
+static void manager_reload(struct manager *m) {
+        _cleanup_config_ struct ppn_config *next = NULL;
+        _cleanup_free_ char *problems = NULL;
+        struct ppn_error perr = { 0 };
+        char fixed[256];
+        int r;
+
+        if (!m->config_path) {
+                log_notice("reload: running on the built-in configuration; nothing to re-read");
+                return;
+        }
+        sd_notify(false, "RELOADING=1");
+        r = config_load_file(m->config_path, &next, &problems);
+        if (r < 0) {
+                log_error("reload: %s has problems, keeping the running configuration:\n%s",
+                          m->config_path, problems ? problems : strerror(-r));
+                sd_notify(false, "READY=1");
+                return;
+        }
+        if (config_restart_needed(m->cfg, next, fixed, sizeof(fixed)) > 0)
+                log_warning("reload: %s changed; it takes effect only after a restart", fixed);
+        r = tunables_from_config(next, &m->tunables, &perr);
+        if (r < 0) {
+                log_error("reload: %s, keeping the running configuration", perr.msg);
+                sd_notify(false, "READY=1");
+                return;
+        }
+        log_set_max_level(next->log_level);
+        sd_event_source_set_time_relative(m->tick_source, next->tick_usec);
+        config_free(m->cfg);
+        m->cfg = TAKE_PTR(next);
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct vmlink_options o;
+                link_options(m, &o);
+                backend_set_options(m->vms[i]->link, &o);
+        }
+        manager_record(m, NULL, "config", 0, 0, "reloaded %s", m->config_path);
+        sd_notify(false, "READY=1");
+}
+
+static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        struct manager *m = userdata;
+
+        if (si->ssi_signo == SIGHUP) {
+                manager_reload(m);
+                return 0;
+        }
+        log_info("received %s, exiting", strsignal((int) si->ssi_signo));
+        sd_notify(false, "STOPPING=1");
+        return sd_event_exit(sd_event_source_get_event(s), 0);
+}
+
+static int setup_signals(struct manager *m) {
+        static const int sigs[] = { SIGTERM, SIGINT, SIGHUP };
+        sigset_t mask;
+        int r;
+
+        sigemptyset(&mask);
+        for (size_t i = 0; i < ELEMENTSOF(sigs); i++)
+                sigaddset(&mask, sigs[i]);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return -errno;
+        for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {
+                r = sd_event_add_signal(m->event, NULL, sigs[i], on_signal, m);
+                if (r < 0)
+                        return r;
+        }
+        /* A client that hangs up mid-reply must not kill the daemon. */
+        signal(SIGPIPE, SIG_IGN);
+        return 0;
+}
+
+/* The policy's tunables: config_load*() started from the policy's defaults, applied [policy]
+ * and checked them; checked again here since a reload hands them over live. */
+static int tunables_from_config(const struct ppn_config *c, struct policy_tunables *ret, struct ppn_error *err) {
+        struct policy_tunables t = c->policy;
+        int r;
+
+        t.override_usec = c->override_usec;
+        r = policy_tunables_check(&t, err);
+        if (r < 0)
+                return ppn_error_prefix(err, r, "[policy]");
+        *ret = t;
+        return 0;
+}
+
+/* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
+
+#define FAST_PERIOD_USEC 200000
+
+/* Resident bytes of v's QEMU from PROC/PID/statm; 0 if unreadable (it exited). The file stays
+ * open between samples: a pread is a few µs, an open/read/close several times that, and at
+ * 2,000 VMs this runs 10,000 times a second. */
+static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
+        char path[64], buf[128];
+        unsigned long long size, resident;
+        ssize_t n;
+
+        if (v->statm_pid != pid) {
+                closep(&v->statm_fd);
+                snprintf(path, sizeof(path), "%s/%d/statm", v->m->proc_dir, (int) pid);
+                v->statm_fd = open(path, O_RDONLY | O_CLOEXEC);
+                v->statm_pid = pid;
+        }
+        if (v->statm_fd < 0 || (n = pread(v->statm_fd, buf, sizeof(buf) - 1, 0)) <= 0)
+                return 0;
+        buf[n] = '\0';
+        if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+                return 0;
+        return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
+}
+
+/* Grows v now, within what the pool has free (the policy's figure from its last round, less
+ * what fast grows took since). The policy sees it as its own growth: the target in force moves
+ * and its hold after growth applies. */
+static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, uint64_t from) {
+        struct manager *m = v->m;
+        uint64_t want = d->target > from ? d->target - from : 0;
+        uint64_t grant = m->pool.free_bytes > 0 && (uint64_t) m->pool.free_bytes < want ? (uint64_t) m->pool.free_bytes : want;
+
+        if (m->pool.free_bytes <= 0 || grant < 16 * MIB)
+                return;
+        v->target = from + grant;
+        v->pstate.last_grow_usec = now_usec();
+        m->pool.free_bytes -= (int64_t) grant;
+        if (backend_set_target(v->link, v->target, v->entry.min_bytes) >= 0)
+                m->counters.balloon_commands++;
+        manager_record(m, v->entry.name, "grow-fast", from, v->target, "%s; grown by %" PRIu64 " MiB before its next "
+                       "statistics", d->why, grant / MIB);
+}
+
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
+        const struct vmlink_sample *x = backend_last(v->link);
+        struct fastgrow_decision d;
+        pid_t pid = backend_pid(v->link);
+        uint64_t rss, upd = x->stats_update_sec * 1000000;
+
+        if (backend_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
+            v->pstate.lease_kind != POLICY_LEASE_NONE || !(rss = read_rss(v, pid)))
+                return;
+        struct fastgrow_vm in = {
+                .rss = rss, .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
+                .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
+                .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
+        };
+        if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
+                fast_grow(v, &d, in.target > in.size ? in.target : in.size);
+}
+
+static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        struct manager *m = userdata;
+        uint64_t now = now_usec(), real = now_realtime_usec();
+
+        if (m->cfg->fast_signal && m->lstate && m->lstate->node_ok)
+                for (size_t i = 0; i < m->n_vms; i++)
+                        fast_sample(m->vms[i], now, real);
+        sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
+        sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+        return 0;
+}
+
+static int setup_fast_signal(struct manager *m, struct ppn_error *err) {
+        int r;
+
+        fastgrow_tunables_default(&m->fast_tun);
+        r = sd_event_add_time_relative(m->event, &m->fast_source, CLOCK_MONOTONIC, FAST_PERIOD_USEC, 10000,
+                                       on_fast_timer, m);
+        return r < 0 ? ppn_error_set(err, r, "cannot set up the fast signal's timer: %s", strerror(-r)) : 0;
+}
+
+int manager_new(struct ppn_config *cfg, const char *config_path, struct manager **ret, struct ppn_error *err) {
+        _cleanup_(manager_freep) struct manager *m = calloc(1, sizeof(*m));
+        int r;
+
+        if (!m) {
+                config_free(cfg);
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        }
+        m->cfg = cfg;
+        m->pool.host_available_bytes = STATUS_UNKNOWN;
+        m->pool.psi_some_avg10 = -1;
+        m->meminfo_path = "/proc/meminfo";
+        m->psi_path = "/proc/pressure/memory";
+        m->proc_dir = "/proc";
+        if (config_path && !(m->config_path = strdup(config_path)))
+                return ppn_error_set(err, ENOMEM, "out of memory");
+        r = eventlog_init(&m->events, MANAGER_EVENTS_MAX);
+        if (r < 0)
+                return ppn_error_set(err, r, "out of memory");
+        r = sd_event_new(&m->event);
+        if (r >= 0)
+                r = sd_event_set_watchdog(m->event, true);
+        if (r >= 0)
+                r = setup_signals(m);
+        if (r >= 0)
+                r = sd_event_add_time_relative(m->event, &m->tick_source, CLOCK_MONOTONIC, cfg->tick_usec,
+                                               10000, on_tick, m);
+        if (r < 0)
+                return ppn_error_set(err, r, "cannot set up the event loop: %s", strerror(-r));
+        r = tunables_from_config(cfg, &m->tunables, err);
+        if (r >= 0)
+                r = setup_control(m, err);
+        if (r >= 0)
+                r = setup_ledger(m, err);
+        if (r >= 0)
+                r = setup_metrics(m, err);
+        if (r >= 0)
+                r = fleet_agent_from_config(cfg, &m->fleet, err);
+        if (r >= 0)
+                r = setup_fast_signal(m, err);
+        if (r >= 0)
+                r = relocate_agent_from_config(cfg, &m->relocate, err);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+int manager_run(struct manager *m) {
+        int r;
+
+        manager_record(m, NULL, "start", 0, 0, "ppnd %s started; control socket %s", PPN_VERSION,
+                       m->cfg->control_socket);
+        sd_notifyf(false, "READY=1\nSTATUS=%zu VMs", m->n_vms);
+        r = sd_event_loop(m->event);
+        return r < 0 ? log_error_errno(r, "event loop failed: %m") : 0;
+}
+
+struct manager *manager_free(struct manager *m) {
+        if (!m)
+                return NULL;
+        relocate_agent_free(m->relocate);
+        fleet_agent_free(m->fleet);
+        control_free(m->control);
+        metrics_server_free(m->metrics);
+        for (size_t i = 0; i < m->n_vms; i++)
+                managed_vm_free(m->vms[i]);
+        free(m->vms);
+        ledger_state_free(m->lstate);
+        ledger_close(m->ledger);
+        ppn_cgroup_free(m->cg);
+        sd_event_source_disable_unref(m->ledger_source);
+        sd_event_source_disable_unref(m->fast_source);
+        sd_event_source_disable_unref(m->tick_source);
+        sd_event_unref(m->event);
+        eventlog_done(&m->events);
+        free(m->round_vms);
+        free(m->round_decisions);
+        config_free(m->cfg);
+        free(m->config_path);
+        free(m);
+        return NULL;
+}

@@ -1,0 +1,230 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * fake-qemu: the fake QEMU (tests/fake-qemu.h) as a program, for the tests that run ppnd
+ * against it and for the scale benchmark. One VM on a given socket, or N VMs on
+ * DIR/PREFIXNNNN.sock in one process.
+ *
+ *   fake-qemu (--socket PATH | --dir DIR --count N [--prefix vm]) [--max SIZE] [--init SIZE]
+ *             [--no-balloon] [--monitor good|silent|half|stall|flood] [--answer N]
+ *             [--balloon moving|instant|held] [--stats workload|available|flip|hostile]
+ *             [--available SIZE] [--hostile-period S] [--outside-balloon S:SIZE] [--log FILE]
+ *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
+ *             [--burst-len S] [--burst-cycle S]
+ *
+ * Defaults: 4G, a good monitor, a moving balloon and the workload (use 30 % ± 10 % over 60 s,
+ * every 10th VM bursting by 30 % for 20 s of every 120 s, phase-shifted per VM). Prints
+ * "ready N" once every socket listens; on SIGTERM/SIGINT removes its sockets and prints one
+ * JSON line: "served" (commands answered and events sent, by name) and "latency_ms" (for every
+ * burst, the time from its start to the first balloon command that raised that VM's target:
+ * the control loop's decision latency as the guest would feel it; statistics are computed at
+ * query time, so it includes the stats interval but not QEMU's polling).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "fake-qemu.h"
+#include "util.h"
+
+struct opts {
+        const char *socket, *dir, *prefix;
+        unsigned count, burst_every;
+        struct fake_qemu_guest g;
+};
+
+static const char *const monitors[] = { "good", "silent", "half", "stall", "flood" };
+static const char *const balloons[] = { "moving", "instant", "held" };
+static const char *const stats[] = { "workload", "available", "flip", "hostile" };
+
+/* The index of name in names, or -1. */
+static int pick(const char *const *names, size_t n, const char *name) {
+        for (size_t i = 0; i < n; i++)
+                if (strcmp(names[i], name) == 0)
+                        return (int) i;
+        return -1;
+}
+
+static int parse_outside(const char *s, struct fake_qemu_guest *g) {
+        const char *colon = strchr(s, ':');
+        char *end;
+        if (!colon)
+                return -EINVAL;
+        g->outside_at = strtod(s, &end);
+        if (end != colon || g->outside_at <= 0)
+                return -EINVAL;
+        return parse_size(colon + 1, &g->outside_size);
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o) {
+        static const struct option lo[] = {
+                { "socket", required_argument, NULL, 's' }, { "dir", required_argument, NULL, 'd' },
+                { "count", required_argument, NULL, 'n' }, { "prefix", required_argument, NULL, 'p' },
+                { "max", required_argument, NULL, 'm' }, { "init", required_argument, NULL, 'i' },
+                { "no-balloon", no_argument, NULL, 'N' }, { "monitor", required_argument, NULL, 'M' },
+                { "answer", required_argument, NULL, 'a' }, { "balloon", required_argument, NULL, 'G' },
+                { "stats", required_argument, NULL, 'S' }, { "available", required_argument, NULL, 'A' },
+                { "hostile-period", required_argument, NULL, 'H' },
+                { "outside-balloon", required_argument, NULL, 'O' }, { "log", required_argument, NULL, 'l' },
+                { "use-pct", required_argument, NULL, 'u' }, { "wave-pct", required_argument, NULL, 'w' },
+                { "period", required_argument, NULL, 'T' }, { "burst-every", required_argument, NULL, 'b' },
+                { "burst-pct", required_argument, NULL, 'B' }, { "burst-len", required_argument, NULL, 'L' },
+                { "burst-cycle", required_argument, NULL, 'C' }, {}
+        };
+        struct fake_qemu_guest *g = &o->g;
+        int ch, k;
+        while ((ch = getopt_long(argc, argv, "", lo, NULL)) >= 0) {
+                switch (ch) {
+                case 's': o->socket = optarg; break;
+                case 'd': o->dir = optarg; break;
+                case 'n': o->count = (unsigned) strtoul(optarg, NULL, 10); break;
+                case 'p': o->prefix = optarg; break;
+                case 'm': if (parse_size(optarg, &g->max) < 0) return -EINVAL; break;
+                case 'i': if (parse_size(optarg, &g->init) < 0) return -EINVAL; break;
+                case 'N': g->no_balloon = true; break;
+                case 'M': if ((k = pick(monitors, ELEMENTSOF(monitors), optarg)) < 0) return -EINVAL;
+                          g->monitor = (enum fake_qemu_monitor) k; break;
+                case 'a': g->answer = (unsigned) strtoul(optarg, NULL, 10); break;
+                case 'G': if ((k = pick(balloons, ELEMENTSOF(balloons), optarg)) < 0) return -EINVAL;
+                          g->balloon = (enum fake_qemu_balloon) k; break;
+                case 'S': if ((k = pick(stats, ELEMENTSOF(stats), optarg)) < 0) return -EINVAL;
+                          g->stats = (enum fake_qemu_stats) k; break;
+                case 'A': if (parse_size(optarg, &g->available) < 0) return -EINVAL; break;
+                case 'H': g->hostile_period = strtod(optarg, NULL); break;
+                case 'O': if (parse_outside(optarg, g) < 0) return -EINVAL; break;
+                case 'l': g->log = optarg; break;
+                case 'u': g->workload.use_pct = strtod(optarg, NULL); break;
+                case 'w': g->workload.wave_pct = strtod(optarg, NULL); break;
+                case 'T': g->workload.period = strtod(optarg, NULL); break;
+                case 'b': o->burst_every = (unsigned) strtoul(optarg, NULL, 10); break;
+                case 'B': g->workload.burst_pct = strtod(optarg, NULL); break;
+                case 'L': g->workload.burst_len = strtod(optarg, NULL); break;
+                case 'C': g->workload.burst_cycle = strtod(optarg, NULL); break;
+                default: return -EINVAL;
+                }
+        }
+        const struct fake_qemu_workload *w = &g->workload;
+        if (optind < argc || !!o->socket == !!o->dir || (o->socket && o->count != 1))
+                return -EINVAL;
+        return o->count > 0 && o->count <= 100000 && w->period > 0 && g->max > 0 && w->burst_cycle > 0 &&
+               w->burst_len >= 0 && w->burst_len < w->burst_cycle ? 0 : -EINVAL;
+}
+
+/* One fd per VM socket plus one per connection: raise the soft limit to fit. */
+static void raise_nofile(unsigned count) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+                return;
+        rlim_t want = (rlim_t) count * 2 + 64;
+        if (rl.rlim_cur < want) {
+                rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+                setrlimit(RLIMIT_NOFILE, &rl);
+        }
+}
+
+static int add_vms(struct fake_qemu *f, const struct opts *o) {
+        char path[4096];
+        for (unsigned i = 0; i < o->count; i++) {
+                struct fake_qemu_guest g = o->g;
+                g.phase = 2 * M_PI * i / o->count;
+                g.bursts = o->burst_every && i % o->burst_every == 0;
+                if (o->socket)
+                        snprintf(path, sizeof path, "%s", o->socket);
+                else
+                        snprintf(path, sizeof path, "%s/%s%04u.sock", o->dir, o->prefix, i);
+                int r = fake_qemu_add(f, path, &g, NULL);
+                if (r < 0) {
+                        fprintf(stderr, "fake-qemu: cannot listen on %s: %s\n", path, strerror(-r));
+                        return r;
+                }
+        }
+        return 0;
+}
+
+/* Serves until SIGTERM or SIGINT. */
+static int serve(struct fake_qemu *f) {
+        sigset_t ss;
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigaddset(&ss, SIGINT);
+        sigprocmask(SIG_BLOCK, &ss, NULL);
+        int sfd = signalfd(-1, &ss, SFD_CLOEXEC), ep = epoll_create1(EPOLL_CLOEXEC);
+        struct epoll_event sev = { .events = EPOLLIN, .data.fd = sfd };
+        struct epoll_event fev = { .events = EPOLLIN, .data.fd = fake_qemu_fd(f) };
+        if (sfd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &sev) < 0 ||
+            epoll_ctl(ep, EPOLL_CTL_ADD, fake_qemu_fd(f), &fev) < 0)
+                return -errno;
+        for (;;) {
+                struct epoll_event ev;
+                int n = epoll_wait(ep, &ev, 1, -1);
+                if (n < 0 && errno != EINTR)
+                        return -errno;
+                if (n == 1 && ev.data.fd == sfd)
+                        break;
+                if (fake_qemu_dispatch(f, 0) < 0)
+                        return -EIO;
+        }
+        close(sfd);
+        close(ep);
+        return 0;
+}
+
+static void print_summary(struct fake_qemu *f) {
+        size_t n;
+        const double *lat = fake_qemu_latencies(f, &n);
+        json_object *res = json_object_new_object(), *a = json_object_new_array();
+        for (size_t i = 0; i < n; i++)
+                json_object_array_add(a, json_object_new_double(round(lat[i] * 10) / 10));
+        json_object_object_add(res, "served", json_object_get(fake_qemu_served(f)));
+        json_object_object_add(res, "latency_ms", a);
+        printf("%s\n", json_object_to_json_string_ext(res, JSON_C_TO_STRING_PLAIN));
+        fflush(stdout);
+        json_object_put(res);
+}
+
+int main(int argc, char **argv) {
+        struct opts o = {
+                .prefix = "vm", .count = 1, .burst_every = 10,
+                .g = { .max = 4 * GIB, .answer = 3, .available = 1024 * MIB, .hostile_period = 2.0,
+                       .workload = { .use_pct = 30, .wave_pct = 10, .period = 60, .burst_pct = 30,
+                                     .burst_len = 20, .burst_cycle = 120 } },
+        };
+        struct fake_qemu *f = NULL;
+        if (parse_opts(argc, argv, &o) < 0) {
+                fprintf(stderr, "usage: fake-qemu (--socket PATH | --dir DIR --count N [--prefix P]) [--max SIZE] "
+                                "[--init SIZE] [--no-balloon]\n"
+                                "       [--monitor good|silent|half|stall|flood] [--answer N] "
+                                "[--balloon moving|instant|held]\n"
+                                "       [--stats workload|available|flip|hostile] [--available SIZE] "
+                                "[--hostile-period S]\n"
+                                "       [--outside-balloon S:SIZE] [--log FILE] [--use-pct P] [--wave-pct P] "
+                                "[--period S]\n"
+                                "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S]\n");
+                return 2;
+        }
+        raise_nofile(o.count);
+        int r = fake_qemu_new(&f);
+        if (r < 0) {
+                fprintf(stderr, "fake-qemu: cannot start: %s\n", strerror(-r));
+                return 1;
+        }
+        if (add_vms(f, &o) < 0) {
+                fake_qemu_free(f);
+                return 1;
+        }
+        printf("ready %u\n", o.count);
+        fflush(stdout);
+        r = serve(f);
+        if (r < 0)
+                fprintf(stderr, "fake-qemu: %s\n", strerror(-r));
+        print_summary(f);
+        fake_qemu_free(f);      /* the sockets go before the exit a caller may wait for */
+        return r < 0 ? 1 : 0;
+}
