@@ -13,6 +13,10 @@
 
 /* A follower that lets this much pile up is not reading; drop it (≈ 5,000 events). */
 #define CONTROL_MAX_QUEUED (1u << 20)
+/* One reply may be larger: `status` of 2,000 VMs is ~1 MiB (more with long reasons). The
+ * client reads lines up to 16 MiB (control-client.c); past that a reply is refused with an
+ * error. The buffer is released once the reply has gone out. */
+#define CONTROL_MAX_REPLY (16u << 20)
 
 /* Refusals and malformed requests are logged at notice, but a peer connecting in a loop must
  * not flood the journal: at most 10 such lines per 10 s; the rest are counted, and the count
@@ -132,15 +136,22 @@ static int conn_flush(struct control_conn *conn) {
                 memmove(conn->out, conn->out + n, conn->out_len - (size_t) n);
                 conn->out_len -= (size_t) n;
         }
+        if (conn->out_len == 0 && conn->out_cap > CONTROL_MAX_QUEUED) {
+                /* A large reply went out: do not keep its buffer for the connection's life. */
+                free(conn->out);
+                conn->out = NULL;
+                conn->out_cap = 0;
+        }
         return sd_event_source_set_io_events(conn->source, EPOLLIN | (conn->out_len ? EPOLLOUT : 0));
 }
 
-/* Queues one JSON line and tries to send it. -ENOBUFS if the peer is not reading. */
-static int conn_send(struct control_conn *conn, json_object *msg) {
+/* Queues one JSON line and tries to send it. -ENOBUFS if more than limit bytes would be
+ * queued (a follower not reading, or a reply too large). */
+static int conn_send(struct control_conn *conn, json_object *msg, size_t limit) {
         const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
         size_t len = strlen(s);
 
-        if (conn->out_len + len + 1 > CONTROL_MAX_QUEUED)
+        if (conn->out_len + len + 1 > limit)
                 return -ENOBUFS;
         if (conn->out_len + len + 1 > conn->out_cap) {
                 size_t cap = (conn->out_len + len + 1) * 2;
@@ -163,7 +174,7 @@ static int send_error(struct control_conn *conn, const char *msg) {
         if (!o)
                 return -ENOMEM;
         json_object_object_add(o, "error", json_object_new_string(msg));
-        r = conn_send(conn, o);
+        r = conn_send(conn, o, CONTROL_MAX_REPLY);
         json_object_put(o);
         return r;
 }
@@ -203,14 +214,14 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
         r = entry->handler(conn, req, c->userdata, &reply, &err);
         if (r < 0)
                 goto fail;
-        r = conn_send(conn, reply);
+        r = conn_send(conn, reply, CONTROL_MAX_REPLY);
         if (r == -ENOBUFS && conn->out_len == 0) {
                 /* The reply alone is more than the queue takes: say so rather than close
                  * without a word (the client would see a reply cut off). */
                 size_t size = strlen(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
                 char msg[160];
                 snprintf(msg, sizeof(msg), "reply too large (%zu bytes; the limit is %u): ask for less",
-                         size, CONTROL_MAX_QUEUED);
+                         size, CONTROL_MAX_REPLY);
                 log_warning("control: uid %u: the reply to '%s' was not sent: %s", (unsigned) conn->uid,
                             entry->name, msg);
                 r = send_error(conn, msg);
@@ -491,7 +502,7 @@ void control_broadcast(struct control *c, unsigned topic, json_object *msg) {
                 next = conn->next;
                 if (conn->topic != topic)
                         continue;
-                if (conn_send(conn, msg) < 0) {
+                if (conn_send(conn, msg, CONTROL_MAX_QUEUED) < 0) {
                         log_debug("control: dropping follower uid %u (not reading)", (unsigned) conn->uid);
                         conn_free(conn);
                 }

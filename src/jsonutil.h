@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "util.h"
 
@@ -101,3 +102,19 @@ int json_scan_member(struct json_scan *s, bool *first, const char **ret_key, siz
 bool json_scan_key_is(const char *key, size_t len, const char *name);
 /* Skips whitespace; true if the text ends there. */
 bool json_scan_end(struct json_scan *s);
+
+/*
+ * Writing JSON text directly, for replies too large to build as json-c objects (`status` of
+ * 2,000 VMs: 34,000 objects, ~100 ms). json_write_string writes s as a JSON string (quotes,
+ * backslash and control characters escaped; other bytes as they are, as json-c does).
+ * These take no lock on f (the caller owns it). json_object_new_raw wraps such text, taking ownership of it (freed with the object): the
+ * object serializes as exactly that text, so it can be a member of an ordinary reply. Its
+ * content cannot be read back as json-c objects. NULL on ENOMEM (text is then freed).
+ */
+void json_write_string(FILE *f, const char *s);
+/* v in decimal, as JSON writes a non-negative integer. */
+void json_write_uint(FILE *f, uint64_t v);
+json_object *json_object_new_raw(char *text);
+/* The struct at p as one JSON object's text, from its table: the same keys, order and nulls
+ * as json_from_fields() gives. */
+void json_write_fields(FILE *f, const struct json_field *fields, size_t n, const void *p);

@@ -2,6 +2,9 @@
 #include "status.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "jsonutil.h"
 #include "util.h"
@@ -40,8 +43,8 @@ static const struct json_field pool_fields[] = {
         POOL(n_running, "vms_running", U64),
 };
 
-json_object *vm_status_to_json(const struct vm_status *s) {
-        return json_from_fields(vm_fields, ELEMENTSOF(vm_fields), s);
+void vm_status_write(const struct vm_status *s, FILE *f) {
+        json_write_fields(f, vm_fields, ELEMENTSOF(vm_fields), s);
 }
 
 int vm_status_from_json(json_object *o, struct vm_status *ret) {

@@ -14,7 +14,7 @@ enum { TOPIC_EVENTS = 1 };
 static void metrics_vm_of(const struct managed_vm *v, struct metrics_vm *ret) {
         struct vm_status st;
 
-        fill_status(v, &st);
+        fill_status(v, now_usec(), now_realtime_usec(), &st);
         *ret = (struct metrics_vm) {
                 .min_bytes = st.min_bytes, .max_bytes = st.max_bytes, .target_bytes = st.target_bytes,
                 .actual_bytes = st.actual_bytes, .guest_available_bytes = st.guest_available_bytes,
@@ -162,19 +162,40 @@ static int req_pool(struct control_conn *conn, json_object *req, void *userdata,
         return 0;
 }
 
+/* {"vms": [...], "pool": {...}}. The VMs' array is written as text (vm_status_write): built
+ * as json-c objects it took ~100 ms of the loop at 2,000 VMs. */
 static int req_status(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                       struct ppn_error *err) {
         struct manager *m = userdata;
-        _cleanup_json_ json_object *o = json_object_new_object(), *arr = json_object_new_array();
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        json_object *o, *arr;
+        uint64_t now = now_usec(), real = now_realtime_usec();
 
-        if (!o || !arr)
+        if (!f)
                 return ppn_error_set(err, -ENOMEM, "out of memory");
+        fputc('[', f);
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct vm_status st;
-                fill_status(m->vms[i], &st);
-                json_object_array_add(arr, vm_status_to_json(&st));
+                fill_status(m->vms[i], now, real, &st);
+                if (i)
+                        fputc(',', f);
+                vm_status_write(&st, f);
         }
-        json_object_object_add(o, "vms", TAKE_PTR(arr));
+        fputc(']', f);
+        if (fclose(f) != 0) {
+                free(text);
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        }
+        arr = json_object_new_raw(text);
+        o = json_object_new_object();
+        if (!o || !arr) {
+                json_object_put(o);
+                json_object_put(arr);
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        }
+        json_object_object_add(o, "vms", arr);
         json_object_object_add(o, "pool", pool_status_to_json(&m->pool));
         *ret = TAKE_PTR(o);
         return 0;

@@ -73,10 +73,9 @@ static void fill_memory_split(const struct managed_vm *v, struct vm_status *s) {
                  p->why);
 }
 
-void fill_status(const struct managed_vm *v, struct vm_status *s) {
+void fill_status(const struct managed_vm *v, uint64_t now, uint64_t real, struct vm_status *s) {
         const struct vmlink_sample *x = backend_last(v->link);
         enum vmlink_state ls = backend_get_state(v->link);
-        uint64_t now = now_usec();
 
         *s = (struct vm_status) {
                 .min_bytes = v->entry.min_bytes, .max_bytes = v->entry.max_bytes,
@@ -87,7 +86,7 @@ void fill_status(const struct managed_vm *v, struct vm_status *s) {
         snprintf(s->name, sizeof(s->name), "%s", v->entry.name);
         snprintf(s->state, sizeof(s->state), "%s", vmlink_state_to_string(ls));
         if (s->guest_available_bytes != STATUS_UNKNOWN) {
-                uint64_t real = now_realtime_usec(), upd = x->stats_update_sec * USEC_PER_SEC;
+                uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
                 s->stats_age_usec = real > upd ? real - upd : 0;
         }
         if (v->pstate.lease_kind != POLICY_LEASE_NONE && v->pstate.lease_expiry_usec > now)
