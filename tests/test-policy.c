@@ -888,7 +888,7 @@ static void test_reporting_overcommit_is_no_reason(void **state) {
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_true(d[0].apply || d[1].apply);
         assert_true(d[0].reason == POLICY_REASON_SHRINK_OVERCOMMIT || d[1].reason == POLICY_REASON_SHRINK_OVERCOMMIT);
-        tun.free_page_reporting = true;
+        tun.free_page_reporting = POLICY_FPR_YES;
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         for (size_t i = 0; i < 2; i++) {
                 assert_false(d[i].apply);
@@ -907,7 +907,7 @@ static void test_reporting_growth_from_host(void **state) {
         struct policy_decision d[2];
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_WAIT_MEMORY);
-        tun.free_page_reporting = true;
+        tun.free_page_reporting = POLICY_FPR_YES;
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_GROW_PRESSURE);
         assert_int_equal(d[0].target, 5 * GIB);
@@ -929,7 +929,7 @@ static void test_reporting_short_host_takes_cache(void **state) {
         assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_SHRINK_NODE);
         assert_int_equal(d[0].target, 2624 * MIB);
-        tun.free_page_reporting = true;
+        tun.free_page_reporting = POLICY_FPR_YES;
         assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_SHRINK_NODE);
         assert_int_equal(d[0].target, 2040 * MIB);
