@@ -46,6 +46,7 @@ json_object *vm_status_to_json(const struct vm_status *s) {
         json_object_object_add(o, "cpu_weight", json_object_new_uint64(s->cpu_weight));
         json_object_object_add(o, "pid", json_object_new_int64(s->pid));
         json_object_object_add(o, "override_left_usec", json_object_new_uint64(s->override_left_usec));
+        json_object_object_add(o, "free_page_reporting", json_object_new_boolean(s->free_page_reporting));
         json_object_object_add(o, "reason", json_object_new_string(s->reason));
         return o;
 }
@@ -64,7 +65,8 @@ int vm_status_from_json(json_object *o, struct vm_status *ret) {
             get_size(o, "stats_age_usec", &s.stats_age_usec) < 0 || get_size(o, "shares", &s.shares) < 0 ||
             get_size(o, "cpu_weight", &s.cpu_weight) < 0 || json_member_int64(o, "pid", &s.pid) < 0 ||
             get_size(o, "override_left_usec", &s.override_left_usec) < 0 ||
-            json_member_text(o, "reason", s.reason, sizeof(s.reason)) < 0)
+            json_member_text(o, "reason", s.reason, sizeof(s.reason)) < 0 ||
+            json_member_bool(o, "free_page_reporting", &s.free_page_reporting) == -EINVAL)
                 return -EINVAL;
         *ret = s;
         return 0;
