@@ -71,6 +71,7 @@ enum key_type {
         KEY_UINT,
         KEY_PERCENT,    /* a decimal 0-100 (double) */
         KEY_LOGLEVEL,
+        KEY_FPR,        /* auto, or a boolean: enum policy_fpr */
         KEY_ACCEL,
         KEY_PROGRAM,    /* an absolute path, or a name looked up in PATH (no '/') */
         KEY_IP,         /* a numeric IPv4 or IPv6 address (no host names: no resolver at start) */
@@ -136,7 +137,7 @@ static const struct key keys[] = {
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },
         { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
         NUM("metrics", "port", KEY_UINT, metrics_port, 1, 65535),
-        { "policy", "free-page-reporting", KEY_BOOL, OFF(policy.free_page_reporting), 0, 0, 0 },
+        { "policy", "free-page-reporting", KEY_FPR, OFF(policy.free_page_reporting), 0, 0, 0 },
         POLICY_SIZE("grow-step", grow_step_bytes),
         POLICY_UINT("grow-step-percent", grow_step_pct, 100),
         POLICY_SIZE("headroom", headroom_bytes),
@@ -410,6 +411,14 @@ static int set_value(struct parser *p, const struct key *k, const char *v) {
                         return problem(p, p->line, "%s: '%s' is not a boolean (yes/no)", k->name, v), 0;
                 *(bool *) field = b;
                 return 0;
+        case KEY_FPR:
+                if (strcmp(v, "auto") == 0)
+                        *(enum policy_fpr *) field = POLICY_FPR_AUTO;
+                else if (parse_bool(v, &b) == 0)
+                        *(enum policy_fpr *) field = b ? POLICY_FPR_YES : POLICY_FPR_NO;
+                else
+                        return problem(p, p->line, "%s: '%s' is not 'auto', 'yes' or 'no'", k->name, v), 0;
+                return 0;
         case KEY_LOGLEVEL:
                 level = log_level_from_string(v);
                 if (level < 0)
@@ -472,7 +481,7 @@ static int handler(void *user, const char *section, const char *name, const char
 static bool key_is_text(enum key_type t) {
         switch (t) {
         case KEY_BOOL: case KEY_SIZE: case KEY_DURATION: case KEY_SECONDS: case KEY_UINT:
-        case KEY_PERCENT: case KEY_LOGLEVEL:
+        case KEY_PERCENT: case KEY_LOGLEVEL: case KEY_FPR:
                 return false;
         default:
                 return true;

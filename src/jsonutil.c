@@ -204,6 +204,8 @@ static json_object *field_to_json(const struct json_field *f, const char *p) {
                 double d = *(const double *) (const void *) p;
                 return d < 0 ? NULL : json_object_new_double(d);
         }
+        case JSON_KIND_BOOL:
+                return json_object_new_boolean(*(const bool *) (const void *) p);
         }
         return NULL;
 }
@@ -248,6 +250,8 @@ static int field_from_json(json_object *o, const struct json_field *f, char *p) 
                         return -EINVAL;
                 *(double *) (void *) p = v ? json_object_get_double(v) : -1;
                 return 0;
+        case JSON_KIND_BOOL:
+                return json_member_bool(o, f->key, (bool *) (void *) p) == -EINVAL ? -EINVAL : 0;
         }
         return -EINVAL;
 }
@@ -339,6 +343,9 @@ static void write_field(FILE *f, const struct json_field *fl, const char *p) {
                         fputs_unlocked("null", f);
                 else
                         fprintf(f, "%.17g", d);
+                return;
+        case JSON_KIND_BOOL:
+                fputs_unlocked(*(const bool *) (const void *) p ? "true" : "false", f);
                 return;
         }
         fputs_unlocked("null", f);

@@ -33,6 +33,7 @@ enum json_kind {
         JSON_KIND_SIZE,         /* uint64_t: an integer, or null for UINT64_MAX both ways */
         JSON_KIND_I64,          /* int64_t: an integer */
         JSON_KIND_PERCENT,      /* double: a number, or null for a negative value (reads as -1) */
+        JSON_KIND_BOOL,         /* bool: true or false; a missing member reads as false (older writers) */
 };
 
 struct json_field {

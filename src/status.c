@@ -26,6 +26,7 @@ static const struct json_field vm_fields[] = {
         VM(cpu_weight, "cpu_weight", U64),
         VM(pid, "pid", I64),
         VM(override_left_usec, "override_left_usec", U64),
+        VM(free_page_reporting, "free_page_reporting", BOOL),
         VM(reason, "reason", TEXT),
 };
 

@@ -31,6 +31,8 @@ struct vm_status {
         uint64_t cpu_weight;            /* ledger weight, v2 scale 1-10000 */
         int64_t pid;                    /* QEMU pid, 0 if unknown */
         uint64_t override_left_usec;    /* remaining override lease, 0 if none */
+        bool free_page_reporting;       /* its balloon returns free pages (read at adoption;
+                                         * false when unknown or not running) */
         char reason[192];
 };
 

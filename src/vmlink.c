@@ -98,6 +98,7 @@ static void drop(struct vmlink *l, bool retry) {
         l->target_sent = 0;
         l->actual_news = false;
         l->balloon_id[0] = '\0';
+        l->last.free_page_reporting = false;
         l->last.actual_usec = 0;
         l->last.stats_usec = 0;
         l->last.vmem = false;
@@ -192,6 +193,21 @@ static void probe_vmem(struct vmlink *l) {
                 enable_stats(l);
 }
 
+/* The balloon's free-page-reporting property (QEMU 7.2 answers true or false; an error or
+ * another type = not reporting): the policy's rules for this VM depend on it. */
+static void on_free_page_reporting(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        count_error(l, err);
+        l->last.free_page_reporting = !err && ret && json_object_is_type(ret, json_type_boolean) &&
+                                      json_object_get_boolean(ret);
+        log_debug("%s: balloon '%s': free page reporting %s", l->name, l->balloon_id,
+                  l->last.free_page_reporting ? "on" : "off");
+        probe_vmem(l);
+}
+
 /* qom-list /machine/peripheral: the first child whose type names a virtio balloon. */
 static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
         struct vmlink *l = userdata;
@@ -209,7 +225,13 @@ static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_err
                 }
         }
         l->last.balloon = l->balloon_id[0] != '\0';
-        probe_vmem(l);
+        if (!l->balloon_id[0]) {
+                probe_vmem(l);
+                return;
+        }
+        json_object *args = qmp_qom_args(l->balloon_id, "free-page-reporting", NULL);
+        if (!args || qmp_call(q, "qom-get", args, l->opts.timeout_usec, on_free_page_reporting, l, NULL) < 0)
+                probe_vmem(l);
 }
 
 /* The VM's size: the balloon's actual plus what virtio-mem has plugged. */

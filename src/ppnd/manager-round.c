@@ -66,6 +66,7 @@ static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real
         /* An absent VM keeps its last target (its reservation at least) in the sums. */
         p->actual = d == POLICY_DRIVER_OK && x->actual_usec ? x->actual : d == POLICY_DRIVER_NO_BALLOON ? v->entry.max_bytes : held;
         p->target = v->target ? v->target : p->actual;
+        p->reports_free_pages = d == POLICY_DRIVER_OK && x->free_page_reporting;
         p->stats = (struct policy_guest_stats) {
                 .available = x->available, .free = x->free, .total = x->total, .swap_in = x->swap_in,
                 .swap_out = x->swap_out, .major_faults = x->major_faults,

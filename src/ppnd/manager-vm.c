@@ -89,6 +89,7 @@ void fill_status(const struct managed_vm *v, uint64_t now, uint64_t real, struct
                 uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
                 s->stats_age_usec = real > upd ? real - upd : 0;
         }
+        s->free_page_reporting = ls == VMLINK_RUNNING && x->balloon && x->free_page_reporting;
         if (v->pstate.lease_kind != POLICY_LEASE_NONE && v->pstate.lease_expiry_usec > now)
                 s->override_left_usec = v->pstate.lease_expiry_usec - now;
         if (ls != VMLINK_RUNNING)
