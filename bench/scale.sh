@@ -8,7 +8,9 @@
 # the operator sees it). One JSON record per measurement, appended to OUT.
 #
 #   bench/scale.sh OUT.jsonl        env: SCALE_SIZES="10 100 1000 2000", SCALE_WINDOW=40 (s),
-#                                        PPND, PPNCTL, FAKEQEMU (default: build/...)
+#                                        PPND, PPNCTL, FAKEQEMU (default: build/...),
+#                                        SCALE_PERF=PREFIX: instead of measuring, profile ppnd
+#                                        over the window (perf record, PREFIX-N.data)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -26,6 +28,7 @@ FAKEQEMU=${FAKEQEMU:-build/tests/fake-qemu}
 SIZES=${SCALE_SIZES:-10 100 1000 2000}
 WINDOW=${SCALE_WINDOW:-40}
 STATUS_RUNS=${SCALE_STATUS_RUNS:-100}
+PERF=${SCALE_PERF:-}
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -127,13 +130,22 @@ one_size() {
   adopt=$(wait_running "$n" "$DIR")
   sleep 5
   local c0 c1 f0 f1 s0 s1 load
+  if [ -n "$PERF" ]; then
+    # A profile, not a measurement: perf's own sampling costs ppnd time.
+    perf record -q -F 250 --call-graph dwarf,8192 -p "$PPND_PID" -o "$PERF-$n.data" -- sleep "$WINDOW" >/dev/null 2>&1
+    kill "$PPND_PID"; wait "$PPND_PID" 2>/dev/null || true; PPND_PID=''
+    kill "$FAKE_PID"; wait "$FAKE_PID" 2>/dev/null || true; FAKE_PID=''
+    rm -rf "$DIR"; DIR=''
+    return 0
+  fi
   c0=$(cpu_ns "$PPND_PID") f0=$(cpu_ns "$FAKE_PID") s0=$(cpu_split "$PPND_PID")
   sleep "$WINDOW"
   c1=$(cpu_ns "$PPND_PID") f1=$(cpu_ns "$FAKE_PID") s1=$(cpu_split "$PPND_PID")
   load=$(cut -d' ' -f1 /proc/loadavg)
   status_times "$DIR" >"$DIR/status.ms"
-  local rss fds
+  local rss hwm fds
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$PPND_PID/status")
+  hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$PPND_PID/status")
   fds=$(ls "/proc/$PPND_PID/fd" | wc -l)
   kill "$PPND_PID"; wait "$PPND_PID" 2>/dev/null || true; PPND_PID=''
   kill "$FAKE_PID"; wait "$FAKE_PID" 2>/dev/null || true; FAKE_PID=''
@@ -145,6 +157,7 @@ one_size() {
   rec "$n" kernel_share "$(echo "$s0 $s1" | awk '{u = $3 - $1; k = $4 - $2; printf "%.0f", u + k ? 100 * k / (u + k) : 0}')" '%'
   rec "$n" loadavg "$load" load
   rec "$n" rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" MiB
+  rec "$n" rss_peak "$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')" MiB
   sort -n "$DIR/status.ms" | awk -v n="$n" '{v[NR] = $1} END {
     i50 = int((NR - 1) * 0.50) + 1; i99 = int((NR - 1) * 0.99) + 1
     printf "{\"part\":\"scale\",\"vms\":%d,\"metric\":\"status_p50\",\"value\":%s,\"unit\":\"ms\"}\n", n, v[i50]
