@@ -132,7 +132,7 @@ one_size() {
   local c0 c1 f0 f1 s0 s1 load
   if [ -n "$PERF" ]; then
     # A profile, not a measurement: perf's own sampling costs ppnd time.
-    perf record -q -F 250 --call-graph dwarf,8192 -p "$PPND_PID" -o "$PERF-$n.data" -- sleep "$WINDOW" >/dev/null 2>&1
+    perf record -q -F 1000 --call-graph dwarf,8192 -p "$PPND_PID" -o "$PERF-$n.data" -- sleep "$WINDOW" >/dev/null 2>&1
     kill "$PPND_PID"; wait "$PPND_PID" 2>/dev/null || true; PPND_PID=''
     kill "$FAKE_PID"; wait "$FAKE_PID" 2>/dev/null || true; FAKE_PID=''
     rm -rf "$DIR"; DIR=''
