@@ -5,12 +5,15 @@
 # measured by the fake); the same CPU split into user and kernel time (/proc/PID/stat) and the
 # fake's own CPU per VM and tick (it answers at once: real QEMU costs more); then, with ticks
 # still running, `ppnctl status` timed STATUS_RUNS times (wall clock of the whole command, as
-# the operator sees it). One JSON record per measurement, appended to OUT.
+# the operator sees it; and the CPU it took in ppnd and in ppnctl). One JSON record per
+# measurement, appended to OUT.
 #
 #   bench/scale.sh OUT.jsonl        env: SCALE_SIZES="10 100 1000 2000", SCALE_WINDOW=40 (s),
 #                                        PPND, PPNCTL, FAKEQEMU (default: build/...),
 #                                        SCALE_PERF=PREFIX: instead of measuring, profile ppnd
-#                                        over the window (perf record, PREFIX-N.data)
+#                                        over the window (perf record, PREFIX-N.data),
+#                                        SCALE_FAST_SIGNAL=no: ppnd without its fast signal
+#                                        (to measure what the signal costs)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -29,6 +32,7 @@ SIZES=${SCALE_SIZES:-10 100 1000 2000}
 WINDOW=${SCALE_WINDOW:-40}
 STATUS_RUNS=${SCALE_STATUS_RUNS:-100}
 PERF=${SCALE_PERF:-}
+FAST_SIGNAL=${SCALE_FAST_SIGNAL:-yes}
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -51,13 +55,15 @@ cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 # utime and stime in clock ticks (for the user/kernel split only).
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
-# STATUS_RUNS runs of `ppnctl status`, 0.1 s apart; prints each one's wall time in ms.
+# STATUS_RUNS runs of `ppnctl status`, 0.1 s apart; prints each one's wall time in ms, and
+# appends ppnctl's own CPU time (user + system, ms) to DIR/status-cpu.ms.
 status_times() {  # DIR
   local i t0 t1
   for ((i = 0; i < STATUS_RUNS; i++)); do
     t0=$(date +%s%N)
-    "$PPNCTL" --socket "$1/run/ppnd.sock" status >/dev/null
+    /usr/bin/time -f '%U %S' -o "$1/time.out" "$PPNCTL" --socket "$1/run/ppnd.sock" status >/dev/null
     t1=$(date +%s%N)
+    awk '{printf "%.0f\n", ($1 + $2) * 1000}' "$1/time.out" >>"$1/status-cpu.ms"
     echo $(((t1 - t0) / 1000))
     sleep 0.1
   done | awk '{printf "%.1f\n", $1 / 1000}'
@@ -90,6 +96,8 @@ socket = $1/run/ppnd.sock
 root = $1/no-cgroup
 [policy]
 host-low-percent = 0
+[controller]
+fast-signal = $FAST_SIGNAL
 EOF
 }
 
@@ -142,7 +150,10 @@ one_size() {
   sleep "$WINDOW"
   c1=$(cpu_ns "$PPND_PID") f1=$(cpu_ns "$FAKE_PID") s1=$(cpu_split "$PPND_PID")
   load=$(cut -d' ' -f1 /proc/loadavg)
+  local c2 c3 t2 t3
+  c2=$(cpu_ns "$PPND_PID") t2=$(date +%s%N)
   status_times "$DIR" >"$DIR/status.ms"
+  c3=$(cpu_ns "$PPND_PID") t3=$(date +%s%N)
   local rss hwm fds
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$PPND_PID/status")
   hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$PPND_PID/status")
@@ -165,6 +176,11 @@ one_size() {
     printf "{\"part\":\"scale\",\"vms\":%d,\"metric\":\"status_max\",\"value\":%s,\"unit\":\"ms\"}\n", n, v[NR]
   }' >>"$OUT"
   rec "$n" fds "$fds" count
+  # ppnd's CPU per status request: its CPU over the status runs less its ticks' (the window's
+  # rate over the same time), per run. ppnctl's own CPU per run, median.
+  rec "$n" status_ppnd_cpu "$(awk -v a=$((c3 - c2)) -v t=$((t3 - t2)) -v d=$((c1 - c0)) -v w="$WINDOW" -v r="$STATUS_RUNS" \
+    'BEGIN{printf "%.1f", (a - d / (w * 1e9) * t) / 1e6 / r}')" ms
+  rec "$n" status_ppnctl_cpu "$(sort -n "$DIR/status-cpu.ms" | awk '{v[NR] = $1} END {print v[int((NR - 1) / 2) + 1]}')" ms
   tail -1 "$DIR/fake.out" | python3 -c '
 import json, sys
 n = int(sys.argv[1])
