@@ -320,6 +320,9 @@ def run(t, node, lv, domains):
     # thread, so its loop keeps answering; after 10 s without an answer its domains are held.
     os.kill(lv.proc.pid, signal.SIGSTOP)
     try:
+        # A balloon set queued behind the hung call: after the thaw it runs right after that call
+        # and posts no reply when it succeeds, which once left g1 held until libvirtd stopped.
+        node.ctl('balloon', 'g1', '320M', '--for', '1m')
         slowest, t_end = 0.0, time.monotonic() + 4
         while time.monotonic() < t_end:
             _, dt = node.request('status', timeout=5)
@@ -332,9 +335,7 @@ def run(t, node, lv, domains):
              json.dumps(node.status()['g1'], indent=1))
     finally:
         os.kill(lv.proc.pid, signal.SIGCONT)
-    # Thawed, the hung call returns and ppnd looks its domains up again at once. (The end of the
-    # hung call once went unnoticed when its reply reached ppnd's loop before the call was marked
-    # finished: the domains stayed held until libvirtd was stopped.)
+    # Thawed, the hung call returns and ppnd looks its domains up again at once.
     t_thaw = time.monotonic()
     back = wait_for(lambda: node.status()['g1']['state'] == 'running' and node.status(), 20, step=0.05)
     t.ok(bool(back), 'libvirtd thawed: g1 running again within 20 s', json.dumps(node.status()['g1'], indent=1))
