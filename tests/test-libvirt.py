@@ -321,7 +321,8 @@ def run(t, node, lv, domains):
     os.kill(lv.proc.pid, signal.SIGSTOP)
     try:
         # A balloon set queued behind the hung call: after the thaw it runs right after that call
-        # and posts no reply when it succeeds, which once left g1 held until libvirtd stopped.
+        # and posts no reply when it succeeds, which once left g1 held until libvirtd stopped. That
+        # was a race this test hits only sometimes (without the fix: 1 failure in 8 runs here).
         node.ctl('balloon', 'g1', '320M', '--for', '1m')
         slowest, t_end = 0.0, time.monotonic() + 4
         while time.monotonic() < t_end:
