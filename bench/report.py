@@ -4,7 +4,7 @@
     bench/report.py OUT_DIR RESULTS_JSON
 
 OUT_DIR holds one JSON-lines file per part (sim.jsonl, scale.jsonl, reaction.jsonl,
-reclaim.jsonl, overcommit.jsonl, vmem.jsonl, fleet.jsonl); every line is one measurement with its unit. Parts not run are left out.
+reclaim.jsonl, overcommit.jsonl, vmem.jsonl, fleet.jsonl, live.jsonl); every line is one measurement with its unit. Parts not run are left out.
 """
 import datetime
 import json
@@ -13,7 +13,7 @@ import statistics
 import subprocess
 import sys
 
-PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet', 'overcommit', 'vmem']
+PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet', 'overcommit', 'vmem', 'live']
 POLICIES = ['none', 'ppnd', 'ppnd-fpr', 'ppnd-10s', 'mom', 'mom-matched', 'mom-vdsm', 'mom-vdsm-matched',
             'proxmox', 'proxmox-matched', 'hyperv', 'xen', 'chromeos', 'chromeos-matched', 'tmo']
 SIM_METRICS = [
@@ -249,6 +249,42 @@ def scale_ratios(records):
     print('Scaling, VMs × vs CPU per tick ×: ' + '; '.join(steps) + '\n')
 
 
+LIVE_COLUMNS = [('converged', 'converged'), ('total_time', 'total s'), ('downtime', 'downtime ms'),
+                ('transferred', 'sent MiB'), ('wall', 'ppnctl wall s'), ('guest_write_rate', 'guest writes MiB/s'),
+                ('loadavg', 'load')]
+
+
+def live_tables(records):
+    """One row per kind of move: median (min–max) over its repetitions; downtime over the moves
+    that completed only (a cancelled migration has none)."""
+    rows = [r for r in records if r['part'] == 'live' and r['mode'] != 'qemu']
+    if not rows:
+        return
+    conf = {r['metric']: r['value'] for r in records if r['part'] == 'live' and r['mode'] == 'qemu'}
+    print('### Live relocation vs cold move (1 GiB guest, two nodes on 127.0.0.1, TCG)\n')
+    print('QEMU downtime-limit %s ms, auto-converge %s, xbzrle %s. Live: QEMU\'s own query-migrate figures; '
+          'cold: stop + export + import + start until the guest answers (all of it is downtime).\n'
+          % (conf.get('downtime_limit'), 'on' if conf.get('auto_converge') else 'off',
+             'on' if conf.get('xbzrle') else 'off'))
+    groups = {}
+    for r in rows:
+        groups.setdefault((r['mode'], r['bandwidth']), {}).setdefault(r['metric'], []).append(r['value'])
+    print('| move | cap | ' + ' | '.join(label for _, label in LIVE_COLUMNS) + ' |')
+    print('|---|---|' + '---:|' * len(LIVE_COLUMNS))
+    for (mode, bw), m in groups.items():
+        cells = []
+        for metric, _ in LIVE_COLUMNS:
+            vals = m.get(metric, [])
+            if metric == 'converged':
+                cells.append('%d of %d' % (sum(vals), len(vals)))
+            elif metric == 'downtime':
+                cells.append(med_range([v for v in vals if v is not None]) or 'none')
+            else:
+                cells.append(med_range(vals))
+        print('| %s | %s | %s |' % (mode, bw or '—', ' | '.join(cells)))
+    print()
+
+
 def main():
     out_dir, results = sys.argv[1], sys.argv[2]
     records = load(out_dir)
@@ -283,6 +319,7 @@ def main():
           'writes_per_s: capacity records written in steady state under the threshold rule; '
           'revocation: put sent until each watcher had the event, over all watchers and revocations.')
     overcommit_tables(records)
+    live_tables(records)
     if not records:
         print('(no measurements)')
 

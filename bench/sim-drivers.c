@@ -41,7 +41,7 @@ static void *ours_start(const struct sim *s, bool matched) {
         if (!o)
                 return NULL;
         policy_tunables_default(&o->t);
-        o->t.free_page_reporting = matched;
+        o->t.free_page_reporting = matched ? POLICY_FPR_YES : POLICY_FPR_NO;
         o->target = calloc(s->n, sizeof *o->target);
         o->st = calloc(s->n, sizeof *o->st);
         o->vms = calloc(s->n, sizeof *o->vms);

@@ -6,8 +6,10 @@
  * what it would read on a real node (every guest has free page reporting and deflate-on-oom):
  *   none               no controller: every VM stays at its maximum (the realistic default)
  *   ppnd               our policy (src/policy.c, the function the daemon calls), every 1 s,
- *                      guest stats every 1 s, host MemAvailable now
- *   ppnd-fpr           the same with free_page_reporting on ([policy] free-page-reporting)
+ *                      guest stats every 1 s, host MemAvailable now; classic rules for every
+ *                      VM ([policy] free-page-reporting = no)
+ *   ppnd-fpr           the same with the reporting rules for every VM (= yes); every simulated
+ *                      guest reports, so this is what the default (auto) does here
  *   ppnd-10s           the default at a 10 s tick (ablation: what the 1 s tick buys)
  *   mom, mom-vdsm      oVirt MOM's default rules (bench/baseline-mom.c): policy every 10 s
  *                      (standalone MOM) or 15 s (vdsm's), 10-sample averages taken every 5 s

@@ -24,9 +24,9 @@ void actuator_tunables_default(struct actuator_tunables *ret) {
         *ret = (struct actuator_tunables) {
                 /* An unplug of 1.5 GiB took 1.0–1.2 s under TCG: 5 s without any block going is
                  * not slowness but a guest that cannot offline its memory. */
-                .stall_usec = UINT64_C(5) * 1000000,
+                .stall_usec = 5 * USEC_PER_SEC,
                 /* Offlining can succeed later (pinned pages freed); retrying costs one command. */
-                .retry_usec = UINT64_C(60) * 1000000,
+                .retry_usec = 60 * USEC_PER_SEC,
                 /* The node's default minimum floor: a guest ballooned near zero panicked. */
                 .base_floor = 128 * MIB,
                 /* The policy's default minimum step: a rise below it is not taken for a change

@@ -17,9 +17,9 @@
 #define PATH_MSG_MAX 320
 /* Polling while a group empties: QEMU's exit takes milliseconds, so 10 ms is fine-grained
  * enough and costs nothing. */
-#define REMOVE_POLL_USEC (10 * 1000)
+#define REMOVE_POLL_USEC (10 * USEC_PER_MSEC)
 /* A group we made a moment ago that still cannot go: give exiting members 1 s. */
-#define ROLLBACK_TIMEOUT_USEC (1000 * 1000)
+#define ROLLBACK_TIMEOUT_USEC USEC_PER_SEC
 /* cgroup.procs of a crowded parent: ~7 bytes per pid, so 1 MiB is ~150,000 processes. */
 #define READ_MAX (1024 * 1024)
 
@@ -871,7 +871,7 @@ int ppn_cgroup_vm_usage(struct ppn_cgroup *cg, const char *name, uint64_t *ret_u
         if (r < 0)
                 return ppn_error_set(err, -EIO, "%s has no CPU usage figure", fpath);
         /* cpuacct.usage counts nanoseconds. */
-        *ret_usec = cg->mode == PPN_CGROUP_V2 ? v : v / 1000;
+        *ret_usec = cg->mode == PPN_CGROUP_V2 ? v : v / NSEC_PER_USEC;
         return 0;
 }
 
@@ -973,7 +973,7 @@ static int remove_dir(int dfd, const char *dir, const char *path, uint64_t timeo
                         return busy_error(dfd, dir, path, waited, err);
                 uint64_t nap = timeout_usec - waited < REMOVE_POLL_USEC ?
                                timeout_usec - waited : REMOVE_POLL_USEC;
-                nanosleep(&(struct timespec) { .tv_nsec = (long) nap * 1000 }, NULL);
+                nanosleep(&(struct timespec) { .tv_nsec = (long) nap * (long) NSEC_PER_USEC }, NULL);
         }
 }
 

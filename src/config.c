@@ -71,6 +71,7 @@ enum key_type {
         KEY_UINT,
         KEY_PERCENT,    /* a decimal 0-100 (double) */
         KEY_LOGLEVEL,
+        KEY_FPR,        /* auto, or a boolean: enum policy_fpr */
         KEY_ACCEL,
         KEY_PROGRAM,    /* an absolute path, or a name looked up in PATH (no '/') */
         KEY_IP,         /* a numeric IPv4 or IPv6 address (no host names: no resolver at start) */
@@ -109,7 +110,7 @@ static const struct key keys[] = {
         NUM("control", "max-request", KEY_SIZE, control_max_request, 256, 1 << 20),
         { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0, 0 },
         { "controller", "fast-signal", KEY_BOOL, OFF(fast_signal), 0, 0, 0 },
-        NUM("controller", "override-default", KEY_DURATION, override_usec, 1000000, UINT64_C(30) * 86400000000),
+        NUM("controller", "override-default", KEY_DURATION, override_usec, USEC_PER_SEC, 30 * 86400 * USEC_PER_SEC),
         NUM("controller", "qmp-retry-max", KEY_DURATION, qmp_retry_max_usec, 100000, UINT64_C(300000000)),
         /* QEMU's balloon stats interval is whole seconds; 1 s is the floor, 1 h is plenty. */
         NUM("controller", "stats-interval", KEY_SECONDS, stats_interval_sec, 1, 3600),
@@ -129,14 +130,14 @@ static const struct key keys[] = {
         NUM("fleet", "migration-port", KEY_UINT, migration_port, 1024, 65535),
         NUM("fleet", "migration-ports", KEY_UINT, migration_ports, 1, 4096),
         NUM("fleet", "migration-timeout", KEY_DURATION, migration_timeout_usec, 10000000, UINT64_C(86400000000)),
-        NUM("fleet", "republish", KEY_DURATION, fleet_republish_usec, 1000000, 3600000000),
+        NUM("fleet", "republish", KEY_DURATION, fleet_republish_usec, USEC_PER_SEC, 3600 * USEC_PER_SEC),
         NUM("fleet", "threshold", KEY_SIZE, fleet_threshold_bytes, 0, UINT64_C(1) << 40),
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
         { "libvirt", "uri", KEY_URI, OFF(libvirt_uri), 0, 0, 0 },
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },
         { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
         NUM("metrics", "port", KEY_UINT, metrics_port, 1, 65535),
-        { "policy", "free-page-reporting", KEY_BOOL, OFF(policy.free_page_reporting), 0, 0, 0 },
+        { "policy", "free-page-reporting", KEY_FPR, OFF(policy.free_page_reporting), 0, 0, 0 },
         POLICY_SIZE("grow-step", grow_step_bytes),
         POLICY_UINT("grow-step-percent", grow_step_pct, 100),
         POLICY_SIZE("headroom", headroom_bytes),
@@ -259,8 +260,8 @@ static char *reader(char *str, int num, void *stream) {
 /* "30d", "5m", "100ms": the largest unit that divides exactly. */
 static const char *format_usec(uint64_t usec, char *buf, size_t len) {
         static const struct { const char *unit; uint64_t n; } units[] = {
-                { "d", UINT64_C(86400000000) }, { "h", UINT64_C(3600000000) }, { "m", 60000000 },
-                { "s", 1000000 }, { "ms", 1000 }, { "us", 1 },
+                { "d", 86400 * USEC_PER_SEC }, { "h", 3600 * USEC_PER_SEC }, { "m", 60 * USEC_PER_SEC },
+                { "s", USEC_PER_SEC }, { "ms", USEC_PER_MSEC }, { "us", 1 },
         };
         for (size_t i = 0; i < ELEMENTSOF(units); i++)
                 if (usec >= units[i].n && usec % units[i].n == 0) {
@@ -287,9 +288,9 @@ static int parse_bounded(const struct key *k, const char *v, uint64_t *ret, char
                 if (r < 0)
                         return snprintf(why, wl, "is not a duration (examples: 500ms, 30s, 10m, 2h)"), r;
                 if (k->type == KEY_SECONDS) {
-                        if (x % 1000000)
+                        if (x % USEC_PER_SEC)
                                 return snprintf(why, wl, "must be whole seconds (QEMU polls guest statistics in seconds)"), -EINVAL;
-                        x /= 1000000;
+                        x /= USEC_PER_SEC;
                 }
                 break;
         default:
@@ -410,6 +411,14 @@ static int set_value(struct parser *p, const struct key *k, const char *v) {
                         return problem(p, p->line, "%s: '%s' is not a boolean (yes/no)", k->name, v), 0;
                 *(bool *) field = b;
                 return 0;
+        case KEY_FPR:
+                if (strcmp(v, "auto") == 0)
+                        *(enum policy_fpr *) field = POLICY_FPR_AUTO;
+                else if (parse_bool(v, &b) == 0)
+                        *(enum policy_fpr *) field = b ? POLICY_FPR_YES : POLICY_FPR_NO;
+                else
+                        return problem(p, p->line, "%s: '%s' is not 'auto', 'yes' or 'no'", k->name, v), 0;
+                return 0;
         case KEY_LOGLEVEL:
                 level = log_level_from_string(v);
                 if (level < 0)
@@ -472,7 +481,7 @@ static int handler(void *user, const char *section, const char *name, const char
 static bool key_is_text(enum key_type t) {
         switch (t) {
         case KEY_BOOL: case KEY_SIZE: case KEY_DURATION: case KEY_SECONDS: case KEY_UINT:
-        case KEY_PERCENT: case KEY_LOGLEVEL:
+        case KEY_PERCENT: case KEY_LOGLEVEL: case KEY_FPR:
                 return false;
         default:
                 return true;

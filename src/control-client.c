@@ -10,14 +10,14 @@
 #define CLIENT_MAX_LINE (16u << 20)
 #define CLIENT_TIMEOUT_MS 10000
 
-struct ctl_client {
+struct control_client {
         int fd;
         char *path;
         char *buf;
         size_t len, cap;
 };
 
-struct ctl_client *ctl_client_free(struct ctl_client *c) {
+struct control_client *control_client_free(struct control_client *c) {
         if (!c)
                 return NULL;
         if (c->fd >= 0)
@@ -30,43 +30,43 @@ struct ctl_client *ctl_client_free(struct ctl_client *c) {
 
 static int connect_error(const char *path, int e, struct ppn_error *err) {
         if (e == ENOENT || e == ECONNREFUSED)
-                return ppn_error_set(err, e, "ppnd is not running (no daemon listening on %s); "
+                return ppn_error_set(err, -e, "ppnd is not running (no daemon listening on %s); "
                                      "start it (systemctl start ppnd) or point --socket/PPN_SOCKET at its socket", path);
         if (e == EACCES || e == EPERM)
-                return ppn_error_set(err, e, "permission denied on %s; run as root or as a member of ppnd's control group",
+                return ppn_error_set(err, -e, "permission denied on %s; run as root or as a member of ppnd's control group",
                                      path);
-        return ppn_error_set(err, e, "cannot connect to ppnd at %s: %s", path, strerror(e));
+        return ppn_error_set(err, -e, "cannot connect to ppnd at %s: %s", path, strerror(e));
 }
 
-int ctl_client_connect(const char *path, struct ctl_client **ret, struct ppn_error *err) {
+int control_client_connect(const char *path, struct control_client **ret, struct ppn_error *err) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        struct ctl_client *c;
+        struct control_client *c;
 
         if (strlen(path) >= sizeof(sa.sun_path))
-                return ppn_error_set(err, ENAMETOOLONG, "socket path %s is too long", path);
+                return ppn_error_set(err, -ENAMETOOLONG, "socket path %s is too long", path);
         memcpy(sa.sun_path, path, strlen(path));
         c = calloc(1, sizeof(*c));
         if (!c || !(c->path = strdup(path))) {
                 free(c);
-                return ppn_error_set(err, ENOMEM, "out of memory");
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         }
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (c->fd < 0 || connect(c->fd, (struct sockaddr *) &sa, sizeof(sa)) < 0) {
                 int e = errno;
-                ctl_client_free(c);
+                control_client_free(c);
                 return connect_error(path, e, err);
         }
         *ret = c;
         return 0;
 }
 
-int ctl_client_send(struct ctl_client *c, json_object *req, struct ppn_error *err) {
+int control_client_send(struct control_client *c, json_object *req, struct ppn_error *err) {
         const char *s = json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN);
         size_t len = strlen(s), off = 0;
         _cleanup_free_ char *line = malloc(len + 1);
 
         if (!line)
-                return ppn_error_set(err, ENOMEM, "out of memory");
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         memcpy(line, s, len);
         line[len++] = '\n';
         while (off < len) {
@@ -74,7 +74,7 @@ int ctl_client_send(struct ctl_client *c, json_object *req, struct ppn_error *er
                 if (n < 0) {
                         if (errno == EINTR)
                                 continue;
-                        return ppn_error_set(err, errno, "cannot send to ppnd at %s: %m", c->path);
+                        return ppn_error_set(err, -errno, "cannot send to ppnd at %s: %m", c->path);
                 }
                 off += (size_t) n;
         }
@@ -82,7 +82,7 @@ int ctl_client_send(struct ctl_client *c, json_object *req, struct ppn_error *er
 }
 
 /* Parses the first line in buf and removes it. */
-static int take_line(struct ctl_client *c, char *nl, json_object **ret, struct ppn_error *err) {
+static int take_line(struct control_client *c, char *nl, json_object **ret, struct ppn_error *err) {
         size_t len = (size_t) (nl - c->buf);
         json_object *o, *e;
 
@@ -92,10 +92,10 @@ static int take_line(struct ctl_client *c, char *nl, json_object **ret, struct p
         c->len -= len + 1;
         if (!o || !json_object_is_type(o, json_type_object)) {
                 json_object_put(o);
-                return ppn_error_set(err, EBADMSG, "ppnd at %s sent a reply that is not a JSON object", c->path);
+                return ppn_error_set(err, -EBADMSG, "ppnd at %s sent a reply that is not a JSON object", c->path);
         }
         if (json_object_object_get_ex(o, "error", &e)) {
-                ppn_error_set(err, EREMOTEIO, "ppnd: %s", json_object_get_string(e));
+                ppn_error_set(err, -EREMOTEIO, "ppnd: %s", json_object_get_string(e));
                 json_object_put(o);
                 return -EREMOTEIO;
         }
@@ -103,7 +103,7 @@ static int take_line(struct ctl_client *c, char *nl, json_object **ret, struct p
         return 0;
 }
 
-int ctl_client_read(struct ctl_client *c, int timeout_ms, json_object **ret, struct ppn_error *err) {
+int control_client_read(struct control_client *c, int timeout_ms, json_object **ret, struct ppn_error *err) {
         for (;;) {
                 char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
                 struct pollfd p = { .fd = c->fd, .events = POLLIN };
@@ -115,10 +115,10 @@ int ctl_client_read(struct ctl_client *c, int timeout_ms, json_object **ret, str
                 if (c->len + 4096 > c->cap) {
                         char *b;
                         if (c->cap >= CLIENT_MAX_LINE)
-                                return ppn_error_set(err, EMSGSIZE, "reply from %s is too long", c->path);
+                                return ppn_error_set(err, -EMSGSIZE, "reply from %s is too long", c->path);
                         b = realloc(c->buf, c->cap ? c->cap * 2 : 65536);
                         if (!b)
-                                return ppn_error_set(err, ENOMEM, "out of memory");
+                                return ppn_error_set(err, -ENOMEM, "out of memory");
                         c->buf = b;
                         c->cap = c->cap ? c->cap * 2 : 65536;
                 }
@@ -126,34 +126,34 @@ int ctl_client_read(struct ctl_client *c, int timeout_ms, json_object **ret, str
                 if (r < 0 && errno == EINTR)
                         continue;
                 if (r == 0)
-                        return ppn_error_set(err, ETIMEDOUT, "ppnd at %s did not answer within %d ms", c->path, timeout_ms);
+                        return ppn_error_set(err, -ETIMEDOUT, "ppnd at %s did not answer within %d ms", c->path, timeout_ms);
                 n = recv(c->fd, c->buf + c->len, c->cap - c->len, 0);
                 if (n < 0 && errno == EINTR)
                         continue;
                 if (n <= 0)
-                        return ppn_error_set(err, ECONNRESET, "ppnd at %s closed the connection", c->path);
+                        return ppn_error_set(err, -ECONNRESET, "ppnd at %s closed the connection", c->path);
                 c->len += (size_t) n;
         }
 }
 
-int ctl_client_call(const char *path, const char *name, json_object *args, json_object **ret,
-                    struct ppn_error *err) {
-        _cleanup_(ctl_client_freep) struct ctl_client *c = NULL;
+int control_client_call(const char *path, const char *name, json_object *args, json_object **ret,
+                        struct ppn_error *err) {
+        _cleanup_(control_client_freep) struct control_client *c = NULL;
         json_object *req = args ? json_object_get(args) : json_object_new_object();
         int r;
 
         if (!req)
-                return ppn_error_set(err, ENOMEM, "out of memory");
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         json_object_object_add(req, "request", json_object_new_string(name));
-        r = ctl_client_connect(path, &c, err);
+        r = control_client_connect(path, &c, err);
         if (r >= 0)
-                r = ctl_client_send(c, req, err);
+                r = control_client_send(c, req, err);
         if (r == EPIPE || r == ECONNRESET || r == -EPIPE || r == -ECONNRESET) {
                 /* ppnd may refuse a connection (a full table) with an error line and close it
                  * before our request is sent: that line says why, a broken pipe does not. */
                 struct ppn_error why = { 0 };
                 json_object *o = NULL;
-                if (ctl_client_read(c, 100, &o, &why) == -EREMOTEIO)
+                if (control_client_read(c, 100, &o, &why) == -EREMOTEIO)
                         {
                         json_object_put(req);
                         if (err)
@@ -163,7 +163,7 @@ int ctl_client_call(const char *path, const char *name, json_object *args, json_
                 json_object_put(o);
         }
         if (r >= 0)
-                r = ctl_client_read(c, CLIENT_TIMEOUT_MS, ret, err);
+                r = control_client_read(c, CLIENT_TIMEOUT_MS, ret, err);
         json_object_put(req);
         return r;
 }

@@ -11,23 +11,23 @@
 
 #include "util.h"
 
-struct ctl_client;
+struct control_client;
 
 /* Connects to path. -ENOENT/-ECONNREFUSED/-EACCES etc. with err saying what to do. */
-int ctl_client_connect(const char *path, struct ctl_client **ret, struct ppn_error *err);
-struct ctl_client *ctl_client_free(struct ctl_client *c);
-static inline void ctl_client_freep(struct ctl_client **c) { ctl_client_free(*c); }
+int control_client_connect(const char *path, struct control_client **ret, struct ppn_error *err);
+struct control_client *control_client_free(struct control_client *c);
+static inline void control_client_freep(struct control_client **c) { control_client_free(*c); }
 
 /* Sends req as one line. */
-int ctl_client_send(struct ctl_client *c, json_object *req, struct ppn_error *err);
+int control_client_send(struct control_client *c, json_object *req, struct ppn_error *err);
 
 /*
  * Reads the next reply line, waiting at most timeout_ms (-1: forever). Returns 0 and the object;
  * -EREMOTEIO if it is {"error": ...} (err holds the daemon's words); -ECONNRESET if the daemon
  * closed; -ETIMEDOUT; -EBADMSG if not JSON.
  */
-int ctl_client_read(struct ctl_client *c, int timeout_ms, json_object **ret, struct ppn_error *err);
+int control_client_read(struct control_client *c, int timeout_ms, json_object **ret, struct ppn_error *err);
 
 /* Send + read one reply: the whole exchange of a simple request. name is the "request". */
-int ctl_client_call(const char *path, const char *name, json_object *args, json_object **ret,
-                    struct ppn_error *err);
+int control_client_call(const char *path, const char *name, json_object *args, json_object **ret,
+                        struct ppn_error *err);

@@ -13,12 +13,16 @@
 
 /* A follower that lets this much pile up is not reading; drop it (≈ 5,000 events). */
 #define CONTROL_MAX_QUEUED (1u << 20)
+/* One reply may be larger: `status` of 2,000 VMs is ~1 MiB (more with long reasons). The
+ * client reads lines up to 16 MiB (control-client.c); past that a reply is refused with an
+ * error. The buffer is released once the reply has gone out. */
+#define CONTROL_MAX_REPLY (16u << 20)
 
 /* Refusals and malformed requests are logged at notice, but a peer connecting in a loop must
  * not flood the journal: at most 10 such lines per 10 s; the rest are counted, and the count
  * is logged once the next window opens. */
 #define NOTICE_BURST 10
-#define NOTICE_WINDOW_USEC (UINT64_C(10) * 1000000)
+#define NOTICE_WINDOW_USEC (10 * USEC_PER_SEC)
 
 
 struct control_conn {
@@ -132,15 +136,22 @@ static int conn_flush(struct control_conn *conn) {
                 memmove(conn->out, conn->out + n, conn->out_len - (size_t) n);
                 conn->out_len -= (size_t) n;
         }
+        if (conn->out_len == 0 && conn->out_cap > CONTROL_MAX_QUEUED) {
+                /* A large reply went out: do not keep its buffer for the connection's life. */
+                free(conn->out);
+                conn->out = NULL;
+                conn->out_cap = 0;
+        }
         return sd_event_source_set_io_events(conn->source, EPOLLIN | (conn->out_len ? EPOLLOUT : 0));
 }
 
-/* Queues one JSON line and tries to send it. -ENOBUFS if the peer is not reading. */
-static int conn_send(struct control_conn *conn, json_object *msg) {
+/* Queues one JSON line and tries to send it. -ENOBUFS if more than limit bytes would be
+ * queued (a follower not reading, or a reply too large). */
+static int conn_send(struct control_conn *conn, json_object *msg, size_t limit) {
         const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
         size_t len = strlen(s);
 
-        if (conn->out_len + len + 1 > CONTROL_MAX_QUEUED)
+        if (conn->out_len + len + 1 > limit)
                 return -ENOBUFS;
         if (conn->out_len + len + 1 > conn->out_cap) {
                 size_t cap = (conn->out_len + len + 1) * 2;
@@ -163,7 +174,7 @@ static int send_error(struct control_conn *conn, const char *msg) {
         if (!o)
                 return -ENOMEM;
         json_object_object_add(o, "error", json_object_new_string(msg));
-        r = conn_send(conn, o);
+        r = conn_send(conn, o, CONTROL_MAX_REPLY);
         json_object_put(o);
         return r;
 }
@@ -186,31 +197,31 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
                 return -ENOMEM;
         req = json_tokener_parse_ex(tok, line, (int) len);
         if (!req || json_tokener_get_error(tok) != json_tokener_success || tok->char_offset != (int) len) {
-                ppn_error_set(&err, EINVAL, "request is not one JSON object");
+                ppn_error_set(&err, -EINVAL, "request is not one JSON object");
                 goto fail;
         }
         if (!json_object_is_type(req, json_type_object) || !json_object_object_get_ex(req, "request", &name) ||
             !json_object_is_type(name, json_type_string)) {
-                ppn_error_set(&err, EINVAL, "request must be an object with a \"request\" string");
+                ppn_error_set(&err, -EINVAL, "request must be an object with a \"request\" string");
                 goto fail;
         }
         entry = bsearch(json_object_get_string(name), c->table, c->n_table, sizeof(*c->table), cmp_request);
         if (!entry) {
-                ppn_error_set(&err, EOPNOTSUPP, "unknown request '%.64s'", json_object_get_string(name));
+                ppn_error_set(&err, -EOPNOTSUPP, "unknown request '%.64s'", json_object_get_string(name));
                 goto fail;
         }
         malformed = false;
         r = entry->handler(conn, req, c->userdata, &reply, &err);
         if (r < 0)
                 goto fail;
-        r = conn_send(conn, reply);
+        r = conn_send(conn, reply, CONTROL_MAX_REPLY);
         if (r == -ENOBUFS && conn->out_len == 0) {
                 /* The reply alone is more than the queue takes: say so rather than close
                  * without a word (the client would see a reply cut off). */
                 size_t size = strlen(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
                 char msg[160];
                 snprintf(msg, sizeof(msg), "reply too large (%zu bytes; the limit is %u): ask for less",
-                         size, CONTROL_MAX_QUEUED);
+                         size, CONTROL_MAX_REPLY);
                 log_warning("control: uid %u: the reply to '%s' was not sent: %s", (unsigned) conn->uid,
                             entry->name, msg);
                 r = send_error(conn, msg);
@@ -296,7 +307,7 @@ static int on_conn_idle(sd_event_source *s, uint64_t usec, void *userdata) {
         struct control_conn *conn = userdata;
 
         log_debug("control: uid %u sent no complete request for %" PRIu64 " ms; connection closed",
-                  (unsigned) conn->uid, conn->ctl->opts.idle_timeout_usec / 1000);
+                  (unsigned) conn->uid, conn->ctl->opts.idle_timeout_usec / USEC_PER_MSEC);
         (void) send_error(conn, "idle timeout: no complete request in time; connection closed");
         conn_free(conn);
         return 0;
@@ -362,14 +373,14 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, struct pp
         _cleanup_close_ int fd = -1;
 
         if (lstat(path, &st) < 0)
-                return errno == ENOENT ? 0 : ppn_error_set(err, errno, "cannot stat control socket %s: %m", path);
+                return errno == ENOENT ? 0 : ppn_error_set(err, -errno, "cannot stat control socket %s: %m", path);
         if (!S_ISSOCK(st.st_mode))
-                return ppn_error_set(err, EEXIST, "%s exists and is not a socket; remove it or set [control] socket", path);
+                return ppn_error_set(err, -EEXIST, "%s exists and is not a socket; remove it or set [control] socket", path);
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
         if (fd >= 0 && connect(fd, (const struct sockaddr *) sa, sizeof(*sa)) == 0)
-                return ppn_error_set(err, EADDRINUSE, "another ppnd is listening on %s; stop it first", path);
+                return ppn_error_set(err, -EADDRINUSE, "another ppnd is listening on %s; stop it first", path);
         if (unlink(path) < 0 && errno != ENOENT)
-                return ppn_error_set(err, errno, "cannot remove stale socket %s: %m", path);
+                return ppn_error_set(err, -errno, "cannot remove stale socket %s: %m", path);
         return 0;
 }
 
@@ -384,7 +395,7 @@ static int make_parent(const char *path, struct ppn_error *err) {
                 return 0;
         *slash = '\0';
         if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-                return ppn_error_set(err, errno, "cannot create directory %s for the control socket: %m", dir);
+                return ppn_error_set(err, -errno, "cannot create directory %s for the control socket: %m", dir);
         return 0;
 }
 
@@ -395,7 +406,7 @@ static int listen_socket(struct control *c, struct ppn_error *err) {
         int r;
 
         if (strlen(c->path) >= sizeof(sa.sun_path))
-                return ppn_error_set(err, ENAMETOOLONG, "control socket path %s is longer than %zu bytes",
+                return ppn_error_set(err, -ENAMETOOLONG, "control socket path %s is longer than %zu bytes",
                                      c->path, sizeof(sa.sun_path) - 1);
         memcpy(sa.sun_path, c->path, strlen(c->path));
         r = make_parent(c->path, err);
@@ -405,22 +416,22 @@ static int listen_socket(struct control *c, struct ppn_error *err) {
                 return r;
         c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (c->fd < 0)
-                return ppn_error_set(err, errno, "cannot create control socket: %m");
+                return ppn_error_set(err, -errno, "cannot create control socket: %m");
         /* No window in which the socket exists with a wider mode than 0660. */
         old = umask(0117);
         r = bind(c->fd, (const struct sockaddr *) &sa, sizeof(sa));
         umask(old);
         if (r < 0)
-                return ppn_error_set(err, errno, "cannot bind control socket %s: %m", c->path);
+                return ppn_error_set(err, -errno, "cannot bind control socket %s: %m", c->path);
         if (c->opts.group != (gid_t) -1 && chown(c->path, (uid_t) -1, c->opts.group) < 0)
-                return ppn_error_set(err, errno, "cannot give control socket %s to group %u: %m",
+                return ppn_error_set(err, -errno, "cannot give control socket %s to group %u: %m",
                                      c->path, (unsigned) c->opts.group);
         if (chmod(c->path, 0660) < 0 || stat(c->path, &st) < 0)
-                return ppn_error_set(err, errno, "cannot set mode of control socket %s: %m", c->path);
+                return ppn_error_set(err, -errno, "cannot set mode of control socket %s: %m", c->path);
         c->dev = st.st_dev;
         c->ino = st.st_ino;
         if (listen(c->fd, 16) < 0)
-                return ppn_error_set(err, errno, "cannot listen on control socket %s: %m", c->path);
+                return ppn_error_set(err, -errno, "cannot listen on control socket %s: %m", c->path);
         return 0;
 }
 
@@ -431,7 +442,7 @@ int control_new(sd_event *event, const struct control_options *opts, const struc
 
         for (size_t i = 1; i < n_table; i++)
                 if (strcmp(table[i - 1].name, table[i].name) >= 0)
-                        return ppn_error_set(err, EINVAL, "control request table not sorted at '%s'", table[i].name);
+                        return ppn_error_set(err, -EINVAL, "control request table not sorted at '%s'", table[i].name);
         c = calloc(1, sizeof(*c));
         if (!c)
                 return -ENOMEM;
@@ -491,7 +502,7 @@ void control_broadcast(struct control *c, unsigned topic, json_object *msg) {
                 next = conn->next;
                 if (conn->topic != topic)
                         continue;
-                if (conn_send(conn, msg) < 0) {
+                if (conn_send(conn, msg, CONTROL_MAX_QUEUED) < 0) {
                         log_debug("control: dropping follower uid %u (not reading)", (unsigned) conn->uid);
                         conn_free(conn);
                 }

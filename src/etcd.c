@@ -55,9 +55,6 @@ static int b64_decode(const char *text, size_t max, uint8_t **ret, size_t *ret_l
 
 /* ---- parsing replies (pure) ---- */
 
-static void json_putp(json_object **o) { json_object_put(*o); }
-#define _cleanup_json_ _cleanup_(json_putp)
-
 static int parse_object(const char *body, size_t len, json_object **ret, struct ppn_error *err) {
         json_tokener *tok;
         json_object *o;

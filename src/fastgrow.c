@@ -11,7 +11,7 @@ void fastgrow_tunables_default(struct fastgrow_tunables *ret) {
                 /* A guest allocating at full speed raised RSS by ~190 MiB/s under TCG (300 MiB in
                  * 1.5 s); a third of that is a burst, page-cache trickles are not. */
                 .burst = 64 * MIB,
-                .lookahead_usec = 1000000,
+                .lookahead_usec = USEC_PER_SEC,
                 .margin = 64 * MIB,
                 .step = 256 * MIB,
                 .stale_usec = 5000000,

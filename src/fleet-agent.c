@@ -309,11 +309,11 @@ struct fleet_agent {
 static void sleep_usec(struct fleet_agent *a, uint64_t usec) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_sec += (time_t) (usec / 1000000);
-        ts.tv_nsec += (long) (usec % 1000000) * 1000;
-        if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec += (time_t) (usec / USEC_PER_SEC);
+        ts.tv_nsec += (long) (usec % USEC_PER_SEC) * (long) NSEC_PER_USEC;
+        if (ts.tv_nsec >= (long) NSEC_PER_SEC) {
                 ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
+                ts.tv_nsec -= (long) NSEC_PER_SEC;
         }
         pthread_mutex_lock(&a->lock);
         if (!a->stop)
@@ -354,7 +354,7 @@ static int publish_key(struct fleet_agent *a, struct publisher *p, struct ppn_er
 }
 
 static int ensure_lease(struct fleet_agent *a, struct publisher *p, struct ppn_error *err) {
-        int64_t ttl_sec = (int64_t) (a->o.lease_usec / 1000000);
+        int64_t ttl_sec = (int64_t) (a->o.lease_usec / USEC_PER_SEC);
         int r;
 
         if (p->lease && now_usec() < p->renew_at)
@@ -437,7 +437,7 @@ static void *publisher_main(void *userdata) {
                         set_reachable(a, false, err.msg[0] ? err.msg : strerror(-r));
                 else if (r == 0)
                         set_reachable(a, true, "");
-                sleep_usec(a, r < 0 ? 1000000 : 200000);
+                sleep_usec(a, r < 0 ? USEC_PER_SEC : 200 * USEC_PER_MSEC);
         }
         if (p.lease)
                 (void) etcd_lease_revoke(p.e, p.lease, NULL);   /* our record goes at once, not in a TTL */
@@ -516,7 +516,7 @@ static void *watcher_main(void *userdata) {
                 pthread_mutex_unlock(&a->lock);
                 if (r < 0 && !a->stop)
                         log_debug("fleet: watch ended: %s", err.msg[0] ? err.msg : strerror(-r));
-                sleep_usec(a, 500000);
+                sleep_usec(a, 500 * USEC_PER_MSEC);
         }
         return NULL;
 }
@@ -611,7 +611,7 @@ json_object *fleet_agent_report(struct fleet_agent *a) {
 
         pthread_mutex_lock(&a->lock);
         struct fleet_view view = { .self = a->id.id, .trusted = a->trusted, .n_trusted = a->n_trusted,
-                                   .revocations = a->revoked, .n_revocations = a->n_revoked, .now = now / 1000000 };
+                                   .revocations = a->revoked, .n_revocations = a->n_revoked, .now = now / (int64_t) USEC_PER_SEC };
         o = fleet_report(&a->snap, &view, now);
         if (o) {
                 json_object_object_add(o, "reachable", json_object_new_boolean(a->reachable));

@@ -14,9 +14,6 @@
 
 #include "jsonutil.h"
 
-static void json_putp(json_object **o) { json_object_put(*o); }
-#define _cleanup_json_ _cleanup_(json_putp)
-
 /* ---- hex and names ---- */
 
 void fleet_hex(const uint8_t *data, size_t len, char *ret) {
@@ -74,11 +71,7 @@ void fleet_key_names(const uint8_t pub[FLEET_KEY_SIZE], char ret_id[FLEET_ID_LEN
 /* ---- the key file: "ppn-node-key-v1 <hex private key>\n", mode 0600 ---- */
 
 char *fleet_identity_path(const char *ledger_path) {
-        const char *slash = strrchr(ledger_path, '/');
-        char *p = NULL;
-        int n = slash ? asprintf(&p, "%.*s/%s", (int) (slash - ledger_path), ledger_path, FLEET_KEY_FILE)
-                      : asprintf(&p, "%s", FLEET_KEY_FILE);
-        return n < 0 ? NULL : p;
+        return path_beside(ledger_path, FLEET_KEY_FILE);
 }
 
 static void identity_from_priv(const uint8_t priv[FLEET_KEY_SIZE], struct fleet_identity *ret) {
@@ -291,7 +284,7 @@ const char *fleet_should_publish(const struct fleet_capacity *last, uint64_t las
             fabs(last->psi_some_avg10 - now->psi_some_avg10) > rule->psi_points)
                 return snprintf(buf, len, "host PSI moved"), buf;
         if (now_usec - last_usec >= rule->republish_usec)
-                return snprintf(buf, len, "%" PRIu64 " s since the last write", (now_usec - last_usec) / 1000000), buf;
+                return snprintf(buf, len, "%" PRIu64 " s since the last write", (now_usec - last_usec) / USEC_PER_SEC), buf;
         return NULL;
 }
 

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonutil.h"
+
 int history_ring_init(struct history_ring *h, size_t capacity) {
         if (capacity == 0)
                 return -EINVAL;
@@ -52,18 +54,14 @@ uint64_t history_sample_guest_used(const struct history_sample *s) {
         return s->actual_bytes - s->guest_available_bytes;
 }
 
-static json_object *size_or_null(uint64_t v) {
-        return v == HISTORY_UNKNOWN ? NULL : json_object_new_int64((int64_t) v);
-}
-
 json_object *history_sample_to_json(const struct history_sample *s) {
         json_object *o = json_object_new_object();
 
         json_object_object_add(o, "time_usec", json_object_new_int64((int64_t) s->realtime_usec));
-        json_object_object_add(o, "target_bytes", size_or_null(s->target_bytes));
-        json_object_object_add(o, "actual_bytes", size_or_null(s->actual_bytes));
-        json_object_object_add(o, "guest_available_bytes", size_or_null(s->guest_available_bytes));
-        json_object_object_add(o, "guest_total_bytes", size_or_null(s->guest_total_bytes));
+        json_object_object_add(o, "target_bytes", json_size_or_null(s->target_bytes, HISTORY_UNKNOWN));
+        json_object_object_add(o, "actual_bytes", json_size_or_null(s->actual_bytes, HISTORY_UNKNOWN));
+        json_object_object_add(o, "guest_available_bytes", json_size_or_null(s->guest_available_bytes, HISTORY_UNKNOWN));
+        json_object_object_add(o, "guest_total_bytes", json_size_or_null(s->guest_total_bytes, HISTORY_UNKNOWN));
         return o;
 }
 
@@ -99,10 +97,10 @@ json_object *history_sample_to_array(const struct history_sample *s) {
         json_object *a = json_object_new_array_ext(5);
 
         json_object_array_add(a, json_object_new_int64((int64_t) s->realtime_usec));
-        json_object_array_add(a, size_or_null(s->target_bytes));
-        json_object_array_add(a, size_or_null(s->actual_bytes));
-        json_object_array_add(a, size_or_null(s->guest_available_bytes));
-        json_object_array_add(a, size_or_null(s->guest_total_bytes));
+        json_object_array_add(a, json_size_or_null(s->target_bytes, HISTORY_UNKNOWN));
+        json_object_array_add(a, json_size_or_null(s->actual_bytes, HISTORY_UNKNOWN));
+        json_object_array_add(a, json_size_or_null(s->guest_available_bytes, HISTORY_UNKNOWN));
+        json_object_array_add(a, json_size_or_null(s->guest_total_bytes, HISTORY_UNKNOWN));
         return a;
 }
 

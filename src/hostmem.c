@@ -195,7 +195,7 @@ int hostmem_parse_pid_stat(const char *buf, struct hostmem_pid_cpu *ret) {
 uint64_t hostmem_ticks_to_usec(uint64_t ticks, uint64_t ticks_per_sec) {
         if (ticks_per_sec == 0)
                 return 0;
-        return ticks / ticks_per_sec * 1000000 + ticks % ticks_per_sec * 1000000 / ticks_per_sec;
+        return ticks / ticks_per_sec * USEC_PER_SEC + ticks % ticks_per_sec * USEC_PER_SEC / ticks_per_sec;
 }
 
 static int read_pid_file(const char *proc_root, pid_t pid, const char *name, char **ret_buf, struct ppn_error *err) {
@@ -203,10 +203,10 @@ static int read_pid_file(const char *proc_root, pid_t pid, const char *name, cha
         int r;
 
         if (snprintf(path, sizeof(path), "%s/%d/%s", proc_root, (int) pid, name) >= (int) sizeof(path))
-                return ppn_error_set(err, ENAMETOOLONG, "proc root %s: path too long", proc_root);
+                return ppn_error_set(err, -ENAMETOOLONG, "proc root %s: path too long", proc_root);
         r = read_small_file(path, ret_buf);
         if (r == -ENOENT)
-                return ppn_error_set(err, ESRCH, "process %d: %s missing (the process exited?)", (int) pid, path);
+                return ppn_error_set(err, -ESRCH, "process %d: %s missing (the process exited?)", (int) pid, path);
         if (r < 0)
                 return ppn_error_set(err, r, "reading %s: %s", path, strerror(-r));
         return 0;

@@ -2,6 +2,9 @@
 #include "jsonutil.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <json-c/printbuf.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -181,4 +184,181 @@ bool json_scan_key_is(const char *key, size_t len, const char *name) {
 bool json_scan_end(struct json_scan *s) {
         json_scan_ws(s);
         return s->p == s->end;
+}
+
+json_object *json_size_or_null(uint64_t v, uint64_t unknown) {
+        return v == unknown ? NULL : json_object_new_uint64(v);
+}
+
+static json_object *field_to_json(const struct json_field *f, const char *p) {
+        switch (f->kind) {
+        case JSON_KIND_TEXT:
+                return json_object_new_string(p);
+        case JSON_KIND_U64:
+                return json_object_new_uint64(*(const uint64_t *) (const void *) p);
+        case JSON_KIND_SIZE:
+                return json_size_or_null(*(const uint64_t *) (const void *) p, UINT64_MAX);
+        case JSON_KIND_I64:
+                return json_object_new_int64(*(const int64_t *) (const void *) p);
+        case JSON_KIND_PERCENT: {
+                double d = *(const double *) (const void *) p;
+                return d < 0 ? NULL : json_object_new_double(d);
+        }
+        case JSON_KIND_BOOL:
+                return json_object_new_boolean(*(const bool *) (const void *) p);
+        }
+        return NULL;
+}
+
+json_object *json_from_fields(const struct json_field *f, size_t n, const void *p) {
+        json_object *o = json_object_new_object();
+
+        if (!o)
+                return NULL;
+        for (size_t i = 0; i < n; i++)
+                json_object_object_add(o, f[i].key, field_to_json(&f[i], (const char *) p + f[i].offset));
+        return o;
+}
+
+/* An integer member that may be null (UINT64_MAX). */
+static int get_size(json_object *o, const char *key, uint64_t *ret) {
+        json_object *v;
+
+        if (!json_object_object_get_ex(o, key, &v))
+                return -EINVAL;
+        if (!v)
+                return *ret = UINT64_MAX, 0;
+        if (!json_object_is_type(v, json_type_int))
+                return -EINVAL;
+        *ret = json_object_get_uint64(v);
+        return 0;
+}
+
+static int field_from_json(json_object *o, const struct json_field *f, char *p) {
+        json_object *v;
+
+        switch (f->kind) {
+        case JSON_KIND_TEXT:
+                return json_member_text(o, f->key, p, f->size);
+        case JSON_KIND_U64:
+        case JSON_KIND_SIZE:
+                return get_size(o, f->key, (uint64_t *) (void *) p);
+        case JSON_KIND_I64:
+                return json_member_int64(o, f->key, (int64_t *) (void *) p);
+        case JSON_KIND_PERCENT:
+                if (!json_object_object_get_ex(o, f->key, &v))
+                        return -EINVAL;
+                *(double *) (void *) p = v ? json_object_get_double(v) : -1;
+                return 0;
+        case JSON_KIND_BOOL:
+                return json_member_bool(o, f->key, (bool *) (void *) p) == -EINVAL ? -EINVAL : 0;
+        }
+        return -EINVAL;
+}
+
+int json_to_fields(json_object *o, const struct json_field *f, size_t n, void *p) {
+        if (!json_object_is_type(o, json_type_object))
+                return -EINVAL;
+        for (size_t i = 0; i < n; i++)
+                if (field_from_json(o, &f[i], (char *) p + f[i].offset) < 0)
+                        return -EINVAL;
+        return 0;
+}
+
+void json_write_string(FILE *f, const char *s) {
+        fputc_unlocked('"', f);
+        while (*s) {
+                size_t n = 0;
+                while (s[n] && s[n] != '"' && s[n] != '\\' && (unsigned char) s[n] >= 0x20)
+                        n++;
+                fwrite_unlocked(s, 1, n, f);
+                s += n;
+                if (!*s)
+                        break;
+                if (*s == '"' || *s == '\\')
+                        fprintf(f, "\\%c", *s);
+                else if (*s == '\n')
+                        fputs_unlocked("\\n", f);
+                else
+                        fprintf(f, "\\u%04x", (unsigned char) *s);
+                s++;
+        }
+        fputc_unlocked('"', f);
+}
+
+void json_write_uint(FILE *f, uint64_t v) {
+        char buf[24], *p = buf + sizeof(buf);
+
+        do
+                *--p = (char) ('0' + v % 10);
+        while (v /= 10);
+        fwrite_unlocked(p, 1, (size_t) (buf + sizeof(buf) - p), f);
+}
+
+static int raw_serialize(json_object *o, struct printbuf *pb, int level, int flags) {
+        const char *text = json_object_get_userdata(o);
+
+        return printbuf_memappend(pb, text, (int) strlen(text));
+}
+
+static void raw_free(json_object *o, void *userdata) {
+        free(userdata);
+}
+
+json_object *json_object_new_raw(char *text) {
+        json_object *o = json_object_new_object();
+
+        if (!o) {
+                free(text);
+                return NULL;
+        }
+        json_object_set_serializer(o, raw_serialize, text, raw_free);
+        return o;
+}
+
+static void write_field(FILE *f, const struct json_field *fl, const char *p) {
+        uint64_t u;
+        int64_t i;
+        double d;
+
+        switch (fl->kind) {
+        case JSON_KIND_TEXT:
+                json_write_string(f, p);
+                return;
+        case JSON_KIND_U64:
+        case JSON_KIND_SIZE:
+                memcpy(&u, p, sizeof(u));
+                if (fl->kind == JSON_KIND_SIZE && u == UINT64_MAX)
+                        fputs_unlocked("null", f);
+                else
+                        json_write_uint(f, u);
+                return;
+        case JSON_KIND_I64:
+                memcpy(&i, p, sizeof(i));
+                fprintf(f, "%" PRId64, i);
+                return;
+        case JSON_KIND_PERCENT:
+                memcpy(&d, p, sizeof(d));
+                if (d < 0)
+                        fputs_unlocked("null", f);
+                else
+                        fprintf(f, "%.17g", d);
+                return;
+        case JSON_KIND_BOOL:
+                fputs_unlocked(*(const bool *) (const void *) p ? "true" : "false", f);
+                return;
+        }
+        fputs_unlocked("null", f);
+}
+
+void json_write_fields(FILE *f, const struct json_field *fields, size_t n, const void *p) {
+        fputc_unlocked('{', f);
+        for (size_t i = 0; i < n; i++) {
+                if (i)
+                        fputc_unlocked(',', f);
+                json_write_string(f, fields[i].key);
+                fputc_unlocked(':', f);
+                write_field(f, &fields[i], (const char *) p + fields[i].offset);
+        }
+        fputc_unlocked('}', f);
 }

@@ -11,6 +11,45 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include "util.h"
+
+static inline void json_object_putp(json_object **o) { json_object_put(*o); }
+/* A json_object reference dropped when the variable goes out of scope; hand it on with TAKE_PTR. */
+#define _cleanup_json_ _cleanup_(json_object_putp)
+
+/* v as a JSON integer, or NULL (JSON null) when v == unknown: each producer names its "unknown"
+ * (UINT64_MAX for a size nobody measured, 0 for a setting nobody set). */
+json_object *json_size_or_null(uint64_t v, uint64_t unknown);
+
+/*
+ * One table per struct, one writer and one reader: the JSON a struct travels as is listed once
+ * (key, kind, where in the struct), in the order the writer emits the keys.
+ */
+enum json_kind {
+        JSON_KIND_TEXT,         /* char[size]: a string (cut to size - 1 bytes when read) */
+        JSON_KIND_U64,          /* uint64_t: an integer; null reads as UINT64_MAX */
+        JSON_KIND_SIZE,         /* uint64_t: an integer, or null for UINT64_MAX both ways */
+        JSON_KIND_I64,          /* int64_t: an integer */
+        JSON_KIND_PERCENT,      /* double: a number, or null for a negative value (reads as -1) */
+        JSON_KIND_BOOL,         /* bool: true or false; a missing member reads as false (older writers) */
+};
+
+struct json_field {
+        const char *key;
+        enum json_kind kind;
+        size_t offset;
+        size_t size;            /* JSON_KIND_TEXT: the array's size */
+};
+
+#define JSON_FIELD(type, member, key, kind) { key, kind, offsetof(type, member), sizeof(((type *) 0)->member) }
+
+/* A new object with the table's members taken from the struct at p; NULL if out of memory. */
+json_object *json_from_fields(const struct json_field *f, size_t n, const void *p);
+/* Fills the struct at p from o's members. Returns 0, or -EINVAL if o is not an object or a
+ * member is missing or of another kind (p may then be partly written). */
+int json_to_fields(json_object *o, const struct json_field *f, size_t n, void *p);
 
 /* The string member `key` of `o`, owned by `o`; NULL if missing or not a string. */
 const char *json_member_string(json_object *o, const char *key);
@@ -64,3 +103,19 @@ int json_scan_member(struct json_scan *s, bool *first, const char **ret_key, siz
 bool json_scan_key_is(const char *key, size_t len, const char *name);
 /* Skips whitespace; true if the text ends there. */
 bool json_scan_end(struct json_scan *s);
+
+/*
+ * Writing JSON text directly, for replies too large to build as json-c objects (`status` of
+ * 2,000 VMs: 34,000 objects, ~100 ms). json_write_string writes s as a JSON string (quotes,
+ * backslash and control characters escaped; other bytes as they are, as json-c does).
+ * These take no lock on f (the caller owns it). json_object_new_raw wraps such text, taking ownership of it (freed with the object): the
+ * object serializes as exactly that text, so it can be a member of an ordinary reply. Its
+ * content cannot be read back as json-c objects. NULL on ENOMEM (text is then freed).
+ */
+void json_write_string(FILE *f, const char *s);
+/* v in decimal, as JSON writes a non-negative integer. */
+void json_write_uint(FILE *f, uint64_t v);
+json_object *json_object_new_raw(char *text);
+/* The struct at p as one JSON object's text, from its table: the same keys, order and nulls
+ * as json_from_fields() gives. */
+void json_write_fields(FILE *f, const struct json_field *fields, size_t n, const void *p);

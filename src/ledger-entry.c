@@ -6,6 +6,7 @@
 #include <json-c/json.h>
 #include <string.h>
 
+#include "jsonutil.h"
 #include "pool.h"
 
 const char *const ledger_vm_fields[] = {
@@ -735,15 +736,11 @@ struct json_object *ledger_node_to_json(const struct ledger_node *n) {
         return o;
 }
 
-static struct json_object *size_or_null(uint64_t v) {
-        return v ? json_object_new_int64((int64_t) v) : NULL;
-}
-
 struct json_object *ledger_node_settings_to_json(const struct ledger_node_settings *s) {
         struct json_object *o = json_object_new_object();
-        json_object_object_add(o, "physical_bytes", size_or_null(s->physical_bytes));
-        json_object_object_add(o, "reserve_bytes", size_or_null(s->reserve_bytes));
-        json_object_object_add(o, "min_floor_bytes", size_or_null(s->min_floor_bytes));
+        json_object_object_add(o, "physical_bytes", json_size_or_null(s->physical_bytes, 0));
+        json_object_object_add(o, "reserve_bytes", json_size_or_null(s->reserve_bytes, 0));
+        json_object_object_add(o, "min_floor_bytes", json_size_or_null(s->min_floor_bytes, 0));
         return o;
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +15,9 @@
 
 struct ledger {
         sqlite3 *db;
+        dev_t dev;                      /* of the file, while registered in open_files */
+        ino_t ino;
+        bool registered;
         char *path;
         char *meminfo_path;
         unsigned busy_timeout_ms;
@@ -111,7 +115,7 @@ static int pragma_int(struct ledger *l, const char *sql, int64_t *ret, struct pp
 static void backoff(unsigned attempt) {
         /* 1–16 ms growing with attempts, jittered so two waiters do not collide in step. */
         unsigned ms = 1u + (unsigned) (rand() % (int) (attempt < 4 ? 1u << attempt : 16u));
-        struct timespec ts = { 0, (long) ms * 1000000L };
+        struct timespec ts = { 0, (long) ms * (long) NSEC_PER_MSEC };
         nanosleep(&ts, NULL);
 }
 
@@ -120,7 +124,7 @@ typedef int (*tx_fn)(struct ledger *l, void *ud, struct ppn_error *err);
 /* Runs fn inside BEGIN IMMEDIATE (write) or BEGIN (read) ... COMMIT, retrying the whole
  * transaction while it fails with -EBUSY, up to busy_timeout_ms. */
 static int run_tx(struct ledger *l, bool write, tx_fn fn, void *ud, struct ppn_error *err) {
-        uint64_t deadline = now_usec() + (uint64_t) l->busy_timeout_ms * 1000;
+        uint64_t deadline = now_usec() + (uint64_t) l->busy_timeout_ms * USEC_PER_MSEC;
         for (unsigned attempt = 0;; attempt++) {
                 int r = exec(l, write ? "BEGIN IMMEDIATE" : "BEGIN", err);
                 if (r == 0) {
@@ -328,6 +332,62 @@ static int create_private(const char *path, struct ppn_error *err) {
         return 0;
 }
 
+/*
+ * The ledger files this process has open. close(2) of ANY descriptor of a file drops every
+ * POSIX lock the process holds on it, SQLite's included: check_header()'s open/close while
+ * another connection of this process (ppnd's, beside its live-move thread's) holds the file
+ * would let another process take the last-connection lock and delete -wal and -shm under it,
+ * after which this process reads a stale index and reports the ledger damaged (seen in
+ * bench/live.py: a node's ppnd after receiving, sending and receiving a VM again). So a file
+ * already open here is not read raw again: it was checked when it was opened.
+ */
+static pthread_mutex_t open_files_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { dev_t dev; ino_t ino; unsigned n; } open_files[16];
+
+static bool open_files_has(dev_t dev, ino_t ino) {
+        bool found = false;
+        pthread_mutex_lock(&open_files_lock);
+        for (size_t i = 0; i < ELEMENTSOF(open_files) && !found; i++)
+                found = open_files[i].n > 0 && open_files[i].dev == dev && open_files[i].ino == ino;
+        pthread_mutex_unlock(&open_files_lock);
+        return found;
+}
+
+/* Counts l's file as open here (or not, when the table is full: then only its checks repeat). */
+static void open_files_add(struct ledger *l, const struct stat *st) {
+        size_t free_slot = ELEMENTSOF(open_files);
+        pthread_mutex_lock(&open_files_lock);
+        for (size_t i = 0; i < ELEMENTSOF(open_files) && !l->registered; i++) {
+                if (open_files[i].n > 0 && open_files[i].dev == st->st_dev && open_files[i].ino == st->st_ino) {
+                        open_files[i].n++;
+                        l->registered = true;
+                } else if (open_files[i].n == 0 && free_slot == ELEMENTSOF(open_files))
+                        free_slot = i;
+        }
+        if (!l->registered && free_slot < ELEMENTSOF(open_files)) {
+                open_files[free_slot].dev = st->st_dev;
+                open_files[free_slot].ino = st->st_ino;
+                open_files[free_slot].n = 1;
+                l->registered = true;
+        }
+        l->dev = st->st_dev;
+        l->ino = st->st_ino;
+        pthread_mutex_unlock(&open_files_lock);
+}
+
+static void open_files_remove(struct ledger *l) {
+        if (!l->registered)
+                return;
+        pthread_mutex_lock(&open_files_lock);
+        for (size_t i = 0; i < ELEMENTSOF(open_files); i++)
+                if (open_files[i].n > 0 && open_files[i].dev == l->dev && open_files[i].ino == l->ino) {
+                        open_files[i].n--;
+                        break;
+                }
+        pthread_mutex_unlock(&open_files_lock);
+        l->registered = false;
+}
+
 int ledger_open(const char *path, const struct ledger_options *opts, struct ledger **ret,
                 struct ppn_error *err) {
         struct ledger_options o = opts ? *opts : (struct ledger_options) {};
@@ -354,9 +414,12 @@ int ledger_open(const char *path, const struct ledger_options *opts, struct ledg
         else if (!exists)
                 r = create_private(path, err);
         else
-                r = st.st_size > 0 ? check_header(path, (uint64_t) st.st_size, err) : 0;
+                r = st.st_size > 0 && !open_files_has(st.st_dev, st.st_ino) ?
+                    check_header(path, (uint64_t) st.st_size, err) : 0;
         if (r == 0)
                 r = open_db(l, o.read_only, false, err);
+        if (r == 0 && stat(path, &st) == 0)
+                open_files_add(l, &st);
         if (r == 0)
                 r = setup(l, o.read_only, err);
         if (r == 0)
@@ -373,6 +436,7 @@ struct ledger *ledger_close(struct ledger *l) {
         if (!l)
                 return NULL;
         sqlite3_close_v2(l->db);
+        open_files_remove(l);
         free(l->path);
         free(l->meminfo_path);
         free(l);
@@ -725,7 +789,7 @@ static int check_after(struct ledger *l, const struct ledger_state *before, stru
         _cleanup_free_ struct pool_vm *pb = ledger_state_pool_vms(before), *pa = ledger_state_pool_vms(after);
         if (!pb || !pa)
                 return -ENOMEM;
-        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         struct pool_node nb = { before->node.physical_bytes, before->node.reserve_bytes, ledger_state_lent(before, now) };
         struct pool_node na = { after->node.physical_bytes, after->node.reserve_bytes, ledger_state_lent(after, now) };
         if (!before->node_ok)
@@ -966,7 +1030,7 @@ static int change_set(struct ledger_state *st, void *ud, char *what, size_t len,
         uint64_t old_min = vm->min_bytes;
         /* An expired lease binds nothing: it is cleared here (audited with the change) so it
          * cannot refuse a new min or max. */
-        if (vm->override_set && vm->override_expires <= (int64_t) (now_realtime_usec() / 1000000)) {
+        if (vm->override_set && vm->override_expires <= (int64_t) (now_realtime_usec() / USEC_PER_SEC)) {
                 vm->override_set = false;
                 vm->override_target_bytes = 0;
                 vm->override_expires = 0;
@@ -1342,7 +1406,7 @@ static int insert_lend(struct ledger *l, const struct ledger_lend *x, int64_t *r
 static int lend_tx(struct ledger *l, void *ud, struct ppn_error *err) {
         struct lend_args *a = ud;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
-        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         char what[128], size[FORMAT_SIZE_MAX], text[256];
         int r = load_locked(l, &st, err);
 
@@ -1419,7 +1483,7 @@ struct draw_args {
  * capacity held for the borrower becomes the minimum of the borrower's VM (and back). */
 static int draw_lend(struct ledger *l, const struct draw_args *a, struct ppn_error *err) {
         _cleanup_stmt_ sqlite3_stmt *s = NULL;
-        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         char text[160];
         int r = prepare(l, a->add ? "UPDATE fleet_lend SET bytes = bytes - ?1 WHERE grant_id = ?2 AND borrower = ?3 "
                                     "AND revoked = 0 AND not_before <= ?4 AND expires > ?4 AND bytes >= ?1"

@@ -327,7 +327,7 @@ static void rearm(struct metrics_server *s) {
 
         if (MHD_get_timeout(s->mhd, &ms) != MHD_YES || ms > METRICS_RUN_MAX_MS)
                 ms = METRICS_RUN_MAX_MS;
-        sd_event_source_set_time_relative(s->timer, ms * 1000);
+        sd_event_source_set_time_relative(s->timer, ms * USEC_PER_MSEC);
         sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
 }
 

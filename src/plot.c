@@ -66,9 +66,9 @@ static uint64_t y_step(uint64_t ymax) {
 static uint64_t t_step(uint64_t span) {
         static const uint64_t steps[] = { 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400 };
         for (size_t i = 0; i < ELEMENTSOF(steps); i++)
-                if (span / (steps[i] * 1000000) <= 8)
-                        return steps[i] * 1000000;
-        return UINT64_C(86400000000);
+                if (span / (steps[i] * USEC_PER_SEC) <= 8)
+                        return steps[i] * USEC_PER_SEC;
+        return 86400 * USEC_PER_SEC;
 }
 
 static void draw_axes(FILE *f, const struct panel *p) {
@@ -84,7 +84,7 @@ static void draw_axes(FILE *f, const struct panel *p) {
                         axis_size(b, buf, sizeof(buf)));
         }
         for (uint64_t t = (p->t0 + ts - 1) / ts * ts; t <= p->t1; t += ts) {
-                time_t sec = (time_t) (t / 1000000);
+                time_t sec = (time_t) (t / USEC_PER_SEC);
                 struct tm tm;
                 double x = px_t(p, t);
                 strftime(buf, sizeof(buf), ts < 60000000 ? "%H:%M:%S" : "%H:%M", gmtime_r(&sec, &tm));
@@ -215,7 +215,7 @@ int plot_render_svg(const struct plot_vm *vms, size_t n_vms, const struct plot_o
         double height = TITLE_HEIGHT + (double) n_vms * (PLOT_PANEL_HEIGHT + PANEL_GAP) + LEGEND_HEIGHT;
         char *buf = NULL, from[32], to[32];
         size_t len = 0;
-        time_t a = (time_t) (o->t0_usec / 1000000), b = (time_t) (o->t1_usec / 1000000);
+        time_t a = (time_t) (o->t0_usec / USEC_PER_SEC), b = (time_t) (o->t1_usec / USEC_PER_SEC);
         struct tm tm;
         FILE *f;
 

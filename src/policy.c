@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define USEC_PER_SEC UINT64_C(1000000)
-
 /* QEMU's last-update has whole-second resolution: a sample may look up to 1 s "in the future"
  * after the caller's clock conversion. Beyond 2 s it is nonsense. */
 #define FUTURE_SLACK_USEC (2 * USEC_PER_SEC)
@@ -52,27 +50,28 @@ void policy_tunables_default(struct policy_tunables *ret) {
                 .shrink_hold_usec = 10 * USEC_PER_SEC,
                 /* VMware's default idle memory tax. */
                 .idle_tax_pct = 75,
-                /* Off: targets are promises the capacity must cover (see pool_measure_reported). */
-                .free_page_reporting = false,
+                /* Each VM as its balloon says: a target is a promise the capacity must cover
+                 * unless the guest hands its free memory back (see pool_measure_reported). */
+                .free_page_reporting = POLICY_FPR_AUTO,
         };
 }
 
 int policy_tunables_check(const struct policy_tunables *t, struct ppn_error *err) {
         if (t->headroom_pct > 100 || t->pressure_available_pct > 100 || t->grow_step_pct > 100 ||
             t->host_low_pct > 100)
-                return ppn_error_set(err, EINVAL, "policy: percentages must be 0..100");
+                return ppn_error_set(err, -EINVAL, "policy: percentages must be 0..100");
         if (t->shrink_pct < 1 || t->shrink_pct > 100)
-                return ppn_error_set(err, EINVAL, "policy: shrink percentage %u outside 1..100", t->shrink_pct);
+                return ppn_error_set(err, -EINVAL, "policy: shrink percentage %u outside 1..100", t->shrink_pct);
         if (t->idle_tax_pct > 99)
-                return ppn_error_set(err, EINVAL, "policy: idle tax %u%% above 99%%", t->idle_tax_pct);
+                return ppn_error_set(err, -EINVAL, "policy: idle tax %u%% above 99%%", t->idle_tax_pct);
         if (t->min_step_bytes < MIB || t->min_step_permille > 1000)
-                return ppn_error_set(err, EINVAL, "policy: minimum step must be ≥ 1 MiB and ≤ 1000‰");
+                return ppn_error_set(err, -EINVAL, "policy: minimum step must be ≥ 1 MiB and ≤ 1000‰");
         if (t->grow_step_bytes < t->min_step_bytes)
-                return ppn_error_set(err, EINVAL, "policy: growth step below the minimum step");
+                return ppn_error_set(err, -EINVAL, "policy: growth step below the minimum step");
         if (!(t->psi_some_threshold >= 0 && t->psi_some_threshold <= 100))
-                return ppn_error_set(err, EINVAL, "policy: PSI threshold outside 0..100");
+                return ppn_error_set(err, -EINVAL, "policy: PSI threshold outside 0..100");
         if (t->stale_usec == 0 || t->stuck_usec == 0 || t->override_usec == 0)
-                return ppn_error_set(err, EINVAL, "policy: stale, stuck and override times must be > 0");
+                return ppn_error_set(err, -EINVAL, "policy: stale, stuck and override times must be > 0");
         return 0;
 }
 
@@ -158,7 +157,14 @@ struct vm_work {
         uint64_t cap1, cap2;  /* what may be taken this tick: idle tier, fair-share tier */
         bool moving_down, moving_up;  /* balloon still on its way to the target in force */
         uint64_t taken1, taken2;
+        bool reports;         /* free page reporting rules for this VM (vm_reports) */
 };
+
+/* Whether the free page reporting rules apply to this VM. */
+static bool vm_reports(const struct policy_tunables *tun, const struct policy_vm *v) {
+        return tun->free_page_reporting == POLICY_FPR_YES ||
+               (tun->free_page_reporting == POLICY_FPR_AUTO && v->reports_free_pages);
+}
 
 static void set_why(struct policy_decision *d, const char *fmt, ...) _printf_(2, 3);
 static void set_why(struct policy_decision *d, const char *fmt, ...) {
@@ -486,7 +492,8 @@ struct pool {
         uint64_t deficit, granted, over, reclaim;
         bool node_short, contended, psi_high, host_avail_low;
         bool starving;          /* a VM under pressure still misses memory after the pool's grant */
-        bool reported;          /* free page reporting: free memory is the host's (pool_measure_reported) */
+        bool reported;          /* every VM reports free pages: free memory is the host's (pool_measure_reported) */
+        size_t reporting;       /* VMs under the reporting rules (all, none, or a mixed pool) */
         uint64_t host_avail;    /* host MemAvailable (reported mode) */
 };
 
@@ -499,13 +506,24 @@ static uint64_t work_target(const struct vm_work *w) {
  * what the host really has — MemAvailable above the low mark — and Σ targets above the
  * capacity is no reason to reclaim (reported_over); memory is taken back when the node is
  * short or a VM waits (take_reported). */
-static void pool_measure_reported(const struct policy_tunables *tun, const struct policy_node *node,
-                                  struct pool *p) {
-        if (!tun->free_page_reporting || !node->host_available_known)
+static void pool_measure_reported(const struct policy_node *node, size_t n, struct pool *p) {
+        if (n == 0 || p->reporting < n || !node->host_available_known)
                 return;
         p->reported = true;
         p->host_avail = node->host_available;
         p->free = subu(node->host_available, p->host_low);
+}
+
+/* What a VM costs the capacity. A classic VM: its target (its actual while the balloon has not
+ * reached it). In a mixed pool a reporting VM costs what the host backs, actual − guest
+ * MemFree (its free memory is back on the host), at most that: its target above is no promise.
+ * Without a usable MemFree it costs as a classic VM. */
+static uint64_t charged(const struct vm_work *w, uint64_t t) {
+        uint64_t c = t > w->in->actual ? t : w->in->actual;
+        uint64_t f = w->in->stats.free;
+        if (!w->reports || w->in->driver != POLICY_DRIVER_OK || f == POLICY_STAT_UNKNOWN || f > w->in->actual)
+                return c;
+        return c < w->in->actual - f ? c : w->in->actual - f;
 }
 
 static void pool_measure(const struct policy_tunables *tun, const struct policy_node *node,
@@ -513,8 +531,14 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
         p->capacity = subu(node->physical, node->reserve);
         for (size_t i = 0; i < n; i++) {
                 uint64_t t = work_target(&w[i]);
-                p->sum_targets += t;
-                p->committed += t > w[i].in->actual ? t : w[i].in->actual;
+                p->reporting += w[i].reports;
+                if (w[i].reports) {
+                        p->sum_targets += charged(&w[i], t);
+                        p->committed += charged(&w[i], t);
+                } else {
+                        p->sum_targets += t;
+                        p->committed += t > w[i].in->actual ? t : w[i].in->actual;
+                }
         }
         /* Only memory really back in the pool is handed out: a shrinking balloon's pages count
          * until actual shows them returned. */
@@ -529,7 +553,7 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
         }
         p->psi_high = node->psi_known && node->psi_some_avg10 > tun->psi_some_threshold;
         p->node_short = p->host_avail_low || p->psi_high;
-        pool_measure_reported(tun, node, p);
+        pool_measure_reported(node, n, p);
 }
 
 /* With free page reporting the node is over only when the host is short, by what brings host
@@ -649,8 +673,13 @@ static void donor_caps(const struct policy_tunables *tun, const struct policy_no
                 step = w->min_step;
         /* With free page reporting the guest's free memory comes first and frees nothing on
          * the host: the step bounds what comes after it. */
-        if (p->reported)
+        if (w->reports)
                 step = guest_free(w) + pct_of(subu(excess, guest_free(w)), tun->shrink_pct);
+        /* In a mixed pool a reporting VM's target above what it holds costs nothing: it gives
+         * nothing for Σ targets over the capacity alone (only when the node is short or a VM
+         * waits). */
+        if (w->reports && !p->node_short && p->deficit == 0)
+                return;
         /* Another VM is out of memory: a donor above its fair share gives down to it at once
          * (the balloon's speed is the only bound), not half its excess a tick. */
         if (p->starving && p->contended)
@@ -909,6 +938,7 @@ static void summarize(const struct policy_node *node, const struct pool *p, cons
                 .reclaim_wanted = p->reclaim,
                 .node_short = p->node_short,
                 .contended = p->contended,
+                .reporting = p->reporting,
         };
         for (size_t i = 0; i < n; i++)
                 s.targets_after += d[i].target;
@@ -935,6 +965,8 @@ int policy_decide(const struct policy_tunables *tun, const struct policy_node *n
                 w[i].in = &vms[i];
                 w[i].out = &decisions[i];
                 classify(tun, node, &w[i]);
+                w[i].reports = vm_reports(tun, &vms[i]);
+                decisions[i].reporting = w[i].reports;
         }
         pool_measure(tun, node, w, n, &p);
         r = pool_entitle(w, n, &p);

@@ -26,6 +26,15 @@
 /* What QEMU reports for a statistic the guest has not published. */
 #define POLICY_STAT_UNKNOWN UINT64_MAX
 
+/* [policy] free-page-reporting: which rule set applies to a VM. NO: every VM's target is a
+ * promise the capacity covers (classic). YES: every VM returns its free memory (reporting
+ * rules). AUTO: each VM as its balloon says (policy_vm.reports_free_pages). */
+enum policy_fpr {
+        POLICY_FPR_NO,
+        POLICY_FPR_YES,
+        POLICY_FPR_AUTO,
+};
+
 /* Tunables. policy_tunables_default() documents every default and why. */
 struct policy_tunables {
         uint64_t headroom_bytes;          /* free memory left above a guest's use: at least … */
@@ -48,10 +57,10 @@ struct policy_tunables {
         uint64_t override_usec;           /* length of a lease made from a change behind our back */
         uint64_t shrink_hold_usec;        /* after growing a VM, no idle reclaim from it for this long */
         unsigned idle_tax_pct;            /* idle memory tax when choosing donors (0..99) */
-        bool free_page_reporting;         /* guests return free memory to the host (QEMU
-                                           * free-page-reporting=on): growth is paid from host
-                                           * MemAvailable, Σ targets may exceed the capacity,
-                                           * reclaim only when the node is short or a VM waits */
+        enum policy_fpr free_page_reporting; /* which VMs return free memory to the host (QEMU
+                                           * free-page-reporting=on): for them growth is paid from
+                                           * host MemAvailable and their targets above what they
+                                           * hold cost nothing (see policy_vm.reports_free_pages) */
 };
 
 /* Fills the documented defaults. */
@@ -121,6 +130,7 @@ struct policy_vm {
         uint64_t target;             /* target in force (last applied; actual at adoption) */
         uint64_t actual;             /* query-balloon actual */
         enum policy_driver driver;
+        bool reports_free_pages;     /* its balloon has free-page-reporting on (QMP qom-get) */
         struct policy_guest_stats stats;
         struct policy_vm_state state;
 };
@@ -177,6 +187,7 @@ struct policy_decision {
         uint64_t need;               /* use + headroom (+ a growth step under pressure), in [min, max] */
         uint64_t fair_share;         /* entitlement under contention (= need when uncontended) */
         bool pressure;
+        bool reporting;              /* the free page reporting rules applied to this VM */
         struct policy_vm_state state; /* store back */
 };
 
@@ -189,6 +200,7 @@ struct policy_summary {
         uint64_t reclaim_wanted;     /* bytes the pool asked donors for this tick */
         bool node_short;             /* host MemAvailable low or PSI above threshold */
         bool contended;              /* Σ need > what the pool can give */
+        size_t reporting;            /* VMs under the free page reporting rules */
         char why[POLICY_WHY_MAX];
 };
 

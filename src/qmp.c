@@ -515,7 +515,7 @@ static int on_command_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 return 0;
         }
         qerr_set(&e, -ETIMEDOUT, "%s: QEMU on %s did not answer within %" PRIu64 " ms",
-                 p->command, q->name, p->timeout_usec / 1000);
+                 p->command, q->name, p->timeout_usec / USEC_PER_MSEC);
         taken = pending_take(q, p->id);
         if (taken)
                 pending_complete(q, taken, NULL, &e);
@@ -726,8 +726,8 @@ static void timestamp_of(json_object *msg, uint64_t *ret_usec) {
                 return;
         s = json_object_get_int64(json_object_object_get(ts, "seconds"));
         us = json_object_get_int64(json_object_object_get(ts, "microseconds"));
-        if (s > 0 && s < INT64_MAX / 1000000 && us >= 0 && us < 1000000)
-                *ret_usec = (uint64_t) s * 1000000 + (uint64_t) us;
+        if (s > 0 && s < INT64_MAX / (int64_t) USEC_PER_SEC && us >= 0 && us < (int64_t) USEC_PER_SEC)
+                *ret_usec = (uint64_t) s * USEC_PER_SEC + (uint64_t) us;
 }
 
 static int on_event(struct qmp *q, json_object *msg, json_object *value,
@@ -1040,7 +1040,7 @@ static int on_connect_timeout(sd_event_source *s, uint64_t usec, void *userdata)
         qerr_set(&e, -ETIMEDOUT,
                  "no QMP %s from QEMU on %s within %" PRIu64 " ms (QEMU serves one QMP client at a time: is another one connected?)",
                  q->state == STATE_GREETING ? "greeting" : "capabilities answer", q->name,
-                 q->connect_timeout_usec / 1000);
+                 q->connect_timeout_usec / USEC_PER_MSEC);
         qmp_disconnect(q, &e);
         return 0;
 }

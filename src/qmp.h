@@ -55,7 +55,7 @@
 
 /* Default timeout for the greeting+capabilities and for each command: 5 s. QEMU answers
  * query-balloon in < 1 ms here even under TCG; a monitor busy for 5 s is a stuck one. */
-#define QMP_TIMEOUT_DEFAULT_USEC (UINT64_C(5) * 1000000)
+#define QMP_TIMEOUT_DEFAULT_USEC (5 * USEC_PER_SEC)
 
 struct qmp;
 

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ppnd's receiving side of live moves (see relocate-agent.h). */
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <pthread.h>
@@ -28,7 +29,9 @@
 #include "vm.h"
 
 #define SEEN_MAX 256
-#define CGROUP_REMOVE_USEC (UINT64_C(5) * 1000000)
+#define CGROUP_REMOVE_USEC (5 * USEC_PER_SEC)
+#define JOURNAL_FILE "incoming-move"   /* beside the ledger: the move being received, while it is */
+#define RECOVER_RETRY_USEC (2 * USEC_PER_SEC)
 
 struct relocate_agent {
         struct fleet_identity id;
@@ -36,6 +39,7 @@ struct relocate_agent {
         char *endpoints, *ca, *cert, *key;
         char *ledger_path, *runtime_dir, *log_dir, *qemu, *accel, *cgroup_root, *cgroup_parent;
         char *address;
+        char *journal_dir, *journal;
         uint16_t port, ports;
         uint64_t timeout_usec;
         pthread_t thread;
@@ -55,6 +59,7 @@ struct incoming {
         size_t n_trusted;
         struct ledger_vm entry;         /* as admitted here */
         bool admitted;
+        bool keep_journal;              /* the outcome is not known: the next start settles it */
         pid_t pid;
         char *qmp_in, *qmp, *ctl, *log;
         struct qmp *q;
@@ -100,6 +105,45 @@ static int refuse(struct incoming *in, const char *fmt, ...) {
         return -EPERM;
 }
 
+/* ---- the journal ----
+ * The move being received is recorded beside the ledger (fsync'd) before anything is admitted
+ * and removed once it is settled. A ppnd killed in between finds it when it starts again and
+ * settles the move then (recover()): nothing it admitted or started is left behind. */
+
+static int journal_write(struct relocate_agent *a, const char *move, struct ppn_error *err) {
+        _cleanup_close_ int dfd = open(a->journal_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char line[FLEET_GRANT_ID_LEN + 2];
+        if (dfd < 0)
+                return ppn_error_set(err, -errno, "%s: %s", a->journal_dir, strerror(errno));
+        snprintf(line, sizeof(line), "%s\n", move);
+        return archive_write_file_atomic(dfd, a->journal_dir, JOURNAL_FILE, line, strlen(line), 0600, err);
+}
+
+static void journal_remove(struct relocate_agent *a) {
+        if (unlink(a->journal) < 0 && errno != ENOENT)
+                log_warning("live moves: cannot remove %s: %m", a->journal);
+}
+
+/* 1 and the move's id, 0 none (an unreadable journal is logged and removed: nothing can be
+ * settled from it). */
+static int journal_read(struct relocate_agent *a, char ret[FLEET_GRANT_ID_LEN + 1]) {
+        _cleanup_close_ int fd = open(a->journal, O_RDONLY | O_CLOEXEC);
+        _cleanup_free_ char *text = NULL;
+        if (fd < 0 && errno == ENOENT)
+                return 0;
+        int r = fd < 0 ? -errno : read_full_fd(fd, 128, &text, NULL);
+        if (r < 0 || strlen(text) != FLEET_GRANT_ID_LEN + 1 || text[FLEET_GRANT_ID_LEN] != '\n' ||
+            strspn(text, "0123456789abcdef") != FLEET_GRANT_ID_LEN) {
+                log_error("live moves: %s is unreadable or not a move id (%s); check this node for a half-received "
+                          "VM ('ppnctl vm list', a QEMU with an .incoming.qmp socket in the runtime folder)", a->journal,
+                          r < 0 ? strerror(-r) : "bad content");
+                journal_remove(a);
+                return 0;
+        }
+        snprintf(ret, FLEET_GRANT_ID_LEN + 1, "%.*s", FLEET_GRANT_ID_LEN, text);
+        return 1;
+}
+
 /* ---- admission ---- */
 
 static int check_disks(const struct ledger_vm *vm, char *why, size_t len) {
@@ -139,7 +183,7 @@ static int check_grant(struct incoming *in, const struct fleet_trusted *t, size_
                         n_revs++;
         if (r >= 0 && (r = fleet_grant_decode((char *) g.kvs[0].value, g.kvs[0].value_len, &grant, &e)) >= 0) {
                 struct fleet_view view = { .self = in->req.source, .trusted = t, .n_trusted = n, .revocations = revs,
-                                           .n_revocations = n_revs, .now = (int64_t) (now_realtime_usec() / 1000000) };
+                                           .n_revocations = n_revs, .now = (int64_t) (now_realtime_usec() / USEC_PER_SEC) };
                 fleet_grant_check(&grant, in->req.grant, g.kvs[0].version, &view, &c);
         }
         etcd_range_done(&g);
@@ -258,7 +302,7 @@ static int launch(struct incoming *in, struct ppn_error *err) {
 
 static int call(struct incoming *in, const char *cmd, json_object *args, json_object **ret, struct ppn_error *err) {
         struct qmp_error qe = {};
-        int r = qmp_call_sync(in->q, cmd, args, 5 * 1000000, ret, &qe);
+        int r = qmp_call_sync(in->q, cmd, args, 5 * USEC_PER_SEC, ret, &qe);
         if (r < 0)
                 *err = qe.error;
         return r;
@@ -289,7 +333,7 @@ static void kill_qemu(struct incoming *in) {
         in->q = qmp_free(in->q);
         if (in->pid > 0) {
                 kill(in->pid, SIGKILL);
-                vm_wait_exit(in->pid, 10 * 1000000);
+                vm_wait_exit(in->pid, 10 * USEC_PER_SEC);
                 waitpid(in->pid, NULL, WNOHANG);
                 in->pid = 0;
         }
@@ -383,15 +427,16 @@ static int decide_adopted(struct incoming *in, struct ppn_error *err) {
                 }
                 if (in->a->stop) {
                         log_error("move %s: ppnd stops before the outcome is known: '%s' stays paused here (pid %d) and "
-                                  "its entry stays; read /ppn/moves/%s/outcome, then resume it here or remove it",
-                                  in->req.move, in->entry.name, (int) in->pid, in->req.move);
+                                  "its entry stays until ppnd starts again and settles the move (%s)",
+                                  in->req.move, in->entry.name, (int) in->pid, in->a->journal);
                         in->pid = 0;
                         in->admitted = false;
+                        in->keep_journal = true;
                         return ppn_error_set(err, -ECANCELED, "ppnd is stopping");
                 }
                 if (attempt % 10 == 0)
                         log_warning("move %s: the outcome cannot be written yet (%s); retrying", in->req.move, err->msg);
-                usleep(1000000);
+                usleep(USEC_PER_SEC);
         }
 }
 
@@ -429,19 +474,30 @@ static int paths(struct incoming *in) {
         return in->qmp_in && in->qmp && in->ctl && in->log ? 0 : -ENOMEM;
 }
 
+/* The entry as this node admits it: the request's, without the source's socket and lease. */
+static int entry_from_request(struct incoming *in) {
+        if (ledger_vm_copy(&in->req.vm, &in->entry) < 0 || paths(in) < 0)
+                return -ENOMEM;
+        free(in->entry.qmp);
+        in->entry.qmp = NULL;
+        in->entry.override_set = false;
+        return 0;
+}
+
 static int receive(struct incoming *in) {
         char why[512];
         struct relocate_answer ans = { .ok = true };
         struct ppn_error e = {};
-        int64_t now = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         if (in->req.time < now - RELOCATE_SKEW_SEC || in->req.time > now + RELOCATE_SKEW_SEC)
                 return refuse(in, "the request's time is more than %d s from this node's clock", RELOCATE_SKEW_SEC);
-        if (ledger_vm_copy(&in->req.vm, &in->entry) < 0 || paths(in) < 0)
+        if (entry_from_request(in) < 0)
                 return refuse(in, "out of memory");
-        free(in->entry.qmp);
-        in->entry.qmp = NULL;
-        in->entry.override_set = false;
-        if (check_disks(&in->entry, why, sizeof(why)) < 0 || admit(in, why, sizeof(why)) < 0)
+        if (check_disks(&in->entry, why, sizeof(why)) < 0)
+                return refuse(in, "%s", why);
+        if (journal_write(in->a, in->req.move, &e) < 0)
+                return refuse(in, "cannot record the move: %.400s", e.msg);
+        if (admit(in, why, sizeof(why)) < 0)
                 return refuse(in, "%s", why);
         log_info("move %s: admitted '%s' (min %" PRIu64 " MiB) from node %.12s %s%s", in->req.move, in->entry.name,
                  in->entry.min_bytes / MIB, in->req.source, in->req.grant[0] ? "on grant " : "into this node's pool",
@@ -521,8 +577,108 @@ static void handle(struct relocate_agent *a, struct etcd *e, const char *move, c
         snprintf(in.req.move, sizeof(in.req.move), "%s", move);
         if (kv->version != 1)
                 refuse(&in, "the request was rewritten in the fleet store");
-        else
+        else {
                 receive(&in);
+                if (!in.keep_journal)
+                        journal_remove(a);
+        }
+}
+
+/* Whether this node's ledger holds the entry the move admitted (same name and uuid). */
+static bool entry_admitted(struct incoming *in) {
+        _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
+        const struct ledger_vm *vm;
+        return ledger_load(in->l, &st, NULL) >= 0 && (vm = ledger_state_find(st, in->entry.name)) &&
+               strcmp(vm->uuid, in->entry.uuid) == 0;
+}
+
+/*
+ * Settles the move the journal names, left by a ppnd that died while receiving it: the
+ * outcome that stands (this node writes "aborted" create-only if there is none yet, so the
+ * source resumes the VM) is carried out here. "adopted": the incoming QEMU gets the entry's
+ * socket and runs on. "aborted": the incoming QEMU (found by its own socket, the pid from
+ * SO_PEERCRED) is killed, its group removed, the entry removed and the lending given back.
+ * 0 settled (or nothing to settle), <0 to be retried (etcd unreachable).
+ */
+static int recover(struct relocate_agent *a, struct etcd *e) {
+        _cleanup_(incoming_done) struct incoming in = { .a = a, .e = e };
+        _cleanup_free_ char *key = NULL;
+        struct etcd_range rg = {};
+        struct ppn_error err = {};
+        struct qmp_error qe = {};
+        json_object *body = NULL;
+        enum relocate_outcome oc;
+        char move[FLEET_GRANT_ID_LEN + 1];
+        int r = journal_read(a, move);
+        if (r <= 0)
+                return r;
+        if (!(key = relocate_key(move, "request")))
+                return -ENOMEM;
+        if ((r = load_trusted(&in, &err)) < 0 || (r = etcd_range(e, key, false, &rg, &err)) < 0) {
+                log_warning("move %s: cannot settle the move this node was receiving yet: %s; retrying", move, err.msg);
+                etcd_range_done(&rg);
+                return r;
+        }
+        if (rg.n_kvs != 1 ||
+            relocate_open((char *) rg.kvs[0].value, rg.kvs[0].value_len, NULL, in.trusted, in.n_trusted, "request",
+                          move, &body, &err) < 0 ||
+            relocate_request_from_json(body, &in.req, &err) < 0) {
+                log_error("move %s: its request is %s: nothing here can be settled from it; check this node by hand "
+                          "('ppnctl vm list', a QEMU with an .incoming.qmp socket in the runtime folder)", move,
+                          rg.n_kvs != 1 ? "gone from the fleet store" : err.msg);
+                json_object_put(body);
+                etcd_range_done(&rg);
+                journal_remove(a);
+                return 0;
+        }
+        json_object_put(body);
+        etcd_range_done(&rg);
+        snprintf(in.req.move, sizeof(in.req.move), "%s", move);
+        if (entry_from_request(&in) < 0)
+                return -ENOMEM;
+        in.admitted = entry_admitted(&in);
+        r = read_outcome(&in, &oc);
+        if (r == 0) {
+                r = put_sealed(&in, "outcome", relocate_outcome_to_json(move, a->id.id, RELOCATE_ABORTED,
+                                                                        "the destination's ppnd restarted during the move"),
+                               true, &err);
+                if (r == 0) {
+                        oc = RELOCATE_ABORTED;
+                        r = 1;
+                } else if (r == -EEXIST)
+                        r = read_outcome(&in, &oc);
+        }
+        if (r <= 0) {
+                log_warning("move %s: the outcome cannot be %s yet: %s; retrying", move, r == 0 ? "read" : "written",
+                            r == 0 ? "none after a failed create" : err.msg);
+                return r < 0 ? r : -EAGAIN;
+        }
+        /* The incoming QEMU, if it still runs: its own socket says so (nothing else uses it). */
+        if (vm_qmp_alive(in.qmp_in) == 1 && qmp_connect_sync(in.qmp_in, 5 * USEC_PER_SEC, &in.q, &qe) >= 0)
+                qmp_peer_pid(in.q, &in.pid);
+        if (oc == RELOCATE_ADOPTED) {
+                if (in.q) {
+                        if (rename(in.qmp_in, in.qmp) < 0)
+                                log_error("move %s: cannot rename %s to %s: %m", move, in.qmp_in, in.qmp);
+                        if (call(&in, "cont", NULL, NULL, &err) < 0)
+                                log_error("move %s: '%s' did not resume: %s", move, in.entry.name, err.msg);
+                        log_info("move %s: '%s' was adopted before ppnd restarted; it runs here now", move,
+                                 in.entry.name);
+                } else if (vm_qmp_alive(in.qmp) != 1)
+                        log_error("move %s: '%s' was adopted here, but its QEMU is gone; its entry stays (start it "
+                                  "with 'ppnctl start %s')", move, in.entry.name, in.entry.name);
+                in.pid = 0;
+        } else {
+                struct ppn_cgroup_options co = { .root = a->cgroup_root, .parent = a->cgroup_parent };
+                if (ppn_cgroup_open(&co, &in.cg, &err) < 0)
+                        in.cg = NULL;
+                kill_qemu(&in);
+                release(&in);
+                log_warning("move %s of '%s' from node %.12s settled after a restart: aborted; the incoming QEMU is "
+                            "gone and this node's ledger is as before", move, in.entry.name, in.req.source);
+        }
+        journal_remove(a);
+        return 0;
 }
 
 /* The move id of KEY if it is "/ppn/moves/ID/request". */
@@ -555,6 +711,12 @@ static void *run(void *userdata) {
         while (!a->stop) {
                 struct etcd_range rg = {};
                 char move[FLEET_GRANT_ID_LEN + 1];
+                /* A move left by an earlier run is settled before any other is received. */
+                if (recover(a, e) < 0) {
+                        for (uint64_t until = now_usec() + RECOVER_RETRY_USEC; !a->stop && now_usec() < until;)
+                                usleep(RELOCATE_POLL_USEC);
+                        continue;
+                }
                 if (etcd_range(e, RELOCATE_PREFIX, true, &rg, &err) >= 0)
                         for (size_t i = 0; i < rg.n_kvs && !a->stop; i++)
                                 if (request_key(rg.kvs[i].key, move) && !answered(&rg, move) && !seen(a, move))
@@ -593,6 +755,10 @@ int relocate_agent_from_config(const struct ppn_config *cfg, struct relocate_age
         a->cgroup_root = strcmp(cfg->cgroup_root, "auto") == 0 ? NULL : dup_or_null(cfg->cgroup_root);
         a->cgroup_parent = dup_or_null(cfg->cgroup_parent);
         a->address = dup_or_null(cfg->migration_address);
+        a->journal = path_beside(cfg->ledger_path, JOURNAL_FILE);
+        a->journal_dir = path_beside(cfg->ledger_path, ".");
+        if (r >= 0 && (!a->journal || !a->journal_dir))
+                r = ppn_error_set(err, -ENOMEM, "out of memory");
         a->port = (uint16_t) cfg->migration_port;
         a->ports = (uint16_t) (cfg->migration_ports < 65536 - cfg->migration_port ? cfg->migration_ports : 65536 - cfg->migration_port);
         a->timeout_usec = cfg->migration_timeout_usec;
@@ -627,6 +793,8 @@ struct relocate_agent *relocate_agent_free(struct relocate_agent *a) {
         free(a->cgroup_root);
         free(a->cgroup_parent);
         free(a->address);
+        free(a->journal);
+        free(a->journal_dir);
         free(a);
         return NULL;
 }

@@ -25,7 +25,7 @@
 
 #include "util.h"
 
-#define RELOCATE_POLL_USEC (UINT64_C(200) * 1000)
+#define RELOCATE_POLL_USEC (200 * USEC_PER_MSEC)
 
 struct ppn_config;
 struct relocate_agent;

@@ -28,6 +28,10 @@
 #define RELOCATE_PREFIX FLEET_PREFIX "moves/"
 #define RELOCATE_SKEW_SEC 300           /* a request older or newer than this by the receiver's clock is refused */
 #define RELOCATE_BODY_MAX (64u << 10)
+/* A migration whose byte count has not moved for this long is cancelled by the source: a cut
+ * network stalls the stream without failing it (TCP retransmits for many minutes), while a
+ * healthy stream moves every poll, even when capped by --max-bandwidth. */
+#define RELOCATE_STALL_USEC (20 * USEC_PER_SEC)
 
 struct json_object;
 

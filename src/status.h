@@ -11,6 +11,7 @@
 #include <json-c/json.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #define STATUS_UNKNOWN UINT64_MAX       /* a size or age nobody knows (shown as "-", JSON null) */
 
@@ -30,6 +31,8 @@ struct vm_status {
         uint64_t cpu_weight;            /* ledger weight, v2 scale 1-10000 */
         int64_t pid;                    /* QEMU pid, 0 if unknown */
         uint64_t override_left_usec;    /* remaining override lease, 0 if none */
+        bool free_page_reporting;       /* its balloon returns free pages (read at adoption;
+                                         * false when unknown or not running) */
         char reason[192];
 };
 
@@ -45,7 +48,9 @@ struct pool_status {
         uint64_t n_vms, n_running;
 };
 
-json_object *vm_status_to_json(const struct vm_status *s);
+/* Writes the object as JSON text (what `ppnctl status --json` shows per VM), without json-c
+ * objects: `status` writes every VM's this way (see json_object_new_raw). */
+void vm_status_write(const struct vm_status *s, FILE *f);
 /* 0, or -EINVAL if o is not such an object (a missing member is an error: same version both sides). */
 int vm_status_from_json(json_object *o, struct vm_status *ret);
 

@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <ctype.h>
+#include <stdio.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
@@ -162,7 +163,14 @@ char *format_size(uint64_t bytes, char *buf, size_t len) {
 static uint64_t clock_usec(clockid_t id) {
         struct timespec ts;
         clock_gettime(id, &ts);
-        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+char *path_beside(const char *path, const char *name) {
+        const char *slash = strrchr(path, '/');
+        char *p = NULL;
+        int n = slash ? asprintf(&p, "%.*s/%s", (int) (slash - path), path, name) : asprintf(&p, "%s", name);
+        return n < 0 ? NULL : p;
 }
 
 uint64_t now_usec(void) { return clock_usec(CLOCK_MONOTONIC); }
@@ -170,8 +178,8 @@ uint64_t now_realtime_usec(void) { return clock_usec(CLOCK_REALTIME); }
 
 int parse_duration(const char *s, uint64_t *ret_usec) {
         static const struct { const char *suffix; uint64_t mult; } units[] = {
-                { "", 1000000 }, { "s", 1000000 }, { "ms", 1000 }, { "m", 60000000 },
-                { "min", 60000000 }, { "h", UINT64_C(3600000000) }, { "d", UINT64_C(86400000000) },
+                { "", USEC_PER_SEC }, { "s", USEC_PER_SEC }, { "ms", USEC_PER_MSEC }, { "m", 60 * USEC_PER_SEC },
+                { "min", 60 * USEC_PER_SEC }, { "h", 3600 * USEC_PER_SEC }, { "d", 86400 * USEC_PER_SEC },
         };
         char *end;
         unsigned long long v;

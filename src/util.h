@@ -26,6 +26,13 @@
 #define MIB (UINT64_C(1) << 20)
 #define GIB (UINT64_C(1) << 30)
 
+/* Time units, as unsigned 64-bit counts like the clocks below (cast where a signed sum needs them). */
+#define USEC_PER_SEC UINT64_C(1000000)
+#define USEC_PER_MSEC UINT64_C(1000)
+#define NSEC_PER_USEC UINT64_C(1000)
+#define NSEC_PER_SEC UINT64_C(1000000000)
+#define NSEC_PER_MSEC UINT64_C(1000000)
+
 static inline void freep(void *p) { free(*(void **) p); }
 static inline void closep(int *fd) { if (*fd >= 0) { int e = errno; close(*fd); errno = e; } }
 static inline void fclosep(FILE **f) { if (*f) fclose(*f); }
@@ -64,6 +71,9 @@ char *format_size(uint64_t bytes, char *buf, size_t len);
 
 /* Parses a decimal unsigned integer, whole string. 0 or -EINVAL/-ERANGE. */
 int parse_u64(const char *s, uint64_t *ret);
+
+/* NAME in the folder of PATH ("dir/file" -> "dir/NAME", "file" -> "NAME"). NULL on -ENOMEM. */
+char *path_beside(const char *path, const char *name);
 
 /* Monotonic clock in microseconds (CLOCK_MONOTONIC); wall clock in microseconds. */
 uint64_t now_usec(void);

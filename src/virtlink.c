@@ -21,7 +21,7 @@
 /* A call in flight this long: libvirtd is not answering (a call blocked in libvirt is not cut
  * short by keepalive, measured). Its domains are shown absent until it answers again. libvirt's
  * own limit on waiting for a busy QEMU monitor is 30 s; a slow answer only costs a re-adoption. */
-#define STALL_USEC (10 * 1000000ULL)
+#define STALL_USEC (10 * USEC_PER_SEC)
 
 /* ---- the two queues between the daemon's loop and the libvirt thread ---- */
 
@@ -682,13 +682,13 @@ static void check_stall(struct virtconn *c) {
                 return;
         c->stalled = true;
         log_warning("libvirt: %s has not answered a call (%s) for %" PRIu64 " s; its domains are held until it does",
-                    c->uri, job_name(kind), (now - since) / 1000000);
+                    c->uri, job_name(kind), (now - since) / USEC_PER_SEC);
         for (struct virtlink *l = c->links; l; l = next) {
                 next = l->next;
                 end_sampling(l);
                 if (l->state != VMLINK_ABSENT)
                         set_state(l, VMLINK_ABSENT, "libvirt at %s: no answer for %" PRIu64 " s; held until it answers",
-                                  c->uri, (now - since) / 1000000);
+                                  c->uri, (now - since) / USEC_PER_SEC);
         }
 }
 

@@ -572,7 +572,7 @@ int vm_wait_exit(pid_t pid, uint64_t timeout_usec) {
         uint64_t deadline = now_usec() + timeout_usec;
         for (;;) {
                 uint64_t now = now_usec();
-                int ms = now >= deadline ? 0 : (int) ((deadline - now + 999) / 1000);
+                int ms = now >= deadline ? 0 : (int) ((deadline - now + USEC_PER_MSEC - 1) / USEC_PER_MSEC);
                 struct pollfd p = { .fd = fd, .events = POLLIN };
                 int r = poll(&p, 1, ms);
                 if (r < 0 && errno == EINTR)

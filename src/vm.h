@@ -45,8 +45,8 @@
 #define VM_VMEM_MEMDEV_ID "ppn-vmem0-mem"
 /* Under TCG on 2 shared cores QEMU binds its QMP socket ~0.1 s after exec; 30 s allows for a
  * loaded machine and slow storage without hanging an operator forever. */
-#define VM_LAUNCH_TIMEOUT_USEC (UINT64_C(30) * 1000000)
-#define VM_STOP_TIMEOUT_DEFAULT_USEC (UINT64_C(60) * 1000000)
+#define VM_LAUNCH_TIMEOUT_USEC (30 * USEC_PER_SEC)
+#define VM_STOP_TIMEOUT_DEFAULT_USEC (60 * USEC_PER_SEC)
 
 struct vm_disk {
         const char *path;

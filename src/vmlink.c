@@ -98,6 +98,7 @@ static void drop(struct vmlink *l, bool retry) {
         l->target_sent = 0;
         l->actual_news = false;
         l->balloon_id[0] = '\0';
+        l->last.free_page_reporting = false;
         l->last.actual_usec = 0;
         l->last.stats_usec = 0;
         l->last.vmem = false;
@@ -192,6 +193,21 @@ static void probe_vmem(struct vmlink *l) {
                 enable_stats(l);
 }
 
+/* The balloon's free-page-reporting property (QEMU 7.2 answers true or false; an error or
+ * another type = not reporting): the policy's rules for this VM depend on it. */
+static void on_free_page_reporting(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
+        struct vmlink *l = userdata;
+
+        if (err && err->error.code == -ECANCELED)
+                return;
+        count_error(l, err);
+        l->last.free_page_reporting = !err && ret && json_object_is_type(ret, json_type_boolean) &&
+                                      json_object_get_boolean(ret);
+        log_debug("%s: balloon '%s': free page reporting %s", l->name, l->balloon_id,
+                  l->last.free_page_reporting ? "on" : "off");
+        probe_vmem(l);
+}
+
 /* qom-list /machine/peripheral: the first child whose type names a virtio balloon. */
 static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_error *err, void *userdata) {
         struct vmlink *l = userdata;
@@ -209,7 +225,13 @@ static void on_peripherals(struct qmp *q, json_object *ret, const struct qmp_err
                 }
         }
         l->last.balloon = l->balloon_id[0] != '\0';
-        probe_vmem(l);
+        if (!l->balloon_id[0]) {
+                probe_vmem(l);
+                return;
+        }
+        json_object *args = qmp_qom_args(l->balloon_id, "free-page-reporting", NULL);
+        if (!args || qmp_call(q, "qom-get", args, l->opts.timeout_usec, on_free_page_reporting, l, NULL) < 0)
+                probe_vmem(l);
 }
 
 /* The VM's size: the balloon's actual plus what virtio-mem has plugged. */
@@ -334,10 +356,14 @@ static void round_done(struct vmlink *l) {
         if (l->round_pending > 0 && --l->round_pending == 0) {
                 update_actual(l);
                 /* Adopted mid-resize (ppnd restarted): hold the size the guest has now, with the real
-                 * plugged size, until the policy decides; a resize left running would look like a
-                 * change made outside ppnd. */
+                 * plugged size, until the policy decides; an unplug left running would look like a
+                 * change made outside ppnd. A plug under way is kept: it is what the VM was started
+                 * or grown to (a guest still booting, or paused, has not onlined its blocks yet), and
+                 * cancelling it could leave the VM below its minimum until the policy's next round. */
                 if (l->last.vmem && !l->goal && l->last.actual_usec && l->last.actual) {
                         l->goal = l->last.actual;
+                        if (l->vdev.requested > l->last.plugged)
+                                l->goal += l->vdev.requested - l->last.plugged;
                         l->goal_min = 0;
                 }
                 step(l);
@@ -417,11 +443,11 @@ static bool actual_needed(const struct vmlink *l) {
  */
 static bool stats_needed(const struct vmlink *l) {
         const struct vmlink_sample *x = &l->last;
-        uint64_t interval = l->opts.stats_interval_sec * 1000000;
+        uint64_t interval = l->opts.stats_interval_sec * USEC_PER_SEC;
 
         if (!x->stats_usec || !x->stats_update_sec || now_usec() - x->stats_usec >= interval)
                 return true;
-        return now_realtime_usec() >= (x->stats_update_sec + l->opts.stats_interval_sec) * 1000000;
+        return now_realtime_usec() >= (x->stats_update_sec + l->opts.stats_interval_sec) * USEC_PER_SEC;
 }
 
 static void on_vmem_sample(struct qmp *q, const struct vmem_device *dev, const struct qmp_error *err,

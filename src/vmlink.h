@@ -44,6 +44,7 @@ const char *vmlink_state_to_string(enum vmlink_state s);
 /* The latest readings. Sizes in bytes; VMLINK_STAT_UNKNOWN where QEMU/the guest gave none. */
 struct vmlink_sample {
         bool balloon;                   /* a balloon device answers (false: DeviceNotActive/none) */
+        bool free_page_reporting;       /* its free-page-reporting property is on (read at adoption) */
         uint64_t actual;                /* the guest's size: balloon actual + plugged; valid if
                                          * actual_usec != 0 */
         uint64_t balloon_actual;        /* query-balloon actual: base − what the balloon holds */

@@ -51,6 +51,7 @@ enum reply {
         R_PERIPHERALS,
         R_PERIPHERALS_NO_BALLOON,
         R_MEMORY_DEVICES,
+        R_FREE_PAGE_REPORTING,
         _R_MAX,
 };
 
@@ -75,6 +76,7 @@ static const struct recorded {
         [R_PERIPHERALS] = { "adoption.qmp", "\"path\":\"/machine/peripheral\"}", NULL },
         [R_PERIPHERALS_NO_BALLOON] = { "adoption-no-balloon.qmp", "\"path\":\"/machine/peripheral\"}", NULL },
         [R_MEMORY_DEVICES] = { "adoption.qmp", "\"query-memory-devices\"", NULL },
+        [R_FREE_PAGE_REPORTING] = { "adoption.qmp", "\"property\":\"free-page-reporting\"", NULL },
 };
 
 #define BALLOON_PATH "/machine/peripheral/balloon0"
@@ -669,6 +671,8 @@ static json_object *cmd_qom_get(struct conn *c, json_object *args) {
         }
         if (prop && strcmp(prop, POLL_PROPERTY) == 0)
                 return reply_return(v->f, R_POLL_GET, u64(v->st.poll_interval));
+        if (prop && strcmp(prop, "free-page-reporting") == 0)
+                return reply_return(v->f, R_FREE_PAGE_REPORTING, json_object_new_boolean(v->g.free_page_reporting));
         return reply_error(v->f, R_PROPERTY_NOT_FOUND, prop);
 }
 

@@ -67,6 +67,7 @@ struct fake_qemu_guest {
         uint64_t max;                   /* RAM, bytes */
         uint64_t init;                  /* the balloon's actual at start (0: max) */
         bool no_balloon;                /* no virtio-balloon device */
+        bool free_page_reporting;       /* the balloon's free-page-reporting property */
         enum fake_qemu_monitor monitor;
         unsigned answer;                /* FAKE_QEMU_MONITOR_STALL */
         enum fake_qemu_balloon balloon;

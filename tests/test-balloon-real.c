@@ -19,6 +19,7 @@
 #include "qmp.h"
 #include "testvm.h"
 #include "util.h"
+#include "vmlink.h"
 
 #define CMD_TIMEOUT_MS 30000
 /* QMP under TCG on 2 cores shared with other builds: generous, still bounded. */
@@ -282,6 +283,32 @@ static void test_no_balloon_device(void **state) {
         assert_int_equal(actual, 0);
 }
 
+/* Adoption reads the balloon's free-page-reporting property (the policy's rules per VM depend
+ * on it): vmlink on a guest booted with it on, then one with it off. */
+static void test_free_page_reporting_detected(void **state) {
+        for (int on = 1; on >= 0; on--) {
+                struct testvm_opts o = { .mem_mib = 256, .free_page_reporting = on };
+                struct vmlink_options lo = { .stats_interval_sec = 1, .retry_max_usec = 1000000,
+                                             .timeout_usec = QMP_TIMEOUT_USEC };
+                struct testvm *g = NULL;
+                struct vmlink *l = NULL;
+                uint64_t end;
+
+                assert_int_equal(testvm_boot(&o, &g), 0);
+                assert_int_equal(vmlink_new(loop, on ? "fpr-on" : "fpr-off", testvm_qmp_path(g), &lo, NULL, NULL, &l), 0);
+                end = now_usec() + 6 * QMP_TIMEOUT_USEC;
+                while (vmlink_get_state(l) != VMLINK_RUNNING && now_usec() < end)
+                        assert_true(sd_event_run(loop, end - now_usec()) >= 0);
+                assert_int_equal(vmlink_get_state(l), VMLINK_RUNNING);
+                assert_true(vmlink_last(l)->balloon);
+                assert_int_equal(vmlink_last(l)->free_page_reporting, on);
+                printf("# free-page-reporting=%s: detected %s\n", on ? "on" : "off",
+                       vmlink_last(l)->free_page_reporting ? "on" : "off");
+                vmlink_free(l);
+                testvm_kill(g);
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_greeting_and_peer),
@@ -290,6 +317,7 @@ int main(void) {
                 cmocka_unit_test(test_guest_stats),
                 cmocka_unit_test(test_deflate_async),
                 cmocka_unit_test(test_no_balloon_device),
+                cmocka_unit_test(test_free_page_reporting_detected),
         };
         return cmocka_run_group_tests_name("balloon-real", tests, setup, teardown);
 }

@@ -143,7 +143,7 @@ static void test_good_full(void **state) {
         assert_int_equal(c->policy.stuck_retry_usec, 120000000);
         assert_int_equal(c->policy.shrink_hold_usec, 15000000);
         assert_int_equal(c->policy.idle_tax_pct, 50);
-        assert_true(c->policy.free_page_reporting);
+        assert_int_equal(c->policy.free_page_reporting, POLICY_FPR_YES);
         /* The lease length the policy uses for changes made behind its back is [controller]'s. */
         assert_int_equal(c->policy.override_usec, 90000000);
         config_free(c);

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "control.h"
+#include "jsonutil.h"
 
 struct fixture {
         char dir[64];
@@ -31,7 +32,7 @@ static int h_echo(struct control_conn *conn, json_object *req, void *userdata, j
 
 static int h_fail(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                   struct ppn_error *err) {
-        return ppn_error_set(err, ENOENT, "no VM named 'x'; see ppnctl vm list");
+        return ppn_error_set(err, -ENOENT, "no VM named 'x'; see ppnctl vm list");
 }
 
 static int h_follow(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
@@ -41,10 +42,11 @@ static int h_follow(struct control_conn *conn, json_object *req, void *userdata,
         return 0;
 }
 
-/* A reply larger than the 1 MiB reply queue (a busy VM's history once was). */
+/* A reply larger than a follower's 1 MiB queue (`status` of 2,000 VMs is), or larger than the
+ * 16 MiB a reply may be ("huge"). */
 static int h_big(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                  struct ppn_error *err) {
-        size_t n = 2u << 20;
+        size_t n = strcmp(json_member_string(req, "request"), "huge") == 0 ? 17u << 20 : 2u << 20;
         char *text = malloc(n + 1);
 
         assert_non_null(text);
@@ -61,6 +63,7 @@ static const struct control_request table[] = {
         { "echo", h_echo },
         { "fail", h_fail },
         { "follow", h_follow },
+        { "huge", h_big },
 };
 
 static int setup(void **state) {
@@ -123,6 +126,29 @@ static char *read_line(struct fixture *f, int fd) {
         }
         fail_msg("no reply within 2 s");
         return NULL;
+}
+
+/* Reads one line of any length; returns its length without the newline (0: none within 5 s). */
+static size_t read_long_line(struct fixture *f, int fd) {
+        char buf[65536];
+        size_t len = 0;
+
+        for (int i = 0; i < 500; i++) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                if (poll(&p, 1, 0) != 1) {
+                        sd_event_run(f->e, 10000);
+                        continue;
+                }
+                ssize_t n = recv(fd, buf, sizeof(buf), 0);
+                if (n <= 0)
+                        return 0;
+                if (buf[n - 1] == '\n')
+                        return len + (size_t) n - 1;
+                len += (size_t) n;
+                i = 0;
+        }
+        fail_msg("no whole line within 5 s");
+        return 0;
 }
 
 static void say(int fd, const char *s) {
@@ -299,17 +325,20 @@ static void test_peer_credentials(void **state) {
         assert_int_equal(nobody_ping(f), 0);
 }
 
-/* A reply too large for the queue is answered with an error that says so, and the connection
- * stays usable; it was closed without a word (the client saw a reply cut off). */
+/* A reply larger than a follower's queue (1 MiB) goes out whole; one larger than a reply may
+ * be (16 MiB) is answered with an error that says so, and the connection stays usable; it was
+ * closed without a word (the client saw a reply cut off). */
 static void test_reply_too_large(void **state) {
         struct fixture *f = *state;
         int fd = client(f);
         const char *line;
 
         say(fd, "{\"request\":\"big\"}\n");
+        assert_int_equal(read_long_line(f, fd), (2u << 20) + 11);       /* {"text":"…"} */
+        say(fd, "{\"request\":\"huge\"}\n");
         line = read_line(f, fd);
         assert_non_null(line);
-        assert_non_null(strstr(line, "reply too large (2097163 bytes; the limit is 1048576): ask for less"));
+        assert_non_null(strstr(line, "reply too large (17825803 bytes; the limit is 16777216): ask for less"));
         say(fd, "{\"request\":\"echo\"}\n");
         assert_string_equal(read_line(f, fd), "{\"request\":\"echo\"}");
         close(fd);

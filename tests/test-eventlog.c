@@ -2,11 +2,14 @@
 /* The decision ring and the status JSON that ppnctl reads back. */
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <setjmp.h>
 #include <string.h>
 #include <cmocka.h>
 
 #include "eventlog.h"
+#include "jsonutil.h"
 #include "policy.h"
 #include "status.h"
 
@@ -113,6 +116,36 @@ static void test_vm_json_bounded(void **state) {
         eventlog_done(&l);
 }
 
+/* What vm_status_write() wrote, parsed by json-c (whole: nothing after the object). */
+static json_object *status_json(const struct vm_status *s) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        json_tokener *tok = json_tokener_new();
+        json_object *o;
+
+        assert_non_null(f);
+        vm_status_write(s, f);
+        assert_int_equal(fclose(f), 0);
+        o = json_tokener_parse_ex(tok, text, (int) len);
+        assert_non_null(o);
+        assert_int_equal(json_tokener_get_error(tok), json_tokener_success);
+        assert_int_equal(tok->char_offset, (int) len);
+        json_tokener_free(tok);
+        free(text);
+        return o;
+}
+
+/* The raw text object serializes as its text, inside an ordinary object. */
+static void test_raw_text(void **state) {
+        json_object *o = json_object_new_object();
+
+        json_object_object_add(o, "vms", json_object_new_raw(strdup("[{\"a\":1},null]")));
+        json_object_object_add(o, "n", json_object_new_int(2));
+        assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), "{\"vms\":[{\"a\":1},null],\"n\":2}");
+        json_object_put(o);
+}
+
 static void test_vm_status_json(void **state) {
         struct vm_status s = {
                 .min_bytes = 256 * MIB, .max_bytes = GIB, .target_bytes = 512 * MIB, .actual_bytes = STATUS_UNKNOWN,
@@ -124,8 +157,8 @@ static void test_vm_status_json(void **state) {
 
         strcpy(s.name, "db");
         strcpy(s.state, "absent");
-        strcpy(s.reason, "QEMU exited; reservation kept");
-        o = vm_status_to_json(&s);
+        strcpy(s.reason, "QEMU exited; \"reservation\" kept\\\n\t\x01 é");
+        o = status_json(&s);
         /* Unknown sizes are null, not a huge number. */
         assert_true(json_object_object_get_ex(o, "actual_bytes", &v));
         assert_null(v);
@@ -158,6 +191,7 @@ int main(void) {
                 cmocka_unit_test(test_kinds_whole),
                 cmocka_unit_test(test_vm_json_bounded),
                 cmocka_unit_test(test_vm_status_json),
+                cmocka_unit_test(test_raw_text),
                 cmocka_unit_test(test_pool_status_json),
         };
         return cmocka_run_group_tests_name("eventlog", tests, NULL, NULL);

@@ -14,6 +14,14 @@ into guest memory (tmpfs) and onto the disk.
      accounts for it (drawn from the lending), A's ledger released it, B's ppnd manages it
   3. back B -> A with the destination QEMU (on A) killed mid-migration: the VM still runs on
      B, A's ledger has no entry, A's pool is as before
+Failures, each B -> A with the stream capped so that it is still running when the fault comes,
+each ending with the VM running on B, nothing for it on A and both ledgers as before:
+  - a timeout: B's [fleet] migration-timeout (10 s, the least it takes) passes: B cancels the migration;
+  - a network cut: iptables drops every packet to and from A's migration ports on 127.0.0.1
+    (the stream stalls as on a cut link: nothing fails, TCP just retransmits) until B gives up
+    after RELOCATE_STALL_USEC (20 s) without progress;
+  - A's ppnd killed (SIGKILL) mid-migration, its incoming QEMU left running: when ppnd starts
+    again it settles the move from its journal (aborted, QEMU killed, entry removed).
 """
 import importlib.util
 import json
@@ -267,6 +275,95 @@ def check_kill(t, a, b, uuid):
     t.ok(not b.vms()['g'].get('override'), 'B\'s balloon hold for the move is cleared')
 
 
+def set_timeout(node, value):
+    """ppnctl reads [fleet] migration-timeout at each run: the source's limit for one move."""
+    with open(node.conf) as f:
+        text = f.read()
+    old = text[text.index('migration-timeout = '):].split('\n', 1)[0]
+    with open(node.conf, 'w') as f:
+        f.write(text.replace(old, 'migration-timeout = %s' % value))
+
+
+def start_failing_move(t, a, b, what, bandwidth='2M'):
+    """B -> A, capped; returns (ppnctl, pid of A's incoming QEMU or None) once it runs."""
+    p = b.popen('--json', 'move', 'g', '--to', a.id, '--live', '--max-bandwidth', bandwidth)
+    dest = {}
+    found = wait_for(lambda: dest.update(pid=qemu_pid(a.run + '/g.')) or dest['pid'], 60)
+    t.ok(found and 'g' in a.vms(), '%s: A admitted the VM and started its QEMU (pid %s)' % (what, dest.get('pid')))
+    return p, dest.get('pid')
+
+
+def check_aborted(t, a, b, uuid, a_pool0, p, what, want_reason, timeout=180):
+    """The move ended aborted with the reason; the VM runs on B only; A holds nothing."""
+    out, err = p.communicate(timeout=timeout)
+    res = json.loads(out) if out.strip() else {}
+    t.ok(p.returncode == 1 and res.get('outcome') == 'aborted' and want_reason in res.get('reason', ''),
+         '%s: the move is aborted, with the reason (%r)' % (what, want_reason), out + err)
+    t.ok(res.get('migration', {}).get('transferred_bytes', 0) > 0, '... the migration had started (%s bytes sent)'
+         % res.get('migration', {}).get('transferred_bytes'))
+    t.ok(b.qmp('g', 'query-status').get('status') == 'running', '... the VM still runs on B')
+    t.ok(b.vms().get('g', {}).get('uuid') == uuid and not b.vms()['g'].get('override'),
+         '... its entry stays in B\'s ledger, the balloon hold cleared')
+    t.ok(wait_for(lambda: 'g' not in a.vms(), 30), '... A\'s ledger has no entry')
+    t.ok(wait_for(lambda: qemu_pid(a.run + '/g.') is None, 30), '... A\'s incoming QEMU is gone')
+    t.ok(wait_for(lambda: a.pool() == a_pool0, 10), '... A\'s pool is as before', (a_pool0, a.pool()))
+    return res
+
+
+def check_timeout(t, a, b, uuid):
+    a_pool0 = a.pool()
+    set_timeout(b, '10s')
+    try:
+        p, _ = start_failing_move(t, a, b, 'timeout', '1M')
+        check_aborted(t, a, b, uuid, a_pool0, p, 'timeout', 'migration-timeout')
+    finally:
+        set_timeout(b, '120s')
+
+
+def iptables(op, port, nports):
+    """Drops what goes to or comes from A's migration ports on the loopback (both directions)."""
+    rng = '%d:%d' % (port, port + nports - 1)
+    ok = True
+    for match in ('--dport', '--sport'):
+        r = subprocess.run(['iptables', op, 'INPUT', '-i', 'lo', '-p', 'tcp', match, rng, '-j', 'DROP', '-m', 'comment',
+                            '--comment', 'ppn-test-live-move-%d' % os.getpid()], capture_output=True, text=True)
+        ok = ok and r.returncode == 0
+    return ok
+
+
+def check_cut(t, a, b, uuid):
+    what = 'network cut'
+    if not shutil.which('iptables') or not iptables('-A', a.mport, 4) or not iptables('-D', a.mport, 4):
+        t.skip(what, 'iptables is missing or cannot add rules here (needs CAP_NET_ADMIN)')
+        return
+    a_pool0 = a.pool()
+    p, _ = start_failing_move(t, a, b, what)
+    time.sleep(3)   # the stream runs (2 MiB/s)
+    cut = iptables('-A', a.mport, 4)
+    try:
+        t0 = time.monotonic()
+        check_aborted(t, a, b, uuid, a_pool0, p, what, 'no migration traffic')
+        t.note('the cut was given up on after %.1f s' % (time.monotonic() - t0))
+    finally:
+        if cut:
+            iptables('-D', a.mport, 4)
+
+
+def check_dest_dies(t, a, b, uuid):
+    what = 'A\'s ppnd killed'
+    a_pool0 = a.pool()
+    journal = os.path.join(os.path.dirname(a.ledger), 'incoming-move')
+    p, pid = start_failing_move(t, a, b, what)
+    time.sleep(3)
+    a.kill(signal.SIGKILL)
+    t.ok(pid and os.path.exists('/proc/%d' % pid) and os.path.exists(journal) and 'g' in a.vms(),
+         '... its incoming QEMU still runs, the admitted entry and the journal (%s) stay' % journal)
+    time.sleep(2)
+    t.ok(a.start(), '... ppnd A starts again')
+    check_aborted(t, a, b, uuid, a_pool0, p, what, 'ppnd restarted')
+    t.ok(not os.path.exists(journal), '... A\'s journal is removed')
+
+
 def main():
     t = h.Tap()
     if not os.path.exists(os.path.join(GUEST, 'initramfs.gz')):
@@ -279,6 +376,7 @@ def main():
         if not t.ok(etcd.start(), 'etcd starts on 127.0.0.1:%d' % etcd.client):
             return t.done()
         a = Node('A', etcd, '4G', free_port())
+        a.mport = int(open(a.conf).read().split('migration-port = ')[1].split()[0])
         b = Node('B', etcd, '2G', free_port() + 100)
         nodes = [a, b]
         stranger_dir = tempfile.mkdtemp(prefix='ppn-stranger-')
@@ -309,6 +407,9 @@ def main():
         check_refusals(t, etcd, a, b, uuid, small, os.path.join(stranger_dir, 'node.key'))
         check_move(t, a, b, gid, uuid, ch)
         check_kill(t, a, b, uuid)
+        check_timeout(t, a, b, uuid)
+        check_cut(t, a, b, uuid)
+        check_dest_dies(t, a, b, uuid)
         b.ctl('stop', 'g', '--timeout', '2s', check=False)
         for n in nodes:
             rc = n.kill(signal.SIGTERM)

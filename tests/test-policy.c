@@ -888,7 +888,7 @@ static void test_reporting_overcommit_is_no_reason(void **state) {
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_true(d[0].apply || d[1].apply);
         assert_true(d[0].reason == POLICY_REASON_SHRINK_OVERCOMMIT || d[1].reason == POLICY_REASON_SHRINK_OVERCOMMIT);
-        tun.free_page_reporting = true;
+        tun.free_page_reporting = POLICY_FPR_YES;
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         for (size_t i = 0; i < 2; i++) {
                 assert_false(d[i].apply);
@@ -907,7 +907,7 @@ static void test_reporting_growth_from_host(void **state) {
         struct policy_decision d[2];
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_WAIT_MEMORY);
-        tun.free_page_reporting = true;
+        tun.free_page_reporting = POLICY_FPR_YES;
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_GROW_PRESSURE);
         assert_int_equal(d[0].target, 5 * GIB);
@@ -929,7 +929,7 @@ static void test_reporting_short_host_takes_cache(void **state) {
         assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_SHRINK_NODE);
         assert_int_equal(d[0].target, 2624 * MIB);
-        tun.free_page_reporting = true;
+        tun.free_page_reporting = POLICY_FPR_YES;
         assert_int_equal(policy_decide(&tun, &node, vm, 1, d, NULL), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_SHRINK_NODE);
         assert_int_equal(d[0].target, 2040 * MIB);
@@ -941,12 +941,53 @@ static void test_reporting_short_host_takes_cache(void **state) {
         assert_int_equal(d[0].target, 3576 * MIB);
 }
 
+/* A mixed pool under the default (auto), capacity 7 GiB. VM 0 reports free pages: 4 GiB,
+ * MemFree 1.5 GiB, so the host backs 4 − 1.5 = 2.5 GiB of it and that is what it costs. VM 1
+ * (classic) costs its target, 4 GiB. Σ 6.5 GiB fits: nobody shrinks, where with neither
+ * reporting Σ targets 8 GiB > 7 GiB is reclaimed. A third, classic VM of 2 GiB (use 1 GiB)
+ * makes Σ 8.5 GiB: the 1.5 GiB over is taken from the classic VMs, never from VM 0, whose
+ * target above what it holds costs nothing. */
+static void test_reporting_mixed_pool(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[3] = { vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB),
+                                   vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB),
+                                   vm_settled(1 * GIB, 2 * GIB, 2 * GIB, 1 * GIB) };
+        struct policy_decision d[3];
+        struct policy_summary sum;
+        assert_int_equal(tun.free_page_reporting, POLICY_FPR_AUTO);
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_true(d[0].reason == POLICY_REASON_SHRINK_OVERCOMMIT || d[1].reason == POLICY_REASON_SHRINK_OVERCOMMIT);
+        assert_false(d[0].reporting || d[1].reporting);
+        vm[0].reports_free_pages = true;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, &sum), 0);
+        assert_true(d[0].reporting);
+        assert_false(d[1].reporting);
+        assert_int_equal(sum.reporting, 1);
+        assert_int_equal(sum.committed, 6 * GIB + 512 * MIB);
+        for (size_t i = 0; i < 2; i++) {
+                assert_false(d[i].apply);
+                assert_int_equal(d[i].target, 4 * GIB);
+                assert_int_equal(d[i].reason, POLICY_REASON_STEADY);
+        }
+        assert_int_equal(policy_decide(&tun, &node, vm, 3, d, &sum), 0);
+        assert_int_equal(sum.committed, 8 * GIB + 512 * MIB);
+        assert_false(d[0].apply);
+        assert_int_equal(d[0].target, 4 * GIB);
+        assert_true(d[1].reason == POLICY_REASON_SHRINK_OVERCOMMIT || d[2].reason == POLICY_REASON_SHRINK_OVERCOMMIT);
+        /* "no" keeps every VM classic whatever its balloon says: VM 0 shrinks as well. */
+        tun.free_page_reporting = POLICY_FPR_NO;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, &sum), 0);
+        assert_int_equal(sum.reporting, 0);
+        assert_int_equal(sum.committed, 8 * GIB);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup(test_rules_table, setup),
                 cmocka_unit_test_setup(test_reporting_overcommit_is_no_reason, setup),
                 cmocka_unit_test_setup(test_reporting_growth_from_host, setup),
                 cmocka_unit_test_setup(test_reporting_short_host_takes_cache, setup),
+                cmocka_unit_test_setup(test_reporting_mixed_pool, setup),
                 cmocka_unit_test_setup(test_idle_tax_matters, setup),
                 cmocka_unit_test_setup(test_summary, setup),
                 cmocka_unit_test_setup(test_liar_free_memory, setup),

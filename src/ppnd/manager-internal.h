@@ -92,7 +92,8 @@ void status_sizes(const struct managed_vm *v, uint64_t *ret_target, uint64_t *re
                   uint64_t *ret_available);
 
 /* Everything `ppnctl status` shows for v. */
-void fill_status(const struct managed_vm *v, struct vm_status *s);
+/* now and real: the monotonic and wall clocks, read once by the caller for all VMs. */
+void fill_status(const struct managed_vm *v, uint64_t now, uint64_t real, struct vm_status *s);
 
 /* The QMP link's options from the config in force. */
 void link_options(const struct manager *m, struct vmlink_options *o);

@@ -14,7 +14,7 @@ enum { TOPIC_EVENTS = 1 };
 static void metrics_vm_of(const struct managed_vm *v, struct metrics_vm *ret) {
         struct vm_status st;
 
-        fill_status(v, &st);
+        fill_status(v, now_usec(), now_realtime_usec(), &st);
         *ret = (struct metrics_vm) {
                 .min_bytes = st.min_bytes, .max_bytes = st.max_bytes, .target_bytes = st.target_bytes,
                 .actual_bytes = st.actual_bytes, .guest_available_bytes = st.guest_available_bytes,
@@ -73,16 +73,16 @@ int setup_metrics(struct manager *m, struct ppn_error *err) {
 static int req_history(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                        struct ppn_error *err) {
         struct manager *m = userdata;
-        uint64_t now = now_realtime_usec(), span = UINT64_C(600) * 1000000, since;
+        uint64_t now = now_realtime_usec(), span = 600 * USEC_PER_SEC, since;
         const struct managed_vm *v;
         json_object *name, *x, *o, *samples, *events;
         size_t omitted = 0;
 
         if (!json_object_object_get_ex(req, "vm", &name) || !json_object_is_type(name, json_type_string))
-                return ppn_error_set(err, EINVAL, "history needs \"vm\": a VM name");
+                return ppn_error_set(err, -EINVAL, "history needs \"vm\": a VM name");
         v = find_vm(m, json_object_get_string(name));
         if (!v)
-                return ppn_error_set(err, ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", json_object_get_string(name));
+                return ppn_error_set(err, -ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", json_object_get_string(name));
         if (json_object_object_get_ex(req, "span_usec", &x) && json_object_is_type(x, json_type_int) &&
             json_object_get_int64(x) > 0)
                 span = (uint64_t) json_object_get_int64(x);
@@ -111,13 +111,14 @@ static int req_events(struct control_conn *conn, json_object *req, void *userdat
                       struct ppn_error *err) {
         struct manager *m = userdata;
         const struct ppn_event *list[MANAGER_EVENTS_MAX];
-        json_object *v, *o, *arr;
+        _cleanup_json_ json_object *o = NULL, *arr = NULL;
+        json_object *v;
         uint64_t after = 0, limit = 100;
         bool follow = false;
         size_t n;
 
         if (json_member_bool(req, "follow", &follow) == -EINVAL)
-                return ppn_error_set(err, EINVAL, "events: \"follow\" must be true or false (a JSON boolean)");
+                return ppn_error_set(err, -EINVAL, "events: \"follow\" must be true or false (a JSON boolean)");
         if (json_object_object_get_ex(req, "after", &v) && json_object_is_type(v, json_type_int))
                 after = json_object_get_uint64(v);
         if (json_object_object_get_ex(req, "limit", &v) && json_object_is_type(v, json_type_int))
@@ -125,18 +126,15 @@ static int req_events(struct control_conn *conn, json_object *req, void *userdat
         n = eventlog_since(&m->events, after, list, limit < ELEMENTSOF(list) ? limit : ELEMENTSOF(list));
         o = json_object_new_object();
         arr = json_object_new_array();
-        if (!o || !arr) {
-                json_object_put(o);
-                json_object_put(arr);
-                return ppn_error_set(err, ENOMEM, "out of memory");
-        }
+        if (!o || !arr)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         for (size_t i = 0; i < n; i++)
                 json_object_array_add(arr, event_to_json(list[i]));
-        json_object_object_add(o, "events", arr);
+        json_object_object_add(o, "events", TAKE_PTR(arr));
         json_object_object_add(o, "last_seq", json_object_new_uint64(m->events.last_seq));
         if (follow)
                 control_conn_follow(conn, TOPIC_EVENTS);
-        *ret = o;
+        *ret = TAKE_PTR(o);
         return 0;
 }
 
@@ -145,7 +143,7 @@ static int req_ping(struct control_conn *conn, json_object *req, void *userdata,
         json_object *o = json_object_new_object();
 
         if (!o)
-                return ppn_error_set(err, ENOMEM, "out of memory");
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         json_object_object_add(o, "pong", json_object_new_boolean(true));
         json_object_object_add(o, "version", json_object_new_string(PPN_VERSION));
         json_object_object_add(o, "pid", json_object_new_int64(getpid()));
@@ -159,29 +157,47 @@ static int req_pool(struct control_conn *conn, json_object *req, void *userdata,
         json_object *o = pool_status_to_json(&m->pool);
 
         if (!o)
-                return ppn_error_set(err, ENOMEM, "out of memory");
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         *ret = o;
         return 0;
 }
 
+/* {"vms": [...], "pool": {...}}. The VMs' array is written as text (vm_status_write): built
+ * as json-c objects it took ~100 ms of the loop at 2,000 VMs. */
 static int req_status(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
                       struct ppn_error *err) {
         struct manager *m = userdata;
-        json_object *o = json_object_new_object(), *arr = json_object_new_array();
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        json_object *o, *arr;
+        uint64_t now = now_usec(), real = now_realtime_usec();
 
+        if (!f)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        fputc('[', f);
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct vm_status st;
+                fill_status(m->vms[i], now, real, &st);
+                if (i)
+                        fputc(',', f);
+                vm_status_write(&st, f);
+        }
+        fputc(']', f);
+        if (fclose(f) != 0) {
+                free(text);
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        }
+        arr = json_object_new_raw(text);
+        o = json_object_new_object();
         if (!o || !arr) {
                 json_object_put(o);
                 json_object_put(arr);
-                return ppn_error_set(err, ENOMEM, "out of memory");
-        }
-        for (size_t i = 0; i < m->n_vms; i++) {
-                struct vm_status st;
-                fill_status(m->vms[i], &st);
-                json_object_array_add(arr, vm_status_to_json(&st));
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         }
         json_object_object_add(o, "vms", arr);
         json_object_object_add(o, "pool", pool_status_to_json(&m->pool));
-        *ret = o;
+        *ret = TAKE_PTR(o);
         return 0;
 }
 
@@ -206,13 +222,13 @@ static int req_release(struct control_conn *conn, json_object *req, void *userda
         struct managed_vm *v;
 
         if (uid != 0 && uid != geteuid())
-                return ppn_error_set(err, EPERM, "release: only root may end an override (it changes what "
+                return ppn_error_set(err, -EPERM, "release: only root may end an override (it changes what "
                                      "the controller does)");
         if (!name)
-                return ppn_error_set(err, EINVAL, "release needs \"vm\": a VM name");
+                return ppn_error_set(err, -EINVAL, "release needs \"vm\": a VM name");
         v = find_vm(m, name);
         if (!v)
-                return ppn_error_set(err, ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", name);
+                return ppn_error_set(err, -ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", name);
         if (v->pstate.lease_kind == POLICY_LEASE_DETECTED) {
                 policy_lease_clear(&v->pstate);
                 manager_record(m, name, "release", 0, 0, "override (balloon set outside ppnd) released by uid %u; "
@@ -222,7 +238,7 @@ static int req_release(struct control_conn *conn, json_object *req, void *userda
                 what = "operator";
         *ret = json_object_new_object();
         if (!*ret)
-                return ppn_error_set(err, ENOMEM, "out of memory");
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         json_object_object_add(*ret, "released", json_object_new_string(what));
         return 0;
 }
@@ -243,7 +259,7 @@ static const struct control_request requests[] = {
 void manager_record(struct manager *m, const char *vm, const char *kind, uint64_t from, uint64_t to,
                     const char *fmt, ...) {
         const struct ppn_event *stored;
-        json_object *msg;
+        _cleanup_json_ json_object *msg = NULL;
         va_list ap;
 
         va_start(ap, fmt);
@@ -257,7 +273,6 @@ void manager_record(struct manager *m, const char *vm, const char *kind, uint64_
                 return;
         json_object_object_add(msg, "event", event_to_json(stored));
         control_broadcast(m->control, TOPIC_EVENTS, msg);
-        json_object_put(msg);
 }
 
 static int resolve_group(const char *name, gid_t *ret, struct ppn_error *err) {
@@ -270,7 +285,7 @@ static int resolve_group(const char *name, gid_t *ret, struct ppn_error *err) {
         errno = 0;
         gr = getgrnam(name);
         if (!gr)
-                return ppn_error_set(err, errno ? errno : ENOENT,
+                return ppn_error_set(err, errno ? -errno : -ENOENT,
                                      "control group '%s' does not exist; create it or change [control] group", name);
         *ret = gr->gr_gid;
         return 0;

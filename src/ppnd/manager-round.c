@@ -66,12 +66,13 @@ static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real
         /* An absent VM keeps its last target (its reservation at least) in the sums. */
         p->actual = d == POLICY_DRIVER_OK && x->actual_usec ? x->actual : d == POLICY_DRIVER_NO_BALLOON ? v->entry.max_bytes : held;
         p->target = v->target ? v->target : p->actual;
+        p->reports_free_pages = d == POLICY_DRIVER_OK && x->free_page_reporting;
         p->stats = (struct policy_guest_stats) {
                 .available = x->available, .free = x->free, .total = x->total, .swap_in = x->swap_in,
                 .swap_out = x->swap_out, .major_faults = x->major_faults,
         };
         if (d == POLICY_DRIVER_OK && x->stats_usec && x->stats_update_sec) {
-                uint64_t age = real > x->stats_update_sec * 1000000 ? real - x->stats_update_sec * 1000000 : 0;
+                uint64_t age = real > x->stats_update_sec * USEC_PER_SEC ? real - x->stats_update_sec * USEC_PER_SEC : 0;
                 p->stats.last_update_usec = mono > age ? mono - age : 1;
         }
         /* A virtio-mem VM whose blocks are still moving is making progress, whatever its size did
@@ -150,7 +151,7 @@ static void update_pool(struct manager *m, const struct policy_node *node) {
                                            .actual_known = running && x->actual_usec && x->balloon };
                 m->pool.n_running += running;
         }
-        uint64_t lent = m->lstate ? ledger_state_lent(m->lstate, (int64_t) (now_realtime_usec() / 1000000)) : 0;
+        uint64_t lent = m->lstate ? ledger_state_lent(m->lstate, (int64_t) (now_realtime_usec() / USEC_PER_SEC)) : 0;
         pool_compute(&(struct pool_node) { node->physical, node->reserve, lent }, pv, m->n_vms, &f);
         m->pool.physical_bytes = f.physical_bytes;
         m->pool.reserve_bytes = f.reserve_bytes;
@@ -355,7 +356,7 @@ static int tunables_from_config(const struct ppn_config *c, struct policy_tunabl
 
 /* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
 
-#define FAST_PERIOD_USEC 200000
+#define FAST_PERIOD_USEC (200 * USEC_PER_MSEC)
 
 /* Resident bytes of v's QEMU from PROC/PID/statm; 0 if unreadable (it exited). The file stays
  * open between samples: a pread is a few µs, an open/read/close several times that, and at
@@ -402,7 +403,7 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
         const struct vmlink_sample *x = backend_last(v->link);
         struct fastgrow_decision d;
         pid_t pid = backend_pid(v->link);
-        uint64_t rss, upd = x->stats_update_sec * 1000000;
+        uint64_t rss, upd = x->stats_update_sec * USEC_PER_SEC;
 
         if (backend_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
             v->pstate.lease_kind != POLICY_LEASE_NONE || !(rss = read_rss(v, pid)))
@@ -443,7 +444,7 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
 
         if (!m) {
                 config_free(cfg);
-                return ppn_error_set(err, ENOMEM, "out of memory");
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         }
         m->cfg = cfg;
         m->pool.host_available_bytes = STATUS_UNKNOWN;
@@ -452,7 +453,7 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
         m->psi_path = "/proc/pressure/memory";
         m->proc_dir = "/proc";
         if (config_path && !(m->config_path = strdup(config_path)))
-                return ppn_error_set(err, ENOMEM, "out of memory");
+                return ppn_error_set(err, -ENOMEM, "out of memory");
         r = eventlog_init(&m->events, MANAGER_EVENTS_MAX);
         if (r < 0)
                 return ppn_error_set(err, r, "out of memory");

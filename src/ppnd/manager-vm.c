@@ -8,7 +8,7 @@
 
 /* The ledger is polled this often for commits by other processes (ppnctl): one read of the
  * WAL index each, and a change is applied within this period plus one controller round. */
-#define LEDGER_POLL_USEC 250000
+#define LEDGER_POLL_USEC (250 * USEC_PER_MSEC)
 
 /* ---- the VM table ---- */
 
@@ -21,12 +21,12 @@ static void text_copy(char *dst, size_t len, const char *src) {
 
 /* unix_sec is bounded to LEDGER_LEASE_MAX_SEC from now first: no overflow whatever the ledger says. */
 static uint64_t mono_from_unix_sec(int64_t unix_sec) {
-        int64_t now_sec = (int64_t) (now_realtime_usec() / 1000000);
+        int64_t now_sec = (int64_t) (now_realtime_usec() / USEC_PER_SEC);
         if (unix_sec > now_sec + LEDGER_LEASE_MAX_SEC)
                 unix_sec = now_sec + LEDGER_LEASE_MAX_SEC;
         if (unix_sec < now_sec - LEDGER_LEASE_MAX_SEC)
                 unix_sec = now_sec - LEDGER_LEASE_MAX_SEC;
-        int64_t delta = unix_sec * 1000000 - (int64_t) now_realtime_usec();
+        int64_t delta = unix_sec * (int64_t) USEC_PER_SEC - (int64_t) now_realtime_usec();
         int64_t mono = (int64_t) now_usec() + delta;
         return mono > 0 ? (uint64_t) mono : 1;
 }
@@ -73,10 +73,9 @@ static void fill_memory_split(const struct managed_vm *v, struct vm_status *s) {
                  p->why);
 }
 
-void fill_status(const struct managed_vm *v, struct vm_status *s) {
+void fill_status(const struct managed_vm *v, uint64_t now, uint64_t real, struct vm_status *s) {
         const struct vmlink_sample *x = backend_last(v->link);
         enum vmlink_state ls = backend_get_state(v->link);
-        uint64_t now = now_usec();
 
         *s = (struct vm_status) {
                 .min_bytes = v->entry.min_bytes, .max_bytes = v->entry.max_bytes,
@@ -87,9 +86,10 @@ void fill_status(const struct managed_vm *v, struct vm_status *s) {
         snprintf(s->name, sizeof(s->name), "%s", v->entry.name);
         snprintf(s->state, sizeof(s->state), "%s", vmlink_state_to_string(ls));
         if (s->guest_available_bytes != STATUS_UNKNOWN) {
-                uint64_t real = now_realtime_usec(), upd = x->stats_update_sec * 1000000;
+                uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
                 s->stats_age_usec = real > upd ? real - upd : 0;
         }
+        s->free_page_reporting = ls == VMLINK_RUNNING && x->balloon && x->free_page_reporting;
         if (v->pstate.lease_kind != POLICY_LEASE_NONE && v->pstate.lease_expiry_usec > now)
                 s->override_left_usec = v->pstate.lease_expiry_usec - now;
         if (ls != VMLINK_RUNNING)
@@ -293,7 +293,7 @@ static void apply_weight(struct managed_vm *v) {
 /* Hands the ledger's override lease to the policy when it changed. Expired leases are ignored. */
 static bool apply_lease(struct managed_vm *v) {
         const struct ledger_vm *e = &v->entry;
-        bool now_set = e->override_set && e->override_expires > (int64_t) (now_realtime_usec() / 1000000);
+        bool now_set = e->override_set && e->override_expires > (int64_t) (now_realtime_usec() / USEC_PER_SEC);
 
         if (now_set == v->lease_applied && (!now_set || (e->override_target_bytes == v->lease_target &&
                                                          e->override_expires == v->lease_expires)))
@@ -305,7 +305,7 @@ static bool apply_lease(struct managed_vm *v) {
                 policy_lease_set(&v->pstate, e->override_target_bytes, mono_from_unix_sec(e->override_expires));
                 manager_record(v->m, e->name, "lease", v->target, e->override_target_bytes,
                                "operator lease to %" PRIu64 " MiB for %" PRId64 " s", e->override_target_bytes / MIB,
-                               e->override_expires - (int64_t) (now_realtime_usec() / 1000000));
+                               e->override_expires - (int64_t) (now_realtime_usec() / USEC_PER_SEC));
         } else if (v->pstate.lease_kind == POLICY_LEASE_OPERATOR) {
                 policy_lease_clear(&v->pstate);
                 manager_record(v->m, e->name, "release", 0, 0, "operator lease released; control resumes");

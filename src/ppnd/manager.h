@@ -32,5 +32,5 @@ struct manager *manager_free(struct manager *m);
 static inline void manager_freep(struct manager **m) { manager_free(*m); }
 
 /* Records a decision or state change: kept in the ring, logged at info, sent to followers. */
-void manager_record(struct manager *m, const char *vm, const char *kind, uint64_t from, uint64_t to,
-                    const char *fmt, ...) _printf_(6, 7);
+void manager_record(struct manager *m, const char *vm, const char *kind, uint64_t from, uint64_t to, const char *fmt,
+                    ...) _printf_(6, 7);

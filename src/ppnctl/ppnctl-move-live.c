@@ -9,7 +9,6 @@
  * While the migration runs the controller holds the VM's balloon where it is (an override
  * lease, cleared again if the move fails).
  */
-#include <getopt.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <inttypes.h>
@@ -27,7 +26,6 @@
 #include "relocate.h"
 #include "vm.h"
 
-#define LIVE_USAGE "move VM --to NODE --live [--grant ID] [--max-bandwidth SIZE] [--json]"
 #define ANSWER_WAIT_USEC (UINT64_C(60) * 1000000)       /* admission + a QEMU start under load */
 #define OUTCOME_WAIT_USEC (UINT64_C(30) * 1000000)      /* the destination polls every 0.2 s */
 #define POLL_USEC (UINT64_C(250) * 1000)
@@ -63,41 +61,23 @@ static void live_done(struct live *lv) {
         json_object_put(lv->out);
 }
 
-static int parse(struct live *lv, int argc, char **argv) {
-        static const struct option opts[] = {
-                { "to", required_argument, NULL, 'o' }, { "live", no_argument, NULL, 'l' },
-                { "grant", required_argument, NULL, 'g' }, { "json", no_argument, NULL, 'j' },
-                { "max-bandwidth", required_argument, NULL, 'b' }, { "help", no_argument, NULL, 'h' }, {},
-        };
-        int c;
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-                switch (c) {
-                case 'o': lv->to = optarg; break;
-                case 'l': break;
-                case 'g': lv->grant = optarg; break;
-                case 'j': lv->json = true; break;
-                case 'b':
-                        if (parse_size(optarg, &lv->bandwidth) < 0 || lv->bandwidth == 0)
-                                return ctl_usage_error("move", LIVE_USAGE, "--max-bandwidth '%s': want bytes per second "
-                                                       "like 10M", optarg);
-                        break;
-                case 'h': printf("usage: ppnctl %s\n", LIVE_USAGE); return CTL_OK;
-                default: return ctl_usage_error("move", LIVE_USAGE, "unknown option '%s'", argv[optind - 1]);
-                }
-        }
-        if (optind != argc - 1 || !lv->to)
-                return ctl_usage_error("move", LIVE_USAGE, "expected one VM name and --to NODE");
+/* --to, --grant and --max-bandwidth into lv; 0 or CTL_ERR_USAGE (printed). */
+static int parse(struct live *lv, const struct ctl_args *args) {
+        const char *bw = ctl_arg(args, "max-bandwidth");
+
+        lv->to = ctl_arg(args, "to");
+        lv->grant = ctl_arg(args, "grant");
+        lv->name = args->argv[1];
+        if (bw && (parse_size(bw, &lv->bandwidth) < 0 || lv->bandwidth == 0))
+                return ctl_usage_error(args, "--max-bandwidth '%s': want bytes per second like 10M", bw);
         if (!fleet_id_valid(lv->to))
-                return ctl_usage_error("move", LIVE_USAGE, "--to '%s': want a node id (32 hex characters; see "
+                return ctl_usage_error(args, "--to '%s': want a node id (32 hex characters; see "
                                        "'ppnctl fleet')", lv->to);
         if (lv->grant && (strlen(lv->grant) != FLEET_GRANT_ID_LEN || strspn(lv->grant, "0123456789abcdef") !=
                           FLEET_GRANT_ID_LEN))
-                return ctl_usage_error("move", LIVE_USAGE, "--grant '%s': want a grant id (32 hex characters)",
+                return ctl_usage_error(args, "--grant '%s': want a grant id (32 hex characters)",
                                        lv->grant);
-        lv->name = argv[optind];
-        return -1;
+        return 0;
 }
 
 static void say(const struct live *lv, const char *fmt, ...) _printf_(2, 3);
@@ -124,12 +104,12 @@ static int prepare(struct live *lv) {
                 return ctl_fail(&e, r);
         if (!(lv->vm = ledger_state_find(lv->st, lv->name))) {
                 fprintf(stderr, "ppnctl: no VM named '%s' in %s; see 'ppnctl vm list'\n", lv->name, lv->g->ledger);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         if (strcmp(lv->to, lv->id.id) == 0 || !fleet_trusted_find(lv->trusted, lv->n_trusted, lv->to)) {
                 fprintf(stderr, "ppnctl: move: node %s is %s; pair with it first (ppnctl fleet trust)\n", lv->to,
                         strcmp(lv->to, lv->id.id) == 0 ? "this node" : "not trusted here");
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         if (!(lv->ctl = vm_runtime_path(lv->g->runtime_dir, lv->name, VM_CTL_SUFFIX)))
                 return ctl_fail(NULL, -ENOMEM);
@@ -137,7 +117,7 @@ static int prepare(struct live *lv) {
         if ((r = qmp_connect_sync(lv->ctl, 0, &lv->q, &qe)) < 0) {
                 fprintf(stderr, "ppnctl: move: '%s' is not running from 'ppnctl start' here (%s: %s); a live move "
                         "needs a running VM\n", lv->name, lv->ctl, qe.error.msg);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         return 0;
 }
@@ -259,7 +239,7 @@ static void show_progress(const struct live *lv, const struct relocate_progress 
 
 /* Starts the migration and follows it: 0 completed (the VM stopped here), <0 failed. */
 static int migrate(struct live *lv, const struct relocate_answer *a, struct ppn_error *err) {
-        uint64_t deadline = now_usec() + lv->g->migration_timeout_usec;
+        uint64_t deadline = now_usec() + lv->g->migration_timeout_usec, moved = now_usec(), sent = 0;
         json_object *args = json_object_new_object(), *reply = NULL;
         char uri[128];
         int r = 0;
@@ -293,6 +273,15 @@ static int migrate(struct live *lv, const struct relocate_answer *a, struct ppn_
                 if (now_usec() > deadline) {
                         call(lv, "migrate_cancel", NULL, NULL, err);
                         return ppn_error_set(err, -ETIMEDOUT, "not finished within [fleet] migration-timeout: cancelled");
+                }
+                /* A cut network shows only as a stream that no longer moves (TCP retries for minutes). */
+                if (lv->last.transferred_bytes != sent) {
+                        sent = lv->last.transferred_bytes;
+                        moved = now_usec();
+                } else if (now_usec() - moved > RELOCATE_STALL_USEC) {
+                        call(lv, "migrate_cancel", NULL, NULL, err);
+                        return ppn_error_set(err, -ETIMEDOUT, "no migration traffic for %" PRIu64 " s (network cut, or "
+                                             "the destination stopped): cancelled", RELOCATE_STALL_USEC / USEC_PER_SEC);
                 }
                 usleep(POLL_USEC);
         }
@@ -390,16 +379,16 @@ static int report(struct live *lv, bool ok, const char *what, const char *reason
         if (!ok)
                 fprintf(stderr, "ppnctl: move: %s %s: %s; it runs on here, and node %.12s holds nothing for it\n",
                         lv->name, what, reason, lv->to);
-        return ok ? CTL_OK : CTL_FAILED;
+        return ok ? CTL_OK : CTL_ERR_FAILED;
 }
 
-int ctl_move_live(const struct ctl_globals *g, int argc, char **argv) {
-        _cleanup_(live_done) struct live lv = { .g = g, .json = g->json };
+int ctl_move_live(const struct ctl_globals *g, const struct ctl_args *args) {
+        _cleanup_(live_done) struct live lv = { .g = g, .json = args->json };
         struct relocate_answer ans;
         struct ppn_error e = {};
         char reason[512] = "";
-        int r = parse(&lv, argc, argv);
-        if (r >= 0)
+        int r = parse(&lv, args);
+        if (r < 0)
                 return r;
         if ((r = prepare(&lv)))
                 return r;
@@ -423,7 +412,7 @@ int ctl_move_live(const struct ctl_globals *g, int argc, char **argv) {
         enum relocate_outcome oc = settle(&lv, r == 0, r < 0 ? e.msg : "the destination did not adopt in time",
                                           reason, sizeof(reason));
         if (oc == RELOCATE_ADOPTED)
-                return finish_here(&lv) < 0 ? CTL_FAILED : report(&lv, true, "adopted", NULL);
+                return finish_here(&lv) < 0 ? CTL_ERR_FAILED : report(&lv, true, "adopted", NULL);
         resume_here(&lv);
         return report(&lv, false, "aborted", reason[0] ? reason : e.msg);
 }

@@ -17,8 +17,6 @@
 #include "ledger.h"
 #include "ppnctl.h"
 
-#define BALLOON_USAGE "balloon VM SIZE [--for DURATION]"
-#define RELEASE_USAGE "release VM"
 /* The lease length when --for is not given; as ppnd's [controller] override-default. */
 #define LEASE_DEFAULT_USEC (UINT64_C(600) * 1000000)
 
@@ -30,12 +28,12 @@ static int check_range(const struct ledger_vm *vm, uint64_t size) {
                         "lower the minimum with 'ppnctl vm set %s min=...' first\n",
                         ctl_size((int64_t) size, a, sizeof(a)), vm->name, ctl_size((int64_t) vm->min_bytes, b, sizeof(b)),
                         vm->name);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         if (size > vm->max_bytes) {
                 fprintf(stderr, "ppnctl: refused: %s is above %s's maximum of %s (its boot size)\n",
                         ctl_size((int64_t) size, a, sizeof(a)), vm->name, ctl_size((int64_t) vm->max_bytes, b, sizeof(b)));
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         return CTL_OK;
 }
@@ -45,36 +43,24 @@ static bool lease_ok(const char *text, uint64_t *ret) {
         return parse_duration(text, ret) >= 0 && *ret >= 1000000 && *ret <= (uint64_t) LEDGER_LEASE_MAX_SEC * 1000000;
 }
 
-static int parse_balloon_args(int argc, char **argv, const char **ret_vm, uint64_t *ret_size, uint64_t *ret_for) {
-        const char *pos[2] = { NULL, NULL };
-        int n = 0;
+/* The operands and --for of balloon; 0 or CTL_ERR_USAGE (printed). */
+static int parse_balloon_args(const struct ctl_args *args, const char **ret_vm, uint64_t *ret_size, uint64_t *ret_for) {
+        const char *size = args->argv[2];
 
-        for (int i = 1; i < argc; i++) {
-                if (strcmp(argv[i], "--for") == 0 && i + 1 < argc) {
-                        if (!lease_ok(argv[++i], ret_for))
-                                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a duration from 1s to 366d "
-                                                       "(examples: 90s, 10m, 2h)", argv[i]);
-                } else if (strncmp(argv[i], "--for=", 6) == 0) {
-                        if (!lease_ok(argv[i] + 6, ret_for))
-                                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a duration from 1s to 366d",
-                                                       argv[i] + 6);
-                } else if (argv[i][0] == '-' || n == 2)
-                        return ctl_usage_error("balloon", BALLOON_USAGE, "unexpected argument '%s'", argv[i]);
-                else
-                        pos[n++] = argv[i];
-        }
-        if (n != 2)
-                return ctl_usage_error("balloon", BALLOON_USAGE, "need a VM and a size");
-        if (parse_size(pos[1], ret_size) < 0 || *ret_size == 0)
-                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a size (examples: 512M, 2G)", pos[1]);
+        for (size_t i = 0; i < args->n_given; i++)      /* each --for is checked, the last one counts */
+                if (!lease_ok(args->given[i].value, ret_for))
+                        return ctl_usage_error(args, "'%s' is not a duration from 1s to 366d%s", args->given[i].value,
+                                               args->given[i].inline_value ? "" : " (examples: 90s, 10m, 2h)");
+        if (parse_size(size, ret_size) < 0 || *ret_size == 0)
+                return ctl_usage_error(args, "'%s' is not a size (examples: 512M, 2G)", size);
         if (*ret_size % MIB)
-                return ctl_usage_error("balloon", BALLOON_USAGE, "'%s' is not a whole number of MiB (QEMU's balloon "
-                                       "and the ledger count in MiB); e.g. 512M, 2G", pos[1]);
-        *ret_vm = pos[0];
-        return -1;
+                return ctl_usage_error(args, "'%s' is not a whole number of MiB (QEMU's balloon "
+                                       "and the ledger count in MiB); e.g. 512M, 2G", size);
+        *ret_vm = args->argv[1];
+        return 0;
 }
 
-int ctl_balloon(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_balloon(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ledger_vm vm = { 0 };
         struct ppn_error e = { 0 };
@@ -82,9 +68,9 @@ int ctl_balloon(const struct ctl_globals *g, int argc, char **argv) {
         int64_t expires;
         const char *name = NULL;
         char a[32];
-        int r = parse_balloon_args(argc, argv, &name, &size, &dur);
+        int r = parse_balloon_args(args, &name, &size, &dur);
 
-        if (r >= 0)
+        if (r < 0)
                 return r;
         r = ctl_open_ledger(g, true, &l);
         if (r)
@@ -118,7 +104,7 @@ static const char *release_in_ppnd(const struct ctl_globals *g, const char *name
                 return NULL;
         }
         json_object_object_add(args, "vm", json_object_new_string(name));
-        r = ctl_client_call(g->socket, "release", args, &reply, err);
+        r = control_client_call(g->socket, "release", args, &reply, err);
         json_object_put(args);
         if (r < 0)
                 return NULL;
@@ -128,7 +114,7 @@ static const char *release_in_ppnd(const struct ctl_globals *g, const char *name
         return buf;
 }
 
-int ctl_release(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_release(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ledger_vm vm = { 0 };
         struct ppn_error e = { 0 }, pe = { 0 };
@@ -137,9 +123,7 @@ int ctl_release(const struct ctl_globals *g, int argc, char **argv) {
         char buf[16];
         int r;
 
-        if (argc != 2 || argv[1][0] == '-')
-                return ctl_usage_error("release", RELEASE_USAGE, "need exactly one VM name");
-        name = argv[1];
+        name = args->argv[1];
         r = ctl_open_ledger(g, true, &l);
         if (r)
                 return r;
@@ -167,5 +151,5 @@ int ctl_release(const struct ctl_globals *g, int argc, char **argv) {
         else
                 fprintf(stderr, "ppnctl: nothing to release: %s has no override (no lease in force in the ledger, "
                         "none held by ppnd)\n", name);
-        return CTL_FAILED;
+        return CTL_ERR_FAILED;
 }

@@ -76,7 +76,7 @@ static int print_table(json_object *reply) {
 
         if (!json_object_object_get_ex(reply, "vms", &vms) || !json_object_is_type(vms, json_type_array)) {
                 fprintf(stderr, "ppnctl: the daemon's status reply has no VM list (version mismatch?)\n");
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         n = json_object_array_length(vms);
         st = calloc(n + 1, sizeof(*st));
@@ -85,7 +85,7 @@ static int print_table(json_object *reply) {
         for (size_t i = 0; i < n; i++)
                 if (vm_status_from_json(json_object_array_get_idx(vms, i), &st[i]) < 0) {
                         fprintf(stderr, "ppnctl: the daemon sent a VM entry this ppnctl cannot read (version mismatch?)\n");
-                        return CTL_FAILED;
+                        return CTL_ERR_FAILED;
                 }
         layout_for(st, n, &l);
         printf("%s%-*s %-10s %*s %*s %*s %*s %6s  %s%s\n", ctl_sgr(stdout, CTL_SGR_BOLD), l.name_w, "VM", "STATE",
@@ -98,23 +98,15 @@ static int print_table(json_object *reply) {
         return CTL_OK;
 }
 
-int ctl_status(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_status(const struct ctl_globals *g, const struct ctl_args *args) {
         struct ppn_error err = { 0 };
         json_object *reply = NULL;
-        bool json = g->json;
+        bool json = args->json;
         int r;
 
-        for (int i = 1; i < argc; i++) {
-                if (strcmp(argv[i], "--json") == 0)
-                        json = true;
-                else {
-                        fprintf(stderr, "usage: ppnctl status [--json]\n");
-                        return CTL_USAGE;
-                }
-        }
-        if (ctl_client_call(g->socket, "status", NULL, &reply, &err) < 0) {
+        if (control_client_call(g->socket, "status", NULL, &reply, &err) < 0) {
                 fprintf(stderr, "ppnctl: %s\n", err.msg);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         if (json) {
                 printf("%s\n", json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_SPACED));

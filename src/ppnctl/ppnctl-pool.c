@@ -14,7 +14,6 @@
 #include "ppnctl.h"
 #include "status.h"
 
-#define POOL_USAGE "pool [--json]"
 
 static void print_human(const struct pool_figures *f, bool live) {
         char b[6][32];
@@ -46,7 +45,7 @@ static struct json_object *figures_json(const struct pool_figures *f, bool live)
 static int pool_from_daemon(const struct ctl_globals *g, struct pool_figures *ret) {
         json_object *reply = NULL;
         struct pool_status p;
-        int r = ctl_client_call(g->socket, "pool", NULL, &reply, NULL);
+        int r = control_client_call(g->socket, "pool", NULL, &reply, NULL);
 
         if (r >= 0)
                 r = pool_status_from_json(reply, &p);
@@ -62,17 +61,13 @@ static int pool_from_daemon(const struct ctl_globals *g, struct pool_figures *re
         return 0;
 }
 
-int ctl_pool(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_pool(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         _cleanup_free_ struct pool_vm *vms = NULL;
         struct pool_figures f;
-        bool json = g->json;
-        int r = ctl_parse_plain("pool", POOL_USAGE, true, &argc, argv, &json);
+        bool json = args->json;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 1)
-                return ctl_usage_error("pool", POOL_USAGE, "unexpected argument '%s'", argv[1]);
         if (pool_from_daemon(g, &f) == 0) {
                 if (json)
                         ctl_print_json(figures_json(&f, true));

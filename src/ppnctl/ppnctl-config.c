@@ -33,7 +33,7 @@ int ctl_config_load(const char *path, const char *default_path, struct ppn_confi
                 print_problems(problems);
                 fprintf(stderr, "ppnctl: fix %s (see ppnd.conf(5); ppnd --check-config checks it), or name "
                         "another with --config\n", path ? path : default_path);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         return r < 0 ? ctl_fail(NULL, r) : 0;
 }

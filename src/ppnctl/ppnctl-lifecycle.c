@@ -12,7 +12,6 @@
  *   cgroup_root, cgroup_parent   where the per-VM groups live
  *   image_dir     where import puts disk images: IMAGES/NAME/
  */
-#include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <signal.h>
@@ -30,12 +29,6 @@
 #include "vm.h"
 #include "vmem.h"
 
-#define START_USAGE "start VM [--paused] [--dry-run] [--no-deflate-on-oom] [--no-free-page-reporting]"
-#define STOP_USAGE "stop VM [--timeout SECONDS]"
-#define ADOPT_USAGE "adopt VM --qmp PATH | --libvirt DOMAIN"
-#define EXPORT_USAGE "export VM DIR"
-#define IMPORT_USAGE "import DIR [--image-dir DIR]"
-#define MOVE_USAGE "move VM --to DIR [--timeout SECONDS] | move VM --to NODE --live [--grant ID] [--max-bandwidth SIZE] [--json]"
 
 /* After "quit", QEMU exits within milliseconds; 10 s before SIGKILL covers a host under load. */
 #define QUIT_WAIT_USEC (UINT64_C(10) * 1000000)
@@ -114,7 +107,7 @@ static int load_vm(const struct ctl_globals *g, bool write, const char *name, st
         *ret_vm = ledger_state_find(*ret_st, name);
         if (!*ret_vm) {
                 fprintf(stderr, "ppnctl: no VM named '%s' in %s; see 'ppnctl vm list'\n", name, g->ledger);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         return 0;
 }
@@ -126,7 +119,7 @@ static int refuse_libvirt(const struct ledger_vm *vm, const char *what) {
         fprintf(stderr, "ppnctl: %s: VM '%s' is libvirt domain '%s'; libvirt runs it, so use virsh for that "
                 "(or 'ppnctl vm set %s libvirt=' to make it a QEMU that ppnctl starts)\n", what, vm->name,
                 vm->libvirt, vm->name);
-        return CTL_FAILED;
+        return CTL_ERR_FAILED;
 }
 
 /* Starting needs the VM's minimum to fit this node's pool (the ledger holds it already, but
@@ -220,62 +213,41 @@ static int place_and_run(const struct ledger_vm *vm, const struct vm_paths *p, p
         return 0;
 }
 
-static int parse_start(int argc, char **argv, struct start_opts *o, const char **ret_name) {
-        static const struct option opts[] = {
-                { "paused", no_argument, NULL, 'p' }, { "dry-run", no_argument, NULL, 'n' },
-                { "no-deflate-on-oom", no_argument, NULL, 'd' }, { "no-free-page-reporting", no_argument, NULL, 'f' },
-                { "help", no_argument, NULL, 'h' }, {},
-        };
-        int c;
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-                switch (c) {
-                case 'p': o->paused = true; break;
-                case 'n': o->dry_run = true; break;
-                case 'd': o->no_deflate = true; break;
-                case 'f': o->no_fpr = true; break;
-                case 'h': printf("usage: ppnctl %s\n", START_USAGE); return CTL_OK;
-                default: return ctl_usage_error("start", START_USAGE, "unknown option '%s'", argv[optind - 1]);
-                }
-        }
-        if (optind != argc - 1)
-                return ctl_usage_error("start", START_USAGE, "expected one VM name");
-        *ret_name = argv[optind];
-        return -1;
-}
 
-int ctl_start(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_start(const struct ctl_globals *g, const struct ctl_args *args) {
         struct start_opts o = {};
         const char *name = NULL;
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         _cleanup_(ppn_cgroup_freep) struct ppn_cgroup *cg = NULL;
         _cleanup_(vm_paths_done) struct vm_paths p = {};
-        char **args = NULL;
+        char **qargs = NULL;
         const struct ledger_vm *vm;
         struct ppn_error e = {};
         pid_t pid;
-        int r = parse_start(argc, argv, &o, &name);
-        if (r >= 0)
-                return r;
+        int r;
+
+        o = (struct start_opts) { .paused = ctl_flag(args, "paused"), .dry_run = ctl_flag(args, "dry-run"),
+                                  .no_deflate = ctl_flag(args, "no-deflate-on-oom"),
+                                  .no_fpr = ctl_flag(args, "no-free-page-reporting") };
+        name = args->argv[1];
         if ((r = load_vm(g, false, name, &l, &st, &vm)) || (r = refuse_libvirt(vm, "start")))
                 return r;
         if (vm_paths_get(g, vm, &p) < 0)
                 return ctl_fail(NULL, -ENOMEM);
-        if ((r = start_admit(st, vm, &e)) < 0 || (r = build_spec_argv(g, vm, &p, &o, &args, &e)) < 0)
+        if ((r = start_admit(st, vm, &e)) < 0 || (r = build_spec_argv(g, vm, &p, &o, &qargs, &e)) < 0)
                 return ctl_fail(&e, r);
         if (o.dry_run) {
-                _cleanup_free_ char *line = vm_argv_to_string(args);
+                _cleanup_free_ char *line = vm_argv_to_string(qargs);
                 printf("%s\n", line ? line : "");
-                strv_free(args);
+                strv_free(qargs);
                 return CTL_OK;
         }
         struct vm_spec s = paths_spec(vm, &p);
-        if ((r = open_cgroup(g, &cg, &e)) >= 0 && (r = vm_launch(&s, args, 0, &pid, &e)) >= 0 &&
+        if ((r = open_cgroup(g, &cg, &e)) >= 0 && (r = vm_launch(&s, qargs, 0, &pid, &e)) >= 0 &&
             (r = place_and_run(vm, &p, pid, cg, o.paused, &e)) < 0)
                 kill_started(pid, cg, vm->name);
-        strv_free(args);
+        strv_free(qargs);
         if (r < 0)
                 return ctl_fail(&e, r);
         printf("started %s (pid %d, weight %" PRIu32 "%s); QMP %s; log %s\n", vm->name, (int) pid, vm->cpu_weight,
@@ -307,7 +279,7 @@ static void remove_group(const struct ctl_globals *g, const char *name) {
                 fprintf(stderr, "ppnctl: warning: %s\n", e.msg);
 }
 
-/* Stops the VM if it runs; 0, or CTL_FAILED with the reason printed. */
+/* Stops the VM if it runs; 0, or CTL_ERR_FAILED with the reason printed. */
 static int stop_vm(const struct ctl_globals *g, const struct ledger_vm *vm, uint64_t timeout_usec, bool quiet) {
         _cleanup_(vm_paths_done) struct vm_paths p = {};
         _cleanup_qmp_ struct qmp *q = NULL;
@@ -344,36 +316,27 @@ static int stop_vm(const struct ctl_globals *g, const struct ledger_vm *vm, uint
         return 0;
 }
 
-static int parse_timeout(const char *cmd, const char *usage, const char *s, uint64_t *ret) {
-        if (parse_duration(s, ret) < 0)
-                return ctl_usage_error(cmd, usage, "--timeout '%s': want seconds or a duration like 30s, 2m", s);
-        return -1;
+/* --timeout into *ret (unchanged if not given); 0 or CTL_ERR_USAGE (printed). */
+static int parse_timeout(const struct ctl_args *args, uint64_t *ret) {
+        const char *s = ctl_arg(args, "timeout");
+
+        if (s && parse_duration(s, ret) < 0)
+                return ctl_usage_error(args, "--timeout '%s': want seconds or a duration like 30s, 2m", s);
+        return 0;
 }
 
-int ctl_stop(const struct ctl_globals *g, int argc, char **argv) {
-        static const struct option opts[] = {
-                { "timeout", required_argument, NULL, 't' }, { "help", no_argument, NULL, 'h' }, {},
-        };
+int ctl_stop(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
         uint64_t timeout = VM_STOP_TIMEOUT_DEFAULT_USEC;
-        int c, r;
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-                if (c == 'h')
-                        return printf("usage: ppnctl %s\n", STOP_USAGE), CTL_OK;
-                if (c != 't')
-                        return ctl_usage_error("stop", STOP_USAGE, "unknown option '%s'", argv[optind - 1]);
-                if ((r = parse_timeout("stop", STOP_USAGE, optarg, &timeout)) >= 0)
-                        return r;
-        }
-        if (optind != argc - 1)
-                return ctl_usage_error("stop", STOP_USAGE, "expected one VM name");
-        if ((r = load_vm(g, false, argv[optind], &l, &st, &vm)) || (r = refuse_libvirt(vm, "stop")))
+        int r;
+
+        if ((r = parse_timeout(args, &timeout)) < 0)
                 return r;
-        return stop_vm(g, vm, timeout, false) ? CTL_FAILED : CTL_OK;
+        if ((r = load_vm(g, false, args->argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "stop")))
+                return r;
+        return stop_vm(g, vm, timeout, false);
 }
 
 /* Rate-limited progress on a terminal: one line rewritten at most 5 times a second. */
@@ -401,7 +364,7 @@ static int export_vm(const struct ctl_globals *g, const struct ledger_vm *vm, co
         if (vm_running(&p)) {
                 fprintf(stderr, "ppnctl: %s is running; stop it first (ppnctl stop %s) or use ppnctl move\n",
                         vm->name, vm->name);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         while (vm->disks && vm->disks[n])
                 n++;
@@ -416,19 +379,15 @@ static int export_vm(const struct ctl_globals *g, const struct ledger_vm *vm, co
         return 0;
 }
 
-int ctl_export(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_export(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
-        bool json = false;
-        int r = ctl_parse_plain("export", EXPORT_USAGE, false, &argc, argv, &json);
-        if (r >= 0)
+        int r;
+
+        if ((r = load_vm(g, false, args->argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "export")))
                 return r;
-        if (argc != 3)
-                return ctl_usage_error("export", EXPORT_USAGE, "expected a VM name and a directory");
-        if ((r = load_vm(g, false, argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "export")))
-                return r;
-        return export_vm(g, vm, argv[2]) ? CTL_FAILED : CTL_OK;
+        return export_vm(g, vm, args->argv[2]);
 }
 
 /* The entry the archive carries, checked against its manifest and made local to this node. */
@@ -521,29 +480,16 @@ static int import_register(struct ledger *l, const char *dir, const struct archi
         return r;
 }
 
-int ctl_import(const struct ctl_globals *g, int argc, char **argv) {
-        static const struct option opts[] = {
-                { "image-dir", required_argument, NULL, 'i' }, { "help", no_argument, NULL, 'h' }, {},
-        };
-        const char *images = g->image_dir;
+int ctl_import(const struct ctl_globals *g, const struct ctl_args *args) {
+        const char *images = ctl_arg(args, "image-dir") ? ctl_arg(args, "image-dir") : g->image_dir;
         _cleanup_(archive_manifest_done) struct archive_manifest m = {};
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         struct ppn_error e = {};
-        int c, r;
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-                if (c == 'h')
-                        return printf("usage: ppnctl %s\n", IMPORT_USAGE), CTL_OK;
-                if (c != 'i')
-                        return ctl_usage_error("import", IMPORT_USAGE, "unknown option '%s'", argv[optind - 1]);
-                images = optarg;
-        }
-        if (optind != argc - 1)
-                return ctl_usage_error("import", IMPORT_USAGE, "expected one archive directory");
-        const char *dir = argv[optind];
+        const char *dir = args->argv[1];
+        int r;
+
         /* Every checksum first: a bad archive never reaches the ledger. */
         if ((r = archive_manifest_read(dir, &m, &e)) < 0 || (r = archive_verify(dir, &m, progress_fn(), NULL, &e)) < 0 ||
             (r = archive_entry(&m, &vm, &e)) < 0)
@@ -559,52 +505,51 @@ int ctl_import(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
-int ctl_move(const struct ctl_globals *g, int argc, char **argv) {
-        static const struct option opts[] = {
-                { "to", required_argument, NULL, 'o' }, { "timeout", required_argument, NULL, 't' },
-                { "help", no_argument, NULL, 'h' }, {},
-        };
+/* The options of the other kind of move are refused: --timeout is cold, the rest live. */
+static int check_move_kind(const struct ctl_args *args, bool live) {
+        for (size_t i = 0; i < args->n_given; i++) {
+                const char *o = args->given[i].opt->name;
+                if (strcmp(o, "to") != 0 && strcmp(o, "live") != 0 && live == (strcmp(o, "timeout") == 0))
+                        return ctl_usage_error(args, "--%s applies only %s --live", o, live ? "without" : "with");
+        }
+        if (!ctl_arg(args, "to"))
+                return ctl_usage_error(args, live ? "expected one VM name and --to NODE" :
+                                                    "expected one VM name and --to DIR");
+        return 0;
+}
+
+int ctl_move(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
         uint64_t timeout = VM_STOP_TIMEOUT_DEFAULT_USEC;
-        const char *to = NULL;
+        const char *to = ctl_arg(args, "to"), *name = args->argv[1];
         struct ppn_error e = {};
-        int c, r;
-        for (int i = 1; i < argc; i++)
-                if (strcmp(argv[i], "--live") == 0)
-                        return ctl_move_live(g, argc, argv);
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-                if (c == 'h')
-                        return printf("usage: ppnctl %s\n", MOVE_USAGE), CTL_OK;
-                if (c == 'o')
-                        to = optarg;
-                else if (c != 't')
-                        return ctl_usage_error("move", MOVE_USAGE, "unknown option '%s'", argv[optind - 1]);
-                else if ((r = parse_timeout("move", MOVE_USAGE, optarg, &timeout)) >= 0)
-                        return r;
-        }
-        if (optind != argc - 1 || !to)
-                return ctl_usage_error("move", MOVE_USAGE, "expected one VM name and --to DIR");
-        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)) || (r = refuse_libvirt(vm, "move")))
+        int r;
+
+        if ((r = check_move_kind(args, ctl_flag(args, "live"))) < 0)
+                return r;
+        if (ctl_flag(args, "live"))
+                return ctl_move_live(g, args);
+        if ((r = parse_timeout(args, &timeout)) < 0)
+                return r;
+        if ((r = load_vm(g, true, name, &l, &st, &vm)) || (r = refuse_libvirt(vm, "move")))
                 return r;
         /* The entry goes only once the archive is complete and verified (export re-reads it). */
-        if (stop_vm(g, vm, timeout, true) || export_vm(g, vm, to))
-                return CTL_FAILED;
+        if ((r = stop_vm(g, vm, timeout, true)) < 0 || (r = export_vm(g, vm, to)) < 0)
+                return r;
         /* Removed only if nobody changed it during the stop and export: the archive holds the
          * entry as it was loaded, and a 'vm set' made meanwhile must not vanish with it. */
         if ((r = ledger_vm_remove_unchanged(l, vm, getuid(), &e)) == -ESTALE) {
                 fprintf(stderr, "ppnctl: move: %s; the VM is stopped and %s holds the entry as it was before. "
                         "Run the move again to export the current entry, or 'ppnctl start %s' to keep it here\n",
                         e.msg, to, vm->name);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         if (r < 0)
                 return ctl_fail(&e, r);
         printf("removed %s from this node's ledger; its images here are untouched; on the destination: "
-               "ppnctl import %s\n", argv[optind], to);
+               "ppnctl import %s\n", name, to);
         return CTL_OK;
 }
 
@@ -677,40 +622,23 @@ static int adopt_libvirt(const struct ctl_globals *g, struct ledger *l, const st
         return 0;
 }
 
-int ctl_adopt(const struct ctl_globals *g, int argc, char **argv) {
-        static const struct option opts[] = {
-                { "qmp", required_argument, NULL, 'q' }, { "libvirt", required_argument, NULL, 'l' },
-                { "help", no_argument, NULL, 'h' }, {},
-        };
-        const char *domain = NULL;
+int ctl_adopt(const struct ctl_globals *g, const struct ctl_args *args) {
+        const char *domain = ctl_arg(args, "libvirt"), *qmp_path = ctl_arg(args, "qmp"), *name = args->argv[1];
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
-        const char *qmp_path = NULL;
-        int c, r;
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-                if (c == 'h')
-                        return printf("usage: ppnctl %s\n", ADOPT_USAGE), CTL_OK;
-                if (c == 'l') {
-                        domain = optarg;
-                        continue;
-                }
-                if (c != 'q')
-                        return ctl_usage_error("adopt", ADOPT_USAGE, "unknown option '%s'", argv[optind - 1]);
-                qmp_path = optarg;
-        }
-        if (optind != argc - 1 || !qmp_path == !domain)
-                return ctl_usage_error("adopt", ADOPT_USAGE, "expected one VM name and either --qmp PATH or --libvirt DOMAIN");
+        int r;
+
+        if (!qmp_path == !domain)
+                return ctl_usage_error(args, "expected one VM name and either --qmp PATH or --libvirt DOMAIN");
         if (domain) {
-                if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+                if ((r = load_vm(g, true, name, &l, &st, &vm)))
                         return r;
-                return adopt_libvirt(g, l, vm, domain) ? CTL_FAILED : CTL_OK;
+                return adopt_libvirt(g, l, vm, domain);
         }
         if (qmp_path[0] != '/')
-                return ctl_usage_error("adopt", ADOPT_USAGE, "--qmp: want an absolute path");
-        if ((r = load_vm(g, true, argv[optind], &l, &st, &vm)))
+                return ctl_usage_error(args, "--qmp: want an absolute path");
+        if ((r = load_vm(g, true, name, &l, &st, &vm)))
                 return r;
-        return adopt_vm(g, l, vm, qmp_path) ? CTL_FAILED : CTL_OK;
+        return adopt_vm(g, l, vm, qmp_path);
 }

@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ppnctl vm import-libvirt: the running domains libvirt has, proposed as ledger entries. */
-#include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -34,54 +33,37 @@ static void proposal_print(const struct virtlink_domain *d, const struct virtlin
 }
 
 /* --apply: each proposal through the ledger's admission, like 'vm add'; a refusal is reported
- * and the others still go in. Returns the number refused. */
+ * and the others still go in. Returns 0 or a negative result (printed). */
 static int apply(const struct ctl_globals *g, const struct virtlink_domain *d, const struct virtlink_proposal *p) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         struct ppn_error e = {};
         char uuid[LEDGER_UUID_LEN + 1];
+        int r;
 
         ledger_vm_init(&vm);
         snprintf(vm.name, sizeof(vm.name), "%s", p->name);
         vm.min_bytes = p->min_bytes;
         vm.max_bytes = p->max_bytes;
         vm.cpu_weight = p->cpu_weight;
-        if (ledger_vm_assign(&vm, "libvirt", d->name, &e) < 0)
-                return ctl_fail(&e, -ENOMEM), 1;
-        if (ctl_open_ledger(g, true, &l))
-                return 1;
-        return ledger_vm_add(l, &vm, getuid(), uuid, &e) < 0 ? ctl_fail(&e, -EINVAL), 1 : 0;
+        if ((r = ledger_vm_assign(&vm, "libvirt", d->name, &e)) < 0)
+                return ctl_fail(&e, r);
+        if ((r = ctl_open_ledger(g, true, &l)) < 0)
+                return r;
+        r = ledger_vm_add(l, &vm, getuid(), uuid, &e);
+        return r < 0 ? ctl_fail(&e, r) : 0;
 }
 
-int ctl_vm_import_libvirt(const struct ctl_globals *g, int argc, char **argv) {
-        static const struct option opts[] = {
-                { "uri", required_argument, NULL, 'u' }, { "apply", no_argument, NULL, 'a' },
-                { "json", no_argument, NULL, 'j' },      { "help", no_argument, NULL, 'h' }, {},
-        };
+int ctl_vm_import_libvirt(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_free_ struct virtlink_domain *doms = NULL;
-        const char *uri = g->libvirt_uri;
-        bool do_apply = false, json = g->json, v2 = virtlink_cpu_on_cgroup_v2();
+        const char *uri = ctl_arg(args, "uri") ? ctl_arg(args, "uri") : g->libvirt_uri;
+        bool do_apply = ctl_flag(args, "apply"), json = args->json, v2 = virtlink_cpu_on_cgroup_v2();
         struct ppn_error e = {};
         json_object *arr = NULL;
-        int c, n, refused = 0, proposed = 0;
+        int n, refused = 0, proposed = 0;
 
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-                if (c == 'h')
-                        return ctl_print_usage(IMPORT_LIBVIRT_USAGE), CTL_OK;
-                if (c == '?')
-                        return ctl_usage_error("vm import-libvirt", IMPORT_LIBVIRT_USAGE, "unknown option '%s'",
-                                               argv[optind - 1]);
-                if (c == 'u')
-                        uri = optarg;
-                do_apply |= c == 'a';
-                json |= c == 'j';
-        }
-        if (optind != argc)
-                return ctl_usage_error("vm import-libvirt", IMPORT_LIBVIRT_USAGE, "no arguments expected");
         if (!uri || !*uri)
-                return ctl_usage_error("vm import-libvirt", IMPORT_LIBVIRT_USAGE, "no libvirt URI: give --uri URI "
+                return ctl_usage_error(args, "no libvirt URI: give --uri URI "
                                        "or set [libvirt] uri in ppnd's config");
         n = virtlink_list_domains(uri, &doms, &e);
         if (n < 0)
@@ -102,11 +84,11 @@ int ctl_vm_import_libvirt(const struct ctl_globals *g, int argc, char **argv) {
                 else
                         proposal_print(&doms[i], &p);
                 if (do_apply)
-                        refused += apply(g, &doms[i], &p);
+                        refused += apply(g, &doms[i], &p) < 0;
         }
         if (json)
                 ctl_print_json(arr);
         else if (!proposed)
                 printf("no running domain with a balloon at %s\n", uri);
-        return refused ? CTL_FAILED : CTL_OK;
+        return refused ? CTL_ERR_FAILED : CTL_OK;
 }

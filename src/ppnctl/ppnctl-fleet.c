@@ -19,11 +19,6 @@
 #include "ledger.h"
 #include "ppnctl.h"
 
-#define TRUST_USAGE "fleet trust ID FINGERPRINT"
-#define LIST_USAGE "fleet list [--json]"
-#define LEND_USAGE "lend BORROWER SIZE --for DURATION"
-#define REVOKE_USAGE "grant revoke ID"
-
 int ctl_load_identity(const struct ctl_globals *g, struct fleet_identity *ret) {
         _cleanup_free_ char *path = fleet_identity_path(g->ledger);
         struct ppn_error e = {};
@@ -54,17 +49,13 @@ static void print_identity(const struct fleet_identity *id, bool json) {
         printf("node %s\nfingerprint %s\n", id->id, id->fingerprint);
 }
 
-int ctl_node_init(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_node_init(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_free_ char *path = fleet_identity_path(g->ledger);
         struct fleet_identity id;
         struct ppn_error e = {};
-        bool json = g->json;
-        int r = ctl_parse_plain("node init", "node init", true, &argc, argv, &json);
+        bool json = args->json;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 1)
-                return ctl_usage_error("node init", "node init", "unexpected argument '%s'", argv[1]);
         if (!path)
                 return ctl_fail(NULL, -ENOMEM);
         r = fleet_identity_create(path, &id, &e);
@@ -79,15 +70,11 @@ int ctl_node_init(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
-int ctl_node_id(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_node_id(const struct ctl_globals *g, const struct ctl_args *args) {
         struct fleet_identity id;
-        bool json = g->json;
-        int r = ctl_parse_plain("node id", "node id [--json]", true, &argc, argv, &json);
+        bool json = args->json;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 1)
-                return ctl_usage_error("node id", "node id [--json]", "unexpected argument '%s'", argv[1]);
         r = ctl_load_identity(g, &id);
         if (r)
                 return r;
@@ -118,21 +105,17 @@ static int fetch_public_key(struct etcd *e, const char *node, uint8_t pub[FLEET_
         return r < 0 ? ppn_error_set(err, -EINVAL, "node %s's published key is not an ed25519 key", node) : 0;
 }
 
-static int fleet_trust(const struct ctl_globals *g, int argc, char **argv) {
+static int fleet_trust(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_etcd_ struct etcd *e = NULL;
         _cleanup_ledger_ struct ledger *l = NULL;
         uint8_t pub[FLEET_KEY_SIZE];
         char id[FLEET_ID_LEN + 1], fpr[FLEET_FPR_LEN + 1], hex[2 * FLEET_KEY_SIZE + 1];
         struct ppn_error err = {};
-        bool json = false;
-        int r = ctl_parse_plain("fleet trust", TRUST_USAGE, false, &argc, argv, &json);
+        char **argv = args->argv;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 3)
-                return ctl_usage_error("fleet trust", TRUST_USAGE, "expected a node id and its fingerprint");
         if (!fleet_id_valid(argv[1]))
-                return ctl_usage_error("fleet trust", TRUST_USAGE, "'%s' is not a node id (%d hex digits)", argv[1],
+                return ctl_usage_error(args, "'%s' is not a node id (%d hex digits)", argv[1],
                                        FLEET_ID_LEN);
         r = ctl_open_etcd(g, &e);
         if (r)
@@ -227,16 +210,12 @@ static void print_grants(json_object *grants) {
         }
 }
 
-static int fleet_list(const struct ctl_globals *g, int argc, char **argv) {
+static int fleet_list(const struct ctl_globals *g, const struct ctl_args *args) {
         json_object *report = NULL;
-        bool json = g->json;
-        int r = ctl_parse_plain("fleet", LIST_USAGE, true, &argc, argv, &json);
+        bool json = args->json;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc > 2 || (argc == 2 && strcmp(argv[1], "list") != 0))
-                return ctl_usage_error("fleet", LIST_USAGE, "unexpected argument '%s'", argv[1]);
-        if (ctl_client_call(g->socket, "fleet", NULL, &report, NULL) == 0)
+        if (control_client_call(g->socket, "fleet", NULL, &report, NULL) == 0)
                 json_object_object_add(report, "source", json_object_new_string("ppnd"));
         else {
                 json_object_put(report);
@@ -255,49 +234,31 @@ static int fleet_list(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
-const struct ctl_subcommand ctl_fleet_commands[] = {
-        { "list", fleet_list, LIST_USAGE },
-        { "trust", fleet_trust, TRUST_USAGE },
+const struct ctl_command ctl_fleet_commands[] = {
+        { .name = "list", .run = fleet_list, .usage = "fleet list [--json]",
+          .help = "the nodes, their capacity and staleness, and the grants as this node judges them (the "
+                  "default)", .json = true },
+        { .name = "trust", .run = fleet_trust, .usage = "fleet trust ID FINGERPRINT",
+          .help = "pair with node ID once its key's fingerprint is confirmed out of band",
+          .min_args = 2, .max_args = 2, .args_error = "expected a node id and its fingerprint" },
         {},
 };
 
-int ctl_fleet(const struct ctl_globals *g, int argc, char **argv) {
-        if (argc >= 2 && strcmp(argv[1], "trust") == 0)
-                return fleet_trust(g, argc - 1, argv + 1);
-        if (argc >= 2 && strcmp(argv[1], "list") == 0)
-                return fleet_list(g, argc - 1, argv + 1);
-        return fleet_list(g, argc, argv);
-}
-
 /* ---- lending ---- */
 
-static int parse_lend_args(int argc, char **argv, const char **borrower, uint64_t *bytes, uint64_t *for_usec) {
-        const char *pos[2] = {};
-        size_t n = 0;
-        bool have_for = false;
+/* The operands and --for of lend; 0 or CTL_ERR_USAGE (printed). */
+static int parse_lend_args(const struct ctl_args *args, const char **borrower, uint64_t *bytes, uint64_t *for_usec) {
+        const char *v = ctl_arg(args, "for");
 
-        for (int i = 1; i < argc; i++) {
-                if (strcmp(argv[i], "--for") == 0 || strncmp(argv[i], "--for=", 6) == 0) {
-                        const char *v = argv[i][5] == '=' ? argv[i] + 6 : i + 1 < argc ? argv[++i] : NULL;
-                        if (!v || parse_duration(v, for_usec) < 0 || *for_usec < 1000000 ||
-                            *for_usec > UINT64_C(366) * 86400000000)
-                                return ctl_usage_error("lend", LEND_USAGE, "--for needs a duration from 1s to 366d");
-                        have_for = true;
-                } else if (argv[i][0] == '-' && argv[i][1])
-                        return ctl_usage_error("lend", LEND_USAGE, "unknown option '%s'", argv[i]);
-                else if (n < 2)
-                        pos[n++] = argv[i];
-                else
-                        return ctl_usage_error("lend", LEND_USAGE, "unexpected argument '%s'", argv[i]);
-        }
-        if (n != 2 || !have_for)
-                return ctl_usage_error("lend", LEND_USAGE, "expected a borrower, a size and --for");
-        if (!fleet_id_valid(pos[0]))
-                return ctl_usage_error("lend", LEND_USAGE, "'%s' is not a node id (%d hex digits)", pos[0], FLEET_ID_LEN);
-        if (parse_size(pos[1], bytes) < 0 || *bytes < MIB || *bytes > LEDGER_SIZE_MAX)
-                return ctl_usage_error("lend", LEND_USAGE, "'%s' is not a size from 1M to 1P", pos[1]);
-        *borrower = pos[0];
-        return -1;
+        if (!v || parse_duration(v, for_usec) < 0 || *for_usec < 1000000 || *for_usec > UINT64_C(366) * 86400000000)
+                return ctl_usage_error(args, v ? "--for needs a duration from 1s to 366d" :
+                                                 "expected a borrower, a size and --for");
+        if (!fleet_id_valid(args->argv[1]))
+                return ctl_usage_error(args, "'%s' is not a node id (%d hex digits)", args->argv[1], FLEET_ID_LEN);
+        if (parse_size(args->argv[2], bytes) < 0 || *bytes < MIB || *bytes > LEDGER_SIZE_MAX)
+                return ctl_usage_error(args, "'%s' is not a size from 1M to 1P", args->argv[2]);
+        *borrower = args->argv[1];
+        return 0;
 }
 
 static void random_hex(char *ret) {
@@ -322,7 +283,7 @@ static int is_trusted(const struct ctl_globals *g, const struct fleet_identity *
 
 /* The grant goes to etcd after the ledger holds the capacity; if etcd refuses, the lending is
  * revoked again so that no capacity stays held for a grant nobody can see. */
-int ctl_lend(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_lend(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_etcd_ struct etcd *e = NULL;
         _cleanup_free_ char *text = NULL;
@@ -332,9 +293,9 @@ int ctl_lend(const struct ctl_globals *g, int argc, char **argv) {
         const char *borrower = NULL;
         uint64_t bytes = 0, for_usec = 0;
         char key[128], size[32];
-        int r = parse_lend_args(argc, argv, &borrower, &bytes, &for_usec);
+        int r = parse_lend_args(args, &borrower, &bytes, &for_usec);
 
-        if (r >= 0)
+        if (r < 0)
                 return r;
         if ((r = ctl_load_identity(g, &id)) || (r = is_trusted(g, &id, borrower)) || (r = ctl_open_etcd(g, &e)) ||
             (r = ctl_open_ledger(g, true, &l)))
@@ -391,22 +352,19 @@ static int active_lending(const struct ctl_globals *g, const char *grant_id) {
                                             "(only its lender revokes a grant; see 'ppnctl fleet')", grant_id));
 }
 
-static int grant_revoke(const struct ctl_globals *g, int argc, char **argv) {
+static int grant_revoke(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_etcd_ struct etcd *e = NULL;
         _cleanup_free_ char *text = NULL;
         struct fleet_identity id;
         struct fleet_revocation v = {};
         struct ppn_error err = {};
-        bool json = false;
         char key[128];
-        int r = ctl_parse_plain("grant revoke", REVOKE_USAGE, false, &argc, argv, &json);
+        char **argv = args->argv;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 2 || strlen(argv[1]) != FLEET_GRANT_ID_LEN)
-                return ctl_usage_error("grant revoke", REVOKE_USAGE, "expected a grant id (%d hex digits)",
-                                       FLEET_GRANT_ID_LEN);
+        if (strlen(argv[1]) != FLEET_GRANT_ID_LEN)
+                return ctl_usage_error(args, "expected a grant id (%d hex digits)", FLEET_GRANT_ID_LEN);
         if ((r = ctl_load_identity(g, &id)) || (r = ctl_open_etcd(g, &e)) || (r = ctl_open_ledger(g, true, &l)) ||
             (r = active_lending(g, argv[1])))
                 return r;
@@ -432,11 +390,9 @@ static int grant_revoke(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
-const struct ctl_subcommand ctl_grant_commands[] = {
-        { "revoke", grant_revoke, REVOKE_USAGE },
+const struct ctl_command ctl_grant_commands[] = {
+        { .name = "revoke", .run = grant_revoke, .usage = "grant revoke ID",
+          .help = "revoke a grant this node made (signed; every node drops it)",
+          .min_args = 1, .max_args = 1, .args_error = "expected a grant id (32 hex digits)" },
         {},
 };
-
-int ctl_grant(const struct ctl_globals *g, int argc, char **argv) {
-        return ctl_dispatch("grant", ctl_grant_commands, g, argc, argv);
-}

@@ -34,7 +34,7 @@ static int print_list(json_object *list, bool json) {
                 struct ppn_event ev;
                 if (event_from_json(json_object_array_get_idx(list, i), &ev) < 0) {
                         fprintf(stderr, "ppnctl: the daemon sent an event this ppnctl cannot read\n");
-                        return CTL_FAILED;
+                        return CTL_ERR_FAILED;
                 }
                 print_event(&ev, json);
         }
@@ -43,15 +43,15 @@ static int print_list(json_object *list, bool json) {
 }
 
 /* Streams {"event": ...} lines until the daemon goes away or the user interrupts. */
-static int follow(struct ctl_client *c, bool json) {
+static int follow(struct control_client *c, bool json) {
         struct ppn_error err = { 0 };
 
         for (;;) {
                 json_object *msg = NULL, *ev;
                 struct ppn_event e;
-                if (ctl_client_read(c, -1, &msg, &err) < 0) {
+                if (control_client_read(c, -1, &msg, &err) < 0) {
                         fprintf(stderr, "ppnctl: %s\n", err.msg);
-                        return CTL_FAILED;
+                        return CTL_ERR_FAILED;
                 }
                 if (json_object_object_get_ex(msg, "event", &ev) && event_from_json(ev, &e) == 0) {
                         print_event(&e, json);
@@ -61,40 +61,30 @@ static int follow(struct ctl_client *c, bool json) {
         }
 }
 
-int ctl_events(const struct ctl_globals *g, int argc, char **argv) {
-        _cleanup_(ctl_client_freep) struct ctl_client *c = NULL;
+int ctl_events(const struct ctl_globals *g, const struct ctl_args *args) {
+        _cleanup_(control_client_freep) struct control_client *c = NULL;
         struct ppn_error err = { 0 };
         json_object *req, *reply = NULL, *list;
-        bool json = g->json, follow_ = false;
+        bool json = args->json, follow_ = ctl_flag(args, "follow");
         int r;
 
-        for (int i = 1; i < argc; i++) {
-                if (strcmp(argv[i], "--json") == 0)
-                        json = true;
-                else if (strcmp(argv[i], "--follow") == 0 || strcmp(argv[i], "-f") == 0)
-                        follow_ = true;
-                else {
-                        fprintf(stderr, "usage: ppnctl events [--follow] [--json]\n");
-                        return CTL_USAGE;
-                }
-        }
         req = json_object_new_object();
         json_object_object_add(req, "request", json_object_new_string("events"));
         json_object_object_add(req, "follow", json_object_new_boolean(follow_));
-        r = ctl_client_connect(g->socket, &c, &err);
+        r = control_client_connect(g->socket, &c, &err);
         if (r >= 0)
-                r = ctl_client_send(c, req, &err);
+                r = control_client_send(c, req, &err);
         if (r >= 0)
-                r = ctl_client_read(c, 10000, &reply, &err);
+                r = control_client_read(c, 10000, &reply, &err);
         json_object_put(req);
         if (r < 0) {
                 fprintf(stderr, "ppnctl: %s\n", err.msg);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         if (!json_object_object_get_ex(reply, "events", &list) || !json_object_is_type(list, json_type_array)) {
                 json_object_put(reply);
                 fprintf(stderr, "ppnctl: the daemon's events reply has no list (version mismatch?)\n");
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         r = print_list(list, json);
         json_object_put(reply);

@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Helpers shared by the ppnctl handlers: subcommand dispatch, ledger opening, errors, JSON. */
+/* Helpers shared by the ppnctl handlers: ledger opening, errors, JSON, output habits. */
 #include <inttypes.h>
 #include <json-c/json.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,61 +13,6 @@
 
 static bool exact_sizes;        /* --bytes */
 
-int ctl_dispatch(const char *group, const struct ctl_subcommand *table, const struct ctl_globals *g,
-                 int argc, char **argv) {
-        if (argc >= 2)
-                for (size_t i = 0; table[i].name; i++)
-                        if (strcmp(argv[1], table[i].name) == 0)
-                                return table[i].run(g, argc - 1, argv + 1);
-        FILE *f = argc >= 2 && strcmp(argv[1], "--help") == 0 ? stdout : stderr;
-        if (f == stderr && argc >= 2)
-                fprintf(f, "ppnctl %s: unknown subcommand '%s'\n", group, argv[1]);
-        else if (f == stderr)
-                fprintf(f, "ppnctl %s: missing subcommand\n", group);
-        ctl_print_subcommands(f, table);
-        return f == stdout ? CTL_OK : CTL_USAGE;
-}
-
-void ctl_print_subcommands(FILE *f, const struct ctl_subcommand *table) {
-        fprintf(f, "usage:\n");
-        for (size_t i = 0; table[i].name; i++) {
-                /* --help (stdout) is wrapped to 80 columns; a usage error keeps one line per usage. */
-                if (f != stdout) {
-                        fprintf(f, "  ppnctl %s\n", table[i].usage);
-                        continue;
-                }
-                fputs("  ppnctl", f);
-                ctl_print_wrapped(f, table[i].usage, 4, 8);
-        }
-}
-
-void ctl_print_wrapped(FILE *f, const char *text, size_t indent, size_t first_col) {
-        size_t col = first_col;
-        bool line_start = first_col == 0;
-
-        text += strspn(text, " ");
-        while (*text) {
-                size_t word = strcspn(text, " ");
-                if (!line_start && col + 1 + word > 80 && col > indent) {
-                        fprintf(f, "\n%*s", (int) indent, "");
-                        col = indent;
-                } else if (!line_start) {
-                        fputc(' ', f);
-                        col++;
-                }
-                fprintf(f, "%.*s", (int) word, text);
-                col += word;
-                line_start = false;
-                text += word;
-                text += strspn(text, " ");
-        }
-        fputc('\n', f);
-}
-
-void ctl_print_usage(const char *usage) {
-        fputs("usage: ppnctl", stdout);
-        ctl_print_wrapped(stdout, usage, 4, 13);
-}
 int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret) {
         struct ledger_options o = { .read_only = !write, .meminfo_path = getenv("PPN_MEMINFO") };
         struct ppn_error e = {};
@@ -89,7 +33,7 @@ int ctl_load_state(const struct ctl_globals *g, bool need_node, struct ledger_st
                 return ctl_fail(&e, r);
         if (need_node && !st->node_ok) {
                 fprintf(stderr, "ppnctl: %s\n", st->node_error);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         *ret = TAKE_PTR(st);
         return 0;
@@ -100,37 +44,7 @@ int ctl_fail(const struct ppn_error *err, int r) {
                 fprintf(stderr, "ppnctl: %s\n", err->msg);
         else
                 fprintf(stderr, "ppnctl: %s\n", strerror(r < 0 ? -r : r));
-        return CTL_FAILED;
-}
-
-int ctl_usage_error(const char *cmd, const char *usage, const char *fmt, ...) {
-        va_list ap;
-        fprintf(stderr, "ppnctl %s: ", cmd);
-        va_start(ap, fmt);
-        vfprintf(stderr, fmt, ap);
-        va_end(ap);
-        fprintf(stderr, "\nusage: ppnctl %s\n", usage);
-        return CTL_USAGE;
-}
-
-int ctl_parse_plain(const char *cmd, const char *usage, bool allow_json, int *argc, char **argv, bool *ret_json) {
-        int out = 1;
-        for (int i = 1; i < *argc; i++) {
-                if (allow_json && strcmp(argv[i], "--json") == 0)
-                        *ret_json = true;
-                else if (strcmp(argv[i], "--help") == 0) {
-                        ctl_print_usage(usage);
-                        return CTL_OK;
-                } else if (strcmp(argv[i], "--") == 0) {
-                        while (++i < *argc)
-                                argv[out++] = argv[i];
-                } else if (argv[i][0] == '-' && argv[i][1])
-                        return ctl_usage_error(cmd, usage, "unknown option '%s'", argv[i]);
-                else
-                        argv[out++] = argv[i];
-        }
-        *argc = out;
-        return -1;
+        return r < 0 ? r : CTL_ERR_FAILED;
 }
 
 void ctl_print_json(struct json_object *o) {

@@ -17,8 +17,6 @@
 #include "plot.h"
 #include "ppnctl.h"
 
-#define HISTORY_USAGE "history VM [--since DURATION] [--json]"
-#define PLOT_USAGE "plot [VM...] [--since DURATION] --output FILE.svg [--input FILE.json]"
 #define DEFAULT_HISTORY_SINCE (UINT64_C(600) * 1000000)  /* 10 min */
 #define DEFAULT_PLOT_SINCE (UINT64_C(1800) * 1000000)    /* 30 min */
 #define MAX_VM_ARGS 64
@@ -57,47 +55,26 @@ static void hist_doc_done(struct hist_doc *d) {
         free(d->vms);
 }
 
-/* The value of --opt VALUE or --opt=VALUE at argv[*i], or NULL if argv[*i] is not opt. */
-static const char *opt_value(int argc, char **argv, int *i, const char *opt, const char *shopt) {
-        size_t len = strlen(opt);
+/* The operands and options of history and plot into *h; 0 or CTL_ERR_USAGE (printed). */
+static int parse_args(const struct ctl_args *args, struct hist_args *h) {
+        const char *since = ctl_arg(args, "since");
 
-        if (strncmp(argv[*i], opt, len) == 0 && argv[*i][len] == '=')
-                return argv[*i] + len + 1;
-        if ((strcmp(argv[*i], opt) == 0 || (shopt && strcmp(argv[*i], shopt) == 0)) && *i + 1 < argc)
-                return argv[++*i];
-        return NULL;
-}
-
-static int parse_args(const char *cmd, const char *usage, bool plot, int argc, char **argv, struct hist_args *a) {
-        for (int i = 1; i < argc; i++) {
-                const char *v;
-                if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-                        ctl_print_usage(usage);
-                        return CTL_OK;
-                } else if ((v = opt_value(argc, argv, &i, "--since", NULL))) {
-                        if (parse_duration(v, &a->since_usec) < 0 || a->since_usec < 1000000)
-                                return ctl_usage_error(cmd, usage, "'%s' is not a duration of at least 1s "
-                                                       "(examples: 90s, 10m, 2h)", v);
-                } else if (!plot && strcmp(argv[i], "--json") == 0) {
-                        a->json = true;
-                } else if (plot && (v = opt_value(argc, argv, &i, "--output", "-o"))) {
-                        a->output = v;
-                } else if (plot && (v = opt_value(argc, argv, &i, "--input", NULL))) {
-                        a->input = v;
-                } else if (argv[i][0] == '-') {
-                        return ctl_usage_error(cmd, usage, "unknown option or missing value '%s'", argv[i]);
-                } else if (a->n_vms == MAX_VM_ARGS) {
-                        return ctl_usage_error(cmd, usage, "at most %d VMs at once", MAX_VM_ARGS);
-                } else
-                        a->vms[a->n_vms++] = argv[i];
-        }
-        return -1;
+        if (since && (parse_duration(since, &h->since_usec) < 0 || h->since_usec < 1000000))
+                return ctl_usage_error(args, "'%s' is not a duration of at least 1s (examples: 90s, 10m, 2h)", since);
+        if (args->argc - 1 > MAX_VM_ARGS)
+                return ctl_usage_error(args, "at most %d VMs at once", MAX_VM_ARGS);
+        for (int i = 1; i < args->argc; i++)
+                h->vms[h->n_vms++] = args->argv[i];
+        h->output = ctl_arg(args, "output");
+        h->input = ctl_arg(args, "input");
+        h->json = args->json;
+        return 0;
 }
 
 /* The VM names ppnd manages, from its status. */
 static int vm_names(const char *socket, json_object **ret, struct ppn_error *err) {
         json_object *reply = NULL, *vms, *names = json_object_new_array();
-        int r = ctl_client_call(socket, "status", NULL, &reply, err);
+        int r = control_client_call(socket, "status", NULL, &reply, err);
 
         if (r < 0) {
                 json_object_put(names);
@@ -145,7 +122,7 @@ static int fetch_vm(const char *socket, const char *name, uint64_t span, json_ob
 
         json_object_object_add(args, "vm", json_object_new_string(name));
         json_object_object_add(args, "span_usec", json_object_new_int64((int64_t) span));
-        r = ctl_client_call(socket, "history", args, &reply, err);
+        r = control_client_call(socket, "history", args, &reply, err);
         json_object_put(args);
         if (r < 0)
                 return r;
@@ -192,7 +169,7 @@ static int fetch(const struct ctl_globals *g, const struct hist_args *a, json_ob
         if (r < 0) {
                 json_object_put(doc);
                 fprintf(stderr, "ppnctl: %s\n", err.msg);
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         if (!now) /* no VM at all: the span ends now */
                 now = now_realtime_usec(), first_since = now - a->since_usec;
@@ -330,16 +307,14 @@ static void print_vm_history(const struct hist_vm *vm) {
                 printf("(no samples yet: the VM has not been running under this ppnd in that time)\n");
 }
 
-int ctl_history(const struct ctl_globals *g, int argc, char **argv) {
-        struct hist_args a = { .since_usec = DEFAULT_HISTORY_SINCE, .json = g->json };
+int ctl_history(const struct ctl_globals *g, const struct ctl_args *args) {
+        struct hist_args a = { .since_usec = DEFAULT_HISTORY_SINCE };
         struct hist_doc d = { 0 };
         json_object *doc = NULL;
-        int r = parse_args("history", HISTORY_USAGE, false, argc, argv, &a);
+        int r = parse_args(args, &a);
 
-        if (r >= 0)
+        if (r < 0)
                 return r;
-        if (a.n_vms != 1)
-                return ctl_usage_error("history", HISTORY_USAGE, "expected one VM name");
         r = fetch(g, &a, &doc);
         if (r)
                 return r;
@@ -352,7 +327,7 @@ int ctl_history(const struct ctl_globals *g, int argc, char **argv) {
         if (r < 0 || d.n_vms != 1) {
                 hist_doc_done(&d);
                 fprintf(stderr, "ppnctl: the daemon's history reply cannot be read (version mismatch?)\n");
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         print_vm_history(&d.vms[0]);
         hist_doc_done(&d);
@@ -410,7 +385,7 @@ static int select_vms(const struct hist_doc *d, const struct hist_args *a, struc
                 if (k == d->n_vms) {
                         fprintf(stderr, "ppnctl: no history for VM '%s'; see 'ppnctl status' for the VMs ppnd manages\n",
                                 a->vms[i]);
-                        return CTL_FAILED;
+                        return CTL_ERR_FAILED;
                 }
                 out[n++] = plot_vm_of(&d->vms[k]);
         }
@@ -432,7 +407,7 @@ static int draw(const struct hist_doc *d, const struct hist_args *a) {
                 return r;
         if (n == 0) {
                 fprintf(stderr, "ppnctl: nothing to plot: ppnd manages no VM\n");
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         r = plot_render_svg(pv, n, &o, &svg, &len);
         if (r < 0)
@@ -440,7 +415,7 @@ static int draw(const struct hist_doc *d, const struct hist_args *a) {
         r = write_file(a->output, svg, len);
         if (r < 0) {
                 fprintf(stderr, "ppnctl: cannot write %s: %s\n", a->output, strerror(-r));
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         for (size_t i = 0; i < n; i++)
                 samples += pv[i].n_samples, marks += pv[i].n_marks;
@@ -448,22 +423,22 @@ static int draw(const struct hist_doc *d, const struct hist_args *a) {
         return CTL_OK;
 }
 
-int ctl_plot(const struct ctl_globals *g, int argc, char **argv) {
+int ctl_plot(const struct ctl_globals *g, const struct ctl_args *args) {
         struct hist_args a = { .since_usec = DEFAULT_PLOT_SINCE };
         struct hist_doc d = { 0 };
         json_object *doc = NULL;
-        int r = parse_args("plot", PLOT_USAGE, true, argc, argv, &a);
+        int r = parse_args(args, &a);
 
-        if (r >= 0)
+        if (r < 0)
                 return r;
         if (!a.output)
-                return ctl_usage_error("plot", PLOT_USAGE, "--output FILE.svg is required");
+                return ctl_usage_error(args, "--output FILE.svg is required");
         if (a.input) {
                 doc = json_object_from_file(a.input);
                 if (!doc) {
                         fprintf(stderr, "ppnctl: cannot read %s as JSON (the output of 'ppnctl history VM --json'): %s\n",
                                 a.input, json_util_get_last_err());
-                        return CTL_FAILED;
+                        return CTL_ERR_FAILED;
                 }
         } else if ((r = fetch(g, &a, &doc)))
                 return r;
@@ -473,7 +448,7 @@ int ctl_plot(const struct ctl_globals *g, int argc, char **argv) {
                 hist_doc_done(&d);
                 fprintf(stderr, "ppnctl: %s is not a history document (see 'ppnctl history VM --json')\n",
                         a.input ? a.input : "the daemon's reply");
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         r = draw(&d, &a);
         hist_doc_done(&d);

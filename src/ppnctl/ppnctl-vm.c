@@ -1,6 +1,5 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* ppnctl vm add|set|remove|show|list: VM entries in the ledger. */
-#include <getopt.h>
 #include <inttypes.h>
 #include <json-c/json.h>
 #include <stdio.h>
@@ -10,55 +9,30 @@
 #include "ledger.h"
 #include "ppnctl.h"
 
-#define ADD_USAGE "vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] " \
-                  "[--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]..."
-#define SET_USAGE "vm set NAME KEY=VALUE... (keys: min max base vmem shares cpu-weight vcpus qmp libvirt disks qemu-args)"
-#define SHOW_USAGE "vm show NAME [--json]"
-#define LIST_USAGE "vm list [--json]"
-#define REMOVE_USAGE "vm remove NAME"
-
-static int vm_add(const struct ctl_globals *g, int argc, char **argv) {
-        static const struct option opts[] = {
-                { "min", required_argument, NULL, 0 },      { "max", required_argument, NULL, 0 },
-                { "shares", required_argument, NULL, 0 },   { "cpu-weight", required_argument, NULL, 0 },
-                { "vcpus", required_argument, NULL, 0 },    { "qmp", required_argument, NULL, 0 },
-                { "disk", required_argument, NULL, 0 },     { "qemu-arg", required_argument, NULL, 0 },
-                { "base", required_argument, NULL, 0 },     { "libvirt", required_argument, NULL, 0 },
-                { "help", no_argument, NULL, 'h' },
-                {},
-        };
+static int vm_add(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
         char uuid[LEDGER_UUID_LEN + 1];
-        int c, idx, r;
+        const char *name = args->argv[1];
+        int r;
 
         ledger_vm_init(&vm);
-        optind = 0;
-        opterr = 0;
-        while ((c = getopt_long(argc, argv, "h", opts, &idx)) != -1) {
-                if (c == 'h') {
-                        ctl_print_usage(ADD_USAGE);
-                        return CTL_OK;
-                }
-                if (c == '?')
-                        return ctl_usage_error("vm add", ADD_USAGE, "unknown option or missing value '%s'",
-                                               argv[optind - 1]);
-                if (ledger_vm_assign(&vm, opts[idx].name, optarg, &e) < 0)
-                        return ctl_usage_error("vm add", ADD_USAGE, "%s", e.msg);
+        /* In the order given: --disk and --qemu-arg add one item each. */
+        for (size_t i = 0; i < args->n_given; i++) {
+                if (ledger_vm_assign(&vm, args->given[i].opt->name, args->given[i].value, &e) < 0)
+                        return ctl_usage_error(args, "%s", e.msg);
                 /* --base is the boot memory; the rest up to max is the virtio-mem region. */
-                if (strcmp(opts[idx].name, "base") == 0)
+                if (strcmp(args->given[i].opt->name, "base") == 0)
                         vm.vmem = vm.base_bytes != 0;
         }
-        if (optind != argc - 1)
-                return ctl_usage_error("vm add", ADD_USAGE, "expected one NAME, got %d", argc - optind);
         if (!vm.min_bytes || !vm.max_bytes)
-                return ctl_usage_error("vm add", ADD_USAGE, "--min and --max are required");
-        if (strlen(argv[optind]) >= sizeof(vm.name) || !ledger_name_valid(argv[optind]))
-                return ctl_usage_error("vm add", ADD_USAGE, "vm name '%s' is not valid: use 1–63 characters "
+                return ctl_usage_error(args, "--min and --max are required");
+        if (strlen(name) >= sizeof(vm.name) || !ledger_name_valid(name))
+                return ctl_usage_error(args, "vm name '%s' is not valid: use 1–63 characters "
                                        "from a-z 0-9 _ . - starting with a letter or digit (e.g. web-1)",
-                                       argv[optind]);
-        snprintf(vm.name, sizeof(vm.name), "%s", argv[optind]);
+                                       name);
+        snprintf(vm.name, sizeof(vm.name), "%s", name);
         r = ctl_open_ledger(g, true, &l);
         if (r)
                 return r;
@@ -82,24 +56,21 @@ static bool key_repeated(char **pairs, int i) {
         return false;
 }
 
-static int vm_set(const struct ctl_globals *g, int argc, char **argv) {
+static int vm_set(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
-        bool json = false;
-        int r = ctl_parse_plain("vm set", SET_USAGE, false, &argc, argv, &json);
+        char **argv = args->argv;
+        int argc = args->argc;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc < 3)
-                return ctl_usage_error("vm set", SET_USAGE, "expected NAME and at least one KEY=VALUE");
         for (int i = 2; i < argc; i++) {
                 /* Syntax and values are checked before the ledger is opened: a typo is a usage error. */
                 _cleanup_(ledger_vm_done) struct ledger_vm scratch = {};
                 ledger_vm_init(&scratch);
                 if (ledger_vm_assign_pair(&scratch, argv[i], &e) < 0)
-                        return ctl_usage_error("vm set", SET_USAGE, "%s", e.msg);
+                        return ctl_usage_error(args, "%s", e.msg);
                 if (key_repeated(argv + 2, i - 2))
-                        return ctl_usage_error("vm set", SET_USAGE, "key '%.*s' given twice; give each key once",
+                        return ctl_usage_error(args, "key '%.*s' given twice; give each key once",
                                                (int) strcspn(argv[i], "="), argv[i]);
         }
         r = ctl_open_ledger(g, true, &l);
@@ -127,19 +98,15 @@ static int refuse_if_running(const struct ctl_globals *g, struct ledger *l, cons
         fprintf(stderr, "ppnctl: refused: vm '%s' is running (its QEMU answers on its monitor socket), so its "
                 "memory is still in use and stays committed; stop it first (ppnctl stop %s), then remove it\n",
                 name, name);
-        return CTL_FAILED;
+        return CTL_ERR_FAILED;
 }
 
-static int vm_remove(const struct ctl_globals *g, int argc, char **argv) {
+static int vm_remove(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
-        bool json = false;
-        int r = ctl_parse_plain("vm remove", REMOVE_USAGE, false, &argc, argv, &json);
+        char **argv = args->argv;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 2)
-                return ctl_usage_error("vm remove", REMOVE_USAGE, "expected one NAME");
         r = ctl_open_ledger(g, true, &l);
         if (r)
                 return r;
@@ -191,17 +158,14 @@ static void print_vm(const struct ledger_vm *vm) {
                 printf("%-11s none\n", "override");
 }
 
-static int vm_show(const struct ctl_globals *g, int argc, char **argv) {
+static int vm_show(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
-        bool json = g->json;
-        int r = ctl_parse_plain("vm show", SHOW_USAGE, true, &argc, argv, &json);
+        bool json = args->json;
+        char **argv = args->argv;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 2)
-                return ctl_usage_error("vm show", SHOW_USAGE, "expected one NAME");
         r = ctl_open_ledger(g, false, &l);
         if (r)
                 return r;
@@ -238,15 +202,11 @@ static void print_table(const struct ledger_state *st) {
         }
 }
 
-static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
+static int vm_list(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
-        bool json = g->json;
-        int r = ctl_parse_plain("vm list", LIST_USAGE, true, &argc, argv, &json);
+        bool json = args->json;
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 1)
-                return ctl_usage_error("vm list", LIST_USAGE, "unexpected argument '%s'", argv[1]);
         r = ctl_load_state(g, false, &st);
         if (r)
                 return r;
@@ -261,16 +221,41 @@ static int vm_list(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
-const struct ctl_subcommand ctl_vm_commands[] = {
-        { "add", vm_add, ADD_USAGE },
-        { "import-libvirt", ctl_vm_import_libvirt, IMPORT_LIBVIRT_USAGE },
-        { "list", vm_list, LIST_USAGE },
-        { "remove", vm_remove, REMOVE_USAGE },
-        { "set", vm_set, SET_USAGE },
-        { "show", vm_show, SHOW_USAGE },
+static const struct ctl_option add_options[] = {
+        { "min", 0, "SIZE", "the guaranteed minimum (e.g. 1G); required" },
+        { "max", 0, "SIZE", "the most it may get, and its memory size; required" },
+        { "base", 0, "SIZE", "boot memory; the rest up to max is a virtio-mem region" },
+        { "shares", 0, "N", "its weight for spare memory, 1-100000 (default 1000)" },
+        { "cpu-weight", 0, "N", "its cgroup cpu.weight, 1-10000 (default 100)" },
+        { "vcpus", 0, "N", "virtual CPUs (default 1)" },
+        { "qmp", 0, "PATH", "the QMP socket of a QEMU started elsewhere" },
+        { "libvirt", 0, "DOMAIN", "a libvirt domain instead of a QEMU of ppnd's own" },
+        { "disk", 0, "PATH", "a disk image; repeat for more" },
+        { "qemu-arg", 0, "ARG", "one more QEMU argument; repeat for more" },
         {},
 };
 
-int ctl_vm(const struct ctl_globals *g, int argc, char **argv) {
-        return ctl_dispatch("vm", ctl_vm_commands, g, argc, argv);
-}
+const struct ctl_command ctl_vm_commands[] = {
+        { .name = "add", .run = vm_add,
+          .usage = "vm add NAME --min SIZE --max SIZE [--base SIZE] [--shares N] [--cpu-weight N] [--vcpus N] "
+                   "[--qmp PATH | --libvirt DOMAIN] [--disk PATH]... [--qemu-arg ARG]...",
+          .help = "add a VM entry: admitted only if its minimum fits the pool", .options = add_options,
+          .min_args = 1, .max_args = 1, .args_error = "expected one NAME" },
+        { .name = "import-libvirt", .run = ctl_vm_import_libvirt, .usage = "vm import-libvirt [--uri URI] [--apply] [--json]",
+          .help = "list the libvirt domains ppnd could manage; with --apply, add them",
+          .options = (const struct ctl_option[]) {
+                  { "uri", 0, "URI", "the libvirt connection (default: the [libvirt] uri setting)" },
+                  { "apply", 0, NULL, "add the entries (without it: only show them)" },
+                  {} },
+          .json = true, .args_error = "no arguments expected" },
+        { .name = "list", .run = vm_list, .usage = "vm list [--json]", .help = "every VM entry", .json = true },
+        { .name = "remove", .run = vm_remove, .usage = "vm remove NAME", .help = "remove a stopped VM's entry",
+          .min_args = 1, .max_args = 1, .args_error = "expected one NAME" },
+        { .name = "set", .run = vm_set, .usage = "vm set NAME KEY=VALUE...",
+          .note = "(keys: min max base vmem shares cpu-weight vcpus qmp libvirt disks qemu-args)",
+          .help = "change a VM entry, all keys in one transaction (refused if a reservation breaks)",
+          .min_args = 2, .max_args = -1, .args_error = "expected NAME and at least one KEY=VALUE" },
+        { .name = "show", .run = vm_show, .usage = "vm show NAME [--json]", .help = "one VM entry",
+          .min_args = 1, .max_args = 1, .args_error = "expected one NAME", .json = true },
+        {},
+};

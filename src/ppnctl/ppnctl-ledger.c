@@ -8,11 +8,6 @@
 #include "ledger.h"
 #include "ppnctl.h"
 
-#define HISTORY_USAGE "ledger history [VM] [--json]"
-#define EXPORT_USAGE "ledger export > FILE.json"
-#define IMPORT_USAGE "ledger import FILE.json [--replace]"
-#define CHECK_USAGE "ledger check"
-
 static bool is_size_field(const char *f) {
         static const char *const sizes[] = { "min", "max", "physical", "reserve", "min-floor" };
         for (size_t i = 0; i < ELEMENTSOF(sizes); i++)
@@ -61,22 +56,18 @@ static void print_history(const struct ledger_audit *a, size_t n, bool json) {
                 ctl_print_json(arr);
 }
 
-static int ledger_history_cmd(const struct ctl_globals *g, int argc, char **argv) {
+static int ledger_history_cmd(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ledger_audit *a = NULL;
         struct ppn_error e = {};
-        bool json = g->json;
+        bool json = args->json;
         size_t n = 0;
-        int r = ctl_parse_plain("ledger history", HISTORY_USAGE, true, &argc, argv, &json);
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc > 2)
-                return ctl_usage_error("ledger history", HISTORY_USAGE, "expected at most one VM name");
         r = ctl_open_ledger(g, false, &l);
         if (r)
                 return r;
-        r = ledger_history(l, argc == 2 ? argv[1] : NULL, &a, &n, &e);
+        r = ledger_history(l, args->argc == 2 ? args->argv[1] : NULL, &a, &n, &e);
         if (r < 0)
                 return ctl_fail(&e, r);
         print_history(a, n, json);
@@ -84,17 +75,12 @@ static int ledger_history_cmd(const struct ctl_globals *g, int argc, char **argv
         return CTL_OK;
 }
 
-static int ledger_export_cmd(const struct ctl_globals *g, int argc, char **argv) {
+static int ledger_export_cmd(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct json_object *doc = NULL;
         struct ppn_error e = {};
-        bool json = false;
-        int r = ctl_parse_plain("ledger export", EXPORT_USAGE, true, &argc, argv, &json);
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 1)
-                return ctl_usage_error("ledger export", EXPORT_USAGE, "unexpected argument '%s'", argv[1]);
         r = ctl_open_ledger(g, false, &l);
         if (r)
                 return r;
@@ -104,34 +90,24 @@ static int ledger_export_cmd(const struct ctl_globals *g, int argc, char **argv)
         ctl_print_json(doc);
         if (fflush(stdout) != 0 || ferror(stdout)) {
                 fprintf(stderr, "ppnctl: writing the export failed: %m\n");
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         return CTL_OK;
 }
 
-static int ledger_import_cmd(const struct ctl_globals *g, int argc, char **argv) {
+static int ledger_import_cmd(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct json_object *doc;
         struct ppn_error e = {};
-        bool replace = false, json = false;
-        int out = 1, r;
+        bool replace = ctl_flag(args, "replace");
+        char **argv = args->argv;
+        int r;
 
-        for (int i = 1; i < argc; i++)
-                if (strcmp(argv[i], "--replace") == 0)
-                        replace = true;
-                else
-                        argv[out++] = argv[i];
-        argc = out;
-        r = ctl_parse_plain("ledger import", IMPORT_USAGE, false, &argc, argv, &json);
-        if (r >= 0)
-                return r;
-        if (argc != 2)
-                return ctl_usage_error("ledger import", IMPORT_USAGE, "expected one FILE");
         doc = json_object_from_file(argv[1]);
         if (!doc) {
                 fprintf(stderr, "ppnctl: cannot import '%s': %s; give a file written by 'ppnctl ledger export'\n",
                         argv[1], json_util_get_last_err());
-                return CTL_FAILED;
+                return CTL_ERR_FAILED;
         }
         r = ctl_open_ledger(g, true, &l);
         if (r == 0) {
@@ -144,14 +120,11 @@ static int ledger_import_cmd(const struct ctl_globals *g, int argc, char **argv)
         return r;
 }
 
-static int ledger_check_cmd(const struct ctl_globals *g, int argc, char **argv) {
+static int ledger_check_cmd(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
-        bool json = false;
-        int r = ctl_parse_plain("ledger check", CHECK_USAGE, false, &argc, argv, &json);
+        int r;
 
-        if (r >= 0)
-                return r;
         r = ctl_open_ledger(g, false, &l);
         if (r)
                 return r;
@@ -162,14 +135,19 @@ static int ledger_check_cmd(const struct ctl_globals *g, int argc, char **argv) 
         return CTL_OK;
 }
 
-const struct ctl_subcommand ctl_ledger_commands[] = {
-        { "check", ledger_check_cmd, CHECK_USAGE },
-        { "export", ledger_export_cmd, EXPORT_USAGE },
-        { "history", ledger_history_cmd, HISTORY_USAGE },
-        { "import", ledger_import_cmd, IMPORT_USAGE },
+const struct ctl_command ctl_ledger_commands[] = {
+        { .name = "check", .run = ledger_check_cmd, .usage = "ledger check",
+          .help = "SQLite's integrity check of the ledger file" },
+        { .name = "export", .run = ledger_export_cmd, .usage = "ledger export > FILE.json",
+          .help = "the whole ledger as one JSON document on stdout" },
+        { .name = "history", .run = ledger_history_cmd, .usage = "ledger history [VM] [--json]",
+          .help = "the audit log: who changed what, old and new values", .max_args = 1,
+          .args_error = "expected at most one VM name", .json = true },
+        { .name = "import", .run = ledger_import_cmd, .usage = "ledger import FILE.json [--replace]",
+          .help = "add the entries of an exported document, all or nothing",
+          .options = (const struct ctl_option[]) {
+                  { "replace", 0, NULL, "replace the whole ledger with the document" },
+                  {} },
+          .min_args = 1, .max_args = 1, .args_error = "expected one FILE" },
         {},
 };
-
-int ctl_ledger(const struct ctl_globals *g, int argc, char **argv) {
-        return ctl_dispatch("ledger", ctl_ledger_commands, g, argc, argv);
-}

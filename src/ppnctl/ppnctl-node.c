@@ -7,23 +7,16 @@
 #include "ledger.h"
 #include "ppnctl.h"
 
-#define SET_USAGE "node set KEY=VALUE... (keys: physical reserve min-floor; value SIZE or 'default')"
-#define SHOW_USAGE "node show [--json]"
-
-static int node_set(const struct ctl_globals *g, int argc, char **argv) {
+static int node_set(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         struct ppn_error e = {};
-        bool json = false;
-        int r = ctl_parse_plain("node set", SET_USAGE, false, &argc, argv, &json);
+        char **argv = args->argv;
+        int argc = args->argc, r;
 
-        if (r >= 0)
-                return r;
-        if (argc < 2)
-                return ctl_usage_error("node set", SET_USAGE, "expected at least one KEY=VALUE");
         for (int i = 1; i < argc; i++) {
                 struct ledger_node_settings scratch = {};
                 if (ledger_node_assign_pair(&scratch, argv[i], &e) < 0)
-                        return ctl_usage_error("node set", SET_USAGE, "%s", e.msg);
+                        return ctl_usage_error(args, "%s", e.msg);
         }
         r = ctl_open_ledger(g, true, &l);
         if (r)
@@ -32,16 +25,12 @@ static int node_set(const struct ctl_globals *g, int argc, char **argv) {
         return r < 0 ? ctl_fail(&e, r) : CTL_OK;
 }
 
-static int node_show(const struct ctl_globals *g, int argc, char **argv) {
+static int node_show(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
-        bool json = g->json;
+        bool json = args->json;
         char a[32], b[32], c[32];
-        int r = ctl_parse_plain("node show", SHOW_USAGE, true, &argc, argv, &json);
+        int r;
 
-        if (r >= 0)
-                return r;
-        if (argc != 1)
-                return ctl_usage_error("node show", SHOW_USAGE, "unexpected argument '%s'", argv[1]);
         r = ctl_load_state(g, true, &st);
         if (r)
                 return r;
@@ -58,14 +47,16 @@ static int node_show(const struct ctl_globals *g, int argc, char **argv) {
         return CTL_OK;
 }
 
-const struct ctl_subcommand ctl_node_commands[] = {
-        { "id", ctl_node_id, "node id [--json]" },
-        { "init", ctl_node_init, "node init" },
-        { "set", node_set, SET_USAGE },
-        { "show", node_show, SHOW_USAGE },
+const struct ctl_command ctl_node_commands[] = {
+        { .name = "id", .run = ctl_node_id, .usage = "node id [--json]",
+          .help = "this node's fleet id and key fingerprint", .json = true },
+        { .name = "init", .run = ctl_node_init, .usage = "node init [--json]",
+          .help = "create this node's fleet key (beside the ledger) if it has none", .json = true },
+        { .name = "set", .run = node_set, .usage = "node set KEY=VALUE...",
+          .note = "(keys: physical reserve min-floor; value SIZE or 'default')",
+          .help = "change node settings, in one transaction (refused if a reservation breaks)",
+          .min_args = 1, .max_args = -1, .args_error = "expected at least one KEY=VALUE" },
+        { .name = "show", .run = node_show, .usage = "node show [--json]", .help = "the node settings",
+          .json = true },
         {},
 };
-
-int ctl_node(const struct ctl_globals *g, int argc, char **argv) {
-        return ctl_dispatch("node", ctl_node_commands, g, argc, argv);
-}
