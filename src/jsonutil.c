@@ -206,6 +206,8 @@ static json_object *field_to_json(const struct json_field *f, const char *p) {
         }
         case JSON_KIND_BOOL:
                 return json_object_new_boolean(*(const bool *) (const void *) p);
+        case JSON_KIND_SETTING:
+                return json_size_or_null(*(const uint64_t *) (const void *) p, 0);
         }
         return NULL;
 }
@@ -220,14 +222,14 @@ json_object *json_from_fields(const struct json_field *f, size_t n, const void *
         return o;
 }
 
-/* An integer member that may be null (UINT64_MAX). */
-static int get_size(json_object *o, const char *key, uint64_t *ret) {
+/* An integer member that may be null (read as if_null). */
+static int get_uint_or_null(json_object *o, const char *key, uint64_t if_null, uint64_t *ret) {
         json_object *v;
 
         if (!json_object_object_get_ex(o, key, &v))
                 return -EINVAL;
         if (!v)
-                return *ret = UINT64_MAX, 0;
+                return *ret = if_null, 0;
         if (!json_object_is_type(v, json_type_int))
                 return -EINVAL;
         *ret = json_object_get_uint64(v);
@@ -242,7 +244,7 @@ static int field_from_json(json_object *o, const struct json_field *f, char *p) 
                 return json_member_text(o, f->key, p, f->size);
         case JSON_KIND_U64:
         case JSON_KIND_SIZE:
-                return get_size(o, f->key, (uint64_t *) (void *) p);
+                return get_uint_or_null(o, f->key, UINT64_MAX, (uint64_t *) (void *) p);
         case JSON_KIND_I64:
                 return json_member_int64(o, f->key, (int64_t *) (void *) p);
         case JSON_KIND_PERCENT:
@@ -252,6 +254,8 @@ static int field_from_json(json_object *o, const struct json_field *f, char *p) 
                 return 0;
         case JSON_KIND_BOOL:
                 return json_member_bool(o, f->key, (bool *) (void *) p) == -EINVAL ? -EINVAL : 0;
+        case JSON_KIND_SETTING:
+                return get_uint_or_null(o, f->key, 0, (uint64_t *) (void *) p);
         }
         return -EINVAL;
 }
@@ -346,6 +350,13 @@ static void write_field(FILE *f, const struct json_field *fl, const char *p) {
                 return;
         case JSON_KIND_BOOL:
                 fputs_unlocked(*(const bool *) (const void *) p ? "true" : "false", f);
+                return;
+        case JSON_KIND_SETTING:
+                memcpy(&u, p, sizeof(u));
+                if (u == 0)
+                        fputs_unlocked("null", f);
+                else
+                        json_write_uint(f, u);
                 return;
         }
         fputs_unlocked("null", f);

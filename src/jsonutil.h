@@ -34,6 +34,7 @@ enum json_kind {
         JSON_KIND_I64,          /* int64_t: an integer */
         JSON_KIND_PERCENT,      /* double: a number, or null for a negative value (reads as -1) */
         JSON_KIND_BOOL,         /* bool: true or false; a missing member reads as false (older writers) */
+        JSON_KIND_SETTING,      /* uint64_t: an integer, or null for 0 both ways (a setting nobody set) */
 };
 
 struct json_field {
