@@ -8,14 +8,14 @@
 int eventlog_init(struct eventlog *l, size_t capacity) {
         if (capacity == 0)
                 return -EINVAL;
-        *l = (struct eventlog) { .capacity = capacity };
+        *l = (struct eventlog){ .capacity = capacity };
         l->ring = calloc(capacity, sizeof(*l->ring));
         return l->ring ? 0 : -ENOMEM;
 }
 
 void eventlog_done(struct eventlog *l) {
         free(l->ring);
-        *l = (struct eventlog) { 0 };
+        *l = (struct eventlog){ 0 };
 }
 
 const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event *ev) {
@@ -32,9 +32,8 @@ const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event 
         return slot;
 }
 
-const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm,
-                                      const char *kind, uint64_t from, uint64_t to,
-                                      const char *fmt, va_list ap) {
+const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm, const char *kind,
+                                      uint64_t from, uint64_t to, const char *fmt, va_list ap) {
         struct ppn_event ev = { .realtime_usec = realtime_usec, .from_bytes = from, .to_bytes = to };
 
         snprintf(ev.vm, sizeof(ev.vm), "%s", vm ? vm : "");
@@ -43,9 +42,8 @@ const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec
         return eventlog_add(l, &ev);
 }
 
-const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
-                                      const char *kind, uint64_t from, uint64_t to,
-                                      const char *fmt, ...) {
+const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm, const char *kind,
+                                      uint64_t from, uint64_t to, const char *fmt, ...) {
         const struct ppn_event *stored;
         va_list ap;
 
@@ -72,9 +70,9 @@ size_t eventlog_since(const struct eventlog *l, uint64_t after_seq, const struct
 }
 
 json_object *eventlog_vm_json(const struct eventlog *l, const char *vm, uint64_t since_usec, size_t budget,
-                             size_t *ret_omitted) {
+                              size_t *ret_omitted) {
         json_object *arr = json_object_new_array();
-        size_t used = 2, omitted = 0, first = l->count;   /* "[]" */
+        size_t used = 2, omitted = 0, first = l->count; /* "[]" */
 
         if (!arr)
                 return NULL;

@@ -155,9 +155,7 @@ static bool scan_value(struct json_scan *s, unsigned depth) {
         return r == 0;
 }
 
-bool json_scan_value(struct json_scan *s) {
-        return scan_value(s, 1);
-}
+bool json_scan_value(struct json_scan *s) { return scan_value(s, 1); }
 
 int json_scan_member(struct json_scan *s, bool *first, const char **ret_key, size_t *ret_len) {
         if (*first && json_scan_char(s, '}'))
@@ -186,9 +184,7 @@ bool json_scan_end(struct json_scan *s) {
         return s->p == s->end;
 }
 
-json_object *json_size_or_null(uint64_t v, uint64_t unknown) {
-        return v == unknown ? NULL : json_object_new_uint64(v);
-}
+json_object *json_size_or_null(uint64_t v, uint64_t unknown) { return v == unknown ? NULL : json_object_new_uint64(v); }
 
 static json_object *field_to_json(const struct json_field *f, const char *p) {
         switch (f->kind) {
@@ -305,9 +301,7 @@ static int raw_serialize(json_object *o, struct printbuf *pb, int level, int fla
         return printbuf_memappend(pb, text, (int) strlen(text));
 }
 
-static void raw_free(json_object *o, void *userdata) {
-        free(userdata);
-}
+static void raw_free(json_object *o, void *userdata) { free(userdata); }
 
 json_object *json_object_new_raw(char *text) {
         json_object *o = json_object_new_object();
