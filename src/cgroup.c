@@ -908,16 +908,21 @@ static int list_add(struct ppn_cgroup *cg, const char *d_name, char ***names, si
 }
 
 int ppn_cgroup_vm_list(struct ppn_cgroup *cg, char ***ret_names, struct ppn_error *err) {
-        _cleanup_close_ int fd = openat(cg->parent_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        int fd = openat(cg->parent_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         char **names;
         size_t n = 0;
         struct dirent *de;
         DIR *d;
         int r;
 
-        if (fd < 0 || !(d = fdopendir(fd)))
+        if (fd < 0)
                 return fail(err, -errno, "list the groups in", cg->parent_path);
-        fd = -1; /* d owns it now */
+        d = fdopendir(fd); /* d owns fd from here */
+        if (!d) {
+                r = -errno;
+                close(fd);
+                return fail(err, r, "list the groups in", cg->parent_path);
+        }
         names = calloc(1, sizeof(char *));
         r = names ? 0 : -ENOMEM;
         while (r == 0 && (de = readdir(d)))

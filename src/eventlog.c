@@ -8,14 +8,14 @@
 int eventlog_init(struct eventlog *l, size_t capacity) {
         if (capacity == 0)
                 return -EINVAL;
-        *l = (struct eventlog) { .capacity = capacity };
+        *l = (struct eventlog){ .capacity = capacity };
         l->ring = calloc(capacity, sizeof(*l->ring));
         return l->ring ? 0 : -ENOMEM;
 }
 
 void eventlog_done(struct eventlog *l) {
         free(l->ring);
-        *l = (struct eventlog) { 0 };
+        *l = (struct eventlog){ 0 };
 }
 
 const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event *ev) {
@@ -32,9 +32,8 @@ const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event 
         return slot;
 }
 
-const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm,
-                                      const char *kind, uint64_t from, uint64_t to,
-                                      const char *fmt, va_list ap) {
+const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm, const char *kind,
+                                      uint64_t from, uint64_t to, const char *fmt, va_list ap) {
         struct ppn_event ev = { .realtime_usec = realtime_usec, .from_bytes = from, .to_bytes = to };
 
         snprintf(ev.vm, sizeof(ev.vm), "%s", vm ? vm : "");
@@ -43,9 +42,8 @@ const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec
         return eventlog_add(l, &ev);
 }
 
-const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
-                                      const char *kind, uint64_t from, uint64_t to,
-                                      const char *fmt, ...) {
+const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm, const char *kind,
+                                      uint64_t from, uint64_t to, const char *fmt, ...) {
         const struct ppn_event *stored;
         va_list ap;
 
@@ -72,9 +70,9 @@ size_t eventlog_since(const struct eventlog *l, uint64_t after_seq, const struct
 }
 
 json_object *eventlog_vm_json(const struct eventlog *l, const char *vm, uint64_t since_usec, size_t budget,
-                             size_t *ret_omitted) {
+                              size_t *ret_omitted) {
         json_object *arr = json_object_new_array();
-        size_t used = 2, omitted = 0, first = l->count;   /* "[]" */
+        size_t used = 2, omitted = 0, first = l->count; /* "[]" */
 
         if (!arr)
                 return NULL;
@@ -103,32 +101,25 @@ json_object *eventlog_vm_json(const struct eventlog *l, const char *vm, uint64_t
         return arr;
 }
 
-json_object *event_to_json(const struct ppn_event *ev) {
-        json_object *o = json_object_new_object();
+/* An event as JSON: the one table both ways (ppnd writes it, ppnctl reads it). */
+static const struct json_field event_fields[] = {
+        JSON_FIELD(struct ppn_event, seq, "seq", JSON_KIND_U64),
+        JSON_FIELD(struct ppn_event, realtime_usec, "time_usec", JSON_KIND_U64),
+        JSON_FIELD(struct ppn_event, vm, "vm", JSON_KIND_TEXT),
+        JSON_FIELD(struct ppn_event, kind, "kind", JSON_KIND_TEXT),
+        JSON_FIELD(struct ppn_event, from_bytes, "from_bytes", JSON_KIND_U64),
+        JSON_FIELD(struct ppn_event, to_bytes, "to_bytes", JSON_KIND_U64),
+        JSON_FIELD(struct ppn_event, reason, "reason", JSON_KIND_TEXT),
+};
 
-        if (!o)
-                return NULL;
-        json_object_object_add(o, "seq", json_object_new_uint64(ev->seq));
-        json_object_object_add(o, "time_usec", json_object_new_uint64(ev->realtime_usec));
-        json_object_object_add(o, "vm", json_object_new_string(ev->vm));
-        json_object_object_add(o, "kind", json_object_new_string(ev->kind));
-        json_object_object_add(o, "from_bytes", json_object_new_uint64(ev->from_bytes));
-        json_object_object_add(o, "to_bytes", json_object_new_uint64(ev->to_bytes));
-        json_object_object_add(o, "reason", json_object_new_string(ev->reason));
-        return o;
+json_object *event_to_json(const struct ppn_event *ev) {
+        return json_from_fields(event_fields, ELEMENTSOF(event_fields), ev);
 }
 
 int event_from_json(json_object *o, struct ppn_event *ret) {
         struct ppn_event ev = { 0 };
 
-        if (!json_object_is_type(o, json_type_object) ||
-            json_member_uint64(o, "seq", &ev.seq) < 0 ||
-            json_member_uint64(o, "time_usec", &ev.realtime_usec) < 0 ||
-            json_member_text(o, "vm", ev.vm, sizeof(ev.vm)) < 0 ||
-            json_member_text(o, "kind", ev.kind, sizeof(ev.kind)) < 0 ||
-            json_member_uint64(o, "from_bytes", &ev.from_bytes) < 0 ||
-            json_member_uint64(o, "to_bytes", &ev.to_bytes) < 0 ||
-            json_member_text(o, "reason", ev.reason, sizeof(ev.reason)) < 0)
+        if (json_to_fields(o, event_fields, ELEMENTSOF(event_fields), &ev) < 0)
                 return -EINVAL;
         *ret = ev;
         return 0;

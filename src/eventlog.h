@@ -21,20 +21,20 @@
 #define EVENT_REASON_MAX 192
 
 struct ppn_event {
-        uint64_t seq;                   /* assigned by eventlog_add() */
-        uint64_t realtime_usec;         /* wall clock, for people */
-        char vm[EVENT_NAME_MAX];        /* "" for node-wide events */
-        char kind[EVENT_KIND_MAX];      /* inflate, deflate, hold, override, adopt, absent, ... */
-        uint64_t from_bytes;            /* previous target (0 if none) */
-        uint64_t to_bytes;              /* new target (0 if none) */
+        uint64_t seq;              /* assigned by eventlog_add() */
+        uint64_t realtime_usec;    /* wall clock, for people */
+        char vm[EVENT_NAME_MAX];   /* "" for node-wide events */
+        char kind[EVENT_KIND_MAX]; /* inflate, deflate, hold, override, adopt, absent, ... */
+        uint64_t from_bytes;       /* previous target (0 if none) */
+        uint64_t to_bytes;         /* new target (0 if none) */
         char reason[EVENT_REASON_MAX];
 };
 
 struct eventlog {
         struct ppn_event *ring;
         size_t capacity;
-        size_t count;                   /* <= capacity */
-        size_t head;                    /* index of the oldest */
+        size_t count; /* <= capacity */
+        size_t head;  /* index of the oldest */
         uint64_t last_seq;
 };
 
@@ -47,12 +47,10 @@ const struct ppn_event *eventlog_add(struct eventlog *l, const struct ppn_event 
 
 /* Convenience: builds the event (vm NULL means node-wide, texts truncated to fit) and formats
  * the reason; returns the stored copy like eventlog_add(). */
-const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm,
-                                      const char *kind, uint64_t from, uint64_t to,
-                                      const char *fmt, va_list ap) _printf_(7, 0);
-const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm,
-                                      const char *kind, uint64_t from, uint64_t to,
-                                      const char *fmt, ...) _printf_(7, 8);
+const struct ppn_event *eventlog_addv(struct eventlog *l, uint64_t realtime_usec, const char *vm, const char *kind,
+                                      uint64_t from, uint64_t to, const char *fmt, va_list ap) _printf_(7, 0);
+const struct ppn_event *eventlog_addf(struct eventlog *l, uint64_t realtime_usec, const char *vm, const char *kind,
+                                      uint64_t from, uint64_t to, const char *fmt, ...) _printf_(7, 8);
 
 /*
  * The events with seq > after_seq, oldest first, at most max of the newest of them. Returns how
@@ -66,7 +64,7 @@ size_t eventlog_since(const struct eventlog *l, uint64_t after_seq, const struct
  * out. A control reply must fit the socket's reply queue (ppnctl history of a busy VM).
  */
 json_object *eventlog_vm_json(const struct eventlog *l, const char *vm, uint64_t since_usec, size_t budget,
-                             size_t *ret_omitted);
+                              size_t *ret_omitted);
 
 json_object *event_to_json(const struct ppn_event *ev);
 /* 0, or -EINVAL if a required member is missing or has the wrong type. */

@@ -155,9 +155,7 @@ static bool scan_value(struct json_scan *s, unsigned depth) {
         return r == 0;
 }
 
-bool json_scan_value(struct json_scan *s) {
-        return scan_value(s, 1);
-}
+bool json_scan_value(struct json_scan *s) { return scan_value(s, 1); }
 
 int json_scan_member(struct json_scan *s, bool *first, const char **ret_key, size_t *ret_len) {
         if (*first && json_scan_char(s, '}'))
@@ -186,9 +184,7 @@ bool json_scan_end(struct json_scan *s) {
         return s->p == s->end;
 }
 
-json_object *json_size_or_null(uint64_t v, uint64_t unknown) {
-        return v == unknown ? NULL : json_object_new_uint64(v);
-}
+json_object *json_size_or_null(uint64_t v, uint64_t unknown) { return v == unknown ? NULL : json_object_new_uint64(v); }
 
 static json_object *field_to_json(const struct json_field *f, const char *p) {
         switch (f->kind) {
@@ -206,6 +202,8 @@ static json_object *field_to_json(const struct json_field *f, const char *p) {
         }
         case JSON_KIND_BOOL:
                 return json_object_new_boolean(*(const bool *) (const void *) p);
+        case JSON_KIND_SETTING:
+                return json_size_or_null(*(const uint64_t *) (const void *) p, 0);
         }
         return NULL;
 }
@@ -220,14 +218,14 @@ json_object *json_from_fields(const struct json_field *f, size_t n, const void *
         return o;
 }
 
-/* An integer member that may be null (UINT64_MAX). */
-static int get_size(json_object *o, const char *key, uint64_t *ret) {
+/* An integer member that may be null (read as if_null). */
+static int get_uint_or_null(json_object *o, const char *key, uint64_t if_null, uint64_t *ret) {
         json_object *v;
 
         if (!json_object_object_get_ex(o, key, &v))
                 return -EINVAL;
         if (!v)
-                return *ret = UINT64_MAX, 0;
+                return *ret = if_null, 0;
         if (!json_object_is_type(v, json_type_int))
                 return -EINVAL;
         *ret = json_object_get_uint64(v);
@@ -242,7 +240,7 @@ static int field_from_json(json_object *o, const struct json_field *f, char *p) 
                 return json_member_text(o, f->key, p, f->size);
         case JSON_KIND_U64:
         case JSON_KIND_SIZE:
-                return get_size(o, f->key, (uint64_t *) (void *) p);
+                return get_uint_or_null(o, f->key, UINT64_MAX, (uint64_t *) (void *) p);
         case JSON_KIND_I64:
                 return json_member_int64(o, f->key, (int64_t *) (void *) p);
         case JSON_KIND_PERCENT:
@@ -252,6 +250,8 @@ static int field_from_json(json_object *o, const struct json_field *f, char *p) 
                 return 0;
         case JSON_KIND_BOOL:
                 return json_member_bool(o, f->key, (bool *) (void *) p) == -EINVAL ? -EINVAL : 0;
+        case JSON_KIND_SETTING:
+                return get_uint_or_null(o, f->key, 0, (uint64_t *) (void *) p);
         }
         return -EINVAL;
 }
@@ -301,9 +301,7 @@ static int raw_serialize(json_object *o, struct printbuf *pb, int level, int fla
         return printbuf_memappend(pb, text, (int) strlen(text));
 }
 
-static void raw_free(json_object *o, void *userdata) {
-        free(userdata);
-}
+static void raw_free(json_object *o, void *userdata) { free(userdata); }
 
 json_object *json_object_new_raw(char *text) {
         json_object *o = json_object_new_object();
@@ -346,6 +344,13 @@ static void write_field(FILE *f, const struct json_field *fl, const char *p) {
                 return;
         case JSON_KIND_BOOL:
                 fputs_unlocked(*(const bool *) (const void *) p ? "true" : "false", f);
+                return;
+        case JSON_KIND_SETTING:
+                memcpy(&u, p, sizeof(u));
+                if (u == 0)
+                        fputs_unlocked("null", f);
+                else
+                        json_write_uint(f, u);
                 return;
         }
         fputs_unlocked("null", f);

@@ -28,22 +28,24 @@ json_object *json_size_or_null(uint64_t v, uint64_t unknown);
  * (key, kind, where in the struct), in the order the writer emits the keys.
  */
 enum json_kind {
-        JSON_KIND_TEXT,         /* char[size]: a string (cut to size - 1 bytes when read) */
-        JSON_KIND_U64,          /* uint64_t: an integer; null reads as UINT64_MAX */
-        JSON_KIND_SIZE,         /* uint64_t: an integer, or null for UINT64_MAX both ways */
-        JSON_KIND_I64,          /* int64_t: an integer */
-        JSON_KIND_PERCENT,      /* double: a number, or null for a negative value (reads as -1) */
-        JSON_KIND_BOOL,         /* bool: true or false; a missing member reads as false (older writers) */
+        JSON_KIND_TEXT,    /* char[size]: a string (cut to size - 1 bytes when read) */
+        JSON_KIND_U64,     /* uint64_t: an integer; null reads as UINT64_MAX */
+        JSON_KIND_SIZE,    /* uint64_t: an integer, or null for UINT64_MAX both ways */
+        JSON_KIND_I64,     /* int64_t: an integer */
+        JSON_KIND_PERCENT, /* double: a number, or null for a negative value (reads as -1) */
+        JSON_KIND_BOOL,    /* bool: true or false; a missing member reads as false (older writers) */
+        JSON_KIND_SETTING, /* uint64_t: an integer, or null for 0 both ways (a setting nobody set) */
 };
 
 struct json_field {
         const char *key;
         enum json_kind kind;
         size_t offset;
-        size_t size;            /* JSON_KIND_TEXT: the array's size */
+        size_t size; /* JSON_KIND_TEXT: the array's size */
 };
 
-#define JSON_FIELD(type, member, key, kind) { key, kind, offsetof(type, member), sizeof(((type *) 0)->member) }
+#define JSON_FIELD(type, member, key, kind) \
+        { key, kind, offsetof(type, member), sizeof(((type *) 0)->member) }
 
 /* A new object with the table's members taken from the struct at p; NULL if out of memory. */
 json_object *json_from_fields(const struct json_field *f, size_t n, const void *p);
@@ -108,9 +110,9 @@ bool json_scan_end(struct json_scan *s);
  * Writing JSON text directly, for replies too large to build as json-c objects (`status` of
  * 2,000 VMs: 34,000 objects, ~100 ms). json_write_string writes s as a JSON string (quotes,
  * backslash and control characters escaped; other bytes as they are, as json-c does).
- * These take no lock on f (the caller owns it). json_object_new_raw wraps such text, taking ownership of it (freed with the object): the
- * object serializes as exactly that text, so it can be a member of an ordinary reply. Its
- * content cannot be read back as json-c objects. NULL on ENOMEM (text is then freed).
+ * These take no lock on f (the caller owns it). json_object_new_raw wraps such text, taking ownership of it (freed with
+ * the object): the object serializes as exactly that text, so it can be a member of an ordinary reply. Its content
+ * cannot be read back as json-c objects. NULL on ENOMEM (text is then freed).
  */
 void json_write_string(FILE *f, const char *s);
 /* v in decimal, as JSON writes a non-negative integer. */

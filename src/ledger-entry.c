@@ -725,39 +725,47 @@ int ledger_vm_from_json(struct json_object *o, struct ledger_vm *ret, struct ppn
         return 0;
 }
 
+/* The effective node settings (`ppnctl node show --json`). */
+static const struct json_field node_fields[] = {
+        JSON_FIELD(struct ledger_node, physical_bytes, "physical_bytes", JSON_KIND_U64),
+        JSON_FIELD(struct ledger_node, physical_default, "physical_default", JSON_KIND_BOOL),
+        JSON_FIELD(struct ledger_node, reserve_bytes, "reserve_bytes", JSON_KIND_U64),
+        JSON_FIELD(struct ledger_node, reserve_default, "reserve_default", JSON_KIND_BOOL),
+        JSON_FIELD(struct ledger_node, min_floor_bytes, "min_floor_bytes", JSON_KIND_U64),
+        JSON_FIELD(struct ledger_node, min_floor_default, "min_floor_default", JSON_KIND_BOOL),
+};
+
+/* The stored node settings (the ledger's "node" document): null = default. */
+static const struct json_field node_settings_fields[] = {
+        JSON_FIELD(struct ledger_node_settings, physical_bytes, "physical_bytes", JSON_KIND_SETTING),
+        JSON_FIELD(struct ledger_node_settings, reserve_bytes, "reserve_bytes", JSON_KIND_SETTING),
+        JSON_FIELD(struct ledger_node_settings, min_floor_bytes, "min_floor_bytes", JSON_KIND_SETTING),
+};
+
 struct json_object *ledger_node_to_json(const struct ledger_node *n) {
-        struct json_object *o = json_object_new_object();
-        json_object_object_add(o, "physical_bytes", json_object_new_int64((int64_t) n->physical_bytes));
-        json_object_object_add(o, "physical_default", json_object_new_boolean(n->physical_default));
-        json_object_object_add(o, "reserve_bytes", json_object_new_int64((int64_t) n->reserve_bytes));
-        json_object_object_add(o, "reserve_default", json_object_new_boolean(n->reserve_default));
-        json_object_object_add(o, "min_floor_bytes", json_object_new_int64((int64_t) n->min_floor_bytes));
-        json_object_object_add(o, "min_floor_default", json_object_new_boolean(n->min_floor_default));
-        return o;
+        return json_from_fields(node_fields, ELEMENTSOF(node_fields), n);
 }
 
 struct json_object *ledger_node_settings_to_json(const struct ledger_node_settings *s) {
-        struct json_object *o = json_object_new_object();
-        json_object_object_add(o, "physical_bytes", json_size_or_null(s->physical_bytes, 0));
-        json_object_object_add(o, "reserve_bytes", json_size_or_null(s->reserve_bytes, 0));
-        json_object_object_add(o, "min_floor_bytes", json_size_or_null(s->min_floor_bytes, 0));
-        return o;
+        return json_from_fields(node_settings_fields, ELEMENTSOF(node_settings_fields), s);
 }
 
+/* Members may be missing (default); each present one must be in the table, and in range. */
 int ledger_node_settings_from_json(struct json_object *o, struct ledger_node_settings *ret,
                                    struct ppn_error *err) {
         struct ledger_node_settings s = {};
         if (!json_object_is_type(o, json_type_object))
                 return ppn_error_set(err, -EINVAL, "expected an object");
         json_object_object_foreach(o, key, v) {
-                uint64_t *f = strcmp(key, "physical_bytes") == 0  ? &s.physical_bytes
-                              : strcmp(key, "reserve_bytes") == 0   ? &s.reserve_bytes
-                              : strcmp(key, "min_floor_bytes") == 0 ? &s.min_floor_bytes : NULL;
+                const struct json_field *f = NULL;
+                for (size_t i = 0; i < ELEMENTSOF(node_settings_fields) && !f; i++)
+                        if (strcmp(key, node_settings_fields[i].key) == 0)
+                                f = &node_settings_fields[i];
                 if (!f)
                         return ppn_error_set(err, -EINVAL, "%s: unknown key (known: physical_bytes, "
                                              "reserve_bytes, min_floor_bytes)", key);
                 if (!json_object_is_type(v, json_type_null)) {
-                        int r = json_u64(v, key, LEDGER_SIZE_MAX, f, err);
+                        int r = json_u64(v, key, LEDGER_SIZE_MAX, (uint64_t *) (void *) ((char *) &s + f->offset), err);
                         if (r < 0)
                                 return r;
                 }

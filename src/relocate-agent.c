@@ -266,19 +266,12 @@ static void release(struct incoming *in) {
 
 static int launch(struct incoming *in, struct ppn_error *err) {
         const struct ledger_vm *vm = &in->entry;
+        _cleanup_free_ struct vm_disk *disks = NULL;
         size_t n = 0;
-        while (vm->disks && vm->disks[n])
-                n++;
-        _cleanup_free_ struct vm_disk *disks = calloc(n + 1, sizeof(*disks));
         char **argv = NULL;
-        if (!disks)
-                return ppn_error_set(err, -ENOMEM, "out of memory");
-        for (size_t i = 0; i < n; i++) {
-                disks[i].path = vm->disks[i];
-                int r = vm_disk_detect_format(vm->disks[i], &disks[i].format);
-                if (r < 0)
-                        return ppn_error_set(err, r, "disk %s: %s", vm->disks[i], strerror(-r));
-        }
+        int r = vm_disks_detect(vm->disks, &disks, &n, err);
+        if (r < 0)
+                return r;
         struct vm_spec s = {
                 .qemu = in->a->qemu, .name = vm->name, .uuid = vm->uuid, .accel = in->a->accel,
                 .mem_bytes = vm->max_bytes, .vcpus = vm->vcpus, .qmp_path = in->qmp_in, .ctl_path = in->ctl,
@@ -287,7 +280,7 @@ static int launch(struct incoming *in, struct ppn_error *err) {
         };
         struct ppn_cgroup_options co = { .root = in->a->cgroup_root, .parent = in->a->cgroup_parent };
         struct qmp_error qe = {};
-        int r = vm_build_argv(&s, &argv, err);
+        r = vm_build_argv(&s, &argv, err);
         if (r >= 0)
                 r = vm_launch(&s, argv, 0, &in->pid, err);
         strv_free(argv);

@@ -160,7 +160,7 @@ int relocate_request_from_json(json_object *body, struct relocate_request *ret, 
                 return ppn_error_prefix(err, k, "move request");
         if (json_member_int64(body, "time", &r.time) < 0)
                 return ppn_error_set(err, -EINVAL, "move request: 'time' is not an integer");
-        if (!json_object_object_get_ex(body, "vm", &vm) || (k = ledger_vm_from_json(vm, &r.vm, err)) < 0)
+        if (!json_object_object_get_ex(body, "vm", &vm) || ledger_vm_from_json(vm, &r.vm, err) < 0)
                 return ppn_error_prefix(err, -EINVAL, "move request: 'vm'");
         if (!ledger_name_valid(r.vm.name) || !ledger_uuid_valid(r.vm.uuid)) {
                 ledger_vm_done(&r.vm);

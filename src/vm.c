@@ -312,6 +312,28 @@ int vm_disk_detect_format(const char *path, const char **ret_format) {
         return 0;
 }
 
+int vm_disks_detect(char *const *paths, struct vm_disk **ret, size_t *ret_n, struct ppn_error *err) {
+        struct vm_disk *disks;
+        size_t n = 0;
+
+        while (paths && paths[n])
+                n++;
+        disks = calloc(n + 1, sizeof(*disks));
+        if (!disks)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < n; i++) {
+                int r = vm_disk_detect_format(paths[i], &disks[i].format);
+                if (r < 0) {
+                        free(disks);
+                        return ppn_error_set(err, r, "disk %s: %s", paths[i], strerror(-r));
+                }
+                disks[i].path = paths[i];
+        }
+        *ret = disks;
+        *ret_n = n;
+        return 0;
+}
+
 int vm_qmp_alive(const char *qmp_path) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         if (strlen(qmp_path) >= sizeof(sa.sun_path))

@@ -99,6 +99,10 @@ char *vm_runtime_path(const char *dir, const char *name, const char *suffix);
 
 /* Reads the first bytes of a disk image: "qcow2" or "raw". -errno if it cannot be read. */
 int vm_disk_detect_format(const char *path, const char **ret_format);
+/* The disks of a NULL-terminated path list (NULL = none), each with its format detected:
+ * *ret (calloc'd, the caller frees; its paths point into paths) and *ret_n. Returns 0, or
+ * -ENOMEM / a disk's -errno with err saying "disk PATH: why". */
+int vm_disks_detect(char *const *paths, struct vm_disk **ret, size_t *ret_n, struct ppn_error *err);
 
 /*
  * 1 if something accepts connections on the QMP socket (the VM runs), 0 if not (no socket,

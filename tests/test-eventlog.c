@@ -50,6 +50,11 @@ static void test_event_json(void **state) {
         strcpy(ev.kind, "deflate");
         strcpy(ev.reason, "guest available 20M < headroom 64M");
         o = event_to_json(&ev);
+        /* The keys and their order, as ppnctl events --json has always printed them. */
+        assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN),
+                            "{\"seq\":9,\"time_usec\":1234567,\"vm\":\"web\",\"kind\":\"deflate\","
+                            "\"from_bytes\":536870912,\"to_bytes\":805306368,"
+                            "\"reason\":\"guest available 20M < headroom 64M\"}");
         assert_int_equal(event_from_json(o, &back), 0);
         assert_memory_equal(&ev, &back, sizeof(ev));
         json_object_put(o);
@@ -184,6 +189,38 @@ static void test_pool_status_json(void **state) {
         json_object_put(o);
 }
 
+/* JSON_KIND_SETTING: 0 (a setting nobody set) is null both ways, in the object and in the text. */
+struct setting_pair {
+        uint64_t a, b;
+};
+
+static void test_setting_kind(void **state) {
+        static const struct json_field fields[] = {
+                JSON_FIELD(struct setting_pair, a, "a", JSON_KIND_SETTING),
+                JSON_FIELD(struct setting_pair, b, "b", JSON_KIND_SETTING),
+        };
+        struct setting_pair p = { .a = 0, .b = 4 * GIB }, back = { .a = 7, .b = 7 };
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        json_object *o = json_from_fields(fields, ELEMENTSOF(fields), &p);
+
+        assert_string_equal(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN), "{\"a\":null,\"b\":4294967296}");
+        assert_non_null(f);
+        json_write_fields(f, fields, ELEMENTSOF(fields), &p);
+        assert_int_equal(fclose(f), 0);
+        assert_string_equal(text, "{\"a\":null,\"b\":4294967296}");
+        free(text);
+        assert_int_equal(json_to_fields(o, fields, ELEMENTSOF(fields), &back), 0);
+        assert_memory_equal(&p, &back, sizeof(p));
+        /* Missing, or not an integer: refused. */
+        json_object_object_add(o, "b", json_object_new_string("4G"));
+        assert_int_equal(json_to_fields(o, fields, ELEMENTSOF(fields), &back), -EINVAL);
+        json_object_object_del(o, "a");
+        assert_int_equal(json_to_fields(o, fields, ELEMENTSOF(fields), &back), -EINVAL);
+        json_object_put(o);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ring_wraps),
@@ -193,6 +230,7 @@ int main(void) {
                 cmocka_unit_test(test_vm_status_json),
                 cmocka_unit_test(test_raw_text),
                 cmocka_unit_test(test_pool_status_json),
+                cmocka_unit_test(test_setting_kind),
         };
         return cmocka_run_group_tests_name("eventlog", tests, NULL, NULL);
 }

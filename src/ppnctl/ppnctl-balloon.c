@@ -72,12 +72,9 @@ int ctl_balloon(const struct ctl_globals *g, const struct ctl_args *args) {
 
         if (r < 0)
                 return r;
-        r = ctl_open_ledger(g, true, &l);
+        r = ctl_open_vm(g, true, name, &l, &vm);
         if (r)
                 return r;
-        r = ledger_vm_get(l, name, &vm, &e);
-        if (r < 0)
-                return ctl_fail(&e, r);
         r = check_range(&vm, size);
         ledger_vm_done(&vm);
         if (r != CTL_OK)
@@ -100,7 +97,7 @@ static const char *release_in_ppnd(const struct ctl_globals *g, const char *name
         int r;
 
         if (!args) {
-                ppn_error_set(err, ENOMEM, "out of memory");
+                ppn_error_set(err, -ENOMEM, "out of memory");
                 return NULL;
         }
         json_object_object_add(args, "vm", json_object_new_string(name));
@@ -124,12 +121,9 @@ int ctl_release(const struct ctl_globals *g, const struct ctl_args *args) {
         int r;
 
         name = args->argv[1];
-        r = ctl_open_ledger(g, true, &l);
+        r = ctl_open_vm(g, true, name, &l, &vm);
         if (r)
                 return r;
-        r = ledger_vm_get(l, name, &vm, &e);
-        if (r < 0)
-                return ctl_fail(&e, r);
         lease = vm.override_set && vm.override_expires > (int64_t) (now_realtime_usec() / 1000000);
         if (vm.override_set)            /* an expired one is tidied away too */
                 r = ledger_override_clear(l, name, getuid(), &e);

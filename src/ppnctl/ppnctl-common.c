@@ -20,6 +20,17 @@ int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret
         return r < 0 ? ctl_fail(&e, r) : 0;
 }
 
+int ctl_open_vm(const struct ctl_globals *g, bool write, const char *name, struct ledger **ret_l,
+                struct ledger_vm *ret_vm) {
+        struct ppn_error e = {};
+        int r = ctl_open_ledger(g, write, ret_l);
+
+        if (r)
+                return r;
+        r = ledger_vm_get(*ret_l, name, ret_vm, &e);
+        return r < 0 ? ctl_fail(&e, r) : 0;
+}
+
 int ctl_load_state(const struct ctl_globals *g, bool need_node, struct ledger_state **ret) {
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         _cleanup_ledger_ struct ledger *l = NULL;

@@ -158,18 +158,11 @@ static uint64_t vmem_start_bytes(const struct ledger_vm *vm) {
 
 static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *vm, const struct vm_paths *p, const struct start_opts *o,
                            char ***ret_argv, struct ppn_error *err) {
+        _cleanup_free_ struct vm_disk *disks = NULL;
         size_t n = 0;
-        while (vm->disks && vm->disks[n])
-                n++;
-        _cleanup_free_ struct vm_disk *disks = calloc(n + 1, sizeof(*disks));
-        if (!disks)
-                return ppn_error_set(err, -ENOMEM, "out of memory");
-        for (size_t i = 0; i < n; i++) {
-                disks[i].path = vm->disks[i];
-                int r = vm_disk_detect_format(vm->disks[i], &disks[i].format);
-                if (r < 0)
-                        return ppn_error_set(err, r, "%s: disk %s: %s", vm->name, vm->disks[i], strerror(-r));
-        }
+        int r = vm_disks_detect(vm->disks, &disks, &n, err);
+        if (r < 0)
+                return r == -ENOMEM ? r : ppn_error_prefix(err, r, "%s", vm->name);
         struct vm_spec s = {
                 .qemu = g->qemu, .name = vm->name, .uuid = vm->uuid,
                 .accel = g->accel, .mem_bytes = ledger_vm_boot_bytes(vm), .vcpus = vm->vcpus,
@@ -316,27 +309,30 @@ static int stop_vm(const struct ctl_globals *g, const struct ledger_vm *vm, uint
         return 0;
 }
 
-/* --timeout into *ret (unchanged if not given); 0 or CTL_ERR_USAGE (printed). */
-static int parse_timeout(const struct ctl_args *args, uint64_t *ret) {
+/* What stop and move share: --timeout into *ret_timeout (the default if not given), then the
+ * VM (load_vm), which must not be libvirt's. 0, or a failure already printed. */
+static int load_vm_to_stop(const struct ctl_globals *g, const struct ctl_args *args, bool write, const char *verb,
+                           struct ledger **ret_l, struct ledger_state **ret_st, const struct ledger_vm **ret_vm,
+                           uint64_t *ret_timeout) {
         const char *s = ctl_arg(args, "timeout");
+        int r;
 
-        if (s && parse_duration(s, ret) < 0)
+        *ret_timeout = VM_STOP_TIMEOUT_DEFAULT_USEC;
+        if (s && parse_duration(s, ret_timeout) < 0)
                 return ctl_usage_error(args, "--timeout '%s': want seconds or a duration like 30s, 2m", s);
-        return 0;
+        if ((r = load_vm(g, write, args->argv[1], ret_l, ret_st, ret_vm)))
+                return r;
+        return refuse_libvirt(*ret_vm, verb);
 }
 
 int ctl_stop(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
-        uint64_t timeout = VM_STOP_TIMEOUT_DEFAULT_USEC;
-        int r;
+        uint64_t timeout;
+        int r = load_vm_to_stop(g, args, false, "stop", &l, &st, &vm, &timeout);
 
-        if ((r = parse_timeout(args, &timeout)) < 0)
-                return r;
-        if ((r = load_vm(g, false, args->argv[1], &l, &st, &vm)) || (r = refuse_libvirt(vm, "stop")))
-                return r;
-        return stop_vm(g, vm, timeout, false);
+        return r ? r : stop_vm(g, vm, timeout, false);
 }
 
 /* Rate-limited progress on a terminal: one line rewritten at most 5 times a second. */
@@ -522,7 +518,7 @@ int ctl_move(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_ledger_ struct ledger *l = NULL;
         _cleanup_(ledger_state_freep) struct ledger_state *st = NULL;
         const struct ledger_vm *vm;
-        uint64_t timeout = VM_STOP_TIMEOUT_DEFAULT_USEC;
+        uint64_t timeout;
         const char *to = ctl_arg(args, "to"), *name = args->argv[1];
         struct ppn_error e = {};
         int r;
@@ -531,9 +527,7 @@ int ctl_move(const struct ctl_globals *g, const struct ctl_args *args) {
                 return r;
         if (ctl_flag(args, "live"))
                 return ctl_move_live(g, args);
-        if ((r = parse_timeout(args, &timeout)) < 0)
-                return r;
-        if ((r = load_vm(g, true, name, &l, &st, &vm)) || (r = refuse_libvirt(vm, "move")))
+        if ((r = load_vm_to_stop(g, args, true, "move", &l, &st, &vm, &timeout)))
                 return r;
         /* The entry goes only once the archive is complete and verified (export re-reads it). */
         if ((r = stop_vm(g, vm, timeout, true)) < 0 || (r = export_vm(g, vm, to)) < 0)

@@ -114,7 +114,7 @@ static int prepare(struct live *lv) {
         if (!(lv->ctl = vm_runtime_path(lv->g->runtime_dir, lv->name, VM_CTL_SUFFIX)))
                 return ctl_fail(NULL, -ENOMEM);
         struct qmp_error qe = {};
-        if ((r = qmp_connect_sync(lv->ctl, 0, &lv->q, &qe)) < 0) {
+        if (qmp_connect_sync(lv->ctl, 0, &lv->q, &qe) < 0) {
                 fprintf(stderr, "ppnctl: move: '%s' is not running from 'ppnctl start' here (%s: %s); a live move "
                         "needs a running VM\n", lv->name, lv->ctl, qe.error.msg);
                 return CTL_ERR_FAILED;
@@ -392,7 +392,7 @@ int ctl_move_live(const struct ctl_globals *g, const struct ctl_args *args) {
                 return r;
         if ((r = prepare(&lv)))
                 return r;
-        if ((r = send_request(&lv, &e)) < 0 || (r = wait_answer(&lv, &ans, &e)) < 0) {
+        if (send_request(&lv, &e) < 0 || wait_answer(&lv, &ans, &e) < 0) {
                 if (lv.move[0])
                         put_sealed(&lv, "outcome", relocate_outcome_to_json(lv.move, lv.id.id, RELOCATE_ABORTED, e.msg),
                                    true, &(struct ppn_error) {});

@@ -161,17 +161,13 @@ static void print_vm(const struct ledger_vm *vm) {
 static int vm_show(const struct ctl_globals *g, const struct ctl_args *args) {
         _cleanup_(ledger_vm_done) struct ledger_vm vm = {};
         _cleanup_ledger_ struct ledger *l = NULL;
-        struct ppn_error e = {};
         bool json = args->json;
         char **argv = args->argv;
         int r;
 
-        r = ctl_open_ledger(g, false, &l);
+        r = ctl_open_vm(g, false, argv[1], &l, &vm);
         if (r)
                 return r;
-        r = ledger_vm_get(l, argv[1], &vm, &e);
-        if (r < 0)
-                return ctl_fail(&e, r);
         if (json)
                 ctl_print_json(ledger_vm_to_json(&vm));
         else

@@ -177,12 +177,16 @@ void ctl_print_subcommands(FILE *f, const struct ctl_command *table);
 void ctl_print_wrapped(FILE *f, const char *text, size_t indent, size_t first_col);
 /* Opens g->ledger; read-only for read commands. Prints the error; returns 0 or CTL_ERR_FAILED. */
 int ctl_open_ledger(const struct ctl_globals *g, bool write, struct ledger **ret);
+/* ctl_open_ledger(), then reads VM name's entry into *ret_vm. *ret_l is the caller's to close
+ * (also on failure), *ret_vm on success (ledger_vm_done). Returns 0, or a failure already printed. */
+struct ledger_vm;
+int ctl_open_vm(const struct ctl_globals *g, bool write, const char *name, struct ledger **ret_l,
+                struct ledger_vm *ret_vm);
 /* Opens g->ledger read-only and loads a snapshot; need_node: a node record that cannot be
  * resolved is a failure too (its reason printed). Returns 0 and *ret, or a negative result (printed). */
 struct ledger_state;
 int ctl_load_state(const struct ctl_globals *g, bool need_node, struct ledger_state **ret);
 /* 1 if the VM's QEMU answers on its QMP or ppnctl monitor socket, 0 if not, -ENOMEM. */
-struct ledger_vm;
 int ctl_vm_running(const struct ctl_globals *g, const struct ledger_vm *vm);
 /* Prints "ppnctl: <message>" (err's, else strerror(-r)) and returns r if negative, else
  * CTL_ERR_FAILED. */
