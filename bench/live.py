@@ -22,8 +22,10 @@ cancelled and the guest runs on where it was (recorded as not converged, with th
 reached).
 
   cold:  `ppnctl move g --to DIR --timeout 1s` (stop, export, verify, remove) on the source,
-         `ppnctl import DIR` and `ppnctl start g` on the destination, until the guest answers on
-         its command channel again. The downtime of a cold move is all of it, and the guest's
+         `ppnctl import DIR`, `ppnctl vm set g qemu-arg=...` (import drops an archive's QEMU
+         options: the operator sets them again on the destination, here the guest's kernel,
+         initramfs and command channel) and `ppnctl start g` on the destination, until the
+         guest answers on its command channel again. The downtime of a cold move is all of it, and the guest's
          memory is lost. The test guest has no ACPI power-button handler: its stop is QEMU's
          quit after the 1 s timeout (a real guest's own shutdown would add its time).
 
@@ -55,6 +57,11 @@ TIMEOUT = os.environ.get('LIVE_TIMEOUT', '30s')
 GUEST = os.environ['PPN_GUEST_DIR']
 MIB = 1 << 20
 BANDWIDTHS = ['32M', '1G']
+# The test guest's QEMU options: its kernel and initramfs, and its command channel on a path
+# relative to the node's folder (QEMU's working directory there: test-live-move.py, Node.start).
+QEMU_ARGS = ['-kernel', GUEST + '/vmlinuz', '-initrd', GUEST + '/initramfs.gz', '-append', 'console=ttyS0 panic=-1',
+             '-chardev', 'socket,id=ctl,path=g.ctl,server=on,wait=off', '-device', 'virtio-serial-pci',
+             '-device', 'virtserialport,chardev=ctl,name=ctl']
 
 
 def say(text):
@@ -79,12 +86,15 @@ def set_timeout(node):
 
 
 def workload_rate(ch):
-    """MiB/s the busy guest writes: its last burst's size over its time ('burst K: 256 MiB in T ms')."""
+    """MiB/s the busy guest writes: its last burst's size over its time ('burst K: 256 MiB in T ms').
+    None, with what the guest said, when no burst can be read: the workload is not running."""
     line = ch.run('guest-work status w') or ''
     try:
         words = line.split()
         return float(words[words.index('MiB') - 1]) / (float(words[words.index('in') + 1]) / 1000)
     except (ValueError, IndexError, ZeroDivisionError):
+        oom = ch.run('dmesg | grep -i -e "out of memory" -e "killed process" | tail -2') or ''
+        say('no write rate in the guest: status %r; %s' % (line[-200:], oom.strip()[-300:] or 'no OOM kill in dmesg'))
         return None
 
 
@@ -92,6 +102,9 @@ def live_moves(bench, nodes, where, mode, bw):
     for rep in range(REPS):
         src, dst = where, nodes[1] if where is nodes[0] else nodes[0]
         rate = workload_rate(src.channel()) if mode == 'busy' else None
+        if mode == 'busy':
+            bench.record(metric='workload_running', value=0 if rate is None else 1, unit='bool',
+                         mode='live-' + mode, bandwidth=bw, rep=rep + 1)
         load = loadavg()
         t0 = time.monotonic()
         r, out = live.move(src, 'g', '--to', dst.id, '--live', '--max-bandwidth', bw)
@@ -131,12 +144,13 @@ def cold_moves(bench, nodes, where, scratch):
         src.ctl('move', 'g', '--to', archive, '--timeout', '1s')
         t1 = time.monotonic()
         dst.ctl('import', archive, '--image-dir', images)
+        dst.ctl('vm', 'set', 'g', *['qemu-arg=' + arg for arg in QEMU_ARGS])
         t2 = time.monotonic()
         dst.ctl('start', 'g')   # in the node's folder: the channel's relative path
         t3 = time.monotonic()
         ready = dst.channel().wait_ready(180)
         t4 = time.monotonic()
-        say('cold rep %d %s -> %s: %.1f s (stop+export %.1f, import %.1f, start %.1f, boot %.1f), load %.1f' % (
+        say('cold rep %d %s -> %s: %.1f s (stop+export %.1f, import+set %.1f, start %.1f, boot %.1f), load %.1f' % (
             rep + 1, src.name, dst.name, t4 - t0, t1 - t0, t2 - t1, t3 - t2, t4 - t3, load))
         if not ready:
             raise RuntimeError('the guest did not boot on %s after a cold move' % dst.name)
@@ -182,11 +196,8 @@ def main():
         disk = os.path.join(scratch, 'g.img')
         with open(disk, 'wb') as f:
             f.truncate(8 * MIB)
-        args = ['-kernel', GUEST + '/vmlinuz', '-initrd', GUEST + '/initramfs.gz', '-append', 'console=ttyS0 panic=-1',
-                '-chardev', 'socket,id=ctl,path=g.ctl,server=on,wait=off', '-device', 'virtio-serial-pci',
-                '-device', 'virtserialport,chardev=ctl,name=ctl']
         a.ctl('vm', 'add', 'g', '--min', '512M', '--max', '1G', '--disk', disk,
-              *[x for arg in args for x in ('--qemu-arg', arg)])
+              *[x for arg in QEMU_ARGS for x in ('--qemu-arg', arg)])
         a.ctl('start', 'g')
         if not a.channel().wait_ready(180):
             raise RuntimeError('the guest does not boot on A')
@@ -211,8 +222,17 @@ def main():
         where.ctl('stop', 'g', '--timeout', '2s', check=False)
     finally:
         out.close()
+        keep = os.path.join(os.path.dirname(os.path.abspath(sys.argv[1])), 'live-logs')
+        shutil.rmtree(keep, ignore_errors=True)
         for n in nodes:
             n.ctl('stop', 'g', '--timeout', '1s', check=False)
+            # ppnd's log and the guests' consoles on each node, for reading after the run
+            for d, _, files in os.walk(n.dir):
+                for f in files:
+                    if f.endswith('.log'):
+                        dest = os.path.join(keep, n.name, os.path.relpath(os.path.join(d, f), n.dir))
+                        os.makedirs(os.path.dirname(dest), exist_ok=True)
+                        shutil.copyfile(os.path.join(d, f), dest)
             n.cleanup()
             for d in ('/sys/fs/cgroup/cpu/' + n.cgparent, '/sys/fs/cgroup/' + n.cgparent):
                 try:
