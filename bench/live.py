@@ -33,6 +33,10 @@ Repetitions (BENCH_REPS, 5) are fixed before any result; every one is recorded, 
 1-minute load average at its start. Total time and downtime of live moves are QEMU's own
 query-migrate figures (total-time, downtime), as `ppnctl --json move` reports them; wall is
 ppnctl's whole run (request, admission, QEMU start on the destination, migration, outcome).
+After every live move the guest's boot id is read again: a guest that rebooted (its kernel
+crashed; panic=-1 restarts it) is recorded (guest_survived 0, with the console's panic line),
+and a busy guest's workload is started again so the next repetition is still a busy one.
+Each node's ppnd log and guest console are kept in OUT's folder, live-logs/.
 """
 import importlib.util
 import json
@@ -98,10 +102,28 @@ def workload_rate(ch):
         return None
 
 
+BURST = 'guest-work burst w 1000000 256 0 0'
+
+
+def boot_id(ch):
+    return ch.run('cat /proc/sys/kernel/random/boot_id')
+
+
+def console_crash(node):
+    """The guest kernel's last panic or BUG line in the node's console log, if any."""
+    try:
+        lines = open(os.path.join(node.logs, 'g.log'), errors='replace').read().splitlines()
+    except OSError:
+        return None
+    hits = [x for x in lines if 'Kernel panic' in x or 'BUG:' in x]
+    return hits[-1].strip() if hits else None
+
+
 def live_moves(bench, nodes, where, mode, bw):
     for rep in range(REPS):
         src, dst = where, nodes[1] if where is nodes[0] else nodes[0]
         rate = workload_rate(src.channel()) if mode == 'busy' else None
+        boot = boot_id(src.channel())
         if mode == 'busy':
             bench.record(metric='workload_running', value=0 if rate is None else 1, unit='bool',
                          mode='live-' + mode, bandwidth=bw, rep=rep + 1)
@@ -128,8 +150,18 @@ def live_moves(bench, nodes, where, mode, bw):
                      **base)
         if ok:
             where = dst
-            if not dst.channel().wait_ready(60):
+            if not dst.channel().wait_ready(180):
                 raise RuntimeError('the guest does not answer on %s after the move' % dst.name)
+        # The same guest runs on, or it rebooted (its kernel crashed, panic=-1): a move is only
+        # a success if the guest's boot id is the one it had before.
+        survived = boot_id(where.channel()) == boot
+        bench.record(metric='guest_survived', value=1 if survived else 0, unit='bool', **base)
+        if not survived:
+            say('%s %s rep %d: the guest REBOOTED on %s (console: %s)' % (
+                mode, bw, rep + 1, where.name, console_crash(where) or 'no panic line'))
+            if mode == 'busy':
+                where.channel().run(BURST)   # the workload died with it: start it again
+                time.sleep(5)
         time.sleep(2)
     return where
 
@@ -213,7 +245,7 @@ def main():
         where = a
         for bw in BANDWIDTHS:
             where = live_moves(bench, nodes, where, 'idle', bw)
-        where.channel().run('guest-work burst w 1000000 256 0 0')
+        where.channel().run(BURST)
         time.sleep(5)
         for bw in BANDWIDTHS:
             where = live_moves(bench, nodes, where, 'busy', bw)
