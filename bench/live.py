@@ -34,7 +34,8 @@ Repetitions (BENCH_REPS, 5) are fixed before any result; every one is recorded, 
 query-migrate figures (total-time, downtime), as `ppnctl --json move` reports them; wall is
 ppnctl's whole run (request, admission, QEMU start on the destination, migration, outcome).
 After every live move the guest's boot id is read again: a guest that rebooted (its kernel
-crashed; panic=-1 restarts it) is recorded (guest_survived 0, with the console's panic line),
+crashed; panic=-1 restarts it) or does not answer within 180 s (then it is stopped and started
+again where it is) is recorded (guest_survived 0, with the console's last panic or BUG line),
 and a busy guest's workload is started again so the next repetition is still a busy one.
 Each node's ppnd log and guest console are kept in OUT's folder, live-logs/.
 """
@@ -150,15 +151,20 @@ def live_moves(bench, nodes, where, mode, bw):
                      **base)
         if ok:
             where = dst
-            if not dst.channel().wait_ready(180):
-                raise RuntimeError('the guest does not answer on %s after the move' % dst.name)
-        # The same guest runs on, or it rebooted (its kernel crashed, panic=-1): a move is only
-        # a success if the guest's boot id is the one it had before.
-        survived = boot_id(where.channel()) == boot
+        # The same guest runs on, or it rebooted (its kernel crashed, panic=-1) or hangs: a move
+        # is only a success if the guest answers with the boot id it had before.
+        answers = where.channel().wait_ready(180)
+        survived = answers and boot_id(where.channel()) == boot
         bench.record(metric='guest_survived', value=1 if survived else 0, unit='bool', **base)
         if not survived:
-            say('%s %s rep %d: the guest REBOOTED on %s (console: %s)' % (
-                mode, bw, rep + 1, where.name, console_crash(where) or 'no panic line'))
+            say('%s %s rep %d: the guest %s on %s (console: %s)' % (
+                mode, bw, rep + 1, 'REBOOTED' if answers else 'HANGS (no answer in 180 s)', where.name,
+                console_crash(where) or 'no panic line'))
+            if not answers:   # restart it where it is, for the next repetitions
+                where.ctl('stop', 'g', '--timeout', '1s', check=False)
+                where.ctl('start', 'g')
+                if not where.channel().wait_ready(180):
+                    raise RuntimeError('the guest does not boot again on %s' % where.name)
             if mode == 'busy':
                 where.channel().run(BURST)   # the workload died with it: start it again
                 time.sleep(5)
