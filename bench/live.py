@@ -33,10 +33,12 @@ Repetitions (BENCH_REPS, 5) are fixed before any result; every one is recorded, 
 1-minute load average at its start. Total time and downtime of live moves are QEMU's own
 query-migrate figures (total-time, downtime), as `ppnctl --json move` reports them; wall is
 ppnctl's whole run (request, admission, QEMU start on the destination, migration, outcome).
-After every live move the guest's boot id is read again: a guest that rebooted (its kernel
-crashed; panic=-1 restarts it) or does not answer within 180 s (then it is stopped and started
-again where it is) is recorded (guest_survived 0, with the console's last panic or BUG line),
-and a busy guest's workload is started again so the next repetition is still a busy one.
+After every live move the guest must answer with the boot id it had before and its consoles
+(both nodes') must show no new kernel Oops, BUG or panic line; a guest that rebooted (its
+kernel crashed; panic=-1 restarts it), runs on after an Oops, or does not answer within 180 s
+(then it is stopped and started again where it is) is recorded as guest_survived 0, with the
+first such console line, and a busy guest's workload is started again so the next repetition
+is still a busy one.
 Each node's ppnd log and guest console are kept in OUT's folder, live-logs/.
 """
 import importlib.util
@@ -110,14 +112,17 @@ def boot_id(ch):
     return ch.run('cat /proc/sys/kernel/random/boot_id')
 
 
-def console_crash(node):
-    """The guest kernel's last panic or BUG line in the node's console log, if any."""
-    try:
-        lines = open(os.path.join(node.logs, 'g.log'), errors='replace').read().splitlines()
-    except OSError:
-        return None
-    hits = [x for x in lines if 'Kernel panic' in x or 'BUG:' in x]
-    return hits[-1].strip() if hits else None
+def console_crashes(nodes):
+    """The guest kernel's panic, Oops and BUG lines so far in the nodes' console logs."""
+    hits = []
+    for node in nodes:
+        try:
+            lines = open(os.path.join(node.logs, 'g.log'), errors='replace').read().splitlines()
+        except OSError:
+            continue
+        hits += ['%s: %s' % (node.name, x.strip()) for x in lines
+                 if any(w in x for w in ('Kernel panic', 'BUG', 'Oops'))]
+    return hits
 
 
 def live_moves(bench, nodes, where, mode, bw):
@@ -125,6 +130,7 @@ def live_moves(bench, nodes, where, mode, bw):
         src, dst = where, nodes[1] if where is nodes[0] else nodes[0]
         rate = workload_rate(src.channel()) if mode == 'busy' else None
         boot = boot_id(src.channel())
+        crashes = len(console_crashes(nodes))
         if mode == 'busy':
             bench.record(metric='workload_running', value=0 if rate is None else 1, unit='bool',
                          mode='live-' + mode, bandwidth=bw, rep=rep + 1)
@@ -154,19 +160,22 @@ def live_moves(bench, nodes, where, mode, bw):
         # The same guest runs on, or it rebooted (its kernel crashed, panic=-1) or hangs: a move
         # is only a success if the guest answers with the boot id it had before.
         answers = where.channel().wait_ready(180)
-        survived = answers and boot_id(where.channel()) == boot
+        rebooted = answers and boot_id(where.channel()) != boot
+        new_crashes = console_crashes(nodes)[crashes:]
+        survived = answers and not rebooted and not new_crashes
         bench.record(metric='guest_survived', value=1 if survived else 0, unit='bool', **base)
         if not survived:
             say('%s %s rep %d: the guest %s on %s (console: %s)' % (
-                mode, bw, rep + 1, 'REBOOTED' if answers else 'HANGS (no answer in 180 s)', where.name,
-                console_crash(where) or 'no panic line'))
+                mode, bw, rep + 1, 'HANGS (no answer in 180 s)' if not answers else 'REBOOTED' if rebooted else
+                'runs on after a kernel Oops', where.name, new_crashes[0] if new_crashes else 'no panic line'))
             if not answers:   # restart it where it is, for the next repetitions
                 where.ctl('stop', 'g', '--timeout', '1s', check=False)
                 where.ctl('start', 'g')
                 if not where.channel().wait_ready(180):
                     raise RuntimeError('the guest does not boot again on %s' % where.name)
             if mode == 'busy':
-                where.channel().run(BURST)   # the workload died with it: start it again
+                where.channel().run('guest-work stop w')
+                where.channel().run(BURST)   # the workload may have died with it: start it again
                 time.sleep(5)
         time.sleep(2)
     return where
