@@ -71,6 +71,7 @@ struct virtconn {
         struct msg *msgs, **msgs_tail;          /* under lock */
         bool stop;                              /* under lock */
         uint64_t busy_since;                    /* under lock: a call in flight since, 0 = idle */
+        enum job_kind busy_kind;                /* under lock: that call's job */
         /* The libvirt thread's own. */
         virConnectPtr conn;
         int cb_lifecycle, cb_balloon;
@@ -341,6 +342,7 @@ static void on_jobs(int watch, int fd, int events, void *opaque) {
                 list = j->next;
                 pthread_mutex_lock(&c->lock);
                 c->busy_since = now_usec();
+                c->busy_kind = j->kind;
                 pthread_mutex_unlock(&c->lock);
                 run_job(c, j);
                 pthread_mutex_lock(&c->lock);
@@ -348,6 +350,9 @@ static void on_jobs(int watch, int fd, int events, void *opaque) {
                 pthread_mutex_unlock(&c->lock);
                 job_free(j);
         }
+        /* The end of the calls is news to the daemon loop even when no reply is posted (a balloon
+         * set that succeeds posts none): a loop that saw them hang ends the stall on this wake. */
+        wake(c->reply_fd);
 }
 
 static const char *stopped_why(int detail) {
@@ -646,25 +651,38 @@ static void dispatch(struct virtconn *c, const struct msg *m) {
         }
 }
 
-static uint64_t busy_since(struct virtconn *c) {
+static uint64_t busy_since(struct virtconn *c, enum job_kind *kind) {
         uint64_t t;
 
         pthread_mutex_lock(&c->lock);
         t = c->busy_since;
+        if (kind)
+                *kind = c->busy_kind;
         pthread_mutex_unlock(&c->lock);
         return t;
 }
 
+static const char *job_name(enum job_kind k) {
+        switch (k) {
+        case JOB_LOOKUP: return "domain lookup";
+        case JOB_SAMPLE: return "memory statistics";
+        case JOB_SET_MEM: return "balloon set";
+        case JOB_SET_SHARES: return "cpu_shares set";
+        }
+        return "libvirt";
+}
+
 /* A hung call: every domain absent (held where it is) until libvirtd answers again. */
 static void check_stall(struct virtconn *c) {
-        uint64_t since = busy_since(c), now = now_usec();
+        enum job_kind kind;
+        uint64_t since = busy_since(c, &kind), now = now_usec();
         struct virtlink *next;
 
         if (c->stalled || !since || now - since < STALL_USEC)
                 return;
         c->stalled = true;
-        log_warning("libvirt: %s has not answered a call for %" PRIu64 " s; its domains are held until it does",
-                    c->uri, (now - since) / USEC_PER_SEC);
+        log_warning("libvirt: %s has not answered a call (%s) for %" PRIu64 " s; its domains are held until it does",
+                    c->uri, job_name(kind), (now - since) / USEC_PER_SEC);
         for (struct virtlink *l = c->links; l; l = next) {
                 next = l->next;
                 end_sampling(l);
@@ -677,7 +695,7 @@ static void check_stall(struct virtconn *c) {
 static void check_unstall(struct virtconn *c) {
         struct virtlink *next;
 
-        if (!c->stalled || busy_since(c))
+        if (!c->stalled || busy_since(c, NULL))
                 return;
         c->stalled = false;
         log_info("libvirt: %s answers again", c->uri);

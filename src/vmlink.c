@@ -356,10 +356,14 @@ static void round_done(struct vmlink *l) {
         if (l->round_pending > 0 && --l->round_pending == 0) {
                 update_actual(l);
                 /* Adopted mid-resize (ppnd restarted): hold the size the guest has now, with the real
-                 * plugged size, until the policy decides; a resize left running would look like a
-                 * change made outside ppnd. */
+                 * plugged size, until the policy decides; an unplug left running would look like a
+                 * change made outside ppnd. A plug under way is kept: it is what the VM was started
+                 * or grown to (a guest still booting, or paused, has not onlined its blocks yet), and
+                 * cancelling it could leave the VM below its minimum until the policy's next round. */
                 if (l->last.vmem && !l->goal && l->last.actual_usec && l->last.actual) {
                         l->goal = l->last.actual;
+                        if (l->vdev.requested > l->last.plugged)
+                                l->goal += l->vdev.requested - l->last.plugged;
                         l->goal_min = 0;
                 }
                 step(l);

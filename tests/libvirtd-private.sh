@@ -8,6 +8,7 @@
 # /var/cache/libvirt, /etc/libvirt) are bind mounts of folders under DIR/ns in this mount
 # namespace only. The clients' socket is DIR/sock/libvirt-sock, reached from outside with
 #   qemu+unix:///system?socket=DIR/sock/libvirt-sock
+# libvirtd's pid file is DIR/libvirtd.pid, not /run/libvirtd.pid, so two instances can run at once.
 # QEMU runs as root without a security driver (the test guest's files stay as they are);
 # domains are type 'qemu' (TCG). libvirtd is exec'ed: the caller's pid is libvirtd's.
 # --restart: enter an existing instance's namespace (nsenter --mount=/proc/VIRTLOGD_PID/ns/mnt)
@@ -15,7 +16,7 @@
 set -eu
 D=$1
 if [ "${2:-}" = --restart ]; then
-  exec libvirtd --config "$D/libvirtd.conf"
+  exec libvirtd --config "$D/libvirtd.conf" --pid-file "$D/libvirtd.pid"
 fi
 mkdir -p "$D/sock" "$D/ns/etc"
 for d in /run/libvirt /var/lib/libvirt /var/log/libvirt /var/cache/libvirt; do
@@ -38,4 +39,4 @@ auth_unix_ro = "none"
 log_outputs = "3:stderr"
 EOT
 virtlogd -d --pid-file "$D/virtlogd.pid"
-exec libvirtd --config "$D/libvirtd.conf"
+exec libvirtd --config "$D/libvirtd.conf" --pid-file "$D/libvirtd.pid"

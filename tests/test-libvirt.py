@@ -320,6 +320,10 @@ def run(t, node, lv, domains):
     # thread, so its loop keeps answering; after 10 s without an answer its domains are held.
     os.kill(lv.proc.pid, signal.SIGSTOP)
     try:
+        # A balloon set queued behind the hung call: after the thaw it runs right after that call
+        # and posts no reply when it succeeds, which once left g1 held until libvirtd stopped. That
+        # was a race this test hits only sometimes (without the fix: 1 failure in 8 runs here).
+        node.ctl('balloon', 'g1', '320M', '--for', '1m')
         slowest, t_end = 0.0, time.monotonic() + 4
         while time.monotonic() < t_end:
             _, dt = node.request('status', timeout=5)
@@ -332,19 +336,13 @@ def run(t, node, lv, domains):
              json.dumps(node.status()['g1'], indent=1))
     finally:
         os.kill(lv.proc.pid, signal.SIGCONT)
-    # In 2 of 7 runs here ppnd's reconnect to the thawed libvirtd (virConnectOpen) did not return
-    # until libvirtd was stopped. Whether libvirtd itself accepts connections is asked first
-    # (virsh); if it does, ppnd must be back; if not, the restart below must recover.
-    try:
-        alive = subprocess.run(['virsh', '-c', lv.uri, 'version'], capture_output=True, timeout=15).returncode == 0
-    except subprocess.TimeoutExpired:
-        alive = False
-    if alive:
-        back = wait_for(lambda: node.status()['g1']['state'] == 'running' and node.status(), 20)
-        t.ok(bool(back), 'libvirtd thawed: ppnd reconnects, g1 running again', json.dumps(node.status()['g1'], indent=1))
-    else:
-        t.note('libvirtd thawed but not accepting connections (virsh version: no answer in 15 s); '
-               'g1 stays held: %s' % node.status()['g1']['reason'])
+    # Thawed, the hung call returns and ppnd looks its domains up again at once.
+    t_thaw = time.monotonic()
+    back = wait_for(lambda: node.status()['g1']['state'] == 'running' and node.status(), 20, step=0.05)
+    t.ok(bool(back), 'libvirtd thawed: g1 running again within 20 s', json.dumps(node.status()['g1'], indent=1))
+    t.note('g1 running again %.2f s after SIGCONT' % (time.monotonic() - t_thaw))
+    r = lv.virsh('version', check=False)
+    t.ok(r.returncode == 0, 'libvirtd thawed answers virsh', r.stderr)
 
     # libvirtd restarted: ppnd reconnects and carries on (g1 keeps running throughout).
     lv.stop_daemon()

@@ -428,6 +428,18 @@ static void test_start_vmem(void **state) {
                 assert_true(json_object_object_get_ex(d, "requested-size", &x));
                 assert_int_equal(json_object_get_int64(x), cases[i].requested);
                 json_object_put(devs);
+                /* ppnd adopts the paused VM meanwhile (tick 500 ms): its first hold must not cancel
+                 * the plug the guest has not onlined yet (requested above plugged). */
+                for (int k = 0; k < 40; k++) {
+                        devs = qmp_ask_vm(&A, "vm1", "query-memory-devices");
+                        assert_true(json_object_object_get_ex(json_object_array_get_idx(devs, 0), "data", &d));
+                        assert_true(json_object_object_get_ex(d, "requested-size", &x));
+                        if ((uint64_t) json_object_get_int64(x) < cases[i].requested)
+                                fail_msg("requested-size fell to %" PRId64 " (< %" PRIu64 ") %d ms after the start",
+                                         json_object_get_int64(x), cases[i].requested, k * 50);
+                        json_object_put(devs);
+                        usleep(50000);
+                }
                 free(out);
                 out = NULL;
                 assert_int_equal(ctl(&A, &out, "stop", "vm1", "--timeout", "1", NULL), 0);
