@@ -23,9 +23,10 @@ balloons at max, and a 5 s pause for free page reporting to hand the freed memor
   ppnd    build/src/ppnd, node physical 2G, reserve 640M (the host's 256 MiB plus 128 MiB of
           QEMU's own memory per VM: a fresh 1 GiB test guest has 220 MiB RSS under TCG, of
           which ~100 MiB is guest memory), each VM min 256M max 1G
-MOM and Proxmox read the node's memory as it would be there: MemTotal 2 GiB, MemAvailable =
-2 GiB − 256 MiB − Σ QEMU RSS (bench/baseline-driver.c). ppnd reads its capacity from its ledger
-and the real /proc/meminfo of this machine (which is never low).
+Every controller reads the node's memory as it would be there: MemTotal 2 GiB, MemAvailable =
+2 GiB − 256 MiB − Σ QEMU RSS. MOM and Proxmox compute it in bench/baseline-driver.c; ppnd reads
+it from a meminfo file this script rewrites every 0.2 s (NodeView; ppnd's `[host] meminfo`),
+since the real /proc/meminfo of this machine is never low. ppnd's PSI is the machine's own.
 This machine has far more RAM than the node: exceeding the capacity costs nothing here, so the
 no-controller arm's times are also the times with memory to spare (the reference for slowdown),
 and its seconds above capacity are what a real node of that size would have had to absorb
@@ -103,6 +104,36 @@ def loadavg():
     return open('/proc/loadavg').read().split()[0]
 
 
+class NodeView(threading.Thread):
+    """The node's /proc/meminfo as it would read there, rewritten every 0.2 s for ppnd (the
+    same figure bench/baseline-driver.c computes for MOM and Proxmox)."""
+
+    def __init__(self, gs, path):
+        super().__init__(daemon=True)
+        self.gs, self.path, self.stop_ev = gs, path, threading.Event()
+        self.write()
+
+    def write(self):
+        used = S['host_use_mib'] * MIB + sum(int(g.rss_mib() * MIB) for g in self.gs)
+        total = S['physical_mib'] * MIB
+        avail = max(0, total - used) // 1024
+        with open(self.path + '.tmp', 'w') as f:
+            f.write('MemTotal:       %8d kB\nMemFree:        %8d kB\nMemAvailable:   %8d kB\n'
+                    % (total // 1024, avail, avail))
+        os.rename(self.path + '.tmp', self.path)
+
+    def run(self):
+        while not self.stop_ev.wait(0.2):
+            try:
+                self.write()
+            except OSError:
+                pass
+
+    def finish(self):
+        self.stop_ev.set()
+        self.join()
+
+
 class Sampler(threading.Thread):
     """Σ QEMU RSS and each balloon's actual every sample_s seconds."""
 
@@ -178,8 +209,11 @@ class Controller:
                                       stdout=self.out, stderr=self.err)
         elif arm == 'ppnd':
             self.port = free_port()
+            self.view = NodeView(gs, os.path.join(work, 'node-meminfo'))
+            self.view.start()
             self.d = guests.Daemon(work, spec, '%dM' % S['physical_mib'], '%dM' % PPND_RESERVE_MIB,
-                                   '[metrics]\nenabled = true\naddress = 127.0.0.1\nport = %d\n' % self.port)
+                                   '[metrics]\nenabled = true\naddress = 127.0.0.1\nport = %d\n'
+                                   '[host]\nmeminfo = %s\n' % (self.port, self.view.path))
 
     def wait_started(self):
         if self.d:
@@ -194,6 +228,7 @@ class Controller:
         if self.d:
             n = ppnd_commands(self.port)
             self.d.stop()
+            self.view.finish()
             return n
         if self.p:
             self.p.send_signal(signal.SIGTERM)

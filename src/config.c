@@ -50,6 +50,9 @@ const char config_default_text[] =
         "migration-ports = 16\n"
         "migration-peers = 127.0.0.1\n"
         "migration-timeout = 10m\n"
+        "[host]\n"
+        "meminfo = /proc/meminfo\n"
+        "pressure = /proc/pressure/memory\n"
         "[libvirt]\n"
         "uri =\n"
         "[metrics]\n"
@@ -132,6 +135,8 @@ static const struct key keys[] = {
         NUM("fleet", "migration-timeout", KEY_DURATION, migration_timeout_usec, 10000000, UINT64_C(86400000000)),
         NUM("fleet", "republish", KEY_DURATION, fleet_republish_usec, USEC_PER_SEC, 3600 * USEC_PER_SEC),
         NUM("fleet", "threshold", KEY_SIZE, fleet_threshold_bytes, 0, UINT64_C(1) << 40),
+        { "host", "meminfo", KEY_PATH, OFF(host_meminfo), 0, 0, 0 },
+        { "host", "pressure", KEY_PATH, OFF(host_pressure), 0, 0, 0 },
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
         { "libvirt", "uri", KEY_URI, OFF(libvirt_uri), 0, 0, 0 },
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },

@@ -45,6 +45,9 @@ struct ppn_config {
         char *qemu_binary;              /* absolute, or a name looked up in PATH */
         char *log_dir;                  /* QEMU's stderr and serial console: LOG_DIR/NAME.log */
         char *image_dir;                /* ppnctl import puts disk images in IMAGE_DIR/NAME/ */
+        /* [host]: where the node's memory is read (a container's view, e.g. LXCFS's, or a test's) */
+        char *host_meminfo;             /* MemAvailable: the host's free memory (default /proc/meminfo) */
+        char *host_pressure;            /* memory PSI (default /proc/pressure/memory) */
         /* [libvirt] */
         char *libvirt_uri;              /* connection for ledger entries naming a domain; "" = none */
         /* [metrics] */

@@ -105,6 +105,25 @@ for _ in $(seq 40); do kill -0 "$PID" 2>/dev/null || break; sleep 0.05; done
 wait "$PID"; rc=$?; PID=
 ok $rc "SIGTERM: clean exit 0"
 [ ! -e "$S" ]; ok $? "the control socket is removed on exit"
+# [host]: the node's memory read from the files named, every tick (a node that is a slice of a
+# larger machine, or a container's LXCFS view); MemTotal gives the physical default.
+printf 'MemTotal:        2097152 kB\nMemFree:          524288 kB\nMemAvailable:     524288 kB\n' >"$T/meminfo"
+printf 'some avg10=7.50 avg60=1.00 avg300=0.50 total=100\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n' >"$T/psi"
+sed -e "s|^path = .*ledger.db|path = $T/host-ledger.db|" "$T/ppnd.conf.good" >"$T/host.conf"
+printf '[host]\nmeminfo = %s\npressure = %s\n' "$T/meminfo" "$T/psi" >>"$T/host.conf"
+"$B/ppnd" --config "$T/host.conf" 2>"$T/host.log" &
+PID=$!
+for _ in $(seq 100); do [ -S "$S" ] && "$B/ppnctl" --socket "$S" status >/dev/null 2>&1 && break; sleep 0.05; done
+pool() { "$B/ppnctl" --socket "$S" status --json | python3 -c "import json,sys; print(json.load(sys.stdin)['pool'][sys.argv[1]])" "$1"; }
+got=""; for _ in $(seq 40); do got=$(pool host_available_bytes); [ "$got" = 536870912 ] && break; sleep 0.05; done
+[ "$got" = 536870912 ]; ok $? "[host] meminfo: host_available is the file's MemAvailable (got $got)"
+[ "$(pool physical_bytes)" = 2147483648 ]; ok $? "[host] meminfo: the physical default is the file's MemTotal"
+[ "$(pool psi_some_avg10)" = 7.5 ]; ok $? "[host] pressure: PSI some avg10 read from the file"
+printf 'MemTotal:        2097152 kB\nMemFree:          262144 kB\nMemAvailable:     262144 kB\n' >"$T/meminfo.new"
+mv "$T/meminfo.new" "$T/meminfo"
+got=""; for _ in $(seq 40); do got=$(pool host_available_bytes); [ "$got" = 268435456 ] && break; sleep 0.05; done
+[ "$got" = 268435456 ]; ok $? "[host] meminfo is re-read every tick (got $got)"
+kill -TERM "$PID"; wait "$PID"; PID=
 # sd_notify as systemd would see it (Type=notify, WatchdogSec): READY=1, STATUS=, WATCHDOG=1.
 python3 - "$B/ppnd" "$T" <<'EOP' >"$T/notify" 2>&1
 import os, socket, subprocess, sys, time

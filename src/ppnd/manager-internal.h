@@ -66,8 +66,6 @@ struct manager {
         unsigned round_pending;         /* VMs whose sample is still due */
         struct pool_status pool;
         uint64_t ticks;
-        const char *meminfo_path;
-        const char *psi_path;
         char last_status[128];
         struct metrics_server *metrics; /* NULL unless [metrics] enabled */
         struct metrics_counters counters;

@@ -91,11 +91,11 @@ static void read_host(struct manager *m, struct policy_node *n) {
         struct hostmem_meminfo mi;
         struct hostmem_psi psi;
 
-        if (hostmem_read_meminfo(m->meminfo_path, &mi, NULL) == 0) {
+        if (hostmem_read_meminfo(m->cfg->host_meminfo, &mi, NULL) == 0) {
                 n->host_available = mi.available;
                 n->host_available_known = true;
         }
-        if (hostmem_read_psi(m->psi_path, &psi, NULL) > 0 && psi.some.valid) {
+        if (hostmem_read_psi(m->cfg->host_pressure, &psi, NULL) > 0 && psi.some.valid) {
                 n->psi_some_avg10 = psi.some.avg10;
                 n->psi_known = true;
         }
@@ -449,8 +449,6 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
         m->cfg = cfg;
         m->pool.host_available_bytes = STATUS_UNKNOWN;
         m->pool.psi_some_avg10 = -1;
-        m->meminfo_path = "/proc/meminfo";
-        m->psi_path = "/proc/pressure/memory";
         m->proc_dir = "/proc";
         if (config_path && !(m->config_path = strdup(config_path)))
                 return ppn_error_set(err, -ENOMEM, "out of memory");

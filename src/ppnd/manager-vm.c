@@ -412,7 +412,8 @@ static int on_ledger_poll(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 int setup_ledger(struct manager *m, struct ppn_error *err) {
-        int r = ledger_open(m->cfg->ledger_path, NULL, &m->ledger, err);
+        const struct ledger_options o = { .meminfo_path = m->cfg->host_meminfo };
+        int r = ledger_open(m->cfg->ledger_path, &o, &m->ledger, err);
 
         if (r < 0)
                 return ppn_error_prefix(err, r, "opening the ledger %s", m->cfg->ledger_path);
