@@ -5,10 +5,15 @@
 # measured by the fake); the same CPU split into user and kernel time (/proc/PID/stat) and the
 # fake's own CPU per VM and tick (it answers at once: real QEMU costs more); then, with ticks
 # still running, `ppnctl status` timed STATUS_RUNS times (wall clock of the whole command, as
-# the operator sees it). One JSON record per measurement, appended to OUT.
+# the operator sees it; and the CPU it took in ppnd and in ppnctl). One JSON record per
+# measurement, appended to OUT.
 #
 #   bench/scale.sh OUT.jsonl        env: SCALE_SIZES="10 100 1000 2000", SCALE_WINDOW=40 (s),
-#                                        PPND, PPNCTL, FAKEQEMU (default: build/...)
+#                                        PPND, PPNCTL, FAKEQEMU (default: build/...),
+#                                        SCALE_PERF=PREFIX: instead of measuring, profile ppnd
+#                                        over the window (perf record, PREFIX-N.data),
+#                                        SCALE_FAST_SIGNAL=no: ppnd without its fast signal
+#                                        (to measure what the signal costs)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -26,6 +31,8 @@ FAKEQEMU=${FAKEQEMU:-build/tests/fake-qemu}
 SIZES=${SCALE_SIZES:-10 100 1000 2000}
 WINDOW=${SCALE_WINDOW:-40}
 STATUS_RUNS=${SCALE_STATUS_RUNS:-100}
+PERF=${SCALE_PERF:-}
+FAST_SIGNAL=${SCALE_FAST_SIGNAL:-yes}
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -48,13 +55,15 @@ cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 # utime and stime in clock ticks (for the user/kernel split only).
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
-# STATUS_RUNS runs of `ppnctl status`, 0.1 s apart; prints each one's wall time in ms.
+# STATUS_RUNS runs of `ppnctl status`, 0.1 s apart; prints each one's wall time in ms, and
+# appends ppnctl's own CPU time (user + system, ms) to DIR/status-cpu.ms.
 status_times() {  # DIR
   local i t0 t1
   for ((i = 0; i < STATUS_RUNS; i++)); do
     t0=$(date +%s%N)
-    "$PPNCTL" --socket "$1/run/ppnd.sock" status >/dev/null
+    /usr/bin/time -f '%U %S' -o "$1/time.out" "$PPNCTL" --socket "$1/run/ppnd.sock" status >/dev/null
     t1=$(date +%s%N)
+    awk '{printf "%.0f\n", ($1 + $2) * 1000}' "$1/time.out" >>"$1/status-cpu.ms"
     echo $(((t1 - t0) / 1000))
     sleep 0.1
   done | awk '{printf "%.1f\n", $1 / 1000}'
@@ -87,6 +96,8 @@ socket = $1/run/ppnd.sock
 root = $1/no-cgroup
 [policy]
 host-low-percent = 0
+[controller]
+fast-signal = $FAST_SIGNAL
 EOF
 }
 
@@ -127,13 +138,25 @@ one_size() {
   adopt=$(wait_running "$n" "$DIR")
   sleep 5
   local c0 c1 f0 f1 s0 s1 load
+  if [ -n "$PERF" ]; then
+    # A profile, not a measurement: perf's own sampling costs ppnd time.
+    perf record -q -F 1000 --call-graph dwarf,8192 -p "$PPND_PID" -o "$PERF-$n.data" -- sleep "$WINDOW" >/dev/null 2>&1
+    kill "$PPND_PID"; wait "$PPND_PID" 2>/dev/null || true; PPND_PID=''
+    kill "$FAKE_PID"; wait "$FAKE_PID" 2>/dev/null || true; FAKE_PID=''
+    rm -rf "$DIR"; DIR=''
+    return 0
+  fi
   c0=$(cpu_ns "$PPND_PID") f0=$(cpu_ns "$FAKE_PID") s0=$(cpu_split "$PPND_PID")
   sleep "$WINDOW"
   c1=$(cpu_ns "$PPND_PID") f1=$(cpu_ns "$FAKE_PID") s1=$(cpu_split "$PPND_PID")
   load=$(cut -d' ' -f1 /proc/loadavg)
+  local c2 c3 t2 t3
+  c2=$(cpu_ns "$PPND_PID") t2=$(date +%s%N)
   status_times "$DIR" >"$DIR/status.ms"
-  local rss fds
+  c3=$(cpu_ns "$PPND_PID") t3=$(date +%s%N)
+  local rss hwm fds
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$PPND_PID/status")
+  hwm=$(awk '/^VmHWM/ {print $2}' "/proc/$PPND_PID/status")
   fds=$(ls "/proc/$PPND_PID/fd" | wc -l)
   kill "$PPND_PID"; wait "$PPND_PID" 2>/dev/null || true; PPND_PID=''
   kill "$FAKE_PID"; wait "$FAKE_PID" 2>/dev/null || true; FAKE_PID=''
@@ -145,6 +168,7 @@ one_size() {
   rec "$n" kernel_share "$(echo "$s0 $s1" | awk '{u = $3 - $1; k = $4 - $2; printf "%.0f", u + k ? 100 * k / (u + k) : 0}')" '%'
   rec "$n" loadavg "$load" load
   rec "$n" rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" MiB
+  rec "$n" rss_peak "$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')" MiB
   sort -n "$DIR/status.ms" | awk -v n="$n" '{v[NR] = $1} END {
     i50 = int((NR - 1) * 0.50) + 1; i99 = int((NR - 1) * 0.99) + 1
     printf "{\"part\":\"scale\",\"vms\":%d,\"metric\":\"status_p50\",\"value\":%s,\"unit\":\"ms\"}\n", n, v[i50]
@@ -152,6 +176,11 @@ one_size() {
     printf "{\"part\":\"scale\",\"vms\":%d,\"metric\":\"status_max\",\"value\":%s,\"unit\":\"ms\"}\n", n, v[NR]
   }' >>"$OUT"
   rec "$n" fds "$fds" count
+  # ppnd's CPU per status request: its CPU over the status runs less its ticks' (the window's
+  # rate over the same time), per run. ppnctl's own CPU per run, median.
+  rec "$n" status_ppnd_cpu "$(awk -v a=$((c3 - c2)) -v t=$((t3 - t2)) -v d=$((c1 - c0)) -v w="$WINDOW" -v r="$STATUS_RUNS" \
+    'BEGIN{printf "%.1f", (a - d / (w * 1e9) * t) / 1e6 / r}')" ms
+  rec "$n" status_ppnctl_cpu "$(sort -n "$DIR/status-cpu.ms" | awk '{v[NR] = $1} END {print v[int((NR - 1) / 2) + 1]}')" ms
   tail -1 "$DIR/fake.out" | python3 -c '
 import json, sys
 n = int(sys.argv[1])

@@ -42,6 +42,20 @@ static uint64_t rate_of(const struct fastgrow_tunables *t, const struct fastgrow
         return (uint64_t) ((double) (cur - old) * 1e6 / (double) dt);
 }
 
+/* The refusals of fastgrow_sample() that do not depend on the RSS; grown: a fast grow was made
+ * on the statistics in vm already. */
+static bool refused(const struct fastgrow_tunables *t, const struct fastgrow_vm *vm, bool grown) {
+        return !vm->stats_update || vm->available == UINT64_MAX || vm->stats_age_usec > t->stale_usec ||
+               grown || vm->size >= vm->max || vm->target > vm->size + t->margin;
+}
+
+bool fastgrow_may_grow(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm) {
+        if (!t || !s || !vm)
+                return false;
+        /* New statistics reset the one-grow-per-statistics mark, as the sample would. */
+        return !refused(t, vm, vm->stats_update == s->stats_seen && s->grown_for == s->stats_seen);
+}
+
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,
                     uint64_t now, struct fastgrow_decision *ret) {
         char a[FORMAT_SIZE_MAX], b[FORMAT_SIZE_MAX], c[FORMAT_SIZE_MAX];
@@ -62,9 +76,7 @@ int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s,
          * itself at ~70 MiB/s in 150 MiB programs dipped below 64 MiB/s between programs and was
          * OOM-killed before the rate said burst. */
         uint64_t burst = vm->available != UINT64_MAX && vm->available < spent + t->margin ? t->burst / 2 : t->burst;
-        if (!vm->stats_update || vm->available == UINT64_MAX || vm->stats_age_usec > t->stale_usec ||
-            d.rate < burst || s->grown_for == s->stats_seen || vm->size >= vm->max ||
-            vm->target > vm->size + t->margin)
+        if (d.rate < burst || refused(t, vm, s->grown_for == s->stats_seen))
                 return 0;
         uint64_t ahead = (uint64_t) ((double) d.rate * (double) t->lookahead_usec / 1e6);
         if (vm->available > spent + ahead + t->margin)

@@ -55,6 +55,7 @@ struct qmp {
 
         char *out;               /* bytes not yet written: out[out_pos..out_len) */
         size_t out_len, out_pos;
+        size_t out_cap;          /* out's size: kept between commands, not reallocated per command */
 
         uint64_t next_id;
         struct pending *pending;
@@ -323,7 +324,7 @@ static void close_transport(struct qmp *q) {
         q->tok = NULL;
         free(q->out);
         q->out = NULL;
-        q->out_len = q->out_pos = 0;
+        q->out_len = q->out_pos = q->out_cap = 0;
 }
 
 static struct pending *pending_free(struct pending *p) {
@@ -425,11 +426,16 @@ static int out_append(struct qmp *q, const char *s, size_t len) {
 
         if (was_empty)
                 q->out_pos = q->out_len = 0;
-        n = realloc(q->out, q->out_len + len);
-        if (!n)
-                return -ENOMEM;
-        memcpy(n + q->out_len, s, len);
-        q->out = n;
+        if (q->out_len + len > q->out_cap) {
+                size_t cap = q->out_cap * 2 > q->out_len + len ? q->out_cap * 2 : q->out_len + len;
+                cap = cap < 256 ? 256 : cap;
+                n = realloc(q->out, cap);
+                if (!n)
+                        return -ENOMEM;
+                q->out = n;
+                q->out_cap = cap;
+        }
+        memcpy(q->out + q->out_len, s, len);
         q->out_len += len;
         if (q->corked)
                 return 0;       /* qmp_uncork() sends */

@@ -109,10 +109,70 @@ static void test_once_per_stats_and_stale(void **state) {
         assert_int_equal(fastgrow_sample(NULL, &s2, &vm, 0, &d), -EINVAL);
 }
 
+/* fastgrow_may_grow() says no exactly where a sample cannot grow, whatever the RSS: ppnd then
+ * skips reading it. A burst sampled only when may_grow says yes grows as when always sampled. */
+static void test_may_grow(void **state) {
+        struct fastgrow_tunables t;
+        struct fastgrow_state s = { 0 };
+        struct fastgrow_decision d;
+        struct fastgrow_vm vm = { .stats_update = 10, .available = 30 * MIB, .size = GIB, .target = GIB,
+                                  .max = 4 * GIB };
+
+        fastgrow_tunables_default(&t);
+        assert_true(fastgrow_may_grow(&t, &s, &vm));
+        struct fastgrow_vm no = vm;
+        no.size = no.target = no.max;                           /* at its max */
+        assert_false(fastgrow_may_grow(&t, &s, &no));
+        no = vm;
+        no.target = vm.size + t.margin + 1;                     /* our growth still arriving */
+        assert_false(fastgrow_may_grow(&t, &s, &no));
+        no = vm;
+        no.stats_age_usec = t.stale_usec + 1;                   /* stale statistics */
+        assert_false(fastgrow_may_grow(&t, &s, &no));
+        no = vm;
+        no.available = UINT64_MAX;                              /* unknown available */
+        assert_false(fastgrow_may_grow(&t, &s, &no));
+        no = vm;
+        no.stats_update = 0;                                    /* no statistics */
+        assert_false(fastgrow_may_grow(&t, &s, &no));
+        assert_false(fastgrow_may_grow(NULL, &s, &vm));
+
+        /* A burst read only when allowed: one grow, then no read until new statistics. */
+        int grows = 0, reads = 0;
+        vm.rss = 300 * MIB;
+        for (int k = 0; k < 10; k++) {
+                vm.rss += 40 * MIB;   /* 200 MiB/s */
+                if (!fastgrow_may_grow(&t, &s, &vm))
+                        continue;
+                reads++;
+                assert_int_equal(fastgrow_sample(&t, &s, &vm, (uint64_t) k * 200 * MS, &d), 0);
+                grows += d.grow;
+        }
+        assert_int_equal(grows, 1);
+        assert_int_equal(reads, 2);   /* the rate needs two samples; after the grow, none */
+        vm.stats_update = 11;
+        assert_true(fastgrow_may_grow(&t, &s, &vm));
+        /* Each refusal above holds for fastgrow_sample() too, whatever the RSS. */
+        struct fastgrow_vm refuse[] = { vm, vm, vm };
+        refuse[0].size = refuse[0].target = refuse[0].max;
+        refuse[1].target = vm.size + t.margin + 1;
+        refuse[2].stats_age_usec = t.stale_usec + 1;
+        for (size_t i = 0; i < 3; i++) {
+                struct fastgrow_state s3 = { 0 };
+                assert_false(fastgrow_may_grow(&t, &s3, &refuse[i]));
+                for (int k = 0; k < 10; k++) {
+                        refuse[i].rss = 300 * MIB + (uint64_t) k * 100 * MIB;
+                        assert_int_equal(fastgrow_sample(&t, &s3, &refuse[i], (uint64_t) k * 200 * MS, &d), 0);
+                        assert_false(d.grow);
+                }
+        }
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_table),
                 cmocka_unit_test(test_once_per_stats_and_stale),
+                cmocka_unit_test(test_may_grow),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,6 +78,7 @@ struct manager {
         sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
         struct fastgrow_tunables fast_tun;
         const char *proc_dir;
+        uint64_t page_size;             /* for /proc/PID/statm */
         struct relocate_agent *relocate;        /* live moves into this node; likewise */
 };
 

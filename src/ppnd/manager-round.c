@@ -357,13 +357,14 @@ static int tunables_from_config(const struct ppn_config *c, struct policy_tunabl
 /* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
 
 #define FAST_PERIOD_USEC (200 * USEC_PER_MSEC)
+#define FAST_GRANT_MIN (16 * MIB)       /* a fast grow smaller than this is not made */
 
 /* Resident bytes of v's QEMU from PROC/PID/statm; 0 if unreadable (it exited). The file stays
- * open between samples: a pread is a few µs, an open/read/close several times that, and at
- * 2,000 VMs this runs 10,000 times a second. */
+ * open between samples: a pread is a few µs, an open/read/close several times that. The
+ * second field is read in place (no sscanf): this runs up to 10,000 times a second. */
 static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
-        char path[64], buf[128];
-        unsigned long long size, resident;
+        char path[64], buf[128], *p, *end;
+        unsigned long long resident;
         ssize_t n;
 
         if (v->statm_pid != pid) {
@@ -375,9 +376,14 @@ static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
         if (v->statm_fd < 0 || (n = pread(v->statm_fd, buf, sizeof(buf) - 1, 0)) <= 0)
                 return 0;
         buf[n] = '\0';
-        if (sscanf(buf, "%llu %llu", &size, &resident) != 2)
+        p = memchr(buf, ' ', (size_t) n);       /* "size resident shared ..." in pages */
+        if (!p || p[1] < '0' || p[1] > '9')
                 return 0;
-        return (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE);
+        errno = 0;
+        resident = strtoull(p + 1, &end, 10);
+        if (errno || (*end != ' ' && *end != '\n' && *end != '\0'))
+                return 0;
+        return (uint64_t) resident * v->m->page_size;
 }
 
 /* Grows v now, within what the pool has free (the policy's figure from its last round, less
@@ -388,7 +394,7 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
         uint64_t want = d->target > from ? d->target - from : 0;
         uint64_t grant = m->pool.free_bytes > 0 && (uint64_t) m->pool.free_bytes < want ? (uint64_t) m->pool.free_bytes : want;
 
-        if (m->pool.free_bytes <= 0 || grant < 16 * MIB)
+        if (m->pool.free_bytes <= 0 || grant < FAST_GRANT_MIN)
                 return;
         v->target = from + grant;
         v->pstate.last_grow_usec = now_usec();
@@ -403,16 +409,19 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
         const struct vmlink_sample *x = backend_last(v->link);
         struct fastgrow_decision d;
         pid_t pid = backend_pid(v->link);
-        uint64_t rss, upd = x->stats_update_sec * USEC_PER_SEC;
+        uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
 
         if (backend_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
-            v->pstate.lease_kind != POLICY_LEASE_NONE || !(rss = read_rss(v, pid)))
+            v->pstate.lease_kind != POLICY_LEASE_NONE)
                 return;
         struct fastgrow_vm in = {
-                .rss = rss, .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
+                .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
                 .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
                 .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
         };
+        /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()). */
+        if (!fastgrow_may_grow(&v->m->fast_tun, &v->fast, &in) || !(in.rss = read_rss(v, pid)))
+                return;
         if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
                 fast_grow(v, &d, in.target > in.size ? in.target : in.size);
 }
@@ -421,7 +430,8 @@ static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct manager *m = userdata;
         uint64_t now = now_usec(), real = now_realtime_usec();
 
-        if (m->cfg->fast_signal && m->lstate && m->lstate->node_ok)
+        /* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
+        if (m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->pool.free_bytes >= (int64_t) FAST_GRANT_MIN)
                 for (size_t i = 0; i < m->n_vms; i++)
                         fast_sample(m->vms[i], now, real);
         sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
@@ -450,6 +460,7 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
         m->pool.host_available_bytes = STATUS_UNKNOWN;
         m->pool.psi_some_avg10 = -1;
         m->proc_dir = "/proc";
+        m->page_size = (uint64_t) sysconf(_SC_PAGESIZE);
         if (config_path && !(m->config_path = strdup(config_path)))
                 return ppn_error_set(err, -ENOMEM, "out of memory");
         r = eventlog_init(&m->events, MANAGER_EVENTS_MAX);
