@@ -249,7 +249,7 @@ def scale_ratios(records):
     print('Scaling, VMs × vs CPU per tick ×: ' + '; '.join(steps) + '\n')
 
 
-LIVE_COLUMNS = [('converged', 'converged'), ('total_time', 'total s'), ('downtime', 'downtime ms'),
+LIVE_COLUMNS = [('converged', 'converged'), ('guest_survived', 'guest ran on'), ('total_time', 'total s'), ('downtime', 'downtime ms'),
                 ('transferred', 'sent MiB'), ('wall', 'ppnctl wall s'), ('guest_write_rate', 'guest writes MiB/s'),
                 ('loadavg', 'load')]
 
@@ -275,8 +275,8 @@ def live_tables(records):
         cells = []
         for metric, _ in LIVE_COLUMNS:
             vals = m.get(metric, [])
-            if metric == 'converged':
-                cells.append('%d of %d' % (sum(vals), len(vals)))
+            if metric in ('converged', 'guest_survived'):
+                cells.append('%d of %d' % (sum(vals), len(vals)) if vals else '')
             elif metric == 'downtime':
                 cells.append(med_range([v for v in vals if v is not None]) or 'none')
             else:

@@ -424,7 +424,8 @@ static void drop_qemu_args(struct ledger_vm *vm) {
         args = ledger_vm_field_text(vm, "qemu-args");
         fprintf(stderr, "ppnctl: import: dropped the archive's QEMU options for '%s' (an archive may not bring "
                 "options that reach this host): %s\n  to use options here, set them yourself: ppnctl vm set %s "
-                "qemu-args='...'\n", vm->name, args ? args : "(out of memory)", vm->name);
+                "qemu-args='...' (or qemu-arg=OPTION once per option, for one with spaces)\n", vm->name,
+                args ? args : "(out of memory)", vm->name);
         strv_free(vm->qemu_args);
         vm->qemu_args = NULL;
 }
