@@ -142,6 +142,8 @@ static const struct key keys[] = {
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },
         { "metrics", "enabled", KEY_BOOL, OFF(metrics_enabled), 0, 0, 0 },
         NUM("metrics", "port", KEY_UINT, metrics_port, 1, 65535),
+        POLICY_UINT("active-cpu-percent", active_cpu_pct, 100),
+        POLICY_TIME("active-hold", active_hold_usec),
         { "policy", "free-page-reporting", KEY_FPR, OFF(policy.free_page_reporting), 0, 0, 0 },
         POLICY_SIZE("grow-step", grow_step_bytes),
         POLICY_UINT("grow-step-percent", grow_step_pct, 100),

@@ -50,6 +50,11 @@ void policy_tunables_default(struct policy_tunables *ret) {
                 .shrink_hold_usec = 10 * USEC_PER_SEC,
                 /* VMware's default idle memory tax. */
                 .idle_tax_pct = 75,
+                /* A tenth of a CPU over a tick: a guest reading its files or computing; an idle
+                 * guest's timer ticks and statistics stay well below. Held 10 s, as after a
+                 * growth (shrink_hold_usec): a working set re-read every few seconds stays active. */
+                .active_cpu_pct = 10,
+                .active_hold_usec = 10 * USEC_PER_SEC,
                 /* Each VM as its balloon says: a target is a promise the capacity must cover
                  * unless the guest hands its free memory back (see pool_measure_reported). */
                 .free_page_reporting = POLICY_FPR_AUTO,
@@ -62,6 +67,8 @@ int policy_tunables_check(const struct policy_tunables *t, struct ppn_error *err
                 return ppn_error_set(err, -EINVAL, "policy: percentages must be 0..100");
         if (t->shrink_pct < 1 || t->shrink_pct > 100)
                 return ppn_error_set(err, -EINVAL, "policy: shrink percentage %u outside 1..100", t->shrink_pct);
+        if (t->active_cpu_pct > 100)
+                return ppn_error_set(err, -EINVAL, "policy: active CPU percentage %u outside 0..100", t->active_cpu_pct);
         if (t->idle_tax_pct > 99)
                 return ppn_error_set(err, -EINVAL, "policy: idle tax %u%% above 99%%", t->idle_tax_pct);
         if (t->min_step_bytes < MIB || t->min_step_permille > 1000)
@@ -158,6 +165,7 @@ struct vm_work {
         bool moving_down, moving_up;  /* balloon still on its way to the target in force */
         uint64_t taken1, taken2;
         bool reports;         /* free page reporting rules for this VM (vm_reports) */
+        bool cache_kept;      /* active: its page cache was not counted as idle (donor_caps) */
 };
 
 /* Whether the free page reporting rules apply to this VM. */
@@ -387,6 +395,30 @@ static void classify_demand(const struct policy_tunables *tun, struct vm_work *w
         d->need = w->need;
 }
 
+/* QEMU's CPU time over the last tick, read on the host: a VM whose QEMU used at least
+ * active_cpu_pct of a CPU is active for active_hold_usec. */
+static void update_activity(const struct policy_tunables *tun, const struct policy_node *node,
+                            const struct policy_vm *vm, struct policy_vm_state *s) {
+        uint64_t now = node->now_usec;
+
+        if (vm->cpu_usec == POLICY_STAT_UNKNOWN) {
+                s->prev_cpu_at_usec = 0;
+                return;
+        }
+        /* A counter that went back is a new QEMU process: only the baseline restarts. */
+        if (s->prev_cpu_at_usec != 0 && now > s->prev_cpu_at_usec && vm->cpu_usec > s->prev_cpu_usec &&
+            (unsigned __int128) (vm->cpu_usec - s->prev_cpu_usec) * 100 >=
+                    (unsigned __int128) (now - s->prev_cpu_at_usec) * tun->active_cpu_pct)
+                s->active_usec = now;
+        s->prev_cpu_usec = vm->cpu_usec;
+        s->prev_cpu_at_usec = now;
+}
+
+static bool vm_active(const struct policy_tunables *tun, const struct policy_node *node, const struct vm_work *w) {
+        uint64_t a = w->out->state.active_usec;
+        return tun->active_hold_usec > 0 && a != 0 && node->now_usec - a < tun->active_hold_usec;
+}
+
 /* Expired leases end before anything else: control resumes from where the balloon is. */
 static void expire_lease(const struct policy_node *node, const struct policy_vm *vm, struct policy_vm_state *s) {
         if (s->lease_kind == POLICY_LEASE_NONE || node->now_usec < s->lease_expiry_usec)
@@ -415,6 +447,7 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
                 return;
         }
         expire_lease(node, vm, &d->state);
+        update_activity(tun, node, vm, &d->state);
         enum policy_reason verdict = stats_check(tun, node, vm, d);
         if (verdict == POLICY_REASON_STEADY)
                 update_rates(&d->state, &vm->stats, vm->actual);
@@ -675,6 +708,14 @@ static void donor_caps(const struct policy_tunables *tun, const struct policy_no
          * the host: the step bounds what comes after it. */
         if (w->reports)
                 step = guest_free(w) + pct_of(subu(excess, guest_free(w)), tun->shrink_pct);
+        /* A reporting VM whose QEMU is running (vm_active) may be re-reading its page cache:
+         * while no VM is out of memory, its idle memory is its free memory only. Its cache is
+         * taken after it has been quiet for active_hold_usec, or down to its fair share under
+         * contention (tier 2). */
+        if (w->reports && !p->starving && vm_active(tun, node, w) && idle > guest_free(w)) {
+                idle = guest_free(w);
+                w->cache_kept = true;
+        }
         /* In a mixed pool a reporting VM's target above what it holds costs nothing: it gives
          * nothing for Σ targets over the capacity alone (only when the node is short or a VM
          * waits). */
@@ -871,7 +912,11 @@ static void idle_kept(const struct policy_node *node, const struct pool *p, stru
         uint64_t idle = subu(w->t, w->need);
         uint64_t since_grow = subu(node->now_usec, d->state.last_grow_usec);
 
-        if (idle < hysteresis(w)) {
+        if (w->cache_kept && p->reclaim > 0) {
+                d->reason = POLICY_REASON_SMALL_CHANGE;
+                set_why(d, "active (QEMU on a CPU %" PRIu64 " s ago): its page cache is kept, only free memory %s is idle",
+                        subu(node->now_usec, d->state.active_usec) / USEC_PER_SEC, SZ(guest_free(w)));
+        } else if (idle < hysteresis(w)) {
                 d->reason = POLICY_REASON_SMALL_CHANGE;
                 set_why(d, "use %s + headroom %s: %s idle is inside the hysteresis band %s",
                         SZ(w->use), SZ(w->headroom), SZ(idle), SZ(hysteresis(w)));

@@ -57,6 +57,8 @@ struct policy_tunables {
         uint64_t override_usec;           /* length of a lease made from a change behind our back */
         uint64_t shrink_hold_usec;        /* after growing a VM, no idle reclaim from it for this long */
         unsigned idle_tax_pct;            /* idle memory tax when choosing donors (0..99) */
+        unsigned active_cpu_pct;          /* QEMU using at least this % of one CPU over a tick = the VM is active … */
+        uint64_t active_hold_usec;        /* … and stays so this long: its page cache is not idle memory (0 = off) */
         enum policy_fpr free_page_reporting; /* which VMs return free memory to the host (QEMU
                                            * free-page-reporting=on): for them growth is paid from
                                            * host MemAvailable and their targets above what they
@@ -104,6 +106,9 @@ struct policy_vm_state {
         uint64_t major_fault_rate;   /* faults/s */
         uint64_t prev_use;           /* actual − available at the previous sample */
         uint64_t use_growth_rate;    /* bytes/s the guest's use grew between the last two (0 if it fell) */
+        uint64_t prev_cpu_usec;      /* QEMU's CPU time at the previous tick (policy_vm.cpu_usec) */
+        uint64_t prev_cpu_at_usec;   /* when it was read (0 = never) */
+        uint64_t active_usec;        /* last tick QEMU used ≥ active_cpu_pct of a CPU (0 = never) */
 
         /* The balloon's progress toward the current target. */
         uint64_t set_usec;           /* when the target was set (0 = unknown: first tick) */
@@ -132,6 +137,10 @@ struct policy_vm {
         enum policy_driver driver;
         bool reports_free_pages;     /* its balloon has free-page-reporting on (QMP qom-get) */
         struct policy_guest_stats stats;
+        /* QEMU's own CPU time (utime + stime of its process, cumulative, µs), read on the host:
+         * nothing inside the guest. POLICY_STAT_UNKNOWN when not read; a constant (0 in the
+         * simulator) makes the VM never active. */
+        uint64_t cpu_usec;
         struct policy_vm_state state;
 };
 

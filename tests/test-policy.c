@@ -941,6 +941,50 @@ static void test_reporting_short_host_takes_cache(void **state) {
         assert_int_equal(d[0].target, 3576 * MIB);
 }
 
+/* The host short as above (519.2 MiB wanted), two reporting VMs alike in every guest statistic
+ * (4 GiB, use 1 GiB, MemFree 1.5 GiB, 1.5 GiB of page cache). VM 0's QEMU used 300 ms of CPU
+ * in the last second (a guest re-reading its files), VM 1's 10 ms (idle). Equal ρ would take
+ * the cache from VM 0 (first in order); its cache is kept and VM 1 gives it. Once VM 0 has
+ * been quiet for active_hold_usec, its cache is idle memory again. */
+static void test_reporting_active_cache_kept(void **state) {
+        struct policy_node node = node_default();
+        node.host_available = 300 * MIB;
+        struct policy_vm vm[2] = { vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB),
+                                   vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB) };
+        struct policy_decision d[2];
+        tun.free_page_reporting = POLICY_FPR_YES;
+        for (size_t i = 0; i < 2; i++) {
+                vm[i].state.prev_cpu_usec = 50 * SEC;
+                vm[i].state.prev_cpu_at_usec = NOW - SEC;
+        }
+        vm[0].cpu_usec = 50 * SEC + 300000;
+        vm[1].cpu_usec = 50 * SEC + 10000;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].state.active_usec, NOW);
+        assert_int_equal(d[1].state.active_usec, 0);
+        assert_false(d[0].apply);
+        assert_int_equal(d[0].target, 4 * GIB);
+        assert_int_equal(d[0].reason, POLICY_REASON_SMALL_CHANGE);
+        assert_non_null(strstr(d[0].why, "page cache is kept"));
+        assert_int_equal(d[1].reason, POLICY_REASON_SHRINK_NODE);
+        assert_int_equal(d[1].target, 2040 * MIB);
+        /* Quiet since: active 10 s ago, no CPU in the last second. */
+        for (size_t i = 0; i < 2; i++) {
+                vm[i].state = d[i].state;
+                vm[i].state.prev_cpu_at_usec = NOW - SEC;
+        }
+        vm[0].state.active_usec = NOW - tun.active_hold_usec;
+        vm[0].state.prev_cpu_usec = vm[0].cpu_usec;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_SHRINK_NODE);
+        assert_int_equal(d[0].target, 2040 * MIB);
+        /* A QEMU whose CPU time is not known is never active: the order is ρ's again. */
+        vm[0].state.active_usec = 0;
+        vm[0].cpu_usec = U;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].target, 2040 * MIB);
+}
+
 /* A mixed pool under the default (auto), capacity 7 GiB. VM 0 reports free pages: 4 GiB,
  * MemFree 1.5 GiB, so the host backs 4 − 1.5 = 2.5 GiB of it and that is what it costs. VM 1
  * (classic) costs its target, 4 GiB. Σ 6.5 GiB fits: nobody shrinks, where with neither
@@ -987,6 +1031,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_reporting_overcommit_is_no_reason, setup),
                 cmocka_unit_test_setup(test_reporting_growth_from_host, setup),
                 cmocka_unit_test_setup(test_reporting_short_host_takes_cache, setup),
+                cmocka_unit_test_setup(test_reporting_active_cache_kept, setup),
                 cmocka_unit_test_setup(test_reporting_mixed_pool, setup),
                 cmocka_unit_test_setup(test_idle_tax_matters, setup),
                 cmocka_unit_test_setup(test_summary, setup),

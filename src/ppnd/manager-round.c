@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <unistd.h>
 #include <systemd/sd-daemon.h>
 
 #include "hostmem.h"
@@ -50,6 +51,17 @@ static enum policy_driver driver_of(const struct managed_vm *v) {
         return backend_last(v->link)->balloon ? POLICY_DRIVER_OK : POLICY_DRIVER_NO_BALLOON;
 }
 
+/* QEMU's CPU time (utime + stime) in µs, read on the host; POLICY_STAT_UNKNOWN if it cannot be. */
+static uint64_t qemu_cpu_usec(const struct managed_vm *v) {
+        struct hostmem_pid_cpu c;
+        pid_t pid = backend_pid(v->link);
+        long hz = sysconf(_SC_CLK_TCK);
+
+        if (pid <= 0 || hz <= 0 || hostmem_read_pid_cpu(v->m->proc_dir, pid, &c, NULL) < 0)
+                return POLICY_STAT_UNKNOWN;
+        return hostmem_ticks_to_usec(c.utime_ticks + c.stime_ticks, (uint64_t) hz);
+}
+
 /* One VM as the policy sees it. Times on the monotonic clock; QEMU's last-update converted. */
 static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real, struct policy_vm *p) {
         const struct vmlink_sample *x = backend_last(v->link);
@@ -62,6 +74,7 @@ static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real
         *p = (struct policy_vm) {
                 .name = v->entry.name, .min = v->entry.min_bytes, .max = v->entry.max_bytes,
                 .shares = v->entry.shares, .driver = d, .state = v->pstate,
+                .cpu_usec = d == POLICY_DRIVER_DISCONNECTED ? POLICY_STAT_UNKNOWN : qemu_cpu_usec(v),
         };
         /* An absent VM keeps its last target (its reservation at least) in the sums. */
         p->actual = d == POLICY_DRIVER_OK && x->actual_usec ? x->actual : d == POLICY_DRIVER_NO_BALLOON ? v->entry.max_bytes : held;
