@@ -47,6 +47,7 @@ struct live {
         char *ctl;
         struct relocate_progress last;
         bool held;                      /* the balloon hold (override lease) is ours to clear */
+        bool cancel;                    /* given up on here: cancelled once "aborted" is written */
         json_object *out;
 };
 
@@ -270,8 +271,10 @@ static int migrate(struct live *lv, const struct relocate_answer *a, struct ppn_
                 if (strcmp(lv->last.status, "failed") == 0 || strcmp(lv->last.status, "cancelled") == 0)
                         return ppn_error_set(err, -EIO, "the migration %s%s%s", lv->last.status,
                                              lv->last.error[0] ? ": " : "", lv->last.error);
+                /* Given up on: the caller writes "aborted" with this reason first, then cancels (a
+                 * cancel first would let the destination, whose stream ends, record its own reason). */
                 if (now_usec() > deadline) {
-                        call(lv, "migrate_cancel", NULL, NULL, err);
+                        lv->cancel = true;
                         return ppn_error_set(err, -ETIMEDOUT, "not finished within [fleet] migration-timeout: cancelled");
                 }
                 /* A cut network shows only as a stream that no longer moves (TCP retries for minutes). */
@@ -279,7 +282,7 @@ static int migrate(struct live *lv, const struct relocate_answer *a, struct ppn_
                         sent = lv->last.transferred_bytes;
                         moved = now_usec();
                 } else if (now_usec() - moved > RELOCATE_STALL_USEC) {
-                        call(lv, "migrate_cancel", NULL, NULL, err);
+                        lv->cancel = true;
                         return ppn_error_set(err, -ETIMEDOUT, "no migration traffic for %" PRIu64 " s (network cut, or "
                                              "the destination stopped): cancelled", RELOCATE_STALL_USEC / USEC_PER_SEC);
                 }
@@ -413,6 +416,8 @@ int ctl_move_live(const struct ctl_globals *g, const struct ctl_args *args) {
                                           reason, sizeof(reason));
         if (oc == RELOCATE_ADOPTED)
                 return finish_here(&lv) < 0 ? CTL_ERR_FAILED : report(&lv, true, "adopted", NULL);
+        if (lv.cancel)
+                call(&lv, "migrate_cancel", NULL, NULL, &(struct ppn_error) {});
         resume_here(&lv);
         return report(&lv, false, "aborted", reason[0] ? reason : e.msg);
 }
