@@ -79,6 +79,7 @@ struct manager {
         struct fastgrow_tunables fast_tun;
         const char *proc_dir;
         uint64_t page_size;             /* for /proc/PID/statm */
+        uint64_t clk_tck;               /* for /proc/PID/stat's CPU times; 0 if unknown */
         struct relocate_agent *relocate;        /* live moves into this node; likewise */
 };
 

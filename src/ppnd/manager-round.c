@@ -55,11 +55,10 @@ static enum policy_driver driver_of(const struct managed_vm *v) {
 static uint64_t qemu_cpu_usec(const struct managed_vm *v) {
         struct hostmem_pid_cpu c;
         pid_t pid = backend_pid(v->link);
-        long hz = sysconf(_SC_CLK_TCK);
 
-        if (pid <= 0 || hz <= 0 || hostmem_read_pid_cpu(v->m->proc_dir, pid, &c, NULL) < 0)
+        if (pid <= 0 || !v->m->clk_tck || hostmem_read_pid_cpu(v->m->proc_dir, pid, &c, NULL) < 0)
                 return POLICY_STAT_UNKNOWN;
-        return hostmem_ticks_to_usec(c.utime_ticks + c.stime_ticks, (uint64_t) hz);
+        return hostmem_ticks_to_usec(c.utime_ticks + c.stime_ticks, v->m->clk_tck);
 }
 
 /* One VM as the policy sees it. Times on the monotonic clock; QEMU's last-update converted. */
@@ -474,6 +473,8 @@ int manager_new(struct ppn_config *cfg, const char *config_path, struct manager 
         m->pool.psi_some_avg10 = -1;
         m->proc_dir = "/proc";
         m->page_size = (uint64_t) sysconf(_SC_PAGESIZE);
+        long hz = sysconf(_SC_CLK_TCK);
+        m->clk_tck = hz > 0 ? (uint64_t) hz : 0;
         if (config_path && !(m->config_path = strdup(config_path)))
                 return ppn_error_set(err, -ENOMEM, "out of memory");
         r = eventlog_init(&m->events, MANAGER_EVENTS_MAX);
