@@ -589,7 +589,7 @@ static void test_qmp_override(void **state) {
         struct qmp_error err = { 0 };
         json_object *args = json_object_new_object(), *ret = NULL;
         struct vm_status s0, s;
-        uint64_t want, t0, seen = 0, arrived = 0;
+        uint64_t want, t0, seen = 0, arrived = 0, prev = 0;
         unsigned reverted = 0;
 
         assert_true(status_of("g1", &s0));
@@ -604,13 +604,16 @@ static void test_qmp_override(void **state) {
              (unsigned long long) (s0.actual_bytes / MIB));
         t0 = now_usec();
         /* Once seen, ppnd's target follows the change and the balloon, once there, stays there
-         * (it is still moving when the change is first seen: ~0.1 s per 100 MiB under TCG). */
+         * (it is still moving when the change is first seen: ~0.1 s per 100 MiB under TCG). It has
+         * arrived when two readings in a row agree: the followed target is one round behind the
+         * balloon while it still moves inside the tolerance. */
         while (now_usec() - t0 < 10000000) {
                 if (status_of("g1", &s)) {
                         if (!seen && strstr(s.reason, "override"))
                                 seen = now_usec();
-                        if (!arrived && near(s.actual_bytes, want, 16 * MIB))
+                        if (!arrived && near(s.actual_bytes, want, 16 * MIB) && s.actual_bytes == prev)
                                 arrived = now_usec();
+                        prev = s.actual_bytes;
                         /* While the balloon is on its way the followed target moves with it. */
                         if (seen && arrived && (!near(s.target_bytes, want, 16 * MIB) ||
                                                 !near(s.actual_bytes, want, 16 * MIB))) {
