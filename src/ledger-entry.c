@@ -356,6 +356,14 @@ uint64_t ledger_vm_region_bytes(const struct ledger_vm *vm) {
         return vm->vmem && vm->base_bytes && vm->base_bytes < vm->max_bytes ? vm->max_bytes - vm->base_bytes : 0;
 }
 
+uint64_t ledger_vm_vmem_start_bytes(const struct ledger_vm *vm) {
+        uint64_t region = ledger_vm_region_bytes(vm), base = ledger_vm_boot_bytes(vm), want;
+        if (!region || vm->min_bytes <= base)
+                return 0;
+        want = (vm->min_bytes - base + LEDGER_VMEM_BLOCK - 1) / LEDGER_VMEM_BLOCK * LEDGER_VMEM_BLOCK;
+        return want < region ? want : region;
+}
+
 /* Boot memory and the virtio-mem region. The boot memory must carry the guest kernel on its own
  * (hot-plugged memory is onlined movable, unusable for kernel allocations), hence the floor. */
 static int validate_layout(const struct ledger_vm *vm, const struct ledger_node *node, struct ppn_error *err) {

@@ -136,6 +136,10 @@ extern const char *const ledger_vm_fields[];
  * (max − base with vmem on, else 0). */
 uint64_t ledger_vm_boot_bytes(const struct ledger_vm *vm);
 uint64_t ledger_vm_region_bytes(const struct ledger_vm *vm);
+/* What the virtio-mem device has plugged when QEMU starts (its requested-size): the VM's
+ * reservation, base plus what its minimum needs beyond base in whole blocks; 0 without vmem.
+ * ppnd plugs more when the guest needs it. */
+uint64_t ledger_vm_vmem_start_bytes(const struct ledger_vm *vm);
 
 /* Writes an RFC 4122 version 4 uuid (36 chars + NUL) from 16 random bytes. */
 void ledger_uuid_format(const uint8_t random[16], char ret[LEDGER_UUID_LEN + 1]);

@@ -274,9 +274,11 @@ static int launch(struct incoming *in, struct ppn_error *err) {
                 return r;
         struct vm_spec s = {
                 .qemu = in->a->qemu, .name = vm->name, .uuid = vm->uuid, .accel = in->a->accel,
-                .mem_bytes = vm->max_bytes, .vcpus = vm->vcpus, .qmp_path = in->qmp_in, .ctl_path = in->ctl,
-                .log_path = in->log, .disks = disks, .n_disks = n, .paused = true, .incoming = true,
-                .extra = (const char *const *) vm->qemu_args,
+                .mem_bytes = ledger_vm_boot_bytes(vm), .vcpus = vm->vcpus, .vmem_bytes = ledger_vm_region_bytes(vm),
+                .vmem_requested_bytes = ledger_vm_vmem_start_bytes(vm), .qmp_path = in->qmp_in, .ctl_path = in->ctl,
+                .log_path = in->log, .no_deflate_on_oom = in->req.no_deflate_on_oom,
+                .no_free_page_reporting = in->req.no_free_page_reporting, .disks = disks, .n_disks = n,
+                .paused = true, .incoming = true, .extra = (const char *const *) vm->qemu_args,
         };
         struct ppn_cgroup_options co = { .root = in->a->cgroup_root, .parent = in->a->cgroup_parent };
         struct qmp_error qe = {};

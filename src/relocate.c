@@ -135,6 +135,8 @@ json_object *relocate_request_to_json(const struct relocate_request *r) {
         json_object_object_add(o, "grant", json_object_new_string(r->grant));
         json_object_object_add(o, "time", json_object_new_int64(r->time));
         json_object_object_add(o, "vm", vm);
+        json_object_object_add(o, "deflate-on-oom", json_object_new_boolean(!r->no_deflate_on_oom));
+        json_object_object_add(o, "free-page-reporting", json_object_new_boolean(!r->no_free_page_reporting));
         return o;
 }
 
@@ -152,6 +154,7 @@ static int id_member(json_object *o, const char *key, char *buf, size_t len, boo
 int relocate_request_from_json(json_object *body, struct relocate_request *ret, struct ppn_error *err) {
         struct relocate_request r = {};
         json_object *vm;
+        bool deflate = true, fpr = true;
         int k;
         if ((k = id_member(body, "move", r.move, sizeof(r.move), false, err)) < 0 ||
             (k = id_member(body, "node", r.source, sizeof(r.source), false, err)) < 0 ||
@@ -160,6 +163,12 @@ int relocate_request_from_json(json_object *body, struct relocate_request *ret, 
                 return ppn_error_prefix(err, k, "move request");
         if (json_member_int64(body, "time", &r.time) < 0)
                 return ppn_error_set(err, -EINVAL, "move request: 'time' is not an integer");
+        if (json_member_bool(body, "deflate-on-oom", &deflate) == -EINVAL ||
+            json_member_bool(body, "free-page-reporting", &fpr) == -EINVAL)
+                return ppn_error_set(err, -EINVAL, "move request: 'deflate-on-oom' or 'free-page-reporting' is not "
+                                     "true or false");
+        r.no_deflate_on_oom = !deflate;
+        r.no_free_page_reporting = !fpr;
         if (!json_object_object_get_ex(body, "vm", &vm) || ledger_vm_from_json(vm, &r.vm, err) < 0)
                 return ppn_error_prefix(err, -EINVAL, "move request: 'vm'");
         if (!ledger_name_valid(r.vm.name) || !ledger_uuid_valid(r.vm.uuid)) {

@@ -54,6 +54,11 @@ struct relocate_request {
         char grant[FLEET_GRANT_ID_LEN + 1];     /* "" = the destination's own pool */
         int64_t time;                           /* the source's clock, unix seconds */
         struct ledger_vm vm;
+        /* The source QEMU's balloon options (`ppnctl start --no-deflate-on-oom` and
+         * `--no-free-page-reporting` are not in the entry): the destination's QEMU must have the
+         * same device, or the guest arrives with other features than it negotiated. JSON
+         * "deflate-on-oom" and "free-page-reporting"; absent = on, ppnctl start's default. */
+        bool no_deflate_on_oom, no_free_page_reporting;
 };
 
 struct json_object *relocate_request_to_json(const struct relocate_request *r);

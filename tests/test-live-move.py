@@ -217,6 +217,7 @@ def check_move(t, a, b, gid, uuid, ch):
     t.ok(wait_for(lambda: settled(a, ch), 90, step=1), 'the guest on A has booted and its balloon is settled')
     up0 = uptime(ch)
     a_pool0, b_pool0 = a.pool(), b.pool()
+    src_argv = qemu_argv(a)
     r, out = move(a, 'g', '--to', b.id, '--live', '--grant', gid)
     t.ok(r.returncode == 0 and out.get('outcome') == 'adopted', 'live move A -> B within B\'s grant: adopted',
          r.stdout.strip() + r.stderr.strip())
@@ -228,6 +229,15 @@ def check_move(t, a, b, gid, uuid, ch):
     t.ok(bv.get('uuid') == uuid and bv.get('min_bytes') == VM_MIN and bv.get('max_bytes') == VM_MAX,
          'B\'s ledger holds the entry with the same uuid, min and max', bv)
     t.ok('g' not in a.vms(), 'A\'s ledger released it')
+    # The guest was started with --no-deflate-on-oom (not in its entry): B's QEMU must have been
+    # started with the same devices and options, or the guest runs on with other features than
+    # it negotiated. Only the node's own paths and the incoming migration may differ.
+    dst_argv = qemu_argv(b)
+    t.ok(src_argv and src_argv == dst_argv, 'B\'s QEMU has the command line A\'s had (the node\'s paths aside)',
+         [x for x in set(src_argv or []) ^ set(dst_argv or [])])
+    t.ok(qmp_call(os.path.join(b.run, 'g.ppnctl.qmp'), 'qom-get', {'path': '/machine/peripheral/balloon0',
+                                                                  'property': 'deflate-on-oom'}) is False,
+         '... its balloon has deflate-on-oom off, as on A')
     ch = b.channel()
     t.ok(ch.run('cat /run/marker') == 'marker-in-memory', 'the marker in guest memory is intact')
     t.ok(ch.run('dd if=/dev/vda bs=512 count=1 2>/dev/null | head -c 11') == 'marker-disk',
@@ -262,6 +272,20 @@ def qemu_pid(path_part):
             if cmd and b'qemu' in os.path.basename(cmd[0]) and any(path_part.encode() in c for c in cmd):
                 return int(p)
     return None
+
+
+def qemu_argv(node):
+    """The command line of the node's QEMU of g, with the node's folder and the incoming migration's
+    own options (-incoming defer, its monitor socket's name) taken out."""
+    pid = qemu_pid(node.run + '/g.')
+    if pid is None:
+        return None
+    argv = open('/proc/%d/cmdline' % pid).read().split('\0')[:-1]
+    argv = [x.replace(node.dir, 'NODE').replace('.incoming.qmp', '.qmp') for x in argv]
+    if '-incoming' in argv:
+        i = argv.index('-incoming')
+        del argv[i:i + 2]
+    return argv
 
 
 def check_kill(t, a, b, uuid):
@@ -410,7 +434,7 @@ def main():
         a.ctl('vm', 'add', 'g', '--min', '256M', '--max', '384M', '--disk', disk,
               *[x for arg in args for x in ('--qemu-arg', arg)])
         uuid = a.vms()['g']['uuid']
-        a.ctl('start', 'g')
+        a.ctl('start', 'g', '--no-deflate-on-oom')   # an option the entry does not carry (check_move)
         ch = a.channel()
         if not t.ok(ch.wait_ready(), 'the guest boots on A (command channel answers)'):
             return t.done()

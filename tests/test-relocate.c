@@ -72,8 +72,41 @@ static void test_request_round_trip(void **state) {
         assert_string_equal(r.grant, "");
         assert_string_equal(r.vm.name, "web");
         assert_int_equal(r.vm.min_bytes, 256 * MIB);
+        assert_false(r.no_deflate_on_oom);
+        assert_false(r.no_free_page_reporting);
         relocate_request_done(&r);
         free(text);
+}
+
+/* The source QEMU's balloon options travel with the request (the destination starts its QEMU
+ * with them); a request without them (an older source) means on, ppnctl start's default; any
+ * other type is refused. */
+static void test_request_balloon_options(void **state) {
+        struct relocate_request r = { .time = 1000, .no_free_page_reporting = true }, back = {};
+        struct ppn_error e = {};
+        snprintf(r.move, sizeof(r.move), "%s", MOVE);
+        snprintf(r.source, sizeof(r.source), "%s", a.id);
+        snprintf(r.dest, sizeof(r.dest), "%s", b.id);
+        ledger_vm_init(&r.vm);
+        snprintf(r.vm.name, sizeof(r.vm.name), "web");
+        snprintf(r.vm.uuid, sizeof(r.vm.uuid), "2b453eb4-df82-4951-aaef-eb70c0b72a98");
+        r.vm.min_bytes = 256 * MIB;
+        r.vm.max_bytes = 512 * MIB;
+        json_object *o = relocate_request_to_json(&r);
+        assert_int_equal(relocate_request_from_json(o, &back, &e), 0);
+        assert_false(back.no_deflate_on_oom);
+        assert_true(back.no_free_page_reporting);
+        relocate_request_done(&back);
+        json_object_object_del(o, "free-page-reporting");
+        json_object_object_del(o, "deflate-on-oom");
+        assert_int_equal(relocate_request_from_json(o, &back, &e), 0);
+        assert_false(back.no_deflate_on_oom);
+        assert_false(back.no_free_page_reporting);
+        relocate_request_done(&back);
+        json_object_object_add(o, "deflate-on-oom", json_object_new_string("off"));
+        assert_int_equal(relocate_request_from_json(o, &back, &e), -EINVAL);
+        assert_non_null(strstr(e.msg, "'deflate-on-oom' or 'free-page-reporting' is not true or false"));
+        json_object_put(o);
 }
 
 static void test_refused(void **state) {
@@ -160,6 +193,7 @@ static void test_progress(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_request_round_trip),
+                cmocka_unit_test(test_request_balloon_options),
                 cmocka_unit_test(test_refused),
                 cmocka_unit_test(test_outcome),
                 cmocka_unit_test(test_address_allowed),

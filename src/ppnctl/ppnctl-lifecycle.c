@@ -146,16 +146,6 @@ struct start_opts {
         bool paused, dry_run, no_deflate, no_fpr;
 };
 
-/* A virtio-mem VM starts at its reservation: base, plus what its minimum needs beyond base in
- * whole blocks. ppnd plugs more when the guest needs it. */
-static uint64_t vmem_start_bytes(const struct ledger_vm *vm) {
-        uint64_t region = ledger_vm_region_bytes(vm), base = ledger_vm_boot_bytes(vm), want;
-        if (!region || vm->min_bytes <= base)
-                return 0;
-        want = (vm->min_bytes - base + LEDGER_VMEM_BLOCK - 1) / LEDGER_VMEM_BLOCK * LEDGER_VMEM_BLOCK;
-        return want < region ? want : region;
-}
-
 static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *vm, const struct vm_paths *p, const struct start_opts *o,
                            char ***ret_argv, struct ppn_error *err) {
         _cleanup_free_ struct vm_disk *disks = NULL;
@@ -166,7 +156,7 @@ static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *
         struct vm_spec s = {
                 .qemu = g->qemu, .name = vm->name, .uuid = vm->uuid,
                 .accel = g->accel, .mem_bytes = ledger_vm_boot_bytes(vm), .vcpus = vm->vcpus,
-                .vmem_bytes = ledger_vm_region_bytes(vm), .vmem_requested_bytes = vmem_start_bytes(vm),
+                .vmem_bytes = ledger_vm_region_bytes(vm), .vmem_requested_bytes = ledger_vm_vmem_start_bytes(vm),
                 .qmp_path = p->qmp, .ctl_path = p->ctl, .log_path = p->log,
                 .no_deflate_on_oom = o->no_deflate, .no_free_page_reporting = o->no_fpr,
                 .disks = disks, .n_disks = n, .extra = (const char *const *) vm->qemu_args, .paused = true,

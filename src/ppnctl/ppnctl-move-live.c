@@ -158,11 +158,39 @@ static int get_sealed(struct live *lv, const char *part, const char *signer, jso
         return r;
 }
 
+static int call(struct live *lv, const char *cmd, json_object *args, json_object **ret, struct ppn_error *err) {
+        struct qmp_error qe = {};
+        int r = qmp_call_sync(lv->q, cmd, args, 10 * 1000000, ret, &qe);
+        if (r < 0)
+                *err = qe.error;
+        return r;
+}
+
+/* One boolean property of the running QEMU's balloon (qom-get). */
+static int balloon_option(struct live *lv, const char *property, bool *ret, struct ppn_error *err) {
+        json_object *reply = NULL, *args = qmp_qom_args(VM_BALLOON_ID, property, NULL);
+        int r = args ? call(lv, "qom-get", args, &reply, err) : ppn_error_set(err, -ENOMEM, "out of memory");
+        if (r >= 0 && !json_object_is_type(reply, json_type_boolean))
+                r = ppn_error_set(err, -EBADMSG, "not true or false");
+        if (r >= 0)
+                *ret = json_object_get_boolean(reply);
+        json_object_put(reply);
+        return r < 0 ? ppn_error_prefix(err, r, "the balloon's %s (qom-get %s)", property, VM_BALLOON_ID) : 0;
+}
+
 static int send_request(struct live *lv, struct ppn_error *err) {
         struct relocate_request rq = { .time = (int64_t) (now_realtime_usec() / 1000000) };
+        bool deflate, fpr;
         int r = new_move_id(lv->move);
         if (r < 0)
                 return ppn_error_set(err, r, "cannot read /dev/urandom");
+        /* The destination starts its QEMU with the device options this one runs with (ppnctl
+         * start's flags are not in the entry). */
+        if ((r = balloon_option(lv, "deflate-on-oom", &deflate, err)) < 0 ||
+            (r = balloon_option(lv, "free-page-reporting", &fpr, err)) < 0)
+                return ppn_error_prefix(err, r, "'%s' cannot be described to the destination", lv->name);
+        rq.no_deflate_on_oom = !deflate;
+        rq.no_free_page_reporting = !fpr;
         snprintf(rq.move, sizeof(rq.move), "%s", lv->move);
         snprintf(rq.source, sizeof(rq.source), "%s", lv->id.id);
         snprintf(rq.dest, sizeof(rq.dest), "%s", lv->to);
@@ -196,14 +224,6 @@ static int wait_answer(struct live *lv, struct relocate_answer *ret, struct ppn_
 }
 
 /* ---- migrating ---- */
-
-static int call(struct live *lv, const char *cmd, json_object *args, json_object **ret, struct ppn_error *err) {
-        struct qmp_error qe = {};
-        int r = qmp_call_sync(lv->q, cmd, args, 10 * 1000000, ret, &qe);
-        if (r < 0)
-                *err = qe.error;
-        return r;
-}
 
 /* Holds the balloon where it is for the migration: an override lease at the current size. */
 static void hold_balloon(struct live *lv, uint64_t timeout_usec) {
