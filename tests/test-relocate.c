@@ -37,7 +37,8 @@ static int setup(void **state) {
         return 0;
 }
 
-static char *sealed_request(const struct fleet_identity *signer, const char *node, const char *move) {
+/* A request from node to B for 'web' (min 256 MiB, max 512 MiB), ppnctl start's balloon options. */
+static struct relocate_request request(const char *node, const char *move) {
         struct relocate_request r = { .time = 1000 };
         snprintf(r.move, sizeof(r.move), "%s", move);
         snprintf(r.source, sizeof(r.source), "%s", node);
@@ -47,6 +48,11 @@ static char *sealed_request(const struct fleet_identity *signer, const char *nod
         snprintf(r.vm.uuid, sizeof(r.vm.uuid), "2b453eb4-df82-4951-aaef-eb70c0b72a98");
         r.vm.min_bytes = 256 * MIB;
         r.vm.max_bytes = 512 * MIB;
+        return r;
+}
+
+static char *sealed_request(const struct fleet_identity *signer, const char *node, const char *move) {
+        struct relocate_request r = request(node, move);
         json_object *o = relocate_request_to_json(&r);
         char *text = relocate_seal(signer, o);
         json_object_put(o);
@@ -82,16 +88,9 @@ static void test_request_round_trip(void **state) {
  * with them); a request without them (an older source) means on, ppnctl start's default; any
  * other type is refused. */
 static void test_request_balloon_options(void **state) {
-        struct relocate_request r = { .time = 1000, .no_free_page_reporting = true }, back = {};
+        struct relocate_request r = request(a.id, MOVE), back = {};
         struct ppn_error e = {};
-        snprintf(r.move, sizeof(r.move), "%s", MOVE);
-        snprintf(r.source, sizeof(r.source), "%s", a.id);
-        snprintf(r.dest, sizeof(r.dest), "%s", b.id);
-        ledger_vm_init(&r.vm);
-        snprintf(r.vm.name, sizeof(r.vm.name), "web");
-        snprintf(r.vm.uuid, sizeof(r.vm.uuid), "2b453eb4-df82-4951-aaef-eb70c0b72a98");
-        r.vm.min_bytes = 256 * MIB;
-        r.vm.max_bytes = 512 * MIB;
+        r.no_free_page_reporting = true;
         json_object *o = relocate_request_to_json(&r);
         assert_int_equal(relocate_request_from_json(o, &back, &e), 0);
         assert_false(back.no_deflate_on_oom);
