@@ -3,7 +3,7 @@
 arrive intact? (docs/relocation.md, "Limits".)
 
     bench/plain-migrate.py [--accel ACCEL] [--smp N] [--moves N] [--no-balloon]
-                           [--bandwidth SIZE] OUT.jsonl
+                           [--bandwidth SIZE] [--stopped] OUT.jsonl
 
 env: PPN_GUEST_DIR (build/guest)
 
@@ -17,7 +17,8 @@ forth MOVES times (default 10), the way ppnd and ppnctl do it: the destination Q
 `-S -incoming defer`, `migrate-incoming tcp:127.0.0.1:PORT`; the source's `max-bandwidth` set
 (default 1G) and `migrate`; `query-migrate` followed every 0.25 s until `completed` (or
 `failed`, or 120 s: `migrate_cancel`); then the destination is resumed (`cont`) and the source
-quits. Other migration parameters and capabilities are QEMU's defaults (recorded).
+quits. With --stopped the source's vCPUs are stopped (`stop`) before `migrate`: the whole
+migration is downtime, and the guest writes nothing while it runs. Other migration parameters and capabilities are QEMU's defaults (recorded).
 
 After each move, 10 s later: the guest must answer on its command channel (60 s) with the boot id
 it had before, both consoles must show no new "Kernel panic", "BUG" or "Oops" line, and the
@@ -114,6 +115,8 @@ def move(src, scratch, opts, disk, port):
     dst = Qemu(scratch, opts, disk, incoming=True)
     dst.qmp('migrate-incoming', {'uri': 'tcp:127.0.0.1:%d' % port})
     src.qmp('migrate-set-parameters', {'max-bandwidth': opts.bandwidth})
+    if opts.stopped:   # the guest writes nothing while its memory is sent
+        src.qmp('stop')
     src.qmp('migrate', {'uri': 'tcp:127.0.0.1:%d' % port})
     deadline = time.monotonic() + 120
     st = {}
@@ -148,6 +151,7 @@ def main():
     p.add_argument('--moves', type=int, default=10)
     p.add_argument('--no-balloon', action='store_true')
     p.add_argument('--bandwidth', default='1G')
+    p.add_argument('--stopped', action='store_true')
     p.add_argument('out')
     opts = p.parse_args()
     opts.bandwidth = parse_size(opts.bandwidth)
@@ -159,6 +163,7 @@ def main():
     with open(disk, 'wb') as f:
         f.truncate(8 * MIB)
     config = dict(accel=opts.accel, smp=opts.smp, balloon=not opts.no_balloon, bandwidth=opts.bandwidth,
+                  stopped=opts.stopped,
                   qemu=subprocess.run(['qemu-system-x86_64', '--version'], capture_output=True, text=True)
                   .stdout.split('\n')[0])
     out = open(opts.out, 'a')
