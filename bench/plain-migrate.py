@@ -220,7 +220,7 @@ def main():
         for d in sorted(os.listdir(scratch)):
             c = os.path.join(scratch, d, 'console.log')
             if os.path.exists(c):
-                shutil.copyfile(c, os.path.join(keep, '%s-%s.log' % (opts.accel.replace(',', '_'), d)))
+                shutil.copyfile(c, os.path.join(keep, '%s-%s.log' % (os.path.splitext(os.path.basename(opts.out))[0], d)))
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
