@@ -311,6 +311,7 @@ static void manager_reload(struct manager *m) {
         sd_event_source_set_time_relative(m->tick_source, next->tick_usec);
         config_free(m->cfg);
         m->cfg = TAKE_PTR(next);
+        manager_size_histories(m, m->n_vms);
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct vmlink_options o;
                 link_options(m, &o);
