@@ -26,6 +26,13 @@
 #include "status.h"
 
 
+/* A file of /proc/PID/ read every round or more often: kept open, read with one pread (an
+ * open/read/read/close is four system calls, and the open a path walk in procfs). */
+struct proc_file {
+        int fd;                         /* -1: none */
+        pid_t pid;                      /* the process it was opened for */
+};
+
 struct managed_vm {
         struct manager *m;
         struct ledger_vm entry;         /* the ledger's record as last loaded */
@@ -45,8 +52,8 @@ struct managed_vm {
         struct history_ring history;    /* samples for ppnctl history/plot (manager.history_cap) */
         enum actuator_reason vmem_reason; /* the virtio-mem actuator's last recorded reason */
         struct fastgrow_state fast;     /* RSS samples for the fast signal */
-        int statm_fd;                   /* QEMU's /proc/PID/statm, kept open (-1: none) */
-        pid_t statm_pid;
+        struct proc_file statm;         /* QEMU's /proc/PID/statm (the fast signal), kept open */
+        struct proc_file stat;          /* QEMU's /proc/PID/stat (its CPU time, every round), kept open */
 };
 
 struct manager {

@@ -237,7 +237,8 @@ struct managed_vm *managed_vm_free(struct managed_vm *v) {
         if (!v)
                 return NULL;
         backend_free(v->link);
-        closep(&v->statm_fd);
+        closep(&v->statm.fd);
+        closep(&v->stat.fd);
         ledger_vm_done(&v->entry);
         history_ring_done(&v->history);
         free(v);
@@ -253,7 +254,7 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
         if (!v)
                 return -ENOMEM;
         v->m = m;
-        v->statm_fd = -1;
+        v->statm.fd = v->stat.fd = -1;
         r = ledger_vm_copy(e, &v->entry);
         path = qmp_path_for(m, e);
         if (r < 0 || !path || history_ring_init(&v->history, m->history_cap) < 0) {
