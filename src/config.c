@@ -120,7 +120,7 @@ static const struct key keys[] = {
         NUM("controller", "stats-interval", KEY_SECONDS, stats_interval_sec, 1, 3600),
         NUM("controller", "tick", KEY_DURATION, tick_usec, 100000, 60000000),
         /* What all VMs' history samples share (history.h): 8 MiB keeps an hour for 58 VMs. */
-        NUM("daemon", "history-memory", KEY_SIZE, history_memory, 64 << 10, UINT64_C(1) << 32),
+        NUM("daemon", "history-memory", KEY_SIZE, history_memory, 1 << 10, UINT64_C(1) << 32),
         { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0, 0 },
         { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0, 0 },
         { "fleet", "ca", KEY_PATH_EMPTY, OFF(fleet_ca), 0, 0, 0 },
