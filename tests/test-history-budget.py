@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppnd_harness import Node, Tap  # noqa: E402
+from ppnd_harness import Node, Tap, wait_for  # noqa: E402
 
 
 def samples(node):
@@ -22,16 +22,6 @@ def samples(node):
     if r.returncode != 0:
         return []
     return json.loads(r.stdout)['vms'][0]['samples']
-
-
-def wait_for(cond, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.2)
-    return cond()
 
 
 def set_budget(node, budget):
