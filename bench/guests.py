@@ -33,7 +33,14 @@ vmem: the two actuators on the same guest in the same run, driven directly over 
   and a 1536 MiB virtio-mem region touches 1 GiB and frees it, then gives it back (a) by the
   balloon (value 1536 -> 512 MiB) and (b) by unplugging (1 GiB plugged -> 0), and takes it again
   (deflate vs plug). GiB/s per repetition (median, min-max), the QEMU RSS that left the host,
-  and the per-repetition ratio virtio-mem / balloon.
+  and the per-repetition ratio virtio-mem / balloon. Then ppnd's growth by plugging (records
+  'vmem_growth'): the reaction scenario on a guest with 384 MiB of base memory and a 640 MiB
+  region (nothing plugged, so its size is 384 MiB as the reaction guest's is), ppnd managing it
+  with `--base 384M`. Reaction = from the allocation's start until the size (balloon actual +
+  plugged) has grown by REACTION_PAST_MIB. Floor = stats interval + one direct `qom-set
+  requested-size` plug of the same REACTION_PAST_MIB on the same guest in the same run: the
+  floor of a controller that waits for the guest's statistics, as for the balloon. The ratio to
+  the plug alone (reaction_over_raw) says what detection costs.
 """
 import json
 import os
@@ -110,6 +117,7 @@ class Guest:
 
     def __init__(self, work, mem_mib, deflate_on_oom=False, name='vm', disk=None, wait=True, region_mib=0):
         self.name = name
+        self.region_mib = region_mib
         self.dir = os.path.join(work, name)
         os.makedirs(self.dir)
         extra = ('-chardev socket,id=mon2,path=%s/qmp2.sock,server=on,wait=off '
@@ -168,6 +176,19 @@ class Guest:
             time.sleep(poll)
         return None, self.q.actual()
 
+    def size(self):
+        """What the guest holds: the balloon's actual (base - balloon) + what is plugged."""
+        return self.q.actual() + (plugged(self) if self.region_mib else 0)
+
+    def wait_size(self, pred, timeout=30, poll=0.01):
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            a = self.size()
+            if pred(a):
+                return time.monotonic() - t0, a
+            time.sleep(poll)
+        return None, self.size()
+
     def stop(self):
         try:
             self.q.close()
@@ -183,7 +204,7 @@ class Guest:
 
 class Daemon:
     """ppnd with its own ledger, config and control socket in work. vms: [(name, guest,
-    min_mib, max_mib)]."""
+    min_mib, max_mib[, base_mib])]: base_mib adds --base (a virtio-mem region above it)."""
 
     def __init__(self, work, vms, physical, reserve, extra_config=''):
         self.work = work
@@ -195,9 +216,9 @@ class Daemon:
         os.makedirs(os.path.join(work, 'run'), exist_ok=True)
         os.makedirs(os.path.join(work, 'no-cgroup'), exist_ok=True)
         self.ctl('node', 'set', 'physical=%s' % physical, 'reserve=%s' % reserve)
-        for name, guest, min_mib, max_mib in vms:
+        for name, guest, min_mib, max_mib, *base in vms:
             self.ctl('vm', 'add', name, '--min', '%dM' % min_mib, '--max', '%dM' % max_mib,
-                     '--qmp', guest.qmp_path)
+                     '--qmp', guest.qmp_path, *(['--base', '%dM' % base[0]] if base else []))
         self.write_config('')
         self.log = open(os.path.join(work, 'ppnd.log'), 'w')
         self.p = subprocess.Popen([PPND, '--config', self.conf], stdout=self.log, stderr=subprocess.STDOUT)
@@ -322,15 +343,42 @@ def reaction(out, work):
         reaction_one(out, sub, variant)
 
 
+def raw_plug(g, dist):
+    """Direct plugs of the region: nothing -> dist bytes plugged, REPS times; seconds each."""
+    times = []
+    for _ in range(REPS):
+        request(g, 0)
+        wait_plugged(g, lambda p: p == 0, timeout=120)
+        t0 = time.monotonic()
+        request(g, dist // MIB)
+        dt = wait_plugged(g, lambda p: p >= dist)
+        times.append(dt if dt is not None else time.monotonic() - t0)
+    request(g, 0)
+    wait_plugged(g, lambda p: p == 0, timeout=120)
+    return times
+
+
 def reaction_one(out, work, variant):
+    """variant: plain, deflate-on-oom (a 1 GiB guest, balloon only) or virtio-mem (384 MiB of
+    base memory and a 640 MiB region, nothing plugged, an empty balloon with deflate-on-oom as
+    `ppnctl start` gives it; ppnd grows it by plugging, the floor is a direct plug)."""
     low = 384 * MIB
-    g = Guest(work, 1024, deflate_on_oom=(variant == 'deflate-on-oom'))
+    vmem = variant == 'virtio-mem'
+    if vmem:
+        g = Guest(work, 384, deflate_on_oom=True, region_mib=640)
+    else:
+        g = Guest(work, 1024, deflate_on_oom=(variant == 'deflate-on-oom'))
     d = None
     try:
         g.exec('guest-work status x')
-        raw = raw_deflate(g, low, PAST_MIB * MIB)
-        g.q.cmd('balloon', value=1024 * MIB)
-        g.wait_actual(lambda a: a >= 1023 * MIB)
+        if vmem:
+            raw = raw_plug(g, PAST_MIB * MIB)
+            request(g, 640)
+            wait_plugged(g, lambda p: p >= 640 * MIB)
+        else:
+            raw = raw_deflate(g, low, PAST_MIB * MIB)
+            g.q.cmd('balloon', value=1024 * MIB)
+            g.wait_actual(lambda a: a >= 1023 * MIB)
         # The same allocation with memory to spare: its duration is the no-stall reference.
         ref_mib = max(64, available_mib(g) - 640 + PAST_MIB)
         free_times = []
@@ -338,16 +386,19 @@ def reaction_one(out, work, variant):
             dt, chunks, _ = timed_hog(g, 'ref%d' % i, min(ref_mib, 512))
             free_times.append(dt)
             stop_hog(g, 'ref%d' % i, chunks)
-        d = Daemon(work, [('g', g, 256, 1024)], '4G', '256M')
+        if vmem:
+            request(g, 0)
+            wait_plugged(g, lambda p: p == 0, timeout=120)
+        d = Daemon(work, [('g', g, 256, 1024) + ((384,) if vmem else ())], '4G', '256M')
         d.wait_running()
         reactions, hogs, ooms0 = [], [], g.oom_kills()
         decisions, arrivals = [], []
         failed = failed_alloc = 0
         for i in range(REPS):
             d.ctl('balloon', 'g', '%dM' % (low // MIB), '--for', '4s')
-            g.wait_actual(lambda a: a <= low + MIB)
+            g.wait_size(lambda a: a <= low + MIB, timeout=60)
             time.sleep(4.5)                     # the lease expires; the idle guest stays
-            start = g.q.actual()
+            start = g.size()
             avail = available_mib(g)
             size = avail + PAST_MIB
             res = {}
@@ -356,7 +407,7 @@ def reaction_one(out, work, variant):
             th = threading.Thread(target=lambda: res.update(zip(('t', 'chunks', 'rc'),
                                                                 timed_hog(g, 'h%d' % i, size))))
             th.start()
-            dt, _ = g.wait_actual(lambda a: a >= start + PAST_MIB * MIB, timeout=60)
+            dt, _ = g.wait_size(lambda a: a >= start + PAST_MIB * MIB, timeout=60)
             th.join()
             if dt is None:
                 failed += 1
@@ -381,8 +432,9 @@ def reaction_one(out, work, variant):
             time.sleep(1)
         ooms = g.oom_kills() - ooms0
         floor = STATS_INTERVAL_S + statistics.median(raw)
-        P = 'reaction'
-        rec(out, P, 'raw_deflate_median', round(statistics.median(raw) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+        P = 'vmem_growth' if vmem else 'reaction'
+        rec(out, P, 'raw_plug_median' if vmem else 'raw_deflate_median', round(statistics.median(raw) * 1000, 1),
+            'ms', mib=PAST_MIB, guest=variant, min=round(min(raw) * 1000, 1), max=round(max(raw) * 1000, 1))
         rec(out, P, 'floor', round(floor * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
         if reactions:
             med = statistics.median(reactions)
@@ -390,6 +442,11 @@ def reaction_one(out, work, variant):
             rec(out, P, 'reaction_max', round(max(reactions) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
             rec(out, P, 'reaction_over_floor', round(med / floor, 2), 'ratio', mib=PAST_MIB, guest=variant)
             rec(out, P, 'reaction_min', round(min(reactions) * 1000, 1), 'ms', mib=PAST_MIB, guest=variant)
+            # Against the mechanism alone (no controller can beat a plug or deflate made at the
+            # allocation's first instant): what detection costs.
+            rec(out, P, 'reaction_over_raw', round(med / statistics.median(raw), 2), 'ratio', mib=PAST_MIB,
+                guest=variant)
+            rec(out, P, 'reactions', ' '.join('%.2f' % x for x in reactions), 's', mib=PAST_MIB, guest=variant)
         if decisions:
             rec(out, P, 'decision_median', round(statistics.median(decisions) * 1000, 1), 'ms', mib=PAST_MIB,
                 guest=variant, min=round(min(decisions) * 1000, 1), max=round(max(decisions) * 1000, 1))
@@ -561,6 +618,10 @@ def vmem(out, work):
         rec(out, P, 'loadavg', open('/proc/loadavg').read().split()[0], 'load')
     finally:
         g.stop()
+    # ppnd's own growth of a virtio-mem guest against the plug it is made of (records 'vmem_growth').
+    sub = os.path.join(work, 'growth')
+    os.makedirs(sub)
+    reaction_one(out, sub, 'virtio-mem')
 
 
 def main():

@@ -47,6 +47,8 @@ def load(out_dir):
 def fmt(v):
     if v is None:
         return 'never'
+    if isinstance(v, str):
+        return v
     if isinstance(v, float) and not v.is_integer():
         return '%.1f' % v if abs(v) >= 10 else '%.2f' % v
     return '%d' % v
@@ -311,6 +313,10 @@ def main():
     pivot(records, 'vmem', 'virtio-mem vs balloon (real guest, TCG, direct QMP)',
           '1 GiB touched, freed and given back by the balloon and by unplugging, then taken again '
           '(deflate vs plug); same guest, same run; min-max over the repetitions.')
+    pivot(records, 'vmem_growth', 'virtio-mem: ppnd growing a guest by plugging (real guest, TCG)',
+          'Reaction = allocation start until the size (base + plugged - balloon) grew by the distance; '
+          'floor = stats interval + one direct plug of the same distance, same guest, same run; '
+          'reaction_over_raw: against the plug alone.')
     pivot(records, 'scale', 'Scale (ppnd against fake QMP peers)',
           'cpu_per_tick: ppnd CPU per 1 s control tick; latency: burst start to growth command '
           '(measured by the fake); policy_decide: the pure policy alone, same N.')

@@ -14,6 +14,7 @@ const char config_default_text[] =
         "[daemon]\n"
         "log-level = info\n"
         "runtime-dir = /run/ppn\n"
+        "history-memory = 8M\n"
         "[ledger]\n"
         "path = /var/lib/ppn/ledger.db\n"
         "[control]\n"
@@ -118,6 +119,8 @@ static const struct key keys[] = {
         /* QEMU's balloon stats interval is whole seconds; 1 s is the floor, 1 h is plenty. */
         NUM("controller", "stats-interval", KEY_SECONDS, stats_interval_sec, 1, 3600),
         NUM("controller", "tick", KEY_DURATION, tick_usec, 100000, 60000000),
+        /* What all VMs' history samples share (history.h): 8 MiB keeps an hour for 58 VMs. */
+        NUM("daemon", "history-memory", KEY_SIZE, history_memory, 1 << 10, UINT64_C(1) << 32),
         { "daemon", "log-level", KEY_LOGLEVEL, OFF(log_level), 0, 0, 0 },
         { "daemon", "runtime-dir", KEY_PATH, OFF(runtime_dir), 0, 0, 0 },
         { "fleet", "ca", KEY_PATH_EMPTY, OFF(fleet_ca), 0, 0, 0 },

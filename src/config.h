@@ -22,6 +22,7 @@ struct ppn_config {
         /* [daemon] */
         int log_level;                  /* syslog level */
         char *runtime_dir;              /* QMP sockets are looked up relative to it */
+        uint64_t history_memory;        /* bytes all VMs' history samples share (history.h) */
         /* [ledger] */
         char *ledger_path;
         /* [control] */

@@ -15,6 +15,7 @@ struct control_client {
         char *path;
         char *buf;
         size_t len, cap;
+        size_t scanned;         /* buf[0, scanned) holds no newline: a long reply is searched once */
 };
 
 struct control_client *control_client_free(struct control_client *c) {
@@ -90,6 +91,7 @@ static int take_line(struct control_client *c, char *nl, json_object **ret, stru
         o = json_tokener_parse(c->buf);
         memmove(c->buf, nl + 1, c->len - len - 1);
         c->len -= len + 1;
+        c->scanned = 0;
         if (!o || !json_object_is_type(o, json_type_object)) {
                 json_object_put(o);
                 return ppn_error_set(err, -EBADMSG, "ppnd at %s sent a reply that is not a JSON object", c->path);
@@ -105,13 +107,14 @@ static int take_line(struct control_client *c, char *nl, json_object **ret, stru
 
 int control_client_read(struct control_client *c, int timeout_ms, json_object **ret, struct ppn_error *err) {
         for (;;) {
-                char *nl = c->len ? memchr(c->buf, '\n', c->len) : NULL;
+                char *nl = c->len > c->scanned ? memchr(c->buf + c->scanned, '\n', c->len - c->scanned) : NULL;
                 struct pollfd p = { .fd = c->fd, .events = POLLIN };
                 ssize_t n;
                 int r;
 
                 if (nl)
                         return take_line(c, nl, ret, err);
+                c->scanned = c->len;
                 if (c->len + 4096 > c->cap) {
                         char *b;
                         if (c->cap >= CLIENT_MAX_LINE)

@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "etcd.h"
 
+/* Called through pointers (libcurl is loaded when first needed), where the header's type-checking
+ * macros cannot apply. */
+#define CURL_DISABLE_TYPECHECK
 #include <curl/curl.h>
 #include <inttypes.h>
 #include <json-c/json.h>
@@ -318,14 +321,47 @@ int etcd_prefix_end(const char *prefix, char *buf, size_t len) {
 
 /* ---- the client ---- */
 
+/* libcurl, loaded at the first client (dl_load(), util.h), not at program start: the commands
+ * and daemons that never talk to etcd do not pay for loading it and what it pulls in. */
+static struct {
+        __typeof__(curl_global_init) *curl_global_init;
+        __typeof__(curl_easy_init) *curl_easy_init;
+        __typeof__(curl_easy_cleanup) *curl_easy_cleanup;
+        __typeof__(curl_easy_reset) *curl_easy_reset;
+        __typeof__(curl_easy_setopt) *curl_easy_setopt;
+        __typeof__(curl_easy_getinfo) *curl_easy_getinfo;
+        __typeof__(curl_easy_perform) *curl_easy_perform;
+        __typeof__(curl_easy_strerror) *curl_easy_strerror;
+        __typeof__(curl_slist_append) *curl_slist_append;
+        __typeof__(curl_slist_free_all) *curl_slist_free_all;
+} cu;
+
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
+static struct ppn_error curl_load_err;
+
+static void curl_init_once(void) {
+        const struct dl_symbol syms[] = {
+                DL_SYMBOL(&cu, curl_global_init),
+                DL_SYMBOL(&cu, curl_easy_init),
+                DL_SYMBOL(&cu, curl_easy_cleanup),
+                DL_SYMBOL(&cu, curl_easy_reset),
+                DL_SYMBOL(&cu, curl_easy_setopt),
+                DL_SYMBOL(&cu, curl_easy_getinfo),
+                DL_SYMBOL(&cu, curl_easy_perform),
+                DL_SYMBOL(&cu, curl_easy_strerror),
+                DL_SYMBOL(&cu, curl_slist_append),
+                DL_SYMBOL(&cu, curl_slist_free_all),
+        };
+
+        if (dl_load(PPN_LIBCURL_SONAME, syms, ELEMENTSOF(syms), &curl_load_err) >= 0)
+                cu.curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 struct etcd *etcd_free(struct etcd *e) {
         if (!e)
                 return NULL;
         if (e->curl)
-                curl_easy_cleanup(e->curl);
+                cu.curl_easy_cleanup(e->curl);
         for (size_t i = 0; i < e->n_endpoints; i++)
                 free(e->endpoints[i]);
         free(e->ca);
@@ -386,7 +422,9 @@ int etcd_new(const struct etcd_options *o, struct etcd **ret, struct ppn_error *
         e->key = dup_opt(o->key);
         e->timeout_ms = o->timeout_ms ? o->timeout_ms : 3000;
         pthread_once(&curl_once, curl_init_once);
-        e->curl = curl_easy_init();
+        if (curl_load_err.code < 0)
+                return ppn_error_set(err, curl_load_err.code, "%s", curl_load_err.msg);
+        e->curl = cu.curl_easy_init();
         if (!e->curl)
                 return ppn_error_set(err, -ENOMEM, "cannot set up libcurl");
         *ret = TAKE_PTR(e);
@@ -437,25 +475,25 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *userdata) {
 static void set_common(struct etcd *e, const char *url, const char *json, struct body *b, struct curl_slist *hdr) {
         CURL *c = e->curl;
 
-        curl_easy_reset(c);
-        curl_easy_setopt(c, CURLOPT_URL, url);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
-        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
-        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
-        curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
-        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long) e->timeout_ms);
-        curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-        curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
-        curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
-        curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 5L);
-        curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 2L);
+        cu.curl_easy_reset(c);
+        cu.curl_easy_setopt(c, CURLOPT_URL, url);
+        cu.curl_easy_setopt(c, CURLOPT_POSTFIELDS, json);
+        cu.curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdr);
+        cu.curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+        cu.curl_easy_setopt(c, CURLOPT_WRITEDATA, b);
+        cu.curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        cu.curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long) e->timeout_ms);
+        cu.curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+        cu.curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+        cu.curl_easy_setopt(c, CURLOPT_TCP_KEEPALIVE, 1L);
+        cu.curl_easy_setopt(c, CURLOPT_TCP_KEEPIDLE, 5L);
+        cu.curl_easy_setopt(c, CURLOPT_TCP_KEEPINTVL, 2L);
         if (e->ca)
-                curl_easy_setopt(c, CURLOPT_CAINFO, e->ca);
+                cu.curl_easy_setopt(c, CURLOPT_CAINFO, e->ca);
         if (e->cert)
-                curl_easy_setopt(c, CURLOPT_SSLCERT, e->cert);
+                cu.curl_easy_setopt(c, CURLOPT_SSLCERT, e->cert);
         if (e->key)
-                curl_easy_setopt(c, CURLOPT_SSLKEY, e->key);
+                cu.curl_easy_setopt(c, CURLOPT_SSLKEY, e->key);
 }
 
 /* Whether a failure of this endpoint should move the request to the next one. */
@@ -468,7 +506,7 @@ static bool should_fail_over(CURLcode rc, long status) {
 /* POSTs json to path on each endpoint in turn (from the current one) until one answers. */
 static int post(struct etcd *e, const char *path, const char *json, bool stream, struct body *b,
                 struct ppn_error *err) {
-        struct curl_slist *hdr = curl_slist_append(NULL, "Content-Type: application/json");
+        struct curl_slist *hdr = cu.curl_slist_append(NULL, "Content-Type: application/json");
         char tried[1024] = "";
         size_t used = 0;
         int r = -ECONNREFUSED;
@@ -487,9 +525,9 @@ static int post(struct etcd *e, const char *path, const char *json, bool stream,
                 }
                 b->len = 0;
                 set_common(e, url, json, b, hdr);
-                curl_easy_setopt(e->curl, CURLOPT_TIMEOUT_MS, stream ? 0L : (long) e->timeout_ms);
-                rc = curl_easy_perform(e->curl);
-                curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &status);
+                cu.curl_easy_setopt(e->curl, CURLOPT_TIMEOUT_MS, stream ? 0L : (long) e->timeout_ms);
+                rc = cu.curl_easy_perform(e->curl);
+                cu.curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &status);
                 if (!should_fail_over(rc, status)) {
                         e->current = idx;
                         r = rc == CURLE_OK ? 0 : b->too_big ? -EFBIG : rc == CURLE_ABORTED_BY_CALLBACK ? -ECANCELED : -EIO;
@@ -497,15 +535,15 @@ static int post(struct etcd *e, const char *path, const char *json, bool stream,
                                 ppn_error_set(err, r, "etcd %s: reply over the %u-byte limit", e->endpoints[idx],
                                               ETCD_REPLY_MAX);
                         else if (r == -EIO)
-                                ppn_error_set(err, r, "etcd %s: %s", e->endpoints[idx], curl_easy_strerror(rc));
+                                ppn_error_set(err, r, "etcd %s: %s", e->endpoints[idx], cu.curl_easy_strerror(rc));
                         break;
                 }
                 if (used < sizeof(tried))
                         used += (size_t) snprintf(tried + used, sizeof(tried) - used, "%s%s: %s", used ? "; " : "",
                                                   e->endpoints[idx],
-                                                  rc == CURLE_OK ? "HTTP error" : curl_easy_strerror(rc));
+                                                  rc == CURLE_OK ? "HTTP error" : cu.curl_easy_strerror(rc));
         }
-        curl_slist_free_all(hdr);
+        cu.curl_slist_free_all(hdr);
         if (r == -ECONNREFUSED)
                 ppn_error_set(err, r, "etcd unreachable (%s)", tried);
         return r;
@@ -772,10 +810,10 @@ int etcd_watch(struct etcd *e, const char *key, bool prefix, int64_t start_revis
         if (!req)
                 return -ENOMEM;
         b.tok = json_tokener_new_ex(64);
-        hdr = curl_slist_append(NULL, "Content-Type: application/json");
+        hdr = cu.curl_slist_append(NULL, "Content-Type: application/json");
         if (!b.tok || !hdr) {
                 json_tokener_free(b.tok);
-                curl_slist_free_all(hdr);
+                cu.curl_slist_free_all(hdr);
                 return -ENOMEM;
         }
         for (size_t i = 0; i < e->n_endpoints; i++) {
@@ -784,25 +822,25 @@ int etcd_watch(struct etcd *e, const char *key, bool prefix, int64_t start_revis
                 if (asprintf(&url, "%s/v3/watch", e->endpoints[idx]) < 0)
                         break;
                 set_common(e, url, json_object_to_json_string_ext(req, JSON_C_TO_STRING_PLAIN), &b, hdr);
-                curl_easy_setopt(e->curl, CURLOPT_WRITEFUNCTION, on_stream);
-                curl_easy_setopt(e->curl, CURLOPT_NOPROGRESS, 0L);
-                curl_easy_setopt(e->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
-                curl_easy_setopt(e->curl, CURLOPT_XFERINFODATA, &b);
+                cu.curl_easy_setopt(e->curl, CURLOPT_WRITEFUNCTION, on_stream);
+                cu.curl_easy_setopt(e->curl, CURLOPT_NOPROGRESS, 0L);
+                cu.curl_easy_setopt(e->curl, CURLOPT_XFERINFOFUNCTION, on_progress);
+                cu.curl_easy_setopt(e->curl, CURLOPT_XFERINFODATA, &b);
                 json_tokener_reset(b.tok);
-                rc = curl_easy_perform(e->curl);
-                curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &status);
+                rc = cu.curl_easy_perform(e->curl);
+                cu.curl_easy_getinfo(e->curl, CURLINFO_RESPONSE_CODE, &status);
                 if (status > 0 || rc == CURLE_WRITE_ERROR || rc == CURLE_ABORTED_BY_CALLBACK) {
                         e->current = idx;
                         break;  /* this endpoint answered: its stream ended, for whatever reason */
                 }
         }
         json_tokener_free(b.tok);
-        curl_slist_free_all(hdr);
+        cu.curl_slist_free_all(hdr);
         if (b.cb_result != 0)
                 return b.cb_result;
         if (rc == CURLE_ABORTED_BY_CALLBACK)
                 return 0;
         r = status > 0 ? -ECONNRESET : -ECONNREFUSED;
         return ppn_error_set(err, r, "etcd watch on %s: %s", e->endpoints[e->current],
-                             status > 0 ? "the stream ended" : curl_easy_strerror(rc));
+                             status > 0 ? "the stream ended" : cu.curl_easy_strerror(rc));
 }

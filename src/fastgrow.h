@@ -14,7 +14,8 @@
  * not faults.
  *
  * The rule, for one VM with guest statistics no older than stale_usec:
- *   rate       = RSS growth over the last window_usec (bytes/s);
+ *   rate       = RSS growth over the last window_usec, or over the last interval of at least
+ *                recent_usec if that is larger (a burst's onset), in bytes/s;
  *   spent      = RSS now − RSS when the latest statistics were seen: memory touched since;
  *   left       = the guest's available memory in those statistics − spent − rate × lookahead.
  *   grow when  rate ≥ burst (burst / 2 once spent > available − margin: nothing left whatever the
@@ -37,6 +38,7 @@
 
 struct fastgrow_tunables {
         uint64_t window_usec;     /* rate over this span (600 ms: 3 samples at 200 ms) */
+        uint64_t recent_usec;     /* ... or over the last interval at least this long, if larger (150 ms) */
         uint64_t burst;           /* bytes/s of RSS growth that counts as a burst (64 MiB/s) */
         uint64_t lookahead_usec;  /* how far ahead the burst is projected (1 s: one stats interval) */
         uint64_t margin;          /* grow when less than this is left (64 MiB) */

@@ -20,6 +20,31 @@ void history_ring_done(struct history_ring *h) {
         *h = (struct history_ring) { 0 };
 }
 
+size_t history_capacity_for(uint64_t budget_bytes, size_t n_vms) {
+        uint64_t per = budget_bytes / (n_vms ? n_vms : 1) / sizeof(struct history_sample);
+
+        return per < HISTORY_SAMPLES_MIN ? HISTORY_SAMPLES_MIN : per > HISTORY_SAMPLES_MAX ? HISTORY_SAMPLES_MAX : (size_t) per;
+}
+
+int history_ring_resize(struct history_ring *h, size_t capacity) {
+        struct history_sample *ring;
+        size_t keep;
+
+        if (capacity == 0)
+                return -EINVAL;
+        if (capacity == h->capacity)
+                return 0;
+        ring = calloc(capacity, sizeof(*ring));
+        if (!ring)
+                return -ENOMEM;
+        keep = h->count < capacity ? h->count : capacity;
+        for (size_t i = 0; i < keep; i++)
+                ring[i] = *history_ring_get(h, h->count - keep + i);
+        free(h->ring);
+        *h = (struct history_ring) { .ring = ring, .capacity = capacity, .count = keep };
+        return 0;
+}
+
 void history_ring_add(struct history_ring *h, const struct history_sample *s) {
         if (h->count < h->capacity) {
                 h->ring[(h->head + h->count) % h->capacity] = *s;

@@ -6,8 +6,11 @@
  * total) taken once per controller tick, for `ppnctl history` and `ppnctl plot`. Pure memory,
  * plus JSON both ways for the control protocol.
  *
- * Bound: HISTORY_SAMPLES_MAX samples per VM, oldest dropped first: 3600 samples are one hour at
- * the default 1 s tick (a 10 s tick keeps 10 h), 40 bytes each, about 141 KiB per VM. The
+ * Bound: the samples of all VMs share one memory budget ([daemon] history-memory, 8 MiB by
+ * default): each VM keeps history_capacity_for() samples, oldest dropped first, between
+ * HISTORY_SAMPLES_MIN and HISTORY_SAMPLES_MAX (3600: one hour at the default 1 s tick), 40 bytes
+ * each. 8 MiB keeps the hour for up to 58 VMs, 35 minutes at 100, 104 samples (1 min 44 s) at
+ * 2,000; the floor of 60 samples can exceed the budget beyond 3,495 VMs. The
  * decisions shown with the samples come from the daemon's event ring (MANAGER_EVENTS_MAX),
  * so they are bounded too. The history lives in the daemon and starts empty when it starts:
  * it explains the recent past, the ledger's audit log is the permanent record.
@@ -18,6 +21,7 @@
 #include <stdint.h>
 
 #define HISTORY_SAMPLES_MAX 3600
+#define HISTORY_SAMPLES_MIN 60
 #define HISTORY_UNKNOWN UINT64_MAX      /* a value nobody knew then (JSON null) */
 
 struct history_sample {
@@ -36,6 +40,14 @@ struct history_ring {
 /* 0, or -ENOMEM / -EINVAL (capacity 0). */
 int history_ring_init(struct history_ring *h, size_t capacity);
 void history_ring_done(struct history_ring *h);
+
+/* Samples per VM when n_vms VMs share budget_bytes: budget / (n_vms x sample size), within
+ * HISTORY_SAMPLES_MIN..HISTORY_SAMPLES_MAX. */
+size_t history_capacity_for(uint64_t budget_bytes, size_t n_vms);
+
+/* Changes the capacity, keeping the newest samples that fit. 0, or -ENOMEM / -EINVAL
+ * (capacity 0); h is unchanged on error. */
+int history_ring_resize(struct history_ring *h, size_t capacity);
 
 /* Appends a copy; drops the oldest when full. */
 void history_ring_add(struct history_ring *h, const struct history_sample *s);

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "util.h"
 
+#include <dlfcn.h>
+
 #include <ctype.h>
 #include <stdio.h>
 #include <inttypes.h>
@@ -240,5 +242,20 @@ int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len) {
         if (ret_len)
                 *ret_len = n;
         *ret = TAKE_PTR(buf);
+        return 0;
+}
+
+int dl_load(const char *soname, const struct dl_symbol *syms, size_t n, struct ppn_error *err) {
+        void *h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+
+        if (!h)
+                return ppn_error_set(err, -ENOENT, "cannot load %s: %s", soname, dlerror());
+        for (size_t i = 0; i < n; i++) {
+                void *f = dlsym(h, syms[i].name);
+                if (!f)
+                        /* The handle stays open: a library is loaded once and never unloaded. */
+                        return ppn_error_set(err, -ENOENT, "cannot load %s: no symbol %s", soname, syms[i].name);
+                memcpy(syms[i].slot, &f, sizeof(f));
+        }
         return 0;
 }

@@ -88,3 +88,19 @@ int parse_duration(const char *s, uint64_t *ret_usec);
  * counted; ret_len may be NULL), -EFBIG if the file holds more than max bytes, or -errno.
  */
 int read_full_fd(int fd, size_t max, char **ret, size_t *ret_len);
+
+/*
+ * A shared library loaded when first needed instead of at program start: libvirt (virtlink.c)
+ * and libcurl (etcd.c) pull in some sixty libraries between them, which cost every ppnctl
+ * command ~40 ms of CPU in the dynamic loader although only a few commands use them.
+ * syms[i].slot points to a function pointer that receives the symbol syms[i].name.
+ * 0, or -ENOENT with the loader's words in err (library or symbol missing): the slots are then
+ * partly written and must not be used.
+ */
+struct dl_symbol {
+        const char *name;
+        void *slot;
+};
+int dl_load(const char *soname, const struct dl_symbol *syms, size_t n, struct ppn_error *err);
+/* One dl_symbol for a function f, stored in the pointer p->f (typed __typeof__(f) *). */
+#define DL_SYMBOL(p, f) { #f, &(p)->f }

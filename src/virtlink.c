@@ -13,6 +13,79 @@
 #include "cgroup.h"
 #include "log.h"
 
+/* libvirt, loaded at the first link or listing (dl_load(), util.h), not at program start: the
+ * commands and daemons that never meet libvirt do not pay for loading it and what it pulls in. */
+static struct {
+        __typeof__(virEventUpdateTimeout) *virEventUpdateTimeout;
+        __typeof__(virDomainGetName) *virDomainGetName;
+        __typeof__(virConnectClose) *virConnectClose;
+        __typeof__(virTypedParamsClear) *virTypedParamsClear;
+        __typeof__(virDomainMemoryStats) *virDomainMemoryStats;
+        __typeof__(virDomainGetSchedulerType) *virDomainGetSchedulerType;
+        __typeof__(virDomainGetSchedulerParametersFlags) *virDomainGetSchedulerParametersFlags;
+        __typeof__(virDomainFree) *virDomainFree;
+        __typeof__(virConnectOpen) *virConnectOpen;
+        __typeof__(virConnectDomainEventRegisterAny) *virConnectDomainEventRegisterAny;
+        __typeof__(virConnectDomainEventDeregisterAny) *virConnectDomainEventDeregisterAny;
+        __typeof__(virSetErrorFunc) *virSetErrorFunc;
+        __typeof__(virInitialize) *virInitialize;
+        __typeof__(virGetLastErrorMessage) *virGetLastErrorMessage;
+        __typeof__(virEventRunDefaultImpl) *virEventRunDefaultImpl;
+        __typeof__(virEventRemoveTimeout) *virEventRemoveTimeout;
+        __typeof__(virEventRemoveHandle) *virEventRemoveHandle;
+        __typeof__(virEventRegisterDefaultImpl) *virEventRegisterDefaultImpl;
+        __typeof__(virEventAddTimeout) *virEventAddTimeout;
+        __typeof__(virEventAddHandle) *virEventAddHandle;
+        __typeof__(virDomainSetSchedulerParametersFlags) *virDomainSetSchedulerParametersFlags;
+        __typeof__(virDomainSetMemoryStatsPeriod) *virDomainSetMemoryStatsPeriod;
+        __typeof__(virDomainSetMemoryFlags) *virDomainSetMemoryFlags;
+        __typeof__(virDomainLookupByName) *virDomainLookupByName;
+        __typeof__(virDomainGetState) *virDomainGetState;
+        __typeof__(virDomainGetInfo) *virDomainGetInfo;
+        __typeof__(virConnectUnregisterCloseCallback) *virConnectUnregisterCloseCallback;
+        __typeof__(virConnectSetKeepAlive) *virConnectSetKeepAlive;
+        __typeof__(virConnectRegisterCloseCallback) *virConnectRegisterCloseCallback;
+        __typeof__(virConnectListAllDomains) *virConnectListAllDomains;
+} lv;
+
+static int libvirt_load(struct ppn_error *err) {
+        const struct dl_symbol syms[] = {
+                DL_SYMBOL(&lv, virEventUpdateTimeout),
+                DL_SYMBOL(&lv, virDomainGetName),
+                DL_SYMBOL(&lv, virConnectClose),
+                DL_SYMBOL(&lv, virTypedParamsClear),
+                DL_SYMBOL(&lv, virDomainMemoryStats),
+                DL_SYMBOL(&lv, virDomainGetSchedulerType),
+                DL_SYMBOL(&lv, virDomainGetSchedulerParametersFlags),
+                DL_SYMBOL(&lv, virDomainFree),
+                DL_SYMBOL(&lv, virConnectOpen),
+                DL_SYMBOL(&lv, virConnectDomainEventRegisterAny),
+                DL_SYMBOL(&lv, virConnectDomainEventDeregisterAny),
+                DL_SYMBOL(&lv, virSetErrorFunc),
+                DL_SYMBOL(&lv, virInitialize),
+                DL_SYMBOL(&lv, virGetLastErrorMessage),
+                DL_SYMBOL(&lv, virEventRunDefaultImpl),
+                DL_SYMBOL(&lv, virEventRemoveTimeout),
+                DL_SYMBOL(&lv, virEventRemoveHandle),
+                DL_SYMBOL(&lv, virEventRegisterDefaultImpl),
+                DL_SYMBOL(&lv, virEventAddTimeout),
+                DL_SYMBOL(&lv, virEventAddHandle),
+                DL_SYMBOL(&lv, virDomainSetSchedulerParametersFlags),
+                DL_SYMBOL(&lv, virDomainSetMemoryStatsPeriod),
+                DL_SYMBOL(&lv, virDomainSetMemoryFlags),
+                DL_SYMBOL(&lv, virDomainLookupByName),
+                DL_SYMBOL(&lv, virDomainGetState),
+                DL_SYMBOL(&lv, virDomainGetInfo),
+                DL_SYMBOL(&lv, virConnectUnregisterCloseCallback),
+                DL_SYMBOL(&lv, virConnectSetKeepAlive),
+                DL_SYMBOL(&lv, virConnectRegisterCloseCallback),
+                DL_SYMBOL(&lv, virConnectListAllDomains),
+        };
+
+        return dl_load(PPN_LIBVIRT_SONAME, syms, ELEMENTSOF(syms), err);
+}
+
+
 /* While libvirtd is away the thread tries again this often. */
 #define RECONNECT_MSEC 1000
 /* Keepalive: an idle connection to a libvirtd that stops answering is dropped after 3 × 2 s. */
@@ -187,7 +260,7 @@ static void post_text(struct virtconn *c, enum msg_kind kind, uint64_t link_id, 
 /* ---- the libvirt thread ---- */
 
 static const char *last_error(void) {
-        const char *s = virGetLastErrorMessage();
+        const char *s = lv.virGetLastErrorMessage();
         return s ? s : "unknown libvirt error";
 }
 
@@ -225,7 +298,7 @@ static void sample_from_stats(const virDomainMemoryStatStruct *st, int n, struct
 
 static int read_sample(virDomainPtr dom, struct vmlink_sample *ret) {
         virDomainMemoryStatStruct st[VIR_DOMAIN_MEMORY_STAT_NR];
-        int n = virDomainMemoryStats(dom, st, VIR_DOMAIN_MEMORY_STAT_NR, 0);
+        int n = lv.virDomainMemoryStats(dom, st, VIR_DOMAIN_MEMORY_STAT_NR, 0);
 
         if (n < 0)
                 return -EIO;
@@ -249,7 +322,7 @@ static void post_sample(struct virtconn *c, enum msg_kind kind, virDomainPtr dom
 static void do_lookup(struct virtconn *c, virDomainPtr dom, const struct job *j) {
         int state = 0, reason = 0;
 
-        if (virDomainGetState(dom, &state, &reason, 0) < 0) {
+        if (lv.virDomainGetState(dom, &state, &reason, 0) < 0) {
                 post_text(c, MSG_LOOKUP, j->link_id, j->domain, -EIO, "domain '%s': %s", j->domain, last_error());
                 return;
         }
@@ -258,7 +331,7 @@ static void do_lookup(struct virtconn *c, virDomainPtr dom, const struct job *j)
                 return;
         }
         /* Guest statistics are off unless a period is set (QEMU's guest-stats-polling-interval). */
-        if (virDomainSetMemoryStatsPeriod(dom, (int) j->value, VIR_DOMAIN_AFFECT_LIVE) < 0)
+        if (lv.virDomainSetMemoryStatsPeriod(dom, (int) j->value, VIR_DOMAIN_AFFECT_LIVE) < 0)
                 log_debug("domain '%s': cannot set the statistics period: %s", j->domain, last_error());
         post_sample(c, MSG_LOOKUP, dom, j);
 }
@@ -268,7 +341,7 @@ static void do_sample(struct virtconn *c, virDomainPtr dom, const struct job *j)
 }
 
 static void do_set_mem(struct virtconn *c, virDomainPtr dom, const struct job *j) {
-        if (virDomainSetMemoryFlags(dom, j->value, VIR_DOMAIN_AFFECT_LIVE) < 0)
+        if (lv.virDomainSetMemoryFlags(dom, j->value, VIR_DOMAIN_AFFECT_LIVE) < 0)
                 post_text(c, MSG_FAILED, j->link_id, j->domain, -EIO, "setting the balloon of domain '%s' to %"
                           PRIu64 " KiB: %s", j->domain, j->value, last_error());
 }
@@ -280,7 +353,7 @@ static void do_set_shares(struct virtconn *c, virDomainPtr dom, const struct job
         int n = 0;
         struct msg *m;
 
-        if (virDomainSetSchedulerParametersFlags(dom, &set, 1, VIR_DOMAIN_AFFECT_LIVE) < 0) {
+        if (lv.virDomainSetSchedulerParametersFlags(dom, &set, 1, VIR_DOMAIN_AFFECT_LIVE) < 0) {
                 post_text(c, MSG_FAILED, j->link_id, j->domain, -EIO, "setting cpu_shares %" PRIu64
                           " on domain '%s': %s", j->value, j->domain, last_error());
                 return;
@@ -290,13 +363,13 @@ static void do_set_shares(struct virtconn *c, virDomainPtr dom, const struct job
                 return;
         m->value = UINT64_MAX;
         /* Read back what libvirt holds now (its view of the kernel value). */
-        free(virDomainGetSchedulerType(dom, &n));
+        free(lv.virDomainGetSchedulerType(dom, &n));
         if (n > 0 && (got = calloc((size_t) n, sizeof(*got))) &&
-            virDomainGetSchedulerParametersFlags(dom, got, &n, VIR_DOMAIN_AFFECT_LIVE) == 0) {
+            lv.virDomainGetSchedulerParametersFlags(dom, got, &n, VIR_DOMAIN_AFFECT_LIVE) == 0) {
                 for (int i = 0; i < n; i++)
                         if (strcmp(got[i].field, VIR_DOMAIN_SCHEDULER_CPU_SHARES) == 0)
                                 m->value = got[i].value.ul;
-                virTypedParamsClear(got, n);
+                lv.virTypedParamsClear(got, n);
         }
         free(got);
         post_msg(c, m);
@@ -311,7 +384,7 @@ static void run_job(struct virtconn *c, const struct job *j) {
                                   -ENOTCONN, "not connected to libvirtd");
                 return;
         }
-        dom = virDomainLookupByName(c->conn, j->domain);
+        dom = lv.virDomainLookupByName(c->conn, j->domain);
         if (!dom) {
                 if (j->kind == JOB_LOOKUP || j->kind == JOB_SAMPLE)
                         post_text(c, j->kind == JOB_LOOKUP ? MSG_LOOKUP : MSG_SAMPLE, j->link_id, j->domain,
@@ -324,7 +397,7 @@ static void run_job(struct virtconn *c, const struct job *j) {
         case JOB_SET_MEM: do_set_mem(c, dom, j); break;
         case JOB_SET_SHARES: do_set_shares(c, dom, j); break;
         }
-        virDomainFree(dom);
+        lv.virDomainFree(dom);
 }
 
 static void on_jobs(int watch, int fd, int events, void *opaque) {
@@ -369,7 +442,7 @@ static const char *stopped_why(int detail) {
 
 static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int detail, void *opaque) {
         struct virtconn *c = opaque;
-        const char *name = virDomainGetName(dom);
+        const char *name = lv.virDomainGetName(dom);
 
         if (!name)
                 return 0;
@@ -384,7 +457,7 @@ static int on_lifecycle(virConnectPtr conn, virDomainPtr dom, int event, int det
 
 static int on_balloon(virConnectPtr conn, virDomainPtr dom, unsigned long long actual, void *opaque) {
         struct virtconn *c = opaque;
-        const char *name = virDomainGetName(dom);
+        const char *name = lv.virDomainGetName(dom);
         struct msg *m = name ? msg_new(MSG_BALLOON, 0, name) : NULL;
 
         if (m) {
@@ -410,34 +483,34 @@ static void on_close(virConnectPtr conn, int reason, void *opaque) {
         post_text(c, MSG_DISCONNECTED, 0, NULL, -ECONNRESET, "%s",
                   reason >= 0 && (size_t) reason < ELEMENTSOF(reasons) && reasons[reason] ? reasons[reason]
                                                                                           : "connection closed");
-        virEventUpdateTimeout(c->retry_timer, 0);
+        lv.virEventUpdateTimeout(c->retry_timer, 0);
 }
 
 static void drop_conn(struct virtconn *c) {
         if (!c->conn)
                 return;
         if (c->cb_lifecycle >= 0)
-                virConnectDomainEventDeregisterAny(c->conn, c->cb_lifecycle);
+                lv.virConnectDomainEventDeregisterAny(c->conn, c->cb_lifecycle);
         if (c->cb_balloon >= 0)
-                virConnectDomainEventDeregisterAny(c->conn, c->cb_balloon);
-        virConnectUnregisterCloseCallback(c->conn, on_close);
-        virConnectClose(c->conn);
+                lv.virConnectDomainEventDeregisterAny(c->conn, c->cb_balloon);
+        lv.virConnectUnregisterCloseCallback(c->conn, on_close);
+        lv.virConnectClose(c->conn);
         c->conn = NULL;
         c->cb_lifecycle = c->cb_balloon = -1;
 }
 
 static int try_connect(struct virtconn *c) {
-        c->conn = virConnectOpen(c->uri);
+        c->conn = lv.virConnectOpen(c->uri);
         if (!c->conn) {
                 post_text(c, MSG_DISCONNECTED, 0, NULL, -ECONNREFUSED, "cannot connect to %s: %s", c->uri, last_error());
                 return -ECONNREFUSED;
         }
         c->lost = false;
-        if (virConnectRegisterCloseCallback(c->conn, on_close, c, NULL) < 0 ||
-            virConnectSetKeepAlive(c->conn, KEEPALIVE_SEC, KEEPALIVE_COUNT) < 0 ||
-            (c->cb_lifecycle = virConnectDomainEventRegisterAny(c->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
+        if (lv.virConnectRegisterCloseCallback(c->conn, on_close, c, NULL) < 0 ||
+            lv.virConnectSetKeepAlive(c->conn, KEEPALIVE_SEC, KEEPALIVE_COUNT) < 0 ||
+            (c->cb_lifecycle = lv.virConnectDomainEventRegisterAny(c->conn, NULL, VIR_DOMAIN_EVENT_ID_LIFECYCLE,
                                                                 VIR_DOMAIN_EVENT_CALLBACK(on_lifecycle), c, NULL)) < 0 ||
-            (c->cb_balloon = virConnectDomainEventRegisterAny(c->conn, NULL, VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE,
+            (c->cb_balloon = lv.virConnectDomainEventRegisterAny(c->conn, NULL, VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE,
                                                               VIR_DOMAIN_EVENT_CALLBACK(on_balloon), c, NULL)) < 0) {
                 post_text(c, MSG_DISCONNECTED, 0, NULL, -EIO, "connected to %s but cannot register for events: %s",
                           c->uri, last_error());
@@ -454,10 +527,10 @@ static void on_retry(int timer, void *opaque) {
         if (c->lost)
                 drop_conn(c);
         if (!c->conn && try_connect(c) < 0) {
-                virEventUpdateTimeout(timer, RECONNECT_MSEC);
+                lv.virEventUpdateTimeout(timer, RECONNECT_MSEC);
                 return;
         }
-        virEventUpdateTimeout(timer, -1);
+        lv.virEventUpdateTimeout(timer, -1);
 }
 
 static bool stopping(struct virtconn *c) {
@@ -472,16 +545,16 @@ static bool stopping(struct virtconn *c) {
 static void *thread_main(void *p) {
         struct virtconn *c = p;
 
-        c->job_watch = virEventAddHandle(c->job_fd, VIR_EVENT_HANDLE_READABLE, on_jobs, c, NULL);
-        c->retry_timer = virEventAddTimeout(0, on_retry, c, NULL);
+        c->job_watch = lv.virEventAddHandle(c->job_fd, VIR_EVENT_HANDLE_READABLE, on_jobs, c, NULL);
+        c->retry_timer = lv.virEventAddTimeout(0, on_retry, c, NULL);
         while (!stopping(c))
-                if (virEventRunDefaultImpl() < 0)
+                if (lv.virEventRunDefaultImpl() < 0)
                         break;
         drop_conn(c);
         if (c->job_watch >= 0)
-                virEventRemoveHandle(c->job_watch);
+                lv.virEventRemoveHandle(c->job_watch);
         if (c->retry_timer >= 0)
-                virEventRemoveTimeout(c->retry_timer);
+                lv.virEventRemoveTimeout(c->retry_timer);
         /* libvirt's loop forgets removed entries at the start of its next turn (a later connection's). */
         return NULL;
 }
@@ -494,10 +567,14 @@ static void silent(void *userdata, virErrorPtr e) {
 
 static pthread_once_t libvirt_once = PTHREAD_ONCE_INIT;
 static int libvirt_init_r;
+static struct ppn_error libvirt_load_err;
 
 static void libvirt_init(void) {
-        virSetErrorFunc(NULL, silent);
-        libvirt_init_r = virInitialize() < 0 || virEventRegisterDefaultImpl() < 0 ? -EIO : 0;
+        libvirt_init_r = libvirt_load(&libvirt_load_err);
+        if (libvirt_init_r < 0)
+                return;
+        lv.virSetErrorFunc(NULL, silent);
+        libvirt_init_r = lv.virInitialize() < 0 || lv.virEventRegisterDefaultImpl() < 0 ? -EIO : 0;
 }
 
 static void set_state(struct virtlink *l, enum vmlink_state s, const char *fmt, ...) _printf_(3, 4);
@@ -792,6 +869,8 @@ static int virtconn_get(sd_event *e, const char *uri, struct virtconn **ret) {
         int r;
 
         pthread_once(&libvirt_once, libvirt_init);
+        if (libvirt_load_err.code < 0)
+                return log_error_errno(libvirt_init_r, "libvirt: %s", libvirt_load_err.msg);
         if (libvirt_init_r < 0)
                 return log_error_errno(libvirt_init_r, "libvirt: cannot initialise its event loop: %s", last_error());
         if (the_conn && strcmp(the_conn->uri, uri) != 0)
@@ -970,14 +1049,14 @@ static uint64_t domain_cpu_shares(virDomainPtr dom) {
         uint64_t shares = 0;
         int n = 0;
 
-        free(virDomainGetSchedulerType(dom, &n));
+        free(lv.virDomainGetSchedulerType(dom, &n));
         if (n <= 0 || !(p = calloc((size_t) n, sizeof(*p))) ||
-            virDomainGetSchedulerParametersFlags(dom, p, &n, VIR_DOMAIN_AFFECT_LIVE) < 0)
+            lv.virDomainGetSchedulerParametersFlags(dom, p, &n, VIR_DOMAIN_AFFECT_LIVE) < 0)
                 return 0;
         for (int i = 0; i < n; i++)
                 if (strcmp(p[i].field, VIR_DOMAIN_SCHEDULER_CPU_SHARES) == 0)
                         shares = p[i].value.ul;
-        virTypedParamsClear(p, n);
+        lv.virTypedParamsClear(p, n);
         return shares;
 }
 
@@ -986,13 +1065,13 @@ static void describe_domain(virDomainPtr dom, struct virtlink_domain *d) {
         virDomainInfo info;
         int n;
 
-        snprintf(d->name, sizeof(d->name), "%s", virDomainGetName(dom));
-        if (virDomainGetInfo(dom, &info) == 0) {
+        snprintf(d->name, sizeof(d->name), "%s", lv.virDomainGetName(dom));
+        if (lv.virDomainGetInfo(dom, &info) == 0) {
                 d->memory_bytes = (uint64_t) info.maxMem * 1024;
                 d->current_bytes = (uint64_t) info.memory * 1024;
         }
         /* libvirt reports the balloon's actual size only when the domain has a balloon. */
-        n = virDomainMemoryStats(dom, st, VIR_DOMAIN_MEMORY_STAT_NR, 0);
+        n = lv.virDomainMemoryStats(dom, st, VIR_DOMAIN_MEMORY_STAT_NR, 0);
         for (int i = 0; i < n; i++)
                 if (st[i].tag == VIR_DOMAIN_MEMORY_STAT_ACTUAL_BALLOON)
                         d->balloon = true;
@@ -1006,23 +1085,25 @@ int virtlink_list_domains(const char *uri, struct virtlink_domain **ret, struct 
         int n;
 
         pthread_once(&libvirt_once, libvirt_init);
-        conn = virConnectOpen(uri);
+        if (libvirt_load_err.code < 0)
+                return ppn_error_set(err, libvirt_init_r, "%s", libvirt_load_err.msg);
+        conn = lv.virConnectOpen(uri);
         if (!conn)
                 return ppn_error_set(err, -ECONNREFUSED, "cannot connect to libvirt at %s: %s", uri, last_error());
-        n = virConnectListAllDomains(conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+        n = lv.virConnectListAllDomains(conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
         if (n < 0) {
                 ppn_error_set(err, -EIO, "listing the domains at %s: %s", uri, last_error());
-                virConnectClose(conn);
+                lv.virConnectClose(conn);
                 return -EIO;
         }
         list = calloc((size_t) n + 1, sizeof(*list));
         for (int i = 0; i < n; i++) {
                 if (list)
                         describe_domain(doms[i], &list[i]);
-                virDomainFree(doms[i]);
+                lv.virDomainFree(doms[i]);
         }
         free(doms);
-        virConnectClose(conn);
+        lv.virConnectClose(conn);
         if (!list)
                 return ppn_error_set(err, -ENOMEM, "out of memory");
         *ret = list;

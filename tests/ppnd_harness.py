@@ -194,6 +194,17 @@ class Node:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def wait_for(cond, timeout, step=0.1):
+    """cond()'s first true value within timeout seconds, polled every step; else its last."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = cond()
+        if v:
+            return v
+        time.sleep(step)
+    return cond()
+
+
 def parse_size(s):
     units = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
     return int(s[:-1]) * units[s[-1]] if s[-1] in units else int(s)

@@ -74,6 +74,68 @@ static void test_table(void **state) {
         }
 }
 
+/* A burst after quiet samples (RSS flat at 300 MiB, samples every 200 ms from 0; the burst
+ * starts at 700 ms at 200 MiB/s; the guest reported `available` at t = 0). Returns the time
+ * of the first grow (ms, within 2 s) or -1, and its target. */
+static long run_onset(uint64_t available, uint64_t *ret_target) {
+        struct fastgrow_tunables t;
+        struct fastgrow_state s = { 0 };
+        fastgrow_tunables_default(&t);
+        for (uint64_t ms = 0; ms <= 2000; ms += 200) {
+                struct fastgrow_vm vm = {
+                        .rss = 300 * MIB + (ms > 700 ? (ms - 700) * 200 * MIB / 1000 : 0), .stats_update = 10,
+                        .stats_age_usec = ms * MS, .available = available, .size = GIB, .target = GIB,
+                        .max = 4 * GIB,
+                };
+                struct fastgrow_decision d;
+                assert_int_equal(fastgrow_sample(&t, &s, &vm, ms * MS, &d), 0);
+                if (d.grow) {
+                        *ret_target = d.target;
+                        return (long) ms;
+                }
+        }
+        return -1;
+}
+
+/* The onset of a burst is seen at its first full sample interval, not when the 600 ms window
+ * has filled. By hand, available 236 MiB (as in bench/guests.py reaction):
+ *   800 ms: RSS +20 MiB; window (from 200 ms) 33 MiB/s, last interval 100 MiB/s;
+ *           left = 236 - 20 - 100 = 116 MiB > 64: nothing.
+ *  1000 ms: RSS +60 MiB; window (from 400 ms) 100 MiB/s, last interval 200 MiB/s;
+ *           left = 236 - 60 - 200 < 64: grow by 2 s of 200 MiB/s = 400 MiB. (With the window
+ *           alone, left = 236 - 60 - 100 = 76 MiB: not until 1200 ms, by 333 MiB.)
+ * The guard: the same burst with 900 MiB available (memory it has) grows nothing within 2 s
+ * (at 2000 ms: left = 900 - 260 - 200 = 440 MiB). */
+static void test_onset(void **state) {
+        uint64_t target = 0;
+
+        assert_int_equal(run_onset(236 * MIB, &target), 1000);
+        assert_int_equal(target, GIB + 400 * MIB);
+        assert_int_equal(run_onset(900 * MIB, &target), -1);
+}
+
+/* The last interval counts only when at least recent_usec long: a sample 10 ms after the one
+ * before it, 5 MiB higher (500 MiB/s over 10 ms), with 40 MiB available. By hand: the last
+ * interval of >= 150 ms is from 400 ms: 5 MiB / 210 ms = 23.8 MiB/s; the window (from 200 ms)
+ * 12.2 MiB/s; the burst mark is halved (40 < 5 + 64): 32 MiB/s; nothing. */
+static void test_short_interval(void **state) {
+        struct fastgrow_tunables t;
+        struct fastgrow_state s = { 0 };
+        struct fastgrow_decision d;
+        struct fastgrow_vm vm = { .rss = 300 * MIB, .stats_update = 10, .available = 40 * MIB, .size = GIB,
+                                  .target = GIB, .max = 4 * GIB };
+
+        fastgrow_tunables_default(&t);
+        for (uint64_t ms = 0; ms <= 600; ms += 200) {
+                assert_int_equal(fastgrow_sample(&t, &s, &vm, ms * MS, &d), 0);
+                assert_false(d.grow);
+        }
+        vm.rss += 5 * MIB;
+        assert_int_equal(fastgrow_sample(&t, &s, &vm, 610 * MS, &d), 0);
+        assert_false(d.grow);
+        assert_int_equal(d.rate, 5 * MIB * 1000 / 210);
+}
+
 /* One fast grow per statistics sample; stale or unknown statistics: none. */
 static void test_once_per_stats_and_stale(void **state) {
         struct fastgrow_tunables t;
@@ -171,6 +233,8 @@ static void test_may_grow(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_table),
+                cmocka_unit_test(test_onset),
+                cmocka_unit_test(test_short_interval),
                 cmocka_unit_test(test_once_per_stats_and_stale),
                 cmocka_unit_test(test_may_grow),
         };

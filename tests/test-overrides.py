@@ -16,17 +16,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppnd_harness import MIB, Node, Tap  # noqa: E402
-
-
-def wait_for(cond, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.1)
-    return cond()
+from ppnd_harness import MIB, Node, Tap, wait_for  # noqa: E402
 
 
 def events(node):

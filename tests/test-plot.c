@@ -40,6 +40,39 @@ static void test_ring_bound_and_order(void **state) {
         assert_int_equal(HISTORY_SAMPLES_MAX, 3600);
 }
 
+/* The memory budget: the default 8 MiB keeps the hour for 58 VMs, 104 samples each at 2,000;
+ * never fewer than 60 or more than 3600. A resize keeps the newest samples, in order. */
+static void test_ring_budget_and_resize(void **state) {
+        struct history_ring h;
+
+        assert_int_equal(sizeof(struct history_sample), 40);
+        assert_int_equal(history_capacity_for(8 * MIB, 0), HISTORY_SAMPLES_MAX);
+        assert_int_equal(history_capacity_for(8 * MIB, 58), HISTORY_SAMPLES_MAX);
+        assert_int_equal(history_capacity_for(8 * MIB, 59), 8 * MIB / 59 / 40);
+        assert_int_equal(history_capacity_for(8 * MIB, 2000), 104);
+        assert_int_equal(history_capacity_for(8 * MIB, 100000), HISTORY_SAMPLES_MIN);
+        assert_int_equal(history_capacity_for(UINT64_MAX, 1), HISTORY_SAMPLES_MAX);
+
+        assert_int_equal(history_ring_init(&h, 8), 0);
+        for (uint64_t i = 0; i < 11; i++)       /* wrapped: 3..10 held, head not at 0 */
+                history_ring_add(&h, &(struct history_sample) { .realtime_usec = T0 + i * SEC, .target_bytes = i });
+        assert_int_equal(history_ring_resize(&h, 0), -EINVAL);
+        assert_int_equal(h.count, 8);
+        assert_int_equal(history_ring_resize(&h, 5), 0);
+        assert_int_equal(h.capacity, 5);
+        assert_int_equal(h.count, 5);
+        for (size_t i = 0; i < 5; i++)
+                assert_int_equal(history_ring_get(&h, i)->target_bytes, 6 + i);
+        assert_int_equal(history_ring_resize(&h, 20), 0);
+        assert_int_equal(h.count, 5);
+        history_ring_add(&h, &(struct history_sample) { .realtime_usec = T0 + 11 * SEC, .target_bytes = 11 });
+        assert_int_equal(h.count, 6);
+        for (size_t i = 0; i < 6; i++)
+                assert_int_equal(history_ring_get(&h, i)->target_bytes, 6 + i);
+        assert_int_equal(history_ring_first_since(&h, T0 + 8 * SEC), 2);
+        history_ring_done(&h);
+}
+
 static void test_sample_json(void **state) {
         struct history_sample s = { T0, 512 * MIB, HISTORY_UNKNOWN, 100 * MIB, 480 * MIB }, back;
         json_object *o = history_sample_to_json(&s), *bad;
@@ -240,6 +273,7 @@ static void test_plot_invalid(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_ring_bound_and_order),
+                cmocka_unit_test(test_ring_budget_and_resize),
                 cmocka_unit_test(test_sample_json),
                 cmocka_unit_test(test_plot_series_match),
                 cmocka_unit_test(test_plot_clips),

@@ -39,10 +39,14 @@ idle-timeout = 1s
 [controller]
 tick = 200ms
 EOC
-"$B/ppnd" --config "$T/ppnd.conf" 2>"$T/ppnd.log" &
+# Started with a soft open-file limit of 256 (systemd gives services 1,024; ppnd holds three
+# descriptors per VM): ppnd raises it to the hard limit.
+(ulimit -Sn 256 && exec "$B/ppnd" --config "$T/ppnd.conf") 2>"$T/ppnd.log" &
 PID=$!
 for _ in $(seq 100); do [ -S "$S" ] && break; sleep 0.05; done
 [ -S "$S" ]; ok $? "ppnd creates its control socket"
+awk '/^Max open files/ { exit !($4 == $5 && $4 != 256) }' "/proc/$PID/limits"
+ok $? "ppnd raises its soft open-file limit to the hard one" "$(grep 'open files' "/proc/$PID/limits")"
 [ "$(stat -c %a "$S")" = 660 ]; ok $? "control socket mode is 0660"
 "$B/ppnctl" --socket "$S" status >"$T/out" 2>&1; ok $? "ppnctl status exits 0"
 head -1 "$T/out" | grep -q '^VM  *STATE  *MIN  *TARGET  *ACTUAL  *AVAIL  *WEIGHT  *REASON'; ok $? "status prints the table header"

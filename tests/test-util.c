@@ -118,6 +118,27 @@ static void test_error_prefix(void **state) {
         assert_int_equal(ppn_error_set(NULL, -EINVAL, "ignored"), -EINVAL);
 }
 
+/* The lazily loaded libraries: the real libvirt, a library that is not there, a symbol that is
+ * not in it; the failures say which library and which symbol. */
+static void test_dl_load(void **state) {
+        struct { size_t (*strlen)(const char *); } libc = { 0 };
+        struct { __typeof__(strlen) *strlen; int (*no_such_function)(void); } bad = { 0 };
+        const struct dl_symbol ok[] = { DL_SYMBOL(&libc, strlen) };
+        const struct dl_symbol missing[] = { DL_SYMBOL(&bad, strlen), DL_SYMBOL(&bad, no_such_function) };
+        struct ppn_error e = { 0 };
+
+        assert_int_equal(dl_load("libc.so.6", ok, ELEMENTSOF(ok), &e), 0);
+        assert_non_null(libc.strlen);
+        assert_int_equal(libc.strlen("four"), 4);
+        assert_int_equal(dl_load(PPN_LIBVIRT_SONAME, NULL, 0, &e), 0);
+        assert_int_equal(dl_load(PPN_LIBCURL_SONAME, NULL, 0, &e), 0);
+
+        assert_int_equal(dl_load("libppn-no-such-library.so.7", ok, ELEMENTSOF(ok), &e), -ENOENT);
+        assert_non_null(strstr(e.msg, "cannot load libppn-no-such-library.so.7: "));
+        assert_int_equal(dl_load("libc.so.6", missing, ELEMENTSOF(missing), &e), -ENOENT);
+        assert_string_equal(e.msg, "cannot load libc.so.6: no symbol no_such_function");
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_parse_size_table),
@@ -125,6 +146,7 @@ int main(void) {
                 cmocka_unit_test(test_parse_duration),
                 cmocka_unit_test(test_error_prefix),
                 cmocka_unit_test(test_read_full_fd),
+                cmocka_unit_test(test_dl_load),
         };
         return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

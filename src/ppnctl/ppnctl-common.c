@@ -85,13 +85,21 @@ bool ctl_exact_sizes(void) {
 }
 
 bool ctl_color(FILE *f) {
+        /* Asked per cell of a table (twice per VM in a status): the answer for stdout and stderr,
+         * which cannot change during a command, is worked out once. */
+        static int cached[3] = { -1, -1, -1 };
         const char *no = getenv("NO_COLOR"), *term = getenv("TERM");
+        int fd = fileno(f);
 
         if (no && *no)
                 return false;
         if (!term || strcmp(term, "dumb") == 0)
                 return false;
-        return isatty(fileno(f));
+        if (fd < 1 || fd > 2)
+                return isatty(fd);
+        if (cached[fd] < 0)
+                cached[fd] = isatty(fd);
+        return cached[fd];
 }
 
 const char *ctl_sgr(FILE *f, const char *seq) {

@@ -26,6 +26,13 @@
 #include "status.h"
 
 
+/* A file of /proc/PID/ read every round or more often: kept open, read with one pread (an
+ * open/read/read/close is four system calls, and the open a path walk in procfs). */
+struct proc_file {
+        int fd;                         /* -1: none */
+        pid_t pid;                      /* the process it was opened for */
+};
+
 struct managed_vm {
         struct manager *m;
         struct ledger_vm entry;         /* the ledger's record as last loaded */
@@ -42,11 +49,11 @@ struct managed_vm {
         int64_t lease_expires;
         bool in_round;
         bool ever_running;              /* adopted before: the next adoption is a reconnect */
-        struct history_ring history;    /* samples for ppnctl history/plot (HISTORY_SAMPLES_MAX) */
+        struct history_ring history;    /* samples for ppnctl history/plot (manager.history_cap) */
         enum actuator_reason vmem_reason; /* the virtio-mem actuator's last recorded reason */
         struct fastgrow_state fast;     /* RSS samples for the fast signal */
-        int statm_fd;                   /* QEMU's /proc/PID/statm, kept open (-1: none) */
-        pid_t statm_pid;
+        struct proc_file statm;         /* QEMU's /proc/PID/statm (the fast signal), kept open */
+        struct proc_file stat;          /* QEMU's /proc/PID/stat (its CPU time, every round), kept open */
 };
 
 struct manager {
@@ -63,6 +70,7 @@ struct manager {
         struct policy_tunables tunables;
         struct managed_vm **vms;        /* sorted by name, as the ledger lists them */
         size_t n_vms;
+        size_t history_cap;             /* samples per VM: [daemon] history-memory shared by all */
         unsigned round_pending;         /* VMs whose sample is still due */
         struct pool_status pool;
         uint64_t ticks;
@@ -99,6 +107,9 @@ void fill_status(const struct managed_vm *v, uint64_t now, uint64_t real, struct
 void link_options(const struct manager *m, struct vmlink_options *o);
 
 struct managed_vm *managed_vm_free(struct managed_vm *v);
+
+/* Sizes every VM's history ring for n VMs sharing [daemon] history-memory. */
+void manager_size_histories(struct manager *m, size_t n);
 
 /* Opens the ledger, loads it into the VM table and starts polling it for changes. */
 int setup_ledger(struct manager *m, struct ppn_error *err);

@@ -51,18 +51,45 @@ static enum policy_driver driver_of(const struct managed_vm *v) {
         return backend_last(v->link)->balloon ? POLICY_DRIVER_OK : POLICY_DRIVER_NO_BALLOON;
 }
 
-/* QEMU's CPU time (utime + stime) in µs, read on the host; POLICY_STAT_UNKNOWN if it cannot be. */
-static uint64_t qemu_cpu_usec(const struct managed_vm *v) {
+/* PROC/PID/NAME into buf (NUL-terminated, cut to len - 1 bytes) with one pread on a file kept
+ * open for pid; its length, or -1 if unreadable (the process exited: the file is closed and
+ * opened again at the next call, should the pid come back). */
+static ssize_t proc_pread(const struct manager *m, struct proc_file *f, pid_t pid, const char *name, char *buf,
+                          size_t len) {
+        char path[64];
+        ssize_t n;
+
+        if (f->pid != pid || f->fd < 0) {
+                closep(&f->fd);
+                snprintf(path, sizeof(path), "%s/%d/%s", m->proc_dir, (int) pid, name);
+                f->fd = open(path, O_RDONLY | O_CLOEXEC);
+                f->pid = pid;
+        }
+        if (f->fd < 0 || (n = pread(f->fd, buf, len - 1, 0)) <= 0) {
+                closep(&f->fd);
+                f->fd = -1;
+                return -1;
+        }
+        buf[n] = '\0';
+        return n;
+}
+
+/* QEMU's CPU time (utime + stime) in µs, read on the host; POLICY_STAT_UNKNOWN if it cannot be.
+ * Every VM every round: the file stays open (proc_pread()). utime and stime are fields 14 and
+ * 15, well inside the buffer even when a long command name and the fields after are cut. */
+static uint64_t qemu_cpu_usec(struct managed_vm *v) {
         struct hostmem_pid_cpu c;
         pid_t pid = backend_pid(v->link);
+        char buf[512];
 
-        if (pid <= 0 || !v->m->clk_tck || hostmem_read_pid_cpu(v->m->proc_dir, pid, &c, NULL) < 0)
+        if (pid <= 0 || !v->m->clk_tck || proc_pread(v->m, &v->stat, pid, "stat", buf, sizeof(buf)) < 0 ||
+            hostmem_parse_pid_stat(buf, &c) < 0)
                 return POLICY_STAT_UNKNOWN;
         return hostmem_ticks_to_usec(c.utime_ticks + c.stime_ticks, v->m->clk_tck);
 }
 
 /* One VM as the policy sees it. Times on the monotonic clock; QEMU's last-update converted. */
-static void snapshot_vm(const struct managed_vm *v, uint64_t mono, uint64_t real, struct policy_vm *p) {
+static void snapshot_vm(struct managed_vm *v, uint64_t mono, uint64_t real, struct policy_vm *p) {
         const struct vmlink_sample *x = backend_last(v->link);
         enum policy_driver d = driver_of(v);
         /* Not measured yet: QEMU may hold its whole boot size. Absent: its last target, at least
@@ -311,6 +338,7 @@ static void manager_reload(struct manager *m) {
         sd_event_source_set_time_relative(m->tick_source, next->tick_usec);
         config_free(m->cfg);
         m->cfg = TAKE_PTR(next);
+        manager_size_histories(m, m->n_vms);
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct vmlink_options o;
                 link_options(m, &o);
@@ -375,19 +403,12 @@ static int tunables_from_config(const struct ppn_config *c, struct policy_tunabl
  * open between samples: a pread is a few µs, an open/read/close several times that. The
  * second field is read in place (no sscanf): this runs up to 10,000 times a second. */
 static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
-        char path[64], buf[128], *p, *end;
+        char buf[128], *p, *end;
         unsigned long long resident;
-        ssize_t n;
+        ssize_t n = proc_pread(v->m, &v->statm, pid, "statm", buf, sizeof(buf));
 
-        if (v->statm_pid != pid) {
-                closep(&v->statm_fd);
-                snprintf(path, sizeof(path), "%s/%d/statm", v->m->proc_dir, (int) pid);
-                v->statm_fd = open(path, O_RDONLY | O_CLOEXEC);
-                v->statm_pid = pid;
-        }
-        if (v->statm_fd < 0 || (n = pread(v->statm_fd, buf, sizeof(buf) - 1, 0)) <= 0)
+        if (n <= 0)
                 return 0;
-        buf[n] = '\0';
         p = memchr(buf, ' ', (size_t) n);       /* "size resident shared ..." in pages */
         if (!p || p[1] < '0' || p[1] > '9')
                 return 0;

@@ -237,7 +237,8 @@ struct managed_vm *managed_vm_free(struct managed_vm *v) {
         if (!v)
                 return NULL;
         backend_free(v->link);
-        closep(&v->statm_fd);
+        closep(&v->statm.fd);
+        closep(&v->stat.fd);
         ledger_vm_done(&v->entry);
         history_ring_done(&v->history);
         free(v);
@@ -253,10 +254,10 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
         if (!v)
                 return -ENOMEM;
         v->m = m;
-        v->statm_fd = -1;
+        v->statm.fd = v->stat.fd = -1;
         r = ledger_vm_copy(e, &v->entry);
         path = qmp_path_for(m, e);
-        if (r < 0 || !path || history_ring_init(&v->history, HISTORY_SAMPLES_MAX) < 0) {
+        if (r < 0 || !path || history_ring_init(&v->history, m->history_cap) < 0) {
                 managed_vm_free(v);
                 return -ENOMEM;
         }
@@ -339,6 +340,17 @@ static bool update_vm(struct managed_vm *v, const struct ledger_vm *e) {
         return sizes || rerun;
 }
 
+/* A ring that cannot be resized (no memory) keeps its size. */
+void manager_size_histories(struct manager *m, size_t n) {
+        size_t cap = history_capacity_for(m->cfg->history_memory, n);
+
+        if (cap == m->history_cap)
+                return;
+        m->history_cap = cap;
+        for (size_t i = 0; i < m->n_vms; i++)
+                history_ring_resize(&m->vms[i]->history, cap);
+}
+
 /* Brings the VM table in line with the ledger snapshot: adds, updates, removes. */
 static bool sync_vms(struct manager *m, const struct ledger_state *st) {
         struct managed_vm **next = calloc(st->n_vms + 1, sizeof(*next));
@@ -346,6 +358,8 @@ static bool sync_vms(struct manager *m, const struct ledger_state *st) {
 
         if (!next)
                 return false;
+        /* Before adding: the new VMs' rings take the size for the new count. */
+        manager_size_histories(m, st->n_vms);
         for (size_t i = 0; i < st->n_vms; i++) {
                 struct managed_vm *v = find_vm(m, st->vms[i].name);
                 if (v)

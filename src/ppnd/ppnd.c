@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "config.h"
 #include "log.h"
@@ -117,6 +118,20 @@ static void protect_from_oom(void) {
                 log_debug("oom_score_adj %d", v);
 }
 
+/* ppnd holds three descriptors per VM (its QMP socket, /proc/PID/statm and /proc/PID/stat kept
+ * open): 2,000 VMs need 6,000, beyond a usual soft limit of 1,024. The soft limit is raised to
+ * the hard one; ppnd never uses select(). The unit sets LimitNOFILE= itself (its system call
+ * filter refuses setrlimit), so this matters when ppnd is started otherwise. */
+static void raise_fd_limit(void) {
+        struct rlimit rl;
+
+        if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+                return;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                log_warning_errno(errno, "cannot raise the open-file limit to %llu: %m", (unsigned long long) rl.rlim_max);
+}
+
 int main(int argc, char **argv) {
         struct args a = { .log_level = -1 };
         _cleanup_(manager_freep) struct manager *m = NULL;
@@ -134,6 +149,7 @@ int main(int argc, char **argv) {
                 cfg->log_level = a.log_level;
         log_set_max_level(cfg->log_level);
         protect_from_oom();
+        raise_fd_limit();
         r = manager_new(cfg, a.config, &m, &err);
         if (r < 0) {
                 log_error("cannot start: %s", err.msg);
