@@ -26,7 +26,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppnd_harness import BUILD, MIB, Node, Tap  # noqa: E402
+from ppnd_harness import BUILD, MIB, Node, Tap, wait_for  # noqa: E402
 
 TESTVM = os.path.join(BUILD, 'tests', 'guest', 'testvm')
 BASE, MAX, MIN = 512 * MIB, 2048 * MIB, 384 * MIB
@@ -130,16 +130,6 @@ def last_seq(node):
     return reply['last_seq']
 
 
-def wait(cond, timeout, step=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        v = cond()
-        if v:
-            return v
-        time.sleep(step)
-    return None
-
-
 def boot(node):
     vmdir = os.path.join(node.dir, 'g')
     extra = ('-m 512M,maxmem=2048M,slots=1 -object memory-backend-ram,id=ppn-vmem0-mem,size=1536M '
@@ -149,7 +139,7 @@ def boot(node):
     p = subprocess.Popen([TESTVM, 'boot', vmdir, '--mem', '512', '--deflate-on-oom', '--extra', extra],
                          stdout=log, stderr=subprocess.STDOUT)
     ready = os.path.join(vmdir, 'ready')
-    wait(lambda: os.path.exists(ready) or p.poll() is not None, 120, 0.2)
+    wait_for(lambda: os.path.exists(ready) or p.poll() is not None, 120, 0.2)
     info = dict(l.split(' ', 1) for l in open(ready).read().splitlines()) if os.path.exists(ready) else {}
     return p, vmdir, info
 
@@ -169,7 +159,7 @@ def main():
         node.ctl('node', 'set', 'physical=4G', 'reserve=256M')
         node.ctl('vm', 'add', 'g', '--min', '384M', '--max', '2G', '--base', '512M', '--qmp', info['qmp'])
         tap.ok(node.start(), 'ppnd starts')
-        g = wait(lambda: (lambda s: s if s['state'] == 'running' and s['plugged_bytes'] is not None
+        g = wait_for(lambda: (lambda s: s if s['state'] == 'running' and s['plugged_bytes'] is not None
                           and s['actual_bytes'] is not None else None)(node.status()['g']), 30)
         tap.ok(g is not None and g['base_bytes'] == BASE, 'adopted: status shows the split (base, plugged, balloon)',
                json.dumps(g))
@@ -210,7 +200,7 @@ def growth(tap, node, vmdir, sampler):
     # The guest holds the 750 MiB it touched plus its kernel and the hog's process (64 MiB is
     # less than the test guest uses): its size, base + plugged, must have grown past that.
     need = 750 * MIB + 64 * MIB - BASE
-    g = wait(lambda: (lambda s: s if s['plugged_bytes'] >= need else None)(node.status()['g']), 20)
+    g = wait_for(lambda: (lambda s: s if s['plugged_bytes'] >= need else None)(node.status()['g']), 20)
     tap.ok(g is not None, 'growth plugged the memory (plugged %s MiB, at least %d MiB needed)' %
            ((g or node.status()['g'])['plugged_bytes'] // MIB, need // MIB))
     first = min((e['time_usec'] for e in plug), default=None)
@@ -233,7 +223,7 @@ def reclaim(tap, node, vmdir, pid, q):
     # to the base size asks for it, the way a squeezed node would.
     node.ctl('balloon', 'g', '512M', '--for', '10m')
     t0 = time.monotonic()
-    done = wait(lambda: q.plugged() <= 256 * MIB, 90, 0.5)
+    done = wait_for(lambda: q.plugged() <= 256 * MIB, 90, 0.5)
     tap.ok(done, 'idle memory is unplugged: %d -> %d MiB in %.1f s' %
            (plugged0 // MIB, q.plugged() // MIB, time.monotonic() - t0))
     time.sleep(1)
@@ -250,20 +240,20 @@ def reclaim(tap, node, vmdir, pid, q):
 
 def restart(tap, node, vmdir, q):
     hog(vmdir, 'r')
-    wait(lambda: q.plugged() >= 600 * MIB, 30, 0.2)
+    wait_for(lambda: q.plugged() >= 600 * MIB, 30, 0.2)
     seq = last_seq(node)
     unhog(vmdir, 'r')
     node.ctl('balloon', 'g', '512M', '--for', '10m')
-    unplug = wait(lambda: [e for e in events_since(node, seq) if e['vm'] == 'g' and e['kind'] == 'unplug'], 60, 0.1)
+    unplug = wait_for(lambda: [e for e in events_since(node, seq) if e['vm'] == 'g' and e['kind'] == 'unplug'], 60, 0.1)
     mid = q.plugged()
     node.kill(9)
     tap.note('ppnd SIGKILLed during the unplug at %d MiB plugged' % (mid // MIB))
     tap.ok(unplug and node.start(), 'ppnd restarted mid-resize')
-    g = wait(lambda: (lambda s: s if s['state'] == 'running' and s['plugged_bytes'] is not None else None)(node.status()['g']), 30)
+    g = wait_for(lambda: (lambda s: s if s['state'] == 'running' and s['plugged_bytes'] is not None else None)(node.status()['g']), 30)
     real = q.plugged()
     tap.ok(g is not None and abs(g['plugged_bytes'] - real) <= 256 * MIB,
            're-adopted with the plugged size QEMU reports (%s vs %d MiB)' % (g and g['plugged_bytes'] // MIB, real // MIB))
-    done = wait(lambda: q.plugged() <= 256 * MIB, 90, 0.5)
+    done = wait_for(lambda: q.plugged() <= 256 * MIB, 90, 0.5)
     over = [e for e in events_since(node, 0) if e['vm'] == 'g' and e['kind'] == 'override']
     tap.ok(done and not over, 'it carries on: %d MiB plugged, no override' % (q.plugged() // MIB),
            '\n'.join(e['reason'] for e in over))
@@ -274,11 +264,11 @@ def stall(tap, node, vmdir, q, sampler, console):
     # Grow, then fill the guest: blocks cannot be offlined without room to move pages to.
     kills = ooms(console)
     hog(vmdir, 's')
-    wait(lambda: q.plugged() >= 600 * MIB, 30, 0.2)
+    wait_for(lambda: q.plugged() >= 600 * MIB, 30, 0.2)
     time.sleep(3)
     seq = last_seq(node)
     node.ctl('balloon', 'g', '512M', '--for', '2m')
-    ev = wait(lambda: [e for e in events_since(node, seq) if e['vm'] == 'g' and e['kind'] == 'unplug-stalled'], 45, 0.2)
+    ev = wait_for(lambda: [e for e in events_since(node, seq) if e['vm'] == 'g' and e['kind'] == 'unplug-stalled'], 45, 0.2)
     g = node.status()['g']
     what = 'an unplug the guest cannot serve stalls and falls back to the balloon'
     if not ev and ooms(console) > kills:
