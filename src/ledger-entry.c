@@ -356,12 +356,20 @@ uint64_t ledger_vm_region_bytes(const struct ledger_vm *vm) {
         return vm->vmem && vm->base_bytes && vm->base_bytes < vm->max_bytes ? vm->max_bytes - vm->base_bytes : 0;
 }
 
-uint64_t ledger_vm_vmem_start_bytes(const struct ledger_vm *vm) {
+static uint64_t vmem_start_bytes(const struct ledger_vm *vm) {
         uint64_t region = ledger_vm_region_bytes(vm), base = ledger_vm_boot_bytes(vm), want;
         if (!region || vm->min_bytes <= base)
                 return 0;
         want = (vm->min_bytes - base + LEDGER_VMEM_BLOCK - 1) / LEDGER_VMEM_BLOCK * LEDGER_VMEM_BLOCK;
         return want < region ? want : region;
+}
+
+void ledger_vm_spec(const struct ledger_vm *vm, struct vm_spec *ret) {
+        *ret = (struct vm_spec) {
+                .name = vm->name, .uuid = vm->uuid, .vcpus = vm->vcpus,
+                .mem_bytes = ledger_vm_boot_bytes(vm), .vmem_bytes = ledger_vm_region_bytes(vm),
+                .vmem_requested_bytes = vmem_start_bytes(vm), .extra = (const char *const *) vm->qemu_args,
+        };
 }
 
 /* Boot memory and the virtio-mem region. The boot memory must carry the guest kernel on its own

@@ -33,6 +33,7 @@
 #include <sys/types.h>
 
 #include "util.h"
+#include "vm.h"
 
 #define LEDGER_NAME_MAX 63
 #define LEDGER_UUID_LEN 36
@@ -136,10 +137,12 @@ extern const char *const ledger_vm_fields[];
  * (max − base with vmem on, else 0). */
 uint64_t ledger_vm_boot_bytes(const struct ledger_vm *vm);
 uint64_t ledger_vm_region_bytes(const struct ledger_vm *vm);
-/* What the virtio-mem device has plugged when QEMU starts (its requested-size): the VM's
- * reservation, base plus what its minimum needs beyond base in whole blocks; 0 without vmem.
- * ppnd plugs more when the guest needs it. */
-uint64_t ledger_vm_vmem_start_bytes(const struct ledger_vm *vm);
+/* The machine an entry describes, as vm_build_argv() takes it: name, uuid, vCPUs, the operator's
+ * QEMU options and the memory layout (boot memory; the virtio-mem region, plugged at start to the
+ * VM's reservation: base plus what its minimum needs beyond base in whole blocks, ppnd plugs more
+ * when the guest needs it). `ppnctl start` and a live move's destination start the same machine
+ * from it; the caller adds paths, disks and device options. The strings stay vm's. */
+void ledger_vm_spec(const struct ledger_vm *vm, struct vm_spec *ret);
 
 /* Writes an RFC 4122 version 4 uuid (36 chars + NUL) from 16 random bytes. */
 void ledger_uuid_format(const uint8_t random[16], char ret[LEDGER_UUID_LEN + 1]);

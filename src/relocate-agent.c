@@ -272,14 +272,19 @@ static int launch(struct incoming *in, struct ppn_error *err) {
         int r = vm_disks_detect(vm->disks, &disks, &n, err);
         if (r < 0)
                 return r;
-        struct vm_spec s = {
-                .qemu = in->a->qemu, .name = vm->name, .uuid = vm->uuid, .accel = in->a->accel,
-                .mem_bytes = ledger_vm_boot_bytes(vm), .vcpus = vm->vcpus, .vmem_bytes = ledger_vm_region_bytes(vm),
-                .vmem_requested_bytes = ledger_vm_vmem_start_bytes(vm), .qmp_path = in->qmp_in, .ctl_path = in->ctl,
-                .log_path = in->log, .no_deflate_on_oom = in->req.no_deflate_on_oom,
-                .no_free_page_reporting = in->req.no_free_page_reporting, .disks = disks, .n_disks = n,
-                .paused = true, .incoming = true, .extra = (const char *const *) vm->qemu_args,
-        };
+        struct vm_spec s;
+        ledger_vm_spec(vm, &s);
+        s.qemu = in->a->qemu;
+        s.accel = in->a->accel;
+        s.qmp_path = in->qmp_in;
+        s.ctl_path = in->ctl;
+        s.log_path = in->log;
+        s.no_deflate_on_oom = in->req.no_deflate_on_oom;
+        s.no_free_page_reporting = in->req.no_free_page_reporting;
+        s.disks = disks;
+        s.n_disks = n;
+        s.paused = true;
+        s.incoming = true;
         struct ppn_cgroup_options co = { .root = in->a->cgroup_root, .parent = in->a->cgroup_parent };
         struct qmp_error qe = {};
         r = vm_build_argv(&s, &argv, err);

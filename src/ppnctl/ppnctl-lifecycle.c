@@ -153,14 +153,18 @@ static int build_spec_argv(const struct ctl_globals *g, const struct ledger_vm *
         int r = vm_disks_detect(vm->disks, &disks, &n, err);
         if (r < 0)
                 return r == -ENOMEM ? r : ppn_error_prefix(err, r, "%s", vm->name);
-        struct vm_spec s = {
-                .qemu = g->qemu, .name = vm->name, .uuid = vm->uuid,
-                .accel = g->accel, .mem_bytes = ledger_vm_boot_bytes(vm), .vcpus = vm->vcpus,
-                .vmem_bytes = ledger_vm_region_bytes(vm), .vmem_requested_bytes = ledger_vm_vmem_start_bytes(vm),
-                .qmp_path = p->qmp, .ctl_path = p->ctl, .log_path = p->log,
-                .no_deflate_on_oom = o->no_deflate, .no_free_page_reporting = o->no_fpr,
-                .disks = disks, .n_disks = n, .extra = (const char *const *) vm->qemu_args, .paused = true,
-        };
+        struct vm_spec s;
+        ledger_vm_spec(vm, &s);
+        s.qemu = g->qemu;
+        s.accel = g->accel;
+        s.qmp_path = p->qmp;
+        s.ctl_path = p->ctl;
+        s.log_path = p->log;
+        s.no_deflate_on_oom = o->no_deflate;
+        s.no_free_page_reporting = o->no_fpr;
+        s.disks = disks;
+        s.n_disks = n;
+        s.paused = true;
         return vm_build_argv(&s, ret_argv, err);
 }
 
