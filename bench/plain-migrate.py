@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.join(ROOT, 'tests'))
 _spec = importlib.util.spec_from_file_location('live_move', os.path.join(ROOT, 'tests', 'test-live-move.py'))
 live = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(live)
+from ppnd_harness import parse_size  # noqa: E402
 
 BURST = 'guest-work burst w 1000000 256 0 0'
 MIB = 1 << 20
@@ -137,11 +138,6 @@ def move(src, scratch, opts, disk, port):
     src.qmp('quit')
     src.proc.wait()
     return dst, st
-
-
-def parse_size(text):
-    units = {'K': 1 << 10, 'M': 1 << 20, 'G': 1 << 30}
-    return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
 
 
 def main():
