@@ -167,27 +167,26 @@ class Guest:
         except OSError:
             return 0
 
-    def wait_actual(self, pred, timeout=30, poll=0.01):
+    @staticmethod
+    def _wait(get, pred, timeout, poll):
+        """(seconds until pred(get()) held, that value), or (None, get()) after timeout."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
-            a = self.q.actual()
+            a = get()
             if pred(a):
                 return time.monotonic() - t0, a
             time.sleep(poll)
-        return None, self.q.actual()
+        return None, get()
+
+    def wait_actual(self, pred, timeout=30, poll=0.01):
+        return self._wait(self.q.actual, pred, timeout, poll)
 
     def size(self):
         """What the guest holds: the balloon's actual (base - balloon) + what is plugged."""
         return self.q.actual() + (plugged(self) if self.region_mib else 0)
 
     def wait_size(self, pred, timeout=30, poll=0.01):
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            a = self.size()
-            if pred(a):
-                return time.monotonic() - t0, a
-            time.sleep(poll)
-        return None, self.size()
+        return self._wait(self.size, pred, timeout, poll)
 
     def stop(self):
         try:
@@ -545,12 +544,7 @@ def plugged(g):
 
 
 def wait_plugged(g, pred, timeout=60):
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if pred(plugged(g)):
-            return time.monotonic() - t0
-        time.sleep(0.01)
-    return None
+    return g._wait(lambda: plugged(g), pred, timeout, 0.01)[0]
 
 
 def request(g, mib):
