@@ -331,7 +331,10 @@ static void classify_moved(const struct policy_tunables *tun, const struct polic
                         SZ(vm->actual), SZ(vm->target));
                 return;
         }
-        if (rose && stats_ok && (s->rise_sample_usec == 0 || vm->stats.last_update_usec <= s->rise_sample_usec)) {
+        /* QEMU dates a sample in whole seconds and ppnd converts it to the monotonic clock
+         * each round (a few µs apart): a newer sample is at least half a second newer. */
+        if (rose && stats_ok &&
+            (s->rise_sample_usec == 0 || vm->stats.last_update_usec < s->rise_sample_usec + USEC_PER_SEC / 2)) {
                 if (s->rise_sample_usec == 0)
                         s->rise_sample_usec = vm->stats.last_update_usec;
                 pin(w, w->t, POLICY_REASON_STEADY);

@@ -734,10 +734,11 @@ static void test_rise_judged_on_next_sample(void **state) {
         assert_int_equal(d.state.lease_kind, POLICY_LEASE_NONE);
         assert_non_null(strstr(d.why, "next sample"));
 
-        /* same sample one tick later: still waiting */
+        /* same sample one tick later (converted again: a few µs off): still waiting */
         struct policy_vm again = vm;
         again.state = d.state;
         again.actual = 1200 * MIB;
+        again.stats.last_update_usec += 5;
         node.now_usec += SEC / 2;
         assert_int_equal(policy_decide(&tun, &node, &again, 1, &d, NULL), 0);
         assert_int_equal(d.reason, POLICY_REASON_STEADY);
