@@ -89,8 +89,7 @@ static void ours_trace(const struct sim *s, const struct policy_decision *dec,
                 sum->contended, sum->why);
         for (size_t i = 0; i < s->n; i++) {
                 const struct sim_guest *g = &s->g[i];
-                bool pressed = g->available < (64 * MIB > g->actual / 20 ? 64 * MIB : g->actual / 20)
-                        || g->swapped > 0;
+                bool pressed = sim_guest_pressed(g);
                 if (dec[i].reason == POLICY_REASON_STEADY && !dec[i].apply && !pressed)
                         continue;
                 fprintf(stderr, "%4llu   %s %s%s%s target=%llu actual=%llu avail=%llu use=%llu "
