@@ -36,5 +36,4 @@ int control_client_call(const char *path, const char *name, json_object *args, j
  * element is passed to each() as it is read (a negative return stops and is returned); the
  * rest of the reply is not kept. Errors as control_client_read(). */
 int control_client_call_each(const char *path, const char *name, json_object *args, const char *key,
-                             int (*each)(json_object *elem, void *userdata), void *userdata,
-                             struct ppn_error *err);
+                             int (*each)(json_object *elem, void *userdata), void *userdata, struct ppn_error *err);
