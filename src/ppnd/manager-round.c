@@ -14,14 +14,59 @@
 
 /* ---- the controller round: sample every running VM, then decide and apply ---- */
 
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick);
+static bool fast_on(const struct manager *m);
+static uint64_t rss_now(struct managed_vm *v, uint64_t now);
+
+/* Whether v's guest statistics are read this round (settle.h): a settled VM's every
+ * [controller] settled-stats-interval, any other's every round. Reads QEMU's RSS (one pread,
+ * shared with the fast signal) when the rest of the rule holds. */
+static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_t real) {
+        const struct vmlink_sample *x = backend_last(v->link);
+        uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
+        struct settle_vm s = {
+                .steady = v->decided && !v->unsettled && v->pstate.lease_kind == POLICY_LEASE_NONE && !v->last.apply &&
+                          (v->last.reason == POLICY_REASON_STEADY || v->last.reason == POLICY_REASON_SMALL_CHANGE),
+                .pressure = v->last.pressure, .size = x->actual, .target = v->target ? v->target : x->actual,
+                .available = x->available == VMLINK_STAT_UNKNOWN || !x->stats_update_sec ? UINT64_MAX : x->available,
+                .stats_read_usec = x->stats_usec, .stats_age_usec = real > upd ? real - upd : 0,
+                .size_at_ask = v->settle_size, .rss_at_ask = v->settle_rss,
+        };
+
+        v->m->settle_tun.interval_usec = v->m->cfg->settled_stats_interval_usec;
+        v->m->settle_tun.stale_usec = v->m->tunables.stale_usec;
+        if (!x->actual_usec || !s.steady || s.available == UINT64_MAX)
+                return SETTLE_READ;
+        s.rss = rss_now(v, now);
+        return settle_judge(&v->m->settle_tun, &s, now, v->m->cfg->tick_usec);
+}
+
 void start_round(struct manager *m) {
+        uint64_t now = now_usec(), real = now_realtime_usec();
+        bool fast = fast_on(m);
+
         if (m->round_pending > 0)
                 return;         /* the round in flight decides with the newest state */
-        for (size_t i = 0; i < m->n_vms; i++)
-                if (backend_sample(m->vms[i]->link) == 0) {
-                        m->vms[i]->in_round = true;
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct managed_vm *v = m->vms[i];
+                if (backend_get_state(v->link) != VMLINK_RUNNING)
+                        continue;
+                /* The fast signal's sample at the tick: once a tick is enough for a VM far from
+                 * the grow condition (fastgrow_dense()); the 200 ms timer takes the others. */
+                if (fast)
+                        fast_sample(v, now, real, true);
+                bool stats = settle_of(v, now, real) != SETTLE_SKIP;
+                if (stats) {
+                        /* What the statistics about to be read are compared with next round. */
+                        v->settle_size = backend_last(v->link)->actual;
+                        v->settle_rss = rss_now(v, now);
+                        v->unsettled = false;
+                }
+                if (backend_sample(v->link, stats) == 0) {
+                        v->in_round = true;
                         m->round_pending++;
                 }
+        }
         if (m->round_pending == 0)
                 decide(m);
 }
@@ -419,6 +464,25 @@ static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
         return (uint64_t) resident * v->m->page_size;
 }
 
+/* Read within half a fast period: the tick's read and the timer's are one sample. */
+static bool rss_recent(const struct managed_vm *v, uint64_t now) {
+        return v->rss_usec && now >= v->rss_usec && now - v->rss_usec < FAST_PERIOD_USEC / 2;
+}
+
+/* v's QEMU's resident set now (kept in v->rss), 0 if unknown (no pid: libvirt, or it exited);
+ * read at most once per half fast period, for the settled rule and the fast signal alike. */
+static uint64_t rss_now(struct managed_vm *v, uint64_t now) {
+        pid_t pid = backend_pid(v->link);
+
+        if (pid <= 0)
+                return 0;
+        if (!rss_recent(v, now)) {
+                v->rss = read_rss(v, pid);
+                v->rss_usec = now;
+        }
+        return v->rss;
+}
+
 /* Grows v now, within what the pool has free (the policy's figure from its last round, less
  * what fast grows took since). The policy sees it as its own growth: the target in force moves
  * and its hold after growth applies. */
@@ -438,7 +502,10 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
                        "statistics", d->why, grant / MIB);
 }
 
-static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
+/* One sample of the fast signal for v: at the tick (tick true) for every VM that may grow, from
+ * the 200 ms timer only for those that need it (fastgrow_dense()). A VM read within half a
+ * period already has this sample. */
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick) {
         const struct vmlink_sample *x = backend_last(v->link);
         struct fastgrow_decision d;
         pid_t pid = backend_pid(v->link);
@@ -452,21 +519,29 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
                 .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
                 .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
         };
-        /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()). */
-        if (!fastgrow_may_grow(&v->m->fast_tun, &v->fast, &in) || !(in.rss = read_rss(v, pid)))
+        /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()), and between
+         * ticks only when it could reach the grow condition before the next tick. */
+        if (!fastgrow_may_grow(&v->m->fast_tun, &v->fast, &in) || (!tick && !fastgrow_dense(&v->m->fast_tun, &v->fast, &in)) ||
+            rss_recent(v, now) || !(in.rss = rss_now(v, now)))
                 return;
         if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
                 fast_grow(v, &d, in.target > in.size ? in.target : in.size);
+}
+
+/* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
+static bool fast_on(const struct manager *m) {
+        return m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->pool.free_bytes >= (int64_t) FAST_GRANT_MIN;
 }
 
 static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct manager *m = userdata;
         uint64_t now = now_usec(), real = now_realtime_usec();
 
-        /* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
-        if (m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->pool.free_bytes >= (int64_t) FAST_GRANT_MIN)
+        m->fast_tun.top_rate = m->cfg->fast_signal_rate;
+        m->fast_tun.sparse_usec = m->cfg->tick_usec;
+        if (fast_on(m))
                 for (size_t i = 0; i < m->n_vms; i++)
-                        fast_sample(m->vms[i], now, real);
+                        fast_sample(m->vms[i], now, real, false);
         sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
@@ -476,6 +551,9 @@ static int setup_fast_signal(struct manager *m, struct ppn_error *err) {
         int r;
 
         fastgrow_tunables_default(&m->fast_tun);
+        m->fast_tun.top_rate = m->cfg->fast_signal_rate;
+        m->fast_tun.sparse_usec = m->cfg->tick_usec;
+        settle_tunables_default(&m->settle_tun);
         r = sd_event_add_time_relative(m->event, &m->fast_source, CLOCK_MONOTONIC, FAST_PERIOD_USEC, 10000,
                                        on_fast_timer, m);
         return r < 0 ? ppn_error_set(err, r, "cannot set up the fast signal's timer: %s", strerror(-r)) : 0;
