@@ -9,7 +9,7 @@
  *             [--balloon moving|instant|held] [--stats workload|available|flip|hostile]
  *             [--available SIZE] [--hostile-period S] [--outside-balloon S:SIZE] [--log FILE]
  *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
- *             [--burst-len S] [--burst-cycle S]
+ *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE]
  *
  * Defaults: 4G, a good monitor, a moving balloon and the workload (use 30 % ± 10 % over 60 s,
  * every 10th VM bursting by 30 % for 20 s of every 120 s, phase-shifted per VM). Prints
@@ -18,9 +18,15 @@
  * burst, the time from its start to the first balloon command that raised that VM's target:
  * the control loop's decision latency as the guest would feel it; statistics are computed at
  * query time, so it includes the stats interval but not QEMU's polling).
+ *
+ * --touch S:SIZE: S seconds after "ready" this process allocates and writes SIZE bytes, so its
+ * own resident set (what ppnd reads as QEMU's in /proc/PID/statm) rises as a real QEMU's does
+ * when its guest touches new memory; "touch SIZE" goes to the --log file. One VM per process
+ * (--socket) for that to mean anything.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +35,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fake-qemu.h"
@@ -37,6 +44,8 @@
 struct opts {
         const char *socket, *dir, *prefix;
         unsigned count, burst_every;
+        double touch_at;        /* > 0: --touch */
+        uint64_t touch_size;
         struct fake_qemu_guest g;
 };
 
@@ -63,6 +72,17 @@ static int parse_outside(const char *s, struct fake_qemu_guest *g) {
         return parse_size(colon + 1, &g->outside_size);
 }
 
+static int parse_touch(const char *s, struct opts *o) {
+        const char *colon = strchr(s, ':');
+        char *end;
+        if (!colon)
+                return -EINVAL;
+        o->touch_at = strtod(s, &end);
+        if (end != colon || o->touch_at <= 0)
+                return -EINVAL;
+        return parse_size(colon + 1, &o->touch_size);
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o) {
         static const struct option lo[] = {
                 { "socket", required_argument, NULL, 's' }, { "dir", required_argument, NULL, 'd' },
@@ -76,7 +96,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 { "use-pct", required_argument, NULL, 'u' }, { "wave-pct", required_argument, NULL, 'w' },
                 { "period", required_argument, NULL, 'T' }, { "burst-every", required_argument, NULL, 'b' },
                 { "burst-pct", required_argument, NULL, 'B' }, { "burst-len", required_argument, NULL, 'L' },
-                { "burst-cycle", required_argument, NULL, 'C' }, {}
+                { "burst-cycle", required_argument, NULL, 'C' }, { "touch", required_argument, NULL, 't' }, {}
         };
         struct fake_qemu_guest *g = &o->g;
         int ch, k;
@@ -107,6 +127,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 case 'B': g->workload.burst_pct = strtod(optarg, NULL); break;
                 case 'L': g->workload.burst_len = strtod(optarg, NULL); break;
                 case 'C': g->workload.burst_cycle = strtod(optarg, NULL); break;
+                case 't': if (parse_touch(optarg, o) < 0) return -EINVAL; break;
                 default: return -EINVAL;
                 }
         }
@@ -148,8 +169,30 @@ static int add_vms(struct fake_qemu *f, const struct opts *o) {
         return 0;
 }
 
+static double mono_s(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+/* --touch: SIZE bytes allocated and written, kept until exit; NULL if out of memory. */
+static char *touch(const struct opts *o) {
+        char *p = malloc(o->touch_size);
+        if (!p)
+                return NULL;
+        memset(p, 0x5a, o->touch_size);
+        if (o->g.log) {
+                FILE *l = fopen(o->g.log, "ae");
+                if (l) {
+                        fprintf(l, "touch %" PRIu64 "\n", o->touch_size);
+                        fclose(l);
+                }
+        }
+        return p;
+}
+
 /* Serves until SIGTERM or SIGINT. */
-static int serve(struct fake_qemu *f) {
+static int serve(struct fake_qemu *f, const struct opts *o) {
         sigset_t ss;
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
@@ -161,9 +204,17 @@ static int serve(struct fake_qemu *f) {
         if (sfd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &sev) < 0 ||
             epoll_ctl(ep, EPOLL_CTL_ADD, fake_qemu_fd(f), &fev) < 0)
                 return -errno;
+        double touch_at = o->touch_at > 0 ? mono_s() + o->touch_at : 0;
+        char *touched = NULL;
         for (;;) {
                 struct epoll_event ev;
-                int n = epoll_wait(ep, &ev, 1, -1);
+                int wait_ms = touch_at > 0 ? (int) ((touch_at - mono_s()) * 1000) + 1 : -1;
+                if (touch_at > 0 && wait_ms <= 1) {
+                        touched = touch(o);
+                        touch_at = 0;
+                        continue;
+                }
+                int n = epoll_wait(ep, &ev, 1, wait_ms);
                 if (n < 0 && errno != EINTR)
                         return -errno;
                 if (n == 1 && ev.data.fd == sfd)
@@ -171,6 +222,7 @@ static int serve(struct fake_qemu *f) {
                 if (fake_qemu_dispatch(f, 0) < 0)
                         return -EIO;
         }
+        free(touched);
         close(sfd);
         close(ep);
         return 0;
@@ -206,7 +258,8 @@ int main(int argc, char **argv) {
                                 "[--hostile-period S]\n"
                                 "       [--outside-balloon S:SIZE] [--log FILE] [--use-pct P] [--wave-pct P] "
                                 "[--period S]\n"
-                                "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S]\n");
+                                "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S] "
+                                "[--touch S:SIZE]\n");
                 return 2;
         }
         raise_nofile(o.count);
@@ -221,7 +274,7 @@ int main(int argc, char **argv) {
         }
         printf("ready %u\n", o.count);
         fflush(stdout);
-        r = serve(f);
+        r = serve(f, &o);
         if (r < 0)
                 fprintf(stderr, "fake-qemu: %s\n", strerror(-r));
         print_summary(f);
