@@ -61,26 +61,16 @@ static int pick(const char *const *names, size_t n, const char *name) {
         return -1;
 }
 
-static int parse_outside(const char *s, struct fake_qemu_guest *g) {
+/* "S:SIZE" (--outside-balloon, --touch): a time in seconds after start (> 0) and a size. */
+static int parse_at(const char *s, double *ret_at, uint64_t *ret_size) {
         const char *colon = strchr(s, ':');
         char *end;
         if (!colon)
                 return -EINVAL;
-        g->outside_at = strtod(s, &end);
-        if (end != colon || g->outside_at <= 0)
+        *ret_at = strtod(s, &end);
+        if (end != colon || *ret_at <= 0)
                 return -EINVAL;
-        return parse_size(colon + 1, &g->outside_size);
-}
-
-static int parse_touch(const char *s, struct opts *o) {
-        const char *colon = strchr(s, ':');
-        char *end;
-        if (!colon)
-                return -EINVAL;
-        o->touch_at = strtod(s, &end);
-        if (end != colon || o->touch_at <= 0)
-                return -EINVAL;
-        return parse_size(colon + 1, &o->touch_size);
+        return parse_size(colon + 1, ret_size);
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o) {
@@ -118,7 +108,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                           g->stats = (enum fake_qemu_stats) k; break;
                 case 'A': if (parse_size(optarg, &g->available) < 0) return -EINVAL; break;
                 case 'H': g->hostile_period = strtod(optarg, NULL); break;
-                case 'O': if (parse_outside(optarg, g) < 0) return -EINVAL; break;
+                case 'O': if (parse_at(optarg, &g->outside_at, &g->outside_size) < 0) return -EINVAL; break;
                 case 'l': g->log = optarg; break;
                 case 'u': g->workload.use_pct = strtod(optarg, NULL); break;
                 case 'w': g->workload.wave_pct = strtod(optarg, NULL); break;
@@ -127,7 +117,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 case 'B': g->workload.burst_pct = strtod(optarg, NULL); break;
                 case 'L': g->workload.burst_len = strtod(optarg, NULL); break;
                 case 'C': g->workload.burst_cycle = strtod(optarg, NULL); break;
-                case 't': if (parse_touch(optarg, o) < 0) return -EINVAL; break;
+                case 't': if (parse_at(optarg, &o->touch_at, &o->touch_size) < 0) return -EINVAL; break;
                 default: return -EINVAL;
                 }
         }

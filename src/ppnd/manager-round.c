@@ -49,14 +49,14 @@ void start_round(struct manager *m) {
                 return;         /* the round in flight decides with the newest state */
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct managed_vm *v = m->vms[i];
-                if (backend_get_state(v->link) != VMLINK_RUNNING)
-                        continue;
+                bool running = backend_get_state(v->link) == VMLINK_RUNNING;
                 /* The fast signal's sample at the tick: once a tick is enough for a VM far from
                  * the grow condition (fastgrow_dense()); the 200 ms timer takes the others. */
-                if (fast)
+                if (fast && running)
                         fast_sample(v, now, real, true);
-                bool stats = settle_of(v, now, real) != SETTLE_SKIP;
-                if (stats) {
+                /* Asked of every VM, running or not: libvirt's link checks for a hang there. */
+                bool stats = !running || settle_of(v, now, real) != SETTLE_SKIP;
+                if (stats && running) {
                         /* What the statistics about to be read are compared with next round. */
                         v->settle_size = backend_last(v->link)->actual;
                         v->settle_rss = rss_now(v, now);
