@@ -13,7 +13,11 @@
 #                                        SCALE_PERF=PREFIX: instead of measuring, profile ppnd
 #                                        over the window (perf record, PREFIX-N.data),
 #                                        SCALE_FAST_SIGNAL=no: ppnd without its fast signal
-#                                        (to measure what the signal costs)
+#                                        (to measure what the signal costs),
+#                                        SCALE_SETTLED=DURATION: [controller]
+#                                        settled-stats-interval (0: every VM's statistics
+#                                        every round; unset: the daemon's default, so an older
+#                                        daemon without the key still runs)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -33,6 +37,7 @@ WINDOW=${SCALE_WINDOW:-40}
 STATUS_RUNS=${SCALE_STATUS_RUNS:-100}
 PERF=${SCALE_PERF:-}
 FAST_SIGNAL=${SCALE_FAST_SIGNAL:-yes}
+SETTLED=${SCALE_SETTLED:-}
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -99,6 +104,7 @@ host-low-percent = 0
 [controller]
 fast-signal = $FAST_SIGNAL
 EOF
+  if [ -n "$SETTLED" ]; then echo "settled-stats-interval = $SETTLED" >>"$1/ppnd.conf"; fi
 }
 
 running_count() {  # DIR
