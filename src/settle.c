@@ -27,7 +27,7 @@ static bool settled(const struct settle_tunables *t, const struct settle_vm *vm)
 
         if (spare < t->spare_bytes)
                 spare = t->spare_bytes;
-        return vm->steady && !vm->pressure && vm->stats_read_usec && vm->available != UINT64_MAX &&
+        return vm->steady && !vm->pressure && !vm->reclaiming && vm->stats_read_usec && vm->available != UINT64_MAX &&
                vm->available >= spare && vm->size == vm->size_at_ask && dist(vm->size, vm->target) < t->arrive_bytes &&
                vm->rss && vm->rss_at_ask && dist(vm->rss, vm->rss_at_ask) < t->rss_move;
 }

@@ -16,6 +16,11 @@
  *     above the policy's headroom (max(128 MiB, 10 % of use)) and pressure mark (max(64 MiB,
  *     5 %)), so the policy wants no growth and a guest needs ≥ 448 MiB of new use to reach
  *     pressure;
+ *   - the pool is not reclaiming: in its last round the node was not short, the pool not
+ *     contended, and no donor was asked for memory. While it reclaims, every VM is read every
+ *     round: the policy chooses donors by their current idle memory, and a settled VM's memory
+ *     freed inside the guest would be seen late (measured in the scale benchmark: reading
+ *     settled VMs less often under steady reclaim made the balloons move ~50 % more);
  *   - its QEMU's resident set is known and within rss_move (32 MiB) of what it was when the
  *     statistics were last asked: a guest touching new memory makes its QEMU fault at once, so
  *     a burst of new memory unsettles the VM at the next round (one pread of /proc/PID/statm).
@@ -52,6 +57,7 @@ struct settle_vm {
         bool steady;              /* decided, no lease in force or pending, last decision neither
                                    * applied a target nor held the VM */
         bool pressure;            /* the policy's last decision saw pressure */
+        bool reclaiming;          /* the pool's last round: node short, contended, or donors asked */
         uint64_t size;            /* now (balloon actual + plugged) */
         uint64_t target;          /* target in force */
         uint64_t available;       /* in the last statistics; UINT64_MAX = unknown */

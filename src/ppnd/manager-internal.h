@@ -92,6 +92,7 @@ struct manager {
         sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
         struct fastgrow_tunables fast_tun;
         struct settle_tunables settle_tun;
+        bool reclaiming;                /* the policy's last round: node short, contended or donors asked */
         const char *proc_dir;
         uint64_t page_size;             /* for /proc/PID/statm */
         uint64_t clk_tck;               /* for /proc/PID/stat's CPU times; 0 if unknown */

@@ -27,7 +27,8 @@ static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_
         struct settle_vm s = {
                 .steady = v->decided && !v->unsettled && v->pstate.lease_kind == POLICY_LEASE_NONE && !v->last.apply &&
                           (v->last.reason == POLICY_REASON_STEADY || v->last.reason == POLICY_REASON_SMALL_CHANGE),
-                .pressure = v->last.pressure, .size = x->actual, .target = v->target ? v->target : x->actual,
+                .pressure = v->last.pressure, .reclaiming = v->m->reclaiming, .size = x->actual,
+                .target = v->target ? v->target : x->actual,
                 .available = x->available == VMLINK_STAT_UNKNOWN || !x->stats_update_sec ? UINT64_MAX : x->available,
                 .stats_read_usec = x->stats_usec, .stats_age_usec = real > upd ? real - upd : 0,
                 .size_at_ask = v->settle_size, .rss_at_ask = v->settle_rss,
@@ -289,6 +290,7 @@ static int round_arrays(struct manager *m, size_t n) {
 
 void decide(struct manager *m) {
         struct policy_node node = { .now_usec = now_usec() };
+        struct policy_summary sum = { 0 };
         uint64_t real = now_realtime_usec();
         struct policy_vm *pv;
         struct policy_decision *d;
@@ -306,8 +308,10 @@ void decide(struct manager *m) {
                 snapshot_vm(m->vms[i], node.now_usec, real, &pv[i]);
         update_pool(m, &node);
         /* Without node settings there is no capacity to keep within: hold everything. */
-        if (!m->lstate->node_ok || policy_decide(&m->tunables, &node, pv, m->n_vms, d, NULL) < 0)
+        if (!m->lstate->node_ok || policy_decide(&m->tunables, &node, pv, m->n_vms, d, &sum) < 0)
                 return;
+        /* While the pool reclaims, donors are chosen by their current figures: no VM settles. */
+        m->reclaiming = sum.node_short || sum.contended || sum.reclaim_wanted > 0;
         for (size_t i = 0; i < m->n_vms; i++)
                 if (pv[i].driver != POLICY_DRIVER_DISCONNECTED)
                         apply_decision(m->vms[i], &pv[i], &d[i]);
