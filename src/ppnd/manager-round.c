@@ -57,6 +57,7 @@ void start_round(struct manager *m) {
                         fast_sample(v, now, real, true);
                 /* Asked of every VM, running or not: libvirt's link checks for a hang there. */
                 bool stats = !running || settle_of(v, now, real) != SETTLE_SKIP;
+                m->counters.stats_deferred += !stats;
                 if (stats && running) {
                         /* What the statistics about to be read are compared with next round. */
                         v->settle_size = backend_last(v->link)->actual;
