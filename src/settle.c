@@ -22,19 +22,24 @@ static uint64_t dist(uint64_t a, uint64_t b) {
         return a > b ? a - b : b - a;
 }
 
-static bool settled(const struct settle_tunables *t, const struct settle_vm *vm) {
+bool settle_candidate(const struct settle_tunables *t, const struct settle_vm *vm) {
+        if (!t || !vm || t->interval_usec == 0)
+                return false;
         uint64_t spare = (uint64_t) ((unsigned __int128) vm->size * t->spare_pct / 100);
-
         if (spare < t->spare_bytes)
                 spare = t->spare_bytes;
         return vm->steady && !vm->pressure && !vm->reclaiming && vm->stats_read_usec && vm->available != UINT64_MAX &&
-               vm->available >= spare && vm->size == vm->size_at_ask && dist(vm->size, vm->target) < t->arrive_bytes &&
-               vm->rss && vm->rss_at_ask && dist(vm->rss, vm->rss_at_ask) < t->rss_move;
+               vm->available >= spare && dist(vm->size, vm->target) < t->arrive_bytes;
+}
+
+static bool settled(const struct settle_tunables *t, const struct settle_vm *vm) {
+        return settle_candidate(t, vm) && vm->size == vm->size_at_ask && vm->rss && vm->rss_at_ask &&
+               dist(vm->rss, vm->rss_at_ask) < t->rss_move;
 }
 
 enum settle_verdict settle_judge(const struct settle_tunables *t, const struct settle_vm *vm, uint64_t now,
                                  uint64_t tick) {
-        if (!t || !vm || t->interval_usec == 0 || !settled(t, vm))
+        if (!settled(t, vm))
                 return SETTLE_READ;
         /* The round closest to interval_usec after the last read reads again. */
         if (now < vm->stats_read_usec || now - vm->stats_read_usec + tick / 2 >= t->interval_usec)

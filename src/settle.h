@@ -75,6 +75,11 @@ enum settle_verdict {
         SETTLE_SKIP,              /* settled: this round decides on the statistics it has */
 };
 
+/* Whether vm could be settled whatever its RSS and its size at the last ask: everything of the
+ * rule but those. The caller reads the RSS (a system call) only for such a VM, and keeps it as
+ * rss_at_ask only then (0 otherwise: not settled next round). */
+bool settle_candidate(const struct settle_tunables *t, const struct settle_vm *vm);
+
 /* The verdict for one VM at now_usec (monotonic); tick_usec is the round's period (a read is due
  * at the round closest to interval_usec). */
 enum settle_verdict settle_judge(const struct settle_tunables *t, const struct settle_vm *vm, uint64_t now_usec,

@@ -102,6 +102,17 @@ static void test_unsettled(void **state) {
                 if (settle_judge(&t, &vm, 11 * S, TICK) != SETTLE_READ)
                         fail_msg("%s: not read", what[i]);
         }
+        /* settle_candidate(): the rule without the RSS and the size at the last ask. */
+        struct settle_vm c = settled_vm();
+        c.rss = c.rss_at_ask = 0;
+        c.size_at_ask = 0;
+        assert_true(settle_candidate(&t, &c));
+        c.reclaiming = true;
+        assert_false(settle_candidate(&t, &c));
+        c = settled_vm();
+        c.available = 100 * MIB;
+        assert_false(settle_candidate(&t, &c));
+        assert_false(settle_candidate(NULL, &c));
         /* Just inside each bound: still settled. */
         struct settle_vm vm = settled_vm();
         vm.rss += 32 * MIB - 1;

@@ -14,14 +14,17 @@
 
 /* ---- the controller round: sample every running VM, then decide and apply ---- */
 
+#define FAST_PERIOD_USEC (200 * USEC_PER_MSEC)
+#define SETTLE_RSS_AGE_USEC (FAST_PERIOD_USEC + 50 * USEC_PER_MSEC)   /* the timer's period and its slack */
+
 static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick);
 static bool fast_on(const struct manager *m);
-static uint64_t rss_now(struct managed_vm *v, uint64_t now);
+static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age);
 
 /* Whether v's guest statistics are read this round (settle.h): a settled VM's every
- * [controller] settled-stats-interval, any other's every round. Reads QEMU's RSS (one pread,
- * shared with the fast signal) when the rest of the rule holds. */
-static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_t real) {
+ * [controller] settled-stats-interval, any other's every round. QEMU's RSS (one pread, shared
+ * with the fast signal) is read only for a VM that could be settled; *ret_rss is it, else 0. */
+static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_t real, uint64_t *ret_rss) {
         const struct vmlink_sample *x = backend_last(v->link);
         uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
         struct settle_vm s = {
@@ -34,11 +37,14 @@ static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_
                 .size_at_ask = v->settle_size, .rss_at_ask = v->settle_rss,
         };
 
+        *ret_rss = 0;
         v->m->settle_tun.interval_usec = v->m->cfg->settled_stats_interval_usec;
         v->m->settle_tun.stale_usec = v->m->tunables.stale_usec;
-        if (!x->actual_usec || !s.steady || s.available == UINT64_MAX)
+        if (!x->actual_usec || !settle_candidate(&v->m->settle_tun, &s))
                 return SETTLE_READ;
-        s.rss = rss_now(v, now);
+        /* A read by the fast signal's timer in the last period will do: the rule looks for a move
+         * of 32 MiB, not at the rate. */
+        *ret_rss = s.rss = rss_now(v, now, SETTLE_RSS_AGE_USEC);
         return settle_judge(&v->m->settle_tun, &s, now, v->m->cfg->tick_usec);
 }
 
@@ -56,12 +62,14 @@ void start_round(struct manager *m) {
                 if (fast && running)
                         fast_sample(v, now, real, true);
                 /* Asked of every VM, running or not: libvirt's link checks for a hang there. */
-                bool stats = !running || settle_of(v, now, real) != SETTLE_SKIP;
+                uint64_t rss = 0;
+                bool stats = !running || settle_of(v, now, real, &rss) != SETTLE_SKIP;
                 m->counters.stats_deferred += !stats;
                 if (stats && running) {
-                        /* What the statistics about to be read are compared with next round. */
+                        /* What the statistics about to be read are compared with next round (no
+                         * RSS read for a VM that could not settle: it is not settled then). */
                         v->settle_size = backend_last(v->link)->actual;
-                        v->settle_rss = rss_now(v, now);
+                        v->settle_rss = rss;
                         v->unsettled = false;
                 }
                 if (backend_sample(v->link, stats) == 0) {
@@ -446,7 +454,6 @@ static int tunables_from_config(const struct ppn_config *c, struct policy_tunabl
 
 /* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
 
-#define FAST_PERIOD_USEC (200 * USEC_PER_MSEC)
 #define FAST_GRANT_MIN (16 * MIB)       /* a fast grow smaller than this is not made */
 
 /* Resident bytes of v's QEMU from PROC/PID/statm; 0 if unreadable (it exited). The file stays
@@ -469,19 +476,24 @@ static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
         return (uint64_t) resident * v->m->page_size;
 }
 
-/* Read within half a fast period: the tick's read and the timer's are one sample. */
-static bool rss_recent(const struct managed_vm *v, uint64_t now) {
-        return v->rss_usec && now >= v->rss_usec && now - v->rss_usec < FAST_PERIOD_USEC / 2;
+/* Read less than age µs ago. */
+static bool rss_within(const struct managed_vm *v, uint64_t now, uint64_t age) {
+        return v->rss_usec && now >= v->rss_usec && now - v->rss_usec < age;
 }
 
-/* v's QEMU's resident set now (kept in v->rss), 0 if unknown (no pid: libvirt, or it exited);
- * read at most once per half fast period, for the settled rule and the fast signal alike. */
-static uint64_t rss_now(struct managed_vm *v, uint64_t now) {
+/* Read within half a fast period: the tick's read and the timer's are one sample. */
+static bool rss_recent(const struct managed_vm *v, uint64_t now) {
+        return rss_within(v, now, FAST_PERIOD_USEC / 2);
+}
+
+/* v's QEMU's resident set (kept in v->rss) as read less than age µs ago, or now; 0 if unknown
+ * (no pid: libvirt, or it exited). The settled rule and the fast signal share the reads. */
+static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age) {
         pid_t pid = backend_pid(v->link);
 
         if (pid <= 0)
                 return 0;
-        if (!rss_recent(v, now)) {
+        if (!rss_within(v, now, age)) {
                 v->rss = read_rss(v, pid);
                 v->rss_usec = now;
         }
@@ -507,9 +519,9 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
                        "statistics", d->why, grant / MIB);
 }
 
-/* One sample of the fast signal for v: at the tick (tick true) for every VM that may grow, from
- * the 200 ms timer only for those that need it (fastgrow_dense()). A VM read within half a
- * period already has this sample. */
+/* One sample of the fast signal for v, if it may grow: from the 200 ms timer for a VM that could
+ * reach the grow condition before the next tick (fastgrow_dense()), at the tick (tick true)
+ * for the others. A VM read within half a period already has this sample. */
 static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick) {
         const struct vmlink_sample *x = backend_last(v->link);
         struct fastgrow_decision d;
@@ -524,10 +536,10 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
                 .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
                 .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
         };
-        /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()), and between
-         * ticks only when it could reach the grow condition before the next tick. */
-        if (!fastgrow_may_grow(&v->m->fast_tun, &v->fast, &in) || (!tick && !fastgrow_dense(&v->m->fast_tun, &v->fast, &in)) ||
-            rss_recent(v, now) || !(in.rss = rss_now(v, now)))
+        /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()): by the timer
+         * when it could reach the grow condition before the next tick, else at the tick. */
+        if (!fastgrow_may_grow(&v->m->fast_tun, &v->fast, &in) || tick == fastgrow_dense(&v->m->fast_tun, &v->fast, &in) ||
+            rss_recent(v, now) || !(in.rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
                 return;
         if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
                 fast_grow(v, &d, in.target > in.size ? in.target : in.size);
