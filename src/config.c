@@ -32,7 +32,7 @@ const char config_default_text[] =
         "override-default = 10m\n"
         "qmp-retry-max = 5s\n"
         "fast-signal = yes\n"
-        "fast-signal-rate = 1G\n"
+        "fast-signal-rate = 0\n"
         "settled-stats-interval = 3s\n"
         "[qemu]\n"
         "accel = kvm\n"
@@ -116,7 +116,8 @@ static const struct key keys[] = {
         NUM("control", "max-request", KEY_SIZE, control_max_request, 256, 1 << 20),
         { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0, 0 },
         { "controller", "fast-signal", KEY_BOOL, OFF(fast_signal), 0, 0, 0 },
-        /* Bytes/s; 0 samples every VM every 200 ms. 64 GiB/s is beyond any guest's memory bandwidth. */
+        /* Bytes/s; 0 (the default: see docs/policy.md, "Sampled where it can matter") samples every
+         * VM every 200 ms. 64 GiB/s is beyond any guest's memory bandwidth. */
         NUM("controller", "fast-signal-rate", KEY_SIZE, fast_signal_rate, 0, UINT64_C(64) << 30),
         NUM("controller", "override-default", KEY_DURATION, override_usec, USEC_PER_SEC, 30 * 86400 * USEC_PER_SEC),
         NUM("controller", "qmp-retry-max", KEY_DURATION, qmp_retry_max_usec, 100000, UINT64_C(300000000)),

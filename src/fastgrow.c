@@ -23,7 +23,8 @@ void fastgrow_tunables_default(struct fastgrow_tunables *ret) {
                 .stale_usec = 5000000,
                 /* Guests under KVM touch new memory at GiB/s (TCG: 0.2-0.6 GiB/s measured here);
                  * assuming 1 GiB/s, a VM more than ~2 GiB away from the grow condition is
-                 * sampled once per tick instead of five times. */
+                 * sampled once per tick instead of five times. ppnd takes it from [controller]
+                 * fast-signal-rate, 0 (every VM dense) by default for now (docs/policy.md). */
                 .top_rate = GIB,
                 .sparse_usec = USEC_PER_SEC,
         };

@@ -63,7 +63,7 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_int_equal(c->stats_interval_sec, 1);
         assert_int_equal(c->tick_usec, 1000000);
         assert_true(c->fast_signal);
-        assert_int_equal(c->fast_signal_rate, UINT64_C(1) << 30);
+        assert_int_equal(c->fast_signal_rate, 0);
         assert_int_equal(c->settled_stats_interval_usec, 3000000);
         assert_int_equal(c->override_usec, 600000000);
         assert_int_equal(c->qmp_retry_max_usec, 5000000);
@@ -246,12 +246,12 @@ static void test_settled_interval(void **state) {
 
         assert_int_equal(config_load_string("s.conf", "", &c, &problems), 0);
         assert_int_equal(c->settled_stats_interval_usec, 3000000);
-        assert_int_equal(c->fast_signal_rate, UINT64_C(1) << 30);
+        assert_int_equal(c->fast_signal_rate, 0);
         config_free(c);
-        assert_int_equal(config_load_string("s.conf", "[controller]\nsettled-stats-interval = 6s\nfast-signal-rate = 0\n"
+        assert_int_equal(config_load_string("s.conf", "[controller]\nsettled-stats-interval = 6s\nfast-signal-rate = 1G\n"
                                             "[policy]\nstats-stale-after = 10s\n", &c, &problems), 0);
         assert_int_equal(c->settled_stats_interval_usec, 6000000);
-        assert_int_equal(c->fast_signal_rate, 0);
+        assert_int_equal(c->fast_signal_rate, UINT64_C(1) << 30);
         config_free(c);
         assert_int_equal(config_load_string("s.conf", "[controller]\nsettled-stats-interval = 0\n", &c, &problems), 0);
         config_free(c);
