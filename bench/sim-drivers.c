@@ -3,7 +3,9 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "baseline-chromeos.h"
 #include "baseline-hyperv.h"
@@ -23,6 +25,7 @@ struct ours {
         struct policy_vm_state *st;
         struct policy_vm *vms;
         struct policy_decision *dec;
+        bool verbose;              /* PPN_SIM_DEBUG names this driver: print its decisions */
 };
 
 static void ours_stop(void *ctx) {
@@ -42,6 +45,8 @@ static void *ours_start(const struct sim *s, bool matched) {
                 return NULL;
         policy_tunables_default(&o->t);
         o->t.free_page_reporting = matched ? POLICY_FPR_YES : POLICY_FPR_NO;
+        const char *debug = getenv("PPN_SIM_DEBUG");
+        o->verbose = debug && strcmp(debug, matched ? "ppnd-fpr" : "ppnd") == 0;
         o->target = calloc(s->n, sizeof *o->target);
         o->st = calloc(s->n, sizeof *o->st);
         o->vms = calloc(s->n, sizeof *o->vms);
@@ -73,6 +78,32 @@ static struct policy_vm ours_vm(const struct sim_guest *g, uint64_t target,
         };
 }
 
+/* PPN_SIM_DEBUG=ppnd|ppnd-fpr (with sim.c's per-second line): every decision that is not
+ * "steady", and every VM the simulator counts under pressure, one line each on stderr. */
+static void ours_trace(const struct sim *s, const struct policy_decision *dec,
+                       const struct policy_summary *sum) {
+        unsigned long long t = s->now_usec / SEC;
+        fprintf(stderr, "%4llu tick free=%llu wanted=%llu short=%d contended=%d %s\n", t,
+                (unsigned long long) (sum->free / MIB),
+                (unsigned long long) (sum->reclaim_wanted / MIB), sum->node_short,
+                sum->contended, sum->why);
+        for (size_t i = 0; i < s->n; i++) {
+                const struct sim_guest *g = &s->g[i];
+                bool pressed = sim_guest_pressed(g);
+                if (dec[i].reason == POLICY_REASON_STEADY && !dec[i].apply && !pressed)
+                        continue;
+                fprintf(stderr, "%4llu   %s %s%s%s target=%llu actual=%llu avail=%llu use=%llu "
+                        "need=%llu fair=%llu: %s\n", t, g->spec->name,
+                        policy_reason_to_string(dec[i].reason), dec[i].apply ? " sent" : "",
+                        pressed ? " PRESSED" : "", (unsigned long long) (dec[i].target / MIB),
+                        (unsigned long long) (g->actual / MIB),
+                        (unsigned long long) (g->available / MIB),
+                        (unsigned long long) (dec[i].use / MIB),
+                        (unsigned long long) (dec[i].need / MIB),
+                        (unsigned long long) (dec[i].fair_share / MIB), dec[i].why);
+        }
+}
+
 static int ours_tick(void *ctx, struct sim *s) {
         struct ours *o = ctx;
         for (size_t i = 0; i < s->n; i++)
@@ -82,9 +113,12 @@ static int ours_tick(void *ctx, struct sim *s) {
                 .reserve = s->trace->reserve, .host_available = sim_host_available(s),
                 .host_available_known = true, .psi_known = false,
         };
-        int r = policy_decide(&o->t, &node, o->vms, s->n, o->dec, NULL);
+        struct policy_summary sum;
+        int r = policy_decide(&o->t, &node, o->vms, s->n, o->dec, &sum);
         if (r < 0)
                 return r;
+        if (o->verbose)
+                ours_trace(s, o->dec, &sum);
         for (size_t i = 0; i < s->n; i++) {
                 o->st[i] = o->dec[i].state;
                 o->target[i] = o->dec[i].target;

@@ -117,9 +117,12 @@ static double guest_stall(const struct sim_guest *g) {
         return s;
 }
 
+bool sim_guest_pressed(const struct sim_guest *g) {
+        return g->available < max_u64(64 * MIB, g->actual / 20) || g->swapped > 0;
+}
+
 static void count_guest(struct sim *s, struct sim_guest *g, double dt) {
-        uint64_t low = max_u64(64 * MIB, g->actual / 20);
-        if (g->available < low || g->swapped > 0)
+        if (sim_guest_pressed(g))
                 s->m.pressure_s += dt;
         s->m.reclaimed_gib_s += (double) (g->spec->max - g->actual) / GIB * dt;
         s->m.footprint_gib_min += (double) g->touched / GIB * dt / 60.0;

@@ -134,5 +134,9 @@ uint64_t sim_host_available(const struct sim *s);   /* physical − used, 0 when
 /* A policy sends a balloon command (each call is counted as one command). */
 void sim_set_target(struct sim *s, size_t i, uint64_t target);
 
+/* The guest counts under pressure now (metric pressure_s): available < max(64 MiB, 5 % of
+ * actual), or part of its working set in swap. */
+bool sim_guest_pressed(const struct sim_guest *g);
+
 /* The worst VM's slowdown so far: max over VMs of T / (T − stall), T = now. */
 double sim_slowdown_max(const struct sim *s);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "control-client.h"
+#include "jsonutil.h"
 
 #include <poll.h>
 #include <string.h>
@@ -82,16 +83,17 @@ int control_client_send(struct control_client *c, json_object *req, struct ppn_e
         return 0;
 }
 
-/* Parses the first line in buf and removes it. */
-static int take_line(struct control_client *c, char *nl, json_object **ret, struct ppn_error *err) {
-        size_t len = (size_t) (nl - c->buf);
-        json_object *o, *e;
-
-        *nl = '\0';
-        o = json_tokener_parse(c->buf);
-        memmove(c->buf, nl + 1, c->len - len - 1);
+/* Removes the first line (len bytes and its newline) from buf. */
+static void drop_line(struct control_client *c, size_t len) {
+        memmove(c->buf, c->buf + len + 1, c->len - len - 1);
         c->len -= len + 1;
         c->scanned = 0;
+}
+
+/* A reply line as an object: -EREMOTEIO if it is {"error": ...}, -EBADMSG if not an object. */
+static int parse_reply(struct control_client *c, const char *line, json_object **ret, struct ppn_error *err) {
+        json_object *o = json_tokener_parse(line), *e;
+
         if (!o || !json_object_is_type(o, json_type_object)) {
                 json_object_put(o);
                 return ppn_error_set(err, -EBADMSG, "ppnd at %s sent a reply that is not a JSON object", c->path);
@@ -105,15 +107,20 @@ static int take_line(struct control_client *c, char *nl, json_object **ret, stru
         return 0;
 }
 
-int control_client_read(struct control_client *c, int timeout_ms, json_object **ret, struct ppn_error *err) {
+/* Waits for the next complete line; on success c->buf starts with it, NUL-terminated in place
+ * of its newline, and *ret_len is its length (drop_line() it once used). */
+static int read_line(struct control_client *c, int timeout_ms, size_t *ret_len, struct ppn_error *err) {
         for (;;) {
                 char *nl = c->len > c->scanned ? memchr(c->buf + c->scanned, '\n', c->len - c->scanned) : NULL;
                 struct pollfd p = { .fd = c->fd, .events = POLLIN };
                 ssize_t n;
                 int r;
 
-                if (nl)
-                        return take_line(c, nl, ret, err);
+                if (nl) {
+                        *nl = '\0';
+                        *ret_len = (size_t) (nl - c->buf);
+                        return 0;
+                }
                 c->scanned = c->len;
                 if (c->len + 4096 > c->cap) {
                         char *b;
@@ -139,10 +146,22 @@ int control_client_read(struct control_client *c, int timeout_ms, json_object **
         }
 }
 
-int control_client_call(const char *path, const char *name, json_object *args, json_object **ret,
-                        struct ppn_error *err) {
+int control_client_read(struct control_client *c, int timeout_ms, json_object **ret, struct ppn_error *err) {
+        size_t len;
+        int r = read_line(c, timeout_ms, &len, err);
+
+        if (r < 0)
+                return r;
+        r = parse_reply(c, c->buf, ret, err);
+        drop_line(c, len);
+        return r;
+}
+
+/* Connects and sends the request; *ret is the connection to read the reply from. */
+static int call_start(const char *path, const char *name, json_object *args, struct control_client **ret,
+                      struct ppn_error *err) {
         _cleanup_(control_client_freep) struct control_client *c = NULL;
-        json_object *req = args ? json_object_get(args) : json_object_new_object();
+        _cleanup_json_ json_object *req = args ? json_object_get(args) : json_object_new_object();
         int r;
 
         if (!req)
@@ -156,17 +175,100 @@ int control_client_call(const char *path, const char *name, json_object *args, j
                  * before our request is sent: that line says why, a broken pipe does not. */
                 struct ppn_error why = { 0 };
                 json_object *o = NULL;
-                if (control_client_read(c, 100, &o, &why) == -EREMOTEIO)
-                        {
-                        json_object_put(req);
+                if (control_client_read(c, 100, &o, &why) == -EREMOTEIO) {
                         if (err)
                                 *err = why;
                         return -EREMOTEIO;
                 }
                 json_object_put(o);
         }
-        if (r >= 0)
-                r = control_client_read(c, CLIENT_TIMEOUT_MS, ret, err);
-        json_object_put(req);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+int control_client_call(const char *path, const char *name, json_object *args, json_object **ret,
+                        struct ppn_error *err) {
+        _cleanup_(control_client_freep) struct control_client *c = NULL;
+        int r = call_start(path, name, args, &c, err);
+
+        return r < 0 ? r : control_client_read(c, CLIENT_TIMEOUT_MS, ret, err);
+}
+
+/* The elements of the array text starts with ('[' already consumed), one at a time: each is
+ * parsed, handed to each() and freed, so a reply of thousands never becomes one tree. */
+static int stream_array(struct control_client *c, const char *text, size_t len,
+                        int (*each)(json_object *elem, void *userdata), void *userdata, struct ppn_error *err) {
+        json_tokener *tok = json_tokener_new();
+        size_t pos = 0;
+        int r = 0;
+
+        if (!tok)
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        pos += strspn(text + pos, " \t");
+        if (text[pos] == ']')
+                goto done;
+        for (;;) {
+                json_object *o;
+
+                json_tokener_reset(tok);
+                o = json_tokener_parse_ex(tok, text + pos, (int) (len - pos));
+                if (!o || json_tokener_get_error(tok) != json_tokener_success) {
+                        json_object_put(o);
+                        r = ppn_error_set(err, -EBADMSG, "ppnd at %s sent a reply that is not JSON (at byte %zu)",
+                                          c->path, pos);
+                        break;
+                }
+                pos += (size_t) tok->char_offset;
+                r = each(o, userdata);
+                json_object_put(o);
+                if (r < 0)
+                        break;
+                pos += strspn(text + pos, " \t");
+                if (text[pos] == ',') {
+                        pos++;
+                        continue;
+                }
+                if (text[pos] != ']')
+                        r = ppn_error_set(err, -EBADMSG, "ppnd at %s sent a reply that is not JSON (at byte %zu)",
+                                          c->path, pos);
+                break;
+        }
+done:
+        json_tokener_free(tok);
         return r;
+}
+
+int control_client_call_each(const char *path, const char *name, json_object *args, const char *key,
+                             int (*each)(json_object *elem, void *userdata), void *userdata,
+                             struct ppn_error *err) {
+        _cleanup_(control_client_freep) struct control_client *c = NULL;
+        _cleanup_json_ json_object *reply = NULL;
+        char prefix[80];
+        size_t len, n;
+        json_object *arr;
+        int r = call_start(path, name, args, &c, err);
+
+        if (r < 0)
+                return r;
+        r = read_line(c, CLIENT_TIMEOUT_MS, &len, err);
+        if (r < 0)
+                return r;
+        n = (size_t) snprintf(prefix, sizeof(prefix), "{\"%s\":[", key);
+        if (n < sizeof(prefix) && len > n && memcmp(c->buf, prefix, n) == 0)
+                return stream_array(c, c->buf + n, len - n, each, userdata, err);
+        /* Any other shape (an error, another daemon's field order): the whole reply, then its array. */
+        r = parse_reply(c, c->buf, &reply, err);
+        if (r < 0)
+                return r;
+        if (!json_object_object_get_ex(reply, key, &arr) || !json_object_is_type(arr, json_type_array))
+                return ppn_error_set(err, -EBADMSG, "ppnd at %s sent a reply without \"%s\" (version mismatch?)",
+                                     c->path, key);
+        for (size_t i = 0; i < json_object_array_length(arr); i++) {
+                r = each(json_object_array_get_idx(arr, i), userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
 }

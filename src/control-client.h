@@ -31,3 +31,10 @@ int control_client_read(struct control_client *c, int timeout_ms, json_object **
 /* Send + read one reply: the whole exchange of a simple request. name is the "request". */
 int control_client_call(const char *path, const char *name, json_object *args, json_object **ret,
                         struct ppn_error *err);
+
+/* Send + read one reply whose array under key may hold thousands of elements (status): each
+ * element is passed to each() as it is read (a negative return stops and is returned); the
+ * rest of the reply is not kept. Errors as control_client_read(). */
+int control_client_call_each(const char *path, const char *name, json_object *args, const char *key,
+                             int (*each)(json_object *elem, void *userdata), void *userdata,
+                             struct ppn_error *err);

@@ -13,10 +13,6 @@
 
 /* A follower that lets this much pile up is not reading; drop it (≈ 5,000 events). */
 #define CONTROL_MAX_QUEUED (1u << 20)
-/* One reply may be larger: `status` of 2,000 VMs is ~1 MiB (more with long reasons). The
- * client reads lines up to 16 MiB (control-client.c); past that a reply is refused with an
- * error. The buffer is released once the reply has gone out. */
-#define CONTROL_MAX_REPLY (16u << 20)
 
 /* Refusals and malformed requests are logged at notice, but a peer connecting in a loop must
  * not flood the journal: at most 10 such lines per 10 s; the rest are counted, and the count
@@ -34,8 +30,10 @@ struct control_conn {
         uid_t uid;
         char *in;               /* max_request bytes */
         size_t in_len;
-        char *out;
-        size_t out_len, out_cap;
+        char *out;              /* out[out_off, out_len) is queued */
+        size_t out_off, out_len, out_cap;
+        char *text;             /* a reply the handler wrote as text (control_conn_reply_text) */
+        size_t text_len;
         unsigned topic;         /* 0: not following */
         bool closing;           /* close once out is flushed */
 };
@@ -121,21 +119,25 @@ static void conn_free(struct control_conn *conn) {
                 close(conn->fd);
         free(conn->in);
         free(conn->out);
+        free(conn->text);
         free(conn);
 }
 
 /* Writes what is queued. Returns 0, or -errno if the connection is dead. */
 static int conn_flush(struct control_conn *conn) {
-        while (conn->out_len > 0) {
-                ssize_t n = send(conn->fd, conn->out, conn->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        while (conn->out_off < conn->out_len) {
+                ssize_t n = send(conn->fd, conn->out + conn->out_off, conn->out_len - conn->out_off,
+                                 MSG_NOSIGNAL | MSG_DONTWAIT);
                 if (n < 0) {
                         if (errno == EAGAIN)
                                 break;
                         return -errno;
                 }
-                memmove(conn->out, conn->out + n, conn->out_len - (size_t) n);
-                conn->out_len -= (size_t) n;
+                /* No memmove per send: a 1 MiB reply leaves in ~5 sends of the socket's buffer. */
+                conn->out_off += (size_t) n;
         }
+        if (conn->out_off == conn->out_len)
+                conn->out_off = conn->out_len = 0;
         if (conn->out_len == 0 && conn->out_cap > CONTROL_MAX_QUEUED) {
                 /* A large reply went out: do not keep its buffer for the connection's life. */
                 free(conn->out);
@@ -145,26 +147,70 @@ static int conn_flush(struct control_conn *conn) {
         return sd_event_source_set_io_events(conn->source, EPOLLIN | (conn->out_len ? EPOLLOUT : 0));
 }
 
-/* Queues one JSON line and tries to send it. -ENOBUFS if more than limit bytes would be
- * queued (a follower not reading, or a reply too large). */
-static int conn_send(struct control_conn *conn, json_object *msg, size_t limit) {
-        const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
-        size_t len = strlen(s);
+/* Makes room for len more bytes after what is queued (what was sent already is dropped).
+ * -ENOBUFS if more than limit bytes would be queued. */
+static int conn_reserve(struct control_conn *conn, size_t len, size_t limit) {
+        size_t queued = conn->out_len - conn->out_off;
 
-        if (conn->out_len + len + 1 > limit)
+        if (queued + len > limit)
                 return -ENOBUFS;
-        if (conn->out_len + len + 1 > conn->out_cap) {
-                size_t cap = (conn->out_len + len + 1) * 2;
+        if (conn->out_off > 0) {
+                memmove(conn->out, conn->out + conn->out_off, queued);
+                conn->out_off = 0;
+                conn->out_len = queued;
+        }
+        if (queued + len > conn->out_cap) {
+                size_t cap = (queued + len) * 2;
                 char *p = realloc(conn->out, cap);
                 if (!p)
                         return -ENOMEM;
                 conn->out = p;
                 conn->out_cap = cap;
         }
+        return 0;
+}
+
+/* Queues one JSON line and tries to send it. -ENOBUFS if more than limit bytes would be
+ * queued (a follower not reading, or a reply too large). */
+static int conn_send(struct control_conn *conn, json_object *msg, size_t limit) {
+        const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
+        size_t len = strlen(s);
+        int r = conn_reserve(conn, len + 1, limit);
+
+        if (r < 0)
+                return r;
         memcpy(conn->out + conn->out_len, s, len);
         conn->out[conn->out_len + len] = '\n';
         conn->out_len += len + 1;
         return conn_flush(conn);
+}
+
+/* Queues a reply written as text (text[len] is its NUL: room for the newline), taking
+ * ownership of text. Nothing queued: text becomes the queue, without a copy. */
+static int conn_send_text(struct control_conn *conn, char *text, size_t len, size_t limit) {
+        int r;
+
+        text[len] = '\n';
+        if (conn->out_len == 0 && len + 1 <= limit) {
+                free(conn->out);
+                conn->out = text;
+                conn->out_off = 0;
+                conn->out_len = conn->out_cap = len + 1;
+                return conn_flush(conn);
+        }
+        r = conn_reserve(conn, len + 1, limit);
+        if (r == 0) {
+                memcpy(conn->out + conn->out_len, text, len + 1);
+                conn->out_len += len + 1;
+        }
+        free(text);
+        return r < 0 ? r : conn_flush(conn);
+}
+
+void control_conn_reply_text(struct control_conn *conn, char *text, size_t len) {
+        free(conn->text);
+        conn->text = text;
+        conn->text_len = len;
 }
 
 static int send_error(struct control_conn *conn, const char *msg) {
@@ -191,6 +237,7 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
         json_object *req = NULL, *name, *reply = NULL;
         const struct control_request *entry;
         bool malformed = true;          /* until dispatched */
+        size_t size = 0;                /* of a reply too large to queue */
         int r;
 
         if (!tok)
@@ -212,13 +259,24 @@ static int handle_line(struct control_conn *conn, const char *line, size_t len) 
         }
         malformed = false;
         r = entry->handler(conn, req, c->userdata, &reply, &err);
-        if (r < 0)
+        if (r >= 0 && !reply && !conn->text)
+                r = ppn_error_set(&err, -EPROTO, "internal error: no reply");
+        if (r < 0) {
+                free(conn->text);
+                conn->text = NULL;
                 goto fail;
-        r = conn_send(conn, reply, CONTROL_MAX_REPLY);
+        }
+        if (reply) {
+                r = conn_send(conn, reply, CONTROL_MAX_REPLY);
+                if (r == -ENOBUFS)
+                        size = strlen(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
+        } else {
+                size = conn->text_len;
+                r = conn_send_text(conn, TAKE_PTR(conn->text), conn->text_len, CONTROL_MAX_REPLY);
+        }
         if (r == -ENOBUFS && conn->out_len == 0) {
                 /* The reply alone is more than the queue takes: say so rather than close
                  * without a word (the client would see a reply cut off). */
-                size_t size = strlen(json_object_to_json_string_ext(reply, JSON_C_TO_STRING_PLAIN));
                 char msg[160];
                 snprintf(msg, sizeof(msg), "reply too large (%zu bytes; the limit is %u): ask for less",
                          size, CONTROL_MAX_REPLY);
@@ -296,8 +354,9 @@ static int on_conn_io(sd_event_source *s, int fd, uint32_t revents, void *userda
         }
         if (r < 0 || (conn->closing && conn->out_len == 0)) {
                 /* Best effort to deliver a final error before closing. */
-                if (conn->out_len)
-                        (void) send(conn->fd, conn->out, conn->out_len, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (conn->out_len > conn->out_off)
+                        (void) send(conn->fd, conn->out + conn->out_off, conn->out_len - conn->out_off,
+                                    MSG_NOSIGNAL | MSG_DONTWAIT);
                 conn_free(conn);
         }
         return 0;

@@ -26,12 +26,18 @@
 
 #include "util.h"
 
+/* One reply may be larger than what a follower may let pile up: `status` of 2,000 VMs is
+ * ~1 MiB (more with long reasons). The client reads lines up to 16 MiB (control-client.c);
+ * past that a reply is refused with an error. The buffer is released once it has gone out. */
+#define CONTROL_MAX_REPLY (16u << 20)
+
 struct control;
 struct control_conn;
 
 /*
- * Handles one request. Returns 0 with *ret_reply set (a new object, sent as one line), or a
- * negative errno with err->msg saying why (sent as {"error": msg}).
+ * Handles one request. Returns 0 with *ret_reply set (a new object, sent as one line) or
+ * after control_conn_reply_text(), or a negative errno with err->msg saying why (sent as
+ * {"error": msg}).
  */
 typedef int (*control_handler)(struct control_conn *conn, json_object *request, void *userdata,
                                json_object **ret_reply, struct ppn_error *err);
@@ -60,6 +66,11 @@ struct control *control_free(struct control *c);
 
 /* The peer's uid (SO_PEERCRED at accept): a handler that changes something checks it. */
 uid_t control_conn_uid(const struct control_conn *conn);
+
+/* The reply to the request being handled, already written as one JSON object's text (no
+ * newline): text is malloc'ed with text[len] its NUL (open_memstream's buffer is), and conn
+ * takes it. For large replies: sent without building json-c objects or copying it again. */
+void control_conn_reply_text(struct control_conn *conn, char *text, size_t len);
 
 /* Keeps conn open after the reply and subscribes it to topic (a small integer > 0). */
 void control_conn_follow(struct control_conn *conn, unsigned topic);

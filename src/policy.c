@@ -308,20 +308,41 @@ static bool guest_short(const struct policy_tunables *tun, const struct policy_v
 }
 
 /* Actual moved away from the target nobody changed here: adopt a guest's own deflate under
- * pressure (deflate-on-oom), otherwise make it an override lease. Never fought. */
+ * pressure (deflate-on-oom), otherwise make it an override lease. Never fought.
+ *
+ * A guest deflates itself the moment an allocation fails, between two of its statistics
+ * samples: the sample in hand when the rise is first seen may be older than the burst and
+ * show a comfortable guest. So a rise with fresh statistics is judged on a sample taken after
+ * it was seen; meanwhile the target is kept and nothing is sent. A fall (the balloon
+ * inflated) is never the guest's doing, and unusable statistics do not get better by waiting
+ * (they turn stale within stale_usec): both are judged at once. */
 static void classify_moved(const struct policy_tunables *tun, const struct policy_node *node,
                            struct vm_work *w, bool stats_ok) {
         const struct policy_vm *vm = w->in;
         struct policy_vm_state *s = &w->out->state;
         uint64_t target = clampu(vm->actual, vm->min, vm->max);
+        bool rose = vm->actual > vm->target;
 
-        if (vm->actual > vm->target && stats_ok && guest_short(tun, vm)) {
+        if (rose && stats_ok && guest_short(tun, vm)) {
+                s->rise_sample_usec = 0;
                 pin(w, target, POLICY_REASON_GUEST_DEFLATED);
                 s->last_grow_usec = node->now_usec;
                 set_why(w->out, "guest took memory itself (deflate-on-oom): actual %s above target %s, adopted",
                         SZ(vm->actual), SZ(vm->target));
                 return;
         }
+        /* QEMU dates a sample in whole seconds and ppnd converts it to the monotonic clock
+         * each round (a few µs apart): a newer sample is at least half a second newer. */
+        if (rose && stats_ok &&
+            (s->rise_sample_usec == 0 || vm->stats.last_update_usec < s->rise_sample_usec + USEC_PER_SEC / 2)) {
+                if (s->rise_sample_usec == 0)
+                        s->rise_sample_usec = vm->stats.last_update_usec;
+                pin(w, w->t, POLICY_REASON_STEADY);
+                set_why(w->out, "balloon rose to %s above target %s: judged on the guest's next sample "
+                        "(its own deflate-on-oom, or a change outside ppnd)", SZ(vm->actual), SZ(vm->target));
+                return;
+        }
+        s->rise_sample_usec = 0;
         s->lease_kind = POLICY_LEASE_DETECTED;
         s->lease_target = vm->actual;
         s->lease_expiry_usec = node->now_usec + tun->override_usec;
@@ -456,6 +477,7 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
                 return;
         if (track_progress(node, w))
                 return classify_moved(tun, node, w, verdict == POLICY_REASON_STEADY);
+        d->state.rise_sample_usec = 0;
         if (classify_stuck(tun, node, w))
                 return;
         if (d->state.lease_kind == POLICY_LEASE_OPERATOR) {

@@ -119,6 +119,8 @@ struct policy_vm_state {
         uint64_t stuck_since_usec;   /* 0 = not stuck */
         uint64_t stuck_actual;       /* actual when found stuck; moving off it un-sticks */
         uint64_t last_grow_usec;     /* last time the policy grew this VM */
+        uint64_t rise_sample_usec;   /* actual rose above the target: last_update of the guest
+                                      * sample in hand then (0 = no rise being judged) */
 
         /* Override lease. */
         enum policy_lease_kind lease_kind;

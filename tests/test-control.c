@@ -11,6 +11,9 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 
+#include <pthread.h>
+
+#include "control-client.h"
 #include "control.h"
 #include "jsonutil.h"
 
@@ -58,12 +61,28 @@ static int h_big(struct control_conn *conn, json_object *req, void *userdata, js
         return 0;
 }
 
+/* The same as h_big, written as text (control_conn_reply_text): `status` replies so. */
+static int h_text(struct control_conn *conn, json_object *req, void *userdata, json_object **ret,
+                  struct ppn_error *err) {
+        size_t n = strcmp(json_member_string(req, "request"), "hugetext") == 0 ? 17u << 20 : 2u << 20;
+        char *text = malloc(n + 12);
+
+        assert_non_null(text);
+        memcpy(text, "{\"text\":\"", 9);
+        memset(text + 9, 'x', n);
+        memcpy(text + 9 + n, "\"}", 3);        /* and its NUL */
+        control_conn_reply_text(conn, text, n + 11);
+        return 0;
+}
+
 static const struct control_request table[] = {
         { "big", h_big },
         { "echo", h_echo },
         { "fail", h_fail },
         { "follow", h_follow },
         { "huge", h_big },
+        { "hugetext", h_text },
+        { "text", h_text },
 };
 
 static int setup(void **state) {
@@ -149,6 +168,27 @@ static size_t read_long_line(struct fixture *f, int fd) {
         }
         fail_msg("no whole line within 5 s");
         return 0;
+}
+
+/* Reads exactly n bytes (fails after 5 s without progress); returns them (malloc'ed). */
+static char *read_bytes(struct fixture *f, int fd, size_t n) {
+        char *buf = malloc(n);
+        size_t len = 0;
+
+        assert_non_null(buf);
+        for (int i = 0; i < 500 && len < n; i++) {
+                struct pollfd p = { .fd = fd, .events = POLLIN };
+                if (poll(&p, 1, 0) != 1) {
+                        sd_event_run(f->e, 10000);
+                        continue;
+                }
+                ssize_t k = recv(fd, buf + len, n - len, 0);
+                assert_true(k > 0);
+                len += (size_t) k;
+                i = 0;
+        }
+        assert_int_equal(len, n);
+        return buf;
 }
 
 static void say(int fd, const char *s) {
@@ -344,6 +384,121 @@ static void test_reply_too_large(void **state) {
         close(fd);
 }
 
+/* A reply written as text goes out whole, without a copy, and in order with the replies
+ * queued after it; one larger than a reply may be is refused with the same error. */
+static void test_reply_text(void **state) {
+        struct fixture *f = *state;
+        int fd = client(f);
+        const char *line;
+
+        char *all;
+
+        /* The text reply becomes the queue; the echo is queued behind it. */
+        say(fd, "{\"request\":\"text\"}\n{\"request\":\"echo\"}\n");
+        all = read_bytes(f, fd, (2u << 20) + 12 + 19);
+        assert_memory_equal(all, "{\"text\":\"xxx", 12);
+        assert_memory_equal(all + (2u << 20) + 9, "\"}\n{\"request\":\"echo\"}\n", 22);
+        free(all);
+        /* Queued behind the echo. */
+        say(fd, "{\"request\":\"echo\"}\n{\"request\":\"text\"}\n");
+        assert_string_equal(read_line(f, fd), "{\"request\":\"echo\"}");
+        assert_int_equal(read_long_line(f, fd), (2u << 20) + 11);
+        say(fd, "{\"request\":\"hugetext\"}\n");
+        line = read_line(f, fd);
+        assert_non_null(line);
+        assert_non_null(strstr(line, "reply too large (17825803 bytes; the limit is 16777216): ask for less"));
+        say(fd, "{\"request\":\"echo\"}\n");
+        assert_string_equal(read_line(f, fd), "{\"request\":\"echo\"}");
+        close(fd);
+}
+
+/* A one-shot daemon for the client side: accepts one connection, reads the request line and
+ * answers with a canned reply (what a daemon of another version, or a broken one, may send). */
+struct canned {
+        int listen_fd;
+        const char *reply;
+};
+
+static void *canned_serve(void *userdata) {
+        struct canned *c = userdata;
+        int fd = accept(c->listen_fd, NULL, NULL);
+        char ch;
+
+        if (fd < 0)
+                return NULL;
+        while (recv(fd, &ch, 1, 0) == 1 && ch != '\n')
+                ;
+        (void) send(fd, c->reply, strlen(c->reply), MSG_NOSIGNAL);
+        close(fd);
+        return NULL;
+}
+
+static int collect(json_object *vm, void *userdata) {
+        char *names = userdata;
+        const char *name = json_member_string(vm, "name");
+
+        if (!name)
+                return -EPROTO;
+        strcat(names, name);
+        strcat(names, ";");
+        return 0;
+}
+
+/* Runs control_client_call_each() against a daemon answering reply; returns its result and
+ * the names it was handed in names (";"-separated). */
+static int call_each(const char *reply, char *names, struct ppn_error *err) {
+        char dir[] = "/tmp/test-control-client-XXXXXX", path[128];
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        struct canned c = { .reply = reply };
+        pthread_t t;
+        int r;
+
+        assert_non_null(mkdtemp(dir));
+        snprintf(path, sizeof(path), "%s/s", dir);
+        strcpy(sa.sun_path, path);
+        c.listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        assert_int_equal(bind(c.listen_fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        assert_int_equal(listen(c.listen_fd, 1), 0);
+        assert_int_equal(pthread_create(&t, NULL, canned_serve, &c), 0);
+        names[0] = '\0';
+        r = control_client_call_each(path, "status", NULL, "vms", collect, names, err);
+        pthread_join(t, NULL);
+        close(c.listen_fd);
+        unlink(path);
+        rmdir(dir);
+        return r;
+}
+
+/* The client reads a status reply one VM at a time when it starts with the array (what ppnd
+ * writes), and as a whole otherwise; errors and broken replies are said, not guessed at. */
+static void test_client_each(void **state) {
+        struct ppn_error err = { 0 };
+        char names[256];
+
+        assert_int_equal(call_each("{\"vms\":[{\"name\":\"a\"}, {\"name\":\"b,]\"} ,{\"name\":\"c\"}],\"pool\":{}}\n",
+                                   names, &err), 0);
+        assert_string_equal(names, "a;b,];c;");
+        assert_int_equal(call_each("{\"vms\":[],\"pool\":{}}\n", names, &err), 0);
+        assert_string_equal(names, "");
+        /* Another order of fields: read whole. */
+        assert_int_equal(call_each("{\"pool\":{},\"vms\":[{\"name\":\"a\"}]}\n", names, &err), 0);
+        assert_string_equal(names, "a;");
+        assert_int_equal(call_each("{\"error\":\"no such request\"}\n", names, &err), -EREMOTEIO);
+        assert_string_equal(err.msg, "ppnd: no such request");
+        assert_int_equal(call_each("{\"pool\":{}}\n", names, &err), -EBADMSG);
+        assert_non_null(strstr(err.msg, "without \"vms\""));
+        /* Cut off, or garbage between elements: refused after the elements before it. */
+        assert_int_equal(call_each("{\"vms\":[{\"name\":\"a\"},{\"name\":\n", names, &err), -EBADMSG);
+        assert_non_null(strstr(err.msg, "not JSON"));
+        assert_int_equal(call_each("{\"vms\":[{\"name\":\"a\"} x {\"name\":\"b\"}]}\n", names, &err), -EBADMSG);
+        assert_string_equal(names, "a;");
+        /* An element the caller cannot read stops the walk with its error. */
+        assert_int_equal(call_each("{\"vms\":[{\"name\":\"a\"},{\"nom\":1},{\"name\":\"c\"}]}\n", names, &err),
+                         -EPROTO);
+        assert_string_equal(names, "a;");
+        assert_int_equal(call_each("", names, &err), -ECONNRESET);
+}
+
 /* Runs the loop for about ms milliseconds. */
 static void run_for(struct fixture *f, unsigned ms) {
         uint64_t end = now_usec() + (uint64_t) ms * 1000;
@@ -483,6 +638,8 @@ int main(void) {
                 cmocka_unit_test(test_peer_rule),
                 cmocka_unit_test_setup_teardown(test_peer_credentials, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reply_too_large, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reply_text, setup, teardown),
+                cmocka_unit_test(test_client_each),
                 cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_idle_timeout_rearmed, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_root_reserved, setup, teardown),

@@ -637,6 +637,10 @@ static void test_override_lifecycle(void **state) {
         assert_int_equal(d[0].target, 1 * GIB);
         s[0].frozen = true;
         s[0].vm.actual = 2 * GIB;
+        sim_tick(&node, s, 1, d);   /* a rise: judged on the next sample (guest comfortable) */
+        assert_int_equal(d[0].reason, POLICY_REASON_STEADY);
+        assert_int_equal(d[0].target, 1 * GIB);
+        assert_false(d[0].apply);
         sim_tick(&node, s, 1, d);
         assert_int_equal(d[0].reason, POLICY_REASON_OVERRIDE);
 }
@@ -709,6 +713,68 @@ static void test_growth_step_from_rate(void **state) {
         assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
         assert_int_equal(d.state.use_growth_rate, 0);
         assert_int_equal(d.target, 1536 * MIB + 384 * MIB);                  /* 25 % of the target */
+}
+
+/* A guest deflates itself (deflate-on-oom) the moment an allocation fails, between two of its
+ * statistics samples. Seen in the simulator (bursty, seed 4): a VM at 814M whose working set
+ * jumped 590M → 1465M deflated to 840M before its next sample; the sample in hand (taken before
+ * the burst) showed a comfortable guest, the rise became a 10-minute override, and the guest
+ * swapped 512M for 600 s while the host had 11G free. A rise is judged on a sample taken after
+ * it: here the next one shows the guest short, so the deflate is adopted and the guest grows. */
+static void test_rise_judged_on_next_sample(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 300 * MIB);   /* min step 40M */
+        struct policy_decision d;
+
+        vm.actual = 1100 * MIB;                  /* +76M: more than a step away, upward */
+        assert_int_equal(policy_decide(&tun, &node, &vm, 1, &d, NULL), 0);
+        assert_int_equal(d.reason, POLICY_REASON_STEADY);
+        assert_int_equal(d.target, 1 * GIB);     /* kept, nothing sent, no lease yet */
+        assert_false(d.apply);
+        assert_int_equal(d.state.lease_kind, POLICY_LEASE_NONE);
+        assert_non_null(strstr(d.why, "next sample"));
+
+        /* same sample one tick later (converted again: a few µs off): still waiting */
+        struct policy_vm again = vm;
+        again.state = d.state;
+        again.actual = 1200 * MIB;
+        again.stats.last_update_usec += 5;
+        node.now_usec += SEC / 2;
+        assert_int_equal(policy_decide(&tun, &node, &again, 1, &d, NULL), 0);
+        assert_int_equal(d.reason, POLICY_REASON_STEADY);
+        assert_int_equal(d.state.lease_kind, POLICY_LEASE_NONE);
+
+        /* the next sample: 1200M, 20M available (< max(64M, 5 % = 60M)): the guest's own deflate */
+        struct policy_vm deflated = again;
+        deflated.state = d.state;
+        deflated.stats.total = 1200 * MIB;
+        deflated.stats.available = 20 * MIB;
+        deflated.stats.free = 10 * MIB;
+        deflated.stats.last_update_usec = node.now_usec;
+        node.now_usec += SEC / 2;
+        assert_int_equal(policy_decide(&tun, &node, &deflated, 1, &d, NULL), 0);
+        assert_int_equal(d.reason, POLICY_REASON_GUEST_DEFLATED);
+        assert_int_equal(d.target, 1200 * MIB);
+        assert_int_equal(d.state.lease_kind, POLICY_LEASE_NONE);
+        assert_int_equal(d.state.rise_sample_usec, 0);
+
+        /* the next sample shows a comfortable guest (700M available): a change outside ppnd */
+        struct policy_vm monitor = again;
+        monitor.state = deflated.state;
+        monitor.stats.total = 1200 * MIB;
+        monitor.stats.available = 700 * MIB;
+        monitor.stats.last_update_usec = node.now_usec - SEC / 2;
+        assert_int_equal(policy_decide(&tun, &node, &monitor, 1, &d, NULL), 0);
+        assert_int_equal(d.reason, POLICY_REASON_OVERRIDE);
+        assert_int_equal(d.target, 1200 * MIB);
+        assert_int_equal(d.state.lease_kind, POLICY_LEASE_DETECTED);
+
+        /* statistics that cannot be judged (stale) do not get better by waiting: at once */
+        struct policy_vm stale = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 300 * MIB);
+        stale.actual = 1100 * MIB;
+        stale.stats.last_update_usec = node.now_usec - 10 * SEC;
+        assert_int_equal(policy_decide(&tun, &node, &stale, 1, &d, NULL), 0);
+        assert_int_equal(d.reason, POLICY_REASON_OVERRIDE);
 }
 
 /* A guest starving under an override keeps the override (it is someone's decision) but its
@@ -1044,6 +1110,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_rates, setup),
                 cmocka_unit_test_setup(test_growth_step_from_rate, setup),
                 cmocka_unit_test_setup(test_starving_under_override, setup),
+                cmocka_unit_test_setup(test_rise_judged_on_next_sample, setup),
                 cmocka_unit_test_setup(test_tunables_and_names, setup),
                 cmocka_unit_test_setup(test_property_random, setup),
         };
