@@ -13,7 +13,13 @@
 #                                        SCALE_PERF=PREFIX: instead of measuring, profile ppnd
 #                                        over the window (perf record, PREFIX-N.data),
 #                                        SCALE_FAST_SIGNAL=no: ppnd without its fast signal
-#                                        (to measure what the signal costs)
+#                                        (to measure what the signal costs),
+#                                        SCALE_SETTLED=DURATION: [controller]
+#                                        settled-stats-interval (0: every VM's statistics
+#                                        every round; unset: the daemon's default, so an older
+#                                        daemon without the key still runs),
+#                                        SCALE_BURST_EVERY=K: every Kth VM bursts (2; 0: none,
+#                                        a calm node where only the guests' slow wave moves)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -33,6 +39,8 @@ WINDOW=${SCALE_WINDOW:-40}
 STATUS_RUNS=${SCALE_STATUS_RUNS:-100}
 PERF=${SCALE_PERF:-}
 FAST_SIGNAL=${SCALE_FAST_SIGNAL:-yes}
+SETTLED=${SCALE_SETTLED:-}
+BURST_EVERY=${SCALE_BURST_EVERY:-2}
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -99,6 +107,7 @@ host-low-percent = 0
 [controller]
 fast-signal = $FAST_SIGNAL
 EOF
+  if [ -n "$SETTLED" ]; then echo "settled-stats-interval = $SETTLED" >>"$1/ppnd.conf"; fi
 }
 
 running_count() {  # DIR
@@ -126,7 +135,7 @@ one_size() {
   DIR=$(mktemp -d /tmp/ppn-scale.XXXXXX)
   mkdir -p "$DIR/qmp" "$DIR/run" "$DIR/no-cgroup"
   "$FAKEQEMU" --dir "$DIR/qmp" --count "$n" --max 4G --init 2G --use-pct 30 --wave-pct 10 \
-    --burst-every 2 --burst-pct 40 --burst-len 10 --burst-cycle 40 >"$DIR/fake.out" &
+    --burst-every "$BURST_EVERY" --burst-pct 40 --burst-len 10 --burst-cycle 40 >"$DIR/fake.out" &
   FAKE_PID=$!
   until grep -q '^ready' "$DIR/fake.out" 2>/dev/null; do sleep 0.1; done
   ledger_json "$n" "$DIR" >"$DIR/ledger.json"

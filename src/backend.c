@@ -14,7 +14,7 @@ struct backend_ops {
         pid_t (*pid)(const struct backend *b);
         const struct vmlink_sample *(*last)(const struct backend *b);
         const char *(*why)(const struct backend *b);
-        int (*sample)(struct backend *b);
+        int (*sample)(struct backend *b, bool stats);
         int (*set_target)(struct backend *b, uint64_t bytes, uint64_t floor_bytes);
         int (*set_cpu_weight)(struct backend *b, uint32_t weight);
         const struct actuator_plan *(*plan)(const struct backend *b);
@@ -71,7 +71,7 @@ static enum vmlink_state qmp_get_state(const struct backend *b) { return vmlink_
 static pid_t qmp_pid(const struct backend *b) { return vmlink_pid(b->qmp); }
 static const struct vmlink_sample *qmp_last(const struct backend *b) { return vmlink_last(b->qmp); }
 static const char *qmp_why(const struct backend *b) { return vmlink_why(b->qmp); }
-static int qmp_sample(struct backend *b) { return vmlink_sample(b->qmp); }
+static int qmp_sample(struct backend *b, bool stats) { return vmlink_sample(b->qmp, stats); }
 static int qmp_set_target(struct backend *b, uint64_t bytes, uint64_t floor_bytes) {
         return vmlink_set_size(b->qmp, bytes, floor_bytes);
 }
@@ -120,7 +120,7 @@ static enum vmlink_state virt_get_state(const struct backend *b) { return virtli
 static pid_t virt_pid(const struct backend *b) { return virtlink_pid(b->virt); }
 static const struct vmlink_sample *virt_last(const struct backend *b) { return virtlink_last(b->virt); }
 static const char *virt_why(const struct backend *b) { return virtlink_why(b->virt); }
-static int virt_sample(struct backend *b) { return virtlink_sample(b->virt); }
+static int virt_sample(struct backend *b, bool stats) { return virtlink_sample(b->virt); }
 static int virt_set_target(struct backend *b, uint64_t bytes, uint64_t floor_bytes) {
         return virtlink_set_target(b->virt, bytes, floor_bytes);
 }
@@ -204,7 +204,7 @@ enum vmlink_state backend_get_state(const struct backend *b) { return b->ops->st
 pid_t backend_pid(const struct backend *b) { return b->ops->pid(b); }
 const struct vmlink_sample *backend_last(const struct backend *b) { return b->ops->last(b); }
 const char *backend_why(const struct backend *b) { return b->ops->why(b); }
-int backend_sample(struct backend *b) { return b->ops->sample(b); }
+int backend_sample(struct backend *b, bool stats) { return b->ops->sample(b, stats); }
 int backend_set_target(struct backend *b, uint64_t bytes, uint64_t floor_bytes) {
         return b->ops->set_target(b, bytes, floor_bytes);
 }

@@ -54,8 +54,10 @@ const struct vmlink_sample *backend_last(const struct backend *b);
 const char *backend_why(const struct backend *b);
 
 /* As vmlink_sample() / vmlink_set_size(): the VM's size, reached by the actuator (virtio-mem
- * blocks first, then the balloon) where the VM has a virtio-mem device, else by the balloon. */
-int backend_sample(struct backend *b);
+ * blocks first, then the balloon) where the VM has a virtio-mem device, else by the balloon.
+ * stats false: the guest statistics are not asked this round (QMP; libvirt reads them with the
+ * balloon's size in one call and ignores it). */
+int backend_sample(struct backend *b, bool stats);
 int backend_set_target(struct backend *b, uint64_t bytes, uint64_t floor_bytes);
 /* The actuator's current plan for a VM with virtio-mem; NULL otherwise (always for libvirt). */
 const struct actuator_plan *backend_actuator_plan(const struct backend *b);

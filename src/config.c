@@ -32,6 +32,8 @@ const char config_default_text[] =
         "override-default = 10m\n"
         "qmp-retry-max = 5s\n"
         "fast-signal = yes\n"
+        "fast-signal-rate = 0\n"
+        "settled-stats-interval = 3s\n"
         "[qemu]\n"
         "accel = kvm\n"
         "binary = qemu-system-x86_64\n"
@@ -114,8 +116,13 @@ static const struct key keys[] = {
         NUM("control", "max-request", KEY_SIZE, control_max_request, 256, 1 << 20),
         { "control", "socket", KEY_PATH, OFF(control_socket), 0, 0, 0 },
         { "controller", "fast-signal", KEY_BOOL, OFF(fast_signal), 0, 0, 0 },
+        /* Bytes/s; 0 (the default: see docs/policy.md, "Sampled where it can matter") samples every
+         * VM every 200 ms. 64 GiB/s is beyond any guest's memory bandwidth. */
+        NUM("controller", "fast-signal-rate", KEY_SIZE, fast_signal_rate, 0, UINT64_C(64) << 30),
         NUM("controller", "override-default", KEY_DURATION, override_usec, USEC_PER_SEC, 30 * 86400 * USEC_PER_SEC),
         NUM("controller", "qmp-retry-max", KEY_DURATION, qmp_retry_max_usec, 100000, UINT64_C(300000000)),
+        /* 0 = every round; its upper bound is [policy] stats-stale-after (load_stream()). */
+        NUM("controller", "settled-stats-interval", KEY_DURATION, settled_stats_interval_usec, 0, UINT64_C(3600000000)),
         /* QEMU's balloon stats interval is whole seconds; 1 s is the floor, 1 h is plenty. */
         NUM("controller", "stats-interval", KEY_SECONDS, stats_interval_sec, 1, 3600),
         NUM("controller", "tick", KEY_DURATION, tick_usec, 100000, 60000000),
@@ -549,6 +556,11 @@ static int load_stream(const char *name, FILE *in, int open_errno, struct ppn_co
         c->policy.override_usec = c->override_usec;
         if (n == 0 && policy_tunables_check(&c->policy, &perr) < 0)
                 fprintf(out, "%s: [policy]: %s\n", name, perr.msg), n = 1;
+        /* A settled VM's statistics must never be held until the policy finds them stale. */
+        if (n == 0 && c->settled_stats_interval_usec >= c->policy.stale_usec)
+                fprintf(out, "%s: [controller] settled-stats-interval (%.1f s) must be below [policy] stats-stale-after "
+                        "(%.1f s): lower it, or 0 to read every VM's statistics every round\n", name,
+                        (double) c->settled_stats_interval_usec / 1e6, (double) c->policy.stale_usec / 1e6), n = 1;
         if (fclose(out) != 0)
                 return -ENOMEM;
         if (n > 0) {

@@ -44,6 +44,9 @@ struct fastgrow_tunables {
         uint64_t margin;          /* grow when less than this is left (64 MiB) */
         uint64_t step;            /* the least a fast grow gives (256 MiB: the policy's grow step) */
         uint64_t stale_usec;      /* statistics older than this: no fast grow (5 s) */
+        uint64_t top_rate;        /* the fastest a guest is assumed to touch memory, bytes/s (1 GiB/s;
+                                   * 0: every VM sampled at every period) */
+        uint64_t sparse_usec;     /* the gap to the next sample of a VM not sampled densely (1 s: the tick) */
 };
 
 void fastgrow_tunables_default(struct fastgrow_tunables *ret);
@@ -83,6 +86,17 @@ struct fastgrow_decision {
  * it knew (or, with new statistics, from itself), and a gap shorter than the window keeps the
  * rate. */
 bool fastgrow_may_grow(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm);
+
+/* Whether a VM that may grow (fastgrow_may_grow()) needs a sample every period (200 ms) or one
+ * every sparse_usec is enough: dense unless, even at top_rate from its last sample, it could not
+ * reach the grow condition before the next sparse sample, that is unless
+ *     available − spent > top_rate × (sparse_usec + lookahead_usec) + margin
+ * with spent as at its last sample (RSS then − RSS at its statistics). A guest touching memory
+ * at top_rate right after that sample has touched top_rate × sparse_usec by the next one, and
+ * the rule projects its rate lookahead_usec further: below that bound no dense sample could have
+ * grown it sooner. Statistics not sampled yet count spent as 0, as the next sample will
+ * (rss_at_stats is taken there); unknown statistics or top_rate 0: dense. */
+bool fastgrow_dense(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm);
 
 /* Adds a sample at now_usec and decides. 0, or -EINVAL for NULL pointers. */
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,

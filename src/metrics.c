@@ -206,6 +206,9 @@ static void render_counters(FILE *f, const struct metrics_counters *c) {
         fprintf(f, "ppn_balloon_commands_total %" PRIu64 "\n", c->balloon_commands);
         header(f, "ppn_qmp_reconnects_total", "QMP connections established after a VM's first one.", "counter");
         fprintf(f, "ppn_qmp_reconnects_total %" PRIu64 "\n", c->reconnects);
+        header(f, "ppn_stats_reads_deferred_total",
+               "Rounds in which a settled VM's guest statistics were not read (settled-stats-interval).", "counter");
+        fprintf(f, "ppn_stats_reads_deferred_total %" PRIu64 "\n", c->stats_deferred);
         header(f, "ppn_decisions_total", "Controller decisions by policy reason.", "counter");
         for (int r = 0; r < _POLICY_REASON_MAX; r++) {
                 sample_label(f, "ppn_decisions_total", "reason", policy_reason_to_string((enum policy_reason) r));

@@ -30,6 +30,7 @@
  *   ppn_qmp_errors_total{class}                 QEMU's error class, or transport/timeout
  *   ppn_decisions_total{reason}                 controller decisions by policy reason
  *   ppn_qmp_reconnects_total                    QMP connections established after the first
+ *   ppn_stats_reads_deferred_total              rounds a settled VM's statistics were not read
  */
 
 #include <stdbool.h>
@@ -75,6 +76,7 @@ struct metrics_node {
 struct metrics_counters {
         uint64_t balloon_commands;
         uint64_t reconnects;
+        uint64_t stats_deferred;        /* settle.h: a settled VM's statistics not read this round */
         uint64_t decisions[_POLICY_REASON_MAX];
         size_t n_error_classes;
         struct {

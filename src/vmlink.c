@@ -464,7 +464,7 @@ static void on_vmem_sample(struct qmp *q, const struct vmem_device *dev, const s
         round_done(l);
 }
 
-int vmlink_sample(struct vmlink *l) {
+int vmlink_sample(struct vmlink *l, bool stats) {
         if (l->state != VMLINK_RUNNING || !l->qmp)
                 return -ENOTCONN;
         if (l->round_pending)
@@ -472,7 +472,7 @@ int vmlink_sample(struct vmlink *l) {
         qmp_cork(l->qmp);
         if (actual_needed(l) && balloon_query(l->qmp, l->opts.timeout_usec, on_actual, l, NULL) == 0)
                 l->round_pending++;
-        if (l->balloon_id[0] && stats_needed(l) &&
+        if (stats && l->balloon_id[0] && stats_needed(l) &&
             balloon_read_stats(l->qmp, l->balloon_id, l->opts.timeout_usec, on_stats, l, NULL) == 0)
                 l->round_pending++;
         if (l->last.vmem && vmem_query(l->qmp, l->opts.timeout_usec, on_vmem_sample, l, NULL) == 0)

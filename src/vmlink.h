@@ -100,14 +100,15 @@ const char *vmlink_why(const struct vmlink *l);
 
 /*
  * Starts a sampling round: query-balloon and the guest statistics, each only when it can tell
- * something new. The balloon's actual also arrives by QEMU's BALLOON_CHANGE event; query-balloon
+ * something new; the statistics not at all when stats is false (the caller knows they can wait:
+ * settle.h). The balloon's actual also arrives by QEMU's BALLOON_CHANGE event; query-balloon
  * is asked after such an event, while the last target sent is not reached, and whenever the
  * actual is not known. The statistics are asked unless the guest's next report cannot be due
  * yet (stats interval longer than the tick). cb->sampled runs when the replies are in. Returns
  * 0 (a round started), 1 (nothing to ask: the last readings are current; no callback),
  * -ENOTCONN when not RUNNING, -EBUSY while a round is in flight.
  */
-int vmlink_sample(struct vmlink *l);
+int vmlink_sample(struct vmlink *l, bool stats);
 
 /* Sends a balloon target (bytes; QEMU's "balloon" value = the guest size wanted). A target
  * below floor_bytes (the VM's minimum) is refused (-ERANGE) and never sent. */

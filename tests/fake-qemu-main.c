@@ -9,7 +9,7 @@
  *             [--balloon moving|instant|held] [--stats workload|available|flip|hostile]
  *             [--available SIZE] [--hostile-period S] [--outside-balloon S:SIZE] [--log FILE]
  *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
- *             [--burst-len S] [--burst-cycle S]
+ *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE]
  *
  * Defaults: 4G, a good monitor, a moving balloon and the workload (use 30 % ± 10 % over 60 s,
  * every 10th VM bursting by 30 % for 20 s of every 120 s, phase-shifted per VM). Prints
@@ -18,9 +18,15 @@
  * burst, the time from its start to the first balloon command that raised that VM's target:
  * the control loop's decision latency as the guest would feel it; statistics are computed at
  * query time, so it includes the stats interval but not QEMU's polling).
+ *
+ * --touch S:SIZE: S seconds after "ready" this process allocates and writes SIZE bytes, so its
+ * own resident set (what ppnd reads as QEMU's in /proc/PID/statm) rises as a real QEMU's does
+ * when its guest touches new memory; "touch SIZE" goes to the --log file. One VM per process
+ * (--socket) for that to mean anything.
  */
 #include <errno.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -29,6 +35,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fake-qemu.h"
@@ -37,6 +44,8 @@
 struct opts {
         const char *socket, *dir, *prefix;
         unsigned count, burst_every;
+        double touch_at;        /* > 0: --touch */
+        uint64_t touch_size;
         struct fake_qemu_guest g;
 };
 
@@ -52,15 +61,16 @@ static int pick(const char *const *names, size_t n, const char *name) {
         return -1;
 }
 
-static int parse_outside(const char *s, struct fake_qemu_guest *g) {
+/* "S:SIZE" (--outside-balloon, --touch): a time in seconds after start (> 0) and a size. */
+static int parse_at(const char *s, double *ret_at, uint64_t *ret_size) {
         const char *colon = strchr(s, ':');
         char *end;
         if (!colon)
                 return -EINVAL;
-        g->outside_at = strtod(s, &end);
-        if (end != colon || g->outside_at <= 0)
+        *ret_at = strtod(s, &end);
+        if (end != colon || *ret_at <= 0)
                 return -EINVAL;
-        return parse_size(colon + 1, &g->outside_size);
+        return parse_size(colon + 1, ret_size);
 }
 
 static int parse_opts(int argc, char **argv, struct opts *o) {
@@ -76,7 +86,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 { "use-pct", required_argument, NULL, 'u' }, { "wave-pct", required_argument, NULL, 'w' },
                 { "period", required_argument, NULL, 'T' }, { "burst-every", required_argument, NULL, 'b' },
                 { "burst-pct", required_argument, NULL, 'B' }, { "burst-len", required_argument, NULL, 'L' },
-                { "burst-cycle", required_argument, NULL, 'C' }, {}
+                { "burst-cycle", required_argument, NULL, 'C' }, { "touch", required_argument, NULL, 't' }, {}
         };
         struct fake_qemu_guest *g = &o->g;
         int ch, k;
@@ -98,7 +108,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                           g->stats = (enum fake_qemu_stats) k; break;
                 case 'A': if (parse_size(optarg, &g->available) < 0) return -EINVAL; break;
                 case 'H': g->hostile_period = strtod(optarg, NULL); break;
-                case 'O': if (parse_outside(optarg, g) < 0) return -EINVAL; break;
+                case 'O': if (parse_at(optarg, &g->outside_at, &g->outside_size) < 0) return -EINVAL; break;
                 case 'l': g->log = optarg; break;
                 case 'u': g->workload.use_pct = strtod(optarg, NULL); break;
                 case 'w': g->workload.wave_pct = strtod(optarg, NULL); break;
@@ -107,6 +117,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 case 'B': g->workload.burst_pct = strtod(optarg, NULL); break;
                 case 'L': g->workload.burst_len = strtod(optarg, NULL); break;
                 case 'C': g->workload.burst_cycle = strtod(optarg, NULL); break;
+                case 't': if (parse_at(optarg, &o->touch_at, &o->touch_size) < 0) return -EINVAL; break;
                 default: return -EINVAL;
                 }
         }
@@ -148,8 +159,30 @@ static int add_vms(struct fake_qemu *f, const struct opts *o) {
         return 0;
 }
 
+static double mono_s(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+/* --touch: SIZE bytes allocated and written, kept until exit; NULL if out of memory. */
+static char *touch(const struct opts *o) {
+        char *p = malloc(o->touch_size);
+        if (!p)
+                return NULL;
+        memset(p, 0x5a, o->touch_size);
+        if (o->g.log) {
+                FILE *l = fopen(o->g.log, "ae");
+                if (l) {
+                        fprintf(l, "touch %" PRIu64 "\n", o->touch_size);
+                        fclose(l);
+                }
+        }
+        return p;
+}
+
 /* Serves until SIGTERM or SIGINT. */
-static int serve(struct fake_qemu *f) {
+static int serve(struct fake_qemu *f, const struct opts *o) {
         sigset_t ss;
         sigemptyset(&ss);
         sigaddset(&ss, SIGTERM);
@@ -161,9 +194,17 @@ static int serve(struct fake_qemu *f) {
         if (sfd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &sev) < 0 ||
             epoll_ctl(ep, EPOLL_CTL_ADD, fake_qemu_fd(f), &fev) < 0)
                 return -errno;
+        double touch_at = o->touch_at > 0 ? mono_s() + o->touch_at : 0;
+        char *touched = NULL;
         for (;;) {
                 struct epoll_event ev;
-                int n = epoll_wait(ep, &ev, 1, -1);
+                int wait_ms = touch_at > 0 ? (int) ((touch_at - mono_s()) * 1000) + 1 : -1;
+                if (touch_at > 0 && wait_ms <= 1) {
+                        touched = touch(o);
+                        touch_at = 0;
+                        continue;
+                }
+                int n = epoll_wait(ep, &ev, 1, wait_ms);
                 if (n < 0 && errno != EINTR)
                         return -errno;
                 if (n == 1 && ev.data.fd == sfd)
@@ -171,6 +212,7 @@ static int serve(struct fake_qemu *f) {
                 if (fake_qemu_dispatch(f, 0) < 0)
                         return -EIO;
         }
+        free(touched);
         close(sfd);
         close(ep);
         return 0;
@@ -206,7 +248,8 @@ int main(int argc, char **argv) {
                                 "[--hostile-period S]\n"
                                 "       [--outside-balloon S:SIZE] [--log FILE] [--use-pct P] [--wave-pct P] "
                                 "[--period S]\n"
-                                "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S]\n");
+                                "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S] "
+                                "[--touch S:SIZE]\n");
                 return 2;
         }
         raise_nofile(o.count);
@@ -221,7 +264,7 @@ int main(int argc, char **argv) {
         }
         printf("ready %u\n", o.count);
         fflush(stdout);
-        r = serve(f);
+        r = serve(f, &o);
         if (r < 0)
                 fprintf(stderr, "fake-qemu: %s\n", strerror(-r));
         print_summary(f);

@@ -666,6 +666,7 @@ static json_object *cmd_qom_get(struct conn *c, json_object *args) {
         if (prop && strcmp(prop, "guest-stats") == 0) {
                 struct fake_qemu_stat_values s;
                 v->st.stats_read++;
+                vm_log(v, "stats");
                 vm_stats(v, &s);
                 return stats_reply(v->f, &s);
         }

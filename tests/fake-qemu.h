@@ -80,7 +80,8 @@ struct fake_qemu_guest {
         double outside_at;              /* > 0: this many s after start the balloon is set to */
         uint64_t outside_size;          /* outside_size as by another monitor client */
         const char *log;                /* appends "connect", "target BYTES", "outside BYTES",
-                                         * "hangup", "events N" (written so far), or NULL */
+                                         * "stats" (guest-stats read), "hangup", "events N"
+                                         * (written so far), or NULL */
 };
 
 /* The statistics as QEMU names them (UINT64_MAX: unknown), and last-update (s). */

@@ -62,6 +62,9 @@ static void assert_defaults(const struct ppn_config *c) {
         assert_false(c->cgroup_delegated);
         assert_int_equal(c->stats_interval_sec, 1);
         assert_int_equal(c->tick_usec, 1000000);
+        assert_true(c->fast_signal);
+        assert_int_equal(c->fast_signal_rate, 0);
+        assert_int_equal(c->settled_stats_interval_usec, 3000000);
         assert_int_equal(c->override_usec, 600000000);
         assert_int_equal(c->qmp_retry_max_usec, 5000000);
         assert_string_equal(c->accel, "kvm");
@@ -236,6 +239,32 @@ static void test_policy_check(void **state) {
         free(problems);
 }
 
+/* [controller] settled-stats-interval stays below [policy] stats-stale-after, whichever is set. */
+static void test_settled_interval(void **state) {
+        struct ppn_config *c = NULL;
+        char *problems = NULL;
+
+        assert_int_equal(config_load_string("s.conf", "", &c, &problems), 0);
+        assert_int_equal(c->settled_stats_interval_usec, 3000000);
+        assert_int_equal(c->fast_signal_rate, 0);
+        config_free(c);
+        assert_int_equal(config_load_string("s.conf", "[controller]\nsettled-stats-interval = 6s\nfast-signal-rate = 1G\n"
+                                            "[policy]\nstats-stale-after = 10s\n", &c, &problems), 0);
+        assert_int_equal(c->settled_stats_interval_usec, 6000000);
+        assert_int_equal(c->fast_signal_rate, UINT64_C(1) << 30);
+        config_free(c);
+        assert_int_equal(config_load_string("s.conf", "[controller]\nsettled-stats-interval = 0\n", &c, &problems), 0);
+        config_free(c);
+        c = NULL;
+        assert_int_equal(config_load_string("s.conf", "[controller]\nsettled-stats-interval = 3s\n"
+                                            "[policy]\nstats-stale-after = 3s\n", &c, &problems), -EINVAL);
+        assert_null(c);
+        assert_string_equal(problems, "s.conf: [controller] settled-stats-interval (3.0 s) must be below [policy] "
+                                      "stats-stale-after (3.0 s): lower it, or 0 to read every VM's statistics every "
+                                      "round\n");
+        free(problems);
+}
+
 static void test_restart_needed(void **state) {
         struct ppn_config *a = NULL, *b = NULL;
         char buf[256];
@@ -264,6 +293,7 @@ int main(void) {
                 cmocka_unit_test(test_good_full),
                 cmocka_unit_test(test_missing_file),
                 cmocka_unit_test(test_example_is_defaults),
+                cmocka_unit_test(test_settled_interval),
                 cmocka_unit_test(test_policy_check),
                 cmocka_unit_test(test_restart_needed),
                 cmocka_unit_test(test_golden),

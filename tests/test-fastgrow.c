@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The host-side demand signal: RSS traces at 200 ms in, fast grows out. The traces follow what
  * was measured here (a 300 MiB allocation raised a QEMU's RSS 238 -> 525 MiB in 1.5 s). */
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -230,6 +231,98 @@ static void test_may_grow(void **state) {
         }
 }
 
+/* fastgrow_dense(): a VM is sampled every 200 ms only where top_rate × (tick + look-ahead) +
+ * margin reaches past what it has left. Defaults: 1 GiB/s, 1 s, 1 s, 64 MiB: 2 GiB + 64 MiB. */
+static void test_dense(void **state) {
+        struct fastgrow_tunables t;
+        struct fastgrow_state s = { 0 };
+        struct fastgrow_decision d;
+        struct fastgrow_vm vm = { .stats_update = 10, .available = 4 * GIB, .size = 8 * GIB, .target = 8 * GIB,
+                                  .max = 16 * GIB, .rss = GIB };
+
+        fastgrow_tunables_default(&t);
+        assert_int_equal(t.top_rate, GIB);
+        assert_false(fastgrow_dense(&t, &s, &vm));              /* 4 GiB left: once a tick */
+        vm.available = 2 * GIB + 64 * MIB;
+        assert_true(fastgrow_dense(&t, &s, &vm));               /* at the bound: dense */
+        vm.available = 2 * GIB + 65 * MIB;
+        assert_false(fastgrow_dense(&t, &s, &vm));
+        vm.available = 4 * GIB;
+        /* Spent since the statistics counts: 2 GiB touched since leaves 2 GiB, within reach. */
+        assert_int_equal(fastgrow_sample(&t, &s, &vm, 0, &d), 0);
+        vm.rss = 3 * GIB;
+        assert_int_equal(fastgrow_sample(&t, &s, &vm, USEC_PER_SEC, &d), 0);
+        assert_true(fastgrow_dense(&t, &s, &vm));
+        /* New statistics not sampled yet: spent starts again from 0 at the next sample. */
+        vm.stats_update = 11;
+        assert_false(fastgrow_dense(&t, &s, &vm));
+        /* Unknown available, no statistics, rate 0 (the old behaviour), NULL: dense. */
+        struct fastgrow_vm u = vm;
+        u.available = UINT64_MAX;
+        assert_true(fastgrow_dense(&t, &s, &u));
+        u = vm;
+        u.stats_update = 0;
+        assert_true(fastgrow_dense(&t, &s, &u));
+        t.top_rate = 0;
+        assert_true(fastgrow_dense(&t, &s, &vm));
+        assert_true(fastgrow_dense(NULL, &s, &vm));
+        /* A longer tick reaches farther: 10 s at 1 GiB/s is 11 GiB + 64 MiB. */
+        t.top_rate = GIB;
+        t.sparse_usec = 10 * USEC_PER_SEC;
+        assert_true(fastgrow_dense(&t, &s, &vm));
+}
+
+/* Sampled as ppnd does (every VM at the 1 s tick, between ticks every 200 ms only when
+ * fastgrow_dense() says so), a guest allocating at any rate up to top_rate from any moment is
+ * grown no later than when sampled every 200 ms, and grown iff it is then. Returns the first
+ * grow's time in ms (-1: none) and counts the samples taken. */
+static long sim(uint64_t available, uint64_t rate, uint64_t start_ms, bool adaptive, unsigned *ret_samples) {
+        struct fastgrow_tunables t;
+        struct fastgrow_state s = { 0 };
+        struct fastgrow_decision d;
+
+        fastgrow_tunables_default(&t);
+        *ret_samples = 0;
+        for (uint64_t ms = 0; ms <= 4800; ms += 200) {
+                uint64_t ran = ms > start_ms ? ms - start_ms : 0;
+                struct fastgrow_vm vm = { .stats_update = 1700000000, .stats_age_usec = ms * MS, .available = available,
+                                          .size = 8 * GIB, .target = 8 * GIB, .max = 32 * GIB,
+                                          .rss = 2 * GIB + rate / 1000 * ran };
+                if (adaptive && ms % 1000 != 0 && !fastgrow_dense(&t, &s, &vm))
+                        continue;
+                (*ret_samples)++;
+                assert_int_equal(fastgrow_sample(&t, &s, &vm, ms * MS, &d), 0);
+                if (d.grow)
+                        return (long) ms;
+        }
+        return -1;
+}
+
+static void test_sparse_no_later(void **state) {
+        static const uint64_t avail[] = { 512 * MIB, 1536 * MIB, 2 * GIB + 100 * MIB, 3 * GIB, 4 * GIB, 6 * GIB };
+        static const uint64_t rates[] = { 100 * MIB, 190 * MIB, 600 * MIB, GIB };
+        static const uint64_t starts[] = { 0, 50, 200, 250, 999, 1000, 1900 };
+        unsigned saved = 0, total = 0, grown = 0;
+
+        for (size_t a = 0; a < ELEMENTSOF(avail); a++)
+                for (size_t r = 0; r < ELEMENTSOF(rates); r++)
+                        for (size_t k = 0; k < ELEMENTSOF(starts); k++) {
+                                unsigned nd, na;
+                                long dense = sim(avail[a], rates[r], starts[k], false, &nd);
+                                long adapt = sim(avail[a], rates[r], starts[k], true, &na);
+                                if ((dense < 0) != (adapt < 0) || adapt > dense)
+                                        fail_msg("available %" PRIu64 " MiB, %" PRIu64 " MiB/s from %" PRIu64
+                                                 " ms: grown at %ld ms sampled every 200 ms, at %ld ms sampled adaptively",
+                                                 avail[a] / MIB, rates[r] / MIB, starts[k], dense, adapt);
+                                grown += dense >= 0;
+                                saved += nd - na;
+                                total += nd;
+                        }
+        /* The grid has both outcomes, and the adaptive sampler reads markedly less. */
+        assert_true(grown > 0 && grown < ELEMENTSOF(avail) * ELEMENTSOF(rates) * ELEMENTSOF(starts));
+        assert_true(saved * 3 > total);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_table),
@@ -237,6 +330,8 @@ int main(void) {
                 cmocka_unit_test(test_short_interval),
                 cmocka_unit_test(test_once_per_stats_and_stale),
                 cmocka_unit_test(test_may_grow),
+                cmocka_unit_test(test_dense),
+                cmocka_unit_test(test_sparse_no_later),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -55,7 +55,7 @@ static char *read_file(const char *path) {
 }
 
 static void counters_fill(struct metrics_counters *c) {
-        *c = (struct metrics_counters) { .balloon_commands = 7, .reconnects = 2 };
+        *c = (struct metrics_counters) { .balloon_commands = 7, .reconnects = 2, .stats_deferred = 5 };
         metrics_count_decision(c, POLICY_REASON_STEADY);
         metrics_count_decision(c, POLICY_REASON_STEADY);
         metrics_count_decision(c, POLICY_REASON_GROW_PRESSURE);
@@ -109,6 +109,7 @@ static void test_unknown_left_out(void **state) {
         assert_non_null(strstr(t, "ppn_vm_balloon_stuck{vm=\"web\"} 1\n"));
         /* Counters are present (zero) even when nobody passed any. */
         assert_non_null(strstr(t, "ppn_balloon_commands_total 0\n"));
+        assert_non_null(strstr(t, "ppn_stats_reads_deferred_total 0\n"));
         assert_non_null(strstr(t, "ppn_decisions_total{reason=\"steady\"} 0\n"));
         free(t);
 }

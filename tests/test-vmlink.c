@@ -119,7 +119,7 @@ static void test_absent_then_adopted(void **state) {
         assert_int_equal(vmlink_get_state(l), VMLINK_ABSENT);
         assert_int_equal(vmlink_pid(l), 0);
         assert_non_null(strstr(vmlink_why(l), "absent"));
-        assert_int_equal(vmlink_sample(l), -ENOTCONN);
+        assert_int_equal(vmlink_sample(l, true), -ENOTCONN);
         /* Backoff grows while absent (100, 200, 400 ms ceiling)... */
         for (int i = 0; i < 60; i++)
                 sd_event_run(f->e, 10000);
@@ -142,8 +142,8 @@ static void test_sample_and_target(void **state) {
         fake_start(f);
         assert_int_equal(vmlink_new(f->e, "vm1", f->path, &opts, &cbs, f, &l), 0);
         assert_true(run_until_state(f, l, VMLINK_RUNNING, 2000) >= 0);
-        assert_int_equal(vmlink_sample(l), 0);
-        assert_int_equal(vmlink_sample(l), -EBUSY);     /* one round at a time */
+        assert_int_equal(vmlink_sample(l, true), 0);
+        assert_int_equal(vmlink_sample(l, true), -EBUSY);     /* one round at a time */
         for (int i = 0; i < 100 && f->n_sampled == 0; i++)
                 sd_event_run(f->e, 10000);
         assert_int_equal(f->n_sampled, 1);
@@ -168,7 +168,7 @@ static void test_sample_and_target(void **state) {
 /* One sampling round; returns vmlink_sample()'s answer after the replies are in. */
 static int sample_round(struct fake *f, struct vmlink *l) {
         unsigned before = f->n_sampled;
-        int r = vmlink_sample(l);
+        int r = vmlink_sample(l, true);
 
         for (int i = 0; r == 0 && i < 100 && f->n_sampled == before; i++)
                 sd_event_run(f->e, 10000);
@@ -247,7 +247,7 @@ static void test_exit_noticed_and_readopted(void **state) {
         assert_int_equal(f->n_state_changes, changes + 1);
         assert_non_null(strstr(vmlink_why(l), "went away"));
         assert_int_equal(vmlink_pid(l), 0);
-        assert_int_equal(vmlink_sample(l), -ENOTCONN);
+        assert_int_equal(vmlink_sample(l, true), -ENOTCONN);
         assert_int_equal(vmlink_set_target(l, 512 * MIB, 0), -ENOTCONN);
         /* It comes back on the same socket: adopted again, retry restarted at 100 ms. */
         fake_start(f);
@@ -266,7 +266,7 @@ static void test_no_balloon(void **state) {
         assert_true(run_until_state(f, l, VMLINK_RUNNING, 2000) >= 0);
         assert_non_null(strstr(vmlink_why(l), "no balloon device"));
         assert_int_equal(qemu(f)->poll_interval, 0);   /* nothing to enable */
-        assert_int_equal(vmlink_sample(l), 0);
+        assert_int_equal(vmlink_sample(l, true), 0);
         for (int i = 0; i < 100 && f->n_sampled == 0; i++)
                 sd_event_run(f->e, 10000);
         assert_false(vmlink_last(l)->balloon);

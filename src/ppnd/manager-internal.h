@@ -23,6 +23,7 @@
 #include "metrics.h"
 #include "policy.h"
 #include "relocate-agent.h"
+#include "settle.h"
 #include "status.h"
 
 
@@ -54,6 +55,11 @@ struct managed_vm {
         struct fastgrow_state fast;     /* RSS samples for the fast signal */
         struct proc_file statm;         /* QEMU's /proc/PID/statm (the fast signal), kept open */
         struct proc_file stat;          /* QEMU's /proc/PID/stat (its CPU time, every round), kept open */
+        uint64_t rss, rss_usec;         /* QEMU's resident set as last read (0: unknown) and when */
+        /* Adaptive sampling (settle.h): the size and RSS when the statistics were last asked,
+         * and whether something the manager did or was told makes them due at the next round. */
+        uint64_t settle_size, settle_rss;
+        bool unsettled;
 };
 
 struct manager {
@@ -86,6 +92,8 @@ struct manager {
         struct fleet_agent *fleet;      /* NULL unless [fleet] enabled; runs off the loop */
         sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
         struct fastgrow_tunables fast_tun;
+        struct settle_tunables settle_tun;
+        bool reclaiming;                /* the policy's last round: node short, contended or donors asked */
         const char *proc_dir;
         uint64_t page_size;             /* for /proc/PID/statm */
         uint64_t clk_tck;               /* for /proc/PID/stat's CPU times; 0 if unknown */

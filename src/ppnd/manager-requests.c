@@ -248,6 +248,7 @@ static int req_release(struct control_conn *conn, json_object *req, void *userda
                 return ppn_error_set(err, -ENOENT, "no VM '%s' in the ledger; see 'ppnctl status'", name);
         if (v->pstate.lease_kind == POLICY_LEASE_DETECTED) {
                 policy_lease_clear(&v->pstate);
+                v->unsettled = true;
                 manager_record(m, name, "release", 0, 0, "override (balloon set outside ppnd) released by uid %u; "
                                "control resumes", (unsigned) uid);
                 what = "detected";

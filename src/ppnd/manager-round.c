@@ -14,14 +14,69 @@
 
 /* ---- the controller round: sample every running VM, then decide and apply ---- */
 
+#define FAST_PERIOD_USEC (200 * USEC_PER_MSEC)
+#define SETTLE_RSS_AGE_USEC (FAST_PERIOD_USEC + 50 * USEC_PER_MSEC)   /* the timer's period and its slack */
+
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick);
+static bool fast_on(const struct manager *m);
+static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age);
+
+/* Whether v's guest statistics are read this round (settle.h): a settled VM's every
+ * [controller] settled-stats-interval, any other's every round. QEMU's RSS (one pread, shared
+ * with the fast signal) is read only for a VM that could be settled; *ret_rss is it, else 0. */
+static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_t real, uint64_t *ret_rss) {
+        const struct vmlink_sample *x = backend_last(v->link);
+        uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
+        struct settle_vm s = {
+                .steady = v->decided && !v->unsettled && v->pstate.lease_kind == POLICY_LEASE_NONE && !v->last.apply &&
+                          (v->last.reason == POLICY_REASON_STEADY || v->last.reason == POLICY_REASON_SMALL_CHANGE),
+                .pressure = v->last.pressure, .reclaiming = v->m->reclaiming, .size = x->actual,
+                .target = v->target ? v->target : x->actual,
+                .available = x->available == VMLINK_STAT_UNKNOWN || !x->stats_update_sec ? UINT64_MAX : x->available,
+                .stats_read_usec = x->stats_usec, .stats_age_usec = real > upd ? real - upd : 0,
+                .size_at_ask = v->settle_size, .rss_at_ask = v->settle_rss,
+        };
+
+        *ret_rss = 0;
+        v->m->settle_tun.interval_usec = v->m->cfg->settled_stats_interval_usec;
+        v->m->settle_tun.stale_usec = v->m->tunables.stale_usec;
+        if (!x->actual_usec || !settle_candidate(&v->m->settle_tun, &s))
+                return SETTLE_READ;
+        /* A read by the fast signal's timer in the last period will do: the rule looks for a move
+         * of 32 MiB, not at the rate. */
+        *ret_rss = s.rss = rss_now(v, now, SETTLE_RSS_AGE_USEC);
+        return settle_judge(&v->m->settle_tun, &s, now, v->m->cfg->tick_usec);
+}
+
 void start_round(struct manager *m) {
+        uint64_t now = now_usec(), real = now_realtime_usec();
+        bool fast = fast_on(m);
+
         if (m->round_pending > 0)
                 return;         /* the round in flight decides with the newest state */
-        for (size_t i = 0; i < m->n_vms; i++)
-                if (backend_sample(m->vms[i]->link) == 0) {
-                        m->vms[i]->in_round = true;
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct managed_vm *v = m->vms[i];
+                bool running = backend_get_state(v->link) == VMLINK_RUNNING;
+                /* The fast signal's sample at the tick: once a tick is enough for a VM far from
+                 * the grow condition (fastgrow_dense()); the 200 ms timer takes the others. */
+                if (fast && running)
+                        fast_sample(v, now, real, true);
+                /* Asked of every VM, running or not: libvirt's link checks for a hang there. */
+                uint64_t rss = 0;
+                bool stats = !running || settle_of(v, now, real, &rss) != SETTLE_SKIP;
+                m->counters.stats_deferred += !stats;
+                if (stats && running) {
+                        /* What the statistics about to be read are compared with next round (no
+                         * RSS read for a VM that could not settle: it is not settled then). */
+                        v->settle_size = backend_last(v->link)->actual;
+                        v->settle_rss = rss;
+                        v->unsettled = false;
+                }
+                if (backend_sample(v->link, stats) == 0) {
+                        v->in_round = true;
                         m->round_pending++;
                 }
+        }
         if (m->round_pending == 0)
                 decide(m);
 }
@@ -244,6 +299,7 @@ static int round_arrays(struct manager *m, size_t n) {
 
 void decide(struct manager *m) {
         struct policy_node node = { .now_usec = now_usec() };
+        struct policy_summary sum = { 0 };
         uint64_t real = now_realtime_usec();
         struct policy_vm *pv;
         struct policy_decision *d;
@@ -261,8 +317,10 @@ void decide(struct manager *m) {
                 snapshot_vm(m->vms[i], node.now_usec, real, &pv[i]);
         update_pool(m, &node);
         /* Without node settings there is no capacity to keep within: hold everything. */
-        if (!m->lstate->node_ok || policy_decide(&m->tunables, &node, pv, m->n_vms, d, NULL) < 0)
+        if (!m->lstate->node_ok || policy_decide(&m->tunables, &node, pv, m->n_vms, d, &sum) < 0)
                 return;
+        /* While the pool reclaims, donors are chosen by their current figures: no VM settles. */
+        m->reclaiming = sum.node_short || sum.contended || sum.reclaim_wanted > 0;
         for (size_t i = 0; i < m->n_vms; i++)
                 if (pv[i].driver != POLICY_DRIVER_DISCONNECTED)
                         apply_decision(m->vms[i], &pv[i], &d[i]);
@@ -396,7 +454,6 @@ static int tunables_from_config(const struct ppn_config *c, struct policy_tunabl
 
 /* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
 
-#define FAST_PERIOD_USEC (200 * USEC_PER_MSEC)
 #define FAST_GRANT_MIN (16 * MIB)       /* a fast grow smaller than this is not made */
 
 /* Resident bytes of v's QEMU from PROC/PID/statm; 0 if unreadable (it exited). The file stays
@@ -419,6 +476,30 @@ static uint64_t read_rss(struct managed_vm *v, pid_t pid) {
         return (uint64_t) resident * v->m->page_size;
 }
 
+/* Read less than age µs ago. */
+static bool rss_within(const struct managed_vm *v, uint64_t now, uint64_t age) {
+        return v->rss_usec && now >= v->rss_usec && now - v->rss_usec < age;
+}
+
+/* Read within half a fast period: the tick's read and the timer's are one sample. */
+static bool rss_recent(const struct managed_vm *v, uint64_t now) {
+        return rss_within(v, now, FAST_PERIOD_USEC / 2);
+}
+
+/* v's QEMU's resident set (kept in v->rss) as read less than age µs ago, or now; 0 if unknown
+ * (no pid: libvirt, or it exited). The settled rule and the fast signal share the reads. */
+static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age) {
+        pid_t pid = backend_pid(v->link);
+
+        if (pid <= 0)
+                return 0;
+        if (!rss_within(v, now, age)) {
+                v->rss = read_rss(v, pid);
+                v->rss_usec = now;
+        }
+        return v->rss;
+}
+
 /* Grows v now, within what the pool has free (the policy's figure from its last round, less
  * what fast grows took since). The policy sees it as its own growth: the target in force moves
  * and its hold after growth applies. */
@@ -438,7 +519,10 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
                        "statistics", d->why, grant / MIB);
 }
 
-static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
+/* One sample of the fast signal for v, if it may grow: from the 200 ms timer for a VM that could
+ * reach the grow condition before the next tick (fastgrow_dense()), at the tick (tick true)
+ * for the others. A VM read within half a period already has this sample. */
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick) {
         const struct vmlink_sample *x = backend_last(v->link);
         struct fastgrow_decision d;
         pid_t pid = backend_pid(v->link);
@@ -452,21 +536,29 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real) {
                 .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
                 .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
         };
-        /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()). */
-        if (!fastgrow_may_grow(&v->m->fast_tun, &v->fast, &in) || !(in.rss = read_rss(v, pid)))
+        /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()): by the timer
+         * when it could reach the grow condition before the next tick, else at the tick. */
+        if (!fastgrow_may_grow(&v->m->fast_tun, &v->fast, &in) || tick == fastgrow_dense(&v->m->fast_tun, &v->fast, &in) ||
+            rss_recent(v, now) || !(in.rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
                 return;
         if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
                 fast_grow(v, &d, in.target > in.size ? in.target : in.size);
+}
+
+/* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
+static bool fast_on(const struct manager *m) {
+        return m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->pool.free_bytes >= (int64_t) FAST_GRANT_MIN;
 }
 
 static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct manager *m = userdata;
         uint64_t now = now_usec(), real = now_realtime_usec();
 
-        /* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
-        if (m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->pool.free_bytes >= (int64_t) FAST_GRANT_MIN)
+        m->fast_tun.top_rate = m->cfg->fast_signal_rate;
+        m->fast_tun.sparse_usec = m->cfg->tick_usec;
+        if (fast_on(m))
                 for (size_t i = 0; i < m->n_vms; i++)
-                        fast_sample(m->vms[i], now, real);
+                        fast_sample(m->vms[i], now, real, false);
         sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
@@ -476,6 +568,9 @@ static int setup_fast_signal(struct manager *m, struct ppn_error *err) {
         int r;
 
         fastgrow_tunables_default(&m->fast_tun);
+        m->fast_tun.top_rate = m->cfg->fast_signal_rate;
+        m->fast_tun.sparse_usec = m->cfg->tick_usec;
+        settle_tunables_default(&m->settle_tun);
         r = sd_event_add_time_relative(m->event, &m->fast_source, CLOCK_MONOTONIC, FAST_PERIOD_USEC, 10000,
                                        on_fast_timer, m);
         return r < 0 ? ppn_error_set(err, r, "cannot set up the fast signal's timer: %s", strerror(-r)) : 0;

@@ -158,6 +158,7 @@ static void on_link_state(struct backend *l, enum vmlink_state old, const char *
                 /* A fresh start for the policy: the target in force is what the balloon holds. */
                 v->pstate = (struct policy_vm_state) { 0 };
                 v->fast = (struct fastgrow_state) { 0 };
+                v->rss = v->rss_usec = v->settle_rss = 0;       /* a new QEMU, perhaps */
                 v->lease_applied = false;
                 v->target = 0;
                 v->decided = false;
@@ -337,6 +338,8 @@ static bool update_vm(struct managed_vm *v, const struct ledger_vm *e) {
         }
         apply_weight(v);
         rerun = apply_lease(v);
+        if (sizes || rerun)
+                v->unsettled = true;    /* its statistics at the next round (settle.h) */
         return sizes || rerun;
 }
 
