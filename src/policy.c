@@ -545,6 +545,7 @@ static void waterfill(struct wf_item *it, size_t n, uint64_t amount) {
 struct pool {
         uint64_t capacity, committed, sum_targets, free, host_low;
         uint64_t deficit, granted, over, reclaim;
+        uint64_t unmeasured;    /* Σ (target − min) of VMs not measured yet: not a reason to reclaim */
         bool node_short, contended, psi_high, host_avail_low;
         bool starving;          /* a VM under pressure still misses memory after the pool's grant */
         bool reported;          /* every VM reports free pages: free memory is the host's (pool_measure_reported) */
@@ -594,6 +595,8 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
                         p->sum_targets += t;
                         p->committed += t > w[i].in->actual ? t : w[i].in->actual;
                 }
+                if (w[i].in->unmeasured && w[i].in->driver == POLICY_DRIVER_DISCONNECTED)
+                        p->unmeasured += subu(t, w[i].in->min);
         }
         /* Only memory really back in the pool is handed out: a shrinking balloon's pages count
          * until actual shows them returned. */
@@ -691,7 +694,8 @@ static int pool_grant(struct vm_work *w, size_t n, struct pool *p) {
                         p->deficit += shortfall;
                 p->starving |= pressure;
         }
-        p->over = p->reported ? reported_over(p) : subu(p->sum_targets + p->granted, p->capacity);
+        p->over = p->reported ? reported_over(p)
+                              : subu(subu(p->sum_targets + p->granted, p->unmeasured), p->capacity);
         p->reclaim = p->deficit + p->over;
         return 0;
 }

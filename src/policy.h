@@ -137,6 +137,11 @@ struct policy_vm {
         uint64_t target;             /* target in force (last applied; actual at adoption) */
         uint64_t actual;             /* query-balloon actual */
         enum policy_driver driver;
+        /* DISCONNECTED and never measured since the daemon started (being adopted): counted at
+         * its target (what QEMU may hold: its max) when memory is handed out, at its min when
+         * the pool decides whether it is over-committed. No VM is cut on account of one that has
+         * not been read yet; none grows into memory it may hold. */
+        bool unmeasured;
         bool reports_free_pages;     /* its balloon has free-page-reporting on (QMP qom-get) */
         struct policy_guest_stats stats;
         /* QEMU's own CPU time (utime + stime of its process, cumulative, µs), read on the host:

@@ -721,6 +721,41 @@ static void test_growth_step_from_rate(void **state) {
  * the burst) showed a comfortable guest, the rise became a 10-minute override, and the guest
  * swapped 512M for 600 s while the host had 11G free. A rise is judged on a sample taken after
  * it: here the next one shows the guest short, so the deflate is adopted and the guest grows. */
+/* VMs being adopted are counted at their max (what QEMU may hold) until read: that must not
+ * make the pool cut the VMs it has read (over-commit), nor let them grow into it. The same
+ * figures for a VM the daemon knows (absent at its last target) do cut. */
+static void test_unmeasured_not_a_reason_to_cut(void **state) {
+        struct policy_node node = node_default();                  /* capacity 7 GiB */
+        struct policy_vm vm[3] = {
+                vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 1 * GIB),
+                vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 1 * GIB),
+                { .name = "new", .min = 512 * MIB, .max = 4 * GIB, .shares = 1000, .target = 4 * GIB,
+                  .actual = 4 * GIB, .driver = POLICY_DRIVER_DISCONNECTED, .unmeasured = true },
+        };
+        struct policy_decision d[3];
+        struct policy_summary sum;
+
+        /* Σ targets 8 GiB > 7: over-committed only through the VM not read yet. */
+        assert_int_equal(policy_decide(&tun, &node, vm, 3, d, &sum), 0);
+        for (int i = 0; i < 2; i++) {
+                assert_int_not_equal(d[i].reason, POLICY_REASON_SHRINK_OVERCOMMIT);
+                assert_true(d[i].target >= 2 * GIB);
+        }
+        assert_int_equal(sum.reclaim_wanted, 0);
+        /* No growth into what it may hold: free is capacity − 8 GiB = 0. */
+        vm[0].stats.available = 20 * MIB;                           /* under pressure */
+        assert_int_equal(policy_decide(&tun, &node, vm, 3, d, &sum), 0);
+        assert_true(d[0].target <= 2 * GIB || d[1].target < 2 * GIB);   /* only from the other VM */
+        vm[0].stats.available = 1 * GIB;
+
+        /* Known (not being adopted): the same 8 GiB is over-commit, and the read VMs give. */
+        vm[2].unmeasured = false;
+        assert_int_equal(policy_decide(&tun, &node, vm, 3, d, &sum), 0);
+        assert_true(sum.reclaim_wanted > 0);
+        assert_true(d[0].target < 2 * GIB || d[1].target < 2 * GIB);
+        assert_true(d[0].reason == POLICY_REASON_SHRINK_OVERCOMMIT || d[1].reason == POLICY_REASON_SHRINK_OVERCOMMIT);
+}
+
 static void test_rise_judged_on_next_sample(void **state) {
         struct policy_node node = node_default();
         struct policy_vm vm = vm_settled(512 * MIB, 4 * GIB, 1 * GIB, 300 * MIB);   /* min step 40M */
@@ -1111,6 +1146,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_growth_step_from_rate, setup),
                 cmocka_unit_test_setup(test_starving_under_override, setup),
                 cmocka_unit_test_setup(test_rise_judged_on_next_sample, setup),
+                cmocka_unit_test_setup(test_unmeasured_not_a_reason_to_cut, setup),
                 cmocka_unit_test_setup(test_tunables_and_names, setup),
                 cmocka_unit_test_setup(test_property_random, setup),
         };
