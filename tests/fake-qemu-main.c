@@ -7,7 +7,7 @@
  *   fake-qemu (--socket PATH | --dir DIR --count N [--prefix vm]) [--max SIZE] [--init SIZE]
  *             [--no-balloon] [--monitor good|silent|half|stall|flood] [--answer N]
  *             [--balloon moving|instant|held] [--stats workload|available|flip|hostile]
- *             [--available SIZE] [--hostile-period S] [--outside-balloon S:SIZE] [--log FILE]
+ *             [--available SIZE] [--hostile-period S] [--flip-odd] [--outside-balloon S:SIZE] [--log FILE]
  *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
  *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE]
  *
@@ -81,7 +81,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 { "no-balloon", no_argument, NULL, 'N' }, { "monitor", required_argument, NULL, 'M' },
                 { "answer", required_argument, NULL, 'a' }, { "balloon", required_argument, NULL, 'G' },
                 { "stats", required_argument, NULL, 'S' }, { "available", required_argument, NULL, 'A' },
-                { "hostile-period", required_argument, NULL, 'H' },
+                { "hostile-period", required_argument, NULL, 'H' }, { "flip-odd", no_argument, NULL, 'F' },
                 { "outside-balloon", required_argument, NULL, 'O' }, { "log", required_argument, NULL, 'l' },
                 { "use-pct", required_argument, NULL, 'u' }, { "wave-pct", required_argument, NULL, 'w' },
                 { "period", required_argument, NULL, 'T' }, { "burst-every", required_argument, NULL, 'b' },
@@ -108,6 +108,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                           g->stats = (enum fake_qemu_stats) k; break;
                 case 'A': if (parse_size(optarg, &g->available) < 0) return -EINVAL; break;
                 case 'H': g->hostile_period = strtod(optarg, NULL); break;
+                case 'F': g->flip_odd = true; break;
                 case 'O': if (parse_at(optarg, &g->outside_at, &g->outside_size) < 0) return -EINVAL; break;
                 case 'l': g->log = optarg; break;
                 case 'u': g->workload.use_pct = strtod(optarg, NULL); break;
@@ -245,7 +246,7 @@ int main(int argc, char **argv) {
                                 "       [--monitor good|silent|half|stall|flood] [--answer N] "
                                 "[--balloon moving|instant|held]\n"
                                 "       [--stats workload|available|flip|hostile] [--available SIZE] "
-                                "[--hostile-period S]\n"
+                                "[--hostile-period S] [--flip-odd]\n"
                                 "       [--outside-balloon S:SIZE] [--log FILE] [--use-pct P] [--wave-pct P] "
                                 "[--period S]\n"
                                 "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S] "

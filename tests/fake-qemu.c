@@ -386,7 +386,7 @@ static void vm_stats(struct fake_qemu_vm *v, struct fake_qemu_stat_values *s) {
                 stats_workload(v, now, s);
                 break;
         case FAKE_QEMU_STATS_FLIP:
-                stats_available((uint64_t) t % 2 == 0 ? 16 * MIB : actual - 64 * MIB, actual, s);
+                stats_available((uint64_t) t % 2 == v->g.flip_odd ? 16 * MIB : actual - 64 * MIB, actual, s);
                 break;
         case FAKE_QEMU_STATS_HOSTILE:
                 stats_available(v->g.available, actual, s);

@@ -74,6 +74,7 @@ struct fake_qemu_guest {
         enum fake_qemu_stats stats;
         uint64_t available;             /* FAKE_QEMU_STATS_AVAILABLE */
         double hostile_period;          /* FAKE_QEMU_STATS_HOSTILE, s */
+        bool flip_odd;                  /* FAKE_QEMU_STATS_FLIP: pressure in odd seconds, not even */
         struct fake_qemu_workload workload;     /* FAKE_QEMU_STATS_WORKLOAD */
         double phase;                   /* of the workload's wave and bursts, radians */
         bool bursts;                    /* the workload bursts */

@@ -99,7 +99,8 @@ class Node:
     def add_vm(self, name, mode, min_='512M', max_='2G', demand_flip=False, **fake_args):
         """A VM in the ledger and its QEMU: the fake (tests/fake-qemu.c) in `mode` (MODES),
         a guest of max_ whose balloon follows at once; fake_args are its options (available,
-        answer, hostile_period, outside_balloon); demand_flip: pressure and idle alternate."""
+        answer, hostile_period, outside_balloon; True for a flag such as flip_odd); demand_flip:
+        pressure and idle alternate every second."""
         path = os.path.join(self.run, name + '.qmp')
         log = os.path.join(self.dir, name + '.log')
         self.ctl('vm', 'add', name, '--min', min_, '--max', max_, '--qmp', path)
@@ -108,7 +109,7 @@ class Node:
         if demand_flip:
             argv += ['--stats', 'flip']
         for k, v in fake_args.items():
-            argv += ['--' + k.replace('_', '-'), str(v)]
+            argv += ['--' + k.replace('_', '-')] + ([] if v is True else [str(v)])
         p = subprocess.Popen(argv, stdout=subprocess.DEVNULL)
         self.fakes[name] = (p, log)
         for _ in range(100):
