@@ -64,7 +64,7 @@ struct settle_vm {
         uint64_t rss;             /* QEMU's resident set now; 0 = unknown */
         uint64_t stats_read_usec; /* monotonic time the statistics were last read; 0 = never */
         uint64_t stats_age_usec;  /* age of the guest's report in them (now − last-update) */
-        /* When the statistics were last asked for (settle_note()). */
+        /* When the statistics were last asked for (kept by the caller). */
         uint64_t size_at_ask;
         uint64_t rss_at_ask;      /* 0 = unknown */
 };

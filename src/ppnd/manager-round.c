@@ -19,6 +19,7 @@
 
 static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick);
 static bool fast_on(const struct manager *m);
+static void controller_tunables(struct manager *m);
 static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age);
 
 /* Whether v's guest statistics are read this round (settle.h): a settled VM's every
@@ -38,8 +39,6 @@ static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_
         };
 
         *ret_rss = 0;
-        v->m->settle_tun.interval_usec = v->m->cfg->settled_stats_interval_usec;
-        v->m->settle_tun.stale_usec = v->m->tunables.stale_usec;
         if (!x->actual_usec || !settle_candidate(&v->m->settle_tun, &s))
                 return SETTLE_READ;
         /* A read by the fast signal's timer in the last period will do: the rule looks for a move
@@ -400,6 +399,7 @@ static void manager_reload(struct manager *m) {
         sd_event_source_set_time_relative(m->tick_source, next->tick_usec);
         config_free(m->cfg);
         m->cfg = TAKE_PTR(next);
+        controller_tunables(m);
         manager_size_histories(m, m->n_vms);
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct vmlink_options o;
@@ -558,8 +558,6 @@ static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct manager *m = userdata;
         uint64_t now = now_usec(), real = now_realtime_usec();
 
-        m->fast_tun.top_rate = m->cfg->fast_signal_rate;
-        m->fast_tun.sparse_usec = m->cfg->tick_usec;
         if (fast_on(m))
                 for (size_t i = 0; i < m->n_vms; i++)
                         fast_sample(m->vms[i], now, real, false);
@@ -568,13 +566,21 @@ static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* The fast signal's and the settled rule's tunables that come from the config in force (at
+ * start and after a reload): set once, not per VM and round. */
+static void controller_tunables(struct manager *m) {
+        m->fast_tun.top_rate = m->cfg->fast_signal_rate;
+        m->fast_tun.sparse_usec = m->cfg->tick_usec;
+        m->settle_tun.interval_usec = m->cfg->settled_stats_interval_usec;
+        m->settle_tun.stale_usec = m->tunables.stale_usec;
+}
+
 static int setup_fast_signal(struct manager *m, struct ppn_error *err) {
         int r;
 
         fastgrow_tunables_default(&m->fast_tun);
-        m->fast_tun.top_rate = m->cfg->fast_signal_rate;
-        m->fast_tun.sparse_usec = m->cfg->tick_usec;
         settle_tunables_default(&m->settle_tun);
+        controller_tunables(m);
         r = sd_event_add_time_relative(m->event, &m->fast_source, CLOCK_MONOTONIC, FAST_PERIOD_USEC, 10000,
                                        on_fast_timer, m);
         return r < 0 ? ppn_error_set(err, r, "cannot set up the fast signal's timer: %s", strerror(-r)) : 0;
