@@ -170,11 +170,9 @@ static int conn_reserve(struct control_conn *conn, size_t len, size_t limit) {
         return 0;
 }
 
-/* Queues one JSON line and tries to send it. -ENOBUFS if more than limit bytes would be
- * queued (a follower not reading, or a reply too large). */
-static int conn_send(struct control_conn *conn, json_object *msg, size_t limit) {
-        const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
-        size_t len = strlen(s);
+/* Queues s (len bytes) as one line and tries to send it. -ENOBUFS if more than limit bytes
+ * would be queued (a follower not reading, or a reply too large). */
+static int conn_queue(struct control_conn *conn, const char *s, size_t len, size_t limit) {
         int r = conn_reserve(conn, len + 1, limit);
 
         if (r < 0)
@@ -185,26 +183,29 @@ static int conn_send(struct control_conn *conn, json_object *msg, size_t limit) 
         return conn_flush(conn);
 }
 
+/* Queues one JSON object as a line (conn_queue()). */
+static int conn_send(struct control_conn *conn, json_object *msg, size_t limit) {
+        const char *s = json_object_to_json_string_ext(msg, JSON_C_TO_STRING_PLAIN);
+
+        return conn_queue(conn, s, strlen(s), limit);
+}
+
 /* Queues a reply written as text (text[len] is its NUL: room for the newline), taking
  * ownership of text. Nothing queued: text becomes the queue, without a copy. */
 static int conn_send_text(struct control_conn *conn, char *text, size_t len, size_t limit) {
         int r;
 
-        text[len] = '\n';
         if (conn->out_len == 0 && len + 1 <= limit) {
+                text[len] = '\n';
                 free(conn->out);
                 conn->out = text;
                 conn->out_off = 0;
                 conn->out_len = conn->out_cap = len + 1;
                 return conn_flush(conn);
         }
-        r = conn_reserve(conn, len + 1, limit);
-        if (r == 0) {
-                memcpy(conn->out + conn->out_len, text, len + 1);
-                conn->out_len += len + 1;
-        }
+        r = conn_queue(conn, text, len, limit);
         free(text);
-        return r < 0 ? r : conn_flush(conn);
+        return r;
 }
 
 void control_conn_reply_text(struct control_conn *conn, char *text, size_t len) {
