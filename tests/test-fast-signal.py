@@ -33,16 +33,7 @@ def main():
     t = Tap()
     node = Node(tick='3s')
     try:
-        # Plenty of host memory and no pressure: the policy itself has nothing to do.
-        with open(os.path.join(node.dir, 'meminfo'), 'w') as f:
-            f.write('MemTotal: 33554432 kB\nMemFree: 30000000 kB\nMemAvailable: 31000000 kB\n')
-        with open(os.path.join(node.dir, 'pressure'), 'w') as f:
-            f.write('some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
-                    'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n')
-        with open(node.conf, 'a') as f:
-            f.write('[policy]\nhost-low-percent = 0\n[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\n'
-                    % (node.dir, node.dir))
-        node.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+        node.calm_host()        # the policy itself has nothing to do
         # Each guest: 1 GiB of its 3 GiB max, 384 MiB of it available.
         t0 = time.monotonic()
         node.add_vm('burst', 'good', max_='3G', init='1G', available=384 * MIB, touch='%g:512M' % TOUCH_AT)
