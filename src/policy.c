@@ -166,6 +166,7 @@ struct vm_work {
         uint64_t taken1, taken2;
         bool reports;         /* free page reporting rules for this VM (vm_reports) */
         bool cache_kept;      /* active: its page cache was not counted as idle (donor_caps) */
+        bool cache_yields;    /* the host over capacity and this the quietest active cache (pick_quietest) */
 };
 
 /* Whether the free page reporting rules apply to this VM. */
@@ -551,6 +552,7 @@ struct pool {
         bool reported;          /* every VM reports free pages: free memory is the host's (pool_measure_reported) */
         size_t reporting;       /* VMs under the reporting rules (all, none, or a mixed pool) */
         uint64_t host_avail;    /* host MemAvailable (reported mode) */
+        bool host_over;         /* host MemAvailable under a quarter of the low mark: over capacity */
 };
 
 static uint64_t work_target(const struct vm_work *w) {
@@ -609,6 +611,7 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
                 if (p->free > subu(node->host_available, p->host_low))
                         p->free = subu(node->host_available, p->host_low);
         }
+        p->host_over = node->host_available_known && node->host_available < p->host_low / 4;
         p->psi_high = node->psi_known && node->psi_some_avg10 > tun->psi_some_threshold;
         p->node_short = p->host_avail_low || p->psi_high;
         pool_measure_reported(node, n, p);
@@ -738,7 +741,7 @@ static void donor_caps(const struct policy_tunables *tun, const struct policy_no
          * while no VM is out of memory, its idle memory is its free memory only. Its cache is
          * taken after it has been quiet for active_hold_usec, or down to its fair share under
          * contention (tier 2). */
-        if (w->reports && !p->starving && vm_active(tun, node, w) && idle > guest_free(w)) {
+        if (w->reports && !p->starving && !w->cache_yields && vm_active(tun, node, w) && idle > guest_free(w)) {
                 idle = guest_free(w);
                 w->cache_kept = true;
         }
@@ -876,10 +879,35 @@ static int take_reported(const struct policy_tunables *tun, const struct pool *p
         return 0;
 }
 
+/* The host over capacity (MemAvailable under a quarter of the low mark: a real node is then
+ * about to swap or to OOM-kill a QEMU) is out of memory as a starving VM is, but one cache
+ * suffices: of the reporting VMs whose page cache the active rule keeps (it holds more than its
+ * free memory above use + headroom), the one whose QEMU was on a CPU least recently loses the
+ * rule and gives like an inactive VM — the host's own LRU, one VM at a time. It stays the
+ * one (its balloon on its way included) until it holds no cache, so a second cache is never
+ * taken while the first is still coming back. */
+static void pick_quietest(const struct policy_tunables *tun, const struct policy_node *node,
+                          struct vm_work *w, size_t n, const struct pool *p) {
+        struct vm_work *q = NULL;
+
+        if (!p->host_over || p->starving)
+                return;
+        for (size_t i = 0; i < n; i++) {
+                if (w[i].pinned || !w[i].reports || !vm_active(tun, node, &w[i]) ||
+                    subu(w[i].in->actual, w[i].need) <= guest_free(&w[i]))
+                        continue;
+                if (!q || w[i].out->state.active_usec < q->out->state.active_usec)
+                        q = &w[i];
+        }
+        if (q)
+                q->cache_yields = true;
+}
+
 static int pool_reclaim(const struct policy_tunables *tun, const struct policy_node *node,
                         struct vm_work *w, size_t n, struct pool *p) {
         uint64_t want = p->reclaim, got = 0;
 
+        pick_quietest(tun, node, w, n, p);
         for (size_t i = 0; i < n; i++)
                 donor_caps(tun, node, p, &w[i]);
         if (p->reported)
@@ -912,6 +940,13 @@ static void why_shrink(const struct policy_node *node, const struct pool *p, str
         struct policy_decision *d = w->out;
         switch (d->reason) {
         case POLICY_REASON_SHRINK_NODE:
+                if (w->cache_yields) {
+                        set_why(d, "host over capacity (MemAvailable %s): quietest active cache (QEMU on a CPU %" PRIu64
+                                   " s ago) reclaimed %s → %s",
+                                SZ(node->host_available), subu(node->now_usec, d->state.active_usec) / USEC_PER_SEC,
+                                SZ(w->in->target), SZ(d->target));
+                        break;
+                }
                 set_why(d, "node short (%s): idle reclaimed %s → %s, keeping use %s + headroom %s",
                         p->host_avail_low ? "host MemAvailable low" : "host memory PSI high",
                         SZ(w->in->target), SZ(d->target), SZ(w->use), SZ(w->headroom));
