@@ -418,17 +418,22 @@ static void classify_demand(const struct policy_tunables *tun, struct vm_work *w
 }
 
 /* QEMU's CPU time over the last tick, read on the host: a VM whose QEMU used at least
- * active_cpu_pct of a CPU is active for active_hold_usec. */
+ * active_cpu_pct of a CPU is active for active_hold_usec. Not while its balloon inflates
+ * (actual a minimum step or more above the target in force): the guest's vCPU is then busy
+ * giving pages to the balloon, our own doing, not the guest's work (seen on real guests: an idle
+ * guest whose balloon took 600 MiB counted as more recently active than a reader). */
 static void update_activity(const struct policy_tunables *tun, const struct policy_node *node,
-                            const struct policy_vm *vm, struct policy_vm_state *s) {
+                            const struct vm_work *w, struct policy_vm_state *s) {
+        const struct policy_vm *vm = w->in;
         uint64_t now = node->now_usec;
+        bool inflating = vm->actual >= vm->target + w->min_step;
 
         if (vm->cpu_usec == POLICY_STAT_UNKNOWN) {
                 s->prev_cpu_at_usec = 0;
                 return;
         }
         /* A counter that went back is a new QEMU process: only the baseline restarts. */
-        if (s->prev_cpu_at_usec != 0 && now > s->prev_cpu_at_usec && vm->cpu_usec > s->prev_cpu_usec &&
+        if (!inflating && s->prev_cpu_at_usec != 0 && now > s->prev_cpu_at_usec && vm->cpu_usec > s->prev_cpu_usec &&
             (unsigned __int128) (vm->cpu_usec - s->prev_cpu_usec) * 100 >=
                     (unsigned __int128) (now - s->prev_cpu_at_usec) * tun->active_cpu_pct)
                 s->active_usec = now;
@@ -469,7 +474,7 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
                 return;
         }
         expire_lease(node, vm, &d->state);
-        update_activity(tun, node, vm, &d->state);
+        update_activity(tun, node, w, &d->state);
         enum policy_reason verdict = stats_check(tun, node, vm, d);
         if (verdict == POLICY_REASON_STEADY)
                 update_rates(&d->state, &vm->stats, vm->actual);
@@ -882,19 +887,23 @@ static int take_reported(const struct policy_tunables *tun, const struct pool *p
 /* The host over capacity (MemAvailable under a quarter of the low mark: a real node is then
  * about to swap or to OOM-kill a QEMU) is out of memory as a starving VM is, but one cache
  * suffices: of the reporting VMs whose page cache the active rule keeps (it holds more than its
- * free memory above use + headroom), the one whose QEMU was on a CPU least recently loses the
- * rule and gives like an inactive VM — the host's own LRU, one VM at a time. It stays the
- * one (its balloon on its way included) until it holds no cache, so a second cache is never
- * taken while the first is still coming back. */
+ * free memory, and more than the hysteresis band, above use + headroom), the one whose QEMU was
+ * on a CPU least recently loses the rule and gives like an inactive VM — the host's own LRU,
+ * one VM at a time. While any reporting VM's balloon is inflating, memory is on its way back
+ * and no cache yields: a second cache is never taken while the first is still coming back. */
 static void pick_quietest(const struct policy_tunables *tun, const struct policy_node *node,
                           struct vm_work *w, size_t n, const struct pool *p) {
         struct vm_work *q = NULL;
 
         if (!p->host_over || p->starving)
                 return;
+        for (size_t i = 0; i < n; i++)
+                if (w[i].reports && w[i].moving_down)
+                        return;
         for (size_t i = 0; i < n; i++) {
-                if (w[i].pinned || !w[i].reports || !vm_active(tun, node, &w[i]) ||
-                    subu(w[i].in->actual, w[i].need) <= guest_free(&w[i]))
+                uint64_t held = subu(w[i].in->actual, w[i].need);
+                if (w[i].pinned || !w[i].reports || !vm_active(tun, node, &w[i]) || held <= guest_free(&w[i]) ||
+                    held < hysteresis(&w[i]))
                         continue;
                 if (!q || w[i].out->state.active_usec < q->out->state.active_usec)
                         q = &w[i];

@@ -1092,9 +1092,9 @@ static void test_reporting_active_cache_kept(void **state) {
  * 409.6 MiB low mark): the quietest (VM 1) gives like an inactive VM — its free memory
  * 1.5 GiB plus half of the rest of its excess over use + headroom, (4096 − 1152 − 1536) / 2 =
  * 704 MiB: target 4096 − 2240 = 1856 MiB — and VM 0 keeps its cache. The host wants
- * 819.2 − 50 = 769.2 MiB, more than VM 1's 704: VM 0 still gives nothing. While VM 1's balloon
- * is on its way down, nobody else's cache goes; once VM 1 has no cache left beyond its free
- * memory, VM 0 is the quietest that has. */
+ * 819.2 − 50 = 769.2 MiB, more than VM 1's 704: VM 0 still gives nothing. While a balloon is
+ * on its way down, nobody else's cache goes; once the quietest has no cache left beyond its
+ * free memory, the next quietest that has gives. */
 static void test_reporting_over_capacity_quietest_cache(void **state) {
         struct policy_node node = node_default();
         node.host_available = 300 * MIB;
@@ -1129,13 +1129,15 @@ static void test_reporting_over_capacity_quietest_cache(void **state) {
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_int_equal(d[0].target, 1856 * MIB);
         assert_false(d[1].apply);
-        /* VM 0's balloon on its way down (target 1856 MiB, actual still 3 GiB, its guest's free
-         * memory down to 512 MiB): VM 1 keeps. */
+        /* VM 0's balloon on its way down (target 1856 MiB, actual still 3 GiB, its guest's 2 GiB
+         * available all free: no cache left): memory is coming back, VM 1 keeps. VM 0's QEMU on
+         * a CPU meanwhile (300 ms) is its balloon's work: it does not make VM 0 active again. */
         vm[0].target = 1856 * MIB;
         vm[0].actual = 3 * GIB;
         vm[0].stats.available = 2 * GIB;
-        vm[0].stats.free = 512 * MIB;
+        vm[0].stats.free = 2 * GIB;
         vm[0].stats.total = 4 * GIB;
+        vm[0].cpu_usec = 50 * SEC + 300000;
         vm[0].state.set_target = vm[0].target;
         vm[0].state.set_usec = NOW - SEC;
         vm[0].state.actual_at_set = 4 * GIB;
@@ -1143,6 +1145,7 @@ static void test_reporting_over_capacity_quietest_cache(void **state) {
         vm[0].state.progress_usec = NOW;
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_false(d[0].apply);
+        assert_int_equal(d[0].state.active_usec, NOW - 6 * SEC);
         assert_false(d[1].apply);
         assert_non_null(strstr(d[1].why, "page cache is kept"));
         /* VM 0 arrived with nothing beyond its free memory idle (use 1 GiB, available 1 GiB,
