@@ -1042,6 +1042,19 @@ static void test_reporting_short_host_takes_cache(void **state) {
         assert_int_equal(d[0].target, 3576 * MIB);
 }
 
+/* Two reporting VMs alike in every guest statistic (4 GiB, use 1 GiB, MemFree 1.5 GiB, 1.5 GiB
+ * of page cache), whose QEMUs used cpu0 and cpu1 µs of CPU in the last second. */
+static void two_cache_vms(struct policy_vm vm[2], uint64_t cpu0, uint64_t cpu1) {
+        tun.free_page_reporting = POLICY_FPR_YES;
+        for (size_t i = 0; i < 2; i++) {
+                vm[i] = vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB);
+                vm[i].state.prev_cpu_usec = 50 * SEC;
+                vm[i].state.prev_cpu_at_usec = NOW - SEC;
+        }
+        vm[0].cpu_usec = 50 * SEC + cpu0;
+        vm[1].cpu_usec = 50 * SEC + cpu1;
+}
+
 /* The host short as above (519.2 MiB wanted), two reporting VMs alike in every guest statistic
  * (4 GiB, use 1 GiB, MemFree 1.5 GiB, 1.5 GiB of page cache). VM 0's QEMU used 300 ms of CPU
  * in the last second (a guest re-reading its files), VM 1's 10 ms (idle). Equal ρ would take
@@ -1050,16 +1063,9 @@ static void test_reporting_short_host_takes_cache(void **state) {
 static void test_reporting_active_cache_kept(void **state) {
         struct policy_node node = node_default();
         node.host_available = 300 * MIB;
-        struct policy_vm vm[2] = { vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB),
-                                   vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB) };
+        struct policy_vm vm[2];
         struct policy_decision d[2];
-        tun.free_page_reporting = POLICY_FPR_YES;
-        for (size_t i = 0; i < 2; i++) {
-                vm[i].state.prev_cpu_usec = 50 * SEC;
-                vm[i].state.prev_cpu_at_usec = NOW - SEC;
-        }
-        vm[0].cpu_usec = 50 * SEC + 300000;
-        vm[1].cpu_usec = 50 * SEC + 10000;
+        two_cache_vms(vm, 300000, 10000);
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_int_equal(d[0].state.active_usec, NOW);
         assert_int_equal(d[1].state.active_usec, 0);
@@ -1098,16 +1104,9 @@ static void test_reporting_active_cache_kept(void **state) {
 static void test_reporting_over_capacity_quietest_cache(void **state) {
         struct policy_node node = node_default();
         node.host_available = 300 * MIB;
-        struct policy_vm vm[2] = { vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB),
-                                   vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB) };
+        struct policy_vm vm[2];
         struct policy_decision d[2];
-        tun.free_page_reporting = POLICY_FPR_YES;
-        for (size_t i = 0; i < 2; i++) {
-                vm[i].state.prev_cpu_usec = 50 * SEC;
-                vm[i].state.prev_cpu_at_usec = NOW - SEC;
-                vm[i].cpu_usec = 50 * SEC + 10000;
-        }
-        vm[0].cpu_usec = 50 * SEC + 300000;
+        two_cache_vms(vm, 300000, 10000);
         vm[1].state.active_usec = NOW - 4 * SEC;
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         for (size_t i = 0; i < 2; i++) {
