@@ -418,15 +418,18 @@ static void classify_demand(const struct policy_tunables *tun, struct vm_work *w
 }
 
 /* QEMU's CPU time over the last tick, read on the host: a VM whose QEMU used at least
- * active_cpu_pct of a CPU is active for active_hold_usec. Not while its balloon inflates
- * (actual a minimum step or more above the target in force): the guest's vCPU is then busy
- * giving pages to the balloon, our own doing, not the guest's work (seen on real guests: an idle
- * guest whose balloon took 600 MiB counted as more recently active than a reader). */
+ * active_cpu_pct of a CPU is active for active_hold_usec. Not over a tick in which its balloon
+ * inflated (a step or more above the target in force now, or at the last tick after a shrink
+ * was sent: the tick it arrives counts the second before): the guest's vCPU is then busy giving
+ * pages to the balloon, our own doing, not the guest's work (seen on real guests: an idle guest
+ * whose balloon took 600 MiB counted as more recently active than a reader). */
 static void update_activity(const struct policy_tunables *tun, const struct policy_node *node,
                             const struct vm_work *w, struct policy_vm_state *s) {
         const struct policy_vm *vm = w->in;
         uint64_t now = node->now_usec;
-        bool inflating = vm->actual >= vm->target + w->min_step;
+        bool inflating = vm->actual >= vm->target + w->min_step ||
+                         (s->set_target == vm->target && s->actual_at_set >= s->set_target + w->min_step &&
+                          s->best_distance >= w->min_step);
 
         if (vm->cpu_usec == POLICY_STAT_UNKNOWN) {
                 s->prev_cpu_at_usec = 0;
@@ -557,7 +560,7 @@ struct pool {
         bool reported;          /* every VM reports free pages: free memory is the host's (pool_measure_reported) */
         size_t reporting;       /* VMs under the reporting rules (all, none, or a mixed pool) */
         uint64_t host_avail;    /* host MemAvailable (reported mode) */
-        bool host_over;         /* host MemAvailable under a quarter of the low mark: over capacity */
+        bool host_over;         /* host MemAvailable under a sixteenth of the low mark: over capacity */
 };
 
 static uint64_t work_target(const struct vm_work *w) {
@@ -616,7 +619,7 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
                 if (p->free > subu(node->host_available, p->host_low))
                         p->free = subu(node->host_available, p->host_low);
         }
-        p->host_over = node->host_available_known && node->host_available < p->host_low / 4;
+        p->host_over = node->host_available_known && node->host_available < p->host_low / 16;
         p->psi_high = node->psi_known && node->psi_some_avg10 > tun->psi_some_threshold;
         p->node_short = p->host_avail_low || p->psi_high;
         pool_measure_reported(node, n, p);
@@ -884,8 +887,8 @@ static int take_reported(const struct policy_tunables *tun, const struct pool *p
         return 0;
 }
 
-/* The host over capacity (MemAvailable under a quarter of the low mark: a real node is then
- * about to swap or to OOM-kill a QEMU) is out of memory as a starving VM is, but one cache
+/* The host over capacity (MemAvailable under a sixteenth of the low mark, 16 MiB up to a 5 GiB
+ * node: a real node is then about to swap or to OOM-kill a QEMU) is out of memory as a starving VM is, but one cache
  * suffices: of the reporting VMs whose page cache the active rule keeps (it holds more than its
  * free memory, and more than the hysteresis band, above use + headroom), the one whose QEMU was
  * on a CPU least recently loses the rule and gives like an inactive VM — the host's own LRU,

@@ -1093,12 +1093,12 @@ static void test_reporting_active_cache_kept(void **state) {
 }
 
 /* The two VMs above, both active: VM 0's QEMU on a CPU in the last second, VM 1's last 4 s
- * ago (within the 10 s hold). The host only short (MemAvailable 300 MiB): both caches are
- * kept, as before. The host over capacity (MemAvailable 50 MiB, under a quarter of the
- * 409.6 MiB low mark): the quietest (VM 1) gives like an inactive VM — its free memory
- * 1.5 GiB plus half of the rest of its excess over use + headroom, (4096 − 1152 − 1536) / 2 =
- * 704 MiB: target 4096 − 2240 = 1856 MiB — and VM 0 keeps its cache. The host wants
- * 819.2 − 50 = 769.2 MiB, more than VM 1's 704: VM 0 still gives nothing. While a balloon is
+ * ago (within the 10 s hold). The host only short (MemAvailable 300 MiB, and 50 MiB, above a
+ * sixteenth of the 409.6 MiB low mark): both caches are kept, as before. The host over
+ * capacity (MemAvailable 20 MiB): the quietest (VM 1) gives like an inactive VM — its free
+ * memory 1.5 GiB plus half of the rest of its excess over use + headroom, (4096 − 1152 −
+ * 1536) / 2 = 704 MiB: target 4096 − 2240 = 1856 MiB — and VM 0 keeps its cache. The host
+ * wants 819.2 − 20 = 799.2 MiB, more than VM 1's 704: VM 0 still gives nothing. While a balloon is
  * on its way down, nobody else's cache goes; once the quietest has no cache left beyond its
  * free memory, the next quietest that has gives. */
 static void test_reporting_over_capacity_quietest_cache(void **state) {
@@ -1108,12 +1108,15 @@ static void test_reporting_over_capacity_quietest_cache(void **state) {
         struct policy_decision d[2];
         two_cache_vms(vm, 300000, 10000);
         vm[1].state.active_usec = NOW - 4 * SEC;
-        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
-        for (size_t i = 0; i < 2; i++) {
-                assert_false(d[i].apply);
-                assert_non_null(strstr(d[i].why, "page cache is kept"));
+        for (int k = 0; k < 2; k++) {
+                node.host_available = k == 0 ? 300 * MIB : 50 * MIB;
+                assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+                for (size_t i = 0; i < 2; i++) {
+                        assert_false(d[i].apply);
+                        assert_non_null(strstr(d[i].why, "page cache is kept"));
+                }
         }
-        node.host_available = 50 * MIB;
+        node.host_available = 20 * MIB;
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_false(d[0].apply);
         assert_non_null(strstr(d[0].why, "page cache is kept"));
@@ -1147,6 +1150,11 @@ static void test_reporting_over_capacity_quietest_cache(void **state) {
         assert_int_equal(d[0].state.active_usec, NOW - 6 * SEC);
         assert_false(d[1].apply);
         assert_non_null(strstr(d[1].why, "page cache is kept"));
+        /* The tick it arrives (actual at the target, the last tick still 1216 MiB away) counts
+         * the second before: its balloon's work, not activity. */
+        vm[0].actual = vm[0].target;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].state.active_usec, NOW - 6 * SEC);
         /* VM 0 arrived with nothing beyond its free memory idle (use 1 GiB, available 1 GiB,
          * all of it free): VM 1 is now the quietest holding a cache, and gives it. */
         vm[0] = vm_settled(1 * GIB, 4 * GIB, 1152 * MIB, 128 * MIB);
