@@ -188,6 +188,18 @@ int hostmem_parse_pid_stat(const char *buf, struct hostmem_pid_cpu *ret) {
         if (parse_number(&p, &v) < 0)
                 return -EINVAL;
         c.stime_ticks = v;
+        /* Fields 16 … 23, then rss (24); anything else there leaves it unknown. */
+        c.rss_pages = HOSTMEM_RSS_UNKNOWN;
+        int field = 16;
+        for (; field <= 23; field++) {
+                while (*p == ' ')
+                        p++;
+                if (!*p)
+                        break;
+                p = strchrnul(p, ' ');
+        }
+        if (field > 23 && parse_number(&p, &v) == 0 && (*p == ' ' || *p == '\n' || *p == '\0'))
+                c.rss_pages = v;
         *ret = c;
         return 0;
 }

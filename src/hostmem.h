@@ -67,14 +67,19 @@ int hostmem_read_psi(const char *path, struct hostmem_psi *ret, struct ppn_error
  * zombie), -EINVAL if malformed. */
 int hostmem_parse_pid_status_rss(const char *buf, uint64_t *ret_bytes);
 
-/* CPU time of a process from /proc/PID/stat, in clock ticks (utime + stime, fields 14, 15). */
+/* CPU time of a process from /proc/PID/stat, in clock ticks (utime + stime, fields 14, 15),
+ * and its resident set in pages (field 24, the figure /proc/PID/statm gives second). */
 struct hostmem_pid_cpu {
         uint64_t utime_ticks;
         uint64_t stime_ticks;
+        uint64_t rss_pages;     /* HOSTMEM_RSS_UNKNOWN when the text ends (or is cut) before it */
 };
 
+#define HOSTMEM_RSS_UNKNOWN UINT64_MAX
+
 /* Parses /proc/PID/stat text. The command name may contain spaces and ')': fields are
- * counted after the last ')'. Returns 0 or -EINVAL. */
+ * counted after the last ')'. Returns 0 or -EINVAL (utime and stime are required; the resident
+ * set is optional, so that a buffer cut after them still gives the CPU time). */
 int hostmem_parse_pid_stat(const char *buf, struct hostmem_pid_cpu *ret);
 
 /* Converts ticks to microseconds at ticks_per_sec (sysconf(_SC_CLK_TCK), 100 on Linux). */

@@ -117,6 +117,20 @@ class Node:
                 break
             time.sleep(0.02)
 
+    def calm_host(self, controller='', policy=''):
+        """A calm host of 8 GiB (1 GiB reserve): plenty of host memory and no pressure, read from
+        files here instead of the machine's, so that no VM is shrunk for the node. controller
+        and policy: more lines for those sections of the config."""
+        with open(os.path.join(self.dir, 'meminfo'), 'w') as f:
+            f.write('MemTotal: 33554432 kB\nMemFree: 30000000 kB\nMemAvailable: 31000000 kB\n')
+        with open(os.path.join(self.dir, 'pressure'), 'w') as f:
+            f.write('some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
+                    'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n')
+        with open(self.conf, 'a') as f:      # the config ends in [controller]
+            f.write('%s[policy]\n%shost-low-percent = 0\n[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\n'
+                    % (controller, policy, self.dir, self.dir))
+        self.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+
     def fake_log(self, name):
         try:
             return open(self.fakes[name][1]).read().splitlines()

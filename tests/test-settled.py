@@ -28,16 +28,7 @@ def main():
     t = Tap()
     node = Node(tick='1s')
     try:
-        # A calm node: plenty of host memory, no pressure, so no VM is shrunk for the node.
-        with open(os.path.join(node.dir, 'meminfo'), 'w') as f:
-            f.write('MemTotal: 33554432 kB\nMemFree: 30000000 kB\nMemAvailable: 31000000 kB\n')
-        with open(os.path.join(node.dir, 'pressure'), 'w') as f:
-            f.write('some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
-                    'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n')
-        with open(node.conf, 'a') as f:
-            f.write('settled-stats-interval = 20s\n[policy]\nstats-stale-after = 30s\nhost-low-percent = 0\n'
-                    '[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\n' % (node.dir, node.dir))
-        node.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+        node.calm_host(controller='settled-stats-interval = 20s\n', policy='stats-stale-after = 30s\n')
         # Each guest: 2 GiB, 1.5 GiB available: idle, nothing for the policy to do.
         t0 = time.monotonic()
         node.add_vm('calm', 'good', max_='2G', available=1536 * MIB)

@@ -54,7 +54,8 @@ struct managed_vm {
         enum actuator_reason vmem_reason; /* the virtio-mem actuator's last recorded reason */
         struct fastgrow_state fast;     /* RSS samples for the fast signal */
         struct proc_file statm;         /* QEMU's /proc/PID/statm (the fast signal), kept open */
-        struct proc_file stat;          /* QEMU's /proc/PID/stat (its CPU time, every round), kept open */
+        struct proc_file stat;          /* QEMU's /proc/PID/stat (CPU time and RSS, every round), kept open */
+        uint64_t cpu_usec;              /* QEMU's CPU time read this round (POLICY_STAT_UNKNOWN: not read) */
         uint64_t rss, rss_usec;         /* QEMU's resident set as last read (0: unknown) and when */
         /* Adaptive sampling (settle.h): the size and RSS when the statistics were last asked,
          * and whether something the manager did or was told makes them due at the next round. */

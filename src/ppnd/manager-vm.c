@@ -256,6 +256,7 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
                 return -ENOMEM;
         v->m = m;
         v->statm.fd = v->stat.fd = -1;
+        v->cpu_usec = POLICY_STAT_UNKNOWN;
         r = ledger_vm_copy(e, &v->entry);
         path = qmp_path_for(m, e);
         if (r < 0 || !path || history_ring_init(&v->history, m->history_cap) < 0) {
