@@ -888,12 +888,13 @@ static int take_reported(const struct policy_tunables *tun, const struct pool *p
 }
 
 /* The host over capacity (MemAvailable under a sixteenth of the low mark, 16 MiB up to a 5 GiB
- * node: a real node is then about to swap or to OOM-kill a QEMU) is out of memory as a starving VM is, but one cache
- * suffices: of the reporting VMs whose page cache the active rule keeps (it holds more than its
- * free memory, and more than the hysteresis band, above use + headroom), the one whose QEMU was
- * on a CPU least recently loses the rule and gives like an inactive VM — the host's own LRU,
- * one VM at a time. While any reporting VM's balloon is inflating, memory is on its way back
- * and no cache yields: a second cache is never taken while the first is still coming back. */
+ * node: a real node is then about to swap or to OOM-kill a QEMU) is out of memory as a starving
+ * VM is, but one cache suffices: of the reporting VMs whose page cache the active rule keeps (it
+ * holds more than its free memory, and more than the hysteresis band, above use + headroom), the
+ * one whose QEMU was on a CPU least recently loses the rule and gives like an inactive VM — the
+ * host's own LRU, one VM at a time. While any reporting VM's balloon is inflating, memory is on
+ * its way back and no cache yields: a second cache is never taken while the first is still
+ * coming back. */
 static void pick_quietest(const struct policy_tunables *tun, const struct policy_node *node,
                           struct vm_work *w, size_t n, const struct pool *p) {
         struct vm_work *q = NULL;
