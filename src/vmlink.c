@@ -239,9 +239,17 @@ static void update_actual(struct vmlink *l) {
         l->last.actual = l->last.balloon_actual + (l->last.vmem ? l->last.plugged : 0);
 }
 
+/* Whether the balloon's actual as known is at the last target sent. */
+static bool at_target_sent(const struct vmlink *l) {
+        uint64_t a = l->last.balloon_actual, t = l->target_sent;
+        return t && (a > t ? a - t : t - a) < BALLOON_PAGE;
+}
+
 /* QEMU tells every change of the balloon's actual (the guest's progress, a deflate-on-oom, a
  * target set by someone else), at most once a second: the latest value after that second.
- * The value is kept; whether to ask query-balloon as well is vmlink_sample()'s call. */
+ * The value is kept; whether to ask query-balloon as well is vmlink_sample()'s call. An event
+ * that puts the balloon at the target sent needs no query: the balloon moves toward its target
+ * and stops there, and any later move (the guest deflating, another client) is another event. */
 static void on_balloon_change(struct qmp *q, const struct qmp_event *ev, void *userdata) {
         struct vmlink *l = userdata;
         uint64_t actual;
@@ -253,7 +261,7 @@ static void on_balloon_change(struct qmp *q, const struct qmp_event *ev, void *u
         }
         l->last.balloon_actual = actual;
         l->last.actual_usec = now_usec();
-        l->actual_news = true;
+        l->actual_news = !at_target_sent(l);
         update_actual(l);
 }
 
@@ -419,19 +427,17 @@ static void on_stats(struct qmp *q, const struct balloon_stats *st, const struct
 
 /*
  * query-balloon is needed unless QEMU's events already tell the truth: the balloon answered
- * before, no BALLOON_CHANGE came since (its value may be an intermediate one: the event is
- * rate-limited and the guest moves in steps), and the last target sent has been reached. A
+ * before, no BALLOON_CHANGE came since that left it short of the target sent (its value may
+ * be an intermediate one: the event is rate-limited and the guest moves in steps), and the
+ * last target sent has been reached. A
  * balloon on its way is polled every round, as before events were used.
  */
 static bool actual_needed(const struct vmlink *l) {
         const struct vmlink_sample *x = &l->last;
-        uint64_t off;
 
         if (!x->balloon || !x->actual_usec || l->actual_news)
                 return true;
-        off = x->balloon_actual > l->target_sent ? x->balloon_actual - l->target_sent
-                                                 : l->target_sent - x->balloon_actual;
-        return l->target_sent && off >= BALLOON_PAGE;
+        return l->target_sent && !at_target_sent(l);
 }
 
 /*

@@ -227,6 +227,23 @@ static void test_events_spare_queries(void **state) {
         assert_int_equal(sample_round(f, l), 1);
         assert_int_equal(qemu(f)->stats_read, 8);
         assert_int_equal(qemu(f)->query_balloon, 5);
+        /* A new target: an event short of it is asked again; the event that puts the balloon at
+         * it is the truth, no query after it (the balloon stops at its target). */
+        assert_int_equal(vmlink_set_target(l, 384 * MIB, 256 * MIB), 0);
+        fake_balloon_change(f, l, 448 * MIB);
+        sample_round(f, l);
+        assert_int_equal(qemu(f)->query_balloon, 6);
+        assert_int_equal(vmlink_last(l)->actual, 448 * MIB);
+        fake_balloon_change(f, l, 384 * MIB);
+        assert_int_equal(vmlink_last(l)->actual, 384 * MIB);
+        sample_round(f, l);
+        sample_round(f, l);
+        assert_int_equal(qemu(f)->query_balloon, 6);
+        /* The guest moves it again (deflate-on-oom): asked at once. */
+        fake_balloon_change(f, l, 500 * MIB);
+        sample_round(f, l);
+        assert_int_equal(qemu(f)->query_balloon, 7);
+        assert_int_equal(vmlink_last(l)->actual, 500 * MIB);
         vmlink_free(l);
 }
 
