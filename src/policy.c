@@ -166,6 +166,7 @@ struct vm_work {
         uint64_t taken1, taken2;
         bool reports;         /* free page reporting rules for this VM (vm_reports) */
         bool cache_kept;      /* active: its page cache was not counted as idle (donor_caps) */
+        bool cache_yields;    /* the host over capacity and this the quietest active cache (pick_quietest) */
 };
 
 /* Whether the free page reporting rules apply to this VM. */
@@ -417,17 +418,25 @@ static void classify_demand(const struct policy_tunables *tun, struct vm_work *w
 }
 
 /* QEMU's CPU time over the last tick, read on the host: a VM whose QEMU used at least
- * active_cpu_pct of a CPU is active for active_hold_usec. */
+ * active_cpu_pct of a CPU is active for active_hold_usec. Not over a tick in which its balloon
+ * inflated (a step or more above the target in force now, or at the last tick after a shrink
+ * was sent: the tick it arrives counts the second before): the guest's vCPU is then busy giving
+ * pages to the balloon, our own doing, not the guest's work (seen on real guests: an idle guest
+ * whose balloon took 600 MiB counted as more recently active than a reader). */
 static void update_activity(const struct policy_tunables *tun, const struct policy_node *node,
-                            const struct policy_vm *vm, struct policy_vm_state *s) {
+                            const struct vm_work *w, struct policy_vm_state *s) {
+        const struct policy_vm *vm = w->in;
         uint64_t now = node->now_usec;
+        bool inflating = vm->actual >= vm->target + w->min_step ||
+                         (s->set_target == vm->target && s->actual_at_set >= s->set_target + w->min_step &&
+                          s->best_distance >= w->min_step);
 
         if (vm->cpu_usec == POLICY_STAT_UNKNOWN) {
                 s->prev_cpu_at_usec = 0;
                 return;
         }
         /* A counter that went back is a new QEMU process: only the baseline restarts. */
-        if (s->prev_cpu_at_usec != 0 && now > s->prev_cpu_at_usec && vm->cpu_usec > s->prev_cpu_usec &&
+        if (!inflating && s->prev_cpu_at_usec != 0 && now > s->prev_cpu_at_usec && vm->cpu_usec > s->prev_cpu_usec &&
             (unsigned __int128) (vm->cpu_usec - s->prev_cpu_usec) * 100 >=
                     (unsigned __int128) (now - s->prev_cpu_at_usec) * tun->active_cpu_pct)
                 s->active_usec = now;
@@ -468,7 +477,7 @@ static void classify(const struct policy_tunables *tun, const struct policy_node
                 return;
         }
         expire_lease(node, vm, &d->state);
-        update_activity(tun, node, vm, &d->state);
+        update_activity(tun, node, w, &d->state);
         enum policy_reason verdict = stats_check(tun, node, vm, d);
         if (verdict == POLICY_REASON_STEADY)
                 update_rates(&d->state, &vm->stats, vm->actual);
@@ -551,6 +560,7 @@ struct pool {
         bool reported;          /* every VM reports free pages: free memory is the host's (pool_measure_reported) */
         size_t reporting;       /* VMs under the reporting rules (all, none, or a mixed pool) */
         uint64_t host_avail;    /* host MemAvailable (reported mode) */
+        bool host_over;         /* host MemAvailable under a sixteenth of the low mark: over capacity */
 };
 
 static uint64_t work_target(const struct vm_work *w) {
@@ -609,6 +619,7 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
                 if (p->free > subu(node->host_available, p->host_low))
                         p->free = subu(node->host_available, p->host_low);
         }
+        p->host_over = node->host_available_known && node->host_available < p->host_low / 16;
         p->psi_high = node->psi_known && node->psi_some_avg10 > tun->psi_some_threshold;
         p->node_short = p->host_avail_low || p->psi_high;
         pool_measure_reported(node, n, p);
@@ -738,7 +749,7 @@ static void donor_caps(const struct policy_tunables *tun, const struct policy_no
          * while no VM is out of memory, its idle memory is its free memory only. Its cache is
          * taken after it has been quiet for active_hold_usec, or down to its fair share under
          * contention (tier 2). */
-        if (w->reports && !p->starving && vm_active(tun, node, w) && idle > guest_free(w)) {
+        if (w->reports && !p->starving && !w->cache_yields && vm_active(tun, node, w) && idle > guest_free(w)) {
                 idle = guest_free(w);
                 w->cache_kept = true;
         }
@@ -876,10 +887,40 @@ static int take_reported(const struct policy_tunables *tun, const struct pool *p
         return 0;
 }
 
+/* The host over capacity (MemAvailable under a sixteenth of the low mark, 16 MiB up to a 5 GiB
+ * node: a real node is then about to swap or to OOM-kill a QEMU) is out of memory as a starving
+ * VM is, but one cache suffices: of the reporting VMs whose page cache the active rule keeps (it
+ * holds more than its free memory, and more than the hysteresis band, above use + headroom), the
+ * one whose QEMU was on a CPU least recently loses the rule and gives like an inactive VM — the
+ * host's own LRU, one VM at a time. While any reporting VM's balloon is inflating, memory is on
+ * its way back and no cache yields: a second cache is never taken while the first is still
+ * coming back. */
+static void pick_quietest(const struct policy_tunables *tun, const struct policy_node *node,
+                          struct vm_work *w, size_t n, const struct pool *p) {
+        struct vm_work *q = NULL;
+
+        if (!p->host_over || p->starving)
+                return;
+        for (size_t i = 0; i < n; i++)
+                if (w[i].reports && w[i].moving_down)
+                        return;
+        for (size_t i = 0; i < n; i++) {
+                uint64_t held = subu(w[i].in->actual, w[i].need);
+                if (w[i].pinned || !w[i].reports || !vm_active(tun, node, &w[i]) || held <= guest_free(&w[i]) ||
+                    held < hysteresis(&w[i]))
+                        continue;
+                if (!q || w[i].out->state.active_usec < q->out->state.active_usec)
+                        q = &w[i];
+        }
+        if (q)
+                q->cache_yields = true;
+}
+
 static int pool_reclaim(const struct policy_tunables *tun, const struct policy_node *node,
                         struct vm_work *w, size_t n, struct pool *p) {
         uint64_t want = p->reclaim, got = 0;
 
+        pick_quietest(tun, node, w, n, p);
         for (size_t i = 0; i < n; i++)
                 donor_caps(tun, node, p, &w[i]);
         if (p->reported)
@@ -912,6 +953,13 @@ static void why_shrink(const struct policy_node *node, const struct pool *p, str
         struct policy_decision *d = w->out;
         switch (d->reason) {
         case POLICY_REASON_SHRINK_NODE:
+                if (w->cache_yields) {
+                        set_why(d, "host over capacity (MemAvailable %s): quietest active cache (QEMU on a CPU %" PRIu64
+                                   " s ago) reclaimed %s → %s",
+                                SZ(node->host_available), subu(node->now_usec, d->state.active_usec) / USEC_PER_SEC,
+                                SZ(w->in->target), SZ(d->target));
+                        break;
+                }
                 set_why(d, "node short (%s): idle reclaimed %s → %s, keeping use %s + headroom %s",
                         p->host_avail_low ? "host MemAvailable low" : "host memory PSI high",
                         SZ(w->in->target), SZ(d->target), SZ(w->use), SZ(w->headroom));

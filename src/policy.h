@@ -108,7 +108,8 @@ struct policy_vm_state {
         uint64_t use_growth_rate;    /* bytes/s the guest's use grew between the last two (0 if it fell) */
         uint64_t prev_cpu_usec;      /* QEMU's CPU time at the previous tick (policy_vm.cpu_usec) */
         uint64_t prev_cpu_at_usec;   /* when it was read (0 = never) */
-        uint64_t active_usec;        /* last tick QEMU used ≥ active_cpu_pct of a CPU (0 = never) */
+        uint64_t active_usec;        /* last tick QEMU used ≥ active_cpu_pct of a CPU, its balloon
+                                      * not inflating (0 = never) */
 
         /* The balloon's progress toward the current target. */
         uint64_t set_usec;           /* when the target was set (0 = unknown: first tick) */

@@ -1042,6 +1042,19 @@ static void test_reporting_short_host_takes_cache(void **state) {
         assert_int_equal(d[0].target, 3576 * MIB);
 }
 
+/* Two reporting VMs alike in every guest statistic (4 GiB, use 1 GiB, MemFree 1.5 GiB, 1.5 GiB
+ * of page cache), whose QEMUs used cpu0 and cpu1 µs of CPU in the last second. */
+static void two_cache_vms(struct policy_vm vm[2], uint64_t cpu0, uint64_t cpu1) {
+        tun.free_page_reporting = POLICY_FPR_YES;
+        for (size_t i = 0; i < 2; i++) {
+                vm[i] = vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB);
+                vm[i].state.prev_cpu_usec = 50 * SEC;
+                vm[i].state.prev_cpu_at_usec = NOW - SEC;
+        }
+        vm[0].cpu_usec = 50 * SEC + cpu0;
+        vm[1].cpu_usec = 50 * SEC + cpu1;
+}
+
 /* The host short as above (519.2 MiB wanted), two reporting VMs alike in every guest statistic
  * (4 GiB, use 1 GiB, MemFree 1.5 GiB, 1.5 GiB of page cache). VM 0's QEMU used 300 ms of CPU
  * in the last second (a guest re-reading its files), VM 1's 10 ms (idle). Equal ρ would take
@@ -1050,16 +1063,9 @@ static void test_reporting_short_host_takes_cache(void **state) {
 static void test_reporting_active_cache_kept(void **state) {
         struct policy_node node = node_default();
         node.host_available = 300 * MIB;
-        struct policy_vm vm[2] = { vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB),
-                                   vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB) };
+        struct policy_vm vm[2];
         struct policy_decision d[2];
-        tun.free_page_reporting = POLICY_FPR_YES;
-        for (size_t i = 0; i < 2; i++) {
-                vm[i].state.prev_cpu_usec = 50 * SEC;
-                vm[i].state.prev_cpu_at_usec = NOW - SEC;
-        }
-        vm[0].cpu_usec = 50 * SEC + 300000;
-        vm[1].cpu_usec = 50 * SEC + 10000;
+        two_cache_vms(vm, 300000, 10000);
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_int_equal(d[0].state.active_usec, NOW);
         assert_int_equal(d[1].state.active_usec, 0);
@@ -1084,6 +1090,83 @@ static void test_reporting_active_cache_kept(void **state) {
         vm[0].cpu_usec = U;
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_int_equal(d[0].target, 2040 * MIB);
+}
+
+/* The two VMs above, both active: VM 0's QEMU on a CPU in the last second, VM 1's last 4 s
+ * ago (within the 10 s hold). The host only short (MemAvailable 300 MiB, and 50 MiB, above a
+ * sixteenth of the 409.6 MiB low mark): both caches are kept, as before. The host over
+ * capacity (MemAvailable 20 MiB): the quietest (VM 1) gives like an inactive VM — its free
+ * memory 1.5 GiB plus half of the rest of its excess over use + headroom, (4096 − 1152 −
+ * 1536) / 2 = 704 MiB: target 4096 − 2240 = 1856 MiB — and VM 0 keeps its cache. The host
+ * wants 819.2 − 20 = 799.2 MiB, more than VM 1's 704: VM 0 still gives nothing. While a balloon is
+ * on its way down, nobody else's cache goes; once the quietest has no cache left beyond its
+ * free memory, the next quietest that has gives. */
+static void test_reporting_over_capacity_quietest_cache(void **state) {
+        struct policy_node node = node_default();
+        node.host_available = 300 * MIB;
+        struct policy_vm vm[2];
+        struct policy_decision d[2];
+        two_cache_vms(vm, 300000, 10000);
+        vm[1].state.active_usec = NOW - 4 * SEC;
+        for (int k = 0; k < 2; k++) {
+                node.host_available = k == 0 ? 300 * MIB : 50 * MIB;
+                assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+                for (size_t i = 0; i < 2; i++) {
+                        assert_false(d[i].apply);
+                        assert_non_null(strstr(d[i].why, "page cache is kept"));
+                }
+        }
+        node.host_available = 20 * MIB;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_false(d[0].apply);
+        assert_non_null(strstr(d[0].why, "page cache is kept"));
+        assert_int_equal(d[1].reason, POLICY_REASON_SHRINK_NODE);
+        assert_int_equal(d[1].target, 1856 * MIB);
+        assert_true(d[1].apply);
+        assert_non_null(strstr(d[1].why, "over capacity"));
+        /* The other way round: VM 0 the quieter (active 6 s ago, VM 1 now). */
+        vm[0].cpu_usec = 50 * SEC + 10000;
+        vm[0].state.active_usec = NOW - 6 * SEC;
+        vm[1].cpu_usec = 50 * SEC + 300000;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].target, 1856 * MIB);
+        assert_false(d[1].apply);
+        /* VM 0's balloon on its way down (target 1856 MiB, actual still 3 GiB, its guest's 2 GiB
+         * available all free: no cache left): memory is coming back, VM 1 keeps. VM 0's QEMU on
+         * a CPU meanwhile (300 ms) is its balloon's work: it does not make VM 0 active again. */
+        vm[0].target = 1856 * MIB;
+        vm[0].actual = 3 * GIB;
+        vm[0].stats.available = 2 * GIB;
+        vm[0].stats.free = 2 * GIB;
+        vm[0].stats.total = 4 * GIB;
+        vm[0].cpu_usec = 50 * SEC + 300000;
+        vm[0].state.set_target = vm[0].target;
+        vm[0].state.set_usec = NOW - SEC;
+        vm[0].state.actual_at_set = 4 * GIB;
+        vm[0].state.best_distance = vm[0].actual - vm[0].target;
+        vm[0].state.progress_usec = NOW;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_false(d[0].apply);
+        assert_int_equal(d[0].state.active_usec, NOW - 6 * SEC);
+        assert_false(d[1].apply);
+        assert_non_null(strstr(d[1].why, "page cache is kept"));
+        /* The tick it arrives (actual at the target, the last tick still 1216 MiB away) counts
+         * the second before: its balloon's work, not activity. */
+        vm[0].actual = vm[0].target;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].state.active_usec, NOW - 6 * SEC);
+        /* VM 0 arrived with nothing beyond its free memory idle (use 1 GiB, available 1 GiB,
+         * all of it free): VM 1 is now the quietest holding a cache, and gives it. */
+        vm[0] = vm_settled(1 * GIB, 4 * GIB, 1152 * MIB, 128 * MIB);
+        vm[0].stats.free = 128 * MIB;
+        vm[0].state.active_usec = NOW - 6 * SEC;
+        vm[0].state.prev_cpu_usec = 50 * SEC;
+        vm[0].state.prev_cpu_at_usec = NOW - SEC;
+        vm[0].cpu_usec = 50 * SEC + 10000;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_false(d[0].apply);
+        assert_int_equal(d[1].reason, POLICY_REASON_SHRINK_NODE);
+        assert_int_equal(d[1].target, 1856 * MIB);
 }
 
 /* A mixed pool under the default (auto), capacity 7 GiB. VM 0 reports free pages: 4 GiB,
@@ -1133,6 +1216,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_reporting_growth_from_host, setup),
                 cmocka_unit_test_setup(test_reporting_short_host_takes_cache, setup),
                 cmocka_unit_test_setup(test_reporting_active_cache_kept, setup),
+                cmocka_unit_test_setup(test_reporting_over_capacity_quietest_cache, setup),
                 cmocka_unit_test_setup(test_reporting_mixed_pool, setup),
                 cmocka_unit_test_setup(test_idle_tax_matters, setup),
                 cmocka_unit_test_setup(test_summary, setup),
