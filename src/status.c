@@ -10,24 +10,39 @@
 #include "util.h"
 
 #define VM(member, key, kind) JSON_FIELD(struct vm_status, member, key, JSON_KIND_##kind)
+/* Each member once; the full and the brief tables list them. */
+#define F_NAME VM(name, "name", TEXT)
+#define F_STATE VM(state, "state", TEXT)
+#define F_MIN VM(min_bytes, "min_bytes", U64)
+#define F_MAX VM(max_bytes, "max_bytes", U64)
+#define F_TARGET VM(target_bytes, "target_bytes", SIZE)
+#define F_ACTUAL VM(actual_bytes, "actual_bytes", SIZE)
+#define F_AVAILABLE VM(guest_available_bytes, "guest_available_bytes", SIZE)
+#define F_CPU_WEIGHT VM(cpu_weight, "cpu_weight", U64)
+#define F_REASON VM(reason, "reason", TEXT)
 static const struct json_field vm_fields[] = {
-        VM(name, "name", TEXT),
-        VM(state, "state", TEXT),
-        VM(min_bytes, "min_bytes", U64),
-        VM(max_bytes, "max_bytes", U64),
-        VM(target_bytes, "target_bytes", SIZE),
-        VM(actual_bytes, "actual_bytes", SIZE),
+        F_NAME,
+        F_STATE,
+        F_MIN,
+        F_MAX,
+        F_TARGET,
+        F_ACTUAL,
         VM(base_bytes, "base_bytes", SIZE),
         VM(plugged_bytes, "plugged_bytes", SIZE),
         VM(balloon_bytes, "balloon_bytes", SIZE),
-        VM(guest_available_bytes, "guest_available_bytes", SIZE),
+        F_AVAILABLE,
         VM(stats_age_usec, "stats_age_usec", SIZE),
         VM(shares, "shares", U64),
-        VM(cpu_weight, "cpu_weight", U64),
+        F_CPU_WEIGHT,
         VM(pid, "pid", I64),
         VM(override_left_usec, "override_left_usec", U64),
         VM(free_page_reporting, "free_page_reporting", BOOL),
-        VM(reason, "reason", TEXT),
+        F_REASON,
+};
+
+/* What `ppnctl status` shows in its table: a subset of the above, in the same order. */
+static const struct json_field vm_brief_fields[] = {
+        F_NAME, F_STATE, F_MIN, F_MAX, F_TARGET, F_ACTUAL, F_AVAILABLE, F_CPU_WEIGHT, F_REASON,
 };
 
 #define POOL(member, key, kind) JSON_FIELD(struct pool_status, member, key, JSON_KIND_##kind)
@@ -46,6 +61,27 @@ static const struct json_field pool_fields[] = {
 
 void vm_status_write(const struct vm_status *s, FILE *f) {
         json_write_fields(f, vm_fields, ELEMENTSOF(vm_fields), s);
+}
+
+void vm_status_write_brief(const struct vm_status *s, size_t reason_width, FILE *f) {
+        struct vm_status b = *s;
+        char cut[sizeof(s->reason) + 4];
+
+        /* Cut only where that makes it shorter: a cut reason must still fit the member whole
+         * (a reason of 191 bytes cut at 190 columns would not, and the reader would break the
+         * mark). The table cuts the full reason to the same text (text_fit of text_fit). */
+        if (reason_width > 0 && strlen(text_fit(s->reason, reason_width, cut, sizeof(cut))) < strlen(s->reason))
+                memcpy(b.reason, cut, strlen(cut) + 1);
+        json_write_fields(f, vm_brief_fields, ELEMENTSOF(vm_brief_fields), &b);
+}
+
+int vm_status_brief_from_json(json_object *o, struct vm_status *ret) {
+        struct vm_status s = { 0 };
+
+        if (json_to_fields(o, vm_brief_fields, ELEMENTSOF(vm_brief_fields), &s) < 0)
+                return -EINVAL;
+        *ret = s;
+        return 0;
 }
 
 int vm_status_from_json(json_object *o, struct vm_status *ret) {

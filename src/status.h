@@ -54,5 +54,16 @@ void vm_status_write(const struct vm_status *s, FILE *f);
 /* 0, or -EINVAL if o is not such an object (a missing member is an error: same version both sides). */
 int vm_status_from_json(json_object *o, struct vm_status *ret);
 
+/*
+ * The brief form (`status` with "brief": true), for ppnctl's table: only name, state,
+ * min_bytes, max_bytes, target_bytes, actual_bytes, guest_available_bytes, cpu_weight and
+ * reason (~290 of ~570 bytes per VM with the scale benchmark's guests at 80 columns). With
+ * reason_width > 0 a reason longer than that many columns is sent as the table shows it:
+ * text_fit(reason, reason_width), when that is shorter. The reader takes a brief or a full
+ * object (an older ppnd ignores "brief"); the members it does not carry are left 0.
+ */
+void vm_status_write_brief(const struct vm_status *s, size_t reason_width, FILE *f);
+int vm_status_brief_from_json(json_object *o, struct vm_status *ret);
+
 json_object *pool_status_to_json(const struct pool_status *p);
 int pool_status_from_json(json_object *o, struct pool_status *ret);

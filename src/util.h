@@ -75,6 +75,11 @@ int parse_u64(const char *s, uint64_t *ret);
 /* NAME in the folder of PATH ("dir/file" -> "dir/NAME", "file" -> "NAME"). NULL on -ENOMEM. */
 char *path_beside(const char *path, const char *name);
 
+/* Copies s into buf cut to at most width display columns (UTF-8 code points), "…" (U+2026)
+ * marking a cut: width - 1 columns of s and the mark. Returns buf. The same cut in ppnctl's
+ * tables and in ppnd's brief status (a reason as the table will show it). */
+const char *text_fit(const char *s, size_t width, char *buf, size_t len);
+
 /* Monotonic clock in microseconds (CLOCK_MONOTONIC); wall clock in microseconds. */
 uint64_t now_usec(void);
 uint64_t now_realtime_usec(void);

@@ -12,17 +12,29 @@ Proven: status answers come in < 100 ms (95th percentile; the maximum and the ma
 are printed); the good VM stays running and sampled
 throughout; the silent, half and stalling monitors time out and are reconnected; no VM is ever
 sent a target below its minimum or above its maximum (every 'balloon' each fake received);
-ppnd's memory stays bounded under the flood; ppnd protects itself from the OOM killer (or,
+ppnd's memory stays bounded under the flood; `ppnctl status` prints the same table from the
+brief reply it asks for and from a full one (what a ppnd that ignores "brief" sends) of the
+same node state (the replies taken from ppnd at once, served to ppnctl by a one-shot socket);
+ppnd protects itself from the OOM killer (or,
 without CAP_SYS_RESOURCE, says why it cannot); ppnd still exits cleanly (0) afterwards.
 """
+import fcntl
+import json
 import os
+import pty
 import re
 import signal
+import socket
+import struct
+import subprocess
 import sys
+import tempfile
+import termios
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppnd_harness import MIB, Node, Tap  # noqa: E402
+from ppnd_harness import MIB, PPNCTL, Node, Tap  # noqa: E402
 
 WATCH_S = 12.0
 LATENCY_MAX_S = 0.100
@@ -43,6 +55,110 @@ def vm_hwm_kib(node):
         if line.startswith('VmHWM:'):
             return int(line.split()[1])
     return -1
+
+
+# The members of a brief status VM (docs/ppnd.md, "Control socket"): what the table shows.
+BRIEF_KEYS = {'name', 'state', 'min_bytes', 'max_bytes', 'target_bytes', 'actual_bytes',
+              'guest_available_bytes', 'cpu_weight', 'reason'}
+# Table widths: a pipe (80 columns), the narrowest terminal ppnctl lays out (40), a wide one.
+WIDTHS = (None, 40, 200)
+
+
+def pipelined(node, lines):
+    """The replies to several requests sent at once on one connection: ppnd handles the lines
+    of one read in one pass of its loop, so every reply describes the same node state."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(node.sock)
+        s.sendall(b''.join(json.dumps(l).encode() + b'\n' for l in lines))
+        buf = b''
+        while buf.count(b'\n') < len(lines):
+            chunk = s.recv(1 << 16)
+            if not chunk:
+                break
+            buf += chunk
+    return buf.split(b'\n')[:len(lines)]
+
+
+def table_from(reply, cols):
+    """`ppnctl status` against a one-shot daemon that answers `reply` (a line ppnd wrote, whatever
+    ppnctl asks: as a ppnd that ignores "brief" would). On a terminal of cols columns (a pty, with
+    colour), or into a pipe if cols is None. Returns (output, the request ppnctl sent)."""
+    d = tempfile.mkdtemp(prefix='ppn-brief-')
+    path = os.path.join(d, 's')
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(1)
+    got = {}
+
+    def serve():
+        c, _ = srv.accept()
+        with c:
+            got['request'] = c.makefile('rb').readline()
+            c.sendall(reply + b'\n')
+    th = threading.Thread(target=serve)
+    th.start()
+    argv = [PPNCTL, '--socket', path, 'status']
+    try:
+        if cols is None:
+            out = subprocess.run(argv, capture_output=True, timeout=10, env=dict(os.environ, TERM='xterm')).stdout
+        else:
+            master, slave = pty.openpty()
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack('HHHH', 50, cols, 0, 0))
+            p = subprocess.Popen(argv, stdout=slave, stderr=slave, env=dict(os.environ, TERM='xterm'))
+            os.close(slave)
+            out = b''
+            while True:
+                try:
+                    chunk = os.read(master, 1 << 16)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            os.close(master)
+            p.wait(timeout=10)
+    finally:
+        th.join(timeout=10)
+        srv.close()
+        os.unlink(path)
+        os.rmdir(d)
+    return out, json.loads(got.get('request') or b'{}')
+
+
+def check_brief(t, node, rounds=8):
+    """The table from a brief reply is byte for byte the table from a full one of the same node
+    state, at three widths; the brief reply carries only BRIEF_KEYS; ppnctl asks for it."""
+    diffs, asked, keys_bad, cut, marked, sizes = [], set(), [], 0, 0, []
+    for _ in range(rounds):
+        reqs = [{'request': 'status'}] + [{'request': 'status', 'brief': True,
+                                           'reason_width': (w or 80) - 2} for w in WIDTHS]
+        full, *briefs = pipelined(node, reqs)
+        fvms = json.loads(full)['vms']
+        for w, brief in zip(WIDTHS, briefs):
+            bvms = json.loads(brief)['vms']
+            keys_bad += [v['name'] for v in bvms if set(v) != BRIEF_KEYS]
+            cut += sum(b['reason'] != f['reason'] for b, f in zip(bvms, fvms))
+            sizes.append((len(full), len(brief)))
+            a, req = table_from(full, w)
+            b, _ = table_from(brief, w)
+            asked.add((req.get('brief'), req.get('reason_width'), (w or 80) - 2))
+            marked += sum(l.split()[5:6] == [b'?'] for l in a.splitlines())
+            if a != b or not a:
+                diffs.append('width %s:\n%s\n----\n%s' % (w, a.decode(errors='replace'),
+                                                           b.decode(errors='replace')))
+        time.sleep(0.3)
+    t.ok(not diffs, 'ppnctl status: the table from a brief reply is the table from a full one of '
+         'the same state, byte for byte (%d rounds at widths 80 (pipe), 40, 200)' % rounds,
+         (diffs or [''])[0][:3000])
+    t.ok(cut > 0, 'the comparison covers reasons the brief reply cut (%d) and rows whose AVAIL '
+         'is "?" (%d)' % (cut, marked))
+    t.ok(all(r is True and w == want for r, w, want in asked),
+         'ppnctl status asks for "brief": true with "reason_width" = columns - 2', str(sorted(asked, key=str)))
+    t.ok(not keys_bad, 'a brief VM carries exactly name, state, min, max, target, actual, '
+         'available, cpu_weight and reason', ', '.join(keys_bad[:5]))
+    t.ok(all(b < f for f, b in sizes), 'the brief reply is shorter (full/brief bytes: %s)'
+         % ', '.join('%d/%d' % x for x in sizes[:3]))
 
 
 def main():
@@ -128,6 +244,8 @@ def main():
         negative = [r for r in hostile_rows if re.search(r'\s-\d', r)]
         t.ok(hostile_rows and not negative, 'ppnctl status never shows the lying guest a negative size',
              '%d rows; e.g. %s' % (len(hostile_rows), (negative or hostile_rows or [''])[0]))
+
+        check_brief(t, node)
 
         hwm = vm_hwm_kib(node)
         flood_conn = node.fake_log('flood').count('connect')

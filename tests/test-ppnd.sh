@@ -80,6 +80,18 @@ ask '{"request":"events","follow":"no"}' | grep -q '"follow\\" must be true or f
 ok $? 'events: "follow":"no" is refused, naming the key'
 ask '{"request":"events","follow":1}' | grep -q 'must be true or false'; ok $? 'events: "follow":1 is refused'
 ask '{"request":"events","follow":false}' | grep -q '"last_seq"'; ok $? 'events: "follow":false is a boolean'
+# status: the brief form's fields are checked as strictly (a mistyped one is named, not ignored).
+ask '{"request":"status","brief":"yes"}' | grep -q '"brief\\" must be true or false'
+ok $? 'status: "brief":"yes" is refused, naming the key'
+ask '{"request":"status","brief":1}' | grep -q 'must be true or false'; ok $? 'status: "brief":1 is refused'
+for w in 0 -3 7.5 '"80"' true; do
+  ask '{"request":"status","brief":true,"reason_width":'"$w"'}' | grep -q '"reason_width\\" must be a whole number of columns'
+  ok $? "status: \"reason_width\":$w is refused"
+done
+ask '{"request":"status","reason_width":78}' | grep -q 'for the brief form only'
+ok $? 'status: "reason_width" without "brief" is refused'
+ask '{"request":"status","brief":true,"reason_width":78}' | python3 -c 'import json,sys; d=json.load(sys.stdin); assert set(d) == {"vms","pool"}'
+ok $? 'status: "brief":true with "reason_width" is answered'
 
 # 64 silent clients fill the table; the idle deadline (1 s here) frees it.
 python3 -c 'import socket,sys,time

@@ -96,6 +96,34 @@ static void test_format_size(void **state) {
         assert_string_equal(format_size(0, buf, sizeof(buf)), "0");
 }
 
+/* Cut to columns, not bytes: "…" replaces the last column kept; width 0 keeps nothing. */
+static void test_text_fit(void **state) {
+        static const struct {
+                const char *in;
+                size_t width;
+                const char *out;
+        } cases[] = {
+                { "abcdef", 6, "abcdef" },
+                { "abcdef", 7, "abcdef" },
+                { "abcdef", 5, "abcd\xe2\x80\xa6" },
+                { "abcdef", 1, "\xe2\x80\xa6" },
+                { "abcdef", 0, "" },
+                { "", 3, "" },
+                { "a\xe2\x86\x92" "bc", 4, "a\xe2\x86\x92" "bc" },            /* "a→bc": 4 columns */
+                { "a\xe2\x86\x92" "bcd", 4, "a\xe2\x86\x92" "b\xe2\x80\xa6" },
+                { "\xe2\x86\x92\xe2\x86\x92\xe2\x86\x92", 2, "\xe2\x86\x92\xe2\x80\xa6" },
+        };
+        char buf[64], again[64];
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++)
+                assert_string_equal(text_fit(cases[i].in, cases[i].width, buf, sizeof(buf)), cases[i].out);
+        /* A cut that is cut again at the same or a wider width stays as it is (the brief status
+         * sends reasons cut as the table would cut them; the table cuts them again). */
+        text_fit("abcdefghij", 5, buf, sizeof(buf));
+        assert_string_equal(text_fit(buf, 5, again, sizeof(again)), buf);
+        assert_string_equal(text_fit(buf, 8, again, sizeof(again)), buf);
+}
+
 static void test_parse_duration(void **state) {
         uint64_t v;
         assert_int_equal(parse_duration("30", &v), 0);
@@ -144,6 +172,7 @@ int main(void) {
                 cmocka_unit_test(test_parse_size_table),
                 cmocka_unit_test(test_format_size),
                 cmocka_unit_test(test_parse_duration),
+                cmocka_unit_test(test_text_fit),
                 cmocka_unit_test(test_error_prefix),
                 cmocka_unit_test(test_read_full_fd),
                 cmocka_unit_test(test_dl_load),

@@ -114,22 +114,3 @@ unsigned ctl_columns(void) {
                 return w.ws_col < 40 ? 40 : w.ws_col;
         return 80;
 }
-
-const char *ctl_fit(const char *s, size_t width, char *buf, size_t len) {
-        size_t cols = 0, i = 0, cut = 0;
-
-        /* Count code points (UTF-8 lead bytes); remember where width - 1 columns end. */
-        for (; s[i]; i++) {
-                if (((unsigned char) s[i] & 0xC0) == 0x80)
-                        continue;
-                if (cols == width - 1)
-                        cut = i;
-                cols++;
-        }
-        if (cols <= width || width == 0) {
-                snprintf(buf, len, "%s", width == 0 ? "" : s);
-                return buf;
-        }
-        snprintf(buf, len, "%.*s\xe2\x80\xa6", (int) cut, s);
-        return buf;
-}

@@ -71,11 +71,19 @@ static int parse_args(const struct ctl_args *args, struct hist_args *h) {
         return 0;
 }
 
-/* The VM names ppnd manages, from its status. */
+/* The VM names ppnd manages, from its status (the brief form: the names are all we read). */
 static int vm_names(const char *socket, json_object **ret, struct ppn_error *err) {
-        json_object *reply = NULL, *vms, *names = json_object_new_array();
-        int r = control_client_call(socket, "status", NULL, &reply, err);
+        json_object *reply = NULL, *vms, *names = json_object_new_array(), *args = json_object_new_object();
+        int r;
 
+        if (!names || !args) {
+                json_object_put(names);
+                json_object_put(args);
+                return ppn_error_set(err, -ENOMEM, "out of memory");
+        }
+        json_object_object_add(args, "brief", json_object_new_boolean(true));
+        r = control_client_call(socket, "status", args, &reply, err);
+        json_object_put(args);
         if (r < 0) {
                 json_object_put(names);
                 return r;
@@ -273,7 +281,7 @@ static void print_mark(const struct plot_mark *m) {
         snprintf(line, sizeof(line), "%s  * %s%s%s: %s", hms(m->realtime_usec, t, sizeof(t)), m->kind,
                  m->to_bytes ? " to " : "", m->to_bytes ? ctl_size((int64_t) m->to_bytes, to, sizeof(to)) : "",
                  m->reason);
-        printf("%s%s%s\n", ctl_sgr(stdout, CTL_SGR_YELLOW), ctl_fit(line, w, cut, sizeof(cut)),
+        printf("%s%s%s\n", ctl_sgr(stdout, CTL_SGR_YELLOW), text_fit(line, w, cut, sizeof(cut)),
                ctl_sgr(stdout, CTL_SGR_RESET));
 }
 

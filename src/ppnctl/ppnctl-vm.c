@@ -193,7 +193,7 @@ static void print_table(const struct ledger_state *st) {
                 char a[32], b[32], name[256];
                 const struct ledger_vm *vm = &st->vms[i];
                 printf("%-*s %*s %*s %7" PRIu32 " %10" PRIu32 " %5" PRIu32 "\n", (int) name_w,
-                       ctl_fit(vm->name, name_w, name, sizeof(name)), size_w, ctl_size((int64_t) vm->min_bytes, a, sizeof(a)),
+                       text_fit(vm->name, name_w, name, sizeof(name)), size_w, ctl_size((int64_t) vm->min_bytes, a, sizeof(a)),
                        size_w, ctl_size((int64_t) vm->max_bytes, b, sizeof(b)), vm->shares, vm->cpu_weight, vm->vcpus);
         }
 }

@@ -215,5 +215,3 @@ const char *ctl_sgr(FILE *f, const char *seq);
 #define CTL_SGR_RESET "\033[0m"
 /* Width for tables: the terminal's when stdout is one, else 80. */
 unsigned ctl_columns(void);
-/* Copies s into buf cut to at most width display columns (UTF-8 aware), "…" marking a cut. */
-const char *ctl_fit(const char *s, size_t width, char *buf, size_t len);

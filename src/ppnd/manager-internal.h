@@ -82,7 +82,8 @@ struct manager {
         struct pool_status pool;
         uint64_t ticks;
         char last_status[128];
-        size_t status_len;              /* the last status reply's length: the next one's buffer */
+        size_t status_len[2];           /* the last full [0] and brief [1] status replies' lengths:
+                                         * the next one's buffer */
         struct metrics_server *metrics; /* NULL unless [metrics] enabled */
         struct metrics_counters counters;
         /* The policy's input and output, kept between rounds: at 2,000 VMs a fresh calloc()
