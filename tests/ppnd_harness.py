@@ -131,6 +131,10 @@ class Node:
                     % (controller, policy, self.dir, self.dir))
         self.ctl('node', 'set', 'physical=8G', 'reserve=1G')
 
+    def events(self):
+        """ppnd's events, oldest first (ppnctl events --json: one object per line)."""
+        return [json.loads(line) for line in self.ctl('events', '--json').stdout.splitlines() if line]
+
     def fake_log(self, name):
         try:
             return open(self.fakes[name][1]).read().splitlines()

@@ -25,8 +25,7 @@ RUN = 17.0
 
 
 def fast_grows(node):
-    out = node.ctl('events', '--json').stdout.splitlines()
-    return [e for e in (json.loads(x) for x in out if x) if e['kind'] == 'grow-fast']
+    return [e for e in node.events() if e['kind'] == 'grow-fast']
 
 
 def main():

@@ -19,10 +19,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ppnd_harness import MIB, Node, Tap, wait_for  # noqa: E402
 
 
-def events(node):
-    return [json.loads(line) for line in node.ctl('events', '--json').stdout.splitlines() if line]
-
-
 def main():
     t = Tap()
     node = Node()
@@ -34,7 +30,7 @@ def main():
         if not t.ok(node.start(), 'ppnd starts and answers ping'):
             return t.done()
 
-        added = [e for e in events(node) if e['kind'] == 'added']
+        added = [e for e in node.events() if e['kind'] == 'added']
         t.ok(len(added) == 2 and not any('QMP QMP' in e['reason'] for e in added),
              'the "added" events name the QMP state once', '\n'.join(e['reason'] for e in added))
 
@@ -52,7 +48,7 @@ def main():
              'release of the detected override: exit 0, says what it ended', 'rc %d: %s%s' % (r.returncode, r.stdout, r.stderr))
         st = node.status()['web']
         t.ok(st.get('override_left_usec', 0) == 0, 'status shows no override any more', json.dumps(st))
-        rel = [e for e in events(node) if e['vm'] == 'web' and e['kind'] == 'release']
+        rel = [e for e in node.events() if e['vm'] == 'web' and e['kind'] == 'release']
         t.ok(len(rel) == 1 and 'balloon set outside ppnd' in rel[0]['reason'], 'one "release" event records it',
              json.dumps(rel))
         st = wait_for(lambda: not node.status()['web']['reason'].startswith('override') and node.status()['web'], 5)

@@ -75,8 +75,7 @@ def main():
         t.ok(all(not v['reason'].startswith('hold') for v in st.values()),
              'no VM is held (a settled VM is never held for stale statistics)',
              json.dumps({n: v['reason'] for n, v in st.items()}))
-        held = [e for e in (json.loads(x) for x in node.ctl('events', '--json').stdout.splitlines() if x)
-                if e['kind'].startswith('hold')]
+        held = [e for e in node.events() if e['kind'].startswith('hold')]
         t.ok(not held, 'no hold event during the run', json.dumps(held))
         t.ok(node.kill(15) == 0, 'ppnd exits 0')
     finally:
