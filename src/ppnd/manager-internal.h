@@ -94,6 +94,9 @@ struct manager {
         struct fleet_agent *fleet;      /* NULL unless [fleet] enabled; runs off the loop */
         sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
         struct fastgrow_tunables fast_tun;
+        /* The host's allocation counter (/proc/vmstat pgalloc_*, bytes) at the fast signal's
+         * last two periods (0 = not read): the gate before the per-VM reads (fastgrow_host_quiet). */
+        uint64_t alloc_cur, alloc_cur_usec, alloc_prev, alloc_prev_usec;
         struct settle_tunables settle_tun;
         bool reclaiming;                /* the policy's last round: node short, contended or donors asked */
         const char *proc_dir;
