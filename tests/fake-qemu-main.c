@@ -24,11 +24,11 @@
  * when its guest touches new memory; "touch SIZE" goes to the --log file. One VM per process
  * (--socket) for that to mean anything.
  *
- * --burst-touch SIZE: at each workload burst's start (checked every 100 ms) this process maps,
- * writes and unmaps SIZE bytes: the host allocates memory as it does when a real guest's burst
- * touches new memory (what ppnd's fast signal gates its reads on: /proc/vmstat pgalloc_*). The
- * fake's guests have no real memory; without it a node of bursting fakes looks quiet to the
- * host, as no real node with bursting guests does.
+ * --burst-touch SIZE: when a workload burst has started (checked every 100 ms) this process
+ * has the kernel allocate SIZE bytes, then unmaps them: the host allocates memory as it does
+ * when a real guest's burst touches new memory (what ppnd's fast signal gates its reads on:
+ * /proc/vmstat pgalloc_*). The fake's guests have no real memory; without it a node of
+ * bursting fakes looks quiet to the host, as no real node with bursting guests does.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -192,19 +192,19 @@ static char *touch(const struct opts *o) {
         return p;
 }
 
-/* --burst-touch: SIZE bytes for each burst begun since *since, mapped, written and unmapped
- * (mmap, not malloc: freed memory must go back to the kernel for the next burst to allocate). */
+/* --burst-touch: SIZE bytes if a burst began since *since, allocated by the kernel at once
+ * (MAP_POPULATE writes every page in: a page fault each would cost the fake more CPU than all
+ * its answers) and unmapped, so the next burst allocates again. One allocation per check, not
+ * per burst: the host's allocation in the period is what ppnd's gate looks at. */
 static void burst_touch(struct fake_qemu *f, const struct opts *o, double *since) {
         double now = mono_s();
         unsigned n = fake_qemu_burst_onsets(f, *since, now);
         *since = now;
-        for (unsigned i = 0; i < n; i++) {
-                void *p = mmap(NULL, o->burst_touch, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-                if (p == MAP_FAILED)
-                        return;
-                memset(p, 0x5a, o->burst_touch);
+        if (n == 0)
+                return;
+        void *p = mmap(NULL, o->burst_touch, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (p != MAP_FAILED)
                 munmap(p, o->burst_touch);
-        }
 }
 
 /* Serves until SIGTERM or SIGINT. */
