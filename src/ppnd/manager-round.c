@@ -572,8 +572,10 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
         uint64_t want = d->target > from ? d->target - from : 0;
         uint64_t grant = m->pool.free_bytes > 0 && (uint64_t) m->pool.free_bytes < want ? (uint64_t) m->pool.free_bytes : want;
 
-        if (m->pool.free_bytes <= 0 || grant < FAST_GRANT_MIN)
+        if (m->pool.free_bytes <= 0 || grant < FAST_GRANT_MIN) {
+                m->fast_held_usec = now_usec();         /* look again once there is memory */
                 return;
+        }
         v->target = from + grant;
         v->pstate.last_grow_usec = now_usec();
         m->pool.free_bytes -= (int64_t) grant;
@@ -645,8 +647,14 @@ static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct manager *m = userdata;
         uint64_t now = now_usec(), real = now_realtime_usec();
 
-        if (fast_on(m)) {
-                bool busy = host_busy(m, now);
+        if (!fast_on(m))
+                m->fast_held_usec = now;
+        else {
+                /* After the signal could not act (a grow with no memory free, or none free at all),
+                 * every period reads for one window whatever the host: a burst that filled its
+                 * guest meanwhile is still in the rate when memory comes back, though the host may
+                 * have gone quiet. */
+                bool busy = host_busy(m, now) || now - m->fast_held_usec < m->fast_tun.window_usec + FAST_PERIOD_USEC;
                 m->counters.fast_periods[busy]++;
                 for (size_t i = 0; busy && i < m->n_vms; i++)
                         fast_sample(m->vms[i], now, real, false);
