@@ -74,7 +74,7 @@ static bool refused(const struct fastgrow_tunables *t, const struct fastgrow_vm 
 bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, uint64_t period_usec) {
         if (!t || period_usec == 0)
                 return false;
-        return (double) allocated < (double) (t->burst / 2) * (double) period_usec / 1e6;
+        return (double) allocated < (double) t->burst / 2.0 * (double) period_usec / 1e6;
 }
 
 /* The bound sample at vm->then_usec (fastgrow_host_quiet()), when the newest sample is older and
