@@ -19,7 +19,10 @@
 #                                        every round; unset: the daemon's default, so an older
 #                                        daemon without the key still runs),
 #                                        SCALE_BURST_EVERY=K: every Kth VM bursts (2; 0: none,
-#                                        a calm node where only the guests' slow wave moves)
+#                                        a calm node where only the guests' slow wave moves),
+#                                        SCALE_BURST_TOUCH=SIZE: the fake writes SIZE of real
+#                                        memory at each burst's start (8M; 0: none), so that
+#                                        bursts make the host allocate as real guests' do
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -41,6 +44,7 @@ PERF=${SCALE_PERF:-}
 FAST_SIGNAL=${SCALE_FAST_SIGNAL:-yes}
 SETTLED=${SCALE_SETTLED:-}
 BURST_EVERY=${SCALE_BURST_EVERY:-2}
+BURST_TOUCH=${SCALE_BURST_TOUCH:-8M}
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -135,7 +139,7 @@ one_size() {
   DIR=$(mktemp -d /tmp/ppn-scale.XXXXXX)
   mkdir -p "$DIR/qmp" "$DIR/run" "$DIR/no-cgroup"
   "$FAKEQEMU" --dir "$DIR/qmp" --count "$n" --max 4G --init 2G --use-pct 30 --wave-pct 10 \
-    --burst-every "$BURST_EVERY" --burst-pct 40 --burst-len 10 --burst-cycle 40 >"$DIR/fake.out" &
+    --burst-every "$BURST_EVERY" --burst-pct 40 --burst-len 10 --burst-cycle 40 --burst-touch "$BURST_TOUCH" >"$DIR/fake.out" &
   FAKE_PID=$!
   until grep -q '^ready' "$DIR/fake.out" 2>/dev/null; do sleep 0.1; done
   ledger_json "$n" "$DIR" >"$DIR/ledger.json"

@@ -71,6 +71,24 @@ static bool refused(const struct fastgrow_tunables *t, const struct fastgrow_vm 
                grown || vm->size >= vm->max || vm->target > vm->size + t->margin;
 }
 
+bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, uint64_t period_usec) {
+        if (!t || period_usec == 0)
+                return false;
+        return (double) allocated < (double) t->burst / 2.0 * (double) period_usec / 1e6;
+}
+
+/* The bound sample at vm->then_usec (fastgrow_host_quiet()), when the newest sample is older and
+ * the host's allocations since it are known. */
+static void push_bound(struct fastgrow_state *s, const struct fastgrow_vm *vm, uint64_t now) {
+        uint64_t last = s->n ? s->t[s->head] : 0;
+
+        if (!s->n || !s->alloc_at_last || !vm->alloc_then || vm->alloc_then < s->alloc_at_last ||
+            vm->then_usec <= last || vm->then_usec >= now)
+                return;
+        uint64_t grown = vm->alloc_then - s->alloc_at_last, rss = s->rss[s->head];
+        push(s, vm->then_usec, rss > UINT64_MAX - grown ? UINT64_MAX : rss + grown);
+}
+
 bool fastgrow_may_grow(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm) {
         if (!t || !s || !vm)
                 return false;
@@ -95,7 +113,9 @@ int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s,
 
         if (!t || !s || !vm || !ret)
                 return -EINVAL;
+        push_bound(s, vm, now);
         push(s, now, vm->rss);
+        s->alloc_at_last = vm->alloc_now;
         if (vm->stats_update && vm->stats_update != s->stats_seen) {
                 s->stats_seen = vm->stats_update;
                 s->rss_at_stats = vm->rss;

@@ -59,6 +59,7 @@ struct fastgrow_state {
         uint64_t stats_seen;             /* the statistics sample (guest last-update) last seen */
         uint64_t rss_at_stats;           /* RSS when it was first seen */
         uint64_t grown_for;              /* the statistics sample a fast grow was made on */
+        uint64_t alloc_at_last;          /* the host's allocation counter at (or before) the newest sample; 0 = unknown */
 };
 
 struct fastgrow_vm {
@@ -69,6 +70,10 @@ struct fastgrow_vm {
         uint64_t size;                   /* what the VM holds (base + plugged − balloon) */
         uint64_t target;                 /* target in force */
         uint64_t max;
+        /* The host's cumulative allocated bytes (hostmem_parse_vmstat_alloc(), in bytes), read
+         * at or before now (alloc_now) and at an earlier moment (alloc_then at then_usec); 0 =
+         * not read. See fastgrow_host_quiet(). */
+        uint64_t alloc_now, alloc_then, then_usec;
 };
 
 struct fastgrow_decision {
@@ -97,6 +102,20 @@ bool fastgrow_may_grow(const struct fastgrow_tunables *t, const struct fastgrow_
  * grown it sooner. Statistics not sampled yet count spent as 0, as the next sample will
  * (rss_at_stats is taken there); unknown statistics or top_rate 0: dense. */
 bool fastgrow_dense(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm);
+
+/* The gate before the per-VM reads: whether the host allocated too little over period_usec
+ * (allocated bytes, from its cumulative counter) for any VM's resident set to have grown at
+ * half the burst rate, the least fastgrow_sample() acts on. Then no VM needs a sample: none
+ * could grow by this period's reads, and the rates over a span of such periods stay below the
+ * threshold too. A period of 0 is never quiet.
+ *
+ * A VM not sampled over quiet periods has an old newest sample when the host turns busy; its
+ * rate from there would dilute a burst's onset over the quiet span. fastgrow_sample() then
+ * first adds a bound sample at then_usec: its RSS then was at most the RSS of its newest sample
+ * plus what the whole host allocated in between (alloc_then − alloc_at_last). Rates measured
+ * from that bound are lower bounds: a bound never makes a burst, and the onset is seen at the
+ * first busy period as if the VM had been read all along. */
+bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, uint64_t period_usec);
 
 /* Adds a sample at now_usec and decides. 0, or -EINVAL for NULL pointers. */
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,

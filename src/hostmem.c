@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 #include "hostmem.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -106,6 +108,37 @@ int hostmem_read_meminfo(const char *path, struct hostmem_meminfo *ret, struct p
         r = hostmem_parse_meminfo(buf, ret);
         if (r < 0)
                 return ppn_error_set(err, r, "parsing %s: no MemTotal/MemFree or a malformed value", path);
+        return 0;
+}
+
+int hostmem_parse_vmstat_alloc(const char *buf, uint64_t *ret_pages) {
+        uint64_t sum = 0, v;
+        bool seen = false;
+
+        for (const char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : NULL) {
+                if (strncmp(line, "pgalloc_", 8) != 0)
+                        continue;
+                const char *p = line + 8 + strcspn(line + 8, " \n");
+                if (*p != ' ' || parse_number(&p, &v) < 0 || (*p != '\n' && *p != '\0') || v > UINT64_MAX - sum)
+                        return -EINVAL;
+                sum += v;
+                seen = true;
+        }
+        if (!seen)
+                return -ENODATA;
+        *ret_pages = sum;
+        return 0;
+}
+
+int hostmem_read_vmstat_alloc(const char *path, uint64_t *ret_pages, struct ppn_error *err) {
+        _cleanup_free_ char *buf = NULL;
+        int r = read_small_file(path, &buf);
+        if (r < 0)
+                return ppn_error_set(err, r, "reading %s: %s", path, strerror(-r));
+        r = hostmem_parse_vmstat_alloc(buf, ret_pages);
+        if (r < 0)
+                return ppn_error_set(err, r, "parsing %s: %s", path,
+                                     r == -ENODATA ? "no pgalloc_ counters" : "a malformed pgalloc_ value");
         return 0;
 }
 

@@ -82,6 +82,14 @@ struct hostmem_pid_cpu {
  * set is optional, so that a buffer cut after them still gives the CPU time). */
 int hostmem_parse_pid_stat(const char *buf, struct hostmem_pid_cpu *ret);
 
+/* Pages the host has allocated since boot, all zones (/proc/vmstat: the sum of its pgalloc_*
+ * counters, each counting an order-k allocation as 2^k pages). A cumulative counter: memory
+ * freed meanwhile, by a guest's free page reporting say, does not hide an allocation. No
+ * process's resident set grows by new memory without it (transparent huge pages count 512).
+ * Returns 0, -ENODATA when the text has no pgalloc_ line, -EINVAL when one is malformed. */
+int hostmem_parse_vmstat_alloc(const char *buf, uint64_t *ret_pages);
+int hostmem_read_vmstat_alloc(const char *path, uint64_t *ret_pages, struct ppn_error *err);
+
 /* Converts ticks to microseconds at ticks_per_sec (sysconf(_SC_CLK_TCK), 100 on Linux). */
 uint64_t hostmem_ticks_to_usec(uint64_t ticks, uint64_t ticks_per_sec);
 

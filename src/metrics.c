@@ -209,6 +209,12 @@ static void render_counters(FILE *f, const struct metrics_counters *c) {
         header(f, "ppn_stats_reads_deferred_total",
                "Rounds in which a settled VM's guest statistics were not read (settled-stats-interval).", "counter");
         fprintf(f, "ppn_stats_reads_deferred_total %" PRIu64 "\n", c->stats_deferred);
+        header(f, "ppn_fast_signal_periods_total",
+               "Fast signal periods (200 ms) by the host's allocations: quiet (no QEMU read) or busy.", "counter");
+        sample_label(f, "ppn_fast_signal_periods_total", "host", "quiet");
+        fprintf(f, "%" PRIu64 "\n", c->fast_periods[0]);
+        sample_label(f, "ppn_fast_signal_periods_total", "host", "busy");
+        fprintf(f, "%" PRIu64 "\n", c->fast_periods[1]);
         header(f, "ppn_decisions_total", "Controller decisions by policy reason.", "counter");
         for (int r = 0; r < _POLICY_REASON_MAX; r++) {
                 sample_label(f, "ppn_decisions_total", "reason", policy_reason_to_string((enum policy_reason) r));

@@ -77,6 +77,7 @@ struct metrics_counters {
         uint64_t balloon_commands;
         uint64_t reconnects;
         uint64_t stats_deferred;        /* settle.h: a settled VM's statistics not read this round */
+        uint64_t fast_periods[2];       /* fast signal periods with the host quiet [0] (no VM read) or busy [1] */
         uint64_t decisions[_POLICY_REASON_MAX];
         size_t n_error_classes;
         struct {

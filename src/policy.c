@@ -431,10 +431,10 @@ static void update_activity(const struct policy_tunables *tun, const struct poli
                          (s->set_target == vm->target && s->actual_at_set >= s->set_target + w->min_step &&
                           s->best_distance >= w->min_step);
 
-        if (vm->cpu_usec == POLICY_STAT_UNKNOWN) {
-                s->prev_cpu_at_usec = 0;
+        /* Not read this tick (ppnd skips the read for a VM that could be settled on a quiet host):
+         * the baseline stays, and the next reading is judged over the whole span. */
+        if (vm->cpu_usec == POLICY_STAT_UNKNOWN)
                 return;
-        }
         /* A counter that went back is a new QEMU process: only the baseline restarts. */
         if (!inflating && s->prev_cpu_at_usec != 0 && now > s->prev_cpu_at_usec && vm->cpu_usec > s->prev_cpu_usec &&
             (unsigned __int128) (vm->cpu_usec - s->prev_cpu_usec) * 100 >=

@@ -9,7 +9,7 @@
  *             [--balloon moving|instant|held] [--stats workload|available|flip|hostile]
  *             [--available SIZE] [--hostile-period S] [--flip-odd] [--outside-balloon S:SIZE] [--log FILE]
  *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
- *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE]
+ *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE] [--burst-touch SIZE]
  *
  * Defaults: 4G, a good monitor, a moving balloon and the workload (use 30 % ± 10 % over 60 s,
  * every 10th VM bursting by 30 % for 20 s of every 120 s, phase-shifted per VM). Prints
@@ -23,6 +23,12 @@
  * own resident set (what ppnd reads as QEMU's in /proc/PID/statm) rises as a real QEMU's does
  * when its guest touches new memory; "touch SIZE" goes to the --log file. One VM per process
  * (--socket) for that to mean anything.
+ *
+ * --burst-touch SIZE: when a workload burst has started (checked every 100 ms) this process
+ * has the kernel allocate SIZE bytes, then unmaps them: the host allocates memory as it does
+ * when a real guest's burst touches new memory (what ppnd's fast signal gates its reads on:
+ * /proc/vmstat pgalloc_*). The fake's guests have no real memory; without it a node of
+ * bursting fakes looks quiet to the host, as no real node with bursting guests does.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,6 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <time.h>
@@ -46,6 +53,7 @@ struct opts {
         unsigned count, burst_every;
         double touch_at;        /* > 0: --touch */
         uint64_t touch_size;
+        uint64_t burst_touch;   /* --burst-touch: bytes written at each burst's start (0: none) */
         struct fake_qemu_guest g;
 };
 
@@ -86,7 +94,8 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 { "use-pct", required_argument, NULL, 'u' }, { "wave-pct", required_argument, NULL, 'w' },
                 { "period", required_argument, NULL, 'T' }, { "burst-every", required_argument, NULL, 'b' },
                 { "burst-pct", required_argument, NULL, 'B' }, { "burst-len", required_argument, NULL, 'L' },
-                { "burst-cycle", required_argument, NULL, 'C' }, { "touch", required_argument, NULL, 't' }, {}
+                { "burst-cycle", required_argument, NULL, 'C' }, { "touch", required_argument, NULL, 't' },
+                { "burst-touch", required_argument, NULL, 'W' }, {}
         };
         struct fake_qemu_guest *g = &o->g;
         int ch, k;
@@ -119,6 +128,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 case 'L': g->workload.burst_len = strtod(optarg, NULL); break;
                 case 'C': g->workload.burst_cycle = strtod(optarg, NULL); break;
                 case 't': if (parse_at(optarg, &o->touch_at, &o->touch_size) < 0) return -EINVAL; break;
+                case 'W': if (parse_size(optarg, &o->burst_touch) < 0) return -EINVAL; break;
                 default: return -EINVAL;
                 }
         }
@@ -182,6 +192,21 @@ static char *touch(const struct opts *o) {
         return p;
 }
 
+/* --burst-touch: SIZE bytes if a burst began since *since, allocated by the kernel at once
+ * (MAP_POPULATE writes every page in: a page fault each would cost the fake more CPU than all
+ * its answers) and unmapped, so the next burst allocates again. One allocation per check, not
+ * per burst: the host's allocation in the period is what ppnd's gate looks at. */
+static void burst_touch(struct fake_qemu *f, const struct opts *o, double *since) {
+        double now = mono_s();
+        unsigned n = fake_qemu_burst_onsets(f, *since, now);
+        *since = now;
+        if (n == 0)
+                return;
+        void *p = mmap(NULL, o->burst_touch, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+        if (p != MAP_FAILED)
+                munmap(p, o->burst_touch);
+}
+
 /* Serves until SIGTERM or SIGINT. */
 static int serve(struct fake_qemu *f, const struct opts *o) {
         sigset_t ss;
@@ -195,11 +220,16 @@ static int serve(struct fake_qemu *f, const struct opts *o) {
         if (sfd < 0 || ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, sfd, &sev) < 0 ||
             epoll_ctl(ep, EPOLL_CTL_ADD, fake_qemu_fd(f), &fev) < 0)
                 return -errno;
-        double touch_at = o->touch_at > 0 ? mono_s() + o->touch_at : 0;
+        double touch_at = o->touch_at > 0 ? mono_s() + o->touch_at : 0, bursts_since = mono_s();
         char *touched = NULL;
         for (;;) {
                 struct epoll_event ev;
                 int wait_ms = touch_at > 0 ? (int) ((touch_at - mono_s()) * 1000) + 1 : -1;
+                if (o->burst_touch) {
+                        if (mono_s() - bursts_since >= 0.1)
+                                burst_touch(f, o, &bursts_since);
+                        wait_ms = wait_ms < 0 || wait_ms > 100 ? 100 : wait_ms;
+                }
                 if (touch_at > 0 && wait_ms <= 1) {
                         touched = touch(o);
                         touch_at = 0;
@@ -250,7 +280,7 @@ int main(int argc, char **argv) {
                                 "       [--outside-balloon S:SIZE] [--log FILE] [--use-pct P] [--wave-pct P] "
                                 "[--period S]\n"
                                 "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S] "
-                                "[--touch S:SIZE]\n");
+                                "[--touch S:SIZE] [--burst-touch SIZE]\n");
                 return 2;
         }
         raise_nofile(o.count);

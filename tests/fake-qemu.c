@@ -304,6 +304,15 @@ static double vm_burst_start(const struct fake_qemu_vm *v, double now) {
         return in < w->burst_len ? now - in : -1;
 }
 
+unsigned fake_qemu_burst_onsets(const struct fake_qemu *f, double since, double now) {
+        unsigned n = 0;
+        for (const struct fake_qemu_vm *v = f->vms; v; v = v->next) {
+                double b = vm_burst_start(v, now);
+                n += b > since && b <= now;
+        }
+        return n;
+}
+
 static double vm_use(const struct fake_qemu_vm *v, double now) {
         const struct fake_qemu_workload *w = &v->g.workload;
         double use = (double) v->g.max * w->use_pct / 100.0 *

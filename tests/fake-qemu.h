@@ -124,6 +124,9 @@ void fake_qemu_vm_balloon_change(struct fake_qemu_vm *vm, uint64_t actual);
 /* FAKE_QEMU_STATS_PINNED: what qom-get guest-stats answers once polling is on. */
 void fake_qemu_vm_set_stats(struct fake_qemu_vm *vm, const struct fake_qemu_stat_values *s);
 
+/* How many VMs' workload bursts began in (since, now], times in s on CLOCK_MONOTONIC. */
+unsigned fake_qemu_burst_onsets(const struct fake_qemu *f, double since, double now);
+
 /* Every command answered and event sent, by name ("balloon", ..., "event BALLOON_CHANGE"). */
 json_object *fake_qemu_served(const struct fake_qemu *f);
 /* For each workload burst that began after the client enabled statistics (+2 s): ms from its

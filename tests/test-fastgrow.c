@@ -323,6 +323,86 @@ static void test_sparse_no_later(void **state) {
         assert_true(saved * 3 > total);
 }
 
+/* The host gate (fastgrow_host_quiet()) as ppnd runs it: every 200 ms the host's allocation
+ * counter is read (the VM's growth plus `noise` bytes/s from the rest of the host); between
+ * ticks (every 1 s, where the round's read of /proc/PID/stat gives the RSS for free) the VM is
+ * read only when the period was not quiet, and each sample carries the counter now and at the
+ * previous period. Returns the first grow's time in ms (-1: none) and counts the reads between
+ * ticks. */
+static long gated(uint64_t available, uint64_t rate, uint64_t start_ms, uint64_t noise, bool gate, unsigned *ret_reads) {
+        struct fastgrow_tunables t;
+        struct fastgrow_state s = { 0 };
+        struct fastgrow_decision d;
+        uint64_t prev_alloc = 0;
+
+        fastgrow_tunables_default(&t);
+        *ret_reads = 0;
+        for (uint64_t ms = 0; ms <= 4800; ms += 200) {
+                uint64_t ran = ms > start_ms ? ms - start_ms : 0;
+                uint64_t rss = 2 * GIB + rate / 1000 * ran;
+                uint64_t alloc = 10 * GIB + rss + noise / 1000 * ms;
+                struct fastgrow_vm vm = { .stats_update = 1700000000, .stats_age_usec = ms * MS, .available = available,
+                                          .size = 8 * GIB, .target = 8 * GIB, .max = 32 * GIB, .rss = rss,
+                                          .alloc_now = alloc, .alloc_then = prev_alloc,
+                                          .then_usec = ms ? (ms - 200) * MS : 0 };
+                bool quiet = ms && fastgrow_host_quiet(&t, alloc - prev_alloc, 200 * MS);
+                prev_alloc = alloc;
+                if (gate && ms % 1000 != 0 && quiet)
+                        continue;
+                *ret_reads += ms % 1000 != 0;
+                assert_int_equal(fastgrow_sample(&t, &s, &vm, ms * MS, &d), 0);
+                if (d.grow)
+                        return (long) ms;
+        }
+        return -1;
+}
+
+static void test_host_gate(void **state) {
+        struct fastgrow_tunables t;
+        fastgrow_tunables_default(&t);
+        /* Half the burst rate (32 MiB/s) over 200 ms is 6.4 MiB. */
+        assert_true(fastgrow_host_quiet(&t, 6 * MIB, 200 * MS));
+        assert_false(fastgrow_host_quiet(&t, 7 * MIB, 200 * MS));
+        assert_true(fastgrow_host_quiet(&t, 0, 200 * MS));
+        assert_false(fastgrow_host_quiet(&t, 0, 0));
+        assert_false(fastgrow_host_quiet(NULL, 0, 200 * MS));
+
+        static const uint64_t avail[] = { 100 * MIB, 512 * MIB, 1536 * MIB, 3 * GIB };
+        static const uint64_t rates[] = { 0, 30 * MIB, 40 * MIB, 100 * MIB, 190 * MIB, 600 * MIB, GIB };
+        static const uint64_t starts[] = { 0, 50, 200, 250, 700, 999, 1000, 1900 };
+        static const uint64_t noises[] = { 0, 5 * MIB, 20 * MIB, 64 * MIB };
+        unsigned grown = 0;
+        for (size_t z = 0; z < ELEMENTSOF(noises); z++) {
+                unsigned read_gated = 0, read_all = 0;
+                for (size_t a = 0; a < ELEMENTSOF(avail); a++)
+                        for (size_t r = 0; r < ELEMENTSOF(rates); r++)
+                                for (size_t k = 0; k < ELEMENTSOF(starts); k++) {
+                                        unsigned na, ng;
+                                        long all = gated(avail[a], rates[r], starts[k], noises[z], false, &na);
+                                        long g = gated(avail[a], rates[r], starts[k], noises[z], true, &ng);
+                                        /* Grown iff it is when read every 200 ms; no later on a host
+                                         * whose only allocations are the guest's, at most one period
+                                         * later when the rest of the host allocates too (the bound
+                                         * then counts the others' memory). */
+                                        long late = noises[z] ? 200 : 0;
+                                        if ((all < 0) != (g < 0) || g > all + late)
+                                                fail_msg("available %" PRIu64 " MiB, %" PRIu64 " MiB/s from %" PRIu64
+                                                         " ms, host noise %" PRIu64 " MiB/s: grown at %ld ms read every"
+                                                         " 200 ms, at %ld ms gated",
+                                                         avail[a] / MIB, rates[r] / MIB, starts[k], noises[z] / MIB, all, g);
+                                        grown += all >= 0;
+                                        read_all += na;
+                                        read_gated += ng;
+                                }
+                /* A quiet host saves most reads; one allocating at half the burst rate saves none. */
+                if (noises[z] == 0)
+                        assert_true(read_gated * 2 < read_all);
+                if (noises[z] >= t.burst / 2)
+                        assert_int_equal(read_gated, read_all);
+        }
+        assert_true(grown > 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_table),
@@ -332,6 +412,7 @@ int main(void) {
                 cmocka_unit_test(test_may_grow),
                 cmocka_unit_test(test_dense),
                 cmocka_unit_test(test_sparse_no_later),
+                cmocka_unit_test(test_host_gate),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

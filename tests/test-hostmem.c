@@ -2,6 +2,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <inttypes.h>
 #include <unistd.h>
@@ -208,6 +209,52 @@ static void test_pid_stat_table(void **state) {
         assert_int_equal(hostmem_ticks_to_usec(5, 0), 0);
 }
 
+static void test_vmstat_alloc(void **state) {
+        static const struct {
+                const char *in;
+                int r;
+                uint64_t pages;
+        } cases[] = {
+                { "nr_free_pages 100\npgalloc_dma 1\npgalloc_dma32 20\npgalloc_normal 300\npgalloc_movable 0\n"
+                  "pgfree 9999\n", 0, 321 },
+                /* the last line without its newline; a zone this kernel lacks is simply absent */
+                { "pgalloc_normal 5\npgalloc_device 7", 0, 12 },
+                /* other counters that start alike are not allocations */
+                { "pgallocstall 4\npgalloc_normal 5\n", 0, 5 },
+                { "nr_free_pages 100\npgfree 3\n", -ENODATA, 0 },
+                { "", -ENODATA, 0 },
+                { "pgalloc_normal x\n", -EINVAL, 0 },
+                { "pgalloc_normal 12x\n", -EINVAL, 0 },
+                { "pgalloc_normal -1\n", -EINVAL, 0 },
+                { "pgalloc_normal\n", -EINVAL, 0 },
+                /* a sum past 2^64 - 1 is not wrapped */
+                { "pgalloc_normal 18446744073709551615\npgalloc_dma 1\n", -EINVAL, 0 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                uint64_t v = 0;
+                int r = hostmem_parse_vmstat_alloc(cases[i].in, &v);
+                if (r != cases[i].r)
+                        fail_msg("case %zu: r = %d, want %d", i, r, cases[i].r);
+                if (r == 0 && v != cases[i].pages)
+                        fail_msg("case %zu: %" PRIu64 " pages, want %" PRIu64, i, v, cases[i].pages);
+        }
+
+        /* On this machine: memory a process touches is counted, however it is backed (64 MiB
+         * written: at least 16,384 pages of 4 KiB, or 32 huge pages counting 512 each). */
+        uint64_t before, after;
+        struct ppn_error err = { 0 };
+        assert_int_equal(hostmem_read_vmstat_alloc("/proc/vmstat", &before, NULL), 0);
+        char *p = malloc(64 * MIB);
+        assert_non_null(p);
+        memset(p, 0x5a, 64 * MIB);
+        assert_int_equal(hostmem_read_vmstat_alloc("/proc/vmstat", &after, NULL), 0);
+        free(p);
+        assert_int_equal(hostmem_read_vmstat_alloc("/nonexistent/vmstat", &after, &err), -ENOENT);
+        assert_non_null(strstr(err.msg, "/nonexistent/vmstat"));
+        if (after < before + 64 * MIB / 4096)
+                fail_msg("pgalloc rose by %" PRIu64 " pages for 64 MiB written", after - before);
+}
+
 static void test_read_real_proc(void **state) {
         /* The real files parse on this machine (PSI may be absent: both answers are fine). */
         struct hostmem_meminfo m;
@@ -238,6 +285,7 @@ int main(void) {
                 cmocka_unit_test(test_read_psi_fixture_and_absent),
                 cmocka_unit_test(test_pid_status_rss),
                 cmocka_unit_test(test_pid_stat_table),
+                cmocka_unit_test(test_vmstat_alloc),
                 cmocka_unit_test(test_read_real_proc),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

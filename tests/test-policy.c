@@ -1055,6 +1055,32 @@ static void two_cache_vms(struct policy_vm vm[2], uint64_t cpu0, uint64_t cpu1) 
         vm[1].cpu_usec = 50 * SEC + cpu1;
 }
 
+/* A tick without QEMU's CPU time (ppnd reads none for a VM that could be settled on a quiet
+ * host) keeps the baseline: the next reading is judged over the whole span. 600 ms of CPU over
+ * the 3 s since the baseline is 20 %, above the 10 % mark: active. Resetting the baseline at the
+ * unknown tick would leave the reading without one (not active). */
+static void test_activity_across_unread_ticks(void **state) {
+        struct policy_node node = node_default();
+        struct policy_vm vm[2];
+        struct policy_decision d[2];
+        two_cache_vms(vm, 0, 0);
+        vm[0].state.prev_cpu_at_usec = NOW - 3 * SEC;
+        vm[0].cpu_usec = U;
+        node.now_usec = NOW - 2 * SEC;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].state.active_usec, 0);
+        assert_int_equal(d[0].state.prev_cpu_at_usec, NOW - 3 * SEC);
+        vm[0].state = d[0].state;
+        vm[0].cpu_usec = 50 * SEC + 600000;
+        node.now_usec = NOW;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].state.active_usec, NOW);
+        /* 200 ms over the 3 s (6.7 %): not active. */
+        vm[0].cpu_usec = 50 * SEC + 200000;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(d[0].state.active_usec, 0);
+}
+
 /* The host short as above (519.2 MiB wanted), two reporting VMs alike in every guest statistic
  * (4 GiB, use 1 GiB, MemFree 1.5 GiB, 1.5 GiB of page cache). VM 0's QEMU used 300 ms of CPU
  * in the last second (a guest re-reading its files), VM 1's 10 ms (idle). Equal ρ would take
@@ -1216,6 +1242,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_reporting_growth_from_host, setup),
                 cmocka_unit_test_setup(test_reporting_short_host_takes_cache, setup),
                 cmocka_unit_test_setup(test_reporting_active_cache_kept, setup),
+                cmocka_unit_test_setup(test_activity_across_unread_ticks, setup),
                 cmocka_unit_test_setup(test_reporting_over_capacity_quietest_cache, setup),
                 cmocka_unit_test_setup(test_reporting_mixed_pool, setup),
                 cmocka_unit_test_setup(test_idle_tax_matters, setup),

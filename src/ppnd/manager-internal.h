@@ -57,6 +57,7 @@ struct managed_vm {
         struct proc_file stat;          /* QEMU's /proc/PID/stat (CPU time and RSS, every round), kept open */
         uint64_t cpu_usec;              /* QEMU's CPU time read this round (POLICY_STAT_UNKNOWN: not read) */
         uint64_t rss, rss_usec;         /* QEMU's resident set as last read (0: unknown) and when */
+        uint64_t rss_alloc;             /* the host's allocation counter read before that (0: unknown) */
         /* Adaptive sampling (settle.h): the size and RSS when the statistics were last asked,
          * and whether something the manager did or was told makes them due at the next round. */
         uint64_t settle_size, settle_rss;
@@ -94,6 +95,11 @@ struct manager {
         struct fleet_agent *fleet;      /* NULL unless [fleet] enabled; runs off the loop */
         sd_event_source *fast_source;   /* the fast signal's 200 ms timer */
         struct fastgrow_tunables fast_tun;
+        /* The host's allocation counter (/proc/vmstat pgalloc_*, bytes) at the fast signal's
+         * last two periods (0 = not read): the gate before the per-VM reads (fastgrow_host_quiet). */
+        uint64_t alloc_cur, alloc_cur_usec, alloc_prev, alloc_prev_usec;
+        uint64_t alloc_latest;          /* the counter's last reading, by the timer or the round (0: unknown) */
+        uint64_t fast_held_usec;        /* the fast signal last could not act (no memory free for a grow) */
         struct settle_tunables settle_tun;
         bool reclaiming;                /* the policy's last round: node short, contended or donors asked */
         const char *proc_dir;

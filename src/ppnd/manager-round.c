@@ -23,13 +23,11 @@ static void controller_tunables(struct manager *m);
 static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age);
 static void read_qemu_proc(struct managed_vm *v, uint64_t now);
 
-/* Whether v's guest statistics are read this round (settle.h): a settled VM's every
- * [controller] settled-stats-interval, any other's every round. QEMU's RSS (one pread, shared
- * with the fast signal) is read only for a VM that could be settled; *ret_rss is it, else 0. */
-static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_t real, uint64_t *ret_rss) {
+/* What the settled rule knows of v at the start of a round, its RSS aside. */
+static void settle_input(const struct managed_vm *v, uint64_t real, struct settle_vm *ret) {
         const struct vmlink_sample *x = backend_last(v->link);
         uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
-        struct settle_vm s = {
+        *ret = (struct settle_vm) {
                 .steady = v->decided && !v->unsettled && v->pstate.lease_kind == POLICY_LEASE_NONE && !v->last.apply &&
                           (v->last.reason == POLICY_REASON_STEADY || v->last.reason == POLICY_REASON_SMALL_CHANGE),
                 .pressure = v->last.pressure, .reclaiming = v->m->reclaiming, .size = x->actual,
@@ -38,27 +36,74 @@ static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_
                 .stats_read_usec = x->stats_usec, .stats_age_usec = real > upd ? real - upd : 0,
                 .size_at_ask = v->settle_size, .rss_at_ask = v->settle_rss,
         };
+}
+
+/* Whether v could be settled this round whatever its RSS (settle_candidate()). */
+static bool settle_may(const struct managed_vm *v, uint64_t real) {
+        struct settle_vm s;
+        if (!backend_last(v->link)->actual_usec)
+                return false;
+        settle_input(v, real, &s);
+        return settle_candidate(&v->m->settle_tun, &s);
+}
+
+/* Whether the host allocated too little since v's RSS was last read for it to have risen to
+ * where it would unsettle v (rss_move above its RSS when its statistics were last asked): its
+ * QEMU can have grown by at most what the whole host allocated (/proc/vmstat). Then the round
+ * does not read /proc/PID/stat for it: a VM that could be settled needs no CPU time (the active
+ * rule matters only while the pool reclaims, and then no VM is settled), and its RSS in hand
+ * gives the settled rule the verdict a read would (a fall of its RSS, memory its guest freed,
+ * is seen when the statistics are next read, at most settled-stats-interval later). */
+static bool rss_bounded(const struct managed_vm *v, uint64_t alloc) {
+        uint64_t grown;
+        if (!alloc || !v->rss_alloc || alloc < v->rss_alloc || !v->rss || !v->settle_rss)
+                return false;
+        grown = alloc - v->rss_alloc;
+        return grown < v->m->settle_tun.rss_move && v->rss + grown < v->settle_rss + v->m->settle_tun.rss_move;
+}
+
+/* Whether v's guest statistics are read this round (settle.h): a settled VM's every
+ * [controller] settled-stats-interval, any other's every round. QEMU's RSS (one pread, shared
+ * with the fast signal; none when bounded, rss_bounded()) is read only for a VM that could be
+ * settled; *ret_rss is it, else 0. */
+static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_t real, bool bounded,
+                                     uint64_t *ret_rss) {
+        struct settle_vm s;
 
         *ret_rss = 0;
-        if (!x->actual_usec || !settle_candidate(&v->m->settle_tun, &s))
+        if (!settle_may(v, real))
                 return SETTLE_READ;
+        settle_input(v, real, &s);
         /* A read by the fast signal's timer in the last period will do: the rule looks for a move
          * of 32 MiB, not at the rate. */
-        *ret_rss = s.rss = rss_now(v, now, SETTLE_RSS_AGE_USEC);
+        *ret_rss = s.rss = bounded ? v->rss : rss_now(v, now, SETTLE_RSS_AGE_USEC);
         return settle_judge(&v->m->settle_tun, &s, now, v->m->cfg->tick_usec);
 }
 
+/* The host's allocation counter now (bytes; 0 if unreadable), kept as the latest reading. */
+static uint64_t read_alloc(struct manager *m) {
+        char path[512];
+        uint64_t pages;
+
+        snprintf(path, sizeof(path), "%s/vmstat", m->proc_dir);
+        if (hostmem_read_vmstat_alloc(path, &pages, NULL) < 0 || pages > UINT64_MAX / m->page_size)
+                return m->alloc_latest = 0;
+        return m->alloc_latest = pages * m->page_size;
+}
+
 void start_round(struct manager *m) {
-        uint64_t now = now_usec(), real = now_realtime_usec();
+        uint64_t now = now_usec(), real = now_realtime_usec(), alloc;
         bool fast = fast_on(m);
 
         if (m->round_pending > 0)
                 return;         /* the round in flight decides with the newest state */
+        alloc = read_alloc(m);
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct managed_vm *v = m->vms[i];
                 bool running = backend_get_state(v->link) == VMLINK_RUNNING;
+                bool bounded = running && rss_bounded(v, alloc) && settle_may(v, real);
                 v->cpu_usec = POLICY_STAT_UNKNOWN;
-                if (running)
+                if (running && !bounded)
                         read_qemu_proc(v, now);
                 /* The fast signal's sample at the tick: once a tick is enough for a VM far from
                  * the grow condition (fastgrow_dense()); the 200 ms timer takes the others. */
@@ -66,7 +111,7 @@ void start_round(struct manager *m) {
                         fast_sample(v, now, real, true);
                 /* Asked of every VM, running or not: libvirt's link checks for a hang there. */
                 uint64_t rss = 0;
-                bool stats = !running || settle_of(v, now, real, &rss) != SETTLE_SKIP;
+                bool stats = !running || settle_of(v, now, real, bounded, &rss) != SETTLE_SKIP;
                 m->counters.stats_deferred += !stats;
                 if (stats && running) {
                         /* What the statistics about to be read are compared with next round (no
@@ -151,6 +196,7 @@ static void read_qemu_proc(struct managed_vm *v, uint64_t now) {
         if (c.rss_pages != HOSTMEM_RSS_UNKNOWN && c.rss_pages <= UINT64_MAX / v->m->page_size) {
                 v->rss = c.rss_pages * v->m->page_size;
                 v->rss_usec = now;
+                v->rss_alloc = v->m->alloc_latest;
         }
 }
 
@@ -513,6 +559,7 @@ static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age) {
         if (!rss_within(v, now, age)) {
                 v->rss = read_rss(v, pid);
                 v->rss_usec = now;
+                v->rss_alloc = v->m->alloc_latest;
         }
         return v->rss;
 }
@@ -525,8 +572,10 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
         uint64_t want = d->target > from ? d->target - from : 0;
         uint64_t grant = m->pool.free_bytes > 0 && (uint64_t) m->pool.free_bytes < want ? (uint64_t) m->pool.free_bytes : want;
 
-        if (m->pool.free_bytes <= 0 || grant < FAST_GRANT_MIN)
+        if (m->pool.free_bytes <= 0 || grant < FAST_GRANT_MIN) {
+                m->fast_held_usec = now_usec();         /* look again once there is memory */
                 return;
+        }
         v->target = from + grant;
         v->pstate.last_grow_usec = now_usec();
         m->pool.free_bytes -= (int64_t) grant;
@@ -537,10 +586,13 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
 }
 
 /* One sample of the fast signal for v, if it may grow: from the 200 ms timer for a VM that could
- * reach the grow condition before the next tick (fastgrow_dense()), at the tick (tick true)
- * for the others. A VM read within half a period already has this sample. */
+ * reach the grow condition before the next tick (fastgrow_dense()) while the host allocates
+ * memory (host_busy()), and at the tick (tick true) for the others and for every VM whose RSS
+ * the round has just read with its CPU time. A VM read within half a period already has this
+ * sample. */
 static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick) {
         const struct vmlink_sample *x = backend_last(v->link);
+        struct manager *m = v->m;
         struct fastgrow_decision d;
         pid_t pid = backend_pid(v->link);
         uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
@@ -552,13 +604,24 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
                 .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
                 .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
                 .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
+                /* The counter at the timer (at or before the tick), and the one before it there. */
+                .alloc_now = m->alloc_cur,
+                .alloc_then = tick ? m->alloc_cur : m->alloc_prev,
+                .then_usec = tick ? m->alloc_cur_usec : m->alloc_prev_usec,
         };
         /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()): by the timer
          * when it could reach the grow condition before the next tick, else at the tick. */
-        if (!fastgrow_may_grow(&v->m->fast_tun, &v->fast, &in) || tick == fastgrow_dense(&v->m->fast_tun, &v->fast, &in) ||
-            fast_recent(v, now) || !(in.rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
+        bool dense;
+        if (!fastgrow_may_grow(&m->fast_tun, &v->fast, &in) || fast_recent(v, now))
                 return;
-        if (fastgrow_sample(&v->m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
+        /* At the tick a dense VM is sampled only with the RSS the round read: one the round did
+         * not read (rss_bounded()) has grown by less than the host allocated, and the timer's
+         * first busy period bounds it from there. */
+        dense = fastgrow_dense(&m->fast_tun, &v->fast, &in);
+        if ((!tick && !dense) || (tick && dense && !rss_within(v, now, FAST_PERIOD_USEC / 2)) ||
+            !(in.rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
+                return;
+        if (fastgrow_sample(&m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
                 fast_grow(v, &d, in.target > in.size ? in.target : in.size);
 }
 
@@ -567,13 +630,35 @@ static bool fast_on(const struct manager *m) {
         return m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->pool.free_bytes >= (int64_t) FAST_GRANT_MIN;
 }
 
+/* The host's allocation counter, read once a period: false when it allocated too little since
+ * the last period for any QEMU to have grown at a rate the fast signal acts on
+ * (fastgrow_host_quiet()): then no VM is read. At 2,000 VMs that is 2,000 reads of statm saved
+ * per quiet period. Unreadable (no /proc/vmstat): always busy, every VM read as before. */
+static bool host_busy(struct manager *m, uint64_t now) {
+        m->alloc_prev = m->alloc_cur;
+        m->alloc_prev_usec = m->alloc_cur_usec;
+        m->alloc_cur = read_alloc(m);
+        m->alloc_cur_usec = m->alloc_cur ? now : 0;
+        return !m->alloc_cur || !m->alloc_prev || m->alloc_cur < m->alloc_prev ||
+               !fastgrow_host_quiet(&m->fast_tun, m->alloc_cur - m->alloc_prev, now - m->alloc_prev_usec);
+}
+
 static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct manager *m = userdata;
         uint64_t now = now_usec(), real = now_realtime_usec();
 
-        if (fast_on(m))
-                for (size_t i = 0; i < m->n_vms; i++)
+        if (!fast_on(m))
+                m->fast_held_usec = now;
+        else {
+                /* After the signal could not act (a grow with no memory free, or none free at all),
+                 * every period reads for one window whatever the host: a burst that filled its
+                 * guest meanwhile is still in the rate when memory comes back, though the host may
+                 * have gone quiet. */
+                bool busy = host_busy(m, now) || now - m->fast_held_usec < m->fast_tun.window_usec + FAST_PERIOD_USEC;
+                m->counters.fast_periods[busy]++;
+                for (size_t i = 0; busy && i < m->n_vms; i++)
                         fast_sample(m->vms[i], now, real, false);
+        }
         sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
         return 0;
