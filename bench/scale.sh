@@ -23,8 +23,10 @@
 #                                        SCALE_BURST_TOUCH=SIZE: the fake writes SIZE of real
 #                                        memory at each burst's start (8M; 0: none), so that
 #                                        bursts make the host allocate as real guests' do,
-#                                        SCALE_METRICS_PORT: ppnd's metrics port on 127.0.0.1
-#                                        (read for the fast signal's quiet share)
+#                                        SCALE_METRICS=yes: ppnd serves its metrics on
+#                                        127.0.0.1:SCALE_METRICS_PORT, read at the window's
+#                                        start and end for the fast signal's quiet share (off by
+#                                        default: at 2,000 VMs a scrape raises ppnd's peak RSS)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -47,6 +49,7 @@ FAST_SIGNAL=${SCALE_FAST_SIGNAL:-yes}
 SETTLED=${SCALE_SETTLED:-}
 BURST_EVERY=${SCALE_BURST_EVERY:-2}
 BURST_TOUCH=${SCALE_BURST_TOUCH:-8M}
+METRICS=${SCALE_METRICS:-no}
 METRICS_PORT=${SCALE_METRICS_PORT:-$((20000 + $$ % 20000))}
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -127,7 +130,7 @@ host-low-percent = 0
 [controller]
 fast-signal = $FAST_SIGNAL
 [metrics]
-enabled = yes
+enabled = $METRICS
 address = 127.0.0.1
 port = $METRICS_PORT
 EOF
@@ -179,12 +182,12 @@ one_size() {
     rm -rf "$DIR"; DIR=''
     return 0
   fi
-  local p0 p1
-  p0=$(fast_periods)
+  local p0='0 0' p1='0 0'
+  if [ "$METRICS" = yes ]; then p0=$(fast_periods); fi
   c0=$(cpu_ns "$PPND_PID") f0=$(cpu_ns "$FAKE_PID") s0=$(cpu_split "$PPND_PID")
   sleep "$WINDOW"
   c1=$(cpu_ns "$PPND_PID") f1=$(cpu_ns "$FAKE_PID") s1=$(cpu_split "$PPND_PID")
-  p1=$(fast_periods)
+  if [ "$METRICS" = yes ]; then p1=$(fast_periods); fi
   load=$(cut -d' ' -f1 /proc/loadavg)
   local c2 c3 t2 t3
   c2=$(cpu_ns "$PPND_PID") t2=$(date +%s%N)
@@ -204,7 +207,9 @@ one_size() {
   rec "$n" kernel_share "$(echo "$s0 $s1" | awk '{u = $3 - $1; k = $4 - $2; printf "%.0f", u + k ? 100 * k / (u + k) : 0}')" '%'
   rec "$n" loadavg "$load" load
   # Share of the window's fast-signal periods in which the host was quiet (no QEMU read).
-  rec "$n" fast_quiet_share "$(echo "$p0 $p1" | awk '{q = $3 - $1; b = $4 - $2; printf "%.1f", q + b ? 100 * q / (q + b) : 0}')" '%'
+  if [ "$METRICS" = yes ]; then
+    rec "$n" fast_quiet_share "$(echo "$p0 $p1" | awk '{q = $3 - $1; b = $4 - $2; printf "%.1f", q + b ? 100 * q / (q + b) : 0}')" '%'
+  fi
   rec "$n" rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" MiB
   rec "$n" rss_peak "$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')" MiB
   sort -n "$DIR/status.ms" | awk -v n="$n" '{v[NR] = $1} END {
