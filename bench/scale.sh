@@ -22,7 +22,11 @@
 #                                        a calm node where only the guests' slow wave moves),
 #                                        SCALE_BURST_TOUCH=SIZE: the fake writes SIZE of real
 #                                        memory at each burst's start (8M; 0: none), so that
-#                                        bursts make the host allocate as real guests' do
+#                                        bursts make the host allocate as real guests' do,
+#                                        SCALE_METRICS=yes: ppnd serves its metrics on
+#                                        127.0.0.1:SCALE_METRICS_PORT, read at the window's
+#                                        start and end for the fast signal's quiet share (off by
+#                                        default: at 2,000 VMs a scrape raises ppnd's peak RSS)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -45,6 +49,8 @@ FAST_SIGNAL=${SCALE_FAST_SIGNAL:-yes}
 SETTLED=${SCALE_SETTLED:-}
 BURST_EVERY=${SCALE_BURST_EVERY:-2}
 BURST_TOUCH=${SCALE_BURST_TOUCH:-8M}
+METRICS=${SCALE_METRICS:-no}
+METRICS_PORT=${SCALE_METRICS_PORT:-$((20000 + $$ % 20000))}
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -64,6 +70,19 @@ trap cleanup EXIT
 
 # CPU time on the CPU in ns (schedstat: exact, unlike the 10 ms ticks of /proc/PID/stat).
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
+# The fast signal's quiet and busy periods so far ("QUIET BUSY"), from ppnd's metrics.
+fast_periods() {
+  python3 -c '
+import re, sys, urllib.request
+try:
+    t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
+except OSError:
+    print("0 0"); sys.exit(0)
+def get(h):
+    m = re.search(r"^ppn_fast_signal_periods_total\{host=\"%s\"\} (\S+)$" % h, t, re.M)
+    return int(float(m.group(1))) if m else 0
+print(get("quiet"), get("busy"))' "$METRICS_PORT"
+}
 # utime and stime in clock ticks (for the user/kernel split only).
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
 
@@ -110,6 +129,10 @@ root = $1/no-cgroup
 host-low-percent = 0
 [controller]
 fast-signal = $FAST_SIGNAL
+[metrics]
+enabled = $METRICS
+address = 127.0.0.1
+port = $METRICS_PORT
 EOF
   if [ -n "$SETTLED" ]; then echo "settled-stats-interval = $SETTLED" >>"$1/ppnd.conf"; fi
 }
@@ -159,9 +182,12 @@ one_size() {
     rm -rf "$DIR"; DIR=''
     return 0
   fi
+  local p0='0 0' p1='0 0'
+  if [ "$METRICS" = yes ]; then p0=$(fast_periods); fi
   c0=$(cpu_ns "$PPND_PID") f0=$(cpu_ns "$FAKE_PID") s0=$(cpu_split "$PPND_PID")
   sleep "$WINDOW"
   c1=$(cpu_ns "$PPND_PID") f1=$(cpu_ns "$FAKE_PID") s1=$(cpu_split "$PPND_PID")
+  if [ "$METRICS" = yes ]; then p1=$(fast_periods); fi
   load=$(cut -d' ' -f1 /proc/loadavg)
   local c2 c3 t2 t3
   c2=$(cpu_ns "$PPND_PID") t2=$(date +%s%N)
@@ -180,6 +206,10 @@ one_size() {
   rec "$n" fake_cpu_per_vm_tick "$(awk -v d=$((f1 - f0)) -v w="$WINDOW" -v n="$n" 'BEGIN{printf "%.2f", d / 1e3 / w / n}')" us
   rec "$n" kernel_share "$(echo "$s0 $s1" | awk '{u = $3 - $1; k = $4 - $2; printf "%.0f", u + k ? 100 * k / (u + k) : 0}')" '%'
   rec "$n" loadavg "$load" load
+  # Share of the window's fast-signal periods in which the host was quiet (no QEMU read).
+  if [ "$METRICS" = yes ]; then
+    rec "$n" fast_quiet_share "$(echo "$p0 $p1" | awk '{q = $3 - $1; b = $4 - $2; printf "%.1f", q + b ? 100 * q / (q + b) : 0}')" '%'
+  fi
   rec "$n" rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" MiB
   rec "$n" rss_peak "$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')" MiB
   sort -n "$DIR/status.ms" | awk -v n="$n" '{v[NR] = $1} END {

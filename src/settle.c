@@ -37,6 +37,12 @@ static bool settled(const struct settle_tunables *t, const struct settle_vm *vm)
                dist(vm->rss, vm->rss_at_ask) < t->rss_move;
 }
 
+bool settle_rss_may_move(const struct settle_tunables *t, uint64_t rss, uint64_t rss_at_ask, uint64_t allocated) {
+        if (!t || !rss || !rss_at_ask || allocated >= t->rss_move || rss > UINT64_MAX - allocated)
+                return true;
+        return rss + allocated >= rss_at_ask + t->rss_move;
+}
+
 enum settle_verdict settle_judge(const struct settle_tunables *t, const struct settle_vm *vm, uint64_t now,
                                  uint64_t tick) {
         if (!settled(t, vm))

@@ -81,6 +81,14 @@ enum settle_verdict {
  * rss_at_ask only then (0 otherwise: not settled next round). */
 bool settle_candidate(const struct settle_tunables *t, const struct settle_vm *vm);
 
+/* Whether a VM's QEMU RSS, rss when last read, may now be rss_move or more away from rss_at_ask
+ * (what unsettles the VM), given that the whole host allocated `allocated` bytes since that read
+ * (its cumulative counter): its QEMU can have grown by at most that much. False means it cannot
+ * have risen to the mark, and the caller may keep rss without reading it; a fall (memory the
+ * guest freed) is not bounded by it and is seen at the next read. True when anything is unknown
+ * (0), or the host allocated rss_move or more. */
+bool settle_rss_may_move(const struct settle_tunables *t, uint64_t rss, uint64_t rss_at_ask, uint64_t allocated);
+
 /* The verdict for one VM at now_usec (monotonic); tick_usec is the round's period (a read is due
  * at the round closest to interval_usec). */
 enum settle_verdict settle_judge(const struct settle_tunables *t, const struct settle_vm *vm, uint64_t now_usec,

@@ -44,6 +44,27 @@ static void test_interval(void **state) {
         assert_int_equal(settle_judge(&t, NULL, 11 * S, TICK), SETTLE_READ);
 }
 
+/* Whether the host's allocations since the last read could have moved the RSS to the 32 MiB
+ * mark: RSS 900 MiB at the ask and at the last read, then 920 MiB. */
+static void test_rss_may_move(void **state) {
+        struct settle_tunables t;
+        settle_tunables_default(&t);
+        assert_int_equal(t.rss_move, 32 * MIB);
+        assert_false(settle_rss_may_move(&t, 900 * MIB, 900 * MIB, 0));
+        assert_false(settle_rss_may_move(&t, 900 * MIB, 900 * MIB, 31 * MIB));
+        assert_true(settle_rss_may_move(&t, 900 * MIB, 900 * MIB, 32 * MIB));
+        /* Already 20 MiB up at the last read: 11 MiB more cannot reach the mark, 12 can. */
+        assert_false(settle_rss_may_move(&t, 920 * MIB, 900 * MIB, 11 * MIB));
+        assert_true(settle_rss_may_move(&t, 920 * MIB, 900 * MIB, 12 * MIB));
+        /* Below the ask: the bound is on rises only. */
+        assert_false(settle_rss_may_move(&t, 880 * MIB, 900 * MIB, 31 * MIB));
+        /* Anything unknown: it may. */
+        assert_true(settle_rss_may_move(&t, 0, 900 * MIB, 0));
+        assert_true(settle_rss_may_move(&t, 900 * MIB, 0, 0));
+        assert_true(settle_rss_may_move(NULL, 900 * MIB, 900 * MIB, 0));
+        assert_true(settle_rss_may_move(&t, UINT64_MAX, 900 * MIB, 1));
+}
+
 /* Never held until the policy would find the statistics stale (5 s): a report 4 s old is read,
  * whatever the interval. */
 static void test_never_stale(void **state) {
@@ -129,6 +150,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_interval),
                 cmocka_unit_test(test_never_stale),
+                cmocka_unit_test(test_rss_may_move),
                 cmocka_unit_test(test_unsettled),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);

@@ -55,11 +55,9 @@ static bool settle_may(const struct managed_vm *v, uint64_t real) {
  * gives the settled rule the verdict a read would (a fall of its RSS, memory its guest freed,
  * is seen when the statistics are next read, at most settled-stats-interval later). */
 static bool rss_bounded(const struct managed_vm *v, uint64_t alloc) {
-        uint64_t grown;
-        if (!alloc || !v->rss_alloc || alloc < v->rss_alloc || !v->rss || !v->settle_rss)
+        if (!alloc || !v->rss_alloc || alloc < v->rss_alloc)
                 return false;
-        grown = alloc - v->rss_alloc;
-        return grown < v->m->settle_tun.rss_move && v->rss + grown < v->settle_rss + v->m->settle_tun.rss_move;
+        return !settle_rss_may_move(&v->m->settle_tun, v->rss, v->settle_rss, alloc - v->rss_alloc);
 }
 
 /* Whether v's guest statistics are read this round (settle.h): a settled VM's every
