@@ -312,6 +312,7 @@ struct metrics_server {
         void *userdata;
         uint16_t port;
         uint64_t scrapes;
+        bool streamed;          /* the last run handed a scrape's text to MHD */
 };
 
 static int queue_text(struct MHD_Connection *c, unsigned status, char *text, size_t len, bool owned) {
@@ -337,6 +338,7 @@ static int queue_text(struct MHD_Connection *c, unsigned status, char *text, siz
  * change or go before the client has read everything), the cursor, and the pieces rendered but
  * not yet handed to MHD. */
 struct stream {
+        bool *read;             /* the server's: set when MHD asked for more */
         struct metrics_snapshot snap;
         struct metrics_vm *vms;
         struct metrics_counters counters;
@@ -359,6 +361,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         struct stream *st = cls;
         size_t out = 0;
 
+        *st->read = true;
         while (out < max) {
                 if (st->piece_off < st->piece_len) {
                         size_t n = st->piece_len - st->piece_off < max - out ? st->piece_len - st->piece_off : max - out;
@@ -386,7 +389,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 }
 
 /* The snapshot, copied out of the source (which gets it back at once). */
-static struct stream *stream_new(const struct metrics_snapshot *snap) {
+static struct stream *stream_new(const struct metrics_snapshot *snap, bool *read) {
         struct stream *st = calloc(1, sizeof(*st));
 
         if (!st)
@@ -406,6 +409,7 @@ static struct stream *stream_new(const struct metrics_snapshot *snap) {
                 st->snap.counters = &st->counters;
         }
         st->cur = (struct render_cursor) { .s = &st->snap };
+        st->read = read;
         return st;
 }
 
@@ -416,7 +420,7 @@ static int serve_metrics(struct metrics_server *s, struct MHD_Connection *c) {
         int r = s->src->fill(s->userdata, &snap);
 
         if (r >= 0) {
-                st = stream_new(&snap);
+                st = stream_new(&snap, &s->streamed);
                 if (s->src->done)
                         s->src->done(s->userdata, &snap);
                 r = st ? 0 : -ENOMEM;
@@ -465,12 +469,21 @@ static void rearm(struct metrics_server *s) {
 
         if (MHD_get_timeout(s->mhd, &ms) != MHD_YES || ms > METRICS_RUN_MAX_MS)
                 ms = METRICS_RUN_MAX_MS;
+        /* A scrape being sent: MHD takes one piece a run and, while the socket still takes
+         * more, gets no new edge from it; run again at once. A client that stops reading fills
+         * its socket, MHD's stream callback is not called, and the loop waits for the edge
+         * (EPOLLOUT) as for any other connection. */
+        if (s->streamed)
+                ms = 0;
+        /* At once means at once: the loop's default accuracy would add up to 250 ms a piece. */
+        sd_event_source_set_time_accuracy(s->timer, s->streamed ? 1 : 250 * USEC_PER_MSEC);
         sd_event_source_set_time_relative(s->timer, ms * USEC_PER_MSEC);
         sd_event_source_set_enabled(s->timer, SD_EVENT_ONESHOT);
 }
 
 static int on_io(sd_event_source *src, int fd, uint32_t revents, void *userdata) {
         struct metrics_server *s = userdata;
+        s->streamed = false;
         MHD_run(s->mhd);
         rearm(s);
         return 0;

@@ -14,6 +14,7 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <string.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -324,7 +325,15 @@ static void test_server_streams_big(void **state) {
         print_message("%zu bytes of text for %d VMs\n", strlen(want), BIG_VMS);
         assert_int_equal(sd_event_new(&e), 0);
         assert_int_equal(metrics_server_new(e, &o, &big, &c, &srv, &err), 0);
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         scrape(e, srv, "GET /metrics HTTP/1.0\r\n\r\n", reply, cap);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        /* Not paced by the loop's timer: one piece per 250 ms took 25 s for this text. Generous:
+         * a loaded machine sends it in well under a second. */
+        double took = (double) (t1.tv_sec - t0.tv_sec) + (double) (t1.tv_nsec - t0.tv_nsec) / 1e9;
+        if (took > 10)
+                fail_msg("the scrape took %.1f s", took);
         assert_int_equal(big_done_calls, 1);
         char *body = strstr(reply, "\r\n\r\n");
         assert_non_null(strstr(reply, "HTTP/1.1 200"));
