@@ -167,6 +167,15 @@ static void vm_line_u64(FILE *f, struct render_cursor *c, const struct gauge *g,
         fprintf(f, "%" PRIu64 "\n", x);
 }
 
+/* One VM's line of a 0/1 family every VM has: the header before the first VM's. */
+static void vm_line_flag(FILE *f, const struct render_cursor *c, const char *name, const char *help,
+                         const struct metrics_vm *v, bool on) {
+        if (c->vm == 0)
+                header(f, name, help, "gauge");
+        sample_label(f, name, "vm", v->name);
+        fprintf(f, "%d\n", on);
+}
+
 static void vm_line(FILE *f, struct render_cursor *c, const struct metrics_vm *v) {
         switch (c->stage) {
         case ST_GAUGES:
@@ -182,16 +191,12 @@ static void vm_line(FILE *f, struct render_cursor *c, const struct metrics_vm *v
                 fprintf(f, "%.3f\n", (double) v->stats_age_usec / 1e6);
                 break;
         case ST_OVERRIDE:
-                if (c->vm == 0)
-                        header(f, "ppn_vm_override_active", "1 while an override lease holds the VM's target.", "gauge");
-                sample_label(f, "ppn_vm_override_active", "vm", v->name);
-                fprintf(f, "%d\n", v->override_active);
+                vm_line_flag(f, c, "ppn_vm_override_active", "1 while an override lease holds the VM's target.", v,
+                             v->override_active);
                 break;
         case ST_STUCK:
-                if (c->vm == 0)
-                        header(f, "ppn_vm_balloon_stuck", "1 while the VM's balloon makes no progress toward its target.", "gauge");
-                sample_label(f, "ppn_vm_balloon_stuck", "vm", v->name);
-                fprintf(f, "%d\n", v->stuck);
+                vm_line_flag(f, c, "ppn_vm_balloon_stuck", "1 while the VM's balloon makes no progress toward its target.",
+                             v, v->stuck);
                 break;
         case ST_STATE: {
                 const char *cur = state_known(v->state) ? v->state : "error";

@@ -69,9 +69,11 @@ static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_
         struct settle_vm s;
 
         *ret_rss = 0;
-        if (!settle_may(v, real))
+        if (!backend_last(v->link)->actual_usec)
                 return SETTLE_READ;
         settle_input(v, real, &s);
+        if (!settle_candidate(&v->m->settle_tun, &s))
+                return SETTLE_READ;
         /* A read by the fast signal's timer in the last period will do: the rule looks for a move
          * of 32 MiB, not at the rate. */
         *ret_rss = s.rss = bounded ? v->rss : rss_now(v, now, SETTLE_RSS_AGE_USEC);
