@@ -1235,6 +1235,52 @@ static void test_reporting_mixed_pool(void **state) {
         assert_int_equal(sum.committed, 8 * GIB);
 }
 
+/* The classic pool takes what a VM under pressure needs a minimum step at a time from the donor
+ * of lowest ρ, ties to the lowest index: with 40 equal donors the first ones give one step each
+ * and no donor gives two while another equal one gave none; with the odd donors idler (lower ρ)
+ * every giver is odd. Checks the order of take_greedy()'s heap. */
+static void test_greedy_order(void **state) {
+        enum { N = 41 };
+        struct policy_node node = node_default();
+        struct policy_vm vm[N];
+        struct policy_decision d[N];
+        uint64_t step = policy_min_step(&tun, 4 * GIB), given = 0;
+        size_t givers = 0;
+
+        vm[0] = vm_settled(512 * MIB, 4 * GIB, 2 * GIB, 10 * MIB);
+        for (size_t i = 1; i < N; i++)
+                vm[i] = vm_settled(512 * MIB, 4 * GIB, 2560 * MIB, 2 * GIB);
+        node.physical = node.reserve + 2 * GIB + (N - 1) * 2560 * MIB;   /* nothing free */
+        assert_int_equal(policy_decide(&tun, &node, vm, N, d, NULL), 0);
+        assert_int_equal(d[0].reason, POLICY_REASON_WAIT_MEMORY);
+        for (size_t i = 1; i < N; i++) {
+                uint64_t g = vm[i].target - d[i].target;
+                assert_true(g <= step);
+                if (g == 0)
+                        continue;
+                assert_int_equal(d[i].reason, POLICY_REASON_SHRINK_DEMAND);
+                assert_int_equal(givers, i - 1);     /* the givers are donors 1, 2, ... */
+                givers++;
+                given += g;
+        }
+        assert_true(givers >= 2 && givers < N - 1);
+        assert_true(given >= 512 * MIB && given < 512 * MIB + step);
+
+        /* The odd donors hold 256 MiB more idle memory: lower ρ, they give first. */
+        for (size_t i = 1; i < N; i += 2) {
+                vm[i].stats.available += 256 * MIB;
+                vm[i].stats.free = vm[i].stats.available / 2;
+        }
+        assert_int_equal(policy_decide(&tun, &node, vm, N, d, NULL), 0);
+        givers = 0;
+        for (size_t i = 1; i < N; i++)
+                if (d[i].target < vm[i].target) {
+                        assert_int_equal(i % 2, 1);
+                        givers++;
+                }
+        assert_true(givers >= 2);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup(test_rules_table, setup),
@@ -1246,6 +1292,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_reporting_over_capacity_quietest_cache, setup),
                 cmocka_unit_test_setup(test_reporting_mixed_pool, setup),
                 cmocka_unit_test_setup(test_idle_tax_matters, setup),
+                cmocka_unit_test_setup(test_greedy_order, setup),
                 cmocka_unit_test_setup(test_summary, setup),
                 cmocka_unit_test_setup(test_liar_free_memory, setup),
                 cmocka_unit_test_setup(test_liar_contention, setup),
