@@ -170,9 +170,13 @@ struct vm_work {
 };
 
 /* Whether the free page reporting rules apply to this VM. */
+bool policy_vm_reports(const struct policy_tunables *t, bool reports_free_pages) {
+        return t && (t->free_page_reporting == POLICY_FPR_YES ||
+                     (t->free_page_reporting == POLICY_FPR_AUTO && reports_free_pages));
+}
+
 static bool vm_reports(const struct policy_tunables *tun, const struct policy_vm *v) {
-        return tun->free_page_reporting == POLICY_FPR_YES ||
-               (tun->free_page_reporting == POLICY_FPR_AUTO && v->reports_free_pages);
+        return policy_vm_reports(tun, v->reports_free_pages);
 }
 
 static void set_why(struct policy_decision *d, const char *fmt, ...) _printf_(2, 3);

@@ -10,6 +10,7 @@
  *             [--available SIZE] [--hostile-period S] [--flip-odd] [--outside-balloon S:SIZE] [--log FILE]
  *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
  *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE] [--burst-touch SIZE]
+ *             [--free-page-reporting]
  *
  * Defaults: 4G, a good monitor, a moving balloon and the workload (use 30 % ± 10 % over 60 s,
  * every 10th VM bursting by 30 % for 20 s of every 120 s, phase-shifted per VM). Prints
@@ -29,6 +30,9 @@
  * when a real guest's burst touches new memory (what ppnd's fast signal gates its reads on:
  * /proc/vmstat pgalloc_*). The fake's guests have no real memory; without it a node of
  * bursting fakes looks quiet to the host, as no real node with bursting guests does.
+ *
+ * --free-page-reporting: the balloon's free-page-reporting property reads true (ppnd then
+ * applies its free page reporting rules to the VM under [policy] free-page-reporting = auto).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -95,7 +99,8 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 { "period", required_argument, NULL, 'T' }, { "burst-every", required_argument, NULL, 'b' },
                 { "burst-pct", required_argument, NULL, 'B' }, { "burst-len", required_argument, NULL, 'L' },
                 { "burst-cycle", required_argument, NULL, 'C' }, { "touch", required_argument, NULL, 't' },
-                { "burst-touch", required_argument, NULL, 'W' }, {}
+                { "burst-touch", required_argument, NULL, 'W' },
+                { "free-page-reporting", no_argument, NULL, 'R' }, {}
         };
         struct fake_qemu_guest *g = &o->g;
         int ch, k;
@@ -129,6 +134,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 case 'C': g->workload.burst_cycle = strtod(optarg, NULL); break;
                 case 't': if (parse_at(optarg, &o->touch_at, &o->touch_size) < 0) return -EINVAL; break;
                 case 'W': if (parse_size(optarg, &o->burst_touch) < 0) return -EINVAL; break;
+                case 'R': g->free_page_reporting = true; break;
                 default: return -EINVAL;
                 }
         }
@@ -280,7 +286,8 @@ int main(int argc, char **argv) {
                                 "       [--outside-balloon S:SIZE] [--log FILE] [--use-pct P] [--wave-pct P] "
                                 "[--period S]\n"
                                 "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S] "
-                                "[--touch S:SIZE] [--burst-touch SIZE]\n");
+                                "[--touch S:SIZE] [--burst-touch SIZE]\n"
+                                "       [--free-page-reporting]\n");
                 return 2;
         }
         raise_nofile(o.count);

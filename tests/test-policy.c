@@ -1209,6 +1209,10 @@ static void test_reporting_mixed_pool(void **state) {
         struct policy_decision d[3];
         struct policy_summary sum;
         assert_int_equal(tun.free_page_reporting, POLICY_FPR_AUTO);
+        /* What ppnd asks before reading a QEMU's CPU time (only these rules use it). */
+        assert_true(policy_vm_reports(&tun, true));
+        assert_false(policy_vm_reports(&tun, false));
+        assert_false(policy_vm_reports(NULL, true));
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
         assert_true(d[0].reason == POLICY_REASON_SHRINK_OVERCOMMIT || d[1].reason == POLICY_REASON_SHRINK_OVERCOMMIT);
         assert_false(d[0].reporting || d[1].reporting);
@@ -1230,6 +1234,7 @@ static void test_reporting_mixed_pool(void **state) {
         assert_true(d[1].reason == POLICY_REASON_SHRINK_OVERCOMMIT || d[2].reason == POLICY_REASON_SHRINK_OVERCOMMIT);
         /* "no" keeps every VM classic whatever its balloon says: VM 0 shrinks as well. */
         tun.free_page_reporting = POLICY_FPR_NO;
+        assert_false(policy_vm_reports(&tun, true));
         assert_int_equal(policy_decide(&tun, &node, vm, 2, d, &sum), 0);
         assert_int_equal(sum.reporting, 0);
         assert_int_equal(sum.committed, 8 * GIB);
