@@ -106,6 +106,20 @@ bool fastgrow_dense(const struct fastgrow_tunables *t, const struct fastgrow_sta
         return (double) vm->available <= (double) spent + reach + (double) t->margin;
 }
 
+bool fastgrow_bounded_out(const struct fastgrow_tunables *t, const struct fastgrow_state *s,
+                          const struct fastgrow_vm *vm, uint64_t now) {
+        struct fastgrow_decision d;
+
+        if (!t || !s || !vm || !s->n || !s->alloc_at_last || !vm->alloc_now || vm->alloc_now < s->alloc_at_last ||
+            !vm->stats_update || vm->stats_update != s->stats_seen || now <= s->t[s->head])
+                return false;
+        uint64_t grown = vm->alloc_now - s->alloc_at_last, last = s->rss[s->head];
+        struct fastgrow_state b = *s;
+        struct fastgrow_vm at = *vm;
+        at.rss = last > UINT64_MAX - grown ? UINT64_MAX : last + grown;
+        return fastgrow_sample(t, &b, &at, now, &d) == 0 && !d.grow;
+}
+
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,
                     uint64_t now, struct fastgrow_decision *ret) {
         char a[FORMAT_SIZE_MAX], b[FORMAT_SIZE_MAX], c[FORMAT_SIZE_MAX];

@@ -117,6 +117,19 @@ bool fastgrow_dense(const struct fastgrow_tunables *t, const struct fastgrow_sta
  * first busy period as if the VM had been read all along. */
 bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, uint64_t period_usec);
 
+/* The same gate for one VM on a busy host: whether a sample now could not grow the VM whatever
+ * its RSS, which is at most its newest sample's plus all the host allocated since
+ * (vm->alloc_now − s->alloc_at_last). fastgrow_sample() decides on that bound without keeping
+ * it (on a copy of s): the rule is monotone in the RSS (a higher one gives a higher rate, more
+ * spent, less left), so if the bound does not grow the VM, its true RSS would not either, and
+ * the read can be skipped. False (read) when the bound is unknown (no sample, counter not read
+ * or gone back) and when the VM's statistics are newer than its newest sample: the RSS at new
+ * statistics anchors spent. Rates at the next read start from a bound sample
+ * (fastgrow_host_quiet()), so a burst may be grown one period later than if read every period
+ * when the rest of the host allocated meanwhile, never later otherwise (tests/test-fastgrow.c). */
+bool fastgrow_bounded_out(const struct fastgrow_tunables *t, const struct fastgrow_state *s,
+                          const struct fastgrow_vm *vm, uint64_t now);
+
 /* Adds a sample at now_usec and decides. 0, or -EINVAL for NULL pointers. */
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,
                     uint64_t now_usec, struct fastgrow_decision *ret);

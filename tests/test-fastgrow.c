@@ -327,9 +327,12 @@ static void test_sparse_no_later(void **state) {
  * counter is read (the VM's growth plus `noise` bytes/s from the rest of the host); between
  * ticks (every 1 s, where the round's read of /proc/PID/stat gives the RSS for free) the VM is
  * read only when the period was not quiet, and each sample carries the counter now and at the
- * previous period. Returns the first grow's time in ms (-1: none) and counts the reads between
- * ticks. */
-static long gated(uint64_t available, uint64_t rate, uint64_t start_ms, uint64_t noise, bool gate, unsigned *ret_reads) {
+ * previous period; with bound, a busy period reads the VM only if all the host allocated since
+ * its last sample could grow it (fastgrow_bounded_out()), and runs one period longer (4.8 s and
+ * 5 s, both within the statistics' 5 s): a burst it grows one period later is still seen. Returns
+ * the first grow's time in ms (-1: none) and counts the reads between ticks. */
+static long gated(uint64_t available, uint64_t rate, uint64_t start_ms, uint64_t noise, bool gate, bool bound,
+                  unsigned *ret_reads) {
         struct fastgrow_tunables t;
         struct fastgrow_state s = { 0 };
         struct fastgrow_decision d;
@@ -337,7 +340,7 @@ static long gated(uint64_t available, uint64_t rate, uint64_t start_ms, uint64_t
 
         fastgrow_tunables_default(&t);
         *ret_reads = 0;
-        for (uint64_t ms = 0; ms <= 4800; ms += 200) {
+        for (uint64_t ms = 0; ms <= (bound ? 5000 : 4800); ms += 200) {
                 uint64_t ran = ms > start_ms ? ms - start_ms : 0;
                 uint64_t rss = 2 * GIB + rate / 1000 * ran;
                 uint64_t alloc = 10 * GIB + rss + noise / 1000 * ms;
@@ -348,6 +351,8 @@ static long gated(uint64_t available, uint64_t rate, uint64_t start_ms, uint64_t
                 bool quiet = ms && fastgrow_host_quiet(&t, alloc - prev_alloc, 200 * MS);
                 prev_alloc = alloc;
                 if (gate && ms % 1000 != 0 && quiet)
+                        continue;
+                if (bound && ms % 1000 != 0 && fastgrow_bounded_out(&t, &s, &vm, ms * MS))
                         continue;
                 *ret_reads += ms % 1000 != 0;
                 assert_int_equal(fastgrow_sample(&t, &s, &vm, ms * MS, &d), 0);
@@ -373,32 +378,43 @@ static void test_host_gate(void **state) {
         static const uint64_t noises[] = { 0, 5 * MIB, 20 * MIB, 64 * MIB };
         unsigned grown = 0;
         for (size_t z = 0; z < ELEMENTSOF(noises); z++) {
-                unsigned read_gated = 0, read_all = 0;
+                unsigned read_gated = 0, read_all = 0, read_bound = 0;
                 for (size_t a = 0; a < ELEMENTSOF(avail); a++)
                         for (size_t r = 0; r < ELEMENTSOF(rates); r++)
                                 for (size_t k = 0; k < ELEMENTSOF(starts); k++) {
-                                        unsigned na, ng;
-                                        long all = gated(avail[a], rates[r], starts[k], noises[z], false, &na);
-                                        long g = gated(avail[a], rates[r], starts[k], noises[z], true, &ng);
+                                        unsigned na, ng, nb;
+                                        long all = gated(avail[a], rates[r], starts[k], noises[z], false, false, &na);
+                                        long g = gated(avail[a], rates[r], starts[k], noises[z], true, false, &ng);
+                                        long b = gated(avail[a], rates[r], starts[k], noises[z], true, true, &nb);
                                         /* Grown iff it is when read every 200 ms; no later on a host
                                          * whose only allocations are the guest's, at most one period
                                          * later when the rest of the host allocates too (the bound
                                          * then counts the others' memory). */
                                         long late = noises[z] ? 200 : 0;
-                                        if ((all < 0) != (g < 0) || g > all + late)
+                                        if ((all < 0) != (g < 0) || g > all + late || (all < 0) != (b < 0) ||
+                                            b > all + late)
                                                 fail_msg("available %" PRIu64 " MiB, %" PRIu64 " MiB/s from %" PRIu64
                                                          " ms, host noise %" PRIu64 " MiB/s: grown at %ld ms read every"
-                                                         " 200 ms, at %ld ms gated",
-                                                         avail[a] / MIB, rates[r] / MIB, starts[k], noises[z] / MIB, all, g);
+                                                         " 200 ms, at %ld ms gated, at %ld ms gated and bounded",
+                                                         avail[a] / MIB, rates[r] / MIB, starts[k], noises[z] / MIB, all, g,
+                                                         b);
                                         grown += all >= 0;
                                         read_all += na;
                                         read_gated += ng;
+                                        read_bound += nb;
                                 }
                 /* A quiet host saves most reads; one allocating at half the burst rate saves none. */
                 if (noises[z] == 0)
                         assert_true(read_gated * 2 < read_all);
                 if (noises[z] >= t.burst / 2)
                         assert_int_equal(read_gated, read_all);
+                /* The per-VM bound reads no more than the gate, and on a host that allocates all
+                 * the time it still leaves out the VMs far from their grow condition. */
+                assert_true(read_bound <= read_gated);
+                if (noises[z] >= t.burst / 2)
+                        assert_true(read_bound * 3 < read_gated * 2);
+                print_message("# host noise %" PRIu64 " MiB/s: reads between ticks %u every period, %u gated, %u "
+                              "gated and bounded\n", noises[z] / MIB, read_all, read_gated, read_bound);
         }
         assert_true(grown > 0);
 }

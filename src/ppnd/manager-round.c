@@ -633,8 +633,17 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
          * not read (rss_bounded()) has grown by less than the host allocated, and the timer's
          * first busy period bounds it from there. */
         dense = fastgrow_dense(&m->fast_tun, &v->fast, &in);
-        if ((!tick && !dense) || (tick && dense && !rss_within(v, now, FAST_PERIOD_USEC / 2)) ||
-            !(in.rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
+        if ((!tick && !dense) || (tick && dense && !rss_within(v, now, FAST_PERIOD_USEC / 2)))
+                return;
+        /* Between ticks, no read where even all the host allocated since v's last sample would
+         * not grow it (fastgrow_bounded_out()): on a busy host, most VMs far from their grow
+         * condition. */
+        if (!tick && fastgrow_bounded_out(&m->fast_tun, &v->fast, &in, now)) {
+                m->counters.fast_reads[1]++;
+                return;
+        }
+        m->counters.fast_reads[0] += !tick;
+        if (!(in.rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
                 return;
         if (fastgrow_sample(&m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
                 fast_grow(v, &d, in.target > in.size ? in.target : in.size);
