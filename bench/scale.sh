@@ -25,7 +25,7 @@
 #                                        bursts make the host allocate as real guests' do,
 #                                        SCALE_METRICS=yes: ppnd serves its metrics on
 #                                        127.0.0.1:SCALE_METRICS_PORT, read at the window's
-#                                        start and end for the fast signal's quiet share (off by
+#                                        start and end for the fast signal's quiet and bounded shares (off by
 #                                        default: at 2,000 VMs a scrape raises ppnd's peak RSS)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
@@ -70,18 +70,20 @@ trap cleanup EXIT
 
 # CPU time on the CPU in ns (schedstat: exact, unlike the 10 ms ticks of /proc/PID/stat).
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
-# The fast signal's quiet and busy periods so far ("QUIET BUSY"), from ppnd's metrics.
+# The fast signal's quiet and busy periods and, in busy periods, its QEMU reads and the VMs it
+# left out as bounded so far ("QUIET BUSY READ BOUNDED"), from ppnd's metrics.
 fast_periods() {
   python3 -c '
 import re, sys, urllib.request
 try:
     t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
 except OSError:
-    print("0 0"); sys.exit(0)
-def get(h):
-    m = re.search(r"^ppn_fast_signal_periods_total\{host=\"%s\"\} (\S+)$" % h, t, re.M)
+    print("0 0 0 0"); sys.exit(0)
+def get(name, label, v):
+    m = re.search(r"^%s\{%s=\"%s\"\} (\S+)$" % (name, label, v), t, re.M)
     return int(float(m.group(1))) if m else 0
-print(get("quiet"), get("busy"))' "$METRICS_PORT"
+print(get("ppn_fast_signal_periods_total", "host", "quiet"), get("ppn_fast_signal_periods_total", "host", "busy"),
+      get("ppn_fast_signal_reads_total", "rss", "read"), get("ppn_fast_signal_reads_total", "rss", "bounded"))' "$METRICS_PORT"
 }
 # utime and stime in clock ticks (for the user/kernel split only).
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
@@ -182,7 +184,7 @@ one_size() {
     rm -rf "$DIR"; DIR=''
     return 0
   fi
-  local p0='0 0' p1='0 0'
+  local p0='0 0 0 0' p1='0 0 0 0'
   if [ "$METRICS" = yes ]; then p0=$(fast_periods); fi
   c0=$(cpu_ns "$PPND_PID") f0=$(cpu_ns "$FAKE_PID") s0=$(cpu_split "$PPND_PID")
   sleep "$WINDOW"
@@ -208,7 +210,10 @@ one_size() {
   rec "$n" loadavg "$load" load
   # Share of the window's fast-signal periods in which the host was quiet (no QEMU read).
   if [ "$METRICS" = yes ]; then
-    rec "$n" fast_quiet_share "$(echo "$p0 $p1" | awk '{q = $3 - $1; b = $4 - $2; printf "%.1f", q + b ? 100 * q / (q + b) : 0}')" '%'
+    rec "$n" fast_quiet_share "$(echo "$p0 $p1" | awk '{q = $5 - $1; b = $6 - $2; printf "%.1f", q + b ? 100 * q / (q + b) : 0}')" '%'
+    # In busy periods, the share of the VMs the fast signal would have read that it left out
+    # (fastgrow_bounded_out()); 0 for a daemon without the counter.
+    rec "$n" fast_bounded_share "$(echo "$p0 $p1" | awk '{r = $7 - $3; b = $8 - $4; printf "%.1f", r + b ? 100 * b / (r + b) : 0}')" '%'
   fi
   rec "$n" rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" MiB
   rec "$n" rss_peak "$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')" MiB
