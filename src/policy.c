@@ -169,12 +169,12 @@ struct vm_work {
         bool cache_yields;    /* the host over capacity and this the quietest active cache (pick_quietest) */
 };
 
-/* Whether the free page reporting rules apply to this VM. */
 bool policy_vm_reports(const struct policy_tunables *t, bool reports_free_pages) {
         return t && (t->free_page_reporting == POLICY_FPR_YES ||
                      (t->free_page_reporting == POLICY_FPR_AUTO && reports_free_pages));
 }
 
+/* Whether the free page reporting rules apply to this VM. */
 static bool vm_reports(const struct policy_tunables *tun, const struct policy_vm *v) {
         return policy_vm_reports(tun, v->reports_free_pages);
 }

@@ -231,8 +231,8 @@ struct policy_summary {
  *    input targets fits the capacity, so does Σ decision.target (growth only spends free memory);
  *  - deterministic: same input, same output.
  * Returns 0, -EINVAL if a pointer is NULL with n > 0, -ENOMEM (scratch space, O(n)).
- * Cost: O(n) plus, for what is reclaimed on demand, O(n log n) to order the donors and
- * O(log n) per minimum step (a heap of donors by ρ; before it, a pass over every VM per step).
+ * Cost: O(n) plus, for what is reclaimed on demand, O(log n) per minimum step (the donors in a
+ * heap by ρ; before it, a pass over every VM per step).
  */
 int policy_decide(const struct policy_tunables *t, const struct policy_node *node,
                   const struct policy_vm *vms, size_t n,
