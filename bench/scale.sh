@@ -25,8 +25,9 @@
 #                                        bursts make the host allocate as real guests' do,
 #                                        SCALE_METRICS=yes: ppnd serves its metrics on
 #                                        127.0.0.1:SCALE_METRICS_PORT, read at the window's
-#                                        start and end for the fast signal's quiet and bounded shares (off by
-#                                        default: at 2,000 VMs a scrape raises ppnd's peak RSS)
+#                                        start and end for the fast signal's quiet and bounded
+#                                        shares (off by default: at 2,000 VMs a scrape raises
+#                                        ppnd's peak RSS)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -72,7 +73,7 @@ trap cleanup EXIT
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 # The fast signal's quiet and busy periods and, in busy periods, its QEMU reads and the VMs it
 # left out as bounded so far ("QUIET BUSY READ BOUNDED"), from ppnd's metrics.
-fast_periods() {
+fast_counters() {
   python3 -c '
 import re, sys, urllib.request
 try:
@@ -185,11 +186,11 @@ one_size() {
     return 0
   fi
   local p0='0 0 0 0' p1='0 0 0 0'
-  if [ "$METRICS" = yes ]; then p0=$(fast_periods); fi
+  if [ "$METRICS" = yes ]; then p0=$(fast_counters); fi
   c0=$(cpu_ns "$PPND_PID") f0=$(cpu_ns "$FAKE_PID") s0=$(cpu_split "$PPND_PID")
   sleep "$WINDOW"
   c1=$(cpu_ns "$PPND_PID") f1=$(cpu_ns "$FAKE_PID") s1=$(cpu_split "$PPND_PID")
-  if [ "$METRICS" = yes ]; then p1=$(fast_periods); fi
+  if [ "$METRICS" = yes ]; then p1=$(fast_counters); fi
   load=$(cut -d' ' -f1 /proc/loadavg)
   local c2 c3 t2 t3
   c2=$(cpu_ns "$PPND_PID") t2=$(date +%s%N)

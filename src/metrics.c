@@ -327,18 +327,14 @@ struct metrics_server {
         bool streamed;          /* the last run handed a scrape's text to MHD */
 };
 
-static int queue_text(struct MHD_Connection *c, unsigned status, char *text, size_t len, bool owned) {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(len, text,
-                                                                    owned ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+/* An error page: a static text (the metrics themselves are streamed, serve_metrics()). */
+static int queue_error(struct MHD_Connection *c, unsigned status, char *text, size_t len) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_PERSISTENT);
         enum MHD_Result ok;
 
-        if (!resp) {
-                if (owned)
-                        free(text);
+        if (!resp)
                 return MHD_NO;
-        }
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-                                status == MHD_HTTP_OK ? "text/plain; version=0.0.4; charset=utf-8" : "text/plain");
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain");
         if (status == MHD_HTTP_METHOD_NOT_ALLOWED)
                 MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
         ok = MHD_queue_response(c, status, resp);
@@ -439,7 +435,7 @@ static int serve_metrics(struct metrics_server *s, struct MHD_Connection *c) {
         }
         if (r < 0) {
                 log_debug("metrics: a scrape failed: %s", strerror(-r));
-                return queue_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, failed, sizeof(failed) - 1, false);
+                return queue_error(c, MHD_HTTP_INTERNAL_SERVER_ERROR, failed, sizeof(failed) - 1);
         }
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, STREAM_PIECE, stream_read, st,
                                                                       stream_free);
@@ -462,9 +458,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         struct metrics_server *s = cls;
 
         if (strcmp(method, MHD_HTTP_METHOD_GET) != 0 && strcmp(method, MHD_HTTP_METHOD_HEAD) != 0)
-                return queue_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed, sizeof(not_allowed) - 1, false);
+                return queue_error(c, MHD_HTTP_METHOD_NOT_ALLOWED, not_allowed, sizeof(not_allowed) - 1);
         if (strcmp(url, "/metrics") != 0)
-                return queue_text(c, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1, false);
+                return queue_error(c, MHD_HTTP_NOT_FOUND, not_found, sizeof(not_found) - 1);
         return serve_metrics(s, c);
 }
 

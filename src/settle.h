@@ -23,8 +23,9 @@
  *     settled VMs less often under steady reclaim made the balloons move ~50 % more);
  *   - its QEMU's resident set is known and within rss_move (32 MiB) of what it was when the
  *     statistics were last asked: a guest touching new memory makes its QEMU fault at once, so
- *     a burst of new memory unsettles the VM at the next round (one pread of /proc/PID/stat,
- *     none while the host allocated less than what would reach the mark since the last one).
+ *     a burst of new memory unsettles the VM at the next round (one pread of /proc/PID/stat, of
+ *     statm where no rule uses the CPU time, none while the host allocated less than what
+ *     would reach the mark since the last one).
  * A settled VM's statistics are read when interval_usec (3 s) has passed since they were last
  * read, and at once when any condition above fails. They are never held so long that the policy
  * would find them stale: while their age plus slack_usec reaches stale_usec (the policy's

@@ -8,8 +8,8 @@ so its open descriptors say which files it reads.
 
 Proven: under [policy] free-page-reporting = auto (the default) ppnd reads /proc/PID/stat (the
 CPU time, for the active rule) only for the VM whose balloon reports free pages; for the other
-it reads only /proc/PID/statm (the resident set), as no rule uses that VM's CPU time. Both are
-still sampled: their RSS is known.
+it reads only /proc/PID/statm (the resident set, which the round still samples), as no rule
+uses that VM's CPU time.
 """
 import os
 import sys
@@ -44,8 +44,7 @@ def main():
         if not t.ok(node.start(), 'ppnd starts and answers ping'):
             return t.done()
         pid = {name: p.pid for name, (p, _) in node.fakes.items()}
-        adopted = wait_for(lambda: all(v.get('state') == 'running' for v in node.status().values())
-                           and len(node.status()) == 2, 10)
+        adopted = wait_for(lambda: [v.get('state') for v in node.status().values()] == ['running'] * 2, 10)
         t.ok(adopted, 'both VMs adopted')
         time.sleep(2.0)         # ten rounds
         files = open_proc_files(node)
