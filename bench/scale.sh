@@ -27,15 +27,23 @@
 #                                        127.0.0.1:SCALE_METRICS_PORT, read at the window's
 #                                        start and end for the fast signal's quiet and bounded
 #                                        shares (off by default: at 2,000 VMs a scrape raises
-#                                        ppnd's peak RSS)
+#                                        ppnd's peak RSS),
+#                                        SCALE_HOST=synthetic|real: the host ppnd sees (synthetic:
+#                                        see below; real: this machine's /proc/meminfo, as every
+#                                        run before 7 Dec evening had)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
 # ticks carry real decisions: growth under pressure and reclaim from idle VMs. The cgroup
 # root is an empty directory: CPU placement fails (reported by ppnd, costs nothing per tick)
-# instead of creating 2,000 groups on the host. The fake guests' memory is not real, so the
-# host low mark is the absolute 256 MiB only: 5 % of a declared 4.5 TB node would be above
-# this machine's MemAvailable and make the node look short all the time.
+# instead of creating 2,000 groups on the host. The fake guests' memory is not real, so by
+# default (SCALE_HOST=synthetic) the fake also stands in for the host's memory: it writes the
+# node's meminfo (fake-qemu --meminfo; MemTotal the ledger's physical size, MemAvailable that
+# less 1 GiB and every guest's balloon size) and ppnd reads it as [host] meminfo, with the
+# default low mark. With SCALE_HOST=real ppnd reads this machine's /proc/meminfo, a few GiB
+# whatever the node declares, so its host gate (growth a tick at most MemAvailable above the
+# low mark) throttles the node all the time; the low mark is then the absolute 256 MiB only,
+# as 5 % of a declared 4.5 TB node would be above this machine's MemAvailable.
 set -euo pipefail
 OUT=$1
 cd "$(dirname "$0")/.."
@@ -52,6 +60,8 @@ BURST_EVERY=${SCALE_BURST_EVERY:-2}
 BURST_TOUCH=${SCALE_BURST_TOUCH:-8M}
 METRICS=${SCALE_METRICS:-no}
 METRICS_PORT=${SCALE_METRICS_PORT:-$((20000 + $$ % 20000))}
+HOST=${SCALE_HOST:-synthetic}
+case "$HOST" in synthetic|real) ;; *) echo "scale: SCALE_HOST is synthetic or real, not '$HOST'" >&2; exit 2 ;; esac
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -118,6 +128,9 @@ EOF
 }
 
 write_config() {  # DIR
+  local low='host-low-percent = 0' host=''
+  if [ "$HOST" = synthetic ]; then low='' host="[host]
+meminfo = $1/meminfo"; fi
   cat >"$1/ppnd.conf" <<EOF
 [daemon]
 log-level = warning
@@ -129,7 +142,8 @@ socket = $1/run/ppnd.sock
 [cgroup]
 root = $1/no-cgroup
 [policy]
-host-low-percent = 0
+$low
+$host
 [controller]
 fast-signal = $FAST_SIGNAL
 [metrics]
@@ -164,8 +178,11 @@ one_size() {
   local n=$1
   DIR=$(mktemp -d /tmp/ppn-scale.XXXXXX)
   mkdir -p "$DIR/qmp" "$DIR/run" "$DIR/no-cgroup"
+  local host=()
+  if [ "$HOST" = synthetic ]; then host=(--meminfo "$DIR/meminfo:$((n * 9 * 1024 * 1024 * 1024 / 4 + 1024 * 1024 * 1024))"); fi
   "$FAKEQEMU" --dir "$DIR/qmp" --count "$n" --max 4G --init 2G --use-pct 30 --wave-pct 10 \
-    --burst-every "$BURST_EVERY" --burst-pct 40 --burst-len 10 --burst-cycle 40 --burst-touch "$BURST_TOUCH" >"$DIR/fake.out" &
+    --burst-every "$BURST_EVERY" --burst-pct 40 --burst-len 10 --burst-cycle 40 --burst-touch "$BURST_TOUCH" \
+    "${host[@]}" >"$DIR/fake.out" &
   FAKE_PID=$!
   until grep -q '^ready' "$DIR/fake.out" 2>/dev/null; do sleep 0.1; done
   ledger_json "$n" "$DIR" >"$DIR/ledger.json"

@@ -10,7 +10,7 @@
  *             [--available SIZE] [--hostile-period S] [--flip-odd] [--outside-balloon S:SIZE] [--log FILE]
  *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
  *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE] [--burst-touch SIZE]
- *             [--free-page-reporting]
+ *             [--free-page-reporting] [--meminfo PATH:TOTAL]
  *
  * Defaults: 4G, a good monitor, a moving balloon and the workload (use 30 % ± 10 % over 60 s,
  * every 10th VM bursting by 30 % for 20 s of every 120 s, phase-shifted per VM). Prints
@@ -33,6 +33,14 @@
  *
  * --free-page-reporting: the balloon's free-page-reporting property reads true (ppnd then
  * applies its free page reporting rules to the VM under [policy] free-page-reporting = auto).
+ *
+ * --meminfo PATH:TOTAL: the host a node of TOTAL bytes would be, as /proc/meminfo reads, in PATH
+ * (for ppnd's [host] meminfo), rewritten every 100 ms (a new file renamed over it, so a reader
+ * never sees half of one): MemAvailable = MemFree = TOTAL less 1 GiB for the host itself and
+ * less every fake guest's balloon size (fake_qemu_backed()). The fake's guests have no real
+ * memory: without it ppnd sees this machine's MemAvailable, a few GiB however large the node
+ * declared in the ledger, and its host gate (no more growth a tick than MemAvailable above the
+ * low mark) throttles a node no real host of that size would.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -58,6 +66,8 @@ struct opts {
         double touch_at;        /* > 0: --touch */
         uint64_t touch_size;
         uint64_t burst_touch;   /* --burst-touch: bytes written at each burst's start (0: none) */
+        const char *meminfo;    /* --meminfo PATH (NULL: none) ... */
+        uint64_t meminfo_total; /* ... and TOTAL */
         struct fake_qemu_guest g;
 };
 
@@ -85,6 +95,16 @@ static int parse_at(const char *s, double *ret_at, uint64_t *ret_size) {
         return parse_size(colon + 1, ret_size);
 }
 
+/* "PATH:TOTAL" (--meminfo): the last colon ends the path; TOTAL above the host's own 1 GiB. */
+static int parse_meminfo(char *s, struct opts *o) {
+        char *colon = strrchr(s, ':');
+        if (!colon || colon == s || parse_size(colon + 1, &o->meminfo_total) < 0 || o->meminfo_total <= GIB)
+                return -EINVAL;
+        *colon = '\0';
+        o->meminfo = s;
+        return 0;
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o) {
         static const struct option lo[] = {
                 { "socket", required_argument, NULL, 's' }, { "dir", required_argument, NULL, 'd' },
@@ -100,7 +120,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 { "burst-pct", required_argument, NULL, 'B' }, { "burst-len", required_argument, NULL, 'L' },
                 { "burst-cycle", required_argument, NULL, 'C' }, { "touch", required_argument, NULL, 't' },
                 { "burst-touch", required_argument, NULL, 'W' },
-                { "free-page-reporting", no_argument, NULL, 'R' }, {}
+                { "free-page-reporting", no_argument, NULL, 'R' }, { "meminfo", required_argument, NULL, 'I' }, {}
         };
         struct fake_qemu_guest *g = &o->g;
         int ch, k;
@@ -135,6 +155,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 case 't': if (parse_at(optarg, &o->touch_at, &o->touch_size) < 0) return -EINVAL; break;
                 case 'W': if (parse_size(optarg, &o->burst_touch) < 0) return -EINVAL; break;
                 case 'R': g->free_page_reporting = true; break;
+                case 'I': if (parse_meminfo(optarg, o) < 0) return -EINVAL; break;
                 default: return -EINVAL;
                 }
         }
@@ -213,6 +234,23 @@ static void burst_touch(struct fake_qemu *f, const struct opts *o, double *since
                 munmap(p, o->burst_touch);
 }
 
+/* --meminfo: the node's meminfo as of now (see the top). */
+static int write_meminfo(struct fake_qemu *f, const struct opts *o) {
+        char tmp[4096];
+        uint64_t backed = fake_qemu_backed(f) + GIB;
+        uint64_t avail = o->meminfo_total > backed ? o->meminfo_total - backed : 0;
+        if (snprintf(tmp, sizeof tmp, "%s.new", o->meminfo) >= (int) sizeof tmp)
+                return -ENAMETOOLONG;
+        FILE *m = fopen(tmp, "we");
+        if (!m)
+                return -errno;
+        fprintf(m, "MemTotal: %" PRIu64 " kB\nMemFree: %" PRIu64 " kB\nMemAvailable: %" PRIu64 " kB\n",
+                o->meminfo_total / 1024, avail / 1024, avail / 1024);
+        if (fclose(m) != 0 || rename(tmp, o->meminfo) < 0)
+                return -errno;
+        return 0;
+}
+
 /* Serves until SIGTERM or SIGINT. */
 static int serve(struct fake_qemu *f, const struct opts *o) {
         sigset_t ss;
@@ -227,6 +265,7 @@ static int serve(struct fake_qemu *f, const struct opts *o) {
             epoll_ctl(ep, EPOLL_CTL_ADD, fake_qemu_fd(f), &fev) < 0)
                 return -errno;
         double touch_at = o->touch_at > 0 ? mono_s() + o->touch_at : 0, bursts_since = mono_s();
+        double meminfo_at = mono_s();
         char *touched = NULL;
         for (;;) {
                 struct epoll_event ev;
@@ -234,6 +273,15 @@ static int serve(struct fake_qemu *f, const struct opts *o) {
                 if (o->burst_touch) {
                         if (mono_s() - bursts_since >= 0.1)
                                 burst_touch(f, o, &bursts_since);
+                        wait_ms = wait_ms < 0 || wait_ms > 100 ? 100 : wait_ms;
+                }
+                if (o->meminfo) {
+                        if (mono_s() - meminfo_at >= 0.1) {
+                                int r = write_meminfo(f, o);
+                                if (r < 0)
+                                        return r;
+                                meminfo_at = mono_s();
+                        }
                         wait_ms = wait_ms < 0 || wait_ms > 100 ? 100 : wait_ms;
                 }
                 if (touch_at > 0 && wait_ms <= 1) {
@@ -287,7 +335,7 @@ int main(int argc, char **argv) {
                                 "[--period S]\n"
                                 "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S] "
                                 "[--touch S:SIZE] [--burst-touch SIZE]\n"
-                                "       [--free-page-reporting]\n");
+                                "       [--free-page-reporting] [--meminfo PATH:TOTAL]\n");
                 return 2;
         }
         raise_nofile(o.count);
@@ -297,6 +345,11 @@ int main(int argc, char **argv) {
                 return 1;
         }
         if (add_vms(f, &o) < 0) {
+                fake_qemu_free(f);
+                return 1;
+        }
+        if (o.meminfo && (r = write_meminfo(f, &o)) < 0) {
+                fprintf(stderr, "fake-qemu: cannot write %s: %s\n", o.meminfo, strerror(-r));
                 fake_qemu_free(f);
                 return 1;
         }

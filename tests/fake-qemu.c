@@ -313,6 +313,13 @@ unsigned fake_qemu_burst_onsets(const struct fake_qemu *f, double since, double 
         return n;
 }
 
+uint64_t fake_qemu_backed(const struct fake_qemu *f) {
+        double now = mono(), sum = 0;
+        for (const struct fake_qemu_vm *v = f->vms; v; v = v->next)
+                sum += vm_actual(v, now);
+        return (uint64_t) sum;
+}
+
 static double vm_use(const struct fake_qemu_vm *v, double now) {
         const struct fake_qemu_workload *w = &v->g.workload;
         double use = (double) v->g.max * w->use_pct / 100.0 *

@@ -126,6 +126,9 @@ void fake_qemu_vm_set_stats(struct fake_qemu_vm *vm, const struct fake_qemu_stat
 
 /* How many VMs' workload bursts began in (since, now], times in s on CLOCK_MONOTONIC. */
 unsigned fake_qemu_burst_onsets(const struct fake_qemu *f, double since, double now);
+/* What the host would back for all the fake's guests now: each VM's balloon size, as for a guest
+ * without free page reporting that has touched all the memory its balloon leaves it. */
+uint64_t fake_qemu_backed(const struct fake_qemu *f);
 
 /* Every command answered and event sent, by name ("balloon", ..., "event BALLOON_CHANGE"). */
 json_object *fake_qemu_served(const struct fake_qemu *f);

@@ -8,7 +8,8 @@
  * removed on SIGTERM; its greeting is the recorded one; without a balloon it refuses as QEMU
  * does; its silent, half and stalling monitors misbehave as the fault tests need. Here the
  * fake stands in for the scale benchmark's many QEMUs (and, one at a time, for the QEMUs of
- * the fault tests).
+ * the fault tests). With --meminfo it also stands in for the host's memory: its meminfo file
+ * follows the guests' balloon sizes.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 #include <time.h>
 
 #include "balloon.h"
+#include "hostmem.h"
 #include "qmp.h"
 #include "util.h"
 
@@ -40,7 +42,8 @@ static void sock_path(unsigned i, char *buf, size_t len) {
         snprintf(buf, len, "%s/vm%04u.sock", F.dir, i);
 }
 
-/* Starts the fake with 3 VMs of 2 GiB, waits for its "ready" line. */
+/* Starts the fake with 3 VMs of 2 GiB on a node of 10 GiB (--meminfo), waits for its "ready"
+ * line. */
 static int setup(void **state) {
         const char *build = getenv("PPN_BUILD_ROOT");
         char exe[512], line[64];
@@ -54,7 +57,9 @@ static int setup(void **state) {
         if (F.pid == 0) {
                 dup2(p[1], 1);
                 close(p[0]);
-                execl(exe, exe, "--dir", F.dir, "--count", "3", "--max", "2G", (char *) NULL);
+                char mi[128];
+                snprintf(mi, sizeof mi, "%s/meminfo:10G", F.dir);
+                execl(exe, exe, "--dir", F.dir, "--count", "3", "--max", "2G", "--meminfo", mi, (char *) NULL);
                 _exit(127);
         }
         close(p[1]);
@@ -249,6 +254,39 @@ static void test_misbehaving_monitors(void **state) {
         stop_one(pid);
 }
 
+/* The node's meminfo: MemTotal the node, MemAvailable = MemFree = the node less 1 GiB for the
+ * host and less every guest's balloon size, rewritten as a balloon moves. */
+static void test_meminfo_follows_balloons(void **state) {
+        _cleanup_(qmp_freep) struct qmp *q0 = connect_vm(0);
+        _cleanup_(qmp_freep) struct qmp *q1 = connect_vm(1);
+        _cleanup_(qmp_freep) struct qmp *q2 = connect_vm(2);
+        struct qmp *qs[] = { q0, q1, q2 };
+        struct qmp_error e = {};
+        struct hostmem_meminfo mi;
+        char path[128];
+        uint64_t actual, sum = 0;
+        snprintf(path, sizeof path, "%s/meminfo", F.dir);
+        assert_int_equal(balloon_set_target_sync(q0, GIB, 64 * MIB, TIMEOUT, &e), 0);
+        uint64_t t0 = now_usec();
+        do {
+                usleep(50000);
+                assert_int_equal(balloon_query_sync(q0, TIMEOUT, &actual, &e), 0);
+        } while (actual > GIB && now_usec() - t0 < 5 * 1000000ULL);
+        assert_int_equal(actual, GIB);
+        for (size_t i = 0; i < 3; i++) {
+                assert_int_equal(balloon_query_sync(qs[i], TIMEOUT, &actual, &e), 0);
+                sum += actual;
+        }
+        assert_int_equal(sum, 5 * GIB);
+        usleep(300000);         /* rewritten every 100 ms */
+        assert_int_equal(hostmem_read_meminfo(path, &mi, NULL), 0);
+        assert_int_equal(mi.total, 10 * GIB);
+        assert_true(mi.has_available);
+        assert_int_equal(mi.available, 10 * GIB - GIB - sum);
+        assert_int_equal(mi.free, mi.available);
+        assert_int_equal(balloon_set_target_sync(q0, 2 * GIB, 64 * MIB, TIMEOUT, &e), 0);
+}
+
 /* Last: SIGTERM removes every socket and reports the commands served. */
 static void test_sigterm_cleans_up(void **state) {
         char path[128], line[1024];
@@ -273,6 +311,7 @@ int main(void) {
                 cmocka_unit_test(test_greeting_is_recorded),
                 cmocka_unit_test(test_no_balloon),
                 cmocka_unit_test(test_misbehaving_monitors),
+                cmocka_unit_test(test_meminfo_follows_balloons),
                 cmocka_unit_test(test_sigterm_cleans_up),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
