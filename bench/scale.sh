@@ -20,9 +20,18 @@
 #                                        daemon without the key still runs),
 #                                        SCALE_BURST_EVERY=K: every Kth VM bursts (2; 0: none,
 #                                        a calm node where only the guests' slow wave moves),
-#                                        SCALE_BURST_TOUCH=SIZE: the fake writes SIZE of real
-#                                        memory at each burst's start (8M; 0: none), so that
-#                                        bursts make the host allocate as real guests' do,
+#                                        SCALE_BURST_TOUCH=SIZE: real memory written at each
+#                                        burst's start (0: none), so that bursts make the host
+#                                        allocate as real guests' do: by the bursting VM's own
+#                                        process and held for the burst (40M, above the settled
+#                                        rule's 32 MiB mark) with SCALE_PIDS=per-vm; by the
+#                                        fake and released at once (8M) with SCALE_PIDS=shared,
+#                                        SCALE_PIDS=per-vm|shared: whether each VM has a process
+#                                        of its own (fake-qemu --pid-per-vm), whose resident set
+#                                        ppnd reads as its QEMU's and which moves with that VM's
+#                                        bursts alone (per-vm, the default), or every VM is the
+#                                        one fake process (shared, as every run before 7 Dec
+#                                        evening: every VM's RSS then moves with any burst),
 #                                        SCALE_METRICS=yes: ppnd serves its metrics on
 #                                        127.0.0.1:SCALE_METRICS_PORT, read at the window's
 #                                        start and end for the fast signal's quiet and bounded
@@ -57,7 +66,9 @@ PERF=${SCALE_PERF:-}
 FAST_SIGNAL=${SCALE_FAST_SIGNAL:-yes}
 SETTLED=${SCALE_SETTLED:-}
 BURST_EVERY=${SCALE_BURST_EVERY:-2}
-BURST_TOUCH=${SCALE_BURST_TOUCH:-8M}
+PIDS=${SCALE_PIDS:-per-vm}
+case "$PIDS" in per-vm) BURST_TOUCH=${SCALE_BURST_TOUCH:-40M} ;; shared) BURST_TOUCH=${SCALE_BURST_TOUCH:-8M} ;;
+  *) echo "scale: SCALE_PIDS is per-vm or shared, not '$PIDS'" >&2; exit 2 ;; esac
 METRICS=${SCALE_METRICS:-no}
 METRICS_PORT=${SCALE_METRICS_PORT:-$((20000 + $$ % 20000))}
 HOST=${SCALE_HOST:-synthetic}
@@ -180,6 +191,7 @@ one_size() {
   mkdir -p "$DIR/qmp" "$DIR/run" "$DIR/no-cgroup"
   local host=()
   if [ "$HOST" = synthetic ]; then host=(--meminfo "$DIR/meminfo:$((n * 9 * 1024 * 1024 * 1024 / 4 + 1024 * 1024 * 1024))"); fi
+  if [ "$PIDS" = per-vm ]; then host+=(--pid-per-vm); fi
   "$FAKEQEMU" --dir "$DIR/qmp" --count "$n" --max 4G --init 2G --use-pct 30 --wave-pct 10 \
     --burst-every "$BURST_EVERY" --burst-pct 40 --burst-len 10 --burst-cycle 40 --burst-touch "$BURST_TOUCH" \
     "${host[@]}" >"$DIR/fake.out" &

@@ -28,7 +28,7 @@ bool settle_candidate(const struct settle_tunables *t, const struct settle_vm *v
         uint64_t spare = (uint64_t) ((unsigned __int128) vm->size * t->spare_pct / 100);
         if (spare < t->spare_bytes)
                 spare = t->spare_bytes;
-        return vm->steady && !vm->pressure && !vm->reclaiming && vm->stats_read_usec && vm->available != UINT64_MAX &&
+        return vm->steady && !vm->pressure && vm->stats_read_usec && vm->available != UINT64_MAX &&
                vm->available >= spare && dist(vm->size, vm->target) < t->arrive_bytes;
 }
 

@@ -16,16 +16,15 @@
  *     above the policy's headroom (max(128 MiB, 10 % of use)) and pressure mark (max(64 MiB,
  *     5 %)), so the policy wants no growth and a guest needs ≥ 448 MiB of new use to reach
  *     pressure;
- *   - the pool is not reclaiming: in its last round the node was not short, the pool not
- *     contended, and no donor was asked for memory. While it reclaims, every VM is read every
- *     round: the policy chooses donors by their current idle memory, and a settled VM's memory
- *     freed inside the guest would be seen late (measured in the scale benchmark: reading
- *     settled VMs less often under steady reclaim made the balloons move ~50 % more);
  *   - its QEMU's resident set is known and within rss_move (32 MiB) of what it was when the
  *     statistics were last asked: a guest touching new memory makes its QEMU fault at once, so
  *     a burst of new memory unsettles the VM at the next round (one pread of /proc/PID/stat, of
  *     statm where no rule uses the CPU time, none while the host allocated less than what
  *     would reach the mark since the last one).
+ * The pool may reclaim meanwhile: a settled VM keeps its interval, but it never gives memory on
+ * statistics this round did not read. When the policy would shrink a VM whose read was
+ * skipped, the manager reads its statistics at once and decides again on them (manager-round.c,
+ * verify_donors()).
  * A settled VM's statistics are read when interval_usec (3 s) has passed since they were last
  * read, and at once when any condition above fails. They are never held so long that the policy
  * would find them stale: while their age plus slack_usec reaches stale_usec (the policy's
@@ -59,7 +58,6 @@ struct settle_vm {
         bool steady;              /* decided, no lease in force or pending, last decision neither
                                    * applied a target nor held the VM */
         bool pressure;            /* the policy's last decision saw pressure */
-        bool reclaiming;          /* the pool's last round: node short, contended, or donors asked */
         uint64_t size;            /* now (balloon actual + plugged) */
         uint64_t target;          /* target in force */
         uint64_t available;       /* in the last statistics; UINT64_MAX = unknown */

@@ -10,7 +10,7 @@
  *             [--available SIZE] [--hostile-period S] [--flip-odd] [--outside-balloon S:SIZE] [--log FILE]
  *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
  *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE] [--burst-touch SIZE]
- *             [--free-page-reporting] [--meminfo PATH:TOTAL]
+ *             [--free-page-reporting] [--meminfo PATH:TOTAL] [--pid-per-vm]
  *
  * Defaults: 4G, a good monitor, a moving balloon and the workload (use 30 % ± 10 % over 60 s,
  * every 10th VM bursting by 30 % for 20 s of every 120 s, phase-shifted per VM). Prints
@@ -41,6 +41,14 @@
  * memory: without it ppnd sees this machine's MemAvailable, a few GiB however large the node
  * declared in the ledger, and its host gate (no more growth a tick than MemAvailable above the
  * low mark) throttles a node no real host of that size would.
+ *
+ * --pid-per-vm: each VM's socket is made to listen by a process of its own, which then stays
+ * (a "holder", killed when this process exits), so the pid ppnd finds through the socket
+ * (SO_PEERCRED gives the process that called listen()) and whose /proc/PID/statm it reads is
+ * that VM's alone, as each VM has its own QEMU; this process still answers every VM. With
+ * --burst-touch, a bursting VM's holder has the kernel allocate SIZE when the VM's burst begins
+ * and keeps it until the burst ends: that VM's QEMU resident set rises and falls with its burst,
+ * as a real one's does, not every VM's with any burst.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -52,8 +60,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,6 +77,7 @@ struct opts {
         double touch_at;        /* > 0: --touch */
         uint64_t touch_size;
         uint64_t burst_touch;   /* --burst-touch: bytes written at each burst's start (0: none) */
+        bool pid_per_vm;        /* --pid-per-vm */
         const char *meminfo;    /* --meminfo PATH (NULL: none) ... */
         uint64_t meminfo_total; /* ... and TOTAL */
         struct fake_qemu_guest g;
@@ -120,7 +132,8 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 { "burst-pct", required_argument, NULL, 'B' }, { "burst-len", required_argument, NULL, 'L' },
                 { "burst-cycle", required_argument, NULL, 'C' }, { "touch", required_argument, NULL, 't' },
                 { "burst-touch", required_argument, NULL, 'W' },
-                { "free-page-reporting", no_argument, NULL, 'R' }, { "meminfo", required_argument, NULL, 'I' }, {}
+                { "free-page-reporting", no_argument, NULL, 'R' }, { "meminfo", required_argument, NULL, 'I' },
+                { "pid-per-vm", no_argument, NULL, 'P' }, {}
         };
         struct fake_qemu_guest *g = &o->g;
         int ch, k;
@@ -156,6 +169,7 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 case 'W': if (parse_size(optarg, &o->burst_touch) < 0) return -EINVAL; break;
                 case 'R': g->free_page_reporting = true; break;
                 case 'I': if (parse_meminfo(optarg, o) < 0) return -EINVAL; break;
+                case 'P': o->pid_per_vm = true; break;
                 default: return -EINVAL;
                 }
         }
@@ -178,6 +192,95 @@ static void raise_nofile(unsigned count) {
         }
 }
 
+static double mono_s(void);
+
+/* --pid-per-vm: the holder of one VM's socket (a child; never returns). It binds path, listens,
+ * hands the socket to the parent over chan (SCM_RIGHTS) and stays, holding touch bytes during
+ * the guest's bursts. */
+static _Noreturn void holder_run(const char *path, const struct fake_qemu_guest *g, uint64_t touch, int chan,
+                                 pid_t parent) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+                _exit(1);
+        if (dup2(chan, 3) < 0)
+                _exit(1);
+        close_range(4, ~0U, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        if (strlen(path) >= sizeof sa.sun_path)
+                _exit(1);
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        unlink(path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(fd, 8) < 0)
+                _exit(1);
+        char byte = 'L', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
+        struct iovec iov = { &byte, 1 };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
+        struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        if (sendmsg(3, &msg, 0) != 1)
+                _exit(1);
+        close(fd);
+        close(3);
+        void *held = NULL;
+        for (;;) {
+                bool in;
+                double next = touch ? fake_qemu_burst_next(g, mono_s(), &in) : -1;
+                if (next < 0)
+                        pause();
+                else {
+                        if (in && !held) {
+                                held = mmap(NULL, touch, PROT_READ | PROT_WRITE,
+                                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+                                if (held == MAP_FAILED)
+                                        held = NULL;
+                        } else if (!in && held) {
+                                munmap(held, touch);
+                                held = NULL;
+                        }
+                        struct timespec ts = { .tv_sec = (time_t) next,
+                                               .tv_nsec = (long) ((next - floor(next)) * 1e9) };
+                        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+                }
+        }
+}
+
+/* Starts path's holder and takes its listening socket; the fd, or -errno. */
+static int holder_spawn(const char *path, const struct fake_qemu_guest *g, uint64_t touch) {
+        int sp[2];
+        pid_t parent = getpid();
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0)
+                return -errno;
+        pid_t pid = fork();
+        if (pid < 0) {
+                int r = -errno;
+                close(sp[0]);
+                close(sp[1]);
+                return r;
+        }
+        if (pid == 0)
+                holder_run(path, g, touch, sp[1], parent);
+        close(sp[1]);
+        char byte, cbuf[CMSG_SPACE(sizeof(int))];
+        struct iovec iov = { &byte, 1 };
+        struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof cbuf };
+        ssize_t n = recvmsg(sp[0], &msg, MSG_CMSG_CLOEXEC);
+        close(sp[0]);
+        struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+        if (!c || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int))) {
+                kill(pid, SIGKILL);
+                return -EIO;
+        }
+        int fd;
+        memcpy(&fd, CMSG_DATA(c), sizeof(int));
+        return fd;
+}
+
 static int add_vms(struct fake_qemu *f, const struct opts *o) {
         char path[4096];
         for (unsigned i = 0; i < o->count; i++) {
@@ -188,7 +291,13 @@ static int add_vms(struct fake_qemu *f, const struct opts *o) {
                         snprintf(path, sizeof path, "%s", o->socket);
                 else
                         snprintf(path, sizeof path, "%s/%s%04u.sock", o->dir, o->prefix, i);
-                int r = fake_qemu_add(f, path, &g, NULL);
+                int r;
+                if (o->pid_per_vm) {
+                        r = holder_spawn(path, &g, o->burst_touch);
+                        if (r >= 0)
+                                r = fake_qemu_add_listening(f, path, &g, r, NULL);
+                } else
+                        r = fake_qemu_add(f, path, &g, NULL);
                 if (r < 0) {
                         fprintf(stderr, "fake-qemu: cannot listen on %s: %s\n", path, strerror(-r));
                         return r;
@@ -270,7 +379,7 @@ static int serve(struct fake_qemu *f, const struct opts *o) {
         for (;;) {
                 struct epoll_event ev;
                 int wait_ms = touch_at > 0 ? (int) ((touch_at - mono_s()) * 1000) + 1 : -1;
-                if (o->burst_touch) {
+                if (o->burst_touch && !o->pid_per_vm) {
                         if (mono_s() - bursts_since >= 0.1)
                                 burst_touch(f, o, &bursts_since);
                         wait_ms = wait_ms < 0 || wait_ms > 100 ? 100 : wait_ms;
@@ -335,7 +444,7 @@ int main(int argc, char **argv) {
                                 "[--period S]\n"
                                 "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S] "
                                 "[--touch S:SIZE] [--burst-touch SIZE]\n"
-                                "       [--free-page-reporting] [--meminfo PATH:TOTAL]\n");
+                                "       [--free-page-reporting] [--meminfo PATH:TOTAL] [--pid-per-vm]\n");
                 return 2;
         }
         raise_nofile(o.count);

@@ -294,14 +294,22 @@ static void vm_set_target(struct fake_qemu_vm *v, uint64_t target, double now) {
         v->target = target;
 }
 
+double fake_qemu_burst_next(const struct fake_qemu_guest *g, double now, bool *ret_in) {
+        const struct fake_qemu_workload *w = &g->workload;
+        *ret_in = false;
+        if (g->stats != FAKE_QEMU_STATS_WORKLOAD || !g->bursts || w->burst_cycle <= 0)
+                return -1;
+        double offset = g->phase / (2 * M_PI) * w->burst_cycle;
+        double in = fmod(now + offset, w->burst_cycle);
+        *ret_in = in < w->burst_len;
+        return now - in + (*ret_in ? w->burst_len : w->burst_cycle);
+}
+
 /* Start of the workload's burst in progress (s), or -1. */
 static double vm_burst_start(const struct fake_qemu_vm *v, double now) {
-        const struct fake_qemu_workload *w = &v->g.workload;
-        if (v->g.stats != FAKE_QEMU_STATS_WORKLOAD || !v->g.bursts || w->burst_cycle <= 0)
-                return -1;
-        double offset = v->g.phase / (2 * M_PI) * w->burst_cycle;
-        double in = fmod(now + offset, w->burst_cycle);
-        return in < w->burst_len ? now - in : -1;
+        bool in;
+        double next = fake_qemu_burst_next(&v->g, now, &in);
+        return in ? next - v->g.workload.burst_len : -1;
 }
 
 unsigned fake_qemu_burst_onsets(const struct fake_qemu *f, double since, double now) {
@@ -923,12 +931,23 @@ void fake_qemu_free(struct fake_qemu *f) {
 
 int fake_qemu_add(struct fake_qemu *f, const char *path, const struct fake_qemu_guest *g,
                   struct fake_qemu_vm **ret) {
+        return fake_qemu_add_listening(f, path, g, -1, ret);
+}
+
+int fake_qemu_add_listening(struct fake_qemu *f, const char *path, const struct fake_qemu_guest *g, int fd,
+                            struct fake_qemu_vm **ret) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof sa.sun_path || g->max == 0)
+        if (strlen(path) >= sizeof sa.sun_path || g->max == 0) {
+                if (fd >= 0)
+                        close(fd);
                 return -EINVAL;
+        }
         struct fake_qemu_vm *v = calloc(1, sizeof *v);
-        if (!v)
+        if (!v) {
+                if (fd >= 0)
+                        close(fd);
                 return -ENOMEM;
+        }
         double now = mono();
         uint64_t init = g->init && g->init <= g->max ? g->init : g->max;
         *v = (struct fake_qemu_vm) { .tag = { TAG_LISTEN, v }, .f = f, .g = *g, .listen_fd = -1, .t0 = now,
@@ -948,11 +967,14 @@ int fake_qemu_add(struct fake_qemu *f, const char *path, const struct fake_qemu_
         if (f->vms)
                 f->vms->pprev = &v->next;
         f->vms = v;
-        unlink(path);
-        v->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &v->tag };
-        if (v->listen_fd < 0 || bind(v->listen_fd, (struct sockaddr *) &sa, sizeof sa) < 0 ||
-            listen(v->listen_fd, 8) < 0 || epoll_ctl(f->ep, EPOLL_CTL_ADD, v->listen_fd, &ev) < 0) {
+        if (fd < 0) {
+                unlink(path);
+                v->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        } else
+                v->listen_fd = fd;
+        if (v->listen_fd < 0 || (fd < 0 && bind(v->listen_fd, (struct sockaddr *) &sa, sizeof sa) < 0) ||
+            (fd < 0 && listen(v->listen_fd, 8) < 0) || epoll_ctl(f->ep, EPOLL_CTL_ADD, v->listen_fd, &ev) < 0) {
                 int r = -errno;
                 fake_qemu_remove(v);
                 return r;

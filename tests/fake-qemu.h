@@ -124,6 +124,15 @@ void fake_qemu_vm_balloon_change(struct fake_qemu_vm *vm, uint64_t actual);
 /* FAKE_QEMU_STATS_PINNED: what qom-get guest-stats answers once polling is on. */
 void fake_qemu_vm_set_stats(struct fake_qemu_vm *vm, const struct fake_qemu_stat_values *s);
 
+/* As fake_qemu_add(), on a socket another process bound to path and listens on (fd, taken over
+ * and closed on failure): a client's SO_PEERCRED then reads that process's pid, as its QEMU's. */
+int fake_qemu_add_listening(struct fake_qemu *f, const char *path, const struct fake_qemu_guest *g, int fd,
+                            struct fake_qemu_vm **ret);
+
+/* The workload's burst schedule for a guest: when (s on CLOCK_MONOTONIC) the burst in progress
+ * ends (*ret_in true) or the next one begins; -1 if the guest does not burst. */
+double fake_qemu_burst_next(const struct fake_qemu_guest *g, double now, bool *ret_in);
+
 /* How many VMs' workload bursts began in (since, now], times in s on CLOCK_MONOTONIC. */
 unsigned fake_qemu_burst_onsets(const struct fake_qemu *f, double since, double now);
 /* What the host would back for all the fake's guests now: each VM's balloon size, as for a guest

@@ -62,6 +62,7 @@ struct managed_vm {
          * and whether something the manager did or was told makes them due at the next round. */
         uint64_t settle_size, settle_rss;
         bool unsettled;
+        bool skipped;                   /* this round did not read its statistics (settled) */
 };
 
 struct manager {
@@ -101,7 +102,7 @@ struct manager {
         uint64_t alloc_latest;          /* the counter's last reading, by the timer or the round (0: unknown) */
         uint64_t fast_held_usec;        /* the fast signal last could not act (no memory free for a grow) */
         struct settle_tunables settle_tun;
-        bool reclaiming;                /* the policy's last round: node short, contended or donors asked */
+        bool verified;                  /* this round read the skipped VMs its policy would shrink */
         const char *proc_dir;
         uint64_t page_size;             /* for /proc/PID/statm */
         uint64_t clk_tck;               /* for /proc/PID/stat's CPU times; 0 if unknown */

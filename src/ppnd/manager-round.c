@@ -37,7 +37,7 @@ static void settle_input(const struct managed_vm *v, uint64_t real, struct settl
         *ret = (struct settle_vm) {
                 .steady = v->decided && !v->unsettled && v->pstate.lease_kind == POLICY_LEASE_NONE && !v->last.apply &&
                           (v->last.reason == POLICY_REASON_STEADY || v->last.reason == POLICY_REASON_SMALL_CHANGE),
-                .pressure = v->last.pressure, .reclaiming = v->m->reclaiming, .size = x->actual,
+                .pressure = v->last.pressure, .size = x->actual,
                 .target = v->target ? v->target : x->actual,
                 .available = x->available == VMLINK_STAT_UNKNOWN || !x->stats_update_sec ? UINT64_MAX : x->available,
                 .stats_read_usec = x->stats_usec, .stats_age_usec = real > upd ? real - upd : 0,
@@ -57,8 +57,9 @@ static bool settle_may(const struct managed_vm *v, uint64_t real) {
 /* Whether the host allocated too little since v's RSS was last read for it to have risen to
  * where it would unsettle v (rss_move above its RSS when its statistics were last asked): its
  * QEMU can have grown by at most what the whole host allocated (/proc/vmstat). Then the round
- * does not read /proc/PID/stat for it: a VM that could be settled needs no CPU time (the active
- * rule matters only while the pool reclaims, and then no VM is settled), and its RSS in hand
+ * does not read /proc/PID/stat for it: a VM that could be settled needs no CPU time this round
+ * (the policy keeps the baseline and judges the next reading over the whole span; one it would
+ * shrink is read first, verify_donors()), and its RSS in hand
  * gives the settled rule the verdict a read would (a fall of its RSS, memory its guest freed,
  * is seen when the statistics are next read, at most settled-stats-interval later). */
 static bool rss_bounded(const struct managed_vm *v, uint64_t alloc) {
@@ -98,12 +99,20 @@ static uint64_t read_alloc(struct manager *m) {
         return m->alloc_latest = pages * m->page_size;
 }
 
+/* v's statistics are being asked for: what the settled rule compares them with next round. */
+static void settle_asked(struct managed_vm *v, uint64_t rss) {
+        v->settle_size = backend_last(v->link)->actual;
+        v->settle_rss = rss;
+        v->unsettled = false;
+}
+
 void start_round(struct manager *m) {
         uint64_t now = now_usec(), real = now_realtime_usec(), alloc;
         bool fast = fast_on(m);
 
         if (m->round_pending > 0)
                 return;         /* the round in flight decides with the newest state */
+        m->verified = false;
         alloc = read_alloc(m);
         for (size_t i = 0; i < m->n_vms; i++) {
                 struct managed_vm *v = m->vms[i];
@@ -120,13 +129,11 @@ void start_round(struct manager *m) {
                 uint64_t rss = 0;
                 bool stats = !running || settle_of(v, now, real, bounded, &rss) != SETTLE_SKIP;
                 m->counters.stats_deferred += !stats;
-                if (stats && running) {
+                v->skipped = !stats;
+                if (stats && running)
                         /* What the statistics about to be read are compared with next round (no
                          * RSS read for a VM that could not settle: it is not settled then). */
-                        v->settle_size = backend_last(v->link)->actual;
-                        v->settle_rss = rss;
-                        v->unsettled = false;
-                }
+                        settle_asked(v, rss);
                 if (backend_sample(v->link, stats) == 0) {
                         v->in_round = true;
                         m->round_pending++;
@@ -373,6 +380,54 @@ static int round_arrays(struct manager *m, size_t n) {
         return 0;
 }
 
+/* Whether d shrinks v on statistics this round did not read (v settled, settle.h). */
+static bool shrinks_unread(const struct managed_vm *v, const struct policy_vm *p, const struct policy_decision *d) {
+        return v->skipped && p->driver != POLICY_DRIVER_DISCONNECTED && d->apply && d->target < p->target;
+}
+
+/* A settled VM gives memory only on statistics read this round: its guest may have taken back
+ * memory it had touched before (its RSS does not show that) since they were last read, up to
+ * settled-stats-interval ago. When the policy would shrink such VMs, their statistics (and
+ * QEMU's CPU time, where a rule uses it) are asked at once and nothing is applied: the last of
+ * them to arrive runs decide() again, on them (one such pass a round). True if the decisions
+ * were set aside for that. */
+static bool verify_donors(struct manager *m, const struct policy_vm *pv, const struct policy_decision *d) {
+        if (m->verified)
+                return false;
+        m->verified = true;
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct managed_vm *v = m->vms[i];
+                if (!shrinks_unread(v, &pv[i], &d[i]))
+                        continue;
+                if (backend_sample(v->link, true) != 0)
+                        continue;               /* not asked: held back (held_back()) */
+                /* The round may have left its QEMU's CPU time unread (rss_bounded()). */
+                if (uses_cpu_time(v) && v->cpu_usec == POLICY_STAT_UNKNOWN)
+                        read_qemu_proc(v, now_usec(), true);
+                settle_asked(v, v->rss);
+                v->skipped = false;
+                m->counters.stats_deferred--;
+                v->in_round = true;
+                m->round_pending++;
+        }
+        if (m->round_pending == 0)
+                return false;
+        log_debug("%u settled VMs to shrink: their statistics read before the decision", m->round_pending);
+        return true;
+}
+
+/* A shrink on unread statistics that verify_donors() could not have read (its read failed, or
+ * the policy chose it only in the pass after the reads): not applied; the VM is read next round
+ * and the policy decides on that. The memory it would have given was never handed out: the
+ * pool grants only what balloons have returned. */
+static bool held_back(struct managed_vm *v, const struct policy_vm *p, const struct policy_decision *d) {
+        if (!shrinks_unread(v, p, d))
+                return false;
+        v->unsettled = true;
+        log_debug("%s: not shrunk on statistics not read this round; read next round", v->entry.name);
+        return true;
+}
+
 void decide(struct manager *m) {
         struct policy_node node = { .now_usec = now_usec() };
         struct policy_summary sum = { 0 };
@@ -395,10 +450,10 @@ void decide(struct manager *m) {
         /* Without node settings there is no capacity to keep within: hold everything. */
         if (!m->lstate->node_ok || policy_decide(&m->tunables, &node, pv, m->n_vms, d, &sum) < 0)
                 return;
-        /* While the pool reclaims, donors are chosen by their current figures: no VM settles. */
-        m->reclaiming = sum.node_short || sum.contended || sum.reclaim_wanted > 0;
+        if (verify_donors(m, pv, d))
+                return;
         for (size_t i = 0; i < m->n_vms; i++)
-                if (pv[i].driver != POLICY_DRIVER_DISCONNECTED)
+                if (pv[i].driver != POLICY_DRIVER_DISCONNECTED && !held_back(m->vms[i], &pv[i], &d[i]))
                         apply_decision(m->vms[i], &pv[i], &d[i]);
         record_samples(m, real);
 }
