@@ -10,7 +10,7 @@ pressure forever). For 12 s the control socket is asked for status every 100 ms.
 
 Proven: status answers come in < 100 ms (95th percentile; the maximum and the machine's load
 are printed); the good VM stays running and sampled
-throughout; the silent, half and stalling monitors time out and are reconnected; no VM is ever
+throughout (its statistics never within 1 s of stale); the silent, half and stalling monitors time out and are reconnected; no VM is ever
 sent a target below its minimum or above its maximum (every 'balloon' each fake received);
 ppnd's memory stays bounded under the flood; `ppnctl status` prints the same table from the
 brief reply it asks for and from a full one (what a ppnd that ignores "brief" sends) of the
@@ -208,8 +208,10 @@ def main():
         t.ok(node.ppnd.poll() is None, 'ppnd is still running')
         t.ok(all(s == 'running' for s, _ in good_states),
              'the good VM stays running throughout', str(sorted(set(s for s, _ in good_states))))
+        # Idle with 1 GiB available, the good VM settles (settle.h): read every 3 s, and always
+        # before its statistics come within 1 s of the 5 s staleness bound.
         ages = [a for _, a in good_states if a is not None]
-        t.ok(ages and max(ages) < 3_000_000, 'the good VM keeps being sampled (stats age < 3 s)',
+        t.ok(ages and max(ages) < 4_000_000, 'the good VM keeps being sampled (stats age < 4 s)',
              'max stats age %.1f s' % (max(ages) / 1e6 if ages else -1))
 
         st = node.status()
