@@ -9,19 +9,22 @@
  * does; its silent, half and stalling monitors misbehave as the fault tests need. Here the
  * fake stands in for the scale benchmark's many QEMUs (and, one at a time, for the QEMUs of
  * the fault tests). With --meminfo it also stands in for the host's memory: its meminfo file
- * follows the guests' balloon sizes.
+ * follows the guests' balloon sizes; with --pid-per-vm each VM has a process of its own, whose
+ * resident set moves with that VM's bursts.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <cmocka.h>
 
+#include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "balloon.h"
 #include "hostmem.h"
@@ -287,6 +290,84 @@ static void test_meminfo_follows_balloons(void **state) {
         assert_int_equal(balloon_set_target_sync(q0, 2 * GIB, 64 * MIB, TIMEOUT, &e), 0);
 }
 
+/* The resident set of pid from /proc/PID/statm, bytes (0 if unreadable). */
+static uint64_t statm_rss(pid_t pid) {
+        char path[64];
+        unsigned long size, resident;
+        snprintf(path, sizeof path, "/proc/%d/statm", (int) pid);
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return 0;
+        int n = fscanf(f, "%lu %lu", &size, &resident);
+        fclose(f);
+        return n == 2 ? (uint64_t) resident * (uint64_t) sysconf(_SC_PAGESIZE) : 0;
+}
+
+/* --pid-per-vm: each VM's socket is listened on by a process of its own (what SO_PEERCRED
+ * gives a client: not the fake, and not another VM's), whose resident set rises by
+ * --burst-touch during that VM's bursts and falls after; the holders go with the fake. */
+static void test_pid_per_vm(void **state) {
+        const char *build = getenv("PPN_BUILD_ROOT");
+        char exe[512], dir[] = "/tmp/ppn-fakeqemu-pids.XXXXXX", line[64], path[128];
+        snprintf(exe, sizeof exe, "%s/tests/fake-qemu", build ? build : "build");
+        assert_non_null(mkdtemp(dir));
+        int p[2];
+        assert_int_equal(pipe(p), 0);
+        pid_t fake = fork();
+        assert_true(fake >= 0);
+        if (fake == 0) {
+                dup2(p[1], 1);
+                close(p[0]);
+                execl(exe, exe, "--dir", dir, "--count", "2", "--max", "2G", "--pid-per-vm", "--burst-every", "1",
+                      "--burst-len", "1", "--burst-cycle", "2", "--burst-touch", "48M", (char *) NULL);
+                _exit(127);
+        }
+        close(p[1]);
+        FILE *out = fdopen(p[0], "r");
+        assert_non_null(fgets(line, sizeof line, out));
+        assert_string_equal(line, "ready 2\n");
+        pid_t pids[2];
+        struct qmp *qs[2];
+        for (unsigned i = 0; i < 2; i++) {
+                struct qmp_error e = {};
+                snprintf(path, sizeof path, "%s/vm%04u.sock", dir, i);
+                qs[i] = NULL;
+                assert_int_equal(qmp_connect_sync(path, TIMEOUT, &qs[i], &e), 0);
+                assert_int_equal(qmp_peer_pid(qs[i], &pids[i]), 0);
+                assert_true(pids[i] > 0 && pids[i] != fake);
+        }
+        assert_true(pids[0] != pids[1]);
+        /* Two cycles of 2 s, sampled every 50 ms: each holder's RSS rises by the touch and falls. */
+        uint64_t lo[2] = { UINT64_MAX, UINT64_MAX }, hi[2] = { 0, 0 };
+        for (unsigned k = 0; k < 80; k++) {
+                for (unsigned i = 0; i < 2; i++) {
+                        uint64_t r = statm_rss(pids[i]);
+                        assert_true(r > 0);
+                        lo[i] = r < lo[i] ? r : lo[i];
+                        hi[i] = r > hi[i] ? r : hi[i];
+                }
+                usleep(50000);
+        }
+        for (unsigned i = 0; i < 2; i++) {
+                if (hi[i] - lo[i] < 40 * MIB)
+                        fail_msg("holder %u: RSS %" PRIu64 "..%" PRIu64 " KiB, no 48 MiB burst", i, lo[i] / 1024, hi[i] / 1024);
+                qmp_free(qs[i]);
+        }
+        assert_int_equal(kill(fake, SIGTERM), 0);
+        assert_int_equal(waitpid(fake, NULL, 0), fake);
+        fclose(out);
+        /* Gone, or a zombie with its memory freed until whoever inherited it reaps it. */
+        for (unsigned i = 0; i < 2; i++) {
+                uint64_t t0 = now_usec();
+                while (statm_rss(pids[i]) > 0 && now_usec() - t0 < 2000000)
+                        usleep(20000);
+                assert_int_equal(statm_rss(pids[i]), 0);
+        }
+        char cmd[128];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        assert_int_equal(system(cmd), 0);
+}
+
 /* Last: SIGTERM removes every socket and reports the commands served. */
 static void test_sigterm_cleans_up(void **state) {
         char path[128], line[1024];
@@ -312,6 +393,7 @@ int main(void) {
                 cmocka_unit_test(test_no_balloon),
                 cmocka_unit_test(test_misbehaving_monitors),
                 cmocka_unit_test(test_meminfo_follows_balloons),
+                cmocka_unit_test(test_pid_per_vm),
                 cmocka_unit_test(test_sigterm_cleans_up),
         };
         return cmocka_run_group_tests(tests, setup, teardown);
