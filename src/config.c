@@ -33,6 +33,7 @@ const char config_default_text[] =
         "qmp-retry-max = 5s\n"
         "fast-signal = yes\n"
         "fast-signal-rate = 0\n"
+        "fast-signal-reads = 1000\n"
         "settled-stats-interval = 3s\n"
         "[qemu]\n"
         "accel = kvm\n"
@@ -119,6 +120,8 @@ static const struct key keys[] = {
         /* Bytes/s; 0 (the default: see docs/policy.md, "Sampled where it can matter") samples every
          * VM every 200 ms. 64 GiB/s is beyond any guest's memory bandwidth. */
         NUM("controller", "fast-signal-rate", KEY_SIZE, fast_signal_rate, 0, UINT64_C(64) << 30),
+        /* Reads a second between ticks (docs/policy.md, "At most so many reads"); 0 = no cap. */
+        NUM("controller", "fast-signal-reads", KEY_UINT, fast_signal_reads, 0, 10000000),
         NUM("controller", "override-default", KEY_DURATION, override_usec, USEC_PER_SEC, 30 * 86400 * USEC_PER_SEC),
         NUM("controller", "qmp-retry-max", KEY_DURATION, qmp_retry_max_usec, 100000, UINT64_C(300000000)),
         /* 0 = every round; its upper bound is [policy] stats-stale-after (load_stream()). */

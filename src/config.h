@@ -40,6 +40,7 @@ struct ppn_config {
         uint64_t override_usec;         /* default override lease (ppnctl balloon, QMP changes) */
         uint64_t qmp_retry_max_usec;    /* reconnect backoff ceiling while a QMP socket is absent */
         bool fast_signal;               /* sample QEMU RSS every 200 ms and grow on bursts (fastgrow.h) */
+        uint64_t fast_signal_reads;     /* QEMU RSS reads a second between ticks at most, nearest first (0: all) */
         uint64_t fast_signal_rate;      /* assumed top allocation rate, bytes/s: VMs farther than it can
                                          * reach in a tick are sampled once a tick (fastgrow_dense()) */
         uint64_t settled_stats_interval_usec; /* a settled VM's statistics this often (settle.h); 0 = every round */

@@ -120,6 +120,19 @@ bool fastgrow_bounded_out(const struct fastgrow_tunables *t, const struct fastgr
         return fastgrow_sample(t, &b, &at, now, &d) == 0 && !d.grow;
 }
 
+uint64_t fastgrow_left(const struct fastgrow_state *s, const struct fastgrow_vm *vm) {
+        if (!s || !vm || !vm->stats_update || vm->available == UINT64_MAX)
+                return 0;
+        if (!s->n || vm->stats_update != s->stats_seen)
+                return vm->available;
+        if (!s->alloc_at_last || !vm->alloc_now || vm->alloc_now < s->alloc_at_last)
+                return 0;
+        uint64_t rss = s->rss[s->head], grown = vm->alloc_now - s->alloc_at_last;
+        rss = rss > UINT64_MAX - grown ? UINT64_MAX : rss + grown;
+        uint64_t spent = rss > s->rss_at_stats ? rss - s->rss_at_stats : 0;
+        return vm->available > spent ? vm->available - spent : 0;
+}
+
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,
                     uint64_t now, struct fastgrow_decision *ret) {
         char a[FORMAT_SIZE_MAX], b[FORMAT_SIZE_MAX], c[FORMAT_SIZE_MAX];

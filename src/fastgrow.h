@@ -130,6 +130,15 @@ bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, 
 bool fastgrow_bounded_out(const struct fastgrow_tunables *t, const struct fastgrow_state *s,
                           const struct fastgrow_vm *vm, uint64_t now);
 
+/* How near the VM is to the grow condition, for choosing which VMs to read when a period may
+ * read only so many (ppnd's [controller] fast-signal-reads): what would be left of the available
+ * memory in its statistics had its QEMU grown since its newest sample by all the host allocated
+ * (vm->alloc_now − s->alloc_at_last, the bound of fastgrow_bounded_out()), less what it touched
+ * before that since the statistics; 0 if nothing. The smaller, the nearer. Statistics not sampled
+ * yet (or no sample at all): what they say is available (spent counts from the next sample);
+ * unknown statistics or an unknown bound (counter not read, or gone back): 0, read first. */
+uint64_t fastgrow_left(const struct fastgrow_state *s, const struct fastgrow_vm *vm);
+
 /* Adds a sample at now_usec and decides. 0, or -EINVAL for NULL pointers. */
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,
                     uint64_t now_usec, struct fastgrow_decision *ret);

@@ -272,11 +272,14 @@ static void render_counters(FILE *f, const struct metrics_counters *c) {
         fprintf(f, "%" PRIu64 "\n", c->fast_periods[1]);
         header(f, "ppn_fast_signal_reads_total",
                "QEMU resident sets the fast signal read in busy periods, or did not read: bounded (even all the host "
-               "allocated since the VM's last sample could not grow it).", "counter");
+               "allocated since the VM's last sample could not grow it) or deferred (beyond the period's share of "
+               "fast-signal-reads, farther from growing than those read).", "counter");
         sample_label(f, "ppn_fast_signal_reads_total", "rss", "read");
         fprintf(f, "%" PRIu64 "\n", c->fast_reads[0]);
         sample_label(f, "ppn_fast_signal_reads_total", "rss", "bounded");
         fprintf(f, "%" PRIu64 "\n", c->fast_reads[1]);
+        sample_label(f, "ppn_fast_signal_reads_total", "rss", "deferred");
+        fprintf(f, "%" PRIu64 "\n", c->fast_reads[2]);
         header(f, "ppn_decisions_total", "Controller decisions by policy reason.", "counter");
         for (int r = 0; r < _POLICY_REASON_MAX; r++) {
                 sample_label(f, "ppn_decisions_total", "reason", policy_reason_to_string((enum policy_reason) r));

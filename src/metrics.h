@@ -78,7 +78,8 @@ struct metrics_counters {
         uint64_t reconnects;
         uint64_t stats_deferred;        /* settle.h: a settled VM's statistics not read this round */
         uint64_t fast_periods[2];       /* fast signal periods with the host quiet [0] (no VM read) or busy [1] */
-        uint64_t fast_reads[2];         /* in busy periods, QEMUs read [0] or not, bounded out [1] (fastgrow_bounded_out()) */
+        uint64_t fast_reads[3];         /* in busy periods, QEMUs read [0] or not: bounded out [1]
+                                         * (fastgrow_bounded_out()), deferred [2] ([controller] fast-signal-reads) */
         uint64_t decisions[_POLICY_REASON_MAX];
         size_t n_error_classes;
         struct {

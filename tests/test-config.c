@@ -247,12 +247,20 @@ static void test_settled_interval(void **state) {
         assert_int_equal(config_load_string("s.conf", "", &c, &problems), 0);
         assert_int_equal(c->settled_stats_interval_usec, 3000000);
         assert_int_equal(c->fast_signal_rate, 0);
+        assert_int_equal(c->fast_signal_reads, 1000);
         config_free(c);
         assert_int_equal(config_load_string("s.conf", "[controller]\nsettled-stats-interval = 6s\nfast-signal-rate = 1G\n"
-                                            "[policy]\nstats-stale-after = 10s\n", &c, &problems), 0);
+                                            "fast-signal-reads = 0\n[policy]\nstats-stale-after = 10s\n", &c, &problems), 0);
         assert_int_equal(c->settled_stats_interval_usec, 6000000);
         assert_int_equal(c->fast_signal_rate, UINT64_C(1) << 30);
+        assert_int_equal(c->fast_signal_reads, 0);
         config_free(c);
+        c = NULL;
+        assert_int_equal(config_load_string("s.conf", "[controller]\nfast-signal-reads = 10000001\n", &c, &problems), -EINVAL);
+        assert_null(c);
+        assert_non_null(strstr(problems, "fast-signal-reads"));
+        free(problems);
+        problems = NULL;
         assert_int_equal(config_load_string("s.conf", "[controller]\nsettled-stats-interval = 0\n", &c, &problems), 0);
         config_free(c);
         c = NULL;

@@ -419,6 +419,37 @@ static void test_host_gate(void **state) {
         assert_true(grown > 0);
 }
 
+/* fastgrow_left(): the order a capped period reads VMs in, by hand. */
+static void test_left(void **state) {
+        struct fastgrow_state s = { 0 };
+        struct fastgrow_vm vm = { .stats_update = 7, .available = 400 * MIB, .alloc_now = 5 * GIB + 50 * MIB };
+        assert_int_equal(fastgrow_left(&s, &vm), 400 * MIB);               /* no sample yet */
+        s.n = 1;
+        s.head = 0;
+        s.rss[0] = 1100 * MIB;
+        s.stats_seen = 6;
+        assert_int_equal(fastgrow_left(&s, &vm), 400 * MIB);               /* statistics not sampled yet */
+        s.stats_seen = 7;
+        s.rss_at_stats = 1000 * MIB;
+        s.alloc_at_last = 5 * GIB;
+        /* 100 MiB touched by its newest sample, at most 50 more since: 250 left. */
+        assert_int_equal(fastgrow_left(&s, &vm), 250 * MIB);
+        vm.alloc_now = 5 * GIB + 500 * MIB;
+        assert_int_equal(fastgrow_left(&s, &vm), 0);                       /* it may have touched it all */
+        vm.alloc_now = 5 * GIB - 1;
+        assert_int_equal(fastgrow_left(&s, &vm), 0);                       /* counter gone back */
+        s.alloc_at_last = 0;
+        vm.alloc_now = 5 * GIB;
+        assert_int_equal(fastgrow_left(&s, &vm), 0);                       /* bound unknown */
+        s.alloc_at_last = 5 * GIB;
+        vm.available = UINT64_MAX;
+        assert_int_equal(fastgrow_left(&s, &vm), 0);                       /* statistics unknown */
+        vm.available = 400 * MIB;
+        vm.stats_update = 0;
+        assert_int_equal(fastgrow_left(&s, &vm), 0);
+        assert_int_equal(fastgrow_left(NULL, &vm), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_table),
@@ -429,6 +460,7 @@ int main(void) {
                 cmocka_unit_test(test_dense),
                 cmocka_unit_test(test_sparse_no_later),
                 cmocka_unit_test(test_host_gate),
+                cmocka_unit_test(test_left),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

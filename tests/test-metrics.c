@@ -58,7 +58,7 @@ static char *read_file(const char *path) {
 static void counters_fill(struct metrics_counters *c) {
         *c = (struct metrics_counters) { .balloon_commands = 7, .reconnects = 2, .stats_deferred = 5,
                                          .fast_periods = { 40, 3 },
-                                         .fast_reads = { 6, 2 } };
+                                         .fast_reads = { 6, 2, 3 } };
         metrics_count_decision(c, POLICY_REASON_STEADY);
         metrics_count_decision(c, POLICY_REASON_STEADY);
         metrics_count_decision(c, POLICY_REASON_GROW_PRESSURE);

@@ -103,6 +103,10 @@ struct manager {
         uint64_t fast_held_usec;        /* the fast signal last could not act (no memory free for a grow) */
         struct settle_tunables settle_tun;
         bool verified;                  /* this round read the skipped VMs its policy would shrink */
+        /* The fast signal's period under [controller] fast-signal-reads: the VMs it would read,
+         * nearest the grow condition first (kept between periods: no allocation per period). */
+        struct fast_pick *fast_picks;
+        size_t fast_picks_cap;
         const char *proc_dir;
         uint64_t page_size;             /* for /proc/PID/statm */
         uint64_t clk_tck;               /* for /proc/PID/stat's CPU times; 0 if unknown */

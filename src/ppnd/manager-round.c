@@ -17,7 +17,7 @@
 #define FAST_PERIOD_USEC (200 * USEC_PER_MSEC)
 #define SETTLE_RSS_AGE_USEC (FAST_PERIOD_USEC + 50 * USEC_PER_MSEC)   /* the timer's period and its slack */
 
-static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick);
+static bool fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick, uint64_t *ret_left);
 static bool fast_on(const struct manager *m);
 static void controller_tunables(struct manager *m);
 static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age);
@@ -124,7 +124,7 @@ void start_round(struct manager *m) {
                 /* The fast signal's sample at the tick: once a tick is enough for a VM far from
                  * the grow condition (fastgrow_dense()); the 200 ms timer takes the others. */
                 if (fast && running)
-                        fast_sample(v, now, real, true);
+                        fast_sample(v, now, real, true, NULL);
                 /* Asked of every VM, running or not: libvirt's link checks for a hang there. */
                 uint64_t rss = 0;
                 bool stats = !running || settle_of(v, now, real, bounded, &rss) != SETTLE_SKIP;
@@ -659,8 +659,9 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
  * reach the grow condition before the next tick (fastgrow_dense()) while the host allocates
  * memory (host_busy()), and at the tick (tick true) for the others and for every VM whose RSS
  * the round has just read with its CPU time. A VM read within half a period already has this
- * sample. */
-static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick) {
+ * sample. With ret_left, nothing is read: true if the sample would read v's RSS, and how near
+ * it is to the grow condition (fastgrow_left()). */
+static bool fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick, uint64_t *ret_left) {
         const struct vmlink_sample *x = backend_last(v->link);
         struct manager *m = v->m;
         struct fastgrow_decision d;
@@ -669,7 +670,7 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
 
         if (backend_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
             v->pstate.lease_kind != POLICY_LEASE_NONE)
-                return;
+                return false;
         struct fastgrow_vm in = {
                 .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
                 .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
@@ -683,25 +684,30 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
          * when it could reach the grow condition before the next tick, else at the tick. */
         bool dense;
         if (!fastgrow_may_grow(&m->fast_tun, &v->fast, &in) || fast_recent(v, now))
-                return;
+                return false;
         /* At the tick a dense VM is sampled only with the RSS the round read: one the round did
          * not read (rss_bounded()) has grown by less than the host allocated, and the timer's
          * first busy period bounds it from there. */
         dense = fastgrow_dense(&m->fast_tun, &v->fast, &in);
         if ((!tick && !dense) || (tick && dense && !rss_within(v, now, FAST_PERIOD_USEC / 2)))
-                return;
+                return false;
         /* Between ticks, no read where even all the host allocated since v's last sample would
          * not grow it (fastgrow_bounded_out()): on a busy host, most VMs far from their grow
          * condition. */
         if (!tick && fastgrow_bounded_out(&m->fast_tun, &v->fast, &in, now)) {
                 m->counters.fast_reads[1]++;
-                return;
+                return false;
+        }
+        if (ret_left) {
+                *ret_left = fastgrow_left(&v->fast, &in);
+                return true;
         }
         m->counters.fast_reads[0] += !tick;
         if (!(in.rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
-                return;
+                return true;
         if (fastgrow_sample(&m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
                 fast_grow(v, &d, in.target > in.size ? in.target : in.size);
+        return true;
 }
 
 /* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
@@ -722,6 +728,57 @@ static bool host_busy(struct manager *m, uint64_t now) {
                !fastgrow_host_quiet(&m->fast_tun, m->alloc_cur - m->alloc_prev, now - m->alloc_prev_usec);
 }
 
+struct fast_pick {
+        uint64_t left;          /* fastgrow_left(): the smaller, the nearer the grow condition */
+        size_t i;               /* in m->vms */
+};
+
+static int pick_cmp(const void *a, const void *b) {
+        const struct fast_pick *x = a, *y = b;
+        if (x->left != y->left)
+                return x->left < y->left ? -1 : 1;
+        return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/* One busy period's samples. Under [controller] fast-signal-reads, at most its share of a
+ * period (reads a second × 200 ms) are read: the VMs nearest their grow condition by the host's
+ * allocations (fastgrow_left()), the others not this period. Each VM is read at the tick anyway
+ * (the round), so none waits more than a tick; a burst's VM is the nearest once it has touched
+ * what it had available, and is read first. */
+static void fast_period(struct manager *m, uint64_t now, uint64_t real) {
+        size_t cap = (size_t) (m->cfg->fast_signal_reads * FAST_PERIOD_USEC / USEC_PER_SEC), n = 0;
+
+        if (cap == 0 && m->cfg->fast_signal_reads > 0)
+                cap = 1;
+        if (cap == 0 || m->n_vms <= cap) {
+                for (size_t i = 0; i < m->n_vms; i++)
+                        fast_sample(m->vms[i], now, real, false, NULL);
+                return;
+        }
+        if (m->fast_picks_cap < m->n_vms) {
+                struct fast_pick *p = reallocarray(m->fast_picks, m->n_vms, sizeof(*p));
+                if (!p) {
+                        for (size_t i = 0; i < m->n_vms; i++)
+                                fast_sample(m->vms[i], now, real, false, NULL);
+                        return;
+                }
+                m->fast_picks = p;
+                m->fast_picks_cap = m->n_vms;
+        }
+        for (size_t i = 0; i < m->n_vms; i++) {
+                uint64_t left;
+                if (fast_sample(m->vms[i], now, real, false, &left))
+                        m->fast_picks[n++] = (struct fast_pick) { left, i };
+        }
+        if (n > cap) {
+                qsort(m->fast_picks, n, sizeof(*m->fast_picks), pick_cmp);
+                m->counters.fast_reads[2] += n - cap;
+                n = cap;
+        }
+        for (size_t k = 0; k < n; k++)
+                fast_sample(m->vms[m->fast_picks[k].i], now, real, false, NULL);
+}
+
 static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct manager *m = userdata;
         uint64_t now = now_usec(), real = now_realtime_usec();
@@ -735,8 +792,8 @@ static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                  * have gone quiet. */
                 bool busy = host_busy(m, now) || now - m->fast_held_usec < m->fast_tun.window_usec + FAST_PERIOD_USEC;
                 m->counters.fast_periods[busy]++;
-                for (size_t i = 0; busy && i < m->n_vms; i++)
-                        fast_sample(m->vms[i], now, real, false);
+                if (busy)
+                        fast_period(m, now, real);
         }
         sd_event_source_set_time_relative(s, FAST_PERIOD_USEC);
         sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
@@ -842,6 +899,7 @@ struct manager *manager_free(struct manager *m) {
         eventlog_done(&m->events);
         free(m->round_vms);
         free(m->round_decisions);
+        free(m->fast_picks);
         config_free(m->cfg);
         free(m->config_path);
         free(m);
