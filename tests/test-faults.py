@@ -208,10 +208,11 @@ def main():
         t.ok(node.ppnd.poll() is None, 'ppnd is still running')
         t.ok(all(s == 'running' for s, _ in good_states),
              'the good VM stays running throughout', str(sorted(set(s for s, _ in good_states))))
-        # Idle with 1 GiB available, the good VM settles (settle.h): read every 3 s, and always
-        # before its statistics come within 1 s of the 5 s staleness bound.
+        # Idle with 1 GiB available, the good VM settles (settle.h): read every 3 s, and asked
+        # at the first tick (200 ms here) where its statistics are within 1 s of the 5 s
+        # staleness bound: at most 4 s old plus a tick and the answer when status is asked.
         ages = [a for _, a in good_states if a is not None]
-        t.ok(ages and max(ages) < 4_000_000, 'the good VM keeps being sampled (stats age < 4 s)',
+        t.ok(ages and max(ages) < 4_500_000, 'the good VM keeps being sampled (stats age < 4.5 s)',
              'max stats age %.1f s' % (max(ages) / 1e6 if ages else -1))
 
         st = node.status()
