@@ -17,7 +17,7 @@
 #define FAST_PERIOD_USEC (200 * USEC_PER_MSEC)
 #define SETTLE_RSS_AGE_USEC (FAST_PERIOD_USEC + 50 * USEC_PER_MSEC)   /* the timer's period and its slack */
 
-static bool fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick, uint64_t *ret_left);
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick);
 static bool fast_on(const struct manager *m);
 static void controller_tunables(struct manager *m);
 static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age);
@@ -124,7 +124,7 @@ void start_round(struct manager *m) {
                 /* The fast signal's sample at the tick: once a tick is enough for a VM far from
                  * the grow condition (fastgrow_dense()); the 200 ms timer takes the others. */
                 if (fast && running)
-                        fast_sample(v, now, real, true, NULL);
+                        fast_sample(v, now, real, true);
                 /* Asked of every VM, running or not: libvirt's link checks for a hang there. */
                 uint64_t rss = 0;
                 bool stats = !running || settle_of(v, now, real, bounded, &rss) != SETTLE_SKIP;
@@ -655,23 +655,17 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
                        "statistics", d->why, grant / MIB);
 }
 
-/* One sample of the fast signal for v, if it may grow: from the 200 ms timer for a VM that could
- * reach the grow condition before the next tick (fastgrow_dense()) while the host allocates
- * memory (host_busy()), and at the tick (tick true) for the others and for every VM whose RSS
- * the round has just read with its CPU time. A VM read within half a period already has this
- * sample. With ret_left, nothing is read: true if the sample would read v's RSS, and how near
- * it is to the grow condition (fastgrow_left()). */
-static bool fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick, uint64_t *ret_left) {
+/* What the fast signal knows of v without reading anything (into *in); false if v cannot be
+ * sampled at all (not running, not decided yet, under a lease). The same within a period. */
+static bool fast_input(const struct managed_vm *v, uint64_t real, bool tick, struct fastgrow_vm *in) {
         const struct vmlink_sample *x = backend_last(v->link);
-        struct manager *m = v->m;
-        struct fastgrow_decision d;
-        pid_t pid = backend_pid(v->link);
+        const struct manager *m = v->m;
         uint64_t upd = x->stats_update_sec * USEC_PER_SEC;
 
-        if (backend_get_state(v->link) != VMLINK_RUNNING || pid <= 0 || !x->actual_usec || !v->decided ||
-            v->pstate.lease_kind != POLICY_LEASE_NONE)
+        if (backend_get_state(v->link) != VMLINK_RUNNING || backend_pid(v->link) <= 0 || !x->actual_usec ||
+            !v->decided || v->pstate.lease_kind != POLICY_LEASE_NONE)
                 return false;
-        struct fastgrow_vm in = {
+        *in = (struct fastgrow_vm) {
                 .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
                 .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
                 .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
@@ -680,34 +674,54 @@ static bool fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
                 .alloc_then = tick ? m->alloc_cur : m->alloc_prev,
                 .then_usec = tick ? m->alloc_cur_usec : m->alloc_prev_usec,
         };
+        return true;
+}
+
+/* Whether the fast signal's sample of v now needs its RSS: from the 200 ms timer for a VM that
+ * could reach the grow condition before the next tick (fastgrow_dense()) while the host
+ * allocates memory (host_busy()), and at the tick (tick true) for the others and for every VM
+ * whose RSS the round has just read with its CPU time. A VM read within half a period already
+ * has this sample. */
+static bool fast_wants(struct managed_vm *v, uint64_t now, bool tick, const struct fastgrow_vm *in) {
+        struct manager *m = v->m;
+
         /* The RSS is read only when a sample could grow the VM (fastgrow_may_grow()): by the timer
          * when it could reach the grow condition before the next tick, else at the tick. */
-        bool dense;
-        if (!fastgrow_may_grow(&m->fast_tun, &v->fast, &in) || fast_recent(v, now))
+        if (!fastgrow_may_grow(&m->fast_tun, &v->fast, in) || fast_recent(v, now))
                 return false;
         /* At the tick a dense VM is sampled only with the RSS the round read: one the round did
          * not read (rss_bounded()) has grown by less than the host allocated, and the timer's
          * first busy period bounds it from there. */
-        dense = fastgrow_dense(&m->fast_tun, &v->fast, &in);
+        bool dense = fastgrow_dense(&m->fast_tun, &v->fast, in);
         if ((!tick && !dense) || (tick && dense && !rss_within(v, now, FAST_PERIOD_USEC / 2)))
                 return false;
         /* Between ticks, no read where even all the host allocated since v's last sample would
          * not grow it (fastgrow_bounded_out()): on a busy host, most VMs far from their grow
          * condition. */
-        if (!tick && fastgrow_bounded_out(&m->fast_tun, &v->fast, &in, now)) {
+        if (!tick && fastgrow_bounded_out(&m->fast_tun, &v->fast, in, now)) {
                 m->counters.fast_reads[1]++;
                 return false;
         }
-        if (ret_left) {
-                *ret_left = fastgrow_left(&v->fast, &in);
-                return true;
-        }
-        m->counters.fast_reads[0] += !tick;
-        if (!(in.rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
-                return true;
-        if (fastgrow_sample(&m->fast_tun, &v->fast, &in, now, &d) == 0 && d.grow)
-                fast_grow(v, &d, in.target > in.size ? in.target : in.size);
         return true;
+}
+
+/* The sample fast_wants() asked for: v's RSS read, the rule applied, v grown if it says so. */
+static void fast_read(struct managed_vm *v, uint64_t now, bool tick, struct fastgrow_vm *in) {
+        struct fastgrow_decision d;
+
+        v->m->counters.fast_reads[0] += !tick;
+        if (!(in->rss = rss_now(v, now, FAST_PERIOD_USEC / 2)))
+                return;
+        if (fastgrow_sample(&v->m->fast_tun, &v->fast, in, now, &d) == 0 && d.grow)
+                fast_grow(v, &d, in->target > in->size ? in->target : in->size);
+}
+
+/* One sample of the fast signal for v, if it may grow (fast_wants()). */
+static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick) {
+        struct fastgrow_vm in;
+
+        if (fast_input(v, real, tick, &in) && fast_wants(v, now, tick, &in))
+                fast_read(v, now, tick, &in);
 }
 
 /* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
@@ -745,38 +759,43 @@ static int pick_cmp(const void *a, const void *b) {
  * allocations (fastgrow_left()), the others not this period. Each VM is read at the tick anyway
  * (the round), so none waits more than a tick; a burst's VM is the nearest once it has touched
  * what it had available, and is read first. */
+/* Room in m->fast_picks for every VM; false if there is none (then the period reads them all). */
+static bool fast_picks_room(struct manager *m) {
+        if (m->fast_picks_cap >= m->n_vms)
+                return true;
+        struct fast_pick *p = reallocarray(m->fast_picks, m->n_vms, sizeof(*p));
+        if (!p)
+                return false;
+        m->fast_picks = p;
+        m->fast_picks_cap = m->n_vms;
+        return true;
+}
+
 static void fast_period(struct manager *m, uint64_t now, uint64_t real) {
         size_t cap = (size_t) (m->cfg->fast_signal_reads * FAST_PERIOD_USEC / USEC_PER_SEC), n = 0;
+        struct fastgrow_vm in;
 
         if (cap == 0 && m->cfg->fast_signal_reads > 0)
                 cap = 1;
-        if (cap == 0 || m->n_vms <= cap) {
+        if (cap == 0 || m->n_vms <= cap || !fast_picks_room(m)) {
                 for (size_t i = 0; i < m->n_vms; i++)
-                        fast_sample(m->vms[i], now, real, false, NULL);
+                        fast_sample(m->vms[i], now, real, false);
                 return;
         }
-        if (m->fast_picks_cap < m->n_vms) {
-                struct fast_pick *p = reallocarray(m->fast_picks, m->n_vms, sizeof(*p));
-                if (!p) {
-                        for (size_t i = 0; i < m->n_vms; i++)
-                                fast_sample(m->vms[i], now, real, false, NULL);
-                        return;
-                }
-                m->fast_picks = p;
-                m->fast_picks_cap = m->n_vms;
-        }
-        for (size_t i = 0; i < m->n_vms; i++) {
-                uint64_t left;
-                if (fast_sample(m->vms[i], now, real, false, &left))
-                        m->fast_picks[n++] = (struct fast_pick) { left, i };
-        }
+        for (size_t i = 0; i < m->n_vms; i++)
+                if (fast_input(m->vms[i], real, false, &in) && fast_wants(m->vms[i], now, false, &in))
+                        m->fast_picks[n++] = (struct fast_pick) { fastgrow_left(&m->vms[i]->fast, &in), i };
         if (n > cap) {
                 qsort(m->fast_picks, n, sizeof(*m->fast_picks), pick_cmp);
                 m->counters.fast_reads[2] += n - cap;
                 n = cap;
         }
-        for (size_t k = 0; k < n; k++)
-                fast_sample(m->vms[m->fast_picks[k].i], now, real, false, NULL);
+        /* The input again (cheap, and the same within the period), not the checks. */
+        for (size_t k = 0; k < n; k++) {
+                struct managed_vm *v = m->vms[m->fast_picks[k].i];
+                if (fast_input(v, real, false, &in))
+                        fast_read(v, now, false, &in);
+        }
 }
 
 static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
