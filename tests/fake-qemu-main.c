@@ -64,7 +64,6 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -199,7 +198,6 @@ static double mono_s(void);
  * the guest's bursts. */
 static _Noreturn void holder_run(const char *path, const struct fake_qemu_guest *g, uint64_t touch, int chan,
                                  pid_t parent) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
                 _exit(1);
         if (dup2(chan, 3) < 0)
@@ -208,12 +206,8 @@ static _Noreturn void holder_run(const char *path, const struct fake_qemu_guest 
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        if (strlen(path) >= sizeof sa.sun_path)
-                _exit(1);
-        memcpy(sa.sun_path, path, strlen(path) + 1);
-        unlink(path);
-        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        if (fd < 0 || bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(fd, 8) < 0)
+        int fd = fake_qemu_listen(path);
+        if (fd < 0)
                 _exit(1);
         char byte = 'L', cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
         struct iovec iov = { &byte, 1 };

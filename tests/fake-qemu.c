@@ -934,10 +934,26 @@ int fake_qemu_add(struct fake_qemu *f, const char *path, const struct fake_qemu_
         return fake_qemu_add_listening(f, path, g, -1, ret);
 }
 
+int fake_qemu_listen(const char *path) {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        if (strlen(path) >= sizeof sa.sun_path)
+                return -ENAMETOOLONG;
+        memcpy(sa.sun_path, path, strlen(path) + 1);
+        unlink(path);
+        int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+                return -errno;
+        if (bind(fd, (struct sockaddr *) &sa, sizeof sa) < 0 || listen(fd, 8) < 0) {
+                int r = -errno;
+                close(fd);
+                return r;
+        }
+        return fd;
+}
+
 int fake_qemu_add_listening(struct fake_qemu *f, const char *path, const struct fake_qemu_guest *g, int fd,
                             struct fake_qemu_vm **ret) {
-        struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (strlen(path) >= sizeof sa.sun_path || g->max == 0) {
+        if (strlen(path) >= sizeof((struct sockaddr_un) { 0 }.sun_path) || g->max == 0) {
                 if (fd >= 0)
                         close(fd);
                 return -EINVAL;
@@ -961,21 +977,16 @@ int fake_qemu_add_listening(struct fake_qemu *f, const char *path, const struct 
                 v->g.workload.period = 60;
         memset(&v->pinned, 0xff, sizeof v->pinned);
         snprintf(v->path, sizeof v->path, "%s", path);
-        strcpy(sa.sun_path, path);
         v->next = f->vms;
         v->pprev = &f->vms;
         if (f->vms)
                 f->vms->pprev = &v->next;
         f->vms = v;
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &v->tag };
-        if (fd < 0) {
-                unlink(path);
-                v->listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        } else
-                v->listen_fd = fd;
-        if (v->listen_fd < 0 || (fd < 0 && bind(v->listen_fd, (struct sockaddr *) &sa, sizeof sa) < 0) ||
-            (fd < 0 && listen(v->listen_fd, 8) < 0) || epoll_ctl(f->ep, EPOLL_CTL_ADD, v->listen_fd, &ev) < 0) {
-                int r = -errno;
+        int lfd = fd >= 0 ? fd : fake_qemu_listen(path);
+        v->listen_fd = lfd < 0 ? -1 : lfd;
+        if (lfd < 0 || epoll_ctl(f->ep, EPOLL_CTL_ADD, v->listen_fd, &ev) < 0) {
+                int r = lfd < 0 ? lfd : -errno;
                 fake_qemu_remove(v);
                 return r;
         }

@@ -124,6 +124,10 @@ void fake_qemu_vm_balloon_change(struct fake_qemu_vm *vm, uint64_t actual);
 /* FAKE_QEMU_STATS_PINNED: what qom-get guest-stats answers once polling is on. */
 void fake_qemu_vm_set_stats(struct fake_qemu_vm *vm, const struct fake_qemu_stat_values *s);
 
+/* A non-blocking socket listening on path (whatever was there removed first): its fd, or
+ * -errno. fake_qemu_add() listens with it; another process may, and hand the fd over. */
+int fake_qemu_listen(const char *path);
+
 /* As fake_qemu_add(), on a socket another process bound to path and listens on (fd, taken over
  * and closed on failure): a client's SO_PEERCRED then reads that process's pid, as its QEMU's. */
 int fake_qemu_add_listening(struct fake_qemu *f, const char *path, const struct fake_qemu_guest *g, int fd,
