@@ -141,6 +141,13 @@ class Node:
         except FileNotFoundError:
             return []
 
+    def poll_logs(self, seen, t0):
+        """Appends to seen[name] each new line of that fake's log, with the time it is first seen
+        here (s since t0): (at, line). Called every few tens of ms, the times are as fine."""
+        now = time.monotonic() - t0
+        for name, got in seen.items():
+            got += [(now, line) for line in self.fake_log(name)[len(got):]]
+
     def targets(self, name):
         return [int(l.split()[1]) for l in self.fake_log(name) if l.startswith('target ')]
 

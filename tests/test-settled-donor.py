@@ -38,21 +38,14 @@ def main():
             return t.done()
         t0 = time.monotonic()
         seen = {'donor': []}
-
-        def poll():
-            now = time.monotonic() - t0
-            for name in seen:
-                lines = node.fake_log(name)
-                seen[name] += [(now, line) for line in lines[len(seen[name]):]]
-
         while time.monotonic() - t0 < JOIN:
-            poll()
+            node.poll_logs(seen, t0)
             time.sleep(0.02)
         node.add_vm('needy', 'good', max_='4G', available=0)
         joined = time.monotonic() - t0
         adopted = None
         while time.monotonic() - t0 < RUN:
-            poll()
+            node.poll_logs(seen, t0)
             if adopted is None and node.status().get('needy', {}).get('state') == 'running':
                 adopted = time.monotonic() - t0
             time.sleep(0.02)

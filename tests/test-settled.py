@@ -41,10 +41,7 @@ def main():
         # Every new log line of each fake, with the time it was seen (polled every 20 ms).
         seen = {name: [] for name in node.fakes}
         while time.monotonic() - t0 < RUN:
-            now = time.monotonic() - t0
-            for name in node.fakes:
-                lines = node.fake_log(name)
-                seen[name] += [(now, line) for line in lines[len(seen[name]):]]
+            node.poll_logs(seen, t0)
             time.sleep(0.02)
 
         def reads(name, a, b):
