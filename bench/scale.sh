@@ -124,16 +124,16 @@ status_times() {  # DIR
   done | awk '{printf "%.1f\n", $1 / 1000}'
 }
 
-ledger_json() {  # N DIR
-  python3 - "$1" "$2" <<'EOF'
+ledger_json() {  # N DIR PHYSICAL_BYTES
+  python3 - "$1" "$2" "$3" <<'EOF'
 import json, sys, uuid
-n, d = int(sys.argv[1]), sys.argv[2]
+n, d, physical = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 G = 1 << 30
 vms = [{'name': 'vm%04d' % i, 'uuid': str(uuid.UUID(int=i + 1, version=4)),
         'min_bytes': G // 2, 'max_bytes': 4 * G, 'shares': 1000, 'cpu_weight': 100, 'vcpus': 1,
         'qmp': '%s/qmp/vm%04d.sock' % (d, i), 'disks': [], 'qemu_args': [], 'override': None}
        for i in range(n)]
-node = {'physical_bytes': n * 9 * G // 4 + G, 'reserve_bytes': G, 'min_floor_bytes': None}
+node = {'physical_bytes': physical, 'reserve_bytes': G, 'min_floor_bytes': None}
 print(json.dumps({'schema': 1, 'node': node, 'vms': vms}))
 EOF
 }
@@ -189,15 +189,16 @@ one_size() {
   local n=$1
   DIR=$(mktemp -d /tmp/ppn-scale.XXXXXX)
   mkdir -p "$DIR/qmp" "$DIR/run" "$DIR/no-cgroup"
-  local host=()
-  if [ "$HOST" = synthetic ]; then host=(--meminfo "$DIR/meminfo:$((n * 9 * 1024 * 1024 * 1024 / 4 + 1024 * 1024 * 1024))"); fi
-  if [ "$PIDS" = per-vm ]; then host+=(--pid-per-vm); fi
+  # The node: 2.25 GiB a VM and the 1 GiB reserve (the ledger's and, synthetic, the host's).
+  local physical=$((n * 9 * 1024 * 1024 * 1024 / 4 + 1024 * 1024 * 1024)) fake_args=()
+  if [ "$HOST" = synthetic ]; then fake_args=(--meminfo "$DIR/meminfo:$physical"); fi
+  if [ "$PIDS" = per-vm ]; then fake_args+=(--pid-per-vm); fi
   "$FAKEQEMU" --dir "$DIR/qmp" --count "$n" --max 4G --init 2G --use-pct 30 --wave-pct 10 \
     --burst-every "$BURST_EVERY" --burst-pct 40 --burst-len 10 --burst-cycle 40 --burst-touch "$BURST_TOUCH" \
-    "${host[@]}" >"$DIR/fake.out" &
+    "${fake_args[@]}" >"$DIR/fake.out" &
   FAKE_PID=$!
   until grep -q '^ready' "$DIR/fake.out" 2>/dev/null; do sleep 0.1; done
-  ledger_json "$n" "$DIR" >"$DIR/ledger.json"
+  ledger_json "$n" "$DIR" "$physical" >"$DIR/ledger.json"
   "$PPNCTL" --ledger "$DIR/ledger.db" ledger import "$DIR/ledger.json" >/dev/null
   write_config "$DIR"
   "$PPND" --config "$DIR/ppnd.conf" 2>"$DIR/ppnd.log" &
