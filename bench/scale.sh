@@ -39,7 +39,11 @@
 #                                        ppnd's peak RSS),
 #                                        SCALE_HOST=synthetic|real: the host ppnd sees (synthetic:
 #                                        see below; real: this machine's /proc/meminfo, as every
-#                                        run before 7 Dec evening had)
+#                                        run before 7 Dec evening had),
+#                                        SCALE_SYSCALLS=yes: also count ppnd's system calls over
+#                                        the window by kind (perf stat on the syscall tracepoints,
+#                                        per VM and tick; counting costs ppnd a little CPU, so
+#                                        its CPU figure is a little higher in such a run)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -72,6 +76,8 @@ case "$PIDS" in per-vm) BURST_TOUCH=${SCALE_BURST_TOUCH:-40M} ;; shared) BURST_T
 METRICS=${SCALE_METRICS:-no}
 METRICS_PORT=${SCALE_METRICS_PORT:-$((20000 + $$ % 20000))}
 HOST=${SCALE_HOST:-synthetic}
+SYSCALLS=${SCALE_SYSCALLS:-no}
+SYSCALL_KINDS="pread64 read recvmsg sendto sendmsg write writev epoll_wait"
 case "$HOST" in synthetic|real) ;; *) echo "scale: SCALE_HOST is synthetic or real, not '$HOST'" >&2; exit 2 ;; esac
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -93,19 +99,21 @@ trap cleanup EXIT
 # CPU time on the CPU in ns (schedstat: exact, unlike the 10 ms ticks of /proc/PID/stat).
 cpu_ns() { awk '{print $1}' "/proc/$1/schedstat"; }
 # The fast signal's quiet and busy periods and, in busy periods, its QEMU reads and the VMs it
-# left out as bounded so far ("QUIET BUSY READ BOUNDED"), from ppnd's metrics.
+# left out as bounded so far, and those it deferred under its read cap ("QUIET BUSY READ BOUNDED
+# DEFERRED"), from ppnd's metrics.
 fast_counters() {
   python3 -c '
 import re, sys, urllib.request
 try:
     t = urllib.request.urlopen("http://127.0.0.1:%s/metrics" % sys.argv[1], timeout=5).read().decode()
 except OSError:
-    print("0 0 0 0"); sys.exit(0)
+    print("0 0 0 0 0"); sys.exit(0)
 def get(name, label, v):
     m = re.search(r"^%s\{%s=\"%s\"\} (\S+)$" % (name, label, v), t, re.M)
     return int(float(m.group(1))) if m else 0
 print(get("ppn_fast_signal_periods_total", "host", "quiet"), get("ppn_fast_signal_periods_total", "host", "busy"),
-      get("ppn_fast_signal_reads_total", "rss", "read"), get("ppn_fast_signal_reads_total", "rss", "bounded"))' "$METRICS_PORT"
+      get("ppn_fast_signal_reads_total", "rss", "read"), get("ppn_fast_signal_reads_total", "rss", "bounded"),
+      get("ppn_fast_signal_reads_total", "rss", "deferred"))' "$METRICS_PORT"
 }
 # utime and stime in clock ticks (for the user/kernel split only).
 cpu_split() { awk '{print $14, $15}' "/proc/$1/stat"; }
@@ -215,10 +223,16 @@ one_size() {
     rm -rf "$DIR"; DIR=''
     return 0
   fi
-  local p0='0 0 0 0' p1='0 0 0 0'
+  local p0='0 0 0 0 0' p1='0 0 0 0 0'
   if [ "$METRICS" = yes ]; then p0=$(fast_counters); fi
   c0=$(cpu_ns "$PPND_PID") f0=$(cpu_ns "$FAKE_PID") s0=$(cpu_split "$PPND_PID")
-  sleep "$WINDOW"
+  if [ "$SYSCALLS" = yes ]; then
+    local ev='' k
+    for k in $SYSCALL_KINDS; do ev+="${ev:+,}syscalls:sys_enter_$k"; done
+    perf stat -x, -e "$ev" -p "$PPND_PID" -o "$DIR/syscalls.csv" -- sleep "$WINDOW" >/dev/null 2>&1
+  else
+    sleep "$WINDOW"
+  fi
   c1=$(cpu_ns "$PPND_PID") f1=$(cpu_ns "$FAKE_PID") s1=$(cpu_split "$PPND_PID")
   if [ "$METRICS" = yes ]; then p1=$(fast_counters); fi
   load=$(cut -d' ' -f1 /proc/loadavg)
@@ -241,10 +255,22 @@ one_size() {
   rec "$n" loadavg "$load" load
   # Share of the window's fast-signal periods in which the host was quiet (no QEMU read).
   if [ "$METRICS" = yes ]; then
-    rec "$n" fast_quiet_share "$(echo "$p0 $p1" | awk '{q = $5 - $1; b = $6 - $2; printf "%.1f", q + b ? 100 * q / (q + b) : 0}')" '%'
+    rec "$n" fast_quiet_share "$(echo "$p0 $p1" | awk '{q = $6 - $1; b = $7 - $2; printf "%.1f", q + b ? 100 * q / (q + b) : 0}')" '%'
     # In busy periods, the share of the VMs the fast signal would have read that it left out
     # (fastgrow_bounded_out()); 0 for a daemon without the counter.
-    rec "$n" fast_bounded_share "$(echo "$p0 $p1" | awk '{r = $7 - $3; b = $8 - $4; printf "%.1f", r + b ? 100 * b / (r + b) : 0}')" '%'
+    rec "$n" fast_bounded_share "$(echo "$p0 $p1" | awk '{r = $8 - $3; b = $9 - $4; printf "%.1f", r + b ? 100 * b / (r + b) : 0}')" '%'
+    # The timer's reads of QEMU's resident set, and the VMs its read cap left for later, per VM
+    # and tick.
+    rec "$n" fast_reads "$(echo "$p0 $p1" | awk -v w="$WINDOW" -v n="$n" '{printf "%.3f", ($8 - $3) / w / n}')" per_vm_tick
+    rec "$n" fast_deferred "$(echo "$p0 $p1" | awk -v w="$WINDOW" -v n="$n" '{printf "%.3f", ($10 - $5) / w / n}')" per_vm_tick
+  fi
+  if [ "$SYSCALLS" = yes ]; then
+    # One record per kind: calls per VM and tick over the window.
+    local kind count
+    while IFS=, read -r count _ kind _; do
+      case "$kind" in syscalls:sys_enter_*) ;; *) continue ;; esac
+      rec "$n" "syscalls_${kind#syscalls:sys_enter_}" "$(awk -v c="$count" -v w="$WINDOW" -v n="$n" 'BEGIN{printf "%.3f", c / w / n}')" per_vm_tick
+    done <"$DIR/syscalls.csv"
   fi
   rec "$n" rss "$(awk -v k="$rss" 'BEGIN{printf "%.1f", k / 1024}')" MiB
   rec "$n" rss_peak "$(awk -v k="$hwm" 'BEGIN{printf "%.1f", k / 1024}')" MiB

@@ -2,6 +2,7 @@
 #include "fastgrow.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void fastgrow_tunables_default(struct fastgrow_tunables *ret) {
@@ -48,17 +49,21 @@ static uint64_t rate_from(const struct fastgrow_state *s, unsigned i, uint64_t n
 }
 
 /* RSS growth in bytes/s: the larger of the rate from the oldest sample within the window and the
- * rate from the newest sample at least recent_usec old (the last interval: a burst's onset). */
+ * rate from the newest sample at least recent_usec old (the last interval: a burst's onset), even
+ * one older than the window: a VM read less often than the window (left to the tick by the read
+ * cap) has its growth since its last read as its rate, not none. */
 static uint64_t rate_of(const struct fastgrow_tunables *t, const struct fastgrow_state *s, uint64_t now) {
         unsigned oldest = s->head, recent = s->head;
 
         for (unsigned k = 1; k < s->n; k++) {
                 unsigned i = (s->head + FASTGROW_SAMPLES - k) % FASTGROW_SAMPLES;
-                if (now - s->t[i] > t->window_usec)
-                        break;
-                oldest = i;
+                bool in_window = now - s->t[i] <= t->window_usec;
+                if (in_window)
+                        oldest = i;
                 if (recent == s->head && now - s->t[i] >= t->recent_usec)
                         recent = i;
+                if (!in_window)
+                        break;
         }
         uint64_t w = rate_from(s, oldest, now), r = rate_from(s, recent, now);
         return w > r ? w : r;
@@ -78,7 +83,11 @@ bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, 
 }
 
 /* The bound sample at vm->then_usec (fastgrow_host_quiet()), when the newest sample is older and
- * the host's allocations since it are known. */
+ * the host's allocations since it are known, and only when it proves growth: below the RSS now.
+ * A bound at or above it says nothing of the rate (from it, 0), yet would take the place of the
+ * real sample before it in the window: on a host that allocated more than the VM grew (a busy
+ * host, a VM left unread for periods by the read cap), a burst the VM made since its last read
+ * would not show at all. */
 static void push_bound(struct fastgrow_state *s, const struct fastgrow_vm *vm, uint64_t now) {
         uint64_t last = s->n ? s->t[s->head] : 0;
 
@@ -86,7 +95,24 @@ static void push_bound(struct fastgrow_state *s, const struct fastgrow_vm *vm, u
             vm->then_usec <= last || vm->then_usec >= now)
                 return;
         uint64_t grown = vm->alloc_then - s->alloc_at_last, rss = s->rss[s->head];
-        push(s, vm->then_usec, rss > UINT64_MAX - grown ? UINT64_MAX : rss + grown);
+        uint64_t bound = rss > UINT64_MAX - grown ? UINT64_MAX : rss + grown;
+        if (bound < vm->rss)
+                push(s, vm->then_usec, bound);
+}
+
+/* Where spent counts from for the statistics in vm: the RSS at them once sampled, else the RSS
+ * when they were asked (vm->rss_at_ask); false if neither is known (spent counts from the next
+ * sample then). */
+static bool anchor_of(const struct fastgrow_state *s, const struct fastgrow_vm *vm, uint64_t *ret) {
+        if (s->n && vm->stats_update == s->stats_seen) {
+                *ret = s->rss_at_stats;
+                return true;
+        }
+        if (vm->rss_at_ask) {
+                *ret = vm->rss_at_ask;
+                return true;
+        }
+        return false;
 }
 
 bool fastgrow_may_grow(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm) {
@@ -99,9 +125,9 @@ bool fastgrow_may_grow(const struct fastgrow_tunables *t, const struct fastgrow_
 bool fastgrow_dense(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm) {
         if (!t || !s || !vm || t->top_rate == 0 || !vm->stats_update || vm->available == UINT64_MAX)
                 return true;
-        /* Statistics not sampled yet: the next sample counts from itself (spent 0 then). */
-        uint64_t last = s->rss[s->head];
-        uint64_t spent = s->n && vm->stats_update == s->stats_seen && last > s->rss_at_stats ? last - s->rss_at_stats : 0;
+        /* No anchor known for these statistics: the next sample counts from itself (spent 0 then). */
+        uint64_t last = s->rss[s->head], anchor = 0;
+        uint64_t spent = s->n && anchor_of(s, vm, &anchor) && last > anchor ? last - anchor : 0;
         double reach = (double) t->top_rate * (double) (t->sparse_usec + t->lookahead_usec) / 1e6;
         return (double) vm->available <= (double) spent + reach + (double) t->margin;
 }
@@ -110,27 +136,117 @@ bool fastgrow_bounded_out(const struct fastgrow_tunables *t, const struct fastgr
                           const struct fastgrow_vm *vm, uint64_t now) {
         struct fastgrow_decision d;
 
+        uint64_t anchor;
+
         if (!t || !s || !vm || !s->n || !s->alloc_at_last || !vm->alloc_now || vm->alloc_now < s->alloc_at_last ||
-            !vm->stats_update || vm->stats_update != s->stats_seen || now <= s->t[s->head])
+            !vm->stats_update || !anchor_of(s, vm, &anchor) || now <= s->t[s->head])
                 return false;
         uint64_t grown = vm->alloc_now - s->alloc_at_last, last = s->rss[s->head];
         struct fastgrow_state b = *s;
         struct fastgrow_vm at = *vm;
         at.rss = last > UINT64_MAX - grown ? UINT64_MAX : last + grown;
-        return fastgrow_sample(t, &b, &at, now, &d) == 0 && !d.grow;
+        if (fastgrow_sample(t, &b, &at, now, &d) < 0 || d.grow)
+                return false;
+        /* An RSS at or below the bound at then_usec has no bound sample before it (push_bound())
+         * and its rate runs from the real sample before, over the longer span: the rule rises with
+         * the RSS on each side of that bound, so the bound itself is the other RSS to try. */
+        if (vm->alloc_then && vm->alloc_then >= s->alloc_at_last && vm->then_usec > s->t[s->head] &&
+            vm->then_usec < now) {
+                uint64_t g = vm->alloc_then - s->alloc_at_last;
+                b = *s;
+                at.rss = last > UINT64_MAX - g ? UINT64_MAX : last + g;
+                if (fastgrow_sample(t, &b, &at, now, &d) < 0 || d.grow)
+                        return false;
+        }
+        return true;
 }
 
-uint64_t fastgrow_left(const struct fastgrow_state *s, const struct fastgrow_vm *vm) {
+/* a − b for the ordering, saturated to int64_t. */
+static int64_t signed_diff(uint64_t a, uint64_t b) {
+        if (a >= b)
+                return a - b > (uint64_t) INT64_MAX ? INT64_MAX : (int64_t) (a - b);
+        return b - a > (uint64_t) INT64_MAX ? INT64_MIN + 1 : -(int64_t) (b - a);
+}
+
+int64_t fastgrow_left(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm,
+                      uint64_t now) {
         if (!s || !vm || !vm->stats_update || vm->available == UINT64_MAX)
-                return 0;
-        if (!s->n || vm->stats_update != s->stats_seen)
-                return vm->available;
-        if (!s->alloc_at_last || !vm->alloc_now || vm->alloc_now < s->alloc_at_last)
-                return 0;
-        uint64_t rss = s->rss[s->head], grown = vm->alloc_now - s->alloc_at_last;
-        rss = rss > UINT64_MAX - grown ? UINT64_MAX : rss + grown;
-        uint64_t spent = rss > s->rss_at_stats ? rss - s->rss_at_stats : 0;
-        return vm->available > spent ? vm->available - spent : 0;
+                return INT64_MIN;
+        uint64_t anchor;
+        if (!s->n || !anchor_of(s, vm, &anchor))
+                return signed_diff(vm->available, 0);
+        /* The most it could have grown since its newest sample: all the host allocated, and no
+         * more than top_rate over the time since. */
+        bool by_host = s->alloc_at_last && vm->alloc_now && vm->alloc_now >= s->alloc_at_last;
+        bool by_rate = t && t->top_rate && now >= s->t[s->head];
+        if (!by_host && !by_rate)
+                return INT64_MIN;
+        uint64_t grown = by_host ? vm->alloc_now - s->alloc_at_last : UINT64_MAX;
+        if (by_rate) {
+                double r = (double) t->top_rate * (double) (now - s->t[s->head]) / 1e6;
+                if (r < (double) grown)
+                        grown = (uint64_t) r;
+        }
+        uint64_t last = s->rss[s->head], spent = last > anchor ? last - anchor : 0;
+        spent = spent > UINT64_MAX - grown ? UINT64_MAX : spent + grown;
+        return signed_diff(vm->available, spent);
+}
+
+/* Nearer first: the smaller left, then the older newest sample, then the caller's order. */
+static bool pick_before(const struct fastgrow_pick *x, const struct fastgrow_pick *y) {
+        if (x->left != y->left)
+                return x->left < y->left;
+        if (x->last != y->last)
+                return x->last < y->last;
+        return x->i < y->i;
+}
+
+static int pick_cmp(const void *a, const void *b) {
+        const struct fastgrow_pick *x = a, *y = b;
+        return pick_before(x, y) ? -1 : pick_before(y, x) ? 1 : 0;
+}
+
+static void pick_swap(struct fastgrow_pick *p, size_t a, size_t b) {
+        struct fastgrow_pick x = p[a];
+        p[a] = p[b];
+        p[b] = x;
+}
+
+void fastgrow_pick(struct fastgrow_pick *p, size_t n, size_t k) {
+        size_t lo = 0, hi = n, depth = 0;
+
+        if (!p || k == 0 || n == 0)
+                return;
+        if (k > n)
+                k = n;
+        /* Quickselect until [0, k) holds the k nearest (median of three; after 2 log2 n rounds a
+         * sort of what is left, so an unlucky input costs n log n, not n²), then those k in order. */
+        for (size_t m = n; m; m >>= 1)
+                depth += 2;
+        while (hi - lo > 1 && k > lo && k < hi) {
+                if (depth-- == 0) {
+                        qsort(p + lo, hi - lo, sizeof(*p), pick_cmp);
+                        break;
+                }
+                size_t mid = lo + (hi - lo) / 2, last = hi - 1;
+                if (pick_before(&p[mid], &p[lo]))
+                        pick_swap(p, mid, lo);
+                if (pick_before(&p[last], &p[lo]))
+                        pick_swap(p, last, lo);
+                if (pick_before(&p[last], &p[mid]))
+                        pick_swap(p, last, mid);
+                pick_swap(p, mid, last);        /* the median as pivot, at the end */
+                size_t store = lo;
+                for (size_t i = lo; i < last; i++)
+                        if (pick_before(&p[i], &p[last]))
+                                pick_swap(p, i, store++);
+                pick_swap(p, store, last);      /* [lo, store) before the pivot, the rest not */
+                if (store < k)
+                        lo = store + 1;
+                else
+                        hi = store;
+        }
+        qsort(p, k, sizeof(*p), pick_cmp);
 }
 
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,
@@ -145,7 +261,7 @@ int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s,
         s->alloc_at_last = vm->alloc_now;
         if (vm->stats_update && vm->stats_update != s->stats_seen) {
                 s->stats_seen = vm->stats_update;
-                s->rss_at_stats = vm->rss;
+                s->rss_at_stats = vm->rss_at_ask ? vm->rss_at_ask : vm->rss;
         }
         d.rate = rate_of(t, s, now);
         *ret = d;

@@ -16,7 +16,8 @@
  * The rule, for one VM with guest statistics no older than stale_usec:
  *   rate       = RSS growth over the last window_usec, or over the last interval of at least
  *                recent_usec if that is larger (a burst's onset), in bytes/s;
- *   spent      = RSS now − RSS when the latest statistics were seen: memory touched since;
+ *   spent      = RSS now − RSS when the latest statistics were asked (or, not known, first
+ *                seen): memory touched since;
  *   left       = the guest's available memory in those statistics − spent − rate × lookahead.
  *   grow when  rate ≥ burst (burst / 2 once spent > available − margin: nothing left whatever the
  *              pace) and left < margin, the VM is below its max, no growth of ours is
@@ -30,6 +31,7 @@
  */
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "util.h"
@@ -57,7 +59,7 @@ struct fastgrow_state {
         uint64_t rss[FASTGROW_SAMPLES];
         unsigned n, head;
         uint64_t stats_seen;             /* the statistics sample (guest last-update) last seen */
-        uint64_t rss_at_stats;           /* RSS when it was first seen */
+        uint64_t rss_at_stats;           /* RSS when it was asked (vm->rss_at_ask) or first seen */
         uint64_t grown_for;              /* the statistics sample a fast grow was made on */
         uint64_t alloc_at_last;          /* the host's allocation counter at (or before) the newest sample; 0 = unknown */
 };
@@ -66,6 +68,12 @@ struct fastgrow_vm {
         uint64_t rss;                    /* now */
         uint64_t stats_update;           /* guest statistics last-update (any unit, changes per sample); 0 = none */
         uint64_t stats_age_usec;
+        /* QEMU's RSS when those statistics were asked (ppnd: read at the round that asked them),
+         * 0 if unknown. New statistics count spent from it: a guest touching memory between the
+         * ask and the first sample after the reply has it counted, and a VM with new statistics
+         * is bounded and ordered like the others before it is sampled again. Unknown: spent
+         * counts from the first sample that sees them. */
+        uint64_t rss_at_ask;
         uint64_t available;              /* in those statistics; UINT64_MAX = unknown */
         uint64_t size;                   /* what the VM holds (base + plugged − balloon) */
         uint64_t target;                 /* target in force */
@@ -99,8 +107,9 @@ bool fastgrow_may_grow(const struct fastgrow_tunables *t, const struct fastgrow_
  * with spent as at its last sample (RSS then − RSS at its statistics). A guest touching memory
  * at top_rate right after that sample has touched top_rate × sparse_usec by the next one, and
  * the rule projects its rate lookahead_usec further: below that bound no dense sample could have
- * grown it sooner. Statistics not sampled yet count spent as 0, as the next sample will
- * (rss_at_stats is taken there); unknown statistics or top_rate 0: dense. */
+ * grown it sooner. Statistics not sampled yet count spent from the RSS when they were asked
+ * (vm->rss_at_ask), or as 0 if that is unknown, as the next sample will; unknown statistics or
+ * top_rate 0: dense. */
 bool fastgrow_dense(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm);
 
 /* The gate before the per-VM reads: whether the host allocated too little over period_usec
@@ -112,7 +121,9 @@ bool fastgrow_dense(const struct fastgrow_tunables *t, const struct fastgrow_sta
  * A VM not sampled over quiet periods has an old newest sample when the host turns busy; its
  * rate from there would dilute a burst's onset over the quiet span. fastgrow_sample() then
  * first adds a bound sample at then_usec: its RSS then was at most the RSS of its newest sample
- * plus what the whole host allocated in between (alloc_then − alloc_at_last). Rates measured
+ * plus what the whole host allocated in between (alloc_then − alloc_at_last), kept only when
+ * that is below the RSS now (a bound above it proves nothing, and the rate then comes from the
+ * real sample before it, over the longer span). Rates measured
  * from that bound are lower bounds: a bound never makes a burst, and the onset is seen at the
  * first busy period as if the VM had been read all along. */
 bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, uint64_t period_usec);
@@ -123,21 +134,43 @@ bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, 
  * it (on a copy of s): the rule is monotone in the RSS (a higher one gives a higher rate, more
  * spent, less left), so if the bound does not grow the VM, its true RSS would not either, and
  * the read can be skipped. False (read) when the bound is unknown (no sample, counter not read
- * or gone back) and when the VM's statistics are newer than its newest sample: the RSS at new
- * statistics anchors spent. Rates at the next read start from a bound sample
- * (fastgrow_host_quiet()), so a burst may be grown one period later than if read every period
- * when the rest of the host allocated meanwhile, never later otherwise (tests/test-fastgrow.c). */
+ * or gone back) and when the VM's statistics are newer than its newest sample with no RSS known
+ * at their asking (vm->rss_at_ask): spent would count from this read. Rates at the next read
+ * start from a bound sample where it proves growth (fastgrow_host_quiet()), so a burst may be
+ * grown one period later than if read every period when the rest of the host allocated
+ * meanwhile, never later otherwise; where the bound proves nothing the rate runs from the real
+ * sample before, and the bound at the previous period is tried as well (the rule rises with
+ * the RSS on either side of it). tests/test-fastgrow.c checks both. */
 bool fastgrow_bounded_out(const struct fastgrow_tunables *t, const struct fastgrow_state *s,
                           const struct fastgrow_vm *vm, uint64_t now);
 
 /* How near the VM is to the grow condition, for choosing which VMs to read when a period may
  * read only so many (ppnd's [controller] fast-signal-reads): what would be left of the available
- * memory in its statistics had its QEMU grown since its newest sample by all the host allocated
- * (vm->alloc_now − s->alloc_at_last, the bound of fastgrow_bounded_out()), less what it touched
- * before that since the statistics; 0 if nothing. The smaller, the nearer. Statistics not sampled
- * yet (or no sample at all): what they say is available (spent counts from the next sample);
- * unknown statistics or an unknown bound (counter not read, or gone back): 0, read first. */
-uint64_t fastgrow_left(const struct fastgrow_state *s, const struct fastgrow_vm *vm);
+ * memory in its statistics had its QEMU grown since its newest sample as fast as it could, less
+ * what it touched before that since the statistics, in bytes; negative when that growth would
+ * have taken it past. As fast as it could: by all the host allocated since (vm->alloc_now −
+ * s->alloc_at_last, the bound of fastgrow_bounded_out()), and by no more than top_rate over the
+ * time since (t may be NULL, top_rate 0: no such limit). The smaller, the nearer. On a host that
+ * allocates all the time the bound grows with the time since a VM's newest sample, so the VMs
+ * read longest ago sink toward the front, and a VM whose own samples show it has touched what
+ * it had available stays there. Statistics not sampled yet count spent from the RSS when they
+ * were asked (vm->rss_at_ask); with that unknown, or no sample at all: what they say is
+ * available (spent counts from the next sample); unknown statistics or no bound at all
+ * (counter not read or gone back, and no top_rate): INT64_MIN, read first. */
+int64_t fastgrow_left(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm,
+                      uint64_t now);
+
+/* A VM a capped period could read, for fastgrow_pick(). */
+struct fastgrow_pick {
+        int64_t left;                    /* fastgrow_left() */
+        uint64_t last;                   /* the time of its newest sample (0: none) */
+        size_t i;                        /* the caller's index */
+};
+
+/* Puts the k nearest of p[0..n) first, nearest first: the smaller left, then the older newest
+ * sample (ties are common when the bound has taken several VMs past: the one least recently
+ * read goes first), then the smaller i. The rest follow in no order. O(n) on average. */
+void fastgrow_pick(struct fastgrow_pick *p, size_t n, size_t k);
 
 /* Adds a sample at now_usec and decides. 0, or -EINVAL for NULL pointers. */
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,

@@ -11,11 +11,22 @@ The round is 3 s here, so a growth within a second of the touch comes from the 2
 not from the round's sample nor from the guest's next statistics.
 Proven: a VM whose QEMU's RSS jumps by 512 MiB, more than its guest had available, is grown
 ("grow-fast") within a second of the jump's start (two such VMs, 1.5 s apart); a VM beside it whose RSS stays flat is never grown that way.
+
+Then the same under a read cap that binds ([controller] fast-signal-reads = 5: one read a
+period, for ten VMs, the two that burst last in ppnd's order): both are still grown by the fast
+signal within a round (the cap may leave them to the round's sample, which counts what the guest
+touched since its statistics were asked), no quiet VM is, and ppnd's metrics show the cap held
+(reads at most one a period) and deferred VMs. Before that was fixed a VM the cap left unread
+through its burst was never grown by the fast signal: each round's sample counted spent from
+itself, the rate needed two samples within 600 ms, and a bound sample hid the growth.
 """
 import json
 import os
+import re
+import socket
 import sys
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ppnd_harness import MIB, Node, Tap, wait_for  # noqa: E402
@@ -26,6 +37,71 @@ RUN = 17.0
 
 def fast_grows(node):
     return [e for e in node.events() if e['kind'] == 'grow-fast']
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def fast_reads(port):
+    """ppn_fast_signal_reads_total by its rss label, from ppnd's metrics ({} if not served)."""
+    try:
+        text = urllib.request.urlopen('http://127.0.0.1:%d/metrics' % port, timeout=5).read().decode()
+    except OSError:
+        return {}
+    return {m.group(1): int(float(m.group(2)))
+            for m in re.finditer(r'^ppn_fast_signal_reads_total\{rss="(\w+)"\} (\S+)$', text, re.M)}
+
+
+def capped(t):
+    """Ten VMs, one read a period: the cap binds, and the bursts are still grown."""
+    node = Node(tick='3s')
+    port = free_port()
+    try:
+        node.calm_host(controller='fast-signal-reads = 5\n')
+        node.ctl('node', 'set', 'physical=32G', 'reserve=1G')      # room for every VM's growth
+        with open(node.conf, 'a') as f:
+            f.write('[metrics]\nenabled = yes\naddress = 127.0.0.1\nport = %d\n' % port)
+        t0 = time.monotonic()
+        for i in range(8):
+            node.add_vm('quiet%d' % i, 'good', max_='3G', init='1G', available=384 * MIB)
+        # Named to come last: the VMs nearest the grow condition are read first, whatever
+        # their place.
+        node.add_vm('zburst', 'good', max_='3G', init='1G', available=384 * MIB, touch='%g:512M' % TOUCH_AT)
+        node.add_vm('zburst2', 'good', max_='3G', init='1G', available=384 * MIB,
+                    touch='%g:512M' % (TOUCH_AT + 1.5))
+        if not t.ok(node.start(), 'capped: ppnd starts and answers ping'):
+            return
+        t.ok(wait_for(lambda: node.request('ping', quiet=True) and fast_reads(port), 5),
+             'capped: ppnd serves its metrics')
+        before, at0 = fast_reads(port), time.monotonic()
+        grown = {}
+        while time.monotonic() - t0 < RUN + 3:
+            now = time.monotonic() - t0
+            for e in fast_grows(node):
+                grown.setdefault(e['vm'], now)
+            time.sleep(0.1)
+        after, span = fast_reads(port), time.monotonic() - at0
+        for name, at in (('zburst', TOUCH_AT), ('zburst2', TOUCH_AT + 1.5)):
+            g = grown.get(name)
+            t.note('capped: %s: touch from %.1f s, grow-fast seen at %s s' % (name, at, g))
+            t.ok(g is not None and at - 0.2 < g < at + 3.5,
+                 'capped: a VM whose QEMU\'s RSS jumps past what its guest had available grows (grow-fast)',
+                 'touch from %.1f s, grow-fast at %s' % (at, g))
+        quiet = sorted(n for n in grown if n.startswith('quiet'))
+        t.ok(not quiet, 'capped: no VM whose RSS stays flat is grown by the fast signal', str(quiet))
+        reads = after.get('read', 0) - before.get('read', 0)
+        deferred = after.get('deferred', 0) - before.get('deferred', 0)
+        t.note('capped: %d reads and %d deferred in %.1f s (%s -> %s)' % (reads, deferred, span, before, after))
+        # One a period (200 ms), with a period of slack at each end.
+        t.ok(reads <= span / 0.2 + 2, 'capped: the timer read at most one QEMU a period',
+             '%d reads in %.1f s' % (reads, span))
+        t.ok(deferred > 0, 'capped: the cap bound: VMs were deferred', str(after))
+        t.ok(node.kill(15) == 0, 'capped: ppnd exits 0')
+    finally:
+        node.cleanup()
 
 
 def main():
@@ -76,6 +152,7 @@ def main():
         t.ok(node.kill(15) == 0, 'ppnd exits 0')
     finally:
         node.cleanup()
+    capped(t)
     return t.done()
 
 

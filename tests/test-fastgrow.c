@@ -419,35 +419,209 @@ static void test_host_gate(void **state) {
         assert_true(grown > 0);
 }
 
+/* A VM left unread for periods on a busy host (the read cap deferred it), during which its
+ * guest touched 512 MiB, more than the 384 MiB it had available: at its next read it grows. The
+ * host allocated more than the VM grew, so the bound sample at the last period (its RSS then at
+ * most its last sample's plus all the host allocated) is above its RSS now and says nothing;
+ * kept, it took the real sample's place in the window and the burst showed as a rate of 0. */
+static void test_deferred_burst(void **state) {
+        struct fastgrow_tunables t;
+        struct fastgrow_state s = { 0 };
+        struct fastgrow_decision d;
+        fastgrow_tunables_default(&t);
+        struct fastgrow_vm vm = { .rss = GIB, .stats_update = 7, .available = 384 * MIB, .size = 2 * GIB,
+                                  .target = 2 * GIB, .max = 4 * GIB, .alloc_now = 10 * GIB };
+        assert_int_equal(fastgrow_sample(&t, &s, &vm, 1000 * MS, &d), 0);
+        assert_false(d.grow);
+        /* 2 s later: the host allocated 2 GiB (its 512 MiB among them), 1.9 GiB by the last period. */
+        vm.rss = GIB + 512 * MIB;
+        vm.alloc_then = 10 * GIB + 1900 * MIB;
+        vm.then_usec = 2800 * MS;
+        vm.alloc_now = 12 * GIB;
+        assert_int_equal(fastgrow_sample(&t, &s, &vm, 3000 * MS, &d), 0);
+        assert_true(d.grow);
+        assert_true(d.rate >= 200 * MIB);
+        /* A bound below the RSS now still counts: the host allocated 100 MiB by the last period. */
+        struct fastgrow_state q = { 0 };
+        vm.rss = GIB;
+        vm.alloc_now = 10 * GIB;
+        vm.alloc_then = vm.then_usec = 0;
+        assert_int_equal(fastgrow_sample(&t, &q, &vm, 1000 * MS, &d), 0);
+        vm.rss = GIB + 512 * MIB;
+        vm.alloc_then = 10 * GIB + 100 * MIB;
+        vm.then_usec = 2800 * MS;
+        vm.alloc_now = 10 * GIB + 600 * MIB;
+        assert_int_equal(fastgrow_sample(&t, &q, &vm, 3000 * MS, &d), 0);
+        assert_int_equal(q.n, 3);                       /* the first sample, the bound, this one */
+        assert_true(d.grow);
+        assert_true(d.rate >= 2 * GIB);                 /* 412 MiB in 200 ms: the onset, undiluted */
+}
+
+/* fastgrow_bounded_out() is sound: whenever it says a read may be skipped, no RSS between the
+ * newest sample's and the bound would have grown the VM, whether or not a bound sample comes
+ * before it. Random states, a grid of RSS values. */
+static void test_bounded_sound(void **state) {
+        struct fastgrow_tunables t;
+        unsigned seed = 777, skipped = 0;
+        fastgrow_tunables_default(&t);
+        for (int n = 0; n < 20000; n++) {
+#define RND(m) ((seed = seed * 1103515245u + 12345u), (uint64_t) ((seed >> 8) % (m)))
+                struct fastgrow_state s = { 0 };
+                struct fastgrow_decision d;
+                uint64_t t0 = 1000 * MS, rss0 = GIB + RND(512) * MIB;
+                struct fastgrow_vm vm = { .rss = rss0, .stats_update = 7, .available = (64 + RND(2000)) * MIB,
+                                          .size = 3 * GIB, .target = 3 * GIB, .max = 6 * GIB, .alloc_now = 10 * GIB };
+                /* One or two samples first, the second some way into a rise. */
+                assert_int_equal(fastgrow_sample(&t, &s, &vm, t0, &d), 0);
+                uint64_t t1 = t0;
+                if (RND(2)) {
+                        t1 = t0 + (100 + RND(900)) * MS;
+                        vm.rss = rss0 + RND(300) * MIB;
+                        vm.alloc_now += vm.rss - rss0 + RND(200) * MIB;
+                        if (fastgrow_sample(&t, &s, &vm, t1, &d) == 0 && d.grow)
+                                continue;
+                }
+                uint64_t now = t1 + (200 + RND(2000)) * MS, a0 = vm.alloc_now;
+                vm.then_usec = now - 200 * MS > t1 ? now - 200 * MS : 0;
+                vm.alloc_then = vm.then_usec ? a0 + RND(300) * MIB : 0;
+                vm.alloc_now = (vm.alloc_then ? vm.alloc_then : a0) + RND(100) * MIB;
+                if (!fastgrow_bounded_out(&t, &s, &vm, now))
+                        continue;
+                skipped++;
+                uint64_t last = s.rss[s.head], top = last + (vm.alloc_now - a0);
+                for (uint64_t r = last; r <= top; r += 4 * MIB) {
+                        struct fastgrow_state c = s;
+                        struct fastgrow_vm x = vm;
+                        x.rss = r;
+                        assert_int_equal(fastgrow_sample(&t, &c, &x, now, &d), 0);
+                        if (d.grow)
+                                fail_msg("case %d: bounded out, yet an RSS of %" PRIu64 " MiB (newest %" PRIu64
+                                         ", bound %" PRIu64 ") grows it", n, r / MIB, last / MIB, top / MIB);
+                }
+#undef RND
+        }
+        print_message("%u of 20000 bounded out\n", skipped);
+        assert_true(skipped > 1000);
+}
+
 /* fastgrow_left(): the order a capped period reads VMs in, by hand. */
 static void test_left(void **state) {
         struct fastgrow_state s = { 0 };
         struct fastgrow_vm vm = { .stats_update = 7, .available = 400 * MIB, .alloc_now = 5 * GIB + 50 * MIB };
-        assert_int_equal(fastgrow_left(&s, &vm), 400 * MIB);               /* no sample yet */
+        struct fastgrow_tunables t;
+        fastgrow_tunables_default(&t);
+        t.top_rate = 0;
+        assert_int_equal(fastgrow_left(&t, &s, &vm, 1000), 400 * MIB);     /* no sample yet */
         s.n = 1;
         s.head = 0;
+        s.t[0] = 1000;
         s.rss[0] = 1100 * MIB;
         s.stats_seen = 6;
-        assert_int_equal(fastgrow_left(&s, &vm), 400 * MIB);               /* statistics not sampled yet */
+        assert_int_equal(fastgrow_left(&t, &s, &vm, 1000), 400 * MIB);     /* statistics not sampled yet */
         s.stats_seen = 7;
         s.rss_at_stats = 1000 * MIB;
         s.alloc_at_last = 5 * GIB;
         /* 100 MiB touched by its newest sample, at most 50 more since: 250 left. */
-        assert_int_equal(fastgrow_left(&s, &vm), 250 * MIB);
+        assert_int_equal(fastgrow_left(&t, &s, &vm, 1000 + USEC_PER_SEC), 250 * MIB);
+        assert_int_equal(fastgrow_left(NULL, &s, &vm, 1000 + USEC_PER_SEC), 250 * MIB);
+        /* It may have touched it all, and 200 MiB more: how far past orders such VMs. */
         vm.alloc_now = 5 * GIB + 500 * MIB;
-        assert_int_equal(fastgrow_left(&s, &vm), 0);                       /* it may have touched it all */
+        assert_int_equal(fastgrow_left(&t, &s, &vm, 1000 + USEC_PER_SEC), -200 * (int64_t) MIB);
+        /* No faster than top_rate: 1 GiB/s for 200 ms is at most ~205 MiB, below the host's 500. */
+        t.top_rate = GIB;
+        assert_int_equal(fastgrow_left(&t, &s, &vm, 1000 + 200000), 400 * MIB - 100 * MIB - (int64_t) (GIB / 5));
+        /* ... and the host's bound where it is the smaller one. */
+        assert_int_equal(fastgrow_left(&t, &s, &vm, 1000 + USEC_PER_SEC), -200 * (int64_t) MIB);
+        /* Counter gone back or unknown: the rate alone bounds it; neither: read first. */
         vm.alloc_now = 5 * GIB - 1;
-        assert_int_equal(fastgrow_left(&s, &vm), 0);                       /* counter gone back */
+        assert_int_equal(fastgrow_left(&t, &s, &vm, 1000 + 200000), 400 * MIB - 100 * MIB - (int64_t) (GIB / 5));
+        t.top_rate = 0;
+        assert_true(fastgrow_left(&t, &s, &vm, 1000 + 200000) == INT64_MIN);
         s.alloc_at_last = 0;
         vm.alloc_now = 5 * GIB;
-        assert_int_equal(fastgrow_left(&s, &vm), 0);                       /* bound unknown */
+        assert_true(fastgrow_left(&t, &s, &vm, 1000 + 200000) == INT64_MIN);
         s.alloc_at_last = 5 * GIB;
         vm.available = UINT64_MAX;
-        assert_int_equal(fastgrow_left(&s, &vm), 0);                       /* statistics unknown */
+        assert_true(fastgrow_left(&t, &s, &vm, 1000 + 200000) == INT64_MIN);  /* statistics unknown */
         vm.available = 400 * MIB;
         vm.stats_update = 0;
-        assert_int_equal(fastgrow_left(&s, &vm), 0);
-        assert_int_equal(fastgrow_left(NULL, &vm), 0);
+        assert_true(fastgrow_left(&t, &s, &vm, 1000 + 200000) == INT64_MIN);
+        assert_true(fastgrow_left(&t, NULL, &vm, 1000) == INT64_MIN);
+}
+
+/* The VMs read longest ago sink toward the front: on a host allocating 1 GiB/s, of two VMs with
+ * the same memory left at their last sample, the one read a second ago comes before the one read
+ * in the last period; and of two read in the last period, the one that had touched all it had
+ * available comes first. */
+static void test_left_orders(void **state) {
+        struct fastgrow_state a = { .n = 1, .stats_seen = 7, .rss_at_stats = GIB, .alloc_at_last = 10 * GIB };
+        struct fastgrow_state b = a, c = a;
+        struct fastgrow_vm vm = { .stats_update = 7, .available = 800 * MIB, .alloc_now = 11 * GIB };
+        uint64_t now = 10 * USEC_PER_SEC;
+        a.t[0] = now - USEC_PER_SEC;            /* read a second ago: the host allocated 1 GiB since */
+        a.rss[0] = GIB + 100 * MIB;
+        b.t[0] = now - 200000;
+        b.rss[0] = GIB + 100 * MIB;
+        b.alloc_at_last = 11 * GIB - 200 * MIB;
+        c.t[0] = now - 200000;                  /* read in the last period, all it had touched */
+        c.rss[0] = GIB + 800 * MIB;
+        c.alloc_at_last = 11 * GIB - 200 * MIB;
+        int64_t la = fastgrow_left(NULL, &a, &vm, now), lb = fastgrow_left(NULL, &b, &vm, now),
+                lc = fastgrow_left(NULL, &c, &vm, now);
+        assert_true(la < lb);
+        assert_true(lc < lb);
+}
+
+static bool pick_before_ref(const struct fastgrow_pick *x, const struct fastgrow_pick *y) {
+        if (x->left != y->left)
+                return x->left < y->left;
+        if (x->last != y->last)
+                return x->last < y->last;
+        return x->i < y->i;
+}
+
+static int pick_ref_cmp(const void *a, const void *b) {
+        const struct fastgrow_pick *x = a, *y = b;
+        return pick_before_ref(x, y) ? -1 : pick_before_ref(y, x) ? 1 : 0;
+}
+
+/* fastgrow_pick(): the k first are the k nearest of a full sort, in its order, for inputs with
+ * many ties (the bound takes most VMs past on a busy host), sorted, reversed and all equal. */
+static void test_pick(void **state) {
+        enum { N = 700 };
+        static struct fastgrow_pick p[N], ref[N];
+        unsigned seed = 12345;
+        /* By hand: equal left, the older sample first; then the index. */
+        struct fastgrow_pick h[] = { { 0, 50, 0 }, { -5, 90, 1 }, { 0, 10, 2 }, { 0, 10, 3 }, { 7, 1, 4 } };
+        fastgrow_pick(h, 5, 3);
+        assert_int_equal(h[0].i, 1);
+        assert_int_equal(h[1].i, 2);
+        assert_int_equal(h[2].i, 3);
+        fastgrow_pick(NULL, 5, 3);
+        fastgrow_pick(h, 0, 3);
+        for (int shape = 0; shape < 5; shape++)
+                for (size_t k = 0; k <= N; k += (k < 10 ? 1 : 97)) {
+                        for (size_t i = 0; i < N; i++) {
+                                seed = seed * 1103515245u + 12345u;
+                                int64_t l = shape == 0 ? (int64_t) (seed >> 8) % 50 - 25     /* many ties */
+                                          : shape == 1 ? (int64_t) i                         /* sorted */
+                                          : shape == 2 ? (int64_t) (N - i)                   /* reversed */
+                                          : shape == 3 ? 0                                   /* all equal */
+                                          : (int64_t) (seed >> 4) - (1 << 26);
+                                p[i] = (struct fastgrow_pick) { l, shape == 3 ? 5 : (seed >> 16) % 4, i };
+                        }
+                        memcpy(ref, p, sizeof(p));
+                        qsort(ref, N, sizeof(*ref), pick_ref_cmp);
+                        fastgrow_pick(p, N, k);
+                        for (size_t j = 0; j < k; j++)
+                                assert_int_equal(p[j].i, ref[j].i);
+                        /* Nothing lost: the rest is the rest. */
+                        bool seen[N] = { false };
+                        for (size_t j = 0; j < N; j++)
+                                seen[p[j].i] = true;
+                        for (size_t j = 0; j < N; j++)
+                                assert_true(seen[j]);
+                }
 }
 
 int main(void) {
@@ -460,7 +634,11 @@ int main(void) {
                 cmocka_unit_test(test_dense),
                 cmocka_unit_test(test_sparse_no_later),
                 cmocka_unit_test(test_host_gate),
+                cmocka_unit_test(test_deferred_burst),
+                cmocka_unit_test(test_bounded_sound),
                 cmocka_unit_test(test_left),
+                cmocka_unit_test(test_left_orders),
+                cmocka_unit_test(test_pick),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
 }

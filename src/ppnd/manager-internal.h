@@ -57,6 +57,7 @@ struct managed_vm {
         struct proc_file stat;          /* QEMU's /proc/PID/stat (CPU time and RSS, every round), kept open */
         uint64_t cpu_usec;              /* QEMU's CPU time read this round (POLICY_STAT_UNKNOWN: not read) */
         uint64_t rss, rss_usec;         /* QEMU's resident set as last read (0: unknown) and when */
+        uint64_t ask_rss;               /* ... when its statistics were last asked (0: not read then) */
         uint64_t rss_alloc;             /* the host's allocation counter read before that (0: unknown) */
         /* Adaptive sampling (settle.h): the size and RSS when the statistics were last asked,
          * and whether something the manager did or was told makes them due at the next round. */
@@ -105,7 +106,7 @@ struct manager {
         bool verified;                  /* this round read the skipped VMs its policy would shrink */
         /* The fast signal's period under [controller] fast-signal-reads: the VMs it would read,
          * nearest the grow condition first (kept between periods: no allocation per period). */
-        struct fast_pick *fast_picks;
+        struct fastgrow_pick *fast_picks;
         size_t fast_picks_cap;
         const char *proc_dir;
         uint64_t page_size;             /* for /proc/PID/statm */

@@ -21,6 +21,7 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
 static bool fast_on(const struct manager *m);
 static void controller_tunables(struct manager *m);
 static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age);
+static bool rss_within(const struct managed_vm *v, uint64_t now, uint64_t age);
 static void read_qemu_proc(struct managed_vm *v, uint64_t now, bool cpu);
 
 /* Whether a rule uses v's CPU time: only the free page reporting rules do (the active rule,
@@ -99,11 +100,14 @@ static uint64_t read_alloc(struct manager *m) {
         return m->alloc_latest = pages * m->page_size;
 }
 
-/* v's statistics are being asked for: what the settled rule compares them with next round. */
-static void settle_asked(struct managed_vm *v, uint64_t rss) {
+/* v's statistics are being asked for: what the settled rule compares them with next round, and
+ * where the fast signal counts what the guest touches after them from (its RSS read this round;
+ * fastgrow_vm.rss_at_ask). */
+static void stats_asked(struct managed_vm *v, uint64_t rss, uint64_t now) {
         v->settle_size = backend_last(v->link)->actual;
         v->settle_rss = rss;
         v->unsettled = false;
+        v->ask_rss = rss_within(v, now, SETTLE_RSS_AGE_USEC) ? v->rss : 0;
 }
 
 void start_round(struct manager *m) {
@@ -133,7 +137,7 @@ void start_round(struct manager *m) {
                 if (stats && running)
                         /* What the statistics about to be read are compared with next round (no
                          * RSS read for a VM that could not settle: it is not settled then). */
-                        settle_asked(v, rss);
+                        stats_asked(v, rss, now);
                 if (backend_sample(v->link, stats) == 0) {
                         v->in_round = true;
                         m->round_pending++;
@@ -404,7 +408,7 @@ static bool verify_donors(struct manager *m, const struct policy_vm *pv, const s
                 /* The round may have left its QEMU's CPU time unread (rss_bounded()). */
                 if (uses_cpu_time(v) && v->cpu_usec == POLICY_STAT_UNKNOWN)
                         read_qemu_proc(v, now_usec(), true);
-                settle_asked(v, v->rss);
+                stats_asked(v, v->rss, now_usec());
                 v->skipped = false;
                 m->counters.stats_deferred--;
                 v->in_round = true;
@@ -667,6 +671,7 @@ static bool fast_input(const struct managed_vm *v, uint64_t real, bool tick, str
                 return false;
         *in = (struct fastgrow_vm) {
                 .stats_update = x->stats_update_sec, .stats_age_usec = real > upd ? real - upd : 0,
+                .rss_at_ask = v->ask_rss,
                 .available = x->available == VMLINK_STAT_UNKNOWN ? UINT64_MAX : x->available,
                 .size = x->actual, .target = v->target ? v->target : x->actual, .max = v->entry.max_bytes,
                 /* The counter at the timer (at or before the tick), and the one before it there. */
@@ -695,13 +700,15 @@ static bool fast_wants(struct managed_vm *v, uint64_t now, bool tick, const stru
         bool dense = fastgrow_dense(&m->fast_tun, &v->fast, in);
         if ((!tick && !dense) || (tick && dense && !rss_within(v, now, FAST_PERIOD_USEC / 2)))
                 return false;
-        /* Between ticks, no read where even all the host allocated since v's last sample would
-         * not grow it (fastgrow_bounded_out()): on a busy host, most VMs far from their grow
-         * condition. */
-        if (!tick && fastgrow_bounded_out(&m->fast_tun, &v->fast, in, now)) {
-                m->counters.fast_reads[1]++;
+        return true;
+}
+
+/* Between ticks, no read where even all the host allocated since v's last sample would not grow
+ * it (fastgrow_bounded_out()): on a busy host, most VMs far from their grow condition. Counted. */
+static bool fast_bounded(struct managed_vm *v, uint64_t now, const struct fastgrow_vm *in) {
+        if (!fastgrow_bounded_out(&v->m->fast_tun, &v->fast, in, now))
                 return false;
-        }
+        v->m->counters.fast_reads[1]++;
         return true;
 }
 
@@ -716,11 +723,12 @@ static void fast_read(struct managed_vm *v, uint64_t now, bool tick, struct fast
                 fast_grow(v, &d, in->target > in->size ? in->target : in->size);
 }
 
-/* One sample of the fast signal for v, if it may grow (fast_wants()). */
+/* One sample of the fast signal for v, if it may grow (fast_wants()) and, between ticks, is not
+ * bounded out (fast_bounded()). */
 static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool tick) {
         struct fastgrow_vm in;
 
-        if (fast_input(v, real, tick, &in) && fast_wants(v, now, tick, &in))
+        if (fast_input(v, real, tick, &in) && fast_wants(v, now, tick, &in) && (tick || !fast_bounded(v, now, &in)))
                 fast_read(v, now, tick, &in);
 }
 
@@ -742,28 +750,11 @@ static bool host_busy(struct manager *m, uint64_t now) {
                !fastgrow_host_quiet(&m->fast_tun, m->alloc_cur - m->alloc_prev, now - m->alloc_prev_usec);
 }
 
-struct fast_pick {
-        uint64_t left;          /* fastgrow_left(): the smaller, the nearer the grow condition */
-        size_t i;               /* in m->vms */
-};
-
-static int pick_cmp(const void *a, const void *b) {
-        const struct fast_pick *x = a, *y = b;
-        if (x->left != y->left)
-                return x->left < y->left ? -1 : 1;
-        return x->i < y->i ? -1 : x->i > y->i;
-}
-
-/* One busy period's samples. Under [controller] fast-signal-reads, at most its share of a
- * period (reads a second × 200 ms) are read: the VMs nearest their grow condition by the host's
- * allocations (fastgrow_left()), the others not this period. Each VM is read at the tick anyway
- * (the round), so none waits more than a tick; a burst's VM is the nearest once it has touched
- * what it had available, and is read first. */
 /* Room in m->fast_picks for every VM; false if there is none (then the period reads them all). */
 static bool fast_picks_room(struct manager *m) {
         if (m->fast_picks_cap >= m->n_vms)
                 return true;
-        struct fast_pick *p = reallocarray(m->fast_picks, m->n_vms, sizeof(*p));
+        struct fastgrow_pick *p = reallocarray(m->fast_picks, m->n_vms, sizeof(*p));
         if (!p)
                 return false;
         m->fast_picks = p;
@@ -771,8 +762,16 @@ static bool fast_picks_room(struct manager *m) {
         return true;
 }
 
+/* One busy period's samples. Under [controller] fast-signal-reads, at most its share of a
+ * period (reads a second × 200 ms) are read: the VMs nearest their grow condition by the host's
+ * allocations (fastgrow_left(), fastgrow_pick()), the others not this period. They are taken
+ * nearest first and the per-VM bound (fastgrow_bounded_out(), a replay of the rule) is checked
+ * only on those, until the share is read: the VMs beyond it are deferred unchecked. Each VM is
+ * read at the tick anyway (the round), so none waits more than a tick; a burst's VM is among the
+ * nearest once it has touched what it had available, and is read first. */
 static void fast_period(struct manager *m, uint64_t now, uint64_t real) {
-        size_t cap = (size_t) (m->cfg->fast_signal_reads * FAST_PERIOD_USEC / USEC_PER_SEC), n = 0;
+        size_t cap = (size_t) (m->cfg->fast_signal_reads * FAST_PERIOD_USEC / USEC_PER_SEC), n = 0, done = 0;
+        struct fastgrow_pick *p;
         struct fastgrow_vm in;
 
         if (cap == 0 && m->cfg->fast_signal_reads > 0)
@@ -782,20 +781,33 @@ static void fast_period(struct manager *m, uint64_t now, uint64_t real) {
                         fast_sample(m->vms[i], now, real, false);
                 return;
         }
-        for (size_t i = 0; i < m->n_vms; i++)
-                if (fast_input(m->vms[i], real, false, &in) && fast_wants(m->vms[i], now, false, &in))
-                        m->fast_picks[n++] = (struct fast_pick) { fastgrow_left(&m->vms[i]->fast, &in), i };
-        if (n > cap) {
-                qsort(m->fast_picks, n, sizeof(*m->fast_picks), pick_cmp);
-                m->counters.fast_reads[2] += n - cap;
-                n = cap;
+        p = m->fast_picks;
+        for (size_t i = 0; i < m->n_vms; i++) {
+                struct managed_vm *v = m->vms[i];
+                if (fast_input(v, real, false, &in) && fast_wants(v, now, false, &in))
+                        p[n++] = (struct fastgrow_pick) {
+                                fastgrow_left(&m->fast_tun, &v->fast, &in, now),
+                                v->fast.n ? v->fast.t[v->fast.head] : 0, i };
         }
-        /* The input again (cheap, and the same within the period), not the checks. */
-        for (size_t k = 0; k < n; k++) {
-                struct managed_vm *v = m->vms[m->fast_picks[k].i];
-                if (fast_input(v, real, false, &in))
-                        fast_read(v, now, false, &in);
+        /* The nearest first, a share at a time: a VM bounded out is not read and the next one is
+         * looked at, until the share is read or none is left. */
+        size_t reads = 0;
+        while (reads < cap && done < n) {
+                size_t k = cap - reads < n - done ? cap - reads : n - done;
+                fastgrow_pick(p + done, n - done, k);
+                for (size_t j = done; j < done + k; j++) {
+                        struct managed_vm *v = m->vms[p[j].i];
+                        /* The input again (cheap, and the same within the period). */
+                        if (!fast_input(v, real, false, &in))
+                                continue;
+                        if (!fast_bounded(v, now, &in)) {
+                                fast_read(v, now, false, &in);
+                                reads++;
+                        }
+                }
+                done += k;
         }
+        m->counters.fast_reads[2] += n - done;
 }
 
 static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
