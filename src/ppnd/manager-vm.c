@@ -158,7 +158,7 @@ static void on_link_state(struct backend *l, enum vmlink_state old, const char *
                 /* A fresh start for the policy: the target in force is what the balloon holds. */
                 v->pstate = (struct policy_vm_state) { 0 };
                 v->fast = (struct fastgrow_state) { 0 };
-                v->rss = v->rss_usec = v->settle_rss = v->rss_alloc = 0;       /* a new QEMU, perhaps */
+                v->rss = v->rss_usec = v->settle_rss = v->rss_alloc = v->ask_rss = 0;     /* a new QEMU, perhaps */
                 v->lease_applied = false;
                 v->target = 0;
                 v->decided = false;
