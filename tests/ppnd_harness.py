@@ -220,6 +220,13 @@ class Node:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def free_port():
+    """A TCP port on 127.0.0.1 free a moment ago (for a daemon's metrics or etcd's listeners)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def wait_for(cond, timeout, step=0.1):
     """cond()'s first true value within timeout seconds, polled every step; else its last."""
     end = time.monotonic() + timeout

@@ -23,13 +23,12 @@ itself, the rate needed two samples within 600 ms, and a bound sample hid the gr
 import json
 import os
 import re
-import socket
 import sys
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppnd_harness import MIB, Node, Tap, wait_for  # noqa: E402
+from ppnd_harness import MIB, Node, Tap, free_port, wait_for  # noqa: E402
 
 TOUCH_AT = 10.0         # s after the fake starts: adopted, read and decided by then
 RUN = 17.0
@@ -37,12 +36,6 @@ RUN = 17.0
 
 def fast_grows(node):
     return [e for e in node.events() if e['kind'] == 'grow-fast']
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def fast_reads(port):

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,16 +25,10 @@ FORGE = os.path.join(h.BUILD, 'tests', 'fleet-forge')
 LEASE_TTL = 5
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 class Etcd:
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix='ppn-etcd-')
-        self.client, self.peer = free_port(), free_port()
+        self.client, self.peer = h.free_port(), h.free_port()
         self.url = 'http://127.0.0.1:%d' % self.client
         self.proc = None
 

@@ -46,12 +46,6 @@ MIB = 1 << 20
 VM_MIN, VM_MAX = 256 * MIB, 384 * MIB
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 class Node(fleet.FleetNode):
     """A fleet node whose VMs are real QEMUs in real cgroups (a parent group of its own)."""
 
@@ -417,9 +411,9 @@ def main():
     try:
         if not t.ok(etcd.start(), 'etcd starts on 127.0.0.1:%d' % etcd.client):
             return t.done()
-        a = Node('A', etcd, '4G', free_port())
+        a = Node('A', etcd, '4G', h.free_port())
         a.mport = int(open(a.conf).read().split('migration-port = ')[1].split()[0])
-        b = Node('B', etcd, '2G', free_port() + 100)
+        b = Node('B', etcd, '2G', h.free_port() + 100)
         nodes = [a, b]
         stranger_dir = tempfile.mkdtemp(prefix='ppn-stranger-')
         subprocess.run([h.PPNCTL, '--ledger', os.path.join(stranger_dir, 'ledger.db'), 'node', 'init'],
