@@ -14,8 +14,8 @@ Proven: a VM whose QEMU's RSS jumps by 512 MiB, more than its guest had availabl
 
 Then the same under a read cap that binds ([controller] fast-signal-reads = 5: one read a
 period, for ten VMs, the two that burst last in ppnd's order): both are still grown by the fast
-signal within a round (the cap may leave them to the round's sample, which counts what the guest
-touched since its statistics were asked), no quiet VM is, and ppnd's metrics show the cap held
+signal, within two rounds (the cap may leave them to the round's sample, which counts what the
+guest touched since its statistics were asked; seen at the first round after the touch), no quiet VM is, and ppnd's metrics show the cap held
 (reads at most one a period) and deferred VMs. Before that was fixed a VM the cap left unread
 through its burst was never grown by the fast signal: each round's sample counted spent from
 itself, the rate needed two samples within 600 ms, and a bound sample hid the growth.
@@ -80,7 +80,9 @@ def capped(t):
         for name, at in (('zburst', TOUCH_AT), ('zburst2', TOUCH_AT + 1.5)):
             g = grown.get(name)
             t.note('capped: %s: touch from %.1f s, grow-fast seen at %s s' % (name, at, g))
-            t.ok(g is not None and at - 0.2 < g < at + 3.5,
+            # Seen here at the first round after the touch; a second round of slack for a loaded
+            # machine (a touch that ends after the round's sample, the sample then partial).
+            t.ok(g is not None and at - 0.2 < g < at + 6.5,
                  'capped: a VM whose QEMU\'s RSS jumps past what its guest had available grows (grow-fast)',
                  'touch from %.1f s, grow-fast at %s' % (at, g))
         quiet = sorted(n for n in grown if n.startswith('quiet'))
@@ -127,7 +129,9 @@ def main():
             g = grown.get(name)
             # The fake's statistics keep saying 384 MiB available where a real guest's would fall:
             # a read during the touch restarts what counts as touched, so allow a round.
-            t.ok(g is not None and at - 0.2 < g < at + 3.5,
+            # Seen here at the first round after the touch; a second round of slack for a loaded
+            # machine (a touch that ends after the round's sample, the sample then partial).
+            t.ok(g is not None and at - 0.2 < g < at + 6.5,
                  "a VM whose QEMU's RSS jumps past what its guest had available grows (grow-fast)",
                  'touch from %.1f s, grow-fast at %s' % (at, g))
             near = min((abs(g - r) for r in reads[name]), default=None) if g is not None else None
