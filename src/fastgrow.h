@@ -96,8 +96,8 @@ struct fastgrow_decision {
  * of ours still arriving, already grown on these statistics). The caller may then skip reading
  * the RSS: at 2,000 VMs and 200 ms each read is 10,000 system calls a second. Skipping leaves
  * the state as it was; the first sample afterwards counts from the RSS seen at the statistics
- * it knew (or, with new statistics, from itself), and a gap shorter than the window keeps the
- * rate. */
+ * it knew (or, with new statistics, from the RSS when they were asked, else from itself), and
+ * its rate runs from the sample before (over the window, or the last interval however long). */
 bool fastgrow_may_grow(const struct fastgrow_tunables *t, const struct fastgrow_state *s, const struct fastgrow_vm *vm);
 
 /* Whether a VM that may grow (fastgrow_may_grow()) needs a sample every period (200 ms) or one
