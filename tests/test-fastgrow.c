@@ -457,6 +457,35 @@ static void test_deferred_burst(void **state) {
         assert_true(d.rate >= 2 * GIB);                 /* 412 MiB in 200 ms: the onset, undiluted */
 }
 
+/* New statistics count spent from the RSS when they were asked (rss_at_ask): a guest that
+ * touched 400 MiB between the ask and the first sample after the reply has it counted and grows;
+ * with the ask's RSS unknown, spent counts from that sample and it does not. The order and the
+ * bound see the same. */
+static void test_anchor_at_ask(void **state) {
+        struct fastgrow_tunables t;
+        struct fastgrow_decision d;
+        fastgrow_tunables_default(&t);
+        for (int known = 0; known < 2; known++) {
+                struct fastgrow_state s = { 0 };
+                struct fastgrow_vm vm = { .rss = GIB, .stats_update = 7, .available = 384 * MIB, .size = 2 * GIB,
+                                          .target = 2 * GIB, .max = 4 * GIB, .alloc_now = 10 * GIB };
+                assert_int_equal(fastgrow_sample(&t, &s, &vm, 1000 * MS, &d), 0);
+                /* The round at 1.2 s asks new statistics (RSS still 1 GiB); they say 384 MiB. */
+                vm.stats_update = 8;
+                vm.rss_at_ask = known ? GIB : 0;
+                if (known) {
+                        assert_int_equal(fastgrow_left(NULL, &s, &vm, 1400 * MS), 384 * MIB);
+                        assert_true(fastgrow_dense(&t, &s, &vm));
+                }
+                /* 400 MiB touched by 5 s: 100 MiB/s, a burst, whose next second alone would not
+                 * reach the margin: only the memory touched since the ask says it is past. */
+                vm.rss = GIB + 400 * MIB;
+                assert_int_equal(fastgrow_sample(&t, &s, &vm, 5000 * MS, &d), 0);
+                assert_int_equal(d.grow, known);
+                assert_int_equal(s.rss_at_stats, known ? GIB : GIB + 400 * MIB);
+        }
+}
+
 /* fastgrow_bounded_out() is sound: whenever it says a read may be skipped, no RSS between the
  * newest sample's and the bound would have grown the VM, whether or not a bound sample comes
  * before it. Random states, a grid of RSS values. */
@@ -635,6 +664,7 @@ int main(void) {
                 cmocka_unit_test(test_sparse_no_later),
                 cmocka_unit_test(test_host_gate),
                 cmocka_unit_test(test_deferred_burst),
+                cmocka_unit_test(test_anchor_at_ask),
                 cmocka_unit_test(test_bounded_sound),
                 cmocka_unit_test(test_left),
                 cmocka_unit_test(test_left_orders),
