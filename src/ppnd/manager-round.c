@@ -101,13 +101,14 @@ static uint64_t read_alloc(struct manager *m) {
 }
 
 /* v's statistics are being asked for: what the settled rule compares them with next round, and
- * where the fast signal counts what the guest touches after them from (its RSS read this round;
- * fastgrow_vm.rss_at_ask). */
+ * where the fast signal counts what the guest touches after them from (fastgrow_vm.rss_at_ask):
+ * its RSS as the round read it (within half a period: read_qemu_proc()), else unknown. An older
+ * read could predate the guest's report and count twice what it touched in between. */
 static void stats_asked(struct managed_vm *v, uint64_t rss, uint64_t now) {
         v->settle_size = backend_last(v->link)->actual;
         v->settle_rss = rss;
         v->unsettled = false;
-        v->ask_rss = rss_within(v, now, SETTLE_RSS_AGE_USEC) ? v->rss : 0;
+        v->ask_rss = rss_within(v, now, FAST_PERIOD_USEC / 2) ? v->rss : 0;
 }
 
 void start_round(struct manager *m) {
