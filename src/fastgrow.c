@@ -82,21 +82,31 @@ bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, 
         return (double) allocated < (double) t->burst / 2.0 * (double) period_usec / 1e6;
 }
 
-/* The bound sample at vm->then_usec (fastgrow_host_quiet()), when the newest sample is older and
- * the host's allocations since it are known, and only when it proves growth: below the RSS now.
+uint64_t fastgrow_last(const struct fastgrow_state *s) {
+        return s && s->n ? s->t[s->head] : 0;
+}
+
+/* The most the RSS can have been at vm->then_usec: the newest sample's plus all the host
+ * allocated in between (fastgrow_host_quiet()); false when unknown (no sample, the counters not
+ * read or gone back) or then_usec is not between the newest sample and now. */
+static bool bound_then(const struct fastgrow_state *s, const struct fastgrow_vm *vm, uint64_t now, uint64_t *ret) {
+        if (!s->n || !s->alloc_at_last || !vm->alloc_then || vm->alloc_then < s->alloc_at_last ||
+            vm->then_usec <= fastgrow_last(s) || vm->then_usec >= now)
+                return false;
+        *ret = sat_add(s->rss[s->head], vm->alloc_then - s->alloc_at_last);
+        return true;
+}
+
+/* The bound sample at vm->then_usec (bound_then()), when the newest sample is older and the
+ * host's allocations since it are known, and only when it proves growth: below the RSS now.
  * A bound at or above it says nothing of the rate (from it, 0), yet would take the place of the
  * real sample before it in the window: on a host that allocated more than the VM grew (a busy
  * host, a VM left unread for periods by the read cap), a burst the VM made since its last read
  * would not show at all. */
 static void push_bound(struct fastgrow_state *s, const struct fastgrow_vm *vm, uint64_t now) {
-        uint64_t last = s->n ? s->t[s->head] : 0;
+        uint64_t bound;
 
-        if (!s->n || !s->alloc_at_last || !vm->alloc_then || vm->alloc_then < s->alloc_at_last ||
-            vm->then_usec <= last || vm->then_usec >= now)
-                return;
-        uint64_t grown = vm->alloc_then - s->alloc_at_last, rss = s->rss[s->head];
-        uint64_t bound = rss > UINT64_MAX - grown ? UINT64_MAX : rss + grown;
-        if (bound < vm->rss)
+        if (bound_then(s, vm, now, &bound) && bound < vm->rss)
                 push(s, vm->then_usec, bound);
 }
 
@@ -135,26 +145,21 @@ bool fastgrow_dense(const struct fastgrow_tunables *t, const struct fastgrow_sta
 bool fastgrow_bounded_out(const struct fastgrow_tunables *t, const struct fastgrow_state *s,
                           const struct fastgrow_vm *vm, uint64_t now) {
         struct fastgrow_decision d;
-
         uint64_t anchor;
 
         if (!t || !s || !vm || !s->n || !s->alloc_at_last || !vm->alloc_now || vm->alloc_now < s->alloc_at_last ||
             !vm->stats_update || !anchor_of(s, vm, &anchor) || now <= s->t[s->head])
                 return false;
-        uint64_t grown = vm->alloc_now - s->alloc_at_last, last = s->rss[s->head];
         struct fastgrow_state b = *s;
         struct fastgrow_vm at = *vm;
-        at.rss = last > UINT64_MAX - grown ? UINT64_MAX : last + grown;
+        at.rss = sat_add(s->rss[s->head], vm->alloc_now - s->alloc_at_last);
         if (fastgrow_sample(t, &b, &at, now, &d) < 0 || d.grow)
                 return false;
         /* An RSS at or below the bound at then_usec has no bound sample before it (push_bound())
          * and its rate runs from the real sample before, over the longer span: the rule rises with
          * the RSS on each side of that bound, so the bound itself is the other RSS to try. */
-        if (vm->alloc_then && vm->alloc_then >= s->alloc_at_last && vm->then_usec > s->t[s->head] &&
-            vm->then_usec < now) {
-                uint64_t g = vm->alloc_then - s->alloc_at_last;
+        if (bound_then(s, vm, now, &at.rss)) {
                 b = *s;
-                at.rss = last > UINT64_MAX - g ? UINT64_MAX : last + g;
                 if (fastgrow_sample(t, &b, &at, now, &d) < 0 || d.grow)
                         return false;
         }
@@ -188,7 +193,7 @@ int64_t fastgrow_left(const struct fastgrow_tunables *t, const struct fastgrow_s
                         grown = (uint64_t) r;
         }
         uint64_t last = s->rss[s->head], spent = last > anchor ? last - anchor : 0;
-        spent = spent > UINT64_MAX - grown ? UINT64_MAX : spent + grown;
+        spent = sat_add(spent, grown);
         return signed_diff(vm->available, spent);
 }
 

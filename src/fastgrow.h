@@ -172,6 +172,9 @@ struct fastgrow_pick {
  * read goes first), then the smaller i. The rest follow in no order. O(n) on average. */
 void fastgrow_pick(struct fastgrow_pick *p, size_t n, size_t k);
 
+/* The time of the newest sample (0: none, or s NULL). */
+uint64_t fastgrow_last(const struct fastgrow_state *s);
+
 /* Adds a sample at now_usec and decides. 0, or -EINVAL for NULL pointers. */
 int fastgrow_sample(const struct fastgrow_tunables *t, struct fastgrow_state *s, const struct fastgrow_vm *vm,
                     uint64_t now_usec, struct fastgrow_decision *ret);

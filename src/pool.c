@@ -4,10 +4,6 @@
 #include <inttypes.h>
 #include <string.h>
 
-static uint64_t sat_add(uint64_t a, uint64_t b) {
-        return a > UINT64_MAX - b ? UINT64_MAX : a + b;
-}
-
 static int64_t capacity(const struct pool_node *node) {
         uint64_t lim = (uint64_t) INT64_C(1) << 61;
         uint64_t phys = node->physical_bytes > lim ? lim : node->physical_bytes;

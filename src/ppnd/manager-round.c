@@ -620,7 +620,7 @@ static bool rss_within(const struct managed_vm *v, uint64_t now, uint64_t age) {
 
 /* The fast signal sampled v within half a period: the tick's sample and the timer's are one. */
 static bool fast_recent(const struct managed_vm *v, uint64_t now) {
-        uint64_t last = v->fast.n ? v->fast.t[v->fast.head] : 0;
+        uint64_t last = fastgrow_last(&v->fast);
         return last && now >= last && now - last < FAST_PERIOD_USEC / 2;
 }
 
@@ -788,7 +788,7 @@ static void fast_period(struct manager *m, uint64_t now, uint64_t real) {
                 if (fast_input(v, real, false, &in) && fast_wants(v, now, false, &in))
                         p[n++] = (struct fastgrow_pick) {
                                 fastgrow_left(&m->fast_tun, &v->fast, &in, now),
-                                v->fast.n ? v->fast.t[v->fast.head] : 0, i };
+                                fastgrow_last(&v->fast), i };
         }
         /* The nearest first, a share at a time: a VM bounded out is not read and the next one is
          * looked at, until the share is read or none is left. */
