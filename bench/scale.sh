@@ -43,7 +43,12 @@
 #                                        SCALE_SYSCALLS=yes: also count ppnd's system calls over
 #                                        the window by kind (perf stat on the syscall tracepoints,
 #                                        per VM and tick; counting costs ppnd a little CPU, so
-#                                        its CPU figure is a little higher in such a run)
+#                                        its CPU figure is a little higher in such a run),
+#                                        SCALE_FPR=yes: every fake balloon reports free pages
+#                                        (fake-qemu --free-page-reporting), as `ppnctl start`
+#                                        boots a VM, so ppnd's free page reporting rules apply
+#                                        (and its round reads each QEMU's CPU time); no: none
+#                                        does (the default, as every run before 8 Dec)
 #
 # The node is overcommitted on purpose (physical = N x 2.25 GiB + 1 GiB reserve, every VM
 # 4 GiB max ballooned to 2 GiB, half the VMs bursting by 1.6 GiB for 10 s every 40 s), so
@@ -77,8 +82,10 @@ METRICS=${SCALE_METRICS:-no}
 METRICS_PORT=${SCALE_METRICS_PORT:-$((20000 + $$ % 20000))}
 HOST=${SCALE_HOST:-synthetic}
 SYSCALLS=${SCALE_SYSCALLS:-no}
+FPR=${SCALE_FPR:-no}
 SYSCALL_KINDS="pread64 read recvmsg sendto sendmsg write writev epoll_wait"
 case "$HOST" in synthetic|real) ;; *) echo "scale: SCALE_HOST is synthetic or real, not '$HOST'" >&2; exit 2 ;; esac
+case "$FPR" in yes|no) ;; *) echo "scale: SCALE_FPR is yes or no, not '$FPR'" >&2; exit 2 ;; esac
 
 say() { printf '==> %s\n' "$*" >&2; }
 if [ ! -x "$FAKEQEMU" ]; then
@@ -201,6 +208,7 @@ one_size() {
   local physical=$((n * 9 * 1024 * 1024 * 1024 / 4 + 1024 * 1024 * 1024)) fake_args=()
   if [ "$HOST" = synthetic ]; then fake_args=(--meminfo "$DIR/meminfo:$physical"); fi
   if [ "$PIDS" = per-vm ]; then fake_args+=(--pid-per-vm); fi
+  if [ "$FPR" = yes ]; then fake_args+=(--free-page-reporting); fi
   "$FAKEQEMU" --dir "$DIR/qmp" --count "$n" --max 4G --init 2G --use-pct 30 --wave-pct 10 \
     --burst-every "$BURST_EVERY" --burst-pct 40 --burst-len 10 --burst-cycle 40 --burst-touch "$BURST_TOUCH" \
     "${fake_args[@]}" >"$DIR/fake.out" &

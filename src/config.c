@@ -57,6 +57,7 @@ const char config_default_text[] =
         "[host]\n"
         "meminfo = /proc/meminfo\n"
         "pressure = /proc/pressure/memory\n"
+        "vmstat = /proc/vmstat\n"
         "[libvirt]\n"
         "uri =\n"
         "[metrics]\n"
@@ -150,6 +151,7 @@ static const struct key keys[] = {
         NUM("fleet", "threshold", KEY_SIZE, fleet_threshold_bytes, 0, UINT64_C(1) << 40),
         { "host", "meminfo", KEY_PATH, OFF(host_meminfo), 0, 0, 0 },
         { "host", "pressure", KEY_PATH, OFF(host_pressure), 0, 0, 0 },
+        { "host", "vmstat", KEY_PATH, OFF(host_vmstat), 0, 0, 0 },
         { "ledger", "path", KEY_PATH, OFF(ledger_path), 0, 0, 0 },
         { "libvirt", "uri", KEY_URI, OFF(libvirt_uri), 0, 0, 0 },
         { "metrics", "address", KEY_IP, OFF(metrics_address), 0, 0, 0 },

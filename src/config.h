@@ -53,6 +53,7 @@ struct ppn_config {
         /* [host]: where the node's memory is read (a container's view, e.g. LXCFS's, or a test's) */
         char *host_meminfo;             /* MemAvailable: the host's free memory (default /proc/meminfo) */
         char *host_pressure;            /* memory PSI (default /proc/pressure/memory) */
+        char *host_vmstat;              /* pgalloc_*: what the host allocated (default /proc/vmstat) */
         /* [libvirt] */
         char *libvirt_uri;              /* connection for ledger entries naming a domain; "" = none */
         /* [metrics] */

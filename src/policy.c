@@ -435,8 +435,9 @@ static void update_activity(const struct policy_tunables *tun, const struct poli
                          (s->set_target == vm->target && s->actual_at_set >= s->set_target + w->min_step &&
                           s->best_distance >= w->min_step);
 
-        /* Not read this tick (ppnd skips the read for a VM that could be settled on a quiet host):
-         * the baseline stays, and the next reading is judged over the whole span. */
+        /* Not read this tick (the QEMU disconnected, its /proc unreadable): the baseline stays,
+         * and the next reading is judged over the whole span, which spreads a busy tick over it.
+         * ppnd reads it every round for that reason (manager-round.c, start_round()). */
         if (vm->cpu_usec == POLICY_STAT_UNKNOWN)
                 return;
         /* A counter that went back is a new QEMU process: only the baseline restarts. */

@@ -10,7 +10,8 @@
  *             [--available SIZE] [--hostile-period S] [--flip-odd] [--outside-balloon S:SIZE] [--log FILE]
  *             [--use-pct P] [--wave-pct P] [--period S] [--burst-every K] [--burst-pct P]
  *             [--burst-len S] [--burst-cycle S] [--touch S:SIZE] [--burst-touch SIZE]
- *             [--free-page-reporting] [--meminfo PATH:TOTAL] [--pid-per-vm]
+ *             [--free-page-reporting] [--meminfo PATH:TOTAL] [--pid-per-vm] [--free SIZE]
+ *             [--cpu-burn MS:PERIOD]
  *
  * Defaults: 4G, a good monitor, a moving balloon and the workload (use 30 % ± 10 % over 60 s,
  * every 10th VM bursting by 30 % for 20 s of every 120 s, phase-shifted per VM). Prints
@@ -34,6 +35,14 @@
  * --free-page-reporting: the balloon's free-page-reporting property reads true (ppnd then
  * applies its free page reporting rules to the VM under [policy] free-page-reporting = auto).
  *
+ * --free SIZE (--stats available): of the available memory the guest reports, only SIZE is free;
+ * the rest is page cache (stat-disk-caches), which the free page reporting rules treat apart.
+ *
+ * --cpu-burn MS:PERIOD: a thread of this process spins for MS ms of its own CPU time every PERIOD
+ * ms, so the process's CPU time (what ppnd reads as QEMU's in /proc/PID/stat) rises in short
+ * passes between idle spans, as a real QEMU's does while its guest re-reads a cached file every
+ * few seconds. One VM per process (--socket) for that to mean anything.
+ *
  * --meminfo PATH:TOTAL: the host a node of TOTAL bytes would be, as /proc/meminfo reads, in PATH
  * (for ppnd's [host] meminfo), rewritten every 100 ms (a new file renamed over it, so a reader
  * never sees half of one): MemAvailable = MemFree = TOTAL less 1 GiB for the host itself and
@@ -54,6 +63,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +87,7 @@ struct opts {
         uint64_t touch_size;
         uint64_t burst_touch;   /* --burst-touch: bytes written at each burst's start (0: none) */
         bool pid_per_vm;        /* --pid-per-vm */
+        unsigned burn_ms, burn_period_ms;       /* --cpu-burn (0: none) */
         const char *meminfo;    /* --meminfo PATH (NULL: none) ... */
         uint64_t meminfo_total; /* ... and TOTAL */
         struct fake_qemu_guest g;
@@ -116,6 +127,21 @@ static int parse_meminfo(char *s, struct opts *o) {
         return 0;
 }
 
+/* "MS:PERIOD" (--cpu-burn): 0 < MS < PERIOD ≤ 1 h, in ms. */
+static int parse_burn(const char *s, struct opts *o) {
+        char *end;
+        unsigned long ms = strtoul(s, &end, 10), period;
+        if (end == s || *end != ':')
+                return -EINVAL;
+        s = end + 1;
+        period = strtoul(s, &end, 10);
+        if (end == s || *end || ms == 0 || ms >= period || period > 3600000)
+                return -EINVAL;
+        o->burn_ms = (unsigned) ms;
+        o->burn_period_ms = (unsigned) period;
+        return 0;
+}
+
 static int parse_opts(int argc, char **argv, struct opts *o) {
         static const struct option lo[] = {
                 { "socket", required_argument, NULL, 's' }, { "dir", required_argument, NULL, 'd' },
@@ -132,7 +158,8 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 { "burst-cycle", required_argument, NULL, 'C' }, { "touch", required_argument, NULL, 't' },
                 { "burst-touch", required_argument, NULL, 'W' },
                 { "free-page-reporting", no_argument, NULL, 'R' }, { "meminfo", required_argument, NULL, 'I' },
-                { "pid-per-vm", no_argument, NULL, 'P' }, {}
+                { "pid-per-vm", no_argument, NULL, 'P' }, { "free", required_argument, NULL, 'f' },
+                { "cpu-burn", required_argument, NULL, 'c' }, {}
         };
         struct fake_qemu_guest *g = &o->g;
         int ch, k;
@@ -169,6 +196,8 @@ static int parse_opts(int argc, char **argv, struct opts *o) {
                 case 'R': g->free_page_reporting = true; break;
                 case 'I': if (parse_meminfo(optarg, o) < 0) return -EINVAL; break;
                 case 'P': o->pid_per_vm = true; break;
+                case 'f': if (parse_size(optarg, &g->free) < 0 || g->free == 0) return -EINVAL; break;
+                case 'c': if (parse_burn(optarg, o) < 0) return -EINVAL; break;
                 default: return -EINVAL;
                 }
         }
@@ -354,6 +383,24 @@ static int write_meminfo(struct fake_qemu *f, const struct opts *o) {
         return 0;
 }
 
+static double thread_cpu_ms(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+        return (double) ts.tv_sec * 1000.0 + (double) ts.tv_nsec / 1e6;
+}
+
+/* --cpu-burn: MS ms of this thread's CPU time, then the rest of the period asleep, forever. */
+static void *burn_run(void *arg) {
+        const struct opts *o = arg;
+        for (;;) {
+                double t0 = thread_cpu_ms();
+                while (thread_cpu_ms() - t0 < o->burn_ms)
+                        ;
+                usleep((useconds_t) (o->burn_period_ms - o->burn_ms) * 1000);
+        }
+        return NULL;
+}
+
 /* Serves until SIGTERM or SIGINT. */
 static int serve(struct fake_qemu *f, const struct opts *o) {
         sigset_t ss;
@@ -361,6 +408,10 @@ static int serve(struct fake_qemu *f, const struct opts *o) {
         sigaddset(&ss, SIGTERM);
         sigaddset(&ss, SIGINT);
         sigprocmask(SIG_BLOCK, &ss, NULL);
+        /* Started with the signals blocked: they go to the signalfd, never to the burner. */
+        pthread_t burner;
+        if (o->burn_ms && pthread_create(&burner, NULL, burn_run, (void *) o) == 0)
+                pthread_detach(burner);
         int sfd = signalfd(-1, &ss, SFD_CLOEXEC), ep = epoll_create1(EPOLL_CLOEXEC);
         struct epoll_event sev = { .events = EPOLLIN, .data.fd = sfd };
         struct epoll_event fev = { .events = EPOLLIN, .data.fd = fake_qemu_fd(f) };
@@ -438,7 +489,8 @@ int main(int argc, char **argv) {
                                 "[--period S]\n"
                                 "       [--burst-every K] [--burst-pct P] [--burst-len S] [--burst-cycle S] "
                                 "[--touch S:SIZE] [--burst-touch SIZE]\n"
-                                "       [--free-page-reporting] [--meminfo PATH:TOTAL] [--pid-per-vm]\n");
+                                "       [--free-page-reporting] [--meminfo PATH:TOTAL] [--pid-per-vm] "
+                                "[--free SIZE] [--cpu-burn MS:PERIOD]\n");
                 return 2;
         }
         raise_nofile(o.count);

@@ -421,6 +421,10 @@ static void vm_stats(struct fake_qemu_vm *v, struct fake_qemu_stat_values *s) {
                 return;
         default:
                 stats_available(v->g.available, actual, s);
+                if (v->g.free && v->g.free < s->available) {
+                        s->free = v->g.free;
+                        s->disk_caches = s->available - s->free;
+                }
         }
         time_t wall = time(NULL);
         s->last_update = (uint64_t) (wall - wall % every);

@@ -73,6 +73,8 @@ struct fake_qemu_guest {
         enum fake_qemu_balloon balloon;
         enum fake_qemu_stats stats;
         uint64_t available;             /* FAKE_QEMU_STATS_AVAILABLE */
+        uint64_t free;                  /* FAKE_QEMU_STATS_AVAILABLE: stat-free-memory where below available,
+                                         * the rest page cache (stat-disk-caches); 0: all of it free */
         double hostile_period;          /* FAKE_QEMU_STATS_HOSTILE, s */
         bool flip_odd;                  /* FAKE_QEMU_STATS_FLIP: pressure in odd seconds, not even */
         struct fake_qemu_workload workload;     /* FAKE_QEMU_STATS_WORKLOAD */

@@ -13,6 +13,7 @@ import tempfile
 import time
 
 MIB = 1 << 20
+GIB = 1 << 30
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD = os.environ.get('PPN_BUILD_ROOT', os.path.join(HERE, '..', 'build'))
 PPND = os.path.join(BUILD, 'src', 'ppnd')

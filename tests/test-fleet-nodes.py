@@ -20,7 +20,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ppnd_harness as h  # noqa: E402
 
-GIB = 1 << 30
+GIB = h.GIB
 FORGE = os.path.join(h.BUILD, 'tests', 'fleet-forge')
 LEASE_TTL = 5
 

@@ -10,13 +10,22 @@ Proven: under [policy] free-page-reporting = auto (the default) ppnd reads /proc
 CPU time, for the active rule) only for the VM whose balloon reports free pages; for the other
 it reads only /proc/PID/statm (the resident set, which the round still samples), as no rule
 uses that VM's CPU time.
+
+Quiet host: a static [host] vmstat (the host allocates nothing) lets the round skip the RSS of
+a settled VM. Two reporting VMs, each with 1.5 GiB available of which 64 MiB is free (the rest
+page cache); one's QEMU stand-in spins 150 ms of CPU every 2.5 s (--cpu-burn), as a QEMU does
+while its guest re-reads a cached file, the other idles. When the node turns short (host
+MemAvailable under the low mark) the idle VM's cache is taken and the busy one's kept: the
+round reads a reporting VM's CPU time every tick even when it could skip its RSS. Before that
+fix the busy VM went unread between ticks on such a host, the next reading averaged its passes
+over the gap (6 %, under the 10 % mark), and its cache was taken too.
 """
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppnd_harness import MIB, Node, Tap, wait_for  # noqa: E402
+from ppnd_harness import GIB, MIB, Node, Tap, wait_for  # noqa: E402
 
 
 def open_proc_files(node):
@@ -34,8 +43,58 @@ def open_proc_files(node):
     return files
 
 
+def write_meminfo(node, available):
+    """The node's meminfo: 8 GiB, `available` bytes available (a new file renamed over it)."""
+    path = os.path.join(node.dir, 'meminfo')
+    with open(path + '.new', 'w') as f:
+        f.write('MemTotal: %d kB\nMemFree: %d kB\nMemAvailable: %d kB\n'
+                % (8 * GIB // 1024, available // 1024, available // 1024))
+    os.replace(path + '.new', path)
+
+
+def quiet_host(t):
+    node = Node(tick='200ms')
+    try:
+        write_meminfo(node, 6 * GIB)
+        with open(os.path.join(node.dir, 'pressure'), 'w') as f:
+            f.write('some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
+                    'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n')
+        with open(os.path.join(node.dir, 'vmstat'), 'w') as f:
+            f.write('pgalloc_dma 0\npgalloc_dma32 1000\npgalloc_normal 500000\npgalloc_movable 0\n')
+        with open(node.conf, 'a') as f:      # the config ends in [controller]
+            f.write('[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\nvmstat = %s/vmstat\n'
+                    % (node.dir, node.dir, node.dir))
+        node.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+        for name, burn in (('busy', {'cpu_burn': '150:2500'}), ('quiet', {})):
+            node.add_vm(name, 'good', max_='2G', available=1536 * MIB, free=64 * MIB,
+                        free_page_reporting=True, **burn)
+        if not t.ok(node.start(), 'quiet host: ppnd starts'):
+            return
+        t.ok(wait_for(lambda: [v.get('state') for v in node.status().values()] == ['running'] * 2, 10),
+             'quiet host: both VMs adopted')
+        time.sleep(8.0)         # settled, the host quiet: the rounds may skip their RSS
+        t.ok(node.targets('busy') == [] and node.targets('quiet') == [],
+             'quiet host: no VM shrunk while the node has memory',
+             str((node.targets('busy'), node.targets('quiet'))))
+        write_meminfo(node, 150 * MIB)      # short (low mark 410 MiB), not over capacity
+        shrunk = wait_for(lambda: [x for x in node.targets('quiet') if x < 2 * GIB], 5)
+        t.ok(shrunk, "quiet host: the node short, the idle VM's cache is taken",
+             str(node.targets('quiet')))
+        time.sleep(1.0)
+        st = node.status()
+        t.ok([x for x in node.targets('busy') if x < 2 * GIB - 64 * MIB] == [],
+             "quiet host: the busy VM's cache is kept (at most its free memory given)",
+             '%s; %s' % (node.targets('busy'), st['busy'].get('reason')))
+        t.ok('active (QEMU on a CPU' in (st['busy'].get('reason') or ''),
+             'quiet host: its decision says it is active', str(st['busy'].get('reason')))
+        t.ok(node.kill(15) == 0, 'quiet host: ppnd exits 0')
+    finally:
+        node.cleanup()
+
+
 def main():
     t = Tap()
+    quiet_host(t)
     node = Node(tick='200ms')
     try:
         node.calm_host()

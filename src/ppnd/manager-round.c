@@ -58,11 +58,9 @@ static bool settle_may(const struct managed_vm *v, uint64_t real) {
 /* Whether the host allocated too little since v's RSS was last read for it to have risen to
  * where it would unsettle v (rss_move above its RSS when its statistics were last asked): its
  * QEMU can have grown by at most what the whole host allocated (/proc/vmstat). Then the round
- * does not read /proc/PID/stat for it: a VM that could be settled needs no CPU time this round
- * (the policy keeps the baseline and judges the next reading over the whole span; one it would
- * shrink is read first, verify_donors()), and its RSS in hand
- * gives the settled rule the verdict a read would (a fall of its RSS, memory its guest freed,
- * is seen when the statistics are next read, at most settled-stats-interval later). */
+ * need not read its RSS: its RSS in hand gives the settled rule the verdict a read would (a fall
+ * of its RSS, memory its guest freed, is seen when the statistics are next read, at most
+ * settled-stats-interval later). Its CPU time is another matter (start_round()). */
 static bool rss_bounded(const struct managed_vm *v, uint64_t alloc) {
         if (!alloc || !v->rss_alloc || alloc < v->rss_alloc)
                 return false;
@@ -91,11 +89,9 @@ static enum settle_verdict settle_of(struct managed_vm *v, uint64_t now, uint64_
 
 /* The host's allocation counter now (bytes; 0 if unreadable), kept as the latest reading. */
 static uint64_t read_alloc(struct manager *m) {
-        char path[512];
         uint64_t pages;
 
-        snprintf(path, sizeof(path), "%s/vmstat", m->proc_dir);
-        if (hostmem_read_vmstat_alloc(path, &pages, NULL) < 0 || pages > UINT64_MAX / m->page_size)
+        if (hostmem_read_vmstat_alloc(m->cfg->host_vmstat, &pages, NULL) < 0 || pages > UINT64_MAX / m->page_size)
                 return m->alloc_latest = 0;
         return m->alloc_latest = pages * m->page_size;
 }
@@ -123,9 +119,16 @@ void start_round(struct manager *m) {
                 struct managed_vm *v = m->vms[i];
                 bool running = backend_get_state(v->link) == VMLINK_RUNNING;
                 bool bounded = running && rss_bounded(v, alloc) && settle_may(v, real);
+                bool cpu = uses_cpu_time(v);
                 v->cpu_usec = POLICY_STAT_UNKNOWN;
-                if (running && !bounded)
-                        read_qemu_proc(v, now, uses_cpu_time(v));
+                /* Bounded, no read for its RSS; but a VM whose CPU time a rule uses is read every
+                 * round all the same. The active rule asks whether QEMU used active_cpu_pct of a
+                 * CPU over some tick: a reading after a gap spreads that tick over the whole
+                 * span. A guest re-reading its page cache for 0.3 s every 3 s on a quiet host
+                 * (nothing allocated, so bounded) was read once every few seconds, its passes
+                 * averaged below the mark, and its cache taken as idle. */
+                if (running && (!bounded || cpu))
+                        read_qemu_proc(v, now, cpu);
                 /* The fast signal's sample at the tick: once a tick is enough for a VM far from
                  * the grow condition (fastgrow_dense()); the 200 ms timer takes the others. */
                 if (fast && running)
@@ -406,7 +409,7 @@ static bool verify_donors(struct manager *m, const struct policy_vm *pv, const s
                         continue;
                 if (backend_sample(v->link, true) != 0)
                         continue;               /* not asked: held back (held_back()) */
-                /* The round may have left its QEMU's CPU time unread (rss_bounded()). */
+                /* Its CPU time unread at the round (its /proc read failed): once more. */
                 if (uses_cpu_time(v) && v->cpu_usec == POLICY_STAT_UNKNOWN)
                         read_qemu_proc(v, now_usec(), true);
                 stats_asked(v, v->rss, now_usec());
