@@ -18,7 +18,8 @@ while its guest re-reads a cached file, the other idles. When the node turns sho
 MemAvailable under the low mark) the idle VM's cache is taken and the busy one's kept: the
 round reads a reporting VM's CPU time every tick even when it could skip its RSS. Before that
 fix the busy VM went unread between ticks on such a host, the next reading averaged its passes
-over the gap (6 %, under the 10 % mark), and its cache was taken too.
+over the gap (6 %, under the 10 % mark), and once the activity seen before it settled was older
+than the hold (active-hold = 4s here, 10 s by default) its cache was taken too.
 """
 import os
 import sys
@@ -63,7 +64,7 @@ def quiet_host(t):
             f.write('pgalloc_dma 0\npgalloc_dma32 1000\npgalloc_normal 500000\npgalloc_movable 0\n')
         with open(node.conf, 'a') as f:      # the config ends in [controller]
             f.write('[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\nvmstat = %s/vmstat\n'
-                    % (node.dir, node.dir, node.dir))
+                    '[policy]\nactive-hold = 4s\n' % (node.dir, node.dir, node.dir))
         node.ctl('node', 'set', 'physical=8G', 'reserve=1G')
         for name, burn in (('busy', {'cpu_burn': '150:2500'}), ('quiet', {})):
             node.add_vm(name, 'good', max_='2G', available=1536 * MIB, free=64 * MIB,
@@ -72,7 +73,9 @@ def quiet_host(t):
             return
         t.ok(wait_for(lambda: [v.get('state') for v in node.status().values()] == ['running'] * 2, 10),
              'quiet host: both VMs adopted')
-        time.sleep(8.0)         # settled, the host quiet: the rounds may skip their RSS
+        # Settled, the host quiet: the rounds may skip their RSS; long past the 4 s hold of the
+        # busy VM's activity as seen before it settled.
+        time.sleep(10.0)
         t.ok(node.targets('busy') == [] and node.targets('quiet') == [],
              'quiet host: no VM shrunk while the node has memory',
              str((node.targets('busy'), node.targets('quiet'))))
