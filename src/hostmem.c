@@ -199,50 +199,6 @@ int hostmem_parse_pid_status_rss(const char *buf, uint64_t *ret_bytes) {
         return -ENODATA;
 }
 
-int hostmem_parse_pid_stat(const char *buf, struct hostmem_pid_cpu *ret) {
-        const char *p = strrchr(buf, ')');
-        uint64_t v = 0;
-
-        if (!p)
-                return -EINVAL;
-        p++;
-        /* After ")": field 3 (state) … field 13; utime is field 14, stime field 15. */
-        for (int field = 3; field <= 13; field++) {
-                while (*p == ' ')
-                        p++;
-                if (!*p)
-                        return -EINVAL;
-                p = strchrnul(p, ' ');
-        }
-        struct hostmem_pid_cpu c;
-        if (parse_number(&p, &v) < 0)
-                return -EINVAL;
-        c.utime_ticks = v;
-        if (parse_number(&p, &v) < 0)
-                return -EINVAL;
-        c.stime_ticks = v;
-        /* Fields 16 … 23, then rss (24); anything else there leaves it unknown. */
-        c.rss_pages = HOSTMEM_RSS_UNKNOWN;
-        int field = 16;
-        for (; field <= 23; field++) {
-                while (*p == ' ')
-                        p++;
-                if (!*p)
-                        break;
-                p = strchrnul(p, ' ');
-        }
-        if (field > 23 && parse_number(&p, &v) == 0 && (*p == ' ' || *p == '\n' || *p == '\0'))
-                c.rss_pages = v;
-        *ret = c;
-        return 0;
-}
-
-uint64_t hostmem_ticks_to_usec(uint64_t ticks, uint64_t ticks_per_sec) {
-        if (ticks_per_sec == 0)
-                return 0;
-        return ticks / ticks_per_sec * USEC_PER_SEC + ticks % ticks_per_sec * USEC_PER_SEC / ticks_per_sec;
-}
-
 static int read_pid_file(const char *proc_root, pid_t pid, const char *name, char **ret_buf, struct ppn_error *err) {
         char path[4096];
         int r;
@@ -265,16 +221,5 @@ int hostmem_read_pid_rss(const char *proc_root, pid_t pid, uint64_t *ret_bytes, 
         r = hostmem_parse_pid_status_rss(buf, ret_bytes);
         if (r < 0)
                 return ppn_error_set(err, r, "process %d: no valid VmRSS in %s/%d/status", (int) pid, proc_root, (int) pid);
-        return 0;
-}
-
-int hostmem_read_pid_cpu(const char *proc_root, pid_t pid, struct hostmem_pid_cpu *ret, struct ppn_error *err) {
-        _cleanup_free_ char *buf = NULL;
-        int r = read_pid_file(proc_root, pid, "stat", &buf, err);
-        if (r < 0)
-                return r;
-        r = hostmem_parse_pid_stat(buf, ret);
-        if (r < 0)
-                return ppn_error_set(err, r, "process %d: malformed %s/%d/stat", (int) pid, proc_root, (int) pid);
         return 0;
 }

@@ -2,8 +2,8 @@
 #pragma once
 
 /*
- * Host-side memory signals: /proc/meminfo, memory PSI (/proc/pressure/memory), and one
- * process's RSS and CPU time (/proc/PID/status, /proc/PID/stat).
+ * Host-side memory signals: /proc/meminfo, memory PSI (/proc/pressure/memory), the host's
+ * allocations (/proc/vmstat), and one process's RSS (/proc/PID/status).
  *
  * Every format has a pure parser over a NUL-terminated buffer (tests feed literals) and a
  * reader that takes the path (or the proc root) so tests point it at tests/fixtures/proc/.
@@ -67,21 +67,6 @@ int hostmem_read_psi(const char *path, struct hostmem_psi *ret, struct ppn_error
  * zombie), -EINVAL if malformed. */
 int hostmem_parse_pid_status_rss(const char *buf, uint64_t *ret_bytes);
 
-/* CPU time of a process from /proc/PID/stat, in clock ticks (utime + stime, fields 14, 15),
- * and its resident set in pages (field 24, the figure /proc/PID/statm gives second). */
-struct hostmem_pid_cpu {
-        uint64_t utime_ticks;
-        uint64_t stime_ticks;
-        uint64_t rss_pages;     /* HOSTMEM_RSS_UNKNOWN when the text ends (or is cut) before it */
-};
-
-#define HOSTMEM_RSS_UNKNOWN UINT64_MAX
-
-/* Parses /proc/PID/stat text. The command name may contain spaces and ')': fields are
- * counted after the last ')'. Returns 0 or -EINVAL (utime and stime are required; the resident
- * set is optional, so that a buffer cut after them still gives the CPU time). */
-int hostmem_parse_pid_stat(const char *buf, struct hostmem_pid_cpu *ret);
-
 /* Pages the host has allocated since boot, all zones (/proc/vmstat: the sum of its pgalloc_*
  * counters, each counting an order-k allocation as 2^k pages). A cumulative counter: memory
  * freed meanwhile, by a guest's free page reporting say, does not hide an allocation. No
@@ -90,10 +75,6 @@ int hostmem_parse_pid_stat(const char *buf, struct hostmem_pid_cpu *ret);
 int hostmem_parse_vmstat_alloc(const char *buf, uint64_t *ret_pages);
 int hostmem_read_vmstat_alloc(const char *path, uint64_t *ret_pages, struct ppn_error *err);
 
-/* Converts ticks to microseconds at ticks_per_sec (sysconf(_SC_CLK_TCK), 100 on Linux). */
-uint64_t hostmem_ticks_to_usec(uint64_t ticks, uint64_t ticks_per_sec);
-
 /* Readers under proc_root ("/proc" on a real host, a fixture directory in tests).
  * -ESRCH when the process is gone (its directory is missing). */
 int hostmem_read_pid_rss(const char *proc_root, pid_t pid, uint64_t *ret_bytes, struct ppn_error *err);
-int hostmem_read_pid_cpu(const char *proc_root, pid_t pid, struct hostmem_pid_cpu *ret, struct ppn_error *err);

@@ -18,9 +18,8 @@
  *     pressure;
  *   - its QEMU's resident set is known and within rss_move (32 MiB) of what it was when the
  *     statistics were last asked: a guest touching new memory makes its QEMU fault at once, so
- *     a burst of new memory unsettles the VM at the next round (one pread of /proc/PID/stat, of
- *     statm where no rule uses the CPU time, none while the host allocated less than what
- *     would reach the mark since the last one).
+ *     a burst of new memory unsettles the VM at the next round (one pread of /proc/PID/statm,
+ *     none while the host allocated less than what would reach the mark since the last one).
  * The pool may reclaim meanwhile: a settled VM keeps its interval, but it never gives memory on
  * statistics this round did not read. When the policy would shrink a VM whose read was
  * skipped, the manager reads its statistics at once and decides again on them (manager-round.c,

@@ -159,56 +159,6 @@ static void test_pid_status_rss(void **state) {
         assert_non_null(strstr(err.msg, "99999"));
 }
 
-static void test_pid_stat_table(void **state) {
-        static const struct {
-                const char *in;
-                int r;
-                uint64_t utime, stime, rss;
-        } cases[] = {
-                /* cut after field 22: the CPU time without the resident set */
-                { "1 (init) S 0 1 1 0 -1 4194560 100 0 0 0 7 3 0 0 20 0 1 0", 0, 7, 3, HOSTMEM_RSS_UNKNOWN },
-                /* a name with spaces and ')' */
-                { "9 (a) b) c) R 1 9 9 0 -1 0 0 0 0 0 11 22 0 0", 0, 11, 22, HOSTMEM_RSS_UNKNOWN },
-                /* a whole line (a QEMU of this machine): rss 262144 pages */
-                { "4242 (qemu-system-x86) S 1 4242 4242 0 -1 4194624 88512 0 0 0 1500 250 0 0 20 0 5 0 41012 "
-                  "3221225472 262144 18446744073709551615 1 1 0 0 0 0 0 4096 17638 0 0 0 17 1 0 0 0 0 0\n",
-                  0, 1500, 250, 262144 },
-                /* negative priority and nice before it; rss the last field of a cut buffer */
-                { "7 (q) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 -2 -20 3 0 99 4096 17", 0, 5, 6, 17 },
-                /* rss not a number, or glued to junk: unknown, the CPU time still good */
-                { "7 (q) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 3 0 99 4096 x 1", 0, 5, 6, HOSTMEM_RSS_UNKNOWN },
-                { "7 (q) S 1 7 7 0 -1 0 0 0 0 0 5 6 0 0 20 0 3 0 99 4096 17x 1", 0, 5, 6, HOSTMEM_RSS_UNKNOWN },
-                { "9 (x) R 1 2 3", -EINVAL, 0, 0, 0 },
-                { "9 x R 1 2 3 4 5 6 7 8 9 10 11 12 13", -EINVAL, 0, 0, 0 },
-                { "9 (x) R 1 9 9 0 -1 0 0 0 0 0 a b", -EINVAL, 0, 0, 0 },
-                { "", -EINVAL, 0, 0, 0 },
-        };
-        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
-                struct hostmem_pid_cpu c = { 0 };
-                int r = hostmem_parse_pid_stat(cases[i].in, &c);
-                if (r != cases[i].r)
-                        fail_msg("case %zu: r = %d, want %d", i, r, cases[i].r);
-                if (r == 0) {
-                        assert_int_equal(c.utime_ticks, cases[i].utime);
-                        assert_int_equal(c.stime_ticks, cases[i].stime);
-                        if (c.rss_pages != cases[i].rss)
-                                fail_msg("case %zu: rss %" PRIu64 ", want %" PRIu64, i, c.rss_pages, cases[i].rss);
-                }
-        }
-
-        char root[4096];
-        struct ppn_error err = { 0 };
-        struct hostmem_pid_cpu c;
-        snprintf(root, sizeof(root), "%s/proc", fixtures());
-        assert_int_equal(hostmem_read_pid_cpu(root, 4242, &c, &err), 0);
-        assert_int_equal(c.utime_ticks, 1500);
-        assert_int_equal(c.stime_ticks, 250);
-        assert_int_equal(hostmem_read_pid_cpu(root, 4243, &c, &err), -EINVAL);
-        assert_int_equal(hostmem_ticks_to_usec(1750, 100), 17500000);
-        assert_int_equal(hostmem_ticks_to_usec(3, 1000), 3000);
-        assert_int_equal(hostmem_ticks_to_usec(5, 0), 0);
-}
-
 static void test_vmstat_alloc(void **state) {
         static const struct {
                 const char *in;
@@ -260,21 +210,12 @@ static void test_read_real_proc(void **state) {
         struct hostmem_meminfo m;
         struct hostmem_psi p;
         uint64_t rss;
-        struct hostmem_pid_cpu c;
         assert_int_equal(hostmem_read_meminfo("/proc/meminfo", &m, NULL), 0);
         assert_true(m.total > 0 && m.available <= m.total);
         int r = hostmem_read_psi("/proc/pressure/memory", &p, NULL);
         assert_true(r == 0 || r == 1);
         assert_int_equal(hostmem_read_pid_rss("/proc", getpid(), &rss, NULL), 0);
         assert_true(rss > 0);
-        assert_int_equal(hostmem_read_pid_cpu("/proc", getpid(), &c, NULL), 0);
-        /* The resident set in stat is the kernel's own figure, the one VmRSS shows in status
-         * (read a moment apart: within 4 MiB). */
-        assert_true(c.rss_pages != HOSTMEM_RSS_UNKNOWN);
-        uint64_t stat_rss = c.rss_pages * (uint64_t) sysconf(_SC_PAGESIZE);
-        assert_int_equal(hostmem_read_pid_rss("/proc", getpid(), &rss, NULL), 0);
-        if (stat_rss + 4 * MIB < rss || rss + 4 * MIB < stat_rss)
-                fail_msg("stat rss %" PRIu64 " vs status VmRSS %" PRIu64, stat_rss, rss);
 }
 
 int main(void) {
@@ -284,7 +225,6 @@ int main(void) {
                 cmocka_unit_test(test_parse_psi_table),
                 cmocka_unit_test(test_read_psi_fixture_and_absent),
                 cmocka_unit_test(test_pid_status_rss),
-                cmocka_unit_test(test_pid_stat_table),
                 cmocka_unit_test(test_vmstat_alloc),
                 cmocka_unit_test(test_read_real_proc),
         };

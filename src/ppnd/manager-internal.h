@@ -54,7 +54,8 @@ struct managed_vm {
         enum actuator_reason vmem_reason; /* the virtio-mem actuator's last recorded reason */
         struct fastgrow_state fast;     /* RSS samples for the fast signal */
         struct proc_file statm;         /* QEMU's /proc/PID/statm (the fast signal), kept open */
-        struct proc_file stat;          /* QEMU's /proc/PID/stat (CPU time and RSS, every round), kept open */
+        clockid_t cpu_clock;            /* QEMU's CPU-time clock (clock_getcpuclockid()) ... */
+        pid_t cpu_clock_pid;            /* ... for this pid (0: none yet) */
         uint64_t cpu_usec;              /* QEMU's CPU time read this round (POLICY_STAT_UNKNOWN: not read) */
         uint64_t rss, rss_usec;         /* QEMU's resident set as last read (0: unknown) and when */
         uint64_t ask_rss;               /* ... when its statistics were last asked (0: not read then) */
@@ -110,7 +111,6 @@ struct manager {
         size_t fast_picks_cap;
         const char *proc_dir;
         uint64_t page_size;             /* for /proc/PID/statm */
-        uint64_t clk_tck;               /* for /proc/PID/stat's CPU times; 0 if unknown */
         struct relocate_agent *relocate;        /* live moves into this node; likewise */
 };
 

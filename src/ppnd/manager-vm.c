@@ -239,7 +239,6 @@ struct managed_vm *managed_vm_free(struct managed_vm *v) {
                 return NULL;
         backend_free(v->link);
         closep(&v->statm.fd);
-        closep(&v->stat.fd);
         ledger_vm_done(&v->entry);
         history_ring_done(&v->history);
         free(v);
@@ -255,7 +254,7 @@ static int managed_vm_new(struct manager *m, const struct ledger_vm *e, struct m
         if (!v)
                 return -ENOMEM;
         v->m = m;
-        v->statm.fd = v->stat.fd = -1;
+        v->statm.fd = -1;
         v->cpu_usec = POLICY_STAT_UNKNOWN;
         r = ledger_vm_copy(e, &v->entry);
         path = qmp_path_for(m, e);
