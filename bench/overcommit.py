@@ -37,6 +37,12 @@ workload_timeout_s): Σ QEMU RSS sampled every 0.5 s as GiB·min (the memory the
 get the same work done) and its mean, the seconds Σ RSS was above capacity, its peak; guest
 OOM kills ("Killed process" in the consoles); each workload's busy time (reading; allocating
 and touching) and whether it finished; balloon commands sent.
+Per repetition, from its no-controller run: the footprint floor, a lower bound on the footprint
+of any controller that leaves both workloads as fast as with memory to spare: the reader's and
+the burst guest's RSS as they were with memory to spare (the reader's cache is its working set,
+the bursts' memory is touched), plus the idle guest at the lowest RSS it had in any arm of the
+repetition (each repetition boots fresh guests, so at most its RSS fresh from boot), at every
+sample; as GiB·min and over the no-controller footprint.
 """
 import json
 import os
@@ -322,7 +328,21 @@ def run_arm(out, arm, rep, work, gs):
         'reader %s, burst %s, commands %s (load %s)'
         % (arm, rep, footprint, above, peak // MIB, ooms, results['reader'][2], results['burst'][2], commands,
            load0))
-    return {n: results[n][0] for n in MEASURED}
+    return {n: results[n][0] for n in MEASURED}, [s for s in samples if s[0] <= window], window
+
+
+def footprint_floor(out, rep, runs):
+    """The repetition's footprint floor (see the top) from its no-controller run's samples;
+    runs: {arm: (samples, window)}."""
+    if 'none' not in runs:
+        return
+    idle = min(s[2]['idle'] for samples, _ in runs.values() for s in samples)
+    samples, window = runs['none']
+    floor = [(t, idle + rss['reader'] + rss['burst'], rss, act) for t, _, rss, act in samples]
+    area, _ = integrate(floor, window)
+    none, _ = integrate(samples, window)
+    guests.rec(out, 'overcommit', 'footprint_floor', round(area, 3), 'GiB·min', rep=rep, idle_mib=int(idle // MIB))
+    guests.rec(out, 'overcommit', 'footprint_floor_ratio', round(area / none, 3) if none else None, 'ratio', rep=rep)
 
 
 def slowdowns(out, busy):
@@ -391,8 +411,12 @@ def main():
                     gs = boot(rwork, disk)
                     try:
                         k = (rep - 1) % len(ARMS)
+                        traces = {}
                         for arm in ARMS[k:] + ARMS[:k]:
-                            busy.setdefault(arm, {})[rep] = run_arm(out, arm, rep, rwork, gs)
+                            b, samples, window = run_arm(out, arm, rep, rwork, gs)
+                            busy.setdefault(arm, {})[rep] = b
+                            traces[arm] = (samples, window)
+                        footprint_floor(out, rep, traces)
                     finally:
                         for g in gs:
                             g.stop()

@@ -220,6 +220,12 @@ def overcommit_tables(records):
     if not none:
         print()
         return
+    floors = [r for r in records if r['part'] == 'overcommit' and r['metric'] == 'footprint_floor_ratio']
+    if floors:
+        print('\nFootprint floor (any controller that leaves both workloads as fast as with memory to spare: '
+              'reader and burst at their no-controller RSS, the idle guest at its lowest), ÷ none, per repetition: '
+              '%s; median %s\n' % (', '.join(fmt(r['value']) for r in sorted(floors, key=lambda r: r['rep'])),
+                                   fmt(statistics.median([r['value'] for r in floors]))))
     ref = statistics.median([r[('footprint', None)] for r in none.values()])
     print('\nTargets (0 OOM kills, 0 s above capacity, slowdown ≤ 1.2× for each workload, footprint '
           '≤ 0.7× no controller), medians:\n')
