@@ -107,6 +107,33 @@ def target_check(pols, ppnd):
     return out
 
 
+def floor_line(pols):
+    """The pressure-free footprint floor (ppn-sim's policy "floor") against the smallest baseline
+    footprint: where the best baseline's pressure is 0 and its smallest footprint is under the
+    floor, no policy meets both the pressure and the footprint target."""
+    if 'floor' not in pols or 'footprint' not in pols['floor']:
+        return
+    floor = median(pols['floor']['footprint'])
+    best_fp, who_fp = min((median(pols[b]['footprint']), b) for b in BASELINES if b in pols)
+    best_p = min(median(pols[b]['pressure']) for b in BASELINES if b in pols)
+    verdict = ('no policy can meet both the pressure target (0, as the best baseline has 0) and the '
+               'footprint target here' if best_p == 0 and best_fp < floor else
+               'the two targets are not exclusive by this bound')
+    # The bound checked against every run of the family with no pressure at all (per seed).
+    floors = pols['floor']['footprint']
+    runs = below = 0
+    for pol, m in pols.items():
+        if pol == 'floor':
+            continue
+        for k, (p, fp) in enumerate(zip(m.get('pressure', []), m.get('footprint', []))):
+            if p == 0 and fp is not None and k < len(floors):
+                runs += 1
+                below += fp < floors[k]
+    print('Footprint floor with no pressure (every working set resident): %s GiB·min; the smallest '
+          'baseline footprint, %s, is %s: %s. Runs with no pressure: %d, %d of them below the floor '
+          '(0, or the bound is wrong).  ' % (spread(floors), who_fp, fmt(best_fp), verdict, runs, below))
+
+
 def sim_tables(records):
     fam = sim_collect(records)
     if not fam:
@@ -131,6 +158,7 @@ def sim_tables(records):
         for ppnd in ('ppnd', 'ppnd-fpr'):
             if ppnd in pols:
                 print('Targets, %s (medians): %s.  ' % (ppnd, '; '.join(target_check(pols, ppnd))))
+        floor_line(pols)
         print()
 
 
