@@ -264,6 +264,9 @@ static void render_counters(FILE *f, const struct metrics_counters *c) {
         header(f, "ppn_stats_reads_deferred_total",
                "Rounds in which a settled VM's guest statistics were not read (settled-stats-interval).", "counter");
         fprintf(f, "ppn_stats_reads_deferred_total %" PRIu64 "\n", c->stats_deferred);
+        header(f, "ppn_rounds_early_total",
+               "Rounds started between two ticks because the host went over capacity.", "counter");
+        fprintf(f, "ppn_rounds_early_total %" PRIu64 "\n", c->early_rounds);
         header(f, "ppn_fast_signal_periods_total",
                "Fast signal periods (200 ms) by the host's allocations: quiet (no QEMU read) or busy.", "counter");
         sample_label(f, "ppn_fast_signal_periods_total", "host", "quiet");

@@ -77,6 +77,7 @@ struct metrics_counters {
         uint64_t balloon_commands;
         uint64_t reconnects;
         uint64_t stats_deferred;        /* settle.h: a settled VM's statistics not read this round */
+        uint64_t early_rounds;          /* rounds started between ticks: the host gone over capacity */
         uint64_t fast_periods[2];       /* fast signal periods with the host quiet [0] (no VM read) or busy [1] */
         uint64_t fast_reads[3];         /* in busy periods, QEMUs read [0] or not: bounded out [1]
                                          * (fastgrow_bounded_out()), deferred [2] ([controller] fast-signal-reads) */

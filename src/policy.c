@@ -597,6 +597,15 @@ static uint64_t charged(const struct vm_work *w, uint64_t t) {
         return c < w->in->actual - f ? c : w->in->actual - f;
 }
 
+uint64_t policy_host_low(const struct policy_tunables *t, uint64_t physical) {
+        uint64_t low = pct_of(physical, t->host_low_pct);
+        return low < t->host_low_bytes ? t->host_low_bytes : low;
+}
+
+bool policy_host_over(const struct policy_tunables *t, uint64_t physical, uint64_t host_available) {
+        return host_available < policy_host_low(t, physical) / 16;
+}
+
 static void pool_measure(const struct policy_tunables *tun, const struct policy_node *node,
                          struct vm_work *w, size_t n, struct pool *p) {
         p->capacity = subu(node->physical, node->reserve);
@@ -616,15 +625,13 @@ static void pool_measure(const struct policy_tunables *tun, const struct policy_
         /* Only memory really back in the pool is handed out: a shrinking balloon's pages count
          * until actual shows them returned. */
         p->free = subu(p->capacity, p->committed);
-        p->host_low = pct_of(node->physical, tun->host_low_pct);
-        if (p->host_low < tun->host_low_bytes)
-                p->host_low = tun->host_low_bytes;
+        p->host_low = policy_host_low(tun, node->physical);
         if (node->host_available_known) {
                 p->host_avail_low = node->host_available < p->host_low;
                 if (p->free > subu(node->host_available, p->host_low))
                         p->free = subu(node->host_available, p->host_low);
         }
-        p->host_over = node->host_available_known && node->host_available < p->host_low / 16;
+        p->host_over = node->host_available_known && policy_host_over(tun, node->physical, node->host_available);
         p->psi_high = node->psi_known && node->psi_some_avg10 > tun->psi_some_threshold;
         p->node_short = p->host_avail_low || p->psi_high;
         pool_measure_reported(node, n, p);

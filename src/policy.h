@@ -244,6 +244,12 @@ int policy_decide(const struct policy_tunables *t, const struct policy_node *nod
 void policy_lease_set(struct policy_vm_state *s, uint64_t target, uint64_t expiry_usec);
 void policy_lease_clear(struct policy_vm_state *s);
 
+/* The host's low mark for a node of physical bytes: max(host_low_bytes, host_low_pct of it).
+ * Under it the node is short; under a sixteenth of it the host is over capacity (a real node
+ * swaps there, or its OOM killer picks a QEMU). */
+uint64_t policy_host_low(const struct policy_tunables *t, uint64_t physical);
+bool policy_host_over(const struct policy_tunables *t, uint64_t physical, uint64_t host_available);
+
 /* Whether the free page reporting rules apply to a VM whose balloon reports free pages or not
  * (policy_vm.reports_free_pages) under t. Only those rules use QEMU's CPU time (policy_vm.cpu_usec,
  * the active rule): for the other VMs the caller need not read it. */

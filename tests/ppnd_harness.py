@@ -132,6 +132,33 @@ class Node:
                     % (controller, policy, self.dir, self.dir))
         self.ctl('node', 'set', 'physical=8G', 'reserve=1G')
 
+    def file_host(self, available, vmstat=False, policy=''):
+        """A host of 8 GiB (1 GiB reserve; low mark 5 %, 409.6 MiB) read from files here, not the
+        machine's: its MemAvailable `available` bytes (write_meminfo() changes it), no pressure,
+        and with vmstat a static allocation counter, a host that allocates nothing. policy: lines
+        for [policy]."""
+        self.write_meminfo(available)
+        with open(os.path.join(self.dir, 'pressure'), 'w') as f:
+            f.write('some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
+                    'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n')
+        lines = '[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\n' % (self.dir, self.dir)
+        if vmstat:
+            with open(os.path.join(self.dir, 'vmstat'), 'w') as f:
+                f.write('pgalloc_dma 0\npgalloc_dma32 1000\npgalloc_normal 500000\npgalloc_movable 0\n')
+            lines += 'vmstat = %s/vmstat\n' % self.dir
+        with open(self.conf, 'a') as f:      # the config ends in [controller]
+            f.write(lines + ('[policy]\n' + policy if policy else ''))
+        self.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+
+    def write_meminfo(self, available):
+        """The file host's meminfo: 8 GiB, `available` bytes available (a new file renamed over
+        it, so ppnd never reads half of one)."""
+        path = os.path.join(self.dir, 'meminfo')
+        with open(path + '.new', 'w') as f:
+            f.write('MemTotal: %d kB\nMemFree: %d kB\nMemAvailable: %d kB\n'
+                    % (8 * GIB // 1024, available // 1024, available // 1024))
+        os.replace(path + '.new', path)
+
     def events(self):
         """ppnd's events, oldest first (ppnctl events --json: one object per line)."""
         return [json.loads(line) for line in self.ctl('events', '--json').stdout.splitlines() if line]

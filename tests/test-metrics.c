@@ -56,7 +56,7 @@ static char *read_file(const char *path) {
 }
 
 static void counters_fill(struct metrics_counters *c) {
-        *c = (struct metrics_counters) { .balloon_commands = 7, .reconnects = 2, .stats_deferred = 5,
+        *c = (struct metrics_counters) { .balloon_commands = 7, .reconnects = 2, .stats_deferred = 5, .early_rounds = 4,
                                          .fast_periods = { 40, 3 },
                                          .fast_reads = { 6, 2, 3 } };
         metrics_count_decision(c, POLICY_REASON_STEADY);
@@ -113,6 +113,7 @@ static void test_unknown_left_out(void **state) {
         /* Counters are present (zero) even when nobody passed any. */
         assert_non_null(strstr(t, "ppn_balloon_commands_total 0\n"));
         assert_non_null(strstr(t, "ppn_stats_reads_deferred_total 0\n"));
+        assert_non_null(strstr(t, "ppn_rounds_early_total 0\n"));
         assert_non_null(strstr(t, "ppn_decisions_total{reason=\"steady\"} 0\n"));
         free(t);
 }

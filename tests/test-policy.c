@@ -1127,6 +1127,22 @@ static void test_reporting_active_cache_kept(void **state) {
  * wants 819.2 − 20 = 799.2 MiB, more than VM 1's 704: VM 0 still gives nothing. While a balloon is
  * on its way down, nobody else's cache goes; once the quietest has no cache left beyond its
  * free memory, the next quietest that has gives. */
+/* The low mark and over capacity, by hand: 5 % of physical, at least 256 MiB; over under a
+ * sixteenth of it. */
+static void test_host_low_over(void **state) {
+        struct policy_tunables t;
+        policy_tunables_default(&t);
+        assert_int_equal(policy_host_low(&t, 2 * GIB), 256 * MIB);             /* 5 %: 102.4 MiB */
+        assert_int_equal(policy_host_low(&t, 8 * GIB), 8 * GIB / 20);          /* 409.6 MiB */
+        assert_true(policy_host_over(&t, 2 * GIB, 16 * MIB - 1));
+        assert_false(policy_host_over(&t, 2 * GIB, 16 * MIB));
+        assert_true(policy_host_over(&t, 8 * GIB, 8 * GIB / 20 / 16 - 1));
+        assert_false(policy_host_over(&t, 8 * GIB, 8 * GIB / 20 / 16));
+        t.host_low_pct = 0;
+        t.host_low_bytes = 0;
+        assert_false(policy_host_over(&t, 8 * GIB, 0));                         /* no low mark, never over */
+}
+
 static void test_reporting_over_capacity_quietest_cache(void **state) {
         struct policy_node node = node_default();
         node.host_available = 300 * MIB;
@@ -1294,6 +1310,7 @@ int main(void) {
                 cmocka_unit_test_setup(test_reporting_short_host_takes_cache, setup),
                 cmocka_unit_test_setup(test_reporting_active_cache_kept, setup),
                 cmocka_unit_test_setup(test_activity_across_unread_ticks, setup),
+                cmocka_unit_test(test_host_low_over),
                 cmocka_unit_test_setup(test_reporting_over_capacity_quietest_cache, setup),
                 cmocka_unit_test_setup(test_reporting_mixed_pool, setup),
                 cmocka_unit_test_setup(test_idle_tax_matters, setup),

@@ -46,28 +46,10 @@ def open_proc_files(node):
     return files
 
 
-def write_meminfo(node, available):
-    """The node's meminfo: 8 GiB, `available` bytes available (a new file renamed over it)."""
-    path = os.path.join(node.dir, 'meminfo')
-    with open(path + '.new', 'w') as f:
-        f.write('MemTotal: %d kB\nMemFree: %d kB\nMemAvailable: %d kB\n'
-                % (8 * GIB // 1024, available // 1024, available // 1024))
-    os.replace(path + '.new', path)
-
-
 def quiet_host(t):
     node = Node(tick='200ms')
     try:
-        write_meminfo(node, 6 * GIB)
-        with open(os.path.join(node.dir, 'pressure'), 'w') as f:
-            f.write('some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
-                    'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n')
-        with open(os.path.join(node.dir, 'vmstat'), 'w') as f:
-            f.write('pgalloc_dma 0\npgalloc_dma32 1000\npgalloc_normal 500000\npgalloc_movable 0\n')
-        with open(node.conf, 'a') as f:      # the config ends in [controller]
-            f.write('[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\nvmstat = %s/vmstat\n'
-                    '[policy]\nactive-hold = 4s\n' % (node.dir, node.dir, node.dir))
-        node.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+        node.file_host(6 * GIB, vmstat=True, policy='active-hold = 4s\n')
         for name, burn in (('busy', {'cpu_burn': '150:2500'}), ('quiet', {})):
             node.add_vm(name, 'good', max_='2G', available=1536 * MIB, free=64 * MIB,
                         free_page_reporting=True, **burn)
@@ -81,7 +63,7 @@ def quiet_host(t):
         t.ok(node.targets('busy') == [] and node.targets('quiet') == [],
              'quiet host: no VM shrunk while the node has memory',
              str((node.targets('busy'), node.targets('quiet'))))
-        write_meminfo(node, 150 * MIB)      # short (low mark 410 MiB), not over capacity
+        node.write_meminfo(150 * MIB)       # short (low mark 410 MiB), not over capacity
         shrunk = wait_for(lambda: [x for x in node.targets('quiet') if x < 2 * GIB], 5)
         t.ok(shrunk, "quiet host: the node short, the idle VM's cache is taken",
              str(node.targets('quiet')))

@@ -102,6 +102,8 @@ struct manager {
          * last two periods (0 = not read): the gate before the per-VM reads (fastgrow_host_quiet). */
         uint64_t alloc_cur, alloc_cur_usec, alloc_prev, alloc_prev_usec;
         uint64_t alloc_latest;          /* the counter's last reading, by the timer or the round (0: unknown) */
+        bool host_over;                 /* the host over capacity at the last reading of its MemAvailable,
+                                         * by the round or the timer (policy_host_over()) */
         uint64_t fast_held_usec;        /* the fast signal last could not act (no memory free for a grow) */
         struct settle_tunables settle_tun;
         bool verified;                  /* this round read the skipped VMs its policy would shrink */

@@ -279,6 +279,7 @@ static void read_host(struct manager *m, struct policy_node *n) {
                 n->host_available = mi.available;
                 n->host_available_known = true;
         }
+        m->host_over = n->host_available_known && policy_host_over(&m->tunables, n->physical, n->host_available);
         if (hostmem_read_psi(m->cfg->host_pressure, &psi, NULL) > 0 && psi.some.valid) {
                 n->psi_some_avg10 = psi.some.avg10;
                 n->psi_known = true;
@@ -813,10 +814,33 @@ static void fast_period(struct manager *m, uint64_t now, uint64_t real) {
         m->counters.fast_reads[2] += n - done;
 }
 
+/* The host gone over capacity (policy_host_over()) between two ticks: the round runs now, not up
+ * to a tick later. A real node there swaps, or its OOM killer picks a QEMU; and the policy's
+ * answer, a balloon inflating in the quietest cache, frees host memory only once it has gone
+ * through the donor's free memory that reporting already returned, so every part of a second
+ * counts. Once per onset: while the host stays over, the tick's rounds carry on. One read of the
+ * meminfo file a period. */
+static void over_capacity_check(struct manager *m) {
+        struct hostmem_meminfo mi;
+        bool was = m->host_over;
+        char avail[FORMAT_SIZE_MAX];
+
+        if (!m->lstate || !m->lstate->node_ok || hostmem_read_meminfo(m->cfg->host_meminfo, &mi, NULL) < 0)
+                return;
+        m->host_over = policy_host_over(&m->tunables, m->lstate->node.physical_bytes, mi.available);
+        if (!m->host_over || was || m->round_pending > 0)
+                return;         /* a round in flight reads the host when it decides */
+        log_info("host over capacity (MemAvailable %s): deciding now, not at the next tick",
+                 format_size(mi.available, avail, sizeof(avail)));
+        m->counters.early_rounds++;
+        start_round(m);
+}
+
 static int on_fast_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         struct manager *m = userdata;
         uint64_t now = now_usec(), real = now_realtime_usec();
 
+        over_capacity_check(m);
         if (!fast_on(m))
                 m->fast_held_usec = now;
         else {
