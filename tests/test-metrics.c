@@ -324,7 +324,7 @@ static void test_server_streams_big(void **state) {
         struct metrics_snapshot s = { .node = NODE, .vms = big_vms, .n_vms = BIG_VMS, .counters = &c, .version = "1.2.3" };
         want = render(&s);
         assert_true(strlen(want) > 1024 * 1024);
-        print_message("%zu bytes of text for %d VMs\n", strlen(want), BIG_VMS);
+        print_message("# %zu bytes of text for %d VMs\n", strlen(want), BIG_VMS);
         assert_int_equal(sd_event_new(&e), 0);
         assert_int_equal(metrics_server_new(e, &o, &big, &c, &srv, &err), 0);
         struct timespec t0, t1;
