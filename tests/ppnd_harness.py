@@ -124,13 +124,17 @@ class Node:
         and policy: more lines for those sections of the config."""
         with open(os.path.join(self.dir, 'meminfo'), 'w') as f:
             f.write('MemTotal: 33554432 kB\nMemFree: 30000000 kB\nMemAvailable: 31000000 kB\n')
+        with open(self.conf, 'a') as f:      # the config ends in [controller]
+            f.write('%s[policy]\n%shost-low-percent = 0\n%s' % (controller, policy, self._host_files()))
+        self.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+
+    def _host_files(self):
+        """Writes a pressure file with no pressure; returns the [host] lines naming it and the
+        meminfo file here (which the caller writes)."""
         with open(os.path.join(self.dir, 'pressure'), 'w') as f:
             f.write('some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
                     'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n')
-        with open(self.conf, 'a') as f:      # the config ends in [controller]
-            f.write('%s[policy]\n%shost-low-percent = 0\n[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\n'
-                    % (controller, policy, self.dir, self.dir))
-        self.ctl('node', 'set', 'physical=8G', 'reserve=1G')
+        return '[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\n' % (self.dir, self.dir)
 
     def file_host(self, available, vmstat=False, policy=''):
         """A host of 8 GiB (1 GiB reserve; low mark 5 %, 409.6 MiB) read from files here, not the
@@ -138,10 +142,7 @@ class Node:
         and with vmstat a static allocation counter, a host that allocates nothing. policy: lines
         for [policy]."""
         self.write_meminfo(available)
-        with open(os.path.join(self.dir, 'pressure'), 'w') as f:
-            f.write('some avg10=0.00 avg60=0.00 avg300=0.00 total=0\n'
-                    'full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n')
-        lines = '[host]\nmeminfo = %s/meminfo\npressure = %s/pressure\n' % (self.dir, self.dir)
+        lines = self._host_files()
         if vmstat:
             with open(os.path.join(self.dir, 'vmstat'), 'w') as f:
                 f.write('pgalloc_dma 0\npgalloc_dma32 1000\npgalloc_normal 500000\npgalloc_movable 0\n')
@@ -158,6 +159,10 @@ class Node:
             f.write('MemTotal: %d kB\nMemFree: %d kB\nMemAvailable: %d kB\n'
                     % (8 * GIB // 1024, available // 1024, available // 1024))
         os.replace(path + '.new', path)
+
+    def wait_running(self, n, timeout=10):
+        """Whether all n VMs are adopted and running within timeout seconds."""
+        return wait_for(lambda: [v.get('state') for v in self.status().values()] == ['running'] * n, timeout)
 
     def events(self):
         """ppnd's events, oldest first (ppnctl events --json: one object per line)."""

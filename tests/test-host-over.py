@@ -40,8 +40,7 @@ def main():
         node.add_vm('idle', 'good', max_='2G', available=1536 * MIB, free=64 * MIB, free_page_reporting=True)
         if not t.ok(node.start(), 'ppnd starts'):
             return t.done()
-        t.ok(wait_for(lambda: [v.get('state') for v in node.status().values()] == ['running'], 10),
-             'the VM is adopted')
+        t.ok(node.wait_running(1), 'the VM is adopted')
         time.sleep(2.0)         # the round at adoption is over; the next tick is ~28 s away
         t.ok(node.targets('idle') == [], 'no balloon command while the host has memory',
              str(node.targets('idle')))

@@ -55,8 +55,7 @@ def quiet_host(t):
                         free_page_reporting=True, **burn)
         if not t.ok(node.start(), 'quiet host: ppnd starts'):
             return
-        t.ok(wait_for(lambda: [v.get('state') for v in node.status().values()] == ['running'] * 2, 10),
-             'quiet host: both VMs adopted')
+        t.ok(node.wait_running(2), 'quiet host: both VMs adopted')
         # Settled, the host quiet: the rounds may skip their RSS; long past the 4 s hold of the
         # busy VM's activity as seen before it settled.
         time.sleep(10.0)
@@ -93,8 +92,7 @@ def main():
         if not t.ok(node.start(), 'ppnd starts and answers ping'):
             return t.done()
         pid = {name: p.pid for name, (p, _) in node.fakes.items()}
-        adopted = wait_for(lambda: [v.get('state') for v in node.status().values()] == ['running'] * 2, 10)
-        t.ok(adopted, 'both VMs adopted')
+        t.ok(node.wait_running(2), 'both VMs adopted')
         time.sleep(2.0)         # ten rounds
         files = open_proc_files(node)
         t.note('open: %s' % {name: sorted(files.get(p, ())) for name, p in pid.items()})
