@@ -218,3 +218,46 @@ double sim_slowdown_max(const struct sim *s) {
         }
         return worst;
 }
+
+/* The least host footprint of any policy under which no VM of t is ever under pressure
+ * (GiB·min): such a VM has its whole working set resident (no guest swap), and a guest holds
+ * touched at least its kernel and what is resident (sim-model.h), cache and unreported free
+ * memory being extra. A working set beyond max − kernel cannot be all resident under any
+ * policy; only the part that can counts. Per VM and second, SIM_KERNEL + min(ws, max −
+ * SIM_KERNEL), the working set being constant within a second. bench/sim.c emits it as policy "floor". */
+double sim_floor_footprint(const struct trace *t) {
+        double sum = 0;
+        for (size_t sec = 0; sec < t->seconds; sec++)
+                for (size_t i = 0; i < t->n_vms; i++) {
+                        uint64_t room = t->vms[i].max > SIM_KERNEL ? t->vms[i].max - SIM_KERNEL : 0;
+                        uint64_t ws = trace_ws(t, i, sec);
+                        sum += (double) (SIM_KERNEL + (ws < room ? ws : room));
+                }
+        return sum / GIB / 60.0;
+}
+
+/* Seconds in which even the pressure-free floor does not fit the host: base + Σ (SIM_KERNEL +
+ * min(ws, max − SIM_KERNEL)) > physical, over the simulator's own steps (sim_step(): the step
+ * ending at now reads the working set of second now / 1 s). In such a step every policy has a VM
+ * under pressure or the host overrun: a VM not under pressure has no page in swap, so its whole
+ * working set is resident and it holds touched at least SIM_KERNEL + ws (sim-model.h), and if
+ * every VM did, base + Σ touched would exceed physical. So pressure + host overrun ≥ this, in
+ * seconds, for every run of t (tests/test-sim-model.c, and bench/report.py on every run).
+ * bench/sim.c emits it as policy "floor", metric "unfit". */
+double sim_floor_unfit(const struct trace *t) {
+        uint64_t end = (uint64_t) t->seconds * 1000000ULL;
+        double unfit = 0;
+        for (uint64_t now = 0; now < end;) {
+                now += SIM_STEP_USEC;
+                size_t sec = (size_t) (now / 1000000ULL);
+                uint64_t need = t->base;
+                for (size_t i = 0; i < t->n_vms; i++) {
+                        uint64_t room = t->vms[i].max > SIM_KERNEL ? t->vms[i].max - SIM_KERNEL : 0;
+                        uint64_t ws = trace_ws(t, i, sec);
+                        need += SIM_KERNEL + (ws < room ? ws : room);
+                }
+                if (need > t->physical)
+                        unfit += SIM_STEP_USEC / 1e6;
+        }
+        return unfit;
+}

@@ -140,3 +140,9 @@ bool sim_guest_pressed(const struct sim_guest *g);
 
 /* The worst VM's slowdown so far: max over VMs of T / (T − stall), T = now. */
 double sim_slowdown_max(const struct sim *s);
+
+/* Bounds any policy meets on trace t (sim-model.c explains why): the least footprint with no
+ * VM ever under pressure (GiB·min), and the seconds in which even that does not fit the host,
+ * each of which has a VM under pressure or the host overrun. */
+double sim_floor_footprint(const struct trace *t);
+double sim_floor_unfit(const struct trace *t);

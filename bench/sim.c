@@ -89,23 +89,6 @@ static void debug_line(const struct sim *s) {
         fputc('\n', stderr);
 }
 
-/* The least host footprint of any policy under which no VM of t is ever under pressure
- * (GiB·min): such a VM has its whole working set resident (no guest swap), and a guest holds
- * touched at least its kernel and what is resident (sim-model.h), cache and unreported free
- * memory being extra. A working set beyond max − kernel cannot be all resident under any
- * policy; only the part that can counts. Per VM and second, SIM_KERNEL + min(ws, max −
- * SIM_KERNEL), the working set being constant within a second. Emitted as policy "floor". */
-static double pressure_free_floor(const struct trace *t) {
-        double sum = 0;
-        for (size_t sec = 0; sec < t->seconds; sec++)
-                for (size_t i = 0; i < t->n_vms; i++) {
-                        uint64_t room = t->vms[i].max > SIM_KERNEL ? t->vms[i].max - SIM_KERNEL : 0;
-                        uint64_t ws = trace_ws(t, i, sec);
-                        sum += (double) (SIM_KERNEL + (ws < room ? ws : room));
-                }
-        return sum / GIB / 60.0;
-}
-
 static int run_one(const struct trace *t, const struct sim_driver *d) {
         const char *debug = getenv("PPN_SIM_DEBUG");
         struct sim s;
@@ -208,7 +191,8 @@ int main(int argc, char **argv) {
                         fprintf(stderr, "ppn-sim: %s\n", err.msg);
                         return 1;
                 }
-                emit(t->name, "floor", "footprint", pressure_free_floor(t), "GiB*min");
+                emit(t->name, "floor", "footprint", sim_floor_footprint(t), "GiB*min");
+                emit(t->name, "floor", "unfit", sim_floor_unfit(t), "s");
                 for (size_t d = 0; d < sim_n_drivers; d++) {
                         int r = run_one(t, &sim_drivers[d]);
                         if (r < 0) {

@@ -2,7 +2,8 @@
 /*
  * The simulator's model (bench/sim-model.h) and trace reader (bench/trace.h): balloon rates,
  * the inflate floor, the guest's published statistics, OOM episodes, free page reporting,
- * deflate-on-oom, the page cache, and trace files that do not parse. Every expected number is
+ * deflate-on-oom, the page cache, the bounds every policy meets, and trace files that do not
+ * parse. Every expected number is
  * worked out by hand in the comment next to it.
  */
 #include <setjmp.h>
@@ -250,6 +251,49 @@ static void test_host_overrun(void **state) {
         sim_done(&s);
 }
 
+/* The bounds every policy meets (sim_floor_footprint, sim_floor_unfit), by hand: two VMs of
+ * 2 GiB max on a 4 GiB host with a 1 GiB base, 30 s. Seconds 0–9: ws 1000 MiB each, the floor
+ * 1024 + 2·(96 + 1000) = 3216 MiB fits. Seconds 10–19: 1500 each, 1024 + 2·1596 = 4216 >
+ * 4096: unfit. Seconds 20–29: a 2000 (only 2048 − 96 = 1952 of it can be resident) and b 100:
+ * 1024 + 2048 + 196 = 3268 fits. The step ending at now reads second now / 1 s: the steps
+ * ending at 10.0 … 19.9 s are unfit, 10.0 s. Footprint floor: 10·2192 + 10·3192 + 10·2244 =
+ * 76,280 MiB·s = 1.2415 GiB·min. Then the claim the unfit bound rests on, against the model
+ * itself under several fixed sizes: in every unfit step a VM is under pressure or the host
+ * overruns, so pressure + overrun ≥ 10 s. */
+static void test_floor_bounds(void **state) {
+        struct trace_vm vms[2] = {
+                { .max = 2 * GIB, .min = 256 * MIB, .shares = 1000, .init = 2 * GIB },
+                { .max = 2 * GIB, .min = 256 * MIB, .shares = 1000, .init = 2 * GIB },
+        };
+        uint32_t ws[60], io[60] = { 0 };
+        struct trace t = { .physical = 4 * GIB, .reserve = GIB, .base = GIB, .n_vms = 2, .seconds = 30,
+                           .vms = vms, .ws_mib = ws, .io_mib = io };
+        const uint64_t sizes[][2] = { { 2 * GIB, 2 * GIB }, { GIB, 2 * GIB }, { 1600 * MIB, 1600 * MIB },
+                                      { 1100 * MIB, 1100 * MIB } };
+
+        for (size_t sec = 0; sec < 30; sec++) {
+                ws[sec * 2] = sec < 10 ? 1000 : sec < 20 ? 1500 : 2000;
+                ws[sec * 2 + 1] = sec < 10 ? 1000 : sec < 20 ? 1500 : 100;
+        }
+        assert_true(fabs(sim_floor_unfit(&t) - 10.0) < 1e-9);
+        assert_true(fabs(sim_floor_footprint(&t) - 76280.0 / 1024 / 60) < 1e-9);
+        for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+                struct sim s;
+                assert_int_equal(sim_init(&s, &t), 0);
+                sim_set_target(&s, 0, sizes[k][0]);
+                sim_set_target(&s, 1, sizes[k][1]);
+                while (s.now_usec < 30 * 1000000ULL) {
+                        sim_step(&s);
+                        size_t sec = (size_t) (s.now_usec / 1000000ULL);
+                        if (sec >= 10 && sec < 20)
+                                assert_true(sim_host_used(&s) > t.physical || sim_guest_pressed(&s.g[0]) ||
+                                            sim_guest_pressed(&s.g[1]));
+                }
+                assert_true(s.m.pressure_s + s.m.host_overrun_s >= 10.0 - 1e-9);
+                sim_done(&s);
+        }
+}
+
 static void test_trace_errors(void **state) {
         char path[] = "/tmp/ppn-trace-test.XXXXXX";
         int fd = mkstemp(path);
@@ -286,6 +330,7 @@ int main(void) {
                 cmocka_unit_test(test_free_page_reporting),
                 cmocka_unit_test(test_page_cache),
                 cmocka_unit_test(test_host_overrun),
+                cmocka_unit_test(test_floor_bounds),
                 cmocka_unit_test(test_trace_errors),
         };
         return cmocka_run_group_tests(tests, NULL, NULL);
