@@ -14,8 +14,9 @@ plugged − balloon) never falls below its minimum.
     squeezed node would), the idle memory is unplugged and the QEMU's RSS falls.
  3. restart: ppnd SIGKILLed during an unplug and started again re-adopts the VM with the
     plugged size QEMU reports and carries on reclaiming, with no 'override' of its own resize.
- 4. stall: an operator lease below what the guest holds (its memory full, so blocks cannot be
-    offlined) makes the unplug stall; the balloon takes over, the reason says so.
+ 4. stall: the guest grown by an operator lease to 1152 MiB and then filled with 750 MiB, a
+    lease below what it holds (its memory full, so blocks cannot be offlined) makes the unplug
+    stall; the balloon takes over, the reason says so.
 """
 import json
 import os
@@ -261,10 +262,15 @@ def restart(tap, node, vmdir, q):
 
 
 def stall(tap, node, vmdir, q, sampler, console):
-    # Grow, then fill the guest: blocks cannot be offlined without room to move pages to.
+    # Grow, then fill the guest: blocks cannot be offlined without room to move pages to. The
+    # growth comes first, by an operator lease (ppnd plugs to it), so the fill never races
+    # ppnd's reaction to it: when it did (the growth phase measures that race), the guest could
+    # OOM-kill the filling program and the blocks were free again (1 run in 7 here).
     kills = ooms(console)
+    node.ctl('balloon', 'g', '1152M', '--for', '2m')
+    grown = wait_for(lambda: q.plugged() >= 640 * MIB, 30, 0.2)
+    tap.note('plugged to %d MiB by a lease before the fill%s' % (q.plugged() // MIB, '' if grown else ' (timed out)'))
     hog(vmdir, 's')
-    wait_for(lambda: q.plugged() >= 600 * MIB, 30, 0.2)
     time.sleep(3)
     seq = last_seq(node)
     node.ctl('balloon', 'g', '512M', '--for', '2m')
@@ -277,6 +283,10 @@ def stall(tap, node, vmdir, q, sampler, console):
         # went through, so this run never had an unplug that could stall. Not a pass, not a
         # failure: the skip is printed with the reason.
         tap.skip(what, 'the guest OOM-killed the pinning program before the unplug could stall')
+        for line in [l for l in open(console, errors='replace') if 'Killed process' in l or 'invoked oom-killer' in l][-4:]:
+            tap.note('console: %s' % line.strip())
+        for e in [e for e in events_since(node, seq) if e['vm'] == 'g'][:12]:
+            tap.note('event %s: %s' % (e['kind'], e['reason']))
     else:
         tap.ok(ev and 'unplug-stalled' in g['reason'] or ev, what, ev and ev[0]['reason'])
     tap.note('status reason: %s' % g['reason'])
