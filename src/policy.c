@@ -1100,6 +1100,7 @@ static void summarize(const struct policy_node *node, const struct pool *p, cons
                 .committed = p->committed,
                 .targets_before = p->sum_targets,
                 .free = p->free,
+                .granted = p->granted,
                 .reclaim_wanted = p->reclaim,
                 .node_short = p->node_short,
                 .contended = p->contended,

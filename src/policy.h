@@ -214,6 +214,7 @@ struct policy_summary {
         uint64_t targets_before;     /* Σ targets (clamped to [min, max]) before */
         uint64_t targets_after;      /* Σ decision.target */
         uint64_t free;               /* memory granted from: capacity - committed, ≤ host MemAvailable - low */
+        uint64_t granted;            /* of free, what this tick's decisions handed out */
         uint64_t reclaim_wanted;     /* bytes the pool asked donors for this tick */
         bool node_short;             /* host MemAvailable low or PSI above threshold */
         bool contended;              /* Σ need > what the pool can give */

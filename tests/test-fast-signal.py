@@ -19,6 +19,11 @@ guest touched since its statistics were asked; seen at the first round after the
 (reads at most one a period) and deferred VMs. Before that was fixed a VM the cap left unread
 through its burst was never grown by the fast signal: each round's sample counted spent from
 itself, the rate needed two samples within 600 ms, and a bound sample hid the growth.
+
+Last, a pool of reporting VMs whose balloons add up to more than the node's capacity (3 VMs, Σ
+actual 9 GiB, capacity 7 GiB, the host with 6 GiB available): the burst is grown by the fast
+signal. It grants from the policy's free memory (for reporting VMs the host's MemAvailable less
+the low mark); before, it took capacity less Σ actual, negative here, and never ran.
 """
 import json
 import os
@@ -28,7 +33,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ppnd_harness import MIB, Node, Tap, free_port, wait_for  # noqa: E402
+from ppnd_harness import GIB, MIB, Node, Tap, free_port, wait_for  # noqa: E402
 
 TOUCH_AT = 10.0         # s after the fake starts: adopted, read and decided by then
 RUN = 17.0
@@ -99,6 +104,38 @@ def capped(t):
         node.cleanup()
 
 
+def reporting(t):
+    """A reporting pool whose balloons add up to more than its capacity (what free page reporting
+    is for): the fast signal still grows a burst, from what the host has free."""
+    node = Node(tick='3s')
+    try:
+        # 8 GiB, 1 GiB reserve: capacity 7 GiB; the host has 6 GiB available (low mark 409.6 MiB).
+        node.file_host(6 * GIB)
+        node.add_vm('burst', 'good', max_='3G', init='1G', available=384 * MIB, free_page_reporting=True,
+                    touch='%g:512M' % TOUCH_AT)
+        for i in range(2):
+            node.add_vm('big%d' % i, 'good', max_='4G', init='4G', available=3 * GIB, free_page_reporting=True)
+        t0 = time.monotonic()
+        if not t.ok(node.start(), 'reporting: ppnd starts and answers ping'):
+            return
+        grown = None
+        while time.monotonic() - t0 < RUN and grown is None:
+            if [e for e in fast_grows(node) if e['vm'] == 'burst']:
+                grown = time.monotonic() - t0
+            time.sleep(0.05)
+        # Σ actual 9 GiB against a capacity of 7: the node's own "pool free" is negative. Until
+        # the fast signal took the policy's figure (the host's 6 GiB less the low mark) it never
+        # ran here: no grow-fast, the burst left to the statistics, which keep saying 384 MiB.
+        t.note('reporting: touch from %.1f s, grow-fast seen at %s s; status pool free %s MiB' % (
+            TOUCH_AT, grown and round(grown, 1), node.request('status')[0]['pool']['free_bytes'] // MIB))
+        t.ok(grown is not None and TOUCH_AT - 0.2 < grown < TOUCH_AT + 6.5,
+             'reporting: Σ balloons above the capacity, a burst is grown by the fast signal from the host\'s free memory',
+             'touch from %.1f s, grow-fast at %s' % (TOUCH_AT, grown))
+        t.ok(node.kill(15) == 0, 'reporting: ppnd exits 0')
+    finally:
+        node.cleanup()
+
+
 def main():
     t = Tap()
     node = Node(tick='3s')
@@ -150,6 +187,7 @@ def main():
     finally:
         node.cleanup()
     capped(t)
+    reporting(t)
     return t.done()
 
 

@@ -1006,14 +1006,21 @@ static void test_reporting_growth_from_host(void **state) {
         struct policy_vm vm[2] = { vm_settled(1 * GIB, 6 * GIB, 4 * GIB, 20 * MIB),
                                    vm_settled(1 * GIB, 4 * GIB, 4 * GIB, 3 * GIB) };
         struct policy_decision d[2];
-        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        struct policy_summary sum;
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, &sum), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_WAIT_MEMORY);
+        assert_int_equal(sum.free, 0);
+        assert_int_equal(sum.granted, 0);
         tun.free_page_reporting = POLICY_FPR_YES;
-        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, NULL), 0);
+        assert_int_equal(policy_decide(&tun, &node, vm, 2, d, &sum), 0);
         assert_int_equal(d[0].reason, POLICY_REASON_GROW_PRESSURE);
         assert_int_equal(d[0].target, 5 * GIB);
         assert_true(d[0].apply);
         assert_false(d[1].apply);
+        /* What the fast signal grants from after this tick (ppnd: free − granted): the host's
+         * 6 GiB less the low mark, less the 1 GiB given here. */
+        assert_int_equal(sum.free, node.host_available - policy_host_low(&tun, node.physical));
+        assert_int_equal(sum.granted, 1 * GIB);
 }
 
 /* The host is short: MemAvailable 300 MiB < the low mark 409.6 MiB (5 % of 8 GiB). The pool

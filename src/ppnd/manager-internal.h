@@ -84,6 +84,9 @@ struct manager {
         size_t history_cap;             /* samples per VM: [daemon] history-memory shared by all */
         unsigned round_pending;         /* VMs whose sample is still due */
         struct pool_status pool;
+        /* What the fast signal may grant: the policy's free memory at its last round, less what
+         * that round and fast grows since handed out (decide(), fast_grow()). */
+        int64_t fast_free;
         uint64_t ticks;
         char last_status[128];
         size_t status_len[2];           /* the last full [0] and brief [1] status replies' lengths:

@@ -458,6 +458,7 @@ void decide(struct manager *m) {
         /* Without node settings there is no capacity to keep within: hold everything. */
         if (!m->lstate->node_ok || policy_decide(&m->tunables, &node, pv, m->n_vms, d, &sum) < 0)
                 return;
+        m->fast_free = (int64_t) sum.free - (int64_t) sum.granted;
         if (verify_donors(m, pv, d))
                 return;
         for (size_t i = 0; i < m->n_vms; i++)
@@ -642,21 +643,24 @@ static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age) {
         return v->rss;
 }
 
-/* Grows v now, within what the pool has free (the policy's figure from its last round, less
- * what fast grows took since). The policy sees it as its own growth: the target in force moves
- * and its hold after growth applies. */
+/* Grows v now, within what the pool has free: the policy's own figure at its last round, less
+ * what that round and fast grows since handed out (m->fast_free) — capacity less Σ targets for
+ * the classic rules, host MemAvailable less the low mark for the reporting rules, never more
+ * than the latter. The node's Σ actuals (status's "pool free") would be wrong for a reporting
+ * pool: there Σ max is above the capacity by design, and the signal never ran. The policy sees
+ * it as its own growth: the target in force moves and its hold after growth applies. */
 static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, uint64_t from) {
         struct manager *m = v->m;
         uint64_t want = d->target > from ? d->target - from : 0;
-        uint64_t grant = m->pool.free_bytes > 0 && (uint64_t) m->pool.free_bytes < want ? (uint64_t) m->pool.free_bytes : want;
+        uint64_t grant = m->fast_free > 0 && (uint64_t) m->fast_free < want ? (uint64_t) m->fast_free : want;
 
-        if (m->pool.free_bytes <= 0 || grant < FAST_GRANT_MIN) {
+        if (m->fast_free <= 0 || grant < FAST_GRANT_MIN) {
                 m->fast_held_usec = now_usec();         /* look again once there is memory */
                 return;
         }
         v->target = from + grant;
         v->pstate.last_grow_usec = now_usec();
-        m->pool.free_bytes -= (int64_t) grant;
+        m->fast_free -= (int64_t) grant;
         if (backend_set_target(v->link, v->target, v->entry.min_bytes) >= 0)
                 m->counters.balloon_commands++;
         manager_record(m, v->entry.name, "grow-fast", from, v->target, "%s; grown by %" PRIu64 " MiB before its next "
@@ -738,7 +742,7 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
 
 /* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
 static bool fast_on(const struct manager *m) {
-        return m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->pool.free_bytes >= (int64_t) FAST_GRANT_MIN;
+        return m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->fast_free >= (int64_t) FAST_GRANT_MIN;
 }
 
 /* The host's allocation counter, read once a period: false when it allocated too little since
