@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 PARTS = ['sim', 'reaction', 'reclaim', 'scale', 'fleet', 'overcommit', 'vmem', 'live']
-POLICIES = ['none', 'ppnd', 'ppnd-fpr', 'ppnd-10s', 'mom', 'mom-matched', 'mom-vdsm', 'mom-vdsm-matched',
+POLICIES = ['none', 'ppnd', 'ppnd-fpr', 'ppnd-fpr-nofast', 'ppnd-10s', 'mom', 'mom-matched', 'mom-vdsm', 'mom-vdsm-matched',
             'proxmox', 'proxmox-matched', 'hyperv', 'xen', 'chromeos', 'chromeos-matched', 'tmo']
 SIM_METRICS = [
     ('footprint', 'footprint GiB·min'),

@@ -13,6 +13,7 @@
 #include "baseline-pve.h"
 #include "baseline-tmo.h"
 #include "baseline-xen.h"
+#include "fastgrow.h"
 #include "policy.h"
 
 #define SEC 1000000ULL
@@ -26,6 +27,12 @@ struct ours {
         struct policy_vm *vms;
         struct policy_decision *dec;
         bool verbose;              /* PPN_SIM_DEBUG names this driver: print its decisions */
+        /* The fast signal, as ppnd keeps it (manager-round.c): its tunables, each VM's samples,
+         * and what it may grant (the policy's free at its last tick, less what was handed out). */
+        struct fastgrow_tunables ft;
+        struct fastgrow_state *fs;
+        int64_t fast_free;
+        bool decided;              /* a tick has run: the fast signal acts only after one */
 };
 
 static void ours_stop(void *ctx) {
@@ -33,6 +40,7 @@ static void ours_stop(void *ctx) {
         if (!o)
                 return;
         free(o->target);
+        free(o->fs);
         free(o->st);
         free(o->vms);
         free(o->dec);
@@ -44,14 +52,16 @@ static void *ours_start(const struct sim *s, bool matched) {
         if (!o)
                 return NULL;
         policy_tunables_default(&o->t);
+        fastgrow_tunables_default(&o->ft);
         o->t.free_page_reporting = matched ? POLICY_FPR_YES : POLICY_FPR_NO;
         const char *debug = getenv("PPN_SIM_DEBUG");
         o->verbose = debug && strcmp(debug, matched ? "ppnd-fpr" : "ppnd") == 0;
         o->target = calloc(s->n, sizeof *o->target);
+        o->fs = calloc(s->n, sizeof *o->fs);
         o->st = calloc(s->n, sizeof *o->st);
         o->vms = calloc(s->n, sizeof *o->vms);
         o->dec = calloc(s->n, sizeof *o->dec);
-        if (!o->target || !o->st || !o->vms || !o->dec) {
+        if (!o->target || !o->fs || !o->st || !o->vms || !o->dec) {
                 ours_stop(o);
                 return NULL;
         }
@@ -119,11 +129,54 @@ static int ours_tick(void *ctx, struct sim *s) {
                 return r;
         if (o->verbose)
                 ours_trace(s, o->dec, &sum);
+        o->fast_free = (int64_t) sum.free - (int64_t) sum.granted;
+        o->decided = true;
         for (size_t i = 0; i < s->n; i++) {
                 o->st[i] = o->dec[i].state;
                 o->target[i] = o->dec[i].target;
                 if (o->dec[i].apply)
                         sim_set_target(s, i, o->dec[i].target);
+        }
+        return 0;
+}
+
+/* The daemon's fast signal (src/fastgrow.h; ppnd's 200 ms timer, manager-round.c): each guest's
+ * host footprint stands for its QEMU's RSS, and its statistics count as asked when published.
+ * Every VM is sampled every period: ppnd's gates and read cap save reads, and by their rules
+ * (docs/policy.md) never grow a VM later than a sample every period would, but one period later
+ * at most where the rest of the host allocated meanwhile. A grow is granted as ppnd grants it
+ * (fast_grow()): from the larger of target and size, up to what the policy had free at its last
+ * tick less what was handed out since, none under FASTGROW_GRANT_MIN; the policy sees it as its
+ * own growth. */
+static int ours_fast(void *ctx, struct sim *s) {
+        struct ours *o = ctx;
+
+        if (!o->decided || o->fast_free < (int64_t) FASTGROW_GRANT_MIN)
+                return 0;
+        for (size_t i = 0; i < s->n; i++) {
+                const struct sim_guest *g = &s->g[i];
+                struct fastgrow_decision d;
+                if (!g->pub_usec)
+                        continue;
+                struct fastgrow_vm in = {
+                        .rss = g->touched, .stats_update = g->pub_usec, .stats_age_usec = s->now_usec - g->pub_usec,
+                        .rss_at_ask = g->pub_touched, .available = g->pub_available, .size = g->actual,
+                        .target = o->target[i], .max = g->spec->max,
+                };
+                if (fastgrow_sample(&o->ft, &o->fs[i], &in, s->now_usec, &d) < 0 || !d.grow)
+                        continue;
+                uint64_t from = o->target[i] > g->actual ? o->target[i] : g->actual;
+                uint64_t want = d.target > from ? d.target - from : 0;
+                uint64_t grant = (uint64_t) o->fast_free < want ? (uint64_t) o->fast_free : want;
+                if (o->fast_free < (int64_t) FASTGROW_GRANT_MIN || grant < FASTGROW_GRANT_MIN)
+                        continue;
+                o->target[i] = from + grant;
+                o->st[i].last_grow_usec = s->now_usec;
+                o->fast_free -= (int64_t) grant;
+                sim_set_target(s, i, o->target[i]);
+                if (o->verbose)
+                        fprintf(stderr, "%6.1f   %s grow-fast sent target=%llu: %s\n", (double) s->now_usec / SEC,
+                                g->spec->name, (unsigned long long) (o->target[i] / MIB), d.why);
         }
         return 0;
 }
@@ -372,9 +425,10 @@ static int tmo_drive(void *ctx, struct sim *s) {
 
 const struct sim_driver sim_drivers[] = {
         { "none", 10 * SEC, 10 * SEC, 0, none_start, NULL, none_tick, free, false },
-        { "ppnd", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, false },
-        { "ppnd-10s", 10 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, false },
-        { "ppnd-fpr", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, true },
+        { "ppnd", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, false, ours_fast },
+        { "ppnd-10s", 10 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, false, ours_fast },
+        { "ppnd-fpr", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, true, ours_fast },
+        { "ppnd-fpr-nofast", 1 * SEC, 1 * SEC, 0, ours_start, NULL, ours_tick, ours_stop, true, NULL },
         { "mom", MOM_POLICY_USEC, MOM_SAMPLE_USEC, MOM_SAMPLE_USEC, mom_start, mom_sample,
           mom_tick, mom_stop, false },
         { "mom-matched", MOM_POLICY_USEC, MOM_SAMPLE_USEC, MOM_SAMPLE_USEC, mom_start, mom_sample,

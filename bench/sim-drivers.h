@@ -7,9 +7,12 @@
  *   none               no controller: every VM stays at its maximum (the realistic default)
  *   ppnd               our policy (src/policy.c, the function the daemon calls), every 1 s,
  *                      guest stats every 1 s, host MemAvailable now; classic rules for every
- *                      VM ([policy] free-page-reporting = no)
+ *                      VM ([policy] free-page-reporting = no); and the daemon's fast signal
+ *                      (src/fastgrow.h) every 200 ms, each guest's host footprint for its
+ *                      QEMU's RSS, as ppnd runs by default
  *   ppnd-fpr           the same with the reporting rules for every VM (= yes); every simulated
  *                      guest reports, so this is what the default (auto) does here
+ *   ppnd-fpr-nofast    ppnd-fpr without the fast signal (ablation: what the signal buys)
  *   ppnd-10s           the default at a 10 s tick (ablation: what the 1 s tick buys)
  *   mom, mom-vdsm      oVirt MOM's default rules (bench/baseline-mom.c): policy every 10 s
  *                      (standalone MOM) or 15 s (vdsm's), 10-sample averages taken every 5 s
@@ -41,7 +44,10 @@ struct sim_driver {
         int (*tick)(void *ctx, struct sim *s);
         void (*stop)(void *ctx);
         bool matched;              /* baselines: the matched variant; ppnd: free_page_reporting */
+        int (*fast)(void *ctx, struct sim *s);  /* every SIM_FAST_USEC (NULL: none): ppnd's fast signal */
 };
+
+#define SIM_FAST_USEC 200000ULL    /* ppnd's fast signal period */
 
 extern const struct sim_driver sim_drivers[];
 extern const size_t sim_n_drivers;

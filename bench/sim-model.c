@@ -190,6 +190,7 @@ void sim_publish(struct sim *s, size_t i) {
         g->pub_major_faults = (uint64_t) g->major_faults;
         g->pub_stall_usec = (uint64_t) (g->guest_stall_s * USEC);
         g->pub_usec = s->now_usec ? s->now_usec : 1;
+        g->pub_touched = g->touched;
 }
 
 uint64_t sim_host_used(const struct sim *s) {

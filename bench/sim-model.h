@@ -97,6 +97,8 @@ struct sim_guest {
                                                  * shows in a guest as lost time, not as its own
                                                  * memory stall */
         uint64_t pub_usec;                      /* 0 = never published */
+        uint64_t pub_touched;                   /* touched when they were published: what the
+                                                 * fast signal counts spent from */
         bool oom;                               /* in an OOM episode */
         bool deflating_oom;                     /* deflate-on-oom at work this step */
 };

@@ -70,6 +70,8 @@ static void events(const struct sim_driver *d, void *ctx, struct sim *s, int *r)
                         sim_publish(s, i);
         if (d->sample && s->now_usec % d->sample_usec == 0)
                 d->sample(ctx, s);
+        if (d->fast && s->now_usec % SIM_FAST_USEC == 0 && *r >= 0)
+                *r = d->fast(ctx, s);
         if (s->now_usec % d->tick_usec == 0 && *r >= 0)
                 *r = d->tick(ctx, s);
 }

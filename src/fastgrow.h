@@ -37,6 +37,7 @@
 #include "util.h"
 
 #define FASTGROW_SAMPLES 8
+#define FASTGROW_GRANT_MIN (16 * MIB)   /* a fast grow smaller than this is not made */
 
 struct fastgrow_tunables {
         uint64_t window_usec;     /* rate over this span (600 ms: 3 samples at 200 ms) */

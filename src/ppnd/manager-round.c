@@ -595,8 +595,6 @@ static int tunables_from_config(const struct ppn_config *c, struct policy_tunabl
 
 /* ---- the fast signal: QEMU's resident set every 200 ms (fastgrow.h) ---- */
 
-#define FAST_GRANT_MIN (16 * MIB)       /* a fast grow smaller than this is not made */
-
 /* Resident bytes of v's QEMU from PROC/PID/statm; 0 if unreadable (it exited). The file stays
  * open between samples: a pread is a few µs, an open/read/close several times that. The
  * second field is read in place (no sscanf): this runs up to 10,000 times a second. */
@@ -654,7 +652,7 @@ static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, u
         uint64_t want = d->target > from ? d->target - from : 0;
         uint64_t grant = m->fast_free > 0 && (uint64_t) m->fast_free < want ? (uint64_t) m->fast_free : want;
 
-        if (m->fast_free <= 0 || grant < FAST_GRANT_MIN) {
+        if (m->fast_free <= 0 || grant < FASTGROW_GRANT_MIN) {
                 m->fast_held_usec = now_usec();         /* look again once there is memory */
                 return;
         }
@@ -742,7 +740,7 @@ static void fast_sample(struct managed_vm *v, uint64_t now, uint64_t real, bool 
 
 /* With less free in the pool than a fast grow takes, no VM can be grown: nothing is read. */
 static bool fast_on(const struct manager *m) {
-        return m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->fast_free >= (int64_t) FAST_GRANT_MIN;
+        return m->cfg->fast_signal && m->lstate && m->lstate->node_ok && m->fast_free >= (int64_t) FASTGROW_GRANT_MIN;
 }
 
 /* The host's allocation counter, read once a period: false when it allocated too little since
