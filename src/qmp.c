@@ -566,14 +566,14 @@ static bool command_name_ok(const char *command) {
 }
 
 /* The command's line: {"execute":C,"arguments":A,"id":N}\n (json-c's plain form, put together
- * by hand: building and printing a json-c object per command cost as much as the reply's parse). */
-static int build_command(const char *command, const char *args_json, uint64_t id, char **ret,
-                         size_t *ret_len) {
-        size_t lc = strlen(command), la = args_json ? strlen(args_json) : 0;
-        char *text = malloc(sizeof("{\"execute\":\"\",\"arguments\":,\"id\":}\n") + lc + la + 20), *e = text;
+ * by hand: building and printing a json-c object per command cost as much as the reply's parse;
+ * and the id without snprintf(), every command of every round). buf has COMMAND_LEN(lc, la)
+ * bytes; returns the line's length (the '\n' included). */
+#define COMMAND_LEN(lc, la) (sizeof("{\"execute\":\"\",\"arguments\":,\"id\":}\n") + (lc) + (la) + 20)
+static size_t build_command(const char *command, size_t lc, const char *args_json, size_t la, uint64_t id,
+                            char *buf) {
+        char *e = buf;
 
-        if (!text)
-                return -ENOMEM;
         e = mempcpy(e, "{\"execute\":\"", 12);
         e = mempcpy(e, command, lc);
         if (args_json) {
@@ -582,31 +582,35 @@ static int build_command(const char *command, const char *args_json, uint64_t id
                 e = mempcpy(e, ",\"id\":", 6);
         } else
                 e = mempcpy(e, "\",\"id\":", 7);
-        e += snprintf(e, 21, "%" PRIu64, id);
-        e = mempcpy(e, "}\n", 3);
-        *ret = text;
-        *ret_len = (size_t) (e - text) - 1;
-        return 0;
+        e = put_uint(e, id);
+        e = mempcpy(e, "}\n", 2);
+        return (size_t) (e - buf);
 }
 
-/* Queues a command whatever the state (used for qmp_capabilities before ready). */
+/* Queues a command whatever the state (used for qmp_capabilities before ready). Commands of
+ * the usual size are put together on the stack: no allocation for the text. */
 static int send_command(struct qmp *q, const char *command, const char *args_json,
                         uint64_t timeout_usec, qmp_reply_fn fn, qmp_fast_fn fast, void *userdata) {
         _cleanup_free_ struct pending *p = calloc(1, sizeof(*p));
-        _cleanup_free_ char *text = NULL;
+        size_t lc = strlen(command), la = args_json ? strlen(args_json) : 0, len;
+        _cleanup_free_ char *heap = NULL;
+        char stack[256], *text = stack;
         struct pending **pp;
-        size_t len;
         int r;
 
         if (!p)
                 return -ENOMEM;
+        if (COMMAND_LEN(lc, la) > sizeof(stack)) {
+                heap = malloc(COMMAND_LEN(lc, la));
+                if (!heap)
+                        return -ENOMEM;
+                text = heap;
+        }
         *p = (struct pending) { .q = q, .id = q->next_id++, .fn = fn, .fast = fast, .userdata = userdata,
                                 .timeout_usec = timeout_usec ?: QMP_TIMEOUT_DEFAULT_USEC };
         p->deadline_usec = now_usec() + p->timeout_usec;
-        snprintf(p->command, sizeof(p->command), "%s", command);
-        r = build_command(command, args_json, p->id, &text, &len);
-        if (r < 0)
-                return r;
+        memcpy(p->command, command, MIN(lc, sizeof(p->command) - 1));
+        len = build_command(command, lc, args_json, la, p->id, text);
         r = arm_cmd_timer(q, p->deadline_usec);
         if (r < 0)
                 return r;
