@@ -703,6 +703,42 @@ static void test_command_timeout_shared_timer(void **state) {
         peer_done(p);
 }
 
+/* r, a command sent on p, times out (and p's connection with it), not before deadline. */
+static void expect_timeout(struct peer *p, const struct call_result *r, const char *command, uint64_t deadline) {
+        assert_true(peer_run_until(p, &r->done, 3 * 1000000));
+        assert_true(now_usec() >= deadline);
+        assert_int_equal(r->err.error.code, -ETIMEDOUT);
+        assert_contains(r->err.error.msg, command);
+        assert_int_equal(p->n_disconnected, 1);
+}
+
+/* Connections on one loop share its hub's timer for their commands' deadlines: each command
+ * times out at its own deadline, a connection that closes leaves the others' deadlines as they
+ * were, and the deadline of a command answered meanwhile fails nothing. */
+static void test_command_timeout_hub(void **state) {
+        struct peer *a = ready_peer(), *b = ready_peer_on(a->e), *c = ready_peer_on(a->e);
+        struct call_result ra = { 0 }, rb = { 0 }, rc = { 0 };
+        uint64_t t0 = now_usec();
+
+        call(a, "query-status", 300 * 1000, &ra);
+        call(b, "query-balloon", 100 * 1000, &rb);
+        call(c, "query-kvm", 600 * 1000, &rc);
+        peer_answer(b, "query-balloon", "{\"actual\": 1073741824}");
+        assert_true(rb.done);
+        assert_false(rb.failed);
+        expect_timeout(a, &ra, "query-status", t0 + 300 * 1000);
+        assert_false(rc.done);
+        expect_timeout(c, &rc, "query-kvm", t0 + 600 * 1000);
+        /* b's command was answered: its deadline passed without a failure. */
+        assert_int_equal(rb.calls, 1);
+        assert_int_equal(b->n_disconnected, 0);
+        assert_true(qmp_is_ready(b->q));
+        result_clear(&rb);
+        peer_done(c);
+        peer_done(b);
+        peer_done(a);
+}
+
 static void test_greeting_timeout(void **state) {
         struct peer p;
         uint64_t t0 = now_usec();
@@ -1358,6 +1394,7 @@ int main(void) {
         T(test_fast_split_and_free);
         T(test_fast_events);
         T(test_command_timeout_shared_timer);
+        T(test_command_timeout_hub);
         T(test_greeting_timeout);
         T(test_capabilities_refused);
         T(test_eof_mid_message);
