@@ -569,6 +569,13 @@ void control_broadcast(struct control *c, unsigned topic, json_object *msg) {
         }
 }
 
+bool control_has_followers(const struct control *c, unsigned topic) {
+        for (const struct control_conn *conn = c->conns; conn; conn = conn->next)
+                if (conn->topic == topic)
+                        return true;
+        return false;
+}
+
 size_t control_n_connections(const struct control *c) {
         return c->n_conns;
 }

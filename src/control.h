@@ -78,6 +78,9 @@ void control_conn_follow(struct control_conn *conn, unsigned topic);
 /* Sends msg (one line) to every follower of topic. */
 void control_broadcast(struct control *c, unsigned topic, json_object *msg);
 
+/* Whether any connection follows topic: a message nobody would get need not be built. */
+bool control_has_followers(const struct control *c, unsigned topic);
+
 /* Number of open connections (tests). */
 size_t control_n_connections(const struct control *c);
 

@@ -184,6 +184,45 @@ bool json_scan_end(struct json_scan *s) {
         return s->p == s->end;
 }
 
+static json_object *build_object(struct json_scan *s, unsigned depth) {
+        json_object *o = json_object_new_object(), *v = NULL;
+        const char *key, *text;
+        char name[JSON_SCAN_KEY_MAX];
+        size_t len, tlen;
+        bool first = true;
+        uint64_t n;
+        int r = -1;
+
+        while (o && (r = json_scan_member(s, &first, &key, &len)) == 1) {
+                if (len >= sizeof(name))
+                        break;
+                memcpy(name, key, len);
+                name[len] = '\0';
+                if (json_object_object_get_ex(o, name, NULL))
+                        break; /* a key twice: json-c keeps one of them; not ours to choose */
+                json_scan_ws(s);
+                if (s->p < s->end && *s->p == '"')
+                        v = json_scan_string(s, &text, &tlen) ? json_object_new_string_len(text, (int) tlen) : NULL;
+                else if (s->p < s->end && *s->p == '{')
+                        v = depth + 1 < JSON_SCAN_DEPTH && json_scan_char(s, '{') ? build_object(s, depth + 1) : NULL;
+                else if (json_scan_uint(s, &n))
+                        /* As json-c's parser makes a number: an int64 where it fits. */
+                        v = n <= INT64_MAX ? json_object_new_int64((int64_t) n) : json_object_new_uint64(n);
+                else
+                        v = NULL;
+                if (!v || json_object_object_add(o, name, v) < 0)
+                        break;
+                v = NULL;
+        }
+        if (o && r == 0)
+                return o;
+        json_object_put(v);
+        json_object_put(o);
+        return NULL;
+}
+
+json_object *json_scan_object(struct json_scan *s) { return json_scan_char(s, '{') ? build_object(s, 1) : NULL; }
+
 json_object *json_size_or_null(uint64_t v, uint64_t unknown) { return v == unknown ? NULL : json_object_new_uint64(v); }
 
 static json_object *field_to_json(const struct json_field *f, const char *p) {

@@ -105,6 +105,13 @@ int json_scan_member(struct json_scan *s, bool *first, const char **ret_key, siz
 bool json_scan_key_is(const char *key, size_t len, const char *name);
 /* Skips whitespace; true if the text ends there. */
 bool json_scan_end(struct json_scan *s);
+/* Keys longer than this are outside the subset for json_scan_object(). */
+#define JSON_SCAN_KEY_MAX 128
+/* Reads an object of the subset into json-c objects, as json-c's parser would have made them
+ * from the same text (numbers as int64 where they fit, else uint64), for callers that hand
+ * json-c objects on; NULL outside the subset and for an object with a key twice. The caller
+ * owns the result. */
+json_object *json_scan_object(struct json_scan *s);
 
 /*
  * Writing JSON text directly, for replies too large to build as json-c objects (`status` of

@@ -95,8 +95,7 @@ int parse_size(const char *s, uint64_t *ret_bytes) {
         return -EINVAL;
 }
 
-/* n in decimal at buf (room for 20 digits); returns the end. */
-static char *put_uint(char *buf, uint64_t n) {
+char *put_uint(char *buf, uint64_t n) {
         char tmp[20];
         size_t k = 0;
 

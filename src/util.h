@@ -72,6 +72,10 @@ int parse_size(const char *s, uint64_t *ret_bytes);
 char *format_size(uint64_t bytes, char *buf, size_t len);
 #define FORMAT_SIZE_MAX 32
 
+/* n in decimal at buf (room for 20 digits, no NUL written); returns the end. No printf: for text
+ * built many times a second (sizes, the id of every QMP command). */
+char *put_uint(char *buf, uint64_t n);
+
 /* Parses a decimal unsigned integer, whole string. 0 or -EINVAL/-ERANGE. */
 int parse_u64(const char *s, uint64_t *ret);
 

@@ -45,14 +45,21 @@ static void on_disconnected(struct qmp *q, const struct qmp_error *reason, void 
 }
 
 void peer_setup(struct peer *p, uint64_t timeout_usec) {
+        sd_event *e;
+
+        assert_int_equal(sd_event_new(&e), 0);
+        peer_setup_on(p, e, timeout_usec);
+        sd_event_unref(e);
+}
+
+void peer_setup_on(struct peer *p, sd_event *e, uint64_t timeout_usec) {
         static const struct qmp_callbacks cb = {
                 .ready = on_ready, .disconnected = on_disconnected, .event = on_event_generic,
         };
         struct qmp_error err = { 0 };
         int fds[2];
 
-        *p = (struct peer) { .chunk = PEER_BATCH };
-        assert_int_equal(sd_event_new(&p->e), 0);
+        *p = (struct peer) { .chunk = PEER_BATCH, .e = sd_event_ref(e) };
         assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), 0);
         p->fd = fds[1];
         assert_int_equal(fcntl(p->fd, F_SETFL, O_NONBLOCK), 0);
@@ -77,6 +84,14 @@ struct peer *ready_peer(void) {
         struct peer *p = calloc(1, sizeof(*p));
         assert_non_null(p);
         peer_setup(p, 0);
+        peer_handshake(p);
+        return p;
+}
+
+struct peer *ready_peer_on(sd_event *e) {
+        struct peer *p = calloc(1, sizeof(*p));
+        assert_non_null(p);
+        peer_setup_on(p, e, 0);
         peer_handshake(p);
         return p;
 }

@@ -51,6 +51,8 @@ struct peer {
 /* Creates the loop, the socketpair and the client (connect timeout timeout_usec, 0 = default).
  * Handlers for STOP and SHUTDOWN are set; other events go to the generic callback. */
 void peer_setup(struct peer *p, uint64_t timeout_usec);
+/* The same on loop e (a reference is taken): clients on one loop share its hub. */
+void peer_setup_on(struct peer *p, sd_event *e, uint64_t timeout_usec);
 void peer_teardown(struct peer *p);
 
 /* Dispatches everything that is ready, without waiting. */
@@ -66,6 +68,8 @@ json_object *peer_read_command(struct peer *p);
 void peer_handshake(struct peer *p);
 /* A heap peer past the greeting (no timeout); peer_done() tears it down and frees it. */
 struct peer *ready_peer(void);
+/* The same on loop e (another peer's: its clients share one hub). */
+struct peer *ready_peer_on(sd_event *e);
 void peer_done(struct peer *p);
 /* Answers the next command the client sent with `{"return": <json>, "id": N}`; checks its name. */
 void peer_answer(struct peer *p, const char *execute, const char *return_json);

@@ -529,6 +529,60 @@ static void test_fast_replies(void **state) {
         peer_done(p);
 }
 
+/* An event in QEMU's form (the fast path) and the same event with its members in another order
+ * (json-c's way) give the handlers the same thing: name, id, handler, stamp and data, whatever
+ * the data (nested, strings, numbers past INT64_MAX) and the stamp (out of range: 0). What the
+ * fast path does not take (a key twice, an escape, data not an object) goes through json-c. */
+static void test_fast_events(void **state) {
+        static const struct { const char *stamp, *name, *data; } cases[] = {
+                { "\"seconds\": 1795947034, \"microseconds\": 403872", "BALLOON_CHANGE", "{\"actual\": 1072693248}" },
+                { "\"seconds\": 1, \"microseconds\": 2", "STOP", NULL },
+                { "\"seconds\": 0, \"microseconds\": 2", "NEW_IN_QEMU_99", "{}" },
+                { "\"seconds\": 3, \"microseconds\": 1000000", "MEMORY_DEVICE_SIZE_CHANGE",
+                  "{\"id\": \"vm0\", \"size\": 18446744073709551615, \"qom-path\": \"/machine/peripheral/vm0\"}" },
+                { "\"seconds\": 9223372036854775808, \"microseconds\": 0", "RESET",
+                  "{\"a\": {\"b\": {\"c\": 9223372036854775807}}, \"d\": \"\"}" },
+                { "\"seconds\": 4, \"microseconds\": 5", "BALLOON_CHANGE", "{\"actual\": 1, \"actual\": 2}" },
+                { "\"seconds\": 4, \"microseconds\": 5", "BALLOON_CHANGE", "{\"actual\": \"\\u0031\"}" },
+                { "\"seconds\": 4, \"microseconds\": 5", "BALLOON_CHANGE", "[1]" },
+        };
+        struct peer *p = ready_peer();
+        char buf[512];
+        size_t n = 0;
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                const char *d = cases[i].data;
+                n = (size_t) snprintf(buf, sizeof(buf), "{\"timestamp\": {%s}, \"event\": \"%s\"%s%s}\r\n"
+                                      "{\"event\": \"%s\", \"timestamp\": {%s}%s%s}\r\n",
+                                      cases[i].stamp, cases[i].name, d ? ", \"data\": " : "", d ?: "",
+                                      cases[i].name, cases[i].stamp, d ? ", \"data\": " : "", d ?: "");
+                assert_true(n < sizeof(buf));
+                peer_write(p, buf, n);
+        }
+        assert_int_equal(p->n_events, 2 * ELEMENTSOF(cases));
+        assert_int_equal(p->n_disconnected, 0);
+        for (size_t i = 0; i < p->n_events; i += 2) {
+                const struct peer_event *a = &p->events[i], *b = &p->events[i + 1];
+                assert_string_equal(a->name, b->name);
+                assert_int_equal(a->id, b->id);
+                assert_int_equal(a->via_handler, b->via_handler);
+                assert_int_equal(a->timestamp_usec, b->timestamp_usec);
+                assert_int_equal(!a->data, !b->data);
+                assert_true(!a->data || json_object_equal(a->data, b->data));
+        }
+        assert_int_equal(p->events[0].timestamp_usec, 1795947034403872ULL);
+        assert_int_equal(p->events[2].id, QMP_EVENT_STOP);
+        assert_true(p->events[2].via_handler);
+        assert_int_equal(p->events[4].timestamp_usec, 0);
+        assert_int_equal(p->events[6].timestamp_usec, 0);
+        assert_int_equal(json_object_get_uint64(json_object_object_get(p->events[6].data, "size")), UINT64_MAX);
+        assert_int_equal(p->events[8].timestamp_usec, 0);
+        assert_int_equal(json_object_get_int64(json_object_object_get(p->events[10].data, "actual")), 2);
+        assert_string_equal(json_object_get_string(json_object_object_get(p->events[12].data, "actual")), "1");
+        assert_true(json_object_is_type(p->events[14].data, json_type_array));
+        peer_done(p);
+}
+
 /* A reply split over two reads goes through json-c; one the decoder frees the client from
  * fails the other commands once, with -ECANCELED, and is itself answered once. */
 static void test_fast_split_and_free(void **state) {
@@ -647,6 +701,42 @@ static void test_command_timeout_shared_timer(void **state) {
         assert_int_equal(answered.calls, 1);
         result_clear(&answered);
         peer_done(p);
+}
+
+/* r, a command sent on p, times out (and p's connection with it), not before deadline. */
+static void expect_timeout(struct peer *p, const struct call_result *r, const char *command, uint64_t deadline) {
+        assert_true(peer_run_until(p, &r->done, 3 * 1000000));
+        assert_true(now_usec() >= deadline);
+        assert_int_equal(r->err.error.code, -ETIMEDOUT);
+        assert_contains(r->err.error.msg, command);
+        assert_int_equal(p->n_disconnected, 1);
+}
+
+/* Connections on one loop share its hub's timer for their commands' deadlines: each command
+ * times out at its own deadline, a connection that closes leaves the others' deadlines as they
+ * were, and the deadline of a command answered meanwhile fails nothing. */
+static void test_command_timeout_hub(void **state) {
+        struct peer *a = ready_peer(), *b = ready_peer_on(a->e), *c = ready_peer_on(a->e);
+        struct call_result ra = { 0 }, rb = { 0 }, rc = { 0 };
+        uint64_t t0 = now_usec();
+
+        call(a, "query-status", 300 * 1000, &ra);
+        call(b, "query-balloon", 100 * 1000, &rb);
+        call(c, "query-kvm", 600 * 1000, &rc);
+        peer_answer(b, "query-balloon", "{\"actual\": 1073741824}");
+        assert_true(rb.done);
+        assert_false(rb.failed);
+        expect_timeout(a, &ra, "query-status", t0 + 300 * 1000);
+        assert_false(rc.done);
+        expect_timeout(c, &rc, "query-kvm", t0 + 600 * 1000);
+        /* b's command was answered: its deadline passed without a failure. */
+        assert_int_equal(rb.calls, 1);
+        assert_int_equal(b->n_disconnected, 0);
+        assert_true(qmp_is_ready(b->q));
+        result_clear(&rb);
+        peer_done(c);
+        peer_done(b);
+        peer_done(a);
 }
 
 static void test_greeting_timeout(void **state) {
@@ -1302,7 +1392,9 @@ int main(void) {
         T(test_cork);
         T(test_fast_replies);
         T(test_fast_split_and_free);
+        T(test_fast_events);
         T(test_command_timeout_shared_timer);
+        T(test_command_timeout_hub);
         T(test_greeting_timeout);
         T(test_capabilities_refused);
         T(test_eof_mid_message);
