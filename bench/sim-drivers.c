@@ -146,7 +146,7 @@ static int ours_tick(void *ctx, struct sim *s) {
  * (docs/policy.md) never grow a VM later than a sample every period would, but one period later
  * at most where the rest of the host allocated meanwhile. A grow is granted as ppnd grants it
  * (fast_grow()): from the larger of target and size, up to what the policy had free at its last
- * tick less what was handed out since, none under FASTGROW_GRANT_MIN; the policy sees it as its
+ * tick less what was handed out since (fastgrow_grant(), as ppnd's); the policy sees it as its
  * own growth. */
 static int ours_fast(void *ctx, struct sim *s) {
         struct ours *o = ctx;
@@ -166,9 +166,8 @@ static int ours_fast(void *ctx, struct sim *s) {
                 if (fastgrow_sample(&o->ft, &o->fs[i], &in, s->now_usec, &d) < 0 || !d.grow)
                         continue;
                 uint64_t from = o->target[i] > g->actual ? o->target[i] : g->actual;
-                uint64_t want = d.target > from ? d.target - from : 0;
-                uint64_t grant = (uint64_t) o->fast_free < want ? (uint64_t) o->fast_free : want;
-                if (o->fast_free < (int64_t) FASTGROW_GRANT_MIN || grant < FASTGROW_GRANT_MIN)
+                uint64_t grant = fastgrow_grant(o->fast_free, from, d.target);
+                if (grant == 0)
                         continue;
                 o->target[i] = from + grant;
                 o->st[i].last_grow_usec = s->now_usec;

@@ -220,6 +220,14 @@ double sim_slowdown_max(const struct sim *s) {
         return worst;
 }
 
+/* What VM i of t holds touched at second sec at the least with no page of its working set in
+ * swap: its kernel and the working set, as much of it as its max leaves room for. */
+static uint64_t floor_touched(const struct trace *t, size_t i, size_t sec) {
+        uint64_t room = t->vms[i].max > SIM_KERNEL ? t->vms[i].max - SIM_KERNEL : 0;
+        uint64_t ws = trace_ws(t, i, sec);
+        return SIM_KERNEL + (ws < room ? ws : room);
+}
+
 /* The least host footprint of any policy under which no VM of t is ever under pressure
  * (GiB·min): such a VM has its whole working set resident (no guest swap), and a guest holds
  * touched at least its kernel and what is resident (sim-model.h), cache and unreported free
@@ -229,11 +237,8 @@ double sim_slowdown_max(const struct sim *s) {
 double sim_floor_footprint(const struct trace *t) {
         double sum = 0;
         for (size_t sec = 0; sec < t->seconds; sec++)
-                for (size_t i = 0; i < t->n_vms; i++) {
-                        uint64_t room = t->vms[i].max > SIM_KERNEL ? t->vms[i].max - SIM_KERNEL : 0;
-                        uint64_t ws = trace_ws(t, i, sec);
-                        sum += (double) (SIM_KERNEL + (ws < room ? ws : room));
-                }
+                for (size_t i = 0; i < t->n_vms; i++)
+                        sum += (double) floor_touched(t, i, sec);
         return sum / GIB / 60.0;
 }
 
@@ -252,11 +257,8 @@ double sim_floor_unfit(const struct trace *t) {
                 now += SIM_STEP_USEC;
                 size_t sec = (size_t) (now / 1000000ULL);
                 uint64_t need = t->base;
-                for (size_t i = 0; i < t->n_vms; i++) {
-                        uint64_t room = t->vms[i].max > SIM_KERNEL ? t->vms[i].max - SIM_KERNEL : 0;
-                        uint64_t ws = trace_ws(t, i, sec);
-                        need += SIM_KERNEL + (ws < room ? ws : room);
-                }
+                for (size_t i = 0; i < t->n_vms; i++)
+                        need += floor_touched(t, i, sec);
                 if (need > t->physical)
                         unfit += SIM_STEP_USEC / 1e6;
         }

@@ -82,6 +82,13 @@ bool fastgrow_host_quiet(const struct fastgrow_tunables *t, uint64_t allocated, 
         return (double) allocated < (double) t->burst / 2.0 * (double) period_usec / 1e6;
 }
 
+uint64_t fastgrow_grant(int64_t free, uint64_t from, uint64_t target) {
+        uint64_t want = target > from ? target - from : 0;
+        uint64_t grant = free > 0 && (uint64_t) free < want ? (uint64_t) free : want;
+
+        return free <= 0 || grant < FASTGROW_GRANT_MIN ? 0 : grant;
+}
+
 uint64_t fastgrow_last(const struct fastgrow_state *s) {
         return s && s->n ? s->t[s->head] : 0;
 }

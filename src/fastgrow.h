@@ -173,6 +173,12 @@ struct fastgrow_pick {
  * read goes first), then the smaller i. The rest follow in no order. O(n) on average. */
 void fastgrow_pick(struct fastgrow_pick *p, size_t n, size_t k);
 
+/* What a fast grow to target gives a VM now at from (the larger of its target and size), with
+ * free bytes left to grant (the policy's free at its last round, less what was handed out
+ * since): up to free; 0, no grow, when nothing is free or it would be under FASTGROW_GRANT_MIN.
+ * ppnd and the simulator grant with it. */
+uint64_t fastgrow_grant(int64_t free, uint64_t from, uint64_t target);
+
 /* The time of the newest sample (0: none, or s NULL). */
 uint64_t fastgrow_last(const struct fastgrow_state *s);
 

@@ -653,9 +653,24 @@ static void test_pick(void **state) {
                 }
 }
 
+/* fastgrow_grant(), by hand: a VM at 1 GiB asking for 1.5 GiB wants 512 MiB; it gets what is free
+ * up to that, nothing when nothing is free (or less than nothing: fast grows since the round
+ * took more than it had), and nothing when the grant would be under 16 MiB. */
+static void test_grant(void **state) {
+        assert_int_equal(fastgrow_grant(4 * (int64_t) GIB, GIB, GIB + 512 * MIB), 512 * MIB);
+        assert_int_equal(fastgrow_grant(100 * (int64_t) MIB, GIB, GIB + 512 * MIB), 100 * MIB);
+        assert_int_equal(fastgrow_grant(16 * (int64_t) MIB, GIB, GIB + 512 * MIB), 16 * MIB);
+        assert_int_equal(fastgrow_grant(15 * (int64_t) MIB, GIB, GIB + 512 * MIB), 0);
+        assert_int_equal(fastgrow_grant(0, GIB, GIB + 512 * MIB), 0);
+        assert_int_equal(fastgrow_grant(-(int64_t) GIB, GIB, GIB + 512 * MIB), 0);
+        assert_int_equal(fastgrow_grant(4 * (int64_t) GIB, GIB, GIB + 8 * MIB), 0);
+        assert_int_equal(fastgrow_grant(4 * (int64_t) GIB, GIB, GIB), 0);
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test(test_table),
+                cmocka_unit_test(test_grant),
                 cmocka_unit_test(test_onset),
                 cmocka_unit_test(test_short_interval),
                 cmocka_unit_test(test_once_per_stats_and_stale),

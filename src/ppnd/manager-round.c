@@ -649,10 +649,9 @@ static uint64_t rss_now(struct managed_vm *v, uint64_t now, uint64_t age) {
  * it as its own growth: the target in force moves and its hold after growth applies. */
 static void fast_grow(struct managed_vm *v, const struct fastgrow_decision *d, uint64_t from) {
         struct manager *m = v->m;
-        uint64_t want = d->target > from ? d->target - from : 0;
-        uint64_t grant = m->fast_free > 0 && (uint64_t) m->fast_free < want ? (uint64_t) m->fast_free : want;
+        uint64_t grant = fastgrow_grant(m->fast_free, from, d->target);
 
-        if (m->fast_free <= 0 || grant < FASTGROW_GRANT_MIN) {
+        if (grant == 0) {
                 m->fast_held_usec = now_usec();         /* look again once there is memory */
                 return;
         }
